@@ -1,0 +1,3 @@
+"""DSKD: Decoder-based Sense Knowledge Distillation."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,17 @@
+"""One module per CLI stage; see :mod:`dskd.cli`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The common `CONFIG.yaml key=value ...` arguments of a stage."""
+    parser.add_argument("config", help="experiment YAML, e.g. experiments/tiny/dskd.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seed=1")
+
+
+def load_stage_config(args: argparse.Namespace):
+    from dskd.config import load_config
+
+    return load_config(args.config, args.overrides)

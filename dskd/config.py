@@ -1,0 +1,195 @@
+"""Typed experiment configs: YAML files with an optional ``base:`` chain and ``key=value`` overrides.
+
+``load_config("experiments/tiny/dskd.yaml", ["loss.sense.kappa=3"])`` returns a validated
+:class:`ExperimentConfig`. Unknown keys name the closest valid key; wrong types name the key, the
+expected and the given type. Every error is a :class:`~dskd.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from dskd.errors import ConfigError
+from dskd.io import write_text_atomic
+from dskd.schema import ExperimentConfig
+
+BASE_KEY = "base"
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read one YAML file and the ``base:`` files it builds on, merged (later wins)."""
+    path = path.resolve()
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        raise ConfigError(f"Config files form a cycle through 'base:': {cycle}. Remove one 'base:' link.")
+    if not path.is_file():
+        where = f" (named as base of {chain[-1]})" if chain else ""
+        raise ConfigError(
+            f"Config file '{path}' not found{where}. Pass an existing YAML file, e.g. one under "
+            "experiments/ (`ls experiments/tiny`)."
+        )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"Config file '{path}' is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file '{path}' must hold a mapping of keys, not {type(data).__name__}.")
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    bases = base if isinstance(base, list) else [base]
+    merged: dict[str, Any] = {}
+    for b in bases:
+        merged = _deep_merge(merged, _read_yaml(path.parent / str(b), (*chain, path)))
+    return _deep_merge(merged, data)
+
+
+def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"Override '{item}' is not of the form key=value (e.g. trainer.max_steps=10).")
+        key, raw = item.split("=", 1)
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"Override '{item}' has an empty key part; write dotted keys like loss.kd.tau=2.")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"Override '{item}' conflicts with another override of '{part}'.")
+        node[parts[-1]] = value
+    return out
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _dataclass_of(tp: Any) -> type | None:
+    if dataclasses.is_dataclass(tp):
+        return tp
+    for arg in typing.get_args(tp):
+        if dataclasses.is_dataclass(arg):
+            return arg
+    return None
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _check_keys(data: dict[str, Any], cls: type, prefix: str, source: str) -> None:
+    """Reject keys the schema does not know, naming the closest valid key."""
+    types = _field_types(cls)
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in types:
+            valid = [f"{prefix}{k}" for k in types]
+            close = difflib.get_close_matches(full, valid, n=1, cutoff=0.5) or difflib.get_close_matches(
+                full, _all_keys(ExperimentConfig), n=1, cutoff=0.5
+            )
+            hint = f" Did you mean '{close[0]}'?" if close else f" Valid keys here: {', '.join(valid)}."
+            raise ConfigError(f"Unknown config key '{full}' (in {source}).{hint}")
+        sub = _dataclass_of(types[key])
+        if sub is not None and isinstance(value, dict):
+            _check_keys(value, sub, f"{full}.", source)
+        elif sub is not None and isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, dict):
+                    _check_keys(item, sub, f"{full}[{i}].", source)
+
+
+def _all_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    for name, tp in _field_types(cls).items():
+        keys.append(f"{prefix}{name}")
+        sub = _dataclass_of(tp)
+        if sub is not None:
+            keys.extend(_all_keys(sub, f"{prefix}{name}."))
+    return keys
+
+
+def _expected_type(key: str) -> str:
+    cls: Any = ExperimentConfig
+    tp: Any = cls
+    for part in key.replace("]", "").split("."):
+        part = part.split("[")[0]
+        sub = _dataclass_of(tp)
+        if sub is None or part not in _field_types(sub):
+            return "?"
+        tp = _field_types(sub)[part]
+    return _type_name(tp)
+
+
+def _given(data: dict[str, Any], key: str) -> Any:
+    node: Any = data
+    for part in key.split("."):
+        name, _, idx = part.partition("[")
+        node = node.get(name) if isinstance(node, dict) else None
+        if idx and isinstance(node, list):
+            node = node[int(idx.rstrip("]"))]
+    return node
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    """Validate a plain dict against the schema and return the typed config."""
+    _check_keys(data, ExperimentConfig, "", source)
+    schema = OmegaConf.structured(ExperimentConfig)
+    try:
+        merged = OmegaConf.merge(schema, OmegaConf.create(data))
+        OmegaConf.resolve(merged)
+        return typing.cast(ExperimentConfig, OmegaConf.to_object(merged))
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        value = _given(data, key) if key != "?" else None
+        raise ConfigError(
+            f"Config key '{key}' (in {source}) expects {_expected_type(key)}, got "
+            f"{type(value).__name__} {value!r}. Fix the value in the YAML file or the key=value override."
+        ) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load an experiment YAML (following ``base:``), apply ``key=value`` overrides and validate."""
+    data = _read_yaml(Path(path))
+    over = _parse_overrides(list(overrides or []))
+    if over:
+        _check_keys(over, ExperimentConfig, "", "command-line overrides")
+    return config_from_dict(_deep_merge(data, over), source=str(path))
+
+
+def config_to_yaml(cfg: ExperimentConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def save_config(cfg: ExperimentConfig, directory: str | Path, name: str = "config.yaml") -> Path:
+    """Write the resolved config next to an artifact (atomically) and return its path."""
+    path = Path(directory) / name
+    write_text_atomic(path, config_to_yaml(cfg))
+    return path
+
+
+def to_dictconfig(cfg: ExperimentConfig) -> DictConfig:
+    return OmegaConf.structured(cfg)

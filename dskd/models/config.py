@@ -1,0 +1,35 @@
+"""Config of the teacher and the student."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class TeacherConfig:
+    model: str = "smollm2-135m-instruct"
+    """Asset name, local Hugging Face folder or hub id."""
+    revision: str | None = None
+    """Hub revision (ignored for assets and folders)."""
+    dtype: str = "auto"
+    """auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16."""
+    mode: str = "online"
+    """online (forward every step) | cached (read top-k logits and hidden states from a teacher cache)."""
+    cache_dir: str = "${artifacts_dir}/teacher_cache"
+    """Where the teacher cache lives (mode=cached)."""
+    cache_top_k: int = 64
+    """Logits kept per position in the teacher cache."""
+
+
+@dataclass
+class StudentConfig:
+    kind: str = "truncated"
+    """truncated (teacher's first `num_layers` layers, paper recipe) | hf (any causal LM in `model`)."""
+    model: str | None = None
+    """For kind=hf: asset name, folder or hub id."""
+    num_layers: int = 16
+    """Layers kept from the teacher (kind=truncated)."""
+    trainable_top_layers: int = 2
+    """Only the top layers train; embeddings, final norm and LM head are frozen (kind=truncated)."""
+    projection: str = "auto"
+    """auto (linear when hidden sizes differ) | linear | none."""

@@ -1,0 +1,42 @@
+"""The experiment config schema: one typed dataclass per stage, composed into one config.
+
+Every stage reads the same experiment YAML and uses its own section, so one file describes a run
+from lexicon to evaluation. Keys are documented where they are defined.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dskd.data.config import DataConfig
+from dskd.evaluation.config import EvalConfig
+from dskd.lexicon.config import LexiconConfig
+from dskd.losses.config import LossConfig
+from dskd.models.config import StudentConfig, TeacherConfig
+from dskd.senses.config import SensesConfig
+from dskd.training.config import LoggingConfig, OptimConfig, TrainerConfig
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "tiny-dskd"
+    """Run name (W&B run name, folder under runs_dir)."""
+    family: str = "tiny"
+    """Experiment family / preset (W&B group, results folder)."""
+    method: str = "dskd"
+    """kd (CE + KD) | dskd (CE + KD + sense loss)."""
+    seed: int = 0
+    artifacts_dir: str = "artifacts/${family}"
+    """Root of the shared artifacts of a preset (lexicon, senses, teacher cache)."""
+    runs_dir: str = "runs/${family}"
+    """Root of training runs (checkpoints, logs, exported students)."""
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    lexicon: LexiconConfig = field(default_factory=LexiconConfig)
+    senses: SensesConfig = field(default_factory=SensesConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

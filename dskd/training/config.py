@@ -1,0 +1,53 @@
+"""Config of optimisation, the Lightning trainer and logging."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-5
+    """Learning rate per device (scaled by world size when `scale_lr` is on)."""
+    scale_lr: bool = True
+    """Multiply lr by the world size (paper recipe)."""
+    weight_decay: float = 1e-3
+    warmup_ratio: float = 0.1
+    """Fraction of steps of linear warm-up before the cosine decay."""
+    grad_clip: float | None = 1.0
+    """Gradient-norm clipping (None: off)."""
+
+
+@dataclass
+class TrainerConfig:
+    strategy: str = "auto"
+    """auto | ddp | fsdp | deepspeed_stage_2 | deepspeed_stage_3."""
+    precision: str = "32-true"
+    """32-true | bf16-mixed | bf16-true | 16-mixed."""
+    accelerator: str = "auto"
+    devices: str = "auto"
+    """Devices per node ("auto", a count, or a list)."""
+    num_nodes: int = 1
+    max_steps: int = -1
+    """Stop after this many optimizer steps (-1: run `max_epochs`)."""
+    max_epochs: int = 2
+    accumulate_grad_batches: int = 1
+    log_every_n_steps: int = 10
+    val_check_interval: float | None = None
+    """Steps between validations (None: once per epoch)."""
+    checkpoint_every_n_steps: int = 100
+    nan_policy: str = "stop"
+    """stop (raise naming step and component) | skip (skip the step and count it)."""
+    resume: str = "auto"
+    """auto (continue from the run's last checkpoint) | never | a checkpoint path."""
+
+
+@dataclass
+class LoggingConfig:
+    wandb: bool = True
+    """Log to W&B (offline unless WANDB_API_KEY is set or WANDB_MODE=online)."""
+    project: str = "dskd"
+    tags: list[str] = field(default_factory=list)
+    """Extra W&B tags (method and switches are added automatically)."""
+    csv: bool = True
+    """Always write metrics.csv (readable without W&B)."""
