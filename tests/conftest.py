@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny random models for unit tests, the real assets for integration tests."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture
+def tiny_llama_config():
+    """A Llama config small enough for unit tests (random weights, any vocab size)."""
+    from transformers import LlamaConfig
+
+    def make(vocab_size: int = 128, hidden_size: int = 32, num_layers: int = 4, **kw) -> LlamaConfig:
+        return LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            tie_word_embeddings=True,
+            **kw,
+        )
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir():
+    """Folder of the real SmolLM2-135M-Instruct teacher (fetched into DSKD_HOME on first use)."""
+    from dskd.assets import asset_path
+
+    return asset_path("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smollm2_dir)
+
+
+@pytest.fixture(scope="session")
+def wordnet():
+    """The real WordNet 3.0 corpus reader (fetched into DSKD_HOME on first use)."""
+    from dskd.assets import wordnet
+
+    return wordnet()
