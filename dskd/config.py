@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -103,23 +104,59 @@ def _type_name(tp: Any) -> str:
 
 def _check_keys(data: dict[str, Any], cls: type, prefix: str, source: str) -> None:
     """Reject keys the schema does not know, naming the closest valid key."""
-    types = _field_types(cls)
+    fields = _field_types(cls)
     for key, value in data.items():
         full = f"{prefix}{key}"
-        if key not in types:
-            valid = [f"{prefix}{k}" for k in types]
+        if key not in fields:
+            valid = [f"{prefix}{k}" for k in fields]
             close = difflib.get_close_matches(full, valid, n=1, cutoff=0.5) or difflib.get_close_matches(
                 full, _all_keys(ExperimentConfig), n=1, cutoff=0.5
             )
             hint = f" Did you mean '{close[0]}'?" if close else f" Valid keys here: {', '.join(valid)}."
             raise ConfigError(f"Unknown config key '{full}' (in {source}).{hint}")
-        sub = _dataclass_of(types[key])
+        sub = _dataclass_of(fields[key])
         if sub is not None and isinstance(value, dict):
             _check_keys(value, sub, f"{full}.", source)
         elif sub is not None and isinstance(value, list):
             for i, item in enumerate(value):
                 if isinstance(item, dict):
                     _check_keys(item, sub, f"{full}[{i}].", source)
+        elif not _matches(value, fields[key]):
+            raise ConfigError(
+                f"Config key '{full}' (in {source}) expects {_type_name(fields[key])}, got "
+                f"{type(value).__name__} {value!r}. Fix the value in the YAML file or the key=value override."
+            )
+
+
+def _is_float_text(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(value, str)
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    """Whether a YAML value fits a schema annotation (int is accepted for float; ${...} always)."""
+    if isinstance(value, str) and "${" in value:
+        return True
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if origin is list:
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        return isinstance(value, list) and all(_matches(v, item_tp) for v in value)
+    if tp is Any:
+        return True
+    if tp is float:  # PyYAML reads 5e-5 (no dot) as a string; OmegaConf converts it
+        return (isinstance(value, int | float) and not isinstance(value, bool)) or _is_float_text(value)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True
 
 
 def _all_keys(cls: type, prefix: str = "") -> list[str]:

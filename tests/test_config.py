@@ -1,0 +1,110 @@
+"""Config loading: base chains, overrides, unknown keys, wrong types, saving."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dskd.config import config_from_dict, load_config, save_config
+from dskd.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_resolve_interpolations():
+    cfg = config_from_dict({"family": "abc"})
+    assert cfg.artifacts_dir == "artifacts/abc"
+    assert cfg.lexicon.output_dir == "artifacts/abc/lexicon"
+    assert cfg.loss.kd.tau == 2.0 and cfg.loss.kd.alpha == 0.7 and cfg.loss.sense.kappa == 5
+
+
+def test_base_chain_and_later_file_wins(tmp_path):
+    write(tmp_path / "root.yaml", "seed: 1\nloss:\n  kd:\n    tau: 3.0\n    alpha: 0.5\n")
+    write(tmp_path / "mid.yaml", "base: root.yaml\nseed: 2\n")
+    leaf = write(tmp_path / "leaf.yaml", "base: mid.yaml\nloss:\n  kd:\n    tau: 4.0\n")
+    cfg = load_config(leaf)
+    assert cfg.seed == 2
+    assert cfg.loss.kd.tau == 4.0
+    assert cfg.loss.kd.alpha == 0.5  # deep merge keeps sibling keys of the base
+
+
+def test_overrides_apply_after_files_with_yaml_types(tmp_path):
+    leaf = write(tmp_path / "a.yaml", "trainer:\n  max_steps: 10\n")
+    cfg = load_config(leaf, ["trainer.max_steps=3", "loss.kd.chunk_size=null", "logging.tags=[a, b]"])
+    assert cfg.trainer.max_steps == 3
+    assert cfg.loss.kd.chunk_size is None
+    assert cfg.logging.tags == ["a", "b"]
+
+
+def test_tiny_presets_differ_only_in_method_and_name():
+    kd = load_config(ROOT / "experiments/tiny/kd.yaml")
+    dskd = load_config(ROOT / "experiments/tiny/dskd.yaml")
+    assert (kd.method, dskd.method) == ("kd", "dskd")
+    kd.method, kd.name = dskd.method, dskd.name
+    assert kd == dskd
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"trainer": {"max_stepz": 3}}, "Did you mean 'trainer.max_steps'"),
+        ({"lexcon": {}}, "Did you mean 'lexicon'"),
+        ({"loss": {"sense": {"kapa": 3}}}, "Did you mean 'loss.sense.kappa'"),
+    ],
+)
+def test_unknown_key_names_closest(data, expected):
+    with pytest.raises(ConfigError, match=expected):
+        config_from_dict(data)
+
+
+def test_unknown_key_in_override(tmp_path):
+    leaf = write(tmp_path / "a.yaml", "seed: 0\n")
+    with pytest.raises(ConfigError, match="command-line overrides.*Did you mean 'trainer.max_steps'"):
+        load_config(leaf, ["trainer.max_step=3"])
+
+
+def test_wrong_type_names_key_expected_and_given():
+    with pytest.raises(ConfigError) as e:
+        config_from_dict({"trainer": {"max_steps": "abc"}})
+    msg = str(e.value)
+    assert "trainer.max_steps" in msg and "expects int" in msg and "got str 'abc'" in msg
+
+
+def test_wrong_type_in_list_of_sources():
+    with pytest.raises(ConfigError, match="data.train"):
+        config_from_dict({"data": {"train": [{"kind": "text", "max_records": "many"}]}})
+
+
+def test_missing_file_and_bad_yaml_and_cycle(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path / "bad.yaml", "a: [1, 2\n"))
+    write(tmp_path / "x.yaml", "base: y.yaml\n")
+    write(tmp_path / "y.yaml", "base: x.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "x.yaml")
+
+
+def test_malformed_override(tmp_path):
+    leaf = write(tmp_path / "a.yaml", "seed: 0\n")
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(leaf, ["seed"])
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config(ROOT / "experiments/tiny/dskd.yaml", ["seed=7"])
+    path = save_config(cfg, tmp_path)
+    assert load_config(path) == cfg
+
+
+def test_exponent_without_dot_is_a_float():
+    cfg = load_config(ROOT / "experiments/tiny/dskd.yaml", ["optim.lr=2e-5"])
+    assert cfg.optim.lr == pytest.approx(2e-5)
+    assert isinstance(cfg.optim.lr, float)
