@@ -40,7 +40,7 @@ $(STAMP_SETUP): setup.cfg pyproject.toml
 
 assets: $(STAMP_ASSETS)
 
-$(STAMP_ASSETS): $(STAMP_SETUP) dskd/assets.py
+$(STAMP_ASSETS): $(STAMP_SETUP) $(wildcard dskd/assets.py dskd/assets/*.py)
 	@echo ">>> fetching offline assets (idempotent; cached in \$${DSKD_HOME:-~/.cache/dskd})"
 	$(DSKD) assets fetch
 	touch $@

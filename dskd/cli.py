@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import textwrap
 
 from dskd import __version__
 from dskd.errors import DSKDError
@@ -46,8 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_error(message: str) -> None:
-    paragraphs = [textwrap.fill(p, width=100, subsequent_indent="  ") for p in message.split("\n\n")]
-    print("dskd: error: " + "\n\n".join(paragraphs), file=sys.stderr)
+    print(f"dskd: error: {message}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
