@@ -43,6 +43,7 @@ class Figure:
 
 BENCHMARKS: list[str] = [
     # "module:function", each returning list[Figure]
+    "dskd.losses.bench:bench_chunked_kd",
 ]
 
 

@@ -4,6 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dskd.errors import ConfigError
+
+DIVERGENCES = ("forward_kl", "reverse_kl", "js", "skew_kl", "tv")
+"""Names of the KD divergences (defined in dskd.losses.kd)."""
+
+
+def check_divergence(divergence: str, skew: float) -> None:
+    """Raise :class:`ConfigError` for an unknown divergence or a skew outside [0, 1)."""
+    if divergence not in DIVERGENCES:
+        raise ConfigError(
+            f"loss.kd.divergence={divergence!r} is not known; choose one of {', '.join(DIVERGENCES)}."
+        )
+    if divergence == "skew_kl" and not 0.0 <= skew < 1.0:
+        raise ConfigError(f"loss.kd.skew={skew} must lie in [0, 1) (a = 1 makes skew KL identically 0).")
+
 
 @dataclass
 class KDConfig:
@@ -12,11 +27,18 @@ class KDConfig:
     tau: float = 2.0
     """Softmax temperature; the term is scaled by tau^2."""
     divergence: str = "forward_kl"
-    """forward_kl | reverse_kl | js | skew_kl | tv."""
+    """forward_kl: KL(p_T||p_S) | reverse_kl: KL(p_S||p_T) | js: Jensen-Shannon | skew_kl:
+    KL(p_T || a p_T + (1-a) p_S) (DistiLLM) | tv: total variation."""
     skew: float = 0.1
-    """Mixing weight of skew KL."""
+    """a of skew KL, in [0, 1) (0 = forward KL)."""
     chunk_size: int | None = None
-    """Positions per chunk; None computes the full [batch, length, vocab] at once."""
+    """Positions per chunk of the fused CE + KD (logits of only this many positions exist at once);
+    None projects all valid positions at once."""
+
+    def __post_init__(self) -> None:
+        check_divergence(self.divergence, self.skew)
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise ConfigError(f"loss.kd.chunk_size={self.chunk_size} must be a positive integer or null.")
 
 
 @dataclass
@@ -39,6 +61,10 @@ class SenseLossConfig:
     """Use the antonym push term."""
     random_positions: bool = True
     """Add the P2 term (m random positions pulled toward their own nearest senses)."""
+
+    def __post_init__(self) -> None:
+        if self.kappa < 1:
+            raise ConfigError(f"loss.sense.kappa={self.kappa} must be at least 1.")
 
 
 @dataclass

@@ -1,0 +1,317 @@
+"""Logit distillation: divergences, masked KD loss, and a chunked fused CE + KD from hidden states.
+
+Every divergence is computed in float32 from ``log_softmax`` of the temperature-scaled logits, so
+``-inf`` logits (masked vocabulary entries) and very large logits give finite, NaN-free values
+wherever the divergence itself is finite. ``p_T`` is the teacher's distribution, ``p_S`` the
+student's, both at temperature ``tau``:
+
+- ``forward_kl``: KL(p_T || p_S) (default; what the released code uses)
+- ``reverse_kl``: KL(p_S || p_T)
+- ``js``: Jensen-Shannon, 0.5 KL(p_T || m) + 0.5 KL(p_S || m), m = (p_T + p_S) / 2
+- ``skew_kl``: KL(p_T || a p_T + (1 - a) p_S) with a = ``skew`` (DistiLLM's skew forward KL)
+- ``tv``: total variation, 0.5 sum |p_T - p_S|
+
+``L_KD = alpha * tau^2 * mean over valid positions of D``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from dskd.errors import ConfigError, DSKDError
+from dskd.losses.config import DIVERGENCES, check_divergence
+
+__all__ = [
+    "CEKD",
+    "DIVERGENCES",
+    "IGNORE_INDEX",
+    "ce_and_kd_chunked",
+    "check_divergence",
+    "divergence_per_position",
+    "kd_loss",
+    "position_mask",
+]
+
+IGNORE_INDEX = -100
+
+
+def _kl_from_logs(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """sum_v p (log p - log q) over the last dim (log-probabilities finite, see :func:`_log_probs`)."""
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def _log_probs(logits: torch.Tensor, tau: float) -> torch.Tensor:
+    """float32 ``log_softmax(logits / tau)`` with -inf raised to the lowest finite float.
+
+    A zero probability then contributes exactly 0 to every sum below, and no ``-inf - -inf`` (NaN)
+    can reach a value or a gradient; the clamp passes no gradient to those entries, as softmax would.
+    """
+    log_p = torch.log_softmax(logits.float() / tau, dim=-1)
+    return log_p.clamp(min=torch.finfo(torch.float32).min)
+
+
+def divergence_per_position(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    divergence: str = "forward_kl",
+    tau: float = 1.0,
+    skew: float = 0.1,
+) -> torch.Tensor:
+    """D(p_T, p_S) at temperature ``tau`` for each position: ``[..., V] -> [...]`` in float32."""
+    check_divergence(divergence, skew)
+    if student_logits.shape != teacher_logits.shape:
+        raise DSKDError(
+            f"Student logits {tuple(student_logits.shape)} and teacher logits "
+            f"{tuple(teacher_logits.shape)} differ in shape; the student and teacher must share the "
+            "vocabulary (slice a padded LM head to the tokenizer's vocabulary size first)."
+        )
+    log_s = _log_probs(student_logits, tau)
+    log_t = _log_probs(teacher_logits, tau)
+    if divergence == "forward_kl":
+        return _kl_from_logs(log_t, log_s)
+    if divergence == "reverse_kl":
+        return _kl_from_logs(log_s, log_t)
+    if divergence == "js":
+        log_m = torch.logaddexp(log_t, log_s) - math.log(2.0)
+        return 0.5 * _kl_from_logs(log_t, log_m) + 0.5 * _kl_from_logs(log_s, log_m)
+    if divergence == "skew_kl":
+        if skew == 0.0:
+            return _kl_from_logs(log_t, log_s)
+        log_mix = torch.logaddexp(log_t + math.log(skew), log_s + math.log1p(-skew))
+        return _kl_from_logs(log_t, log_mix)
+    return 0.5 * (log_t.exp() - log_s.exp()).abs().sum(-1)
+
+
+def position_mask(labels: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Positions that count: ``labels != -100`` and (if given) ``attention_mask != 0``."""
+    mask = labels != IGNORE_INDEX
+    if attention_mask is not None:
+        mask = mask & attention_mask.bool()
+    return mask
+
+
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    tau: float = 2.0,
+    divergence: str = "forward_kl",
+    alpha: float = 0.7,
+    skew: float = 0.1,
+) -> torch.Tensor:
+    """``alpha * tau^2 * mean_p D(p_T[p], p_S[p])`` over positions where ``mask`` is true.
+
+    Logits are ``[..., V]``; ``mask`` is ``[...]`` (None: all positions). The teacher logits are
+    treated as constants. No valid position gives 0 (still connected to the student's graph).
+    """
+    per_pos = divergence_per_position(student_logits, teacher_logits.detach(), divergence, tau, skew)
+    if mask is None:
+        mask = torch.ones_like(per_pos, dtype=torch.bool)
+    zero = torch.zeros((), dtype=per_pos.dtype, device=per_pos.device)
+    total = torch.where(mask, per_pos, zero).sum()
+    return alpha * tau**2 * total / mask.sum().clamp(min=1)
+
+
+class CEKD(NamedTuple):
+    """Result of :func:`ce_and_kd_chunked`.
+
+    ``total = ce_weight * ce + kd`` carries the gradient; ``ce`` (mean next-token cross-entropy)
+    and ``kd`` (``alpha * tau^2 * mean D``) are detached values for logging.
+    """
+
+    total: torch.Tensor
+    ce: torch.Tensor
+    kd: torch.Tensor
+
+
+class _Head(NamedTuple):
+    """Flattened inputs of one model's LM head: hidden states [N, d] and weight [V, d] (or logits)."""
+
+    hidden: torch.Tensor
+    weight: torch.Tensor | None
+    bias: torch.Tensor | None
+
+    def logits(self, index: torch.Tensor) -> torch.Tensor:
+        """Logits of the positions ``index``."""
+        return self.project(self.hidden.index_select(0, index))
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """Apply the LM head (in the promoted dtype of ``h`` and the weight) to hidden states ``h``."""
+        if self.weight is None:
+            return h
+        dtype = torch.promote_types(h.dtype, self.weight.dtype)
+        bias = None if self.bias is None else self.bias.to(dtype)
+        return F.linear(h.to(dtype), self.weight.to(dtype), bias)
+
+
+class _Spec(NamedTuple):
+    """Everything a chunk needs besides the student's differentiable tensors."""
+
+    teacher: _Head
+    labels: torch.Tensor  # [N], -100 where CE ignores the position
+    kd_valid: torch.Tensor  # [N] bool
+    index: torch.Tensor  # [n] positions where CE or KD counts
+    chunk_size: int
+    ce_scale: float  # ce_weight / number of CE positions
+    kd_scale: float  # alpha * tau^2 / number of KD positions
+    divergence: str
+    tau: float
+    skew: float
+
+
+def _chunk_sums(
+    student_logits: torch.Tensor, spec: _Spec, idx: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of CE, sum of D) over one chunk of positions ``idx``."""
+    with torch.no_grad():
+        teacher_logits = spec.teacher.logits(idx)
+    ce = F.cross_entropy(
+        student_logits.float(), spec.labels.index_select(0, idx), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    per_pos = divergence_per_position(student_logits, teacher_logits, spec.divergence, spec.tau, spec.skew)
+    zero = torch.zeros((), dtype=per_pos.dtype, device=per_pos.device)
+    kd = torch.where(spec.kd_valid.index_select(0, idx), per_pos, zero).sum()
+    return ce, kd
+
+
+def _chunks(spec: _Spec) -> list[torch.Tensor]:
+    return list(spec.index.split(spec.chunk_size))
+
+
+class _FusedCEKD(torch.autograd.Function):
+    """Chunked CE + KD whose gradients are computed chunk by chunk during the forward pass.
+
+    Each chunk's student logits are built, differentiated w.r.t. the chunk's hidden states (and the
+    LM head weight and bias if they require grad) and freed at once, so neither model's full
+    ``[N, V]`` logits ever exist and the backward only scales the stored gradients (no
+    recomputation, unlike activation checkpointing).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, spec: _Spec):  # type: ignore[override]
+        need_w = weight.requires_grad
+        need_b = bias is not None and bias.requires_grad
+        grad_h = torch.zeros_like(hidden, dtype=torch.float32)
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+        grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
+        ce_sum = hidden.new_zeros((), dtype=torch.float32)
+        kd_sum = hidden.new_zeros((), dtype=torch.float32)
+        w = weight.detach().requires_grad_(need_w)
+        b = None if bias is None else bias.detach().requires_grad_(need_b)
+        for idx in _chunks(spec):
+            with torch.enable_grad():
+                h = hidden.index_select(0, idx).detach().requires_grad_(True)
+                logits = _Head(hidden, w, b).project(h)
+                ce, kd = _chunk_sums(logits, spec, idx)
+                leaves = [h] + ([w] if need_w else []) + ([b] if need_b else [])
+                grads = torch.autograd.grad(spec.ce_scale * ce + spec.kd_scale * kd, leaves)
+            grad_h.index_copy_(0, idx, grads[0].float())
+            if need_w:
+                grad_w += grads[1].float()
+            if need_b:
+                grad_b += grads[-1].float()
+            ce_sum += ce.detach()
+            kd_sum += kd.detach()
+        ctx.save_for_backward(grad_h, grad_w, grad_b)
+        ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
+        return spec.ce_scale * ce_sum + spec.kd_scale * kd_sum, ce_sum, kd_sum
+
+    @staticmethod
+    def backward(ctx, g_total, _g_ce, _g_kd):  # type: ignore[override]
+        grad_h, grad_w, grad_b = ctx.saved_tensors
+        dh, dw, db = ctx.dtypes
+        return (
+            (g_total * grad_h).to(dh),
+            None if grad_w is None else (g_total * grad_w).to(dw),
+            None if grad_b is None else (g_total * grad_b).to(db),
+            None,
+        )
+
+
+def ce_and_kd_chunked(
+    h_student: torch.Tensor,
+    student_weight: torch.Tensor,
+    teacher: torch.Tensor,
+    teacher_weight: torch.Tensor | None,
+    labels: torch.Tensor,
+    *,
+    kd_mask: torch.Tensor | None = None,
+    student_bias: torch.Tensor | None = None,
+    teacher_bias: torch.Tensor | None = None,
+    ce_weight: float = 1.0,
+    alpha: float = 0.7,
+    tau: float = 2.0,
+    divergence: str = "forward_kl",
+    skew: float = 0.1,
+    chunk_size: int | None = None,
+) -> CEKD:
+    """Next-token CE and KD computed from hidden states, ``chunk_size`` positions at a time.
+
+    Args:
+        h_student: student LM-head input ``[B, L, d_S]``.
+        student_weight: student LM head ``[V, d_S]`` (bias ``student_bias`` ``[V]``); gets gradients
+            if it requires grad (a frozen head costs nothing extra).
+        teacher: teacher LM-head input ``[B, L, d_T]`` with ``teacher_weight`` ``[V, d_T]``, or, when
+            ``teacher_weight`` is None, the teacher's logits ``[B, L, V]``. Always a constant.
+        labels: ``[B, L]`` target of each position (already shifted), -100 where CE ignores it.
+        kd_mask: ``[B, L]`` bool, positions where KD counts (default: ``labels != -100``); build
+            it with :func:`position_mask` to also drop padding.
+        ce_weight: weight of CE inside ``total``.
+        chunk_size: positions per chunk; None = all valid positions in one chunk.
+
+    Returns :class:`CEKD`: ``total = ce_weight * ce + kd`` (differentiable) and the detached parts.
+    CE is the mean over CE positions, KD ``alpha * tau^2 *`` the mean divergence over KD positions;
+    a part without any valid position is 0. Only the valid positions are ever projected to logits.
+    With grad enabled the gradients are computed during this call (see :class:`_FusedCEKD`), so
+    ``total`` must be backpropagated at most once.
+    """
+    check_divergence(divergence, skew)
+    if chunk_size is not None and chunk_size < 1:
+        raise ConfigError(f"loss.kd.chunk_size={chunk_size} must be a positive integer or null.")
+    vocab = student_weight.shape[0]
+    teacher_vocab = teacher.shape[-1] if teacher_weight is None else teacher_weight.shape[0]
+    if vocab != teacher_vocab:
+        raise DSKDError(
+            f"The student's LM head has {vocab} rows but the teacher's vocabulary has {teacher_vocab}; "
+            "KD needs one shared vocabulary (slice a padded LM head to the tokenizer's size first)."
+        )
+    n = labels.numel()
+    flat_labels = labels.reshape(n)
+    ce_valid = flat_labels != IGNORE_INDEX
+    kd_valid = ce_valid if kd_mask is None else kd_mask.reshape(n).bool()
+    index = (ce_valid | kd_valid).nonzero().squeeze(1)
+    n_ce = int(ce_valid.sum())
+    n_kd = int(kd_valid.sum())
+    spec = _Spec(
+        teacher=_Head(teacher.detach().reshape(n, -1), teacher_weight, teacher_bias),
+        labels=flat_labels,
+        kd_valid=kd_valid,
+        index=index,
+        chunk_size=chunk_size or max(1, len(index)),
+        ce_scale=ce_weight / max(n_ce, 1),
+        kd_scale=alpha * tau**2 / max(n_kd, 1),
+        divergence=divergence,
+        tau=tau,
+        skew=skew,
+    )
+    hidden = h_student.reshape(n, -1)
+    needs_grad = torch.is_grad_enabled() and (
+        hidden.requires_grad
+        or student_weight.requires_grad
+        or (student_bias is not None and student_bias.requires_grad)
+    )
+    if needs_grad:
+        total, ce_sum, kd_sum = _FusedCEKD.apply(hidden, student_weight, student_bias, spec)
+    else:
+        ce_sum = hidden.new_zeros((), dtype=torch.float32)
+        kd_sum = hidden.new_zeros((), dtype=torch.float32)
+        head = _Head(hidden, student_weight, student_bias)
+        for idx in _chunks(spec):
+            ce, kd = _chunk_sums(head.logits(idx), spec, idx)
+            ce_sum, kd_sum = ce_sum + ce, kd_sum + kd
+        total = spec.ce_scale * ce_sum + spec.kd_scale * kd_sum
+    return CEKD(total, (ce_sum / max(n_ce, 1)).detach(), (spec.kd_scale * kd_sum).detach())

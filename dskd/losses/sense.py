@@ -1,0 +1,184 @@
+"""Sense-consistency loss (DESIGN 2.3), vectorized over the padded positions and candidates of a batch.
+
+For each P1 position p (target t = labels[p]): the candidates ``C+`` are the senses of the sampled
+synonyms followed by ``D[t]``, ``C-`` the senses of the sampled antonyms followed by ``D[t]`` (the
+latter only with ``own_senses_in_negatives``, as in the released code). The ``kappa`` rows of each
+set nearest (L2) to the *teacher's* hidden state are selected without gradient; the *student's*
+hidden state is pulled toward the positives and pushed (hinge) away from the negatives::
+
+    l_p = w_pos * mean_{s in P} MSE(H_S[p], s) + w_neg * mean_{a in N} max(0, margin - MSE(H_S[p], a))
+
+An empty ``P`` or ``N`` drops its term (a P1 position without any candidate counts as a 0 term).
+For each P2 position, ``l_p`` is the mean MSE to the ``kappa`` rows of ``D[t]`` nearest to the
+teacher's state, and 0 (still counted) when ``t`` has no senses or no target.
+Per sequence the loss is the mean of its terms (m P1 + m P2 terms, those switched off not
+counted); sequences without any term are left out of the mean over sequences, and a batch without
+any term gives 0 (still connected to the student's graph so that distributed training sees a
+gradient for every parameter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from dskd.errors import DSKDError
+from dskd.losses.config import SenseLossConfig
+
+Lookup = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""``keys LongTensor[...] -> (senses [..., k, d], mask [..., k])``; unknown keys give an all-False mask."""
+
+SENSE_BATCH_KEYS = (
+    "labels",
+    "sense_pos",
+    "sense_pos_mask",
+    "syn_keys",
+    "syn_mask",
+    "ant_keys",
+    "ant_mask",
+    "rand_pos",
+    "rand_pos_mask",
+)
+IGNORE_INDEX = -100
+
+
+def _check_inputs(h_student: torch.Tensor, h_teacher: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+    missing = [k for k in SENSE_BATCH_KEYS if k not in batch]
+    if missing:
+        raise DSKDError(
+            f"The batch lacks the sense-loss keys {', '.join(missing)}; build batches with the DSKD data "
+            "module (method: dskd) or switch the sense loss off (method: kd)."
+        )
+    if h_student.shape != h_teacher.shape:
+        raise DSKDError(
+            f"Student hidden states {tuple(h_student.shape)} and teacher hidden states "
+            f"{tuple(h_teacher.shape)} differ in shape; project the student's states into the "
+            "teacher's space before the sense loss."
+        )
+
+
+def _at(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """``x[b, pos[b, m]]`` for ``x [B, L, d]`` and ``pos [B, M]`` -> ``[B, M, d]``."""
+    return x.gather(1, pos.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def _senses(lookup: Lookup, keys: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sense rows ``[..., k, d]`` (float32) and their mask for ``keys``, no rows where ``valid`` is False."""
+    senses, mask = lookup(torch.where(valid, keys, torch.zeros_like(keys)))
+    return senses.detach().float(), mask.bool() & valid.unsqueeze(-1)
+
+
+def _flat_candidates(
+    parts: list[tuple[torch.Tensor, torch.Tensor]], batch_shape: tuple[int, int], hidden: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate candidate groups (any shape after [B, M]) into ``[B, M, C, d]`` and ``[B, M, C]``."""
+    rows = [s.reshape(*batch_shape, -1, hidden) for s, _ in parts]
+    masks = [m.reshape(*batch_shape, -1) for _, m in parts]
+    return torch.cat(rows, dim=2), torch.cat(masks, dim=2)
+
+
+def _nearest_mse(
+    h_s: torch.Tensor, h_t: torch.Tensor, cands: torch.Tensor, valid: torch.Tensor, kappa: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MSE of ``h_s`` to the ``kappa`` valid candidates nearest to ``h_t``: ``([B, M, k], selected mask)``."""
+    k = min(kappa, cands.shape[2])
+    with torch.no_grad():
+        dist = (
+            torch.linalg.vector_norm(cands, dim=-1).square()
+            - 2 * torch.einsum("bmcd,bmd->bmc", cands, h_t)
+            + h_t.square().sum(-1, keepdim=True)
+        )
+        dist = dist.masked_fill(~valid, float("inf"))
+        nearest_dist, nearest = dist.topk(k, dim=2, largest=False)
+        selected = torch.isfinite(nearest_dist)
+        rows = cands.gather(2, nearest.unsqueeze(-1).expand(-1, -1, -1, cands.shape[-1]))
+    return (h_s.unsqueeze(2) - rows).square().mean(-1), selected
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over the last dim where ``mask``; 0 where nothing is selected."""
+    return torch.where(mask, x, torch.zeros_like(x)).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def sense_loss(
+    h_student: torch.Tensor,
+    h_teacher: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    lookup: Lookup,
+    cfg: SenseLossConfig,
+) -> dict[str, torch.Tensor]:
+    """The sense-consistency loss of a batch.
+
+    Args:
+        h_student: student LM-head inputs ``[B, L, d]``, already projected into the teacher's space.
+        h_teacher: teacher LM-head inputs ``[B, L, d]`` (constants).
+        batch: ``labels``, ``sense_pos``/``sense_pos_mask`` (P1), ``syn_keys``/``syn_mask``,
+            ``ant_keys``/``ant_mask`` (``[B, M, S]``), ``rand_pos``/``rand_pos_mask`` (P2).
+        lookup: the sense dictionary's lookup (e.g. ``SenseDictionary.lookup``).
+        cfg: switches and weights; ``cfg.weight`` (lambda) is *not* applied here.
+
+    Returns ``total`` (= ``pos + neg + rand``, each the mean over sequences of that part's terms
+    divided by the sequence's number of terms), and for logging ``n_pos_candidates`` /
+    ``n_neg_candidates`` (mean number of candidate rows per P1 position).
+    """
+    _check_inputs(h_student, h_teacher, batch)
+    labels = batch["labels"]
+    hs = h_student.float()
+    ht = h_teacher.detach().float()
+    d = hs.shape[-1]
+
+    pos1 = batch["sense_pos"].long()
+    on1 = batch["sense_pos_mask"].bool()
+    shape1 = (pos1.shape[0], pos1.shape[1])
+    hs1, ht1 = _at(hs, pos1), _at(ht, pos1)
+    t1 = labels.gather(1, pos1)
+    own1 = _senses(lookup, t1, on1 & (t1 != IGNORE_INDEX))
+    if own1[0].shape[-1] != d:
+        raise DSKDError(
+            f"The sense dictionary has hidden size {own1[0].shape[-1]} but the hidden states have {d}; "
+            "use the sense dictionary built for this teacher (and project the student's states)."
+        )
+    syn = _senses(lookup, batch["syn_keys"].long(), batch["syn_mask"].bool() & on1.unsqueeze(-1))
+    ant = _senses(lookup, batch["ant_keys"].long(), batch["ant_mask"].bool() & on1.unsqueeze(-1))
+    c_pos, v_pos = _flat_candidates([syn, own1], shape1, d)
+    c_neg, v_neg = _flat_candidates([ant, own1] if cfg.own_senses_in_negatives else [ant], shape1, d)
+
+    zeros1 = hs1.sum(-1) * 0.0  # [B, M], keeps every part connected to the student's graph
+    pos_term, neg_term = zeros1, zeros1
+    if cfg.positives:
+        mse, sel = _nearest_mse(hs1, ht1, c_pos, v_pos, cfg.kappa)
+        pos_term = cfg.w_pos * _masked_mean(mse, sel)
+    if cfg.negatives:
+        mse, sel = _nearest_mse(hs1, ht1, c_neg, v_neg, cfg.kappa)
+        neg_term = cfg.w_neg * _masked_mean(torch.relu(cfg.margin - mse), sel)
+    counted1 = on1 & (cfg.positives or cfg.negatives)
+
+    pos2 = batch["rand_pos"].long()
+    counted2 = batch["rand_pos_mask"].bool() & cfg.random_positions
+    hs2 = _at(hs, pos2)
+    rand_term = hs2.sum(-1) * 0.0
+    if cfg.random_positions:
+        t2 = labels.gather(1, pos2)
+        own2, v2 = _senses(lookup, t2, counted2 & (t2 != IGNORE_INDEX))
+        mse, sel = _nearest_mse(hs2, _at(ht, pos2), own2, v2, cfg.kappa)
+        rand_term = _masked_mean(mse, sel)
+
+    n_terms = counted1.sum(1) + counted2.sum(1)  # [B]
+    has_terms = n_terms > 0
+    n_seqs = has_terms.sum().clamp(min=1)
+
+    def part(term: torch.Tensor, counted: torch.Tensor) -> torch.Tensor:
+        per_seq = torch.where(counted, term, torch.zeros_like(term)).sum(1) / n_terms.clamp(min=1)
+        return per_seq.sum() / n_seqs
+
+    out = {
+        "pos": part(pos_term, counted1),
+        "neg": part(neg_term, counted1),
+        "rand": part(rand_term, counted2),
+    }
+    out["total"] = out["pos"] + out["neg"] + out["rand"]
+    n_p1 = on1.sum().clamp(min=1)
+    out["n_pos_candidates"] = (v_pos.sum(-1) * on1).sum().float() / n_p1
+    out["n_neg_candidates"] = (v_neg.sum(-1) * on1).sum().float() / n_p1
+    return out

@@ -1,0 +1,247 @@
+"""The vectorized sense loss against a plain per-position loop written from DESIGN 2.3."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from dskd.errors import DSKDError
+from dskd.losses.config import SenseLossConfig
+from dskd.losses.sense import sense_loss
+
+
+class TableLookup:
+    """A sense table ``key -> [k_key, d]`` with the agreed lookup interface (padding to k rows)."""
+
+    def __init__(self, table: dict[int, torch.Tensor], k: int, d: int, n_keys: int):
+        self.table = table
+        self.rows = torch.zeros(len(table) + 1, k, d)
+        self.mask = torch.zeros(len(table) + 1, k, dtype=torch.bool)
+        self.row_of = torch.zeros(n_keys, dtype=torch.long)  # row 0: unknown key
+        for i, (key, senses) in enumerate(table.items(), start=1):
+            self.rows[i, : len(senses)] = senses
+            self.mask[i, : len(senses)] = True
+            self.row_of[key] = i
+
+    def __call__(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        row = self.row_of[keys]
+        return self.rows[row], self.mask[row]
+
+
+def reference_sense_loss(hs, ht, batch, table, cfg) -> dict[str, torch.Tensor]:
+    """DESIGN 2.3 one sequence and one position at a time."""
+
+    def nearest(cands: list[torch.Tensor], anchor: torch.Tensor) -> list[torch.Tensor]:
+        rows = [r for c in cands for r in c]
+        return sorted(rows, key=lambda r: float(torch.linalg.vector_norm(r - anchor)))[: cfg.kappa]
+
+    def mse(a, b):
+        return ((a - b) ** 2).mean()
+
+    def senses(key: int) -> list[torch.Tensor]:
+        return [table[key]] if key in table else []
+
+    parts = {"pos": [], "neg": [], "rand": []}
+    for b in range(hs.shape[0]):
+        terms = []  # (pos, neg, rand) of each counted term
+        for m in range(batch["sense_pos"].shape[1]):
+            if not batch["sense_pos_mask"][b, m] or not (cfg.positives or cfg.negatives):
+                continue
+            p = int(batch["sense_pos"][b, m])
+            t = int(batch["labels"][b, p])
+            syn = [s for j, key in enumerate(batch["syn_keys"][b, m].tolist()) if batch["syn_mask"][b, m, j]
+                   for s in senses(key)]  # fmt: skip
+            ant = [s for j, key in enumerate(batch["ant_keys"][b, m].tolist()) if batch["ant_mask"][b, m, j]
+                   for s in senses(key)]  # fmt: skip
+            own = senses(t)
+            pos_set = nearest(syn + own, ht[b, p])
+            neg_set = nearest(ant + own if cfg.own_senses_in_negatives else ant, ht[b, p])
+            pos = neg = hs.new_zeros(())
+            if cfg.positives and pos_set:
+                pos = cfg.w_pos * torch.stack([mse(hs[b, p], s) for s in pos_set]).mean()
+            if cfg.negatives and neg_set:
+                neg = (
+                    cfg.w_neg
+                    * torch.stack([torch.relu(cfg.margin - mse(hs[b, p], a)) for a in neg_set]).mean()
+                )
+            terms.append((pos, neg, hs.new_zeros(())))
+        for m in range(batch["rand_pos"].shape[1]):
+            if not batch["rand_pos_mask"][b, m] or not cfg.random_positions:
+                continue
+            p = int(batch["rand_pos"][b, m])
+            t = int(batch["labels"][b, p])
+            near = nearest(senses(t) if t != -100 else [], ht[b, p])
+            rand = torch.stack([mse(hs[b, p], s) for s in near]).mean() if near else hs.new_zeros(())
+            terms.append((hs.new_zeros(()), hs.new_zeros(()), rand))
+        if terms:
+            for i, name in enumerate(parts):
+                parts[name].append(torch.stack([term[i] for term in terms]).mean())
+    out = {name: torch.stack(v).mean() if v else hs.new_zeros(()) for name, v in parts.items()}
+    out["total"] = out["pos"] + out["neg"] + out["rand"]
+    return out
+
+
+N_KEYS, K, D = 20, 4, 6
+
+
+def _problem(seed: int):
+    """Random states, a table missing some keys, and a batch with every edge case of DESIGN 2.3."""
+    g = torch.Generator().manual_seed(seed)
+    in_dict = [key for key in range(N_KEYS) if key % 4 != 3]  # keys 3, 7, 11, 15, 19 have no senses
+    table = {
+        key: torch.randn(int(torch.randint(1, K + 1, (1,), generator=g)), D, generator=g) for key in in_dict
+    }
+    B, L, M, S = 4, 10, 5, 3
+    labels = torch.randint(0, N_KEYS, (B, L), generator=g)
+    labels[:, -1] = -100
+    labels[0, 2] = 3  # a P1 target without senses
+    batch = {
+        "labels": labels,
+        "sense_pos": torch.randint(0, L - 1, (B, M), generator=g),
+        "sense_pos_mask": torch.rand(B, M, generator=g) < 0.8,
+        "syn_keys": torch.randint(0, N_KEYS, (B, M, S), generator=g),
+        "syn_mask": torch.rand(B, M, S, generator=g) < 0.7,
+        "ant_keys": torch.randint(0, N_KEYS, (B, M, S), generator=g),
+        "ant_mask": torch.rand(B, M, S, generator=g) < 0.5,
+        "rand_pos": torch.randint(0, L, (B, M), generator=g),
+        "rand_pos_mask": torch.rand(B, M, generator=g) < 0.8,
+    }
+    batch["sense_pos"][0, 0] = 2
+    batch["sense_pos_mask"][0, 0] = True
+    batch["syn_mask"][0, 1] = False  # no synonyms
+    batch["ant_mask"][0, 2] = False  # no antonyms
+    batch["syn_keys"][0, 0] = 7  # synonyms without senses
+    batch["syn_mask"][1, 0] = False  # neither synonyms nor antonyms
+    batch["ant_mask"][1, 0] = False
+    batch["rand_pos"][0, 0] = L - 1  # a P2 position without a target
+    batch["rand_pos_mask"][0, 0] = True
+    batch["sense_pos_mask"][2] = False  # a sequence with m = 0
+    batch["rand_pos_mask"][2] = False
+    hs = torch.randn(B, L, D, generator=g)
+    ht = hs + 0.5 * torch.randn(B, L, D, generator=g)
+    return hs, ht, batch, table
+
+
+SWITCHES = [
+    {},
+    {"positives": False},
+    {"negatives": False},
+    {"random_positions": False},
+    {"own_senses_in_negatives": False},
+    {"positives": False, "negatives": False},
+    {"kappa": 1, "w_pos": 0.5, "w_neg": 2.0},
+    {"kappa": 50},
+]
+
+
+@pytest.mark.parametrize(
+    "switches", SWITCHES, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()) or "default"
+)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_matches_per_position_loop_values_and_gradients(switches, seed):
+    hs, ht, batch, table = _problem(seed)
+    cfg = SenseLossConfig(**{"kappa": 2, "margin": 2.5, **switches})  # margin: some hinges active
+    hs_ref = hs.double().requires_grad_(True)
+    want = reference_sense_loss(hs_ref, ht.double(), batch, {k: v.double() for k, v in table.items()}, cfg)
+    (want_grad,) = torch.autograd.grad(want["total"], [hs_ref])
+    hs_vec = hs.clone().requires_grad_(True)
+    got = sense_loss(hs_vec, ht, batch, TableLookup(table, K, D, N_KEYS), cfg)
+    (got_grad,) = torch.autograd.grad(got["total"], [hs_vec])
+    for name in ("total", "pos", "neg", "rand"):
+        assert got[name].item() == pytest.approx(want[name].item(), rel=1e-5, abs=1e-6), name
+    torch.testing.assert_close(got_grad.double(), want_grad, rtol=1e-5, atol=1e-6)
+    assert want["total"].item() > 0  # every switch set leaves some term
+
+
+def test_with_the_sense_dictionary_lookup():
+    from dskd.senses.dictionary import SenseDictionary
+
+    hs, ht, batch, table = _problem(2)
+    keys = sorted(table)
+    centroids = torch.zeros(len(keys), K, D)
+    for i, key in enumerate(keys):
+        centroids[i, : len(table[key])] = table[key]
+    senses = SenseDictionary(
+        centroids, torch.tensor([len(table[key]) for key in keys]), torch.tensor(keys), {"table_size": N_KEYS}
+    )
+    cfg = SenseLossConfig(kappa=2, margin=2.5)
+    want = reference_sense_loss(
+        hs.double(), ht.double(), batch, {k: v.double() for k, v in table.items()}, cfg
+    )
+    got = sense_loss(hs, ht, batch, senses.lookup, cfg)
+    assert got["total"].item() == pytest.approx(want["total"].item(), rel=1e-5)
+
+
+def test_hinge_is_active_in_the_default_problem():
+    hs, ht, batch, table = _problem(0)
+    out = sense_loss(hs, ht, batch, TableLookup(table, K, D, N_KEYS), SenseLossConfig(kappa=2, margin=2.5))
+    assert out["neg"].item() > 0 and out["pos"].item() > 0 and out["rand"].item() > 0
+
+
+def test_hand_computed_single_position():
+    # D[t=1] = {0, 2} (d = 1); H_T = 0.1 -> nearest sense 0; H_S = 1 -> MSE 1
+    table = {1: torch.tensor([[0.0], [2.0]])}
+    batch = {
+        "labels": torch.tensor([[1, -100]]),
+        "sense_pos": torch.tensor([[0]]),
+        "sense_pos_mask": torch.tensor([[True]]),
+        "syn_keys": torch.zeros(1, 1, 0, dtype=torch.long),
+        "syn_mask": torch.zeros(1, 1, 0, dtype=torch.bool),
+        "ant_keys": torch.zeros(1, 1, 0, dtype=torch.long),
+        "ant_mask": torch.zeros(1, 1, 0, dtype=torch.bool),
+        "rand_pos": torch.tensor([[0]]),
+        "rand_pos_mask": torch.tensor([[True]]),
+    }
+    hs, ht = torch.tensor([[[1.0], [0.0]]]), torch.tensor([[[0.1], [0.0]]])
+    cfg = SenseLossConfig(kappa=1, margin=1.5)
+    out = sense_loss(hs, ht, batch, TableLookup(table, 2, 1, 3), cfg)
+    # P1: pos = MSE 1; neg (own senses only) = max(0, 1.5 - 1) = 0.5; P2: MSE 1; mean of 2 terms
+    assert out["total"].item() == pytest.approx((1.0 + 0.5 + 1.0) / 2)
+    assert out["pos"].item() == pytest.approx(0.5) and out["neg"].item() == pytest.approx(0.25)
+    assert out["n_pos_candidates"].item() == 2.0
+    no_own = sense_loss(
+        hs, ht, batch, TableLookup(table, 2, 1, 3), dataclasses.replace(cfg, own_senses_in_negatives=False)
+    )
+    assert no_own["neg"].item() == 0.0 and no_own["n_neg_candidates"].item() == 0.0
+    batch["labels"][0, 0] = 2  # t not in D: both terms still count, as 0
+    assert sense_loss(hs, ht, batch, TableLookup(table, 2, 1, 3), cfg)["total"].item() == 0.0
+
+
+def test_empty_batch_is_zero_and_connected():
+    hs, ht, batch, table = _problem(3)
+    batch["sense_pos_mask"][:] = False
+    batch["rand_pos_mask"][:] = False
+    h = hs.clone().requires_grad_(True)
+    out = sense_loss(h, ht, batch, TableLookup(table, K, D, N_KEYS), SenseLossConfig())
+    out["total"].backward()
+    assert out["total"].item() == 0.0 and h.grad is not None and h.grad.abs().sum().item() == 0.0
+
+
+def test_sequences_without_terms_leave_the_mean():
+    hs, ht, batch, table = _problem(4)
+    lookup, cfg = TableLookup(table, K, D, N_KEYS), SenseLossConfig()
+    one = {k: v[:1] for k, v in batch.items()}
+    two = {k: torch.cat([v[:1], v[2:3]]) for k, v in batch.items()}  # sequence 2 has m = 0
+    a = sense_loss(hs[:1], ht[:1], one, lookup, cfg)["total"]
+    b = sense_loss(torch.cat([hs[:1], hs[2:3]]), torch.cat([ht[:1], ht[2:3]]), two, lookup, cfg)["total"]
+    assert a.item() == pytest.approx(b.item())
+
+
+def test_student_only_receives_gradient_and_teacher_is_constant():
+    hs, ht, batch, table = _problem(5)
+    h_s, h_t = hs.clone().requires_grad_(True), ht.clone().requires_grad_(True)
+    sense_loss(h_s, h_t, batch, TableLookup(table, K, D, N_KEYS), SenseLossConfig())["total"].backward()
+    assert h_t.grad is None and h_s.grad.abs().sum() > 0
+
+
+def test_bad_inputs_are_explained():
+    hs, ht, batch, table = _problem(6)
+    lookup = TableLookup(table, K, D, N_KEYS)
+    with pytest.raises(DSKDError, match="syn_keys"):
+        sense_loss(hs, ht, {k: v for k, v in batch.items() if k != "syn_keys"}, lookup, SenseLossConfig())
+    with pytest.raises(DSKDError, match="project"):
+        sense_loss(hs[..., :3], ht, batch, lookup, SenseLossConfig())
+    with pytest.raises(DSKDError, match="hidden size"):
+        sense_loss(hs[..., :3], ht[..., :3], batch, lookup, SenseLossConfig())
