@@ -43,6 +43,7 @@ class Figure:
 
 BENCHMARKS: list[str] = [
     # "module:function", each returning list[Figure]
+    "dskd.data.bench:bench_data_throughput",
     "dskd.losses.bench:bench_chunked_kd",
 ]
 

@@ -1,0 +1,78 @@
+"""Benchmark: data pipeline throughput (tokens per second per worker) on the tiny preset.
+
+Baseline measured in the same run: the fast tokenizer alone over the same documents (the floor of
+any pipeline). The pipeline figure covers reading, tokenizing, packing, sense sampling and tensor
+conversion, in one process (= one DataLoader worker).
+"""
+
+from __future__ import annotations
+
+import time
+from itertools import islice
+from pathlib import Path
+
+from dskd.bench import Figure
+
+GOAL = 50_000
+
+
+def _table(cfg, tokenizer):
+    """Neighbours from the preset's lexicon artifact, or a random CSR table of the same vocabulary."""
+    import numpy as np
+
+    from dskd.data.sampling import NeighbourTable
+    from dskd.lexicon import Lexicon
+
+    if (Path(cfg.lexicon.output_dir) / "meta.json").is_file():
+        lexicon = Lexicon.load(cfg.lexicon.output_dir)
+        lexicon.check_tokenizer(tokenizer)
+        return NeighbourTable.from_lexicon(lexicon), "lexicon artifact"
+    rng = np.random.default_rng(0)
+    deg = rng.integers(1, 30, len(tokenizer)) * (rng.random(len(tokenizer)) < 0.1)
+    indptr = np.concatenate([[0], np.cumsum(deg)])
+    return NeighbourTable(
+        indptr, rng.integers(0, len(tokenizer), indptr[-1]), indptr, indptr[:0]
+    ), "random table"
+
+
+def bench_data_throughput(quick: bool) -> list[Figure]:
+    from dskd.config import load_config
+    from dskd.data.datamodule import DSKDDataModule
+    from dskd.data.sources import iter_documents
+    from dskd.data.stream import PackedStream
+    from dskd.models.loading import load_tokenizer
+
+    cfg = load_config("experiments/tiny/dskd.yaml", ["data.num_workers=0"])
+    tokenizer = load_tokenizer(cfg.teacher.model)
+    table, what = _table(cfg, tokenizer)
+    n_batches = 150 if quick else 1500
+    docs = [d.text for d in islice(iter_documents(cfg.data.train), 20_000)]
+    figures = []
+    for aligned in (False, True) if table.synset_keys else (False,):
+        cfg.data.sense_aligned_neighbours = aligned
+        spec = DSKDDataModule(cfg, tokenizer, lexicon=None).spec(train=True)
+        spec.table = table
+        it = iter(PackedStream(spec, tokenizer))
+        next(it)  # warm-up: first documents, lazy imports
+        t0 = time.perf_counter()
+        tokens = sum(int(b["attention_mask"].sum()) for b in islice(it, n_batches))
+        rate = tokens / (time.perf_counter() - t0)
+        t0, done = time.perf_counter(), 0  # baseline: the tokenizer alone over as many tokens
+        for i in range(0, len(docs), 256):
+            done += sum(len(x) for x in tokenizer(docs[i : i + 256], add_special_tokens=False)["input_ids"])
+            if done >= tokens:
+                break
+        base = done / (time.perf_counter() - t0)
+        figures.append(
+            Figure(
+                name=f"data tokens/s per worker (tiny, seq 128{', sense-aligned' if aligned else ''})",
+                value=rate,
+                unit="tokens/s",
+                baseline=base,
+                baseline_name="fast tokenizer alone",
+                goal=f">= {GOAL:,} tokens/s",
+                met=rate >= GOAL,
+                note=f"{tokens} tokens, neighbours from {what}",
+            )
+        )
+    return figures

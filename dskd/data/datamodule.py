@@ -1,0 +1,197 @@
+"""`DSKDDataModule`: the training and validation streams of an experiment config, with exact resume.
+
+Resume state (saved in Lightning checkpoints through ``state_dict``): the epoch, the batches consumed
+per shard (counted in ``on_before_batch_transfer``, i.e. when the training loop takes a batch, not when
+the loader prefetches it) and each rank's worker rotation, so that a resumed loader continues every
+shard where it stopped and in the same worker order. The number of ranks and workers must stay the
+same across a resume. Validation holds out documents by a hash of their text (``data.val_fraction``)
+unless ``data.val`` names its own sources.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from dskd.data.sampling import NeighbourTable, max_positions_for
+from dskd.data.sources import iter_documents
+from dskd.data.stream import META_KEYS, PackedStream, StreamSpec
+from dskd.errors import ConfigError
+
+
+class _StreamLoader(DataLoader):
+    """A DataLoader over a :class:`PackedStream` that lets its owner prepare the stream before each pass."""
+
+    def __init__(self, stream: PackedStream, num_workers: int, before_iter):
+        super().__init__(stream, batch_size=None, num_workers=num_workers)
+        self._before_iter = before_iter
+
+    def __iter__(self):
+        self._before_iter(self.dataset)
+        return super().__iter__()
+
+
+class DSKDDataModule(L.LightningDataModule):
+    def __init__(self, cfg, tokenizer=None, lexicon=None):
+        """``cfg``: ExperimentConfig; ``tokenizer`` default: the teacher's; ``lexicon`` default: loaded from
+        ``cfg.lexicon.output_dir`` when the method needs it (dskd)."""
+        super().__init__()
+        d = cfg.data
+        if d.targets not in ("observed", "teacher"):
+            raise ConfigError(f"data.targets must be observed or teacher, not '{d.targets}'.")
+        if d.seq_len < 2 or d.batch_size < 1:
+            raise ConfigError("data.seq_len must be >= 2 and data.batch_size >= 1.")
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.lexicon = lexicon
+        self.teacher_targets: dict[str, list[int]] | None = None
+        self._consumed: dict[int, int] = {}
+        self._epoch = 0
+        self._taken = 0
+        self._rotation_start = 0
+        self._resume: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------ setup
+    def _rank_world(self) -> tuple[int, int]:
+        t = self.trainer
+        return (t.global_rank, t.world_size) if t is not None else (0, 1)
+
+    def _ensure_tokenizer(self):
+        if self.tokenizer is None:
+            from dskd.models.loading import load_tokenizer
+
+            self.tokenizer = load_tokenizer(self.cfg.teacher.model, self.cfg.teacher.revision)
+        return self.tokenizer
+
+    def _prompts(self) -> list[str]:
+        sources = [*self.cfg.data.train, *self.cfg.data.val]
+        docs = iter_documents(sources, self._ensure_tokenizer(), seed=self.cfg.seed)
+        return [doc.meta.get("prompt", doc.text) for doc in docs]
+
+    def _targets(self, build: bool) -> dict[str, list[int]]:
+        from dskd.data.targets import load_or_build
+        from dskd.models.loading import load_causal_lm, tokenizer_fingerprint
+
+        tok, t = self._ensure_tokenizer(), self.cfg.teacher
+
+        def load_teacher():
+            if not build:
+                raise ConfigError("Teacher targets are not cached yet; call prepare_data() first.")
+            return load_causal_lm(t.model, t.dtype, t.revision)
+
+        return load_or_build(
+            self.cfg.data.targets_cache_dir,
+            self._prompts(),
+            f"{t.model}@{t.revision}",
+            tokenizer_fingerprint(tok),
+            self.cfg.data.teacher_new_tokens,
+            load_teacher,
+            tok,
+        )
+
+    def prepare_data(self) -> None:
+        """Teacher targets pass (targets=teacher): computed once and cached on disk."""
+        if self.cfg.data.targets == "teacher":
+            self._targets(build=True)
+
+    def setup(self, stage: str | None = None) -> None:
+        tok = self._ensure_tokenizer()
+        if self.lexicon is None and self.cfg.method == "dskd":
+            from dskd.lexicon import Lexicon
+
+            self.lexicon = Lexicon.load(self.cfg.lexicon.output_dir)
+        if self.lexicon is not None:
+            self.lexicon.check_tokenizer(tok)
+        if self.cfg.data.targets == "teacher" and self.teacher_targets is None:
+            self.teacher_targets = self._targets(build=False)
+
+    # ------------------------------------------------------------ streams
+    def spec(self, train: bool) -> StreamSpec:
+        d = self.cfg.data
+        own_val = bool(d.val)
+        table = NeighbourTable.from_lexicon(self.lexicon) if self.lexicon is not None else None
+        return StreamSpec(
+            sources=list(d.train if train or not own_val else d.val),
+            seq_len=d.seq_len,
+            batch_size=d.batch_size,
+            seed=self.cfg.seed,
+            pack=d.pack,
+            shuffle_buffer=d.shuffle_buffer if train else 0,
+            holdout="none" if own_val else ("train" if train else "val"),
+            val_fraction=d.val_fraction,
+            table=table,
+            width=max_positions_for(d.seq_len, d.max_sense_positions, d.sense_fraction),
+            max_positions=d.max_sense_positions,
+            fraction=d.sense_fraction,
+            max_neighbours=d.max_neighbours,
+            aligned=d.sense_aligned_neighbours,
+            teacher_targets=self.teacher_targets,
+        )
+
+    def stream(self, train: bool) -> PackedStream:
+        rank, world = self._rank_world()
+        return PackedStream(self.spec(train), self._ensure_tokenizer(), rank, world)
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else self._epoch
+
+    def _before_train_iter(self, stream: PackedStream) -> None:
+        epoch = self._current_epoch()
+        stream.epoch = epoch
+        stream.skip, stream.rotation = {}, 0
+        if self._resume is not None and self._resume["epoch"] == epoch:
+            stream.skip = dict(self._resume["consumed"])
+            stream.rotation = self._resume["rotation"]
+        self._resume = None
+        self._epoch, self._consumed = epoch, dict(stream.skip)
+        self._taken, self._rotation_start = 0, stream.rotation
+
+    def train_dataloader(self) -> DataLoader:
+        return _StreamLoader(self.stream(True), self.cfg.data.num_workers, self._before_train_iter)
+
+    def val_dataloader(self) -> DataLoader:
+        return _StreamLoader(self.stream(False), self.cfg.data.num_workers, lambda stream: None)
+
+    # ------------------------------------------------------------ resume
+    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        meta = {k: int(batch.pop(k)) for k in META_KEYS if k in batch}
+        training = self.trainer is None or self.trainer.training
+        if meta and training:
+            self._consumed[meta["stream_shard"]] = meta["stream_batch"] + 1
+            self._taken += 1
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        workers = max(1, self.cfg.data.num_workers)
+        mine = {
+            "consumed": dict(self._consumed),
+            "rotation": (self._rotation_start + self._taken) % workers,
+            "rank": self._rank_world()[0],
+        }
+        per_rank = _all_gather(mine)
+        consumed = {k: v for r in per_rank for k, v in r["consumed"].items()}
+        return {
+            "epoch": self._epoch,
+            "consumed": consumed,
+            "rotation": {r["rank"]: r["rotation"] for r in per_rank},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        rank = self._rank_world()[0]
+        self._resume = {
+            "epoch": int(state["epoch"]),
+            "consumed": {int(k): int(v) for k, v in state["consumed"].items()},
+            "rotation": int({int(k): v for k, v in state["rotation"].items()}.get(rank, 0)),
+        }
+
+
+def _all_gather(obj: Any) -> list[Any]:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out

@@ -1,0 +1,321 @@
+"""Documents from the configured sources: local text / JSONL files, offline asset corpora, QA prompts, hub.
+
+``iter_documents(sources)`` yields :class:`Document` objects in a deterministic order (sources in
+config order, files in sorted order, records in file order). Plain text is split into paragraphs
+(blank lines end a document and are skipped); lines longer than :data:`MAX_LINE_CHARS` are split at
+whitespace; bytes that are not UTF-8 are replaced (counted in :class:`SourceStats`, warned once per
+file). QA sources yield chat prompts whose ``meta`` holds ``prompt`` (up to the assistant turn) and
+``answer``; WordNet example sentences carry ``synset``, ``lemma`` and the char ``span`` of the lemma.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from dskd.data.config import SourceConfig
+from dskd.data.prompts import EXEMPLAR_POOL, PARSERS, QAItem, draw_exemplars, prompt_and_answer, shots_for
+from dskd.errors import DSKDError
+
+log = logging.getLogger(__name__)
+
+MAX_LINE_CHARS = 20_000
+"""Longer lines (and paragraphs) are split at whitespace into pieces of at most this many characters."""
+
+HUB_QA = {
+    # kind: (dataset id, config name, split)
+    "arc_challenge": ("allenai/ai2_arc", "ARC-Challenge", "train"),
+    "commonsense_qa": ("tau/commonsense_qa", None, "train"),
+    "piqa": ("ybisk/piqa", None, "train"),
+    "mmlu": ("cais/mmlu", "all", "auxiliary_train"),
+    "squad_v2": ("rajpurkar/squad_v2", None, "train"),
+}
+KINDS = ("text", "jsonl", "wordnet_corpus", "shakespeare", "bigbench", "hf", *HUB_QA)
+
+
+@dataclass
+class Document:
+    text: str
+    source: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SourceStats:
+    """Counts of repaired input, filled while iterating."""
+
+    bad_utf8_lines: int = 0
+    empty_lines: int = 0
+    split_lines: int = 0
+
+
+def iter_documents(
+    sources: Iterable[SourceConfig], tokenizer=None, seed: int = 0, stats: SourceStats | None = None
+) -> Iterator[Document]:
+    """All documents of ``sources`` in order. ``tokenizer`` renders QA prompts with its chat template."""
+    stats = stats if stats is not None else SourceStats()
+    for src in sources:
+        if src.kind not in KINDS:
+            raise DSKDError(f"Unknown data source kind '{src.kind}'. Use one of: {', '.join(KINDS)}.")
+        docs = _READERS[src.kind](src, tokenizer, seed, stats)
+        yield from islice(docs, src.max_records) if src.max_records is not None else docs
+
+
+def is_validation(text: str, fraction: float) -> bool:
+    """Deterministic held-out choice by a hash of the text (same answer in every process and run)."""
+    if fraction <= 0:
+        return False
+    h = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+    return h / 2**64 < fraction
+
+
+def source_name(src: SourceConfig) -> str:
+    return f"{src.kind}:{src.path}" if src.path else src.kind
+
+
+# ---------------------------------------------------------------- files
+
+
+def expand_files(pattern: str) -> list[Path]:
+    """Sorted files matching a glob (or one path); DSKDError naming the pattern when nothing matches."""
+    pattern = os.path.expanduser(pattern)
+    files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+    if not files:
+        raise DSKDError(
+            f"Data source file(s) '{pattern}' not found. Check the path or glob in data.train/val."
+        )
+    return files
+
+
+def split_long(text: str, limit: int = MAX_LINE_CHARS) -> list[str]:
+    """Pieces of at most ``limit`` characters, cut at the last space before the limit when there is one."""
+    pieces = []
+    while len(text) > limit:
+        cut = text.rfind(" ", limit // 2, limit)
+        cut = limit if cut <= 0 else cut
+        pieces.append(text[:cut])
+        text = text[cut:].lstrip()
+    if text:
+        pieces.append(text)
+    return pieces
+
+
+def read_lines(path: Path, stats: SourceStats) -> Iterator[str]:
+    """Lines without line ends; invalid UTF-8 replaced (counted, one warning per file)."""
+    bad = 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                line = raw.decode("utf-8", errors="replace")
+                bad += 1
+                stats.bad_utf8_lines += 1
+                if bad == 1:
+                    log.warning("%s:%d: bytes that are not UTF-8 replaced by U+FFFD", path, lineno)
+            yield line.rstrip("\r\n")
+    if bad > 1:
+        log.warning("%s: %d lines had bytes that are not UTF-8 (replaced)", path, bad)
+
+
+def _text_file(path: Path, name: str, stats: SourceStats) -> Iterator[Document]:
+    para: list[str] = []
+    size = 0
+
+    def flush() -> Iterator[Document]:
+        nonlocal para, size
+        if para:
+            yield Document("\n".join(para), name, {"file": str(path)})
+        para, size = [], 0
+
+    for line in read_lines(path, stats):
+        if not line.strip():
+            stats.empty_lines += 1
+            yield from flush()
+            continue
+        pieces = split_long(line) if len(line) > MAX_LINE_CHARS else [line]
+        stats.split_lines += len(pieces) > 1
+        for piece in pieces:
+            if size + len(piece) > MAX_LINE_CHARS:
+                yield from flush()
+            para.append(piece)
+            size += len(piece) + 1
+    yield from flush()
+
+
+def _text(src: SourceConfig, tokenizer, seed: int, stats: SourceStats) -> Iterator[Document]:
+    if not src.path:
+        raise DSKDError("A data source of kind 'text' needs `path` (a file or glob).")
+    for path in expand_files(src.path):
+        yield from _text_file(path, source_name(src), stats)
+
+
+def read_jsonl(path: Path, stats: SourceStats) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) of a JSONL file; empty lines skipped; DSKDError naming file:line on bad JSON."""
+    for lineno, line in enumerate(read_lines(path, stats), 1):
+        if not line.strip():
+            stats.empty_lines += 1
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DSKDError(
+                f"{path}:{lineno} is not valid JSON ({e.msg}). Fix or remove that line."
+            ) from None
+        if not isinstance(rec, dict):
+            raise DSKDError(f"{path}:{lineno} is not a JSON object; each line must be one record.")
+        yield lineno, rec
+
+
+def _field(rec: dict[str, Any], key: str, path: Path, lineno: int) -> str:
+    if key not in rec or not isinstance(rec[key], str):
+        raise DSKDError(
+            f"{path}:{lineno}: record has no text field '{key}' (fields: {', '.join(sorted(rec))}). "
+            "Set `field` of this data source to the key holding the text."
+        )
+    return rec[key]
+
+
+def _jsonl(src: SourceConfig, tokenizer, seed: int, stats: SourceStats) -> Iterator[Document]:
+    if not src.path:
+        raise DSKDError("A data source of kind 'jsonl' needs `path` (a file or glob).")
+    name = source_name(src)
+    for path in expand_files(src.path):
+        for lineno, rec in read_jsonl(path, stats):
+            text = _field(rec, src.field, path, lineno)
+            for piece in split_long(text) if text.strip() else []:
+                yield Document(piece, name, {"file": str(path), "line": lineno})
+
+
+# ---------------------------------------------------------------- offline assets
+
+
+def _asset(name: str) -> Path:
+    from dskd.assets import asset_path
+
+    return asset_path(name)
+
+
+def wordnet_corpus_documents(root: Path, part: str | None, stats: SourceStats) -> Iterator[Document]:
+    """Glosses (meta: synset) and example sentences (meta: synset, lemma, span) of the WordNet corpus."""
+    parts = [part] if part else ["glosses", "examples"]
+    for p in parts:
+        if p not in ("glosses", "examples"):
+            raise DSKDError(f"wordnet_corpus `path` must be glosses, examples or empty, not '{p}'.")
+        path = root / f"{p}.jsonl"
+        if not path.is_file():
+            raise DSKDError(f"WordNet corpus file {path} is missing. Run `dskd assets fetch wordnet-corpus`.")
+        for lineno, rec in read_jsonl(path, stats):
+            text = _field(rec, "text", path, lineno)
+            meta: dict[str, Any] = {"synset": rec.get("synset")}
+            if p == "examples" and rec.get("start") is not None:
+                meta.update(lemma=rec.get("lemma"), span=(int(rec["start"]), int(rec["end"])))
+            yield Document(text, f"wordnet_corpus:{p}", meta)
+
+
+def _wordnet_corpus(src: SourceConfig, tokenizer, seed: int, stats: SourceStats) -> Iterator[Document]:
+    yield from wordnet_corpus_documents(_asset("wordnet-corpus"), src.path, stats)
+
+
+def _shakespeare(src: SourceConfig, tokenizer, seed: int, stats: SourceStats) -> Iterator[Document]:
+    yield from _text_file(_asset("shakespeare") / "shakespeare.txt", "shakespeare", stats)
+
+
+# ---------------------------------------------------------------- QA
+
+
+def qa_documents(kind: str, records: Iterable[dict[str, Any]], name: str, shots: int, tokenizer, seed: int):
+    """Chat prompt documents of QA records; exemplars from the first EXEMPLAR_POOL records, seeded."""
+    parse = PARSERS[kind]
+    records = iter(records)
+    pool: list[QAItem] = [parse(r) for r in islice(records, max(EXEMPLAR_POOL, shots + 1))]
+
+    def items() -> Iterator[QAItem]:
+        yield from pool
+        for r in records:
+            yield parse(r)
+
+    for i, item in enumerate(items()):
+        prompt, full = prompt_and_answer(item, draw_exemplars(pool, i, shots, seed), tokenizer)
+        yield Document(full, name, {"prompt": prompt, "answer": item.answer, "qa": kind})
+
+
+def _bigbench(src: SourceConfig, tokenizer, seed: int, stats: SourceStats) -> Iterator[Document]:
+    if not src.path:
+        raise DSKDError("A bigbench data source needs `path`: the task name (e.g. social_iqa).")
+    task = (
+        Path(src.path) if Path(src.path).suffix == ".json" else _asset("bigbench-mc") / src.path / "task.json"
+    )
+    if not task.is_file():
+        raise DSKDError(
+            f"BIG-bench task file {task} not found. Check the task name or fetch the bigbench-mc asset."
+        )
+    examples = [
+        e for e in json.loads(task.read_text(encoding="utf-8")).get("examples", []) if "target_scores" in e
+    ]
+    if not examples:
+        raise DSKDError(f"{task} has no multiple-choice examples (target_scores).")
+    yield from qa_documents(
+        "bigbench", examples, source_name(src), shots_for("bigbench", src.shots), tokenizer, seed
+    )
+
+
+def hub_records(dataset: str, subset: str | None, split: str) -> Iterator[dict[str, Any]]:
+    """Records of a Hugging Face dataset in streaming mode (clear errors when offline or not installed)."""
+    try:
+        import datasets
+    except ImportError:
+        raise DSKDError(
+            f"Reading '{dataset}' from the hub needs the `datasets` package: pip install datasets. "
+            "Offline, use local text/jsonl files or the offline sources (wordnet_corpus, shakespeare, "
+            "bigbench)."
+        ) from None
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        raise DSKDError(
+            f"Cannot stream '{dataset}': the hub is switched off (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE=1). "
+            "Unset it where the hub is reachable, or use local or offline sources."
+        )
+    try:
+        yield from datasets.load_dataset(dataset, subset, split=split, streaming=True)
+    except (ConnectionError, OSError) as e:
+        raise DSKDError(
+            f"Cannot stream '{dataset}' from the hub ({e}). Check the network or use offline sources."
+        ) from None
+
+
+def _hf(src: SourceConfig, tokenizer, seed: int, stats: SourceStats) -> Iterator[Document]:
+    if not src.path:
+        raise DSKDError("A data source of kind 'hf' needs `path`: the dataset id.")
+    for i, rec in enumerate(hub_records(src.path, src.subset, src.split or "train")):
+        text = rec.get(src.field)
+        if not isinstance(text, str):
+            raise DSKDError(
+                f"{src.path} record {i} has no text field '{src.field}'. Set `field` of this source."
+            )
+        for piece in split_long(text) if text.strip() else []:
+            yield Document(piece, source_name(src), {})
+
+
+def _hub_qa(src: SourceConfig, tokenizer, seed: int, stats: SourceStats) -> Iterator[Document]:
+    dataset, subset, split = HUB_QA[src.kind]
+    records = hub_records(src.path or dataset, src.subset or subset, src.split or split)
+    yield from qa_documents(src.kind, records, src.kind, shots_for(src.kind, src.shots), tokenizer, seed)
+
+
+_READERS = {
+    "text": _text,
+    "jsonl": _jsonl,
+    "wordnet_corpus": _wordnet_corpus,
+    "shakespeare": _shakespeare,
+    "bigbench": _bigbench,
+    "hf": _hf,
+    **{k: _hub_qa for k in HUB_QA},
+}

@@ -1,0 +1,218 @@
+"""Streaming dataset: sharding by (rank, worker), packing to a fixed length, sense sampling, exact resume.
+
+Sharding: the document stream (after the validation hold-out) is dealt round-robin to
+``num_shards = world_size * num_workers`` shards: document j goes to shard ``j % num_shards`` and
+shard ``rank * num_workers + worker``. Every document is read by exactly one shard, so no duplicates
+and no gaps. Each shard shuffles its documents through a buffer seeded by (seed, epoch, shard).
+
+Packing (one *unit* per document): the document's tokens followed by EOS. Labels are the next token
+inside the document, EOS for its last token, and -100 on the EOS (no target crosses into another
+document). With ``pack`` a sequence holds as many whole units as fit (then right padding); a unit
+longer than a sequence is split into sequence-sized pieces (its labels still run across the cut).
+Without ``pack`` each unit starts a new sequence. With teacher targets a unit is the prompt followed
+by the teacher's cached greedy continuation, labels over all positions, -100 on the last token.
+
+Each shard yields whole batches (dicts of tensors) numbered 0, 1, ...; batch b of shard s holds the
+shard's sequences ``b * batch_size ...``, sequence k drawing its sense sample from the generator
+seeded by (seed, epoch, shard, k). Resume: ``skip[shard]`` batches are regenerated but not emitted.
+Metadata keys ``stream_shard``, ``stream_batch``, ``stream_epoch`` ride along for the DataModule to
+record consumption (it removes them before the batch reaches the model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from dskd.data.config import SourceConfig
+from dskd.data.sampling import IGNORE, NeighbourTable, restrict_to_synset, sample_sense_batch
+from dskd.data.sources import Document, is_validation, iter_documents
+from dskd.data.targets import prompt_key
+from dskd.errors import DSKDError
+
+TOKENIZE_CHUNK = 256
+"""Documents tokenized per call of the (fast, batched) tokenizer."""
+META_KEYS = ("stream_shard", "stream_batch", "stream_epoch")
+
+
+@dataclass
+class StreamSpec:
+    """Everything a worker needs to rebuild its shard of the stream (picklable)."""
+
+    sources: list[SourceConfig]
+    seq_len: int = 128
+    batch_size: int = 4
+    seed: int = 0
+    pack: bool = True
+    shuffle_buffer: int = 0
+    holdout: str = "none"
+    """none (every document) | train (documents not held out) | val (held-out documents)."""
+    val_fraction: float = 0.0
+    table: NeighbourTable | None = None
+    """Lexicon neighbours; None: no sense-loss keys in the batch."""
+    width: int = 25
+    """Padded number of sense positions M."""
+    max_positions: int = 25
+    fraction: float = 0.4
+    max_neighbours: int = 25
+    aligned: bool = False
+    """Restrict neighbours of targets with a gold synset to that synset (sense_aligned_neighbours)."""
+    teacher_targets: dict[str, list[int]] | None = None
+    """prompt_key(prompt) -> teacher continuation ids (targets=teacher); None: observed targets."""
+
+
+@dataclass
+class _Unit:
+    ids: list[int]
+    labels: list[int]
+    gold: list[tuple[int, str]] = field(default_factory=list)
+    """(label position inside the unit, synset) where the target has a gold synset."""
+
+
+class PackedStream(IterableDataset):
+    """The sequence stream of one rank; DataLoader workers split it further (see module doc)."""
+
+    def __init__(self, spec: StreamSpec, tokenizer, rank: int = 0, world_size: int = 1):
+        super().__init__()
+        self.spec, self.tokenizer, self.rank, self.world_size = spec, tokenizer, rank, world_size
+        self.epoch = 0
+        self.skip: dict[int, int] = {}
+        """Batches already consumed per shard (resume)."""
+        self.rotation = 0
+        """Worker i serves shard slot (i + rotation) % num_workers, so a resumed loader keeps the order."""
+        self.eos = tokenizer.eos_token_id
+        if self.eos is None:
+            raise DSKDError("The tokenizer has no EOS token; packing needs one as document separator.")
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos
+
+    # ------------------------------------------------------------ shards
+    def shard(self) -> tuple[int, int]:
+        """(this worker's shard, number of shards)."""
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info else (1, 0)
+        return self.rank * workers + (worker + self.rotation) % workers, self.world_size * workers
+
+    def documents(self, shard: int, num_shards: int) -> Iterator[Document]:
+        spec = self.spec
+        docs = iter_documents(spec.sources, self.tokenizer, seed=spec.seed)
+        if spec.holdout != "none":
+            want_val = spec.holdout == "val"
+            docs = (d for d in docs if is_validation(d.text, spec.val_fraction) == want_val)
+        mine = (d for j, d in enumerate(docs) if j % num_shards == shard)
+        if spec.shuffle_buffer > 1:
+            mine = shuffled(
+                mine, spec.shuffle_buffer, np.random.default_rng([spec.seed, self.epoch, shard, 1])
+            )
+        return mine
+
+    # ------------------------------------------------------------ units and sequences
+    def units(self, docs: Iterator[Document]) -> Iterator[_Unit]:
+        teacher = self.spec.teacher_targets is not None
+        backend = self.tokenizer.backend_tokenizer  # the Rust tokenizer: no per-call Python conversion
+        while chunk := [d for _, d in zip(range(TOKENIZE_CHUNK), docs)]:
+            texts = [d.meta.get("prompt", d.text) if teacher else d.text for d in chunk]
+            for doc, text, enc in zip(chunk, texts, backend.encode_batch(texts, add_special_tokens=False)):
+                ids = enc.ids
+                if teacher:
+                    cont = self.spec.teacher_targets.get(prompt_key(text))
+                    if cont is None:
+                        raise DSKDError(
+                            "A training prompt has no cached teacher continuation. Run the teacher-targets "
+                            "pass again for this data (`dskd cache` / DSKDDataModule.prepare_data)."
+                        )
+                    ids = ids + list(cont)
+                    yield _Unit(ids, ids[1:] + [IGNORE])
+                    continue
+                unit = _Unit([*ids, self.eos], [*ids[1:], self.eos, IGNORE])
+                if self.spec.aligned and doc.meta.get("span") and doc.meta.get("synset"):
+                    unit.gold = gold_labels(doc, enc.offsets)
+                yield unit
+
+    def sequences(self, units: Iterator[_Unit]) -> Iterator[_Unit]:
+        """Fixed-length sequences (unpadded; see module doc for the packing rule)."""
+        L = self.spec.seq_len
+        cur = _Unit([], [])
+        for u in units:
+            if cur.ids and (len(cur.ids) + len(u.ids) > L or not self.spec.pack):
+                yield cur
+                cur = _Unit([], [])
+            while len(u.ids) > L:
+                yield _Unit(u.ids[:L], u.labels[:L], [(p, s) for p, s in u.gold if p < L])
+                u = _Unit(u.ids[L:], u.labels[L:], [(p - L, s) for p, s in u.gold if p >= L])
+            cur.gold += [(p + len(cur.ids), s) for p, s in u.gold]
+            cur.ids += u.ids
+            cur.labels += u.labels
+        if cur.ids:
+            yield cur
+
+    def collate(self, seqs: list[_Unit], shard: int, first: int) -> dict[str, torch.Tensor]:
+        spec, L = self.spec, self.spec.seq_len
+        B = len(seqs)
+        ids = np.full((B, L), self.pad, dtype=np.int64)
+        labels = np.full((B, L), IGNORE, dtype=np.int64)
+        att = np.zeros((B, L), dtype=np.int64)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s.ids)], labels[i, : len(s.ids)], att[i, : len(s.ids)] = s.ids, s.labels, 1
+        batch = {"input_ids": ids, "attention_mask": att, "labels": labels}
+        if spec.table is not None:
+            batch |= sample_sense_batch(
+                labels,
+                spec.table,
+                [np.random.default_rng([spec.seed, self.epoch, shard, first + i]) for i in range(B)],
+                width=spec.width,
+                max_positions=spec.max_positions,
+                fraction=spec.fraction,
+                max_neighbours=spec.max_neighbours,
+                overrides=[
+                    {p: restrict_to_synset(spec.table, int(labels[i, p]), syn) for p, syn in s.gold}
+                    for i, s in enumerate(seqs)
+                ],
+            )
+        return {k: torch.from_numpy(np.asarray(v)) for k, v in batch.items()}
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        shard, num_shards = self.shard()
+        seqs = self.sequences(self.units(self.documents(shard, num_shards)))
+        skip = self.skip.get(shard, 0)
+        b = 0
+        while chunk := [s for _, s in zip(range(self.spec.batch_size), seqs)]:
+            if b >= skip:
+                batch = self.collate(chunk, shard, b * self.spec.batch_size)
+                batch.update(
+                    stream_shard=torch.tensor(shard),
+                    stream_batch=torch.tensor(b),
+                    stream_epoch=torch.tensor(self.epoch),
+                )
+                yield batch
+            b += 1
+
+
+def gold_labels(doc: Document, offsets) -> list[tuple[int, str]]:
+    """Label positions (inside the unit) whose target token lies in the document's gold span."""
+    from dskd.data.align import span_tokens
+
+    inside = span_tokens(
+        doc.text, np.asarray(offsets, dtype=np.int64).reshape(-1, 2), tuple(doc.meta["span"])
+    )
+    return [(int(t) - 1, doc.meta["synset"]) for t in np.flatnonzero(inside) if t > 0]
+
+
+def shuffled(items: Iterator, size: int, rng: np.random.Generator, draws: int = 1024) -> Iterator:
+    """Buffer shuffle: hold ``size`` items, emit a random one per new item, then the rest in random order."""
+    buf: list = []
+    picks: list[int] = []
+    for x in items:
+        if len(buf) < size:
+            buf.append(x)
+            continue
+        if not picks:
+            picks = rng.integers(size, size=draws).tolist()[::-1]
+        j = picks.pop()
+        yield buf[j]
+        buf[j] = x
+    for j in rng.permutation(len(buf)):
+        yield buf[j]

@@ -1,0 +1,199 @@
+"""Packing, sharding over ranks x workers (real DataLoader), exact resume."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from dskd.data.config import SourceConfig
+from dskd.data.sampling import IGNORE
+from dskd.data.stream import PackedStream, StreamSpec
+
+from .conftest import random_table
+
+pytestmark = pytest.mark.integration  # the real SmolLM2 tokenizer
+
+
+def corpus(tmp_path, n=120, long_every=17):
+    """Unique documents of varied length; every `long_every`-th is longer than a sequence."""
+    docs = []
+    for i in range(n):
+        words = " ".join(f"w{i}x{j}" for j in range(60 if i % long_every == long_every - 1 else 1 + i % 9))
+        docs.append(f"Document {i} says {words}.")
+    (tmp_path / "c.txt").write_text("\n\n".join(docs) + "\n")
+    return docs, [SourceConfig(kind="text", path=str(tmp_path / "c.txt"))]
+
+
+def batches(stream, num_workers=0):
+    return list(DataLoader(stream, batch_size=None, num_workers=num_workers))
+
+
+def shard_tokens(bs):
+    """Non-pad tokens of each shard's sequences, concatenated in batch order."""
+    out = collections.defaultdict(list)
+    for b in sorted(bs, key=lambda b: (int(b["stream_shard"]), int(b["stream_batch"]))):
+        for ids, att in zip(b["input_ids"], b["attention_mask"]):
+            out[int(b["stream_shard"])] += ids[att.bool()].tolist()
+    return out
+
+
+def split_docs(tokens, eos):
+    docs, cur = [], []
+    for t in tokens:
+        if t == eos:
+            docs.append(cur)
+            cur = []
+        else:
+            cur.append(t)
+    assert not cur
+    return docs
+
+
+def test_packing_labels_and_padding(tmp_path, tokenizer):
+    docs, sources = corpus(tmp_path, n=40)
+    L = 32
+    bs = batches(PackedStream(StreamSpec(sources, seq_len=L, batch_size=3), tokenizer))
+    eos = tokenizer.eos_token_id
+    enc = [tokenizer(d, add_special_tokens=False)["input_ids"] for d in docs]
+    stream_ids = [t for ids in enc for t in [*ids, eos]]
+    stream_labels = [t for ids in enc for t in [*ids[1:], eos, IGNORE]]
+    got_ids, got_labels = [], []
+    for b in bs:
+        for ids, att, lab in zip(b["input_ids"], b["attention_mask"], b["labels"]):
+            n = int(att.sum())
+            assert att[:n].all() and not att[n:].any()  # right padding
+            assert (lab[n:] == IGNORE).all() and (ids[n:] == tokenizer.pad_token_id).all()
+            if n < L:  # padded only because the next whole document did not fit
+                assert ids[n - 1] == eos
+                nxt = next(
+                    (j for j in range(len(enc)) if sum(len(e) + 1 for e in enc[: j + 1]) > len(got_ids) + n),
+                    None,
+                )
+                assert nxt is None or n + len(enc[nxt]) + 1 > L
+            got_ids += ids[:n].tolist()
+            got_labels += lab[:n].tolist()
+    assert got_ids == stream_ids and got_labels == stream_labels
+
+
+def test_long_document_is_split_with_labels_across_the_cut(tmp_path, tokenizer):
+    words = " ".join(f"word{j}" for j in range(100))
+    (tmp_path / "l.txt").write_text(words + "\n")
+    L = 16
+    bs = batches(
+        PackedStream(
+            StreamSpec([SourceConfig(kind="text", path=str(tmp_path / "l.txt"))], seq_len=L, batch_size=2),
+            tokenizer,
+        )
+    )
+    seqs = [(ids, lab) for b in bs for ids, lab in zip(b["input_ids"], b["labels"])]
+    ids = tokenizer(words, add_special_tokens=False)["input_ids"]
+    assert len(seqs) == -(-(len(ids) + 1) // L)
+    for k in range(len(seqs) - 1):
+        assert seqs[k][0].tolist() == ids[k * L : (k + 1) * L]
+        assert seqs[k][1][-1].item() == ids[(k + 1) * L]  # label of the last position crosses the cut
+
+
+def test_unpacked_one_document_per_sequence(tmp_path, tokenizer):
+    docs, sources = corpus(tmp_path, n=10, long_every=100)
+    bs = batches(PackedStream(StreamSpec(sources, seq_len=64, batch_size=4, pack=False), tokenizer))
+    seqs = [ids[att.bool()] for b in bs for ids, att in zip(b["input_ids"], b["attention_mask"])]
+    assert len(seqs) == 10 and all((s == tokenizer.eos_token_id).sum() == 1 for s in seqs)
+
+
+@pytest.mark.parametrize("shuffle", [0, 8])
+def test_partition_two_ranks_two_workers(tmp_path, tokenizer, shuffle):
+    docs, sources = corpus(tmp_path)
+    spec = StreamSpec(
+        sources,
+        seq_len=32,
+        batch_size=2,
+        shuffle_buffer=shuffle,
+        table=random_table(len(tokenizer)),
+        width=25,
+    )
+    got = []
+    for rank in range(2):
+        got += batches(PackedStream(spec, tokenizer, rank=rank, world_size=2), num_workers=2)
+    ids = [(int(b["stream_shard"]), int(b["stream_batch"])) for b in got]
+    assert len(set(ids)) == len(ids)  # every sequence batch exactly once
+    per_shard = collections.Counter(s for s, _ in ids)
+    assert sorted(per_shard) == [0, 1, 2, 3]
+    assert all(
+        sorted(b for s2, b in ids if s2 == s) == list(range(per_shard[s])) for s in per_shard
+    )  # no gaps
+    enc = {tuple(tokenizer(d, add_special_tokens=False)["input_ids"]): j for j, d in enumerate(docs)}
+    seen = []
+    for shard, tokens in shard_tokens(got).items():
+        got_docs = [enc[tuple(d)] for d in split_docs(tokens, tokenizer.eos_token_id)]
+        assert sorted(got_docs) == [j for j in range(len(docs)) if j % 4 == shard]
+        if not shuffle:
+            assert got_docs == sorted(got_docs)
+        seen += got_docs
+    assert sorted(seen) == list(range(len(docs)))  # no duplicates, no gaps
+
+
+def test_sense_sampling_is_seeded_per_sequence(tmp_path, tokenizer):
+    docs, sources = corpus(tmp_path, n=30)
+    spec = StreamSpec(sources, seq_len=32, batch_size=2, table=random_table(len(tokenizer), p=0.8), width=25)
+    a, b = batches(PackedStream(spec, tokenizer)), batches(PackedStream(spec, tokenizer))
+    assert all(torch.equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
+    other = PackedStream(spec, tokenizer)
+    other.epoch = 1
+    c = batches(other)
+    assert any(not torch.equal(x["sense_pos"], y["sense_pos"]) for x, y in zip(a, c))
+    assert all(torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(a, c))  # no shuffle buffer
+
+
+def test_skip_resumes_shard_exactly(tmp_path, tokenizer):
+    docs, sources = corpus(tmp_path)
+    spec = StreamSpec(
+        sources, seq_len=32, batch_size=2, shuffle_buffer=8, table=random_table(len(tokenizer)), width=25
+    )
+    full = batches(PackedStream(spec, tokenizer))
+    resumed = PackedStream(spec, tokenizer)
+    resumed.skip = {0: 5}
+    rest = batches(resumed)
+    assert len(rest) == len(full) - 5
+    assert all(torch.equal(x[k], y[k]) for x, y in zip(full[5:], rest) for k in x)
+
+
+def test_gold_synset_positions_restrict_neighbours(tokenizer):
+    from dskd.data.sources import Document
+    from dskd.data.stream import gold_labels
+
+    text = "we sat on the bank of the river"
+    start = text.index("bank")
+    doc = Document(text, "t", {"synset": "bank.n.01", "span": (start, start + 4)})
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    gold = gold_labels(doc, enc["offset_mapping"])
+    assert len(gold) == 1
+    p, synset = gold[0]
+    assert synset == "bank.n.01" and tokenizer.convert_ids_to_tokens(enc["input_ids"][p + 1]) == "Ġbank"
+    assert np.asarray(enc["input_ids"]).size == 8
+
+
+def test_sense_aligned_neighbours_on_wordnet_examples(tokenizer):
+    """Targets inside a WordNet example's lemma span keep only their synset's keys (here: the even keys)."""
+    table = random_table(len(tokenizer), seed=2, p=0.9)
+    table.synset_keys = lambda name: (np.arange(0, 2 * len(tokenizer) + 2000, 2), np.zeros(0, dtype=np.int64))
+    src = [SourceConfig(kind="wordnet_corpus", path="examples", max_records=300)]
+    spec = StreamSpec(src, seq_len=32, batch_size=4, table=table, width=25, aligned=True)
+    stream = PackedStream(spec, tokenizer)
+    seqs = list(stream.sequences(stream.units(stream.documents(0, 1))))
+    assert sum(len(s.gold) for s in seqs) > 200  # most examples have their lemma span
+    checked_gold = 0
+    for b in batches(stream):
+        for i in range(len(b["input_ids"])):
+            gold = {p for p, _ in seqs[int(b["stream_batch"]) * 4 + i].gold}
+            for j in np.flatnonzero(b["sense_pos_mask"][i].numpy()):
+                p = int(b["sense_pos"][i, j])
+                row = table.row("syn", int(b["labels"][i, p]))
+                allowed = row[row % 2 == 0] if p in gold else row
+                keys = b["syn_keys"][i, j][b["syn_mask"][i, j]].numpy()
+                assert set(keys) <= set(allowed) and len(keys) == min(25, len(allowed))
+                checked_gold += p in gold
+    assert checked_gold > 20

@@ -1,0 +1,126 @@
+"""Teacher greedy continuation targets: equal to a plain argmax loop, cached once, used by the stream."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dskd.data.config import SourceConfig
+from dskd.data.prompts import QAItem, prompt_and_answer
+from dskd.data.sampling import IGNORE
+from dskd.data.stream import PackedStream, StreamSpec
+from dskd.data.targets import cache_key, greedy_continuations, load_or_build, prompt_key
+from dskd.errors import DSKDError
+
+pytestmark = pytest.mark.integration  # the real SmolLM2 tokenizer
+
+
+@pytest.fixture
+def tiny_teacher(tiny_llama_config, tokenizer):
+    torch.manual_seed(0)
+    from transformers import LlamaForCausalLM
+
+    return LlamaForCausalLM(tiny_llama_config(vocab_size=len(tokenizer), hidden_size=16, num_layers=2)).eval()
+
+
+def argmax_loop(model, ids, n):
+    ids = list(ids)
+    out = []
+    for _ in range(n):
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0, -1]
+        out.append(int(logits.argmax()))
+        ids.append(out[-1])
+    return out
+
+
+def test_greedy_continuations_match_an_argmax_loop(tiny_teacher, tokenizer):
+    prompts = ["The river bank", "A short prompt about banks and money in a town"]
+    got = greedy_continuations(tiny_teacher, tokenizer, prompts, new_tokens=4, batch_size=2)
+    for p, cont in zip(prompts, got):
+        ref = argmax_loop(tiny_teacher, tokenizer(p, add_special_tokens=False)["input_ids"], 4)
+        eos = tokenizer.eos_token_id
+        assert cont == (ref[: ref.index(eos) + 1] if eos in ref else ref)
+
+
+def test_cache_is_built_once_and_keyed(tmp_path, tiny_teacher, tokenizer):
+    calls = []
+
+    def load():
+        calls.append(1)
+        return tiny_teacher
+
+    prompts = ["one prompt", "another prompt"]
+    a = load_or_build(tmp_path, prompts, "tiny", "fp", 3, load, tokenizer)
+    b = load_or_build(tmp_path, prompts, "tiny", "fp", 3, load, tokenizer)
+    assert a == b and len(calls) == 1 and set(a) == {prompt_key(p) for p in prompts}
+    assert all(1 <= len(v) <= 3 for v in a.values())
+    keys = {cache_key("tiny", "fp", prompts, 3), cache_key("tiny", "fp", prompts, 2)}
+    keys |= {
+        cache_key("other", "fp", prompts, 3),
+        cache_key("tiny", "fp2", prompts, 3),
+        cache_key("tiny", "fp", prompts[:1], 3),
+    }
+    assert len(keys) == 5
+    assert [p.name for p in tmp_path.iterdir()] == [
+        f"{cache_key('tiny', 'fp', prompts, 3)}.json"
+    ]  # no temp files left
+
+
+def test_stream_trains_on_prompt_plus_teacher_continuation(tmp_path, tokenizer):
+    items = [QAItem(f"Question {i}?", ("yes", "no"), "A") for i in range(3)]
+    prompts = [prompt_and_answer(it, [], tokenizer)[0] for it in items]
+    conts = {prompt_key(p): [tokenizer.convert_tokens_to_ids("B"), tokenizer.eos_token_id] for p in prompts}
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps({"text": p}) + "\n" for p in prompts))
+    spec = StreamSpec(
+        [SourceConfig(kind="jsonl", path=str(tmp_path / "q.jsonl"))],
+        seq_len=128,
+        batch_size=3,
+        pack=False,
+        teacher_targets=conts,
+    )
+    (batch,) = list(PackedStream(spec, tokenizer))
+    for ids, att, lab, p in zip(batch["input_ids"], batch["attention_mask"], batch["labels"], prompts):
+        n = int(att.sum())
+        want = tokenizer(p, add_special_tokens=False)["input_ids"] + conts[prompt_key(p)]
+        assert ids[:n].tolist() == want
+        assert lab[: n - 1].tolist() == want[1:] and lab[n - 1] == IGNORE  # labels over all positions
+    spec.teacher_targets = {}
+    with pytest.raises(DSKDError, match="no cached teacher continuation"):
+        list(PackedStream(spec, tokenizer))
+    assert np.all(batch["labels"].numpy()[:, -1] == IGNORE)
+
+
+def test_datamodule_teacher_targets(tmp_path, tokenizer, tiny_teacher):
+    """Paper recipe on BIG-bench fixture prompts: prepare_data runs the teacher (a saved tiny Llama
+    folder, loaded like any teacher) once, setup reads the cache."""
+    from dskd.data.datamodule import DSKDDataModule
+    from dskd.schema import ExperimentConfig
+
+    from .conftest import FIXTURES
+
+    tiny_teacher.save_pretrained(tmp_path / "teacher")
+    tokenizer.save_pretrained(tmp_path / "teacher")
+    cfg = ExperimentConfig(method="kd")
+    cfg.teacher.model = str(tmp_path / "teacher")
+    cfg.data.train = [
+        SourceConfig(kind="bigbench", path=str(FIXTURES / "bigbench/toy_mc/task.json"), shots=1)
+    ]
+    cfg.data.targets, cfg.data.teacher_new_tokens = "teacher", 2
+    cfg.data.targets_cache_dir, cfg.data.val_fraction = str(tmp_path / "targets"), 0.0
+    cfg.data.seq_len, cfg.data.pack, cfg.data.batch_size = 256, False, 6
+    dm = DSKDDataModule(cfg, tokenizer)
+    dm.prepare_data()
+    (cache,) = (tmp_path / "targets").glob("*.json")
+    assert json.loads(cache.read_text())["meta"]["prompts"] == 6
+    dm.setup("fit")
+    (batch,) = [dm.on_before_batch_transfer(b, 0) for b in dm.train_dataloader()]
+    for ids, att, lab in zip(batch["input_ids"], batch["attention_mask"], batch["labels"]):
+        n = int(att.sum())
+        text = tokenizer.decode(ids[:n])
+        prompt_end = text.rindex("<|im_start|>assistant\n") + len("<|im_start|>assistant\n")
+        cont = tokenizer(text[prompt_end:], add_special_tokens=False)["input_ids"]
+        assert 1 <= len(cont) <= 2 and lab[n - 1] == IGNORE and (lab[: n - 1] == ids[1:n]).all()
