@@ -1,17 +1,26 @@
-"""`dskd lexicon`: build the synonym/antonym lexicon mapped onto a tokenizer."""
+"""`dskd lexicon build CONFIG [key=value ...]`: build the synonym/antonym lexicon mapped onto a tokenizer."""
 
 from __future__ import annotations
 
 import argparse
+import json
 
-from dskd.errors import DSKDError
+from dskd.commands import add_config_arguments, load_stage_config
 
 HELP = "Build the synonym/antonym lexicon mapped onto a tokenizer."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    build = sub.add_parser("build", help="write the lexicon artifact to lexicon.output_dir")
+    add_config_arguments(build)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise DSKDError("Stage 'lexicon' is not implemented yet (tracked in issue 3).")
+    from dskd.lexicon.build import run_build
+
+    cfg = load_stage_config(args)
+    out, stats = run_build(cfg)
+    print(json.dumps(stats, indent=2))
+    print(f"lexicon written to {out} in {stats['build_seconds']} s")
+    return 0

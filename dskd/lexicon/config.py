@@ -10,11 +10,14 @@ class LexiconSourceConfig:
     """One source of word relations."""
 
     kind: str = "wordnet"
-    """wordnet | wiktionary (wiktextract JSONL) | dict2vec (two words per line) | tsv (head, tail, relation)."""
+    """wordnet | wiktionary (wiktextract JSONL) | dict2vec (two words per line) | tsv (head, tail,
+    relation)."""
     path: str | None = None
     """File for the importers (ignored for wordnet)."""
     relation: str = "synonym"
     """Relation of every pair in a dict2vec file (synonym | antonym)."""
+    name: str | None = None
+    """Name of the source in the artifact's provenance (default: `kind`; `kind:file name` for importers)."""
 
 
 @dataclass
@@ -36,4 +39,9 @@ class LexiconConfig:
     hypernyms: bool = False
     """Add hypernym lemmas as an extra relation (for ablations; not used by the sense loss by default)."""
     negation_polarity: bool = True
-    """Apply the negating-affix polarity rule (unhappy ~ sad becomes happy vs sad)."""
+    """Apply the negating-affix polarity rule (unhappy ~ sad adds happy vs sad)."""
+    affix_rules: str | None = None
+    """JSON file of negating-affix rules; default: lexicon/negation_affixes.json shipped with the project."""
+    case_variants: bool = False
+    """Also map the capitalised form of a lowercase head (" Good" for " good") when it is one token and no
+    source lists it itself; it gets the same neighbour keys."""

@@ -1,0 +1,152 @@
+"""The lexicon artifact: one safetensors file of CSR arrays plus small JSON tables.
+
+Layout of a lexicon folder:
+- ``lexicon.safetensors``: int64 arrays ``{syn,ant,hyp}_{indptr,indices,sources}`` (rows = token ids
+  ``0..vocab_size-1``; ``sources`` = source bitmask per entry), ``vid_indptr``/``vid_token_ids``
+  (tokens of VID ``vocab_size + i``), ``synset_{lemma,antonym}_{indptr,indices}`` (rows = synsets).
+- ``synsets.json``: synset names in row order. ``vids.json``: one word per VID (for reading).
+- ``meta.json`` (format version, tokenizer name/size/fingerprint, sources, provenance),
+  ``stats.json`` and the resolved ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dskd.errors import ArtifactMismatchError, DSKDError
+from dskd.io import read_json, write_json_atomic
+from dskd.lexicon.mapping import Csr, MappedLexicon
+
+FORMAT_VERSION = 1
+ARRAYS = "lexicon.safetensors"
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+def save_arrays(mapped: MappedLexicon, directory: Path) -> None:
+    """Write the arrays and JSON tables of ``mapped`` into ``directory`` (a fresh temporary folder)."""
+    from safetensors.numpy import save_file
+
+    tensors: dict[str, np.ndarray] = {}
+    for name in ("syn", "ant", "hyp"):
+        csr: Csr = getattr(mapped, name)
+        tensors.update(
+            {f"{name}_indptr": csr.indptr, f"{name}_indices": csr.indices, f"{name}_sources": csr.sources}
+        )
+    lengths = np.array([len(t) for t in mapped.vid_tokens], dtype=np.int64)
+    tensors["vid_indptr"] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    tensors["vid_token_ids"] = np.array([i for t in mapped.vid_tokens for i in t], dtype=np.int64)
+    for name, csr in (("lemma", mapped.synset_lemmas), ("antonym", mapped.synset_antonyms)):
+        tensors[f"synset_{name}_indptr"] = csr.indptr
+        tensors[f"synset_{name}_indices"] = csr.indices
+    save_file({k: np.ascontiguousarray(v, dtype=np.int64) for k, v in tensors.items()}, directory / ARRAYS)
+    (directory / "synsets.json").write_text(json.dumps(mapped.synset_names), encoding="utf-8")
+    vids = {"first_vid": mapped.vocab_size, "words": mapped.vid_words}
+    (directory / "vids.json").write_text(json.dumps(vids, ensure_ascii=False), encoding="utf-8")
+
+
+def write_meta(directory: Path, meta: dict[str, Any], stats: dict[str, Any]) -> None:
+    write_json_atomic(directory / "meta.json", meta)
+    write_json_atomic(directory / "stats.json", stats)
+
+
+class Lexicon:
+    """A built lexicon for one tokenizer (see the module docstring for the files).
+
+    Keys are ints: token ids ``< vocab_size`` or VIDs ``>= vocab_size``. The CSR arrays
+    (``syn_indptr``/``syn_indices``, ``ant_indptr``/``ant_indices``) index rows by head token id and
+    are meant for vectorised use by the data module.
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], directory: Path):
+        self.arrays = arrays
+        self.meta = meta
+        self.directory = directory
+        self.vocab_size: int = int(meta["tokenizer"]["vocab_size"])
+        for rel in ("syn", "ant", "hyp"):
+            for part in ("indptr", "indices", "sources"):
+                setattr(self, f"{rel}_{part}", arrays[f"{rel}_{part}"])
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Lexicon:
+        from safetensors.numpy import load_file
+
+        directory = Path(directory)
+        if not (directory / "meta.json").is_file() or not (directory / ARRAYS).is_file():
+            raise DSKDError(
+                f"No lexicon at '{directory}' (meta.json or {ARRAYS} missing). Build it with "
+                "`dskd lexicon build CONFIG` (it writes to `lexicon.output_dir`)."
+            )
+        meta = read_json(directory / "meta.json")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ArtifactMismatchError(
+                f"The lexicon at '{directory}' has format version {meta.get('format_version')}, this dskd "
+                f"reads version {FORMAT_VERSION}. Rebuild it with `dskd lexicon build CONFIG`."
+            )
+        return cls(load_file(str(directory / ARRAYS)), meta, directory)
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self.meta["tokenizer"]["name"]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.meta["tokenizer"]["fingerprint"]
+
+    def _row(self, rel: str, token_id: int) -> np.ndarray:
+        if not 0 <= token_id < self.vocab_size:
+            return _EMPTY
+        indptr = self.arrays[f"{rel}_indptr"]
+        return self.arrays[f"{rel}_indices"][indptr[token_id] : indptr[token_id + 1]]
+
+    def neighbours(self, token_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(synonym keys, antonym keys) of a head token id; empty arrays for other ids."""
+        return self._row("syn", token_id), self._row("ant", token_id)
+
+    def hypernyms(self, token_id: int) -> np.ndarray:
+        """Hypernym keys of a head token (empty unless built with ``lexicon.hypernyms``)."""
+        return self._row("hyp", token_id)
+
+    @functools.cached_property
+    def vid_tokens(self) -> dict[int, tuple[int, ...]]:
+        """VID -> its token ids."""
+        indptr, flat = self.arrays["vid_indptr"], self.arrays["vid_token_ids"].tolist()
+        bounds = indptr.tolist()
+        return {self.vocab_size + i: tuple(flat[bounds[i] : bounds[i + 1]]) for i in range(len(bounds) - 1)}
+
+    @functools.cached_property
+    def vid_words(self) -> dict[int, str]:
+        """VID -> one word it stands for."""
+        data = read_json(self.directory / "vids.json")
+        return {data["first_vid"] + i: w for i, w in enumerate(data["words"])}
+
+    @functools.cached_property
+    def _synset_rows(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(read_json(self.directory / "synsets.json"))}
+
+    def synset_keys(self, synset_name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(keys of the synset's lemmas, keys of its antonyms); empty arrays for an unknown synset."""
+        row = self._synset_rows.get(synset_name)
+        if row is None:
+            return _EMPTY, _EMPTY
+        out = []
+        for name in ("lemma", "antonym"):
+            indptr = self.arrays[f"synset_{name}_indptr"]
+            out.append(self.arrays[f"synset_{name}_indices"][indptr[row] : indptr[row + 1]])
+        return out[0], out[1]
+
+    def check_tokenizer(self, tokenizer: Any) -> None:
+        """Raise ArtifactMismatchError unless ``tokenizer`` is the one this lexicon was built for."""
+        from dskd.models.loading import tokenizer_fingerprint
+
+        if tokenizer_fingerprint(tokenizer) != self.fingerprint:
+            raise ArtifactMismatchError(
+                f"The lexicon at '{self.directory}' was built for tokenizer '{self.tokenizer_name}' "
+                f"(vocab {self.vocab_size}, fingerprint {self.fingerprint[:12]}), not for the tokenizer in "
+                "use "
+                f"(vocab {len(tokenizer)}). Rebuild it: `dskd lexicon build CONFIG lexicon.tokenizer=...`."
+            )
