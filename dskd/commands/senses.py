@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import json
 
-from dskd.errors import DSKDError
+from dskd.commands import add_config_arguments, load_stage_config
 
 HELP = "Build the sense dictionary from the teacher's hidden states."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    build = sub.add_parser(
+        "build",
+        help="gather teacher hidden states per next-token key, cluster them, compose VIDs, save",
+        description="Writes senses.safetensors, meta.json, stats.json and config.yaml to senses.output_dir. "
+        "Run under torchrun to gather with several processes.",
+    )
+    add_config_arguments(build)
+    build.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise DSKDError("Stage 'senses' is not implemented yet (tracked in issue 5).")
+    from dskd.senses.build import build_from_config
+
+    cfg = load_stage_config(args)
+    stats = build_from_config(cfg, progress=not args.no_progress)
+    if stats:
+        print(json.dumps(stats, indent=2))
+        print(f"sense dictionary written to {cfg.senses.output_dir}")
+    return 0

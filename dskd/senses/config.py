@@ -24,12 +24,19 @@ class SensesConfig:
     max_length: int = 256
     """Tokens per sequence fed to the teacher."""
     batch_size: int = 8
-    """Sequences per teacher forward."""
+    """Teacher forward size in sequences of max_length: batches hold batch_size * max_length padded tokens
+    (shorter, length-sorted sequences are packed more per batch)."""
     max_tokens: int | None = None
     """Stop gathering after this many tokens (None: the whole corpus)."""
     kmeans_iters: int = 50
     """Lloyd iterations of the batched k-means."""
     device: str = "auto"
-    """Where the dictionary lives during training: auto | cpu | cuda."""
+    """Where the dictionary lives during training: auto (GPU if it takes <= 25% of its memory, else pinned
+    CPU) | cpu | cuda | pinned (pinned CPU memory, per-batch gathers to the GPU)."""
     restrict_to_lexicon: bool = False
-    """Keep only keys the lexicon or corpus need (saves memory at paper scale)."""
+    """When loading for training, keep only keys the lexicon or the training corpus need (saves memory at
+    paper scale; see docs/senses.md)."""
+    compose_vids: bool = True
+    """Compose senses of the lexicon's multi-token words (VIDs); needs the lexicon artifact."""
+    save_rows: bool = False
+    """Also write the raw reservoir rows (rows.safetensors; debug and benchmark artifact, large)."""

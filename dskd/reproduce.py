@@ -1,0 +1,160 @@
+"""`dskd reproduce`: the whole pipeline of a preset, from assets to the results table.
+
+A preset is a folder ``experiments/<preset>/`` with ``kd.yaml`` and ``dskd.yaml`` (which share a
+``base.yaml``). The pipeline runs: lexicon -> sense dictionary -> KD and DSKD training for each seed
+(same data and seed for both) -> evaluation of the teacher and every student -> ``table.md``,
+``results.json`` and plots in ``eval.output_dir``. Stages whose outputs are up to date are skipped
+(:mod:`dskd.pipeline`).
+
+``--dry-run`` validates a preset end to end on a CPU: its configs load and every stage runs, with
+a tiny random stand-in teacher of the same tokenizer family, offline data and a few steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from dskd.config import load_config
+from dskd.errors import ConfigError
+from dskd.pipeline import STAMP, is_current, run_stage, stage_key
+from dskd.schema import ExperimentConfig
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+METHODS = ("kd", "dskd")
+STANDIN_TOKENIZER = "smollm2-135m-instruct"
+
+
+def preset_dir(preset: str, root: Path = EXPERIMENTS) -> Path:
+    path = root / preset
+    if not all((path / f"{m}.yaml").is_file() for m in METHODS):
+        known = sorted(p.name for p in root.iterdir() if all((p / f"{m}.yaml").is_file() for m in METHODS))
+        raise ConfigError(
+            f"Unknown preset '{preset}': {path} needs kd.yaml and dskd.yaml. Known presets: {', '.join(known)}."
+        )
+    return path
+
+
+def preset_configs(
+    preset: str, seeds: list[int], overrides: list[str], root: Path = EXPERIMENTS
+) -> list[ExperimentConfig]:
+    """The KD and DSKD config of every seed (KD first), each validated."""
+    path = preset_dir(preset, root)
+    return [load_config(path / f"{m}.yaml", [*overrides, f"seed={s}"]) for s in seeds for m in METHODS]
+
+
+def _train_key(cfg: ExperimentConfig, senses_key: str | None) -> str:
+    parts = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "eval"}
+    return stage_key(parts, senses_key)
+
+
+def _train(cfg: ExperimentConfig, key: str, force: bool) -> dict[str, Any]:
+    from dskd.training.run import run_dir, train
+
+    rdir = run_dir(cfg)
+    if rdir.exists() and (rdir / STAMP).exists() and not is_current(rdir, key):
+        shutil.rmtree(rdir)  # a finished run of another config: never resume from it
+    result = run_stage(f"train {cfg.name} seed {cfg.seed}", rdir, key, lambda: train(cfg), force)
+    if not result or not result.get("export_dir"):
+        raise ConfigError(f"Training {cfg.name} (seed {cfg.seed}) exported no student; see {rdir}.")
+    return result
+
+
+def reproduce(configs: list[ExperimentConfig], force: bool = False) -> dict[str, Any]:
+    """Run every stage for ``configs`` (from :func:`preset_configs`); returns the eval records."""
+    from dskd.evaluation.run import TEACHER, evaluate
+    from dskd.lexicon.build import run_build
+    from dskd.senses.build import build_from_config
+
+    t0 = time.perf_counter()
+    first = configs[0]
+    dskd_cfg = next((c for c in configs if c.method == "dskd"), first)
+    lex_key = stage_key(dskd_cfg.lexicon, dskd_cfg.teacher.model, dskd_cfg.teacher.revision)
+    run_stage("lexicon", dskd_cfg.lexicon.output_dir, lex_key, lambda: str(run_build(dskd_cfg)[0]), force)
+    senses_key = stage_key(dskd_cfg.senses, dskd_cfg.teacher, lex_key)
+    run_stage(
+        "senses", dskd_cfg.senses.output_dir, senses_key, lambda: build_from_config(dskd_cfg), force
+    )
+    models: dict[str, str] = {TEACHER: first.teacher.model}
+    summaries = []
+    for cfg in configs:
+        summary = _train(cfg, _train_key(cfg, senses_key if cfg.method == "dskd" else None), force)
+        summaries.append(summary)
+        models[f"{cfg.method}@{cfg.seed}"] = summary["export_dir"]
+    eval_key = stage_key(first.eval, models, [s.get("wall_time_s") for s in summaries])
+    records = run_stage(
+        "eval", first.eval.output_dir, eval_key, lambda: evaluate(first, models), force
+    )
+    print(f"=== reproduce: finished in {time.perf_counter() - t0:.0f} s; results in {first.eval.output_dir}")
+    table = Path(first.eval.output_dir) / "table.md"
+    if table.is_file():
+        print(table.read_text(encoding="utf-8"))
+    return {"records": records, "runs": summaries, "wall_s": time.perf_counter() - t0}
+
+
+def standin_teacher(out_dir: Path, num_layers: int = 4, hidden_size: int = 64) -> Path:
+    """A random Llama-shaped teacher with the default teacher's tokenizer (for dry runs on CPU)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from dskd.io import atomic_dir
+    from dskd.models.loading import load_tokenizer
+
+    if (out_dir / "config.json").is_file():
+        return out_dir
+    tokenizer = load_tokenizer(STANDIN_TOKENIZER)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    with atomic_dir(out_dir) as tmp:
+        LlamaForCausalLM(config).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return out_dir
+
+
+def dry_run_overrides(preset: str, teacher_dir: Path) -> list[str]:
+    """Overrides that shrink a preset to a CPU-sized end-to-end check of its configs."""
+    root = f"artifacts/dry-run/{preset}"
+    offline = "[{kind: wordnet_corpus, max_records: 400}]"
+    return [
+        f"teacher.model={teacher_dir}",
+        "teacher.dtype=float32",
+        "student.kind=truncated",
+        "student.num_layers=2",
+        "student.trainable_top_layers=1",
+        f"artifacts_dir={root}",
+        f"runs_dir={root}/runs",
+        f"eval.output_dir={root}/results",
+        f"senses.sources={offline}",
+        "senses.max_tokens=4000",
+        f"data.train={offline}",
+        "data.val=[]",
+        "data.targets=observed",
+        "data.seq_len=64",
+        "data.batch_size=2",
+        "data.num_workers=0",
+        "trainer.strategy=auto",
+        "trainer.precision=32-true",
+        "trainer.accelerator=cpu",
+        "trainer.devices=1",
+        "trainer.num_nodes=1",
+        "trainer.max_steps=3",
+        "trainer.val_check_interval=null",
+        "logging.wandb=false",
+        "eval.max_items=8",
+        "eval.tasks=[wic, simlex, heldout]",
+    ]

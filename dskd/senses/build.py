@@ -1,0 +1,348 @@
+"""`dskd senses build`: gather keyed teacher states, cluster them per key, compose VIDs, save.
+
+Under several processes (``torchrun``; ``torch.distributed`` initialised) each rank reads every
+``world``-th document, and the reservoirs are merged exactly (see :mod:`dskd.senses.reservoir`);
+rank 0 clusters and writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from dskd.errors import DSKDError
+from dskd.senses.compose import compose_vids
+from dskd.senses.dictionary import SenseDictionary
+from dskd.senses.gather import keyed_states, length_sorted_batches, token_windows
+from dskd.senses.kmeans import kmeans_padded, pad_groups
+from dskd.senses.reservoir import KeyedReservoir
+
+ROWS_FILE = "rows.safetensors"
+
+
+@dataclass
+class GatherResult:
+    """Per-source reservoirs plus what the stats need."""
+
+    reservoirs: list[KeyedReservoir]
+    occurrences: torch.Tensor
+    """[vocab] observed next-token counts over the corpus."""
+    tokens: int = 0
+    positions: int = 0
+    fingerprint: str = ""
+    seconds: float = 0.0
+    hidden_size: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def merge(self, other: GatherResult) -> None:
+        for mine, theirs in zip(self.reservoirs, other.reservoirs, strict=True):
+            mine.merge(theirs)
+        self.occurrences = self.occurrences + other.occurrences
+        self.tokens += other.tokens
+        self.positions += other.positions
+        self.fingerprint = hashlib.sha256((self.fingerprint + other.fingerprint).encode()).hexdigest()
+        self.seconds = max(self.seconds, other.seconds)
+
+
+def _windows(
+    texts: Iterable[str], tokenizer, max_length: int, digest, chunk: int = 1024
+) -> Iterator[list[int]]:
+    buf: list[str] = []
+
+    def flush() -> Iterator[list[int]]:
+        for ids in tokenizer(buf, add_special_tokens=True)["input_ids"]:
+            yield from token_windows(ids, max_length)
+
+    for text in texts:
+        digest.update(text.encode("utf-8") + b"\0")
+        buf.append(text)
+        if len(buf) >= chunk:
+            yield from flush()
+            buf = []
+    if buf:
+        yield from flush()
+
+
+def gather(
+    model,
+    tokenizer,
+    sources: Sequence[Iterable[str]],
+    *,
+    keying: str,
+    max_length: int,
+    batch_tokens: int,
+    cap_per_source: int,
+    max_tokens: int | None = None,
+    seed: int = 0,
+    rank: int = 0,
+    world: int = 1,
+    progress: bool = True,
+) -> GatherResult:
+    """Stream each source's texts through the teacher; one uniform reservoir per source and key.
+
+    ``sources`` are iterables of texts; this rank takes texts ``rank, rank + world, ...`` of each.
+    """
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    vocab = model.get_output_embeddings().weight.shape[0]
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + rank)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    res = GatherResult(
+        [KeyedReservoir(cap_per_source) for _ in sources], torch.zeros(vocab, dtype=torch.long)
+    )
+    seen = torch.zeros(vocab, dtype=torch.bool)
+    digest = hashlib.sha256()
+    budget = None if max_tokens is None else max(1, max_tokens // world)
+    t0 = time.perf_counter()
+    bar = tqdm(total=budget, unit="tok", unit_scale=True, desc="gather", disable=not progress or rank != 0)
+    for s, texts in enumerate(sources):
+        shard = (t for i, t in enumerate(texts) if i % world == rank)
+        for ids, mask in length_sorted_batches(
+            _windows(shard, tokenizer, max_length, digest), batch_tokens, pad
+        ):
+            if budget is not None and res.tokens >= budget:
+                break
+            kd = keyed_states(model, ids.to(device), mask.to(device), keying)
+            keys, observed = kd.keys.cpu(), kd.observed.cpu()
+            res.reservoirs[s].add(keys, kd.rows, torch.rand(len(keys), generator=gen, dtype=torch.float64))
+            res.occurrences += torch.bincount(observed, minlength=vocab)[:vocab]
+            seen[keys] = True
+            n = int(mask.sum())
+            res.tokens += n
+            res.positions += len(keys)
+            res.hidden_size = kd.rows.shape[-1]
+            bar.update(n)
+            bar.set_postfix(keys=int(seen.sum()), refresh=False)
+    bar.close()
+    res.fingerprint = digest.hexdigest()
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def merge_across_ranks(res: GatherResult) -> GatherResult:
+    """All-gather every rank's reservoirs and merge them (identity without torch.distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return res
+    for r in res.reservoirs:
+        r.compact()
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, res)
+    merged = parts[0]
+    for other in parts[1:]:
+        merged.merge(other)
+    return merged
+
+
+def overall_sample(res: GatherResult, max_rows_per_key: int) -> KeyedReservoir:
+    """Union of the per-source samples, capped at ``max_rows_per_key`` rows per key (uniformly)."""
+    total = KeyedReservoir(max_rows_per_key)
+    for r in res.reservoirs:
+        total.merge(r)
+    return total
+
+
+def cluster(
+    sample: KeyedReservoir, k: int, iters: int, seed: int, device: torch.device, out_dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """k-means per key over a reservoir. Returns (key ids, centroids [n, k, d], counts, mean inertia)."""
+    from tqdm.auto import tqdm
+
+    keys, counts, rows = sample.grouped()
+    if len(keys) == 0:
+        raise DSKDError(
+            "The corpus gave no key any hidden states, so there is nothing to cluster. Use a larger corpus "
+            "(senses.sources) or raise senses.max_tokens."
+        )
+    n, d = len(keys), rows.shape[1]
+    centroids = torch.zeros(n, k, d, dtype=out_dtype)
+    nsenses = torch.zeros(n, dtype=torch.long)
+    inertia = torch.zeros(n, dtype=torch.float64)
+    rows_dev = rows.to(device)
+    bar = tqdm(total=n, unit="key", desc="k-means")
+    for idx, x, mask in pad_groups(rows_dev, counts.to(device)):
+        r = kmeans_padded(x, mask, k, iters=iters, seed=seed)
+        idx = idx.cpu()
+        centroids[idx] = r.centroids.to("cpu", out_dtype)
+        nsenses[idx] = r.counts.cpu()
+        inertia[idx] = r.inertia.double().cpu()
+        bar.update(len(idx))
+    bar.close()
+    return keys, centroids, nsenses, float(inertia[counts > k].mean()) if (counts > k).any() else 0.0
+
+
+def assemble(
+    keys: torch.Tensor,
+    centroids: torch.Tensor,
+    counts: torch.Tensor,
+    meta: dict,
+    vid_tokens: Mapping[int, Sequence[int]] | None,
+) -> tuple[SenseDictionary, int]:
+    """Token senses + composed VID senses in one dictionary. Returns (dictionary, VIDs composed)."""
+    table_size = max([int(meta["vocab_size"])] + [v + 1 for v in (vid_tokens or {})])
+    meta = dict(meta, table_size=table_size)
+    tokens_only = SenseDictionary(centroids, counts, keys, dict(meta))
+    if not vid_tokens:
+        return tokens_only, 0
+    vkeys, vcents, vcounts = compose_vids(tokens_only, vid_tokens)
+    d = SenseDictionary(
+        torch.cat([centroids, vcents.to(centroids.dtype)]),
+        torch.cat([counts, vcounts.to(counts.dtype)]),
+        torch.cat([keys, vkeys]),
+        meta,
+    )
+    return d, len(vkeys)
+
+
+def save_rows(sample: KeyedReservoir, path: Path) -> None:
+    """The raw reservoir rows (debug / benchmark artifact): key_ids, counts, rows grouped by key."""
+    from safetensors.torch import save_file
+
+    from dskd.io import atomic_path
+
+    keys, counts, rows = sample.grouped()
+    with atomic_path(path) as tmp:
+        save_file({"key_ids": keys, "counts": counts, "rows": rows.contiguous()}, str(tmp))
+
+
+def load_rows(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    t = load_file(str(path))
+    return t["key_ids"], t["counts"], t["rows"]
+
+
+def _dist_context() -> tuple[int, int]:
+    """(rank, world size); joins the process group when launched by torchrun (gloo: merges are on CPU)."""
+    import os
+
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _load_vid_tokens(cfg, tokenizer, vocab_size: int) -> dict[int, tuple[int, ...]] | None:
+    """VID -> member tokens from the lexicon artifact (None when senses.compose_vids is off)."""
+    if not cfg.senses.compose_vids:
+        return None
+    from dskd.lexicon import Lexicon
+
+    directory = Path(cfg.lexicon.output_dir)
+    if not directory.exists():
+        raise DSKDError(
+            f"No lexicon at {directory}; VID senses are composed from it. Run `dskd lexicon build CONFIG` "
+            "first, or set senses.compose_vids=false to build token senses only."
+        )
+    lex = Lexicon.load(directory)
+    lex.check_tokenizer(tokenizer)
+    vids = dict(lex.vid_tokens)
+    if vids and min(vids) < vocab_size:
+        raise DSKDError(
+            f"The lexicon at {directory} numbers VIDs from {min(vids)}, inside the teacher's vocabulary "
+            f"({vocab_size} logits); rebuild the lexicon for this teacher's tokenizer."
+        )
+    return vids
+
+
+def build_from_config(cfg, progress: bool = True) -> dict:
+    """Build the sense dictionary a config describes; rank 0 writes it to ``cfg.senses.output_dir``.
+
+    Returns the stats (also written to stats.json).
+    """
+    from dskd.config import save_config
+    from dskd.data.sources import iter_documents
+    from dskd.io import atomic_dir, provenance, write_json_atomic
+    from dskd.models.loading import load_causal_lm, load_tokenizer, tokenizer_fingerprint
+
+    sc = cfg.senses
+    if sc.keying not in ("predicted", "observed"):
+        raise DSKDError(f"senses.keying must be 'predicted' or 'observed', got {sc.keying!r}.")
+    if not sc.sources:
+        raise DSKDError("senses.sources is empty; name at least one corpus, e.g. `- kind: wordnet_corpus`.")
+    t0 = time.perf_counter()
+    rank, world = _dist_context()
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if torch.cuda.is_available()
+        else torch.device("cpu")
+    )
+    tokenizer = load_tokenizer(cfg.teacher.model, revision=cfg.teacher.revision)
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    model = load_causal_lm(cfg.teacher.model, dtype=cfg.teacher.dtype, revision=cfg.teacher.revision)
+    model = model.to(device).eval().requires_grad_(False)
+    vocab_size = model.get_output_embeddings().weight.shape[0]
+    vid_tokens = _load_vid_tokens(cfg, tokenizer, vocab_size)
+    texts = [(doc.text for doc in iter_documents([src])) for src in sc.sources]
+    res = gather(
+        model,
+        tokenizer,
+        texts,
+        keying=sc.keying,
+        max_length=sc.max_length,
+        batch_tokens=sc.batch_size * sc.max_length,
+        cap_per_source=sc.cap_per_source,
+        max_tokens=sc.max_tokens,
+        seed=cfg.seed,
+        rank=rank,
+        world=world,
+        progress=progress,
+    )
+    res = merge_across_ranks(res)
+    if rank != 0:
+        return {}
+    sample = overall_sample(res, sc.max_rows_per_key)
+    t1 = time.perf_counter()
+    out_dtype = next(model.parameters()).dtype
+    keys, centroids, counts, inertia = cluster(sample, sc.k, sc.kmeans_iters, cfg.seed, device, out_dtype)
+    t2 = time.perf_counter()
+    meta = {
+        "teacher": cfg.teacher.model,
+        "revision": cfg.teacher.revision,
+        "tokenizer_fingerprint": fingerprint,
+        "layer": "last (after the final norm)",
+        "vocab_size": vocab_size,
+        "keying": sc.keying,
+        "corpus_fingerprint": res.fingerprint,
+        "sources": [vars(s) for s in sc.sources],
+        "provenance": provenance("senses", {"lexicon": str(cfg.lexicon.output_dir) if vid_tokens else None}),
+    }
+    dictionary, n_vids = assemble(keys, centroids, counts, meta, vid_tokens)
+    has = torch.zeros(res.occurrences.shape[0], dtype=torch.bool)
+    has[keys] = True
+    occ = res.occurrences
+    stats = {
+        "keys": len(dictionary),
+        "token_keys": len(keys),
+        "vids_composed": n_vids,
+        "vids_in_lexicon": len(vid_tokens or {}),
+        "rows_gathered": len(sample),
+        "mean_senses_per_key": float(dictionary.counts.float().mean()),
+        "coverage": float(occ[has].sum() / occ.sum().clamp_min(1)),
+        "tokens_processed": res.tokens,
+        "positions_keyed": res.positions,
+        "mean_inertia": inertia,
+        "gather_seconds": round(res.seconds, 2),
+        "kmeans_seconds": round(t2 - t1, 2),
+        "build_seconds": round(time.perf_counter() - t0, 2),
+        "world_size": world,
+        "device": str(device),
+    }
+    with atomic_dir(sc.output_dir) as tmp:
+        dictionary.save(tmp)
+        if sc.save_rows:
+            save_rows(sample, tmp / ROWS_FILE)
+        stats["build_seconds"] = round(time.perf_counter() - t0, 2)
+        write_json_atomic(tmp / "stats.json", stats)
+        save_config(cfg, tmp)
+    return stats

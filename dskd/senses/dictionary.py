@@ -1,0 +1,236 @@
+"""The sense dictionary artifact: padded centroids per key, saved as safetensors + JSON metadata.
+
+Layout of ``<dir>/senses.safetensors``: ``centroids [keys, k, d]`` (rows past a key's count are
+zero), ``counts [keys]`` (int32) and ``key_ids [keys]`` (int64, token ids or VIDs, ascending). The
+metadata is stored in the safetensors header (the source of truth) and copied to ``meta.json``.
+Lookup is one ``index_select`` through a dense key -> row table (``-1`` for keys without senses).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dskd.errors import ArtifactMismatchError, DSKDError
+from dskd.io import atomic_path, write_json_atomic
+
+FORMAT_VERSION = 1
+SENSES_FILE = "senses.safetensors"
+META_FILE = "meta.json"
+_META_KEY = "dskd_senses_meta"
+REQUIRED_META = ("teacher", "tokenizer_fingerprint", "hidden_size", "k", "keying", "table_size")
+
+
+def _resolve_device(device: str | torch.device, nbytes: int) -> tuple[torch.device, bool]:
+    """(storage device, pinned). auto: the GPU when the dictionary takes <= 25% of its memory,
+    else pinned CPU memory; pinned: CPU pinned memory (per-batch gathers go to the keys' device)."""
+    device = str(device)
+    if device == "auto":
+        if torch.cuda.is_available():
+            if nbytes <= 0.25 * torch.cuda.get_device_properties(0).total_memory:
+                return torch.device("cuda"), False
+            return torch.device("cpu"), True
+        return torch.device("cpu"), False
+    if device == "pinned":
+        return torch.device("cpu"), torch.cuda.is_available()
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise DSKDError(f"senses.device '{device}' is not a device; use auto, cpu, cuda or pinned.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DSKDError("senses.device=cuda but no CUDA GPU is visible; use senses.device=auto or cpu.")
+    return dev, False
+
+
+@dataclass
+class SenseDictionary:
+    """Senses per key: ``lookup(keys)`` -> (senses [..., k, d], mask [..., k])."""
+
+    centroids: torch.Tensor
+    counts: torch.Tensor
+    key_ids: torch.Tensor
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n, k, _ = self.centroids.shape
+        if self.counts.shape != (n,) or self.key_ids.shape != (n,):
+            raise DSKDError(
+                f"Sense dictionary tensors disagree: centroids {tuple(self.centroids.shape)}, counts "
+                f"{tuple(self.counts.shape)}, key_ids {tuple(self.key_ids.shape)}. Rebuild it with "
+                "`dskd senses build CONFIG`."
+            )
+        size = int(self.meta.get("table_size", int(self.key_ids.max()) + 1 if n else 0))
+        self.meta.setdefault("table_size", size)
+        dev = self.centroids.device
+        self._table = torch.full((size,), -1, dtype=torch.long, device=dev)
+        self._table[self.key_ids.to(dev)] = torch.arange(n, device=dev)
+        self._counts = self.counts.to(dev, torch.long)
+
+    @property
+    def k(self) -> int:
+        return self.centroids.shape[1]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.centroids.shape[2]
+
+    def __len__(self) -> int:
+        return self.centroids.shape[0]
+
+    def lookup(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Senses of ``keys`` (LongTensor, any shape) on the keys' device.
+
+        Returns senses [..., k, d] (zeros where masked) and mask [..., k]; keys without senses
+        (unknown, negative, or out of the table) get an all-False mask.
+        """
+        out_dev = keys.device
+        keys = keys.to(self._table.device)
+        size = self._table.shape[0]
+        inside = (keys >= 0) & (keys < size)
+        row = torch.where(inside, self._table[keys.clamp(0, max(size - 1, 0))], -1)
+        found = row >= 0
+        row = row.clamp_min(0).reshape(-1)
+        senses = self.centroids.index_select(0, row).view(*keys.shape, self.k, self.hidden_size)
+        n = torch.where(found.reshape(-1), self._counts.index_select(0, row), 0).view(keys.shape)
+        mask = torch.arange(self.k, device=n.device) < n.unsqueeze(-1)
+        senses = senses.masked_fill(~found.view(*keys.shape, 1, 1), 0)
+        return senses.to(out_dev, non_blocking=True), mask.to(out_dev)
+
+    def restrict(self, keys: torch.Tensor) -> SenseDictionary:
+        """A dictionary holding only ``keys`` (those it has); the key table keeps its size."""
+        wanted = torch.zeros(self._table.shape[0], dtype=torch.bool, device=self._table.device)
+        keys = keys.reshape(-1).to(self._table.device)
+        keys = keys[(keys >= 0) & (keys < len(wanted))]
+        wanted[keys] = True
+        rows = self._table[wanted]
+        rows = rows[rows >= 0].sort().values
+        return SenseDictionary(
+            self.centroids.index_select(0, rows),
+            self.counts.index_select(0, rows.to(self.counts.device)),
+            self.key_ids.index_select(0, rows.to(self.key_ids.device)),
+            dict(self.meta),
+        )
+
+    def check_compatible(
+        self,
+        teacher_name: str | None = None,
+        tokenizer_fingerprint: str | None = None,
+        hidden_size: int | None = None,
+    ) -> None:
+        """Refuse a dictionary built for another teacher, tokenizer or hidden size (names the field)."""
+        expected = {
+            "teacher": teacher_name,
+            "tokenizer_fingerprint": tokenizer_fingerprint,
+            "hidden_size": hidden_size,
+        }
+        for name, want in expected.items():
+            if want is None:
+                continue
+            have = self.meta.get(name)
+            if str(have) != str(want):
+                raise ArtifactMismatchError(
+                    f"The sense dictionary does not match the run: field '{name}' is {have!r} in the "
+                    f"dictionary but {want!r} in use. Rebuild it for this teacher/tokenizer with "
+                    "`dskd senses build CONFIG` (or point senses.output_dir at the matching dictionary)."
+                )
+
+    # ---------------------------------------------------------------- storage
+
+    def save(self, directory: str | Path) -> Path:
+        """Write senses.safetensors (atomically) and meta.json into ``directory``."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        meta = dict(
+            self.meta, format_version=FORMAT_VERSION, dtype=str(self.centroids.dtype).removeprefix("torch.")
+        )
+        meta.update(keys=len(self), k=self.k, hidden_size=self.hidden_size)
+        tensors = {
+            "centroids": self.centroids.contiguous().cpu(),
+            "counts": self.counts.to(torch.int32).cpu(),
+            "key_ids": self.key_ids.to(torch.int64).cpu(),
+        }
+        path = directory / SENSES_FILE
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta, sort_keys=True, default=str)})
+        write_json_atomic(directory / META_FILE, meta)
+        self.meta = meta
+        return path
+
+    @classmethod
+    def read_meta(cls, directory: str | Path) -> dict[str, Any]:
+        """The metadata of a saved dictionary (from the safetensors header)."""
+        from safetensors import safe_open
+
+        path = cls._path(directory)
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                raw = (f.metadata() or {}).get(_META_KEY)
+        except Exception as e:  # safetensors raises its own error types for corrupt headers
+            raise cls._corrupt(path, e) from None
+        if raw is None:
+            raise DSKDError(f"{path} has no DSKD sense metadata; it was not written by `dskd senses build`.")
+        meta = json.loads(raw)
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise DSKDError(
+                f"{path} has format version {meta.get('format_version')}, this dskd reads {FORMAT_VERSION}; "
+                "rebuild it with `dskd senses build CONFIG`."
+            )
+        missing = [m for m in REQUIRED_META if m not in meta]
+        if missing:
+            raise DSKDError(
+                f"{path} metadata lacks {', '.join(missing)}; rebuild with `dskd senses build CONFIG`."
+            )
+        return meta
+
+    @classmethod
+    def load(
+        cls, directory: str | Path, device: str | torch.device = "cpu", keys: torch.Tensor | None = None
+    ) -> SenseDictionary:
+        """Load a saved dictionary (memory-mapped from disk), optionally only ``keys``, onto ``device``.
+
+        device: cpu | cuda | auto (GPU when it fits comfortably, else pinned CPU) | pinned.
+        """
+        from safetensors.torch import load_file
+
+        path = cls._path(directory)
+        meta = cls.read_meta(directory)
+        try:
+            t = load_file(str(path), device="cpu")  # mmap-backed: pages are read on first touch
+        except Exception as e:
+            raise cls._corrupt(path, e) from None
+        if set(t) != {"centroids", "counts", "key_ids"}:
+            raise DSKDError(
+                f"{path} holds tensors {sorted(t)}, expected centroids, counts, key_ids; rebuild it."
+            )
+        d = cls(t["centroids"], t["counts"], t["key_ids"], meta)
+        if keys is not None:
+            d = d.restrict(keys)
+        dev, pinned = _resolve_device(device, d.centroids.numel() * d.centroids.element_size())
+        if pinned:
+            return cls(d.centroids.pin_memory(), d.counts, d.key_ids, d.meta)
+        if dev.type != "cpu":
+            return cls(d.centroids.to(dev), d.counts.to(dev), d.key_ids.to(dev), d.meta)
+        return d
+
+    @staticmethod
+    def _path(directory: str | Path) -> Path:
+        directory = Path(directory)
+        path = directory / SENSES_FILE if directory.is_dir() or not directory.suffix else directory
+        if not path.is_file():
+            raise DSKDError(
+                f"No sense dictionary at {path}. Build it with `dskd senses build CONFIG` "
+                "(it writes senses.output_dir)."
+            )
+        return path
+
+    @staticmethod
+    def _corrupt(path: Path, e: Exception) -> DSKDError:
+        return DSKDError(
+            f"The sense dictionary {path} is truncated or corrupt ({type(e).__name__}: {e}). Delete it and "
+            "rebuild with `dskd senses build CONFIG`."
+        )

@@ -1,0 +1,59 @@
+"""Building a sense dictionary end to end on the real SmolLM2 teacher (a few texts)."""
+
+import pytest
+import torch
+
+from dskd.errors import DSKDError
+from dskd.senses.build import assemble, cluster, gather, overall_sample
+from dskd.senses.dictionary import SenseDictionary
+
+TEXTS = [
+    "The bank of the river was covered in reeds.",
+    "She deposited the cheque at the bank on Monday.",
+    "A bright light shone over the quiet water.",
+    "The light box was not heavy at all.",
+] * 3
+
+
+@pytest.fixture(scope="module")
+def teacher(smollm2_dir):
+    from dskd.models.loading import load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer(str(smollm2_dir))
+    return load_causal_lm(str(smollm2_dir), dtype="float32").requires_grad_(False), tok
+
+
+@pytest.mark.integration
+def test_build_save_load_on_the_real_teacher(teacher, tmp_path):
+    model, tok = teacher
+    kw = dict(keying="observed", max_length=16, batch_tokens=64, cap_per_source=3, progress=False)
+    res = gather(model, tok, [TEXTS[:6], TEXTS[6:]], **kw)
+    ids = tok(TEXTS, add_special_tokens=True)["input_ids"]
+    assert res.tokens == sum(len(i) for i in ids)
+    assert int(res.occurrences.sum()) == res.positions == sum(len(i) - 1 for i in ids)
+    # per-source cap 3, overall cap 4: " bank" follows "The" twice per text set -> capped
+    sample = overall_sample(res, 4)
+    keys, counts, rows = sample.grouped()
+    assert counts.max() <= 4 and rows.shape[1] == model.config.hidden_size
+    cent_keys, cents, n, _ = cluster(
+        sample, k=2, iters=20, seed=0, device=torch.device("cpu"), out_dtype=torch.float32
+    )
+    assert torch.equal(cent_keys, keys) and torch.equal(n, counts.clamp(max=2))
+    bank = tok(" bank", add_special_tokens=False)["input_ids"]
+    vid = model.config.vocab_size
+    meta = {"teacher": "smollm2", "tokenizer_fingerprint": "f", "keying": "observed", "vocab_size": vid}
+    d, n_vids = assemble(cent_keys, cents, n, meta, {vid: (bank[0], bank[0]), vid + 1: (bank[0], 3)})
+    assert n_vids == 1
+    d.save(tmp_path)
+    back = SenseDictionary.load(tmp_path, device="cpu")
+    s, m = back.lookup(torch.tensor([bank[0], vid, vid + 1]))
+    assert m[0].sum() == 2 and torch.allclose(s[1], s[0])  # a VID of twice the same token = its senses
+    assert not m[2].any()
+
+
+@pytest.mark.integration
+def test_a_corpus_without_positions_is_an_error(teacher):
+    model, tok = teacher
+    res = gather(model, tok, [["a"]], keying="predicted", max_length=16, batch_tokens=64, cap_per_source=3)
+    with pytest.raises(DSKDError, match="no key"):
+        cluster(overall_sample(res, 4), 2, 5, 0, torch.device("cpu"), torch.float32)

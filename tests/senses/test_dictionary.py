@@ -1,0 +1,105 @@
+"""SenseDictionary storage, loading, lookup and refusal of bad input."""
+
+import json
+
+import pytest
+import torch
+
+from dskd.errors import ArtifactMismatchError, DSKDError
+from dskd.senses.dictionary import META_FILE, SENSES_FILE, SenseDictionary
+
+META = {"teacher": "tiny", "tokenizer_fingerprint": "abc", "keying": "predicted", "table_size": 12}
+
+
+def _dictionary() -> SenseDictionary:
+    gen = torch.Generator().manual_seed(0)
+    cents = torch.randn(3, 4, 5, generator=gen)
+    counts = torch.tensor([4, 2, 1])
+    cents[1, 2:] = 0
+    cents[2, 1:] = 0
+    return SenseDictionary(cents, counts, torch.tensor([2, 5, 11]), dict(META))
+
+
+def test_lookup_shapes_values_and_unknown_keys():
+    d = _dictionary()
+    keys = torch.tensor([[5, 0, 2], [11, -100, 99]])
+    senses, mask = d.lookup(keys)
+    assert senses.shape == (2, 3, 4, 5) and mask.shape == (2, 3, 4)
+    assert torch.equal(senses[0, 0], d.centroids[1]) and mask[0, 0].tolist() == [True, True, False, False]
+    assert torch.equal(senses[0, 2], d.centroids[0]) and mask[0, 2].all()
+    assert torch.equal(senses[1, 0], d.centroids[2]) and mask[1, 0].tolist() == [True, False, False, False]
+    for i, j in [(0, 1), (1, 1), (1, 2)]:  # missing, negative (ignore index), beyond the table
+        assert not mask[i, j].any() and not senses[i, j].any()
+    s1, m1 = d.lookup(torch.tensor(5))
+    assert s1.shape == (4, 5) and m1.sum() == 2
+
+
+def test_save_load_roundtrip_and_restrict(tmp_path):
+    d = _dictionary()
+    d.save(tmp_path)
+    assert json.loads((tmp_path / META_FILE).read_text())["format_version"] == 1
+    back = SenseDictionary.load(tmp_path, device="cpu")
+    assert back.k == 4 and back.hidden_size == 5 and len(back) == 3
+    assert back.meta["dtype"] == "float32" and back.meta["teacher"] == "tiny"
+    keys = torch.tensor([2, 5, 11, 7])
+    for a, b in zip(d.lookup(keys), back.lookup(keys), strict=True):
+        assert torch.equal(a, b)
+    small = SenseDictionary.load(tmp_path, keys=torch.tensor([11, 7, 400]))
+    assert small.key_ids.tolist() == [11]
+    s, m = small.lookup(torch.tensor([5, 11]))
+    assert not m[0].any() and torch.equal(s[1], d.centroids[2])
+
+
+def test_mismatch_is_refused_naming_the_field(tmp_path):
+    d = _dictionary()
+    d.save(tmp_path)
+    back = SenseDictionary.load(tmp_path)
+    back.check_compatible("tiny", "abc", 5)
+    with pytest.raises(ArtifactMismatchError, match="tokenizer_fingerprint"):
+        back.check_compatible("tiny", "other", 5)
+    with pytest.raises(ArtifactMismatchError, match="'teacher'"):
+        back.check_compatible("big", "abc", 5)
+    with pytest.raises(ArtifactMismatchError, match="hidden_size"):
+        back.check_compatible(hidden_size=4096)
+
+
+def test_truncated_or_corrupt_file_gives_a_clear_error(tmp_path):
+    _dictionary().save(tmp_path)
+    path = tmp_path / SENSES_FILE
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 20])
+    with pytest.raises(DSKDError, match="truncated or corrupt"):
+        SenseDictionary.load(tmp_path)
+    path.write_bytes(b"\x00" * 64)
+    with pytest.raises(DSKDError, match="truncated or corrupt"):
+        SenseDictionary.load(tmp_path)
+    with pytest.raises(DSKDError, match="dskd senses build"):
+        SenseDictionary.load(tmp_path / "missing")
+
+
+def test_interrupted_write_leaves_no_file_under_the_final_name(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    def fail(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.torch, "save_file", fail)
+    with pytest.raises(KeyboardInterrupt):
+        _dictionary().save(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_old_format_version_is_refused(tmp_path):
+    d = _dictionary()
+    d.meta["format_version"] = 0
+    from safetensors.torch import save_file
+
+    save_file(
+        {"centroids": d.centroids, "counts": d.counts.int(), "key_ids": d.key_ids},
+        str(tmp_path / SENSES_FILE),
+        metadata={"dskd_senses_meta": json.dumps(d.meta)},
+    )
+    with pytest.raises(DSKDError, match="format version"):
+        SenseDictionary.load(tmp_path)

@@ -1,0 +1,49 @@
+"""Keyed teacher hidden states on a tiny random Llama, checked against a plain forward by hand."""
+
+import torch
+from transformers import LlamaForCausalLM
+
+from dskd.senses.gather import keyed_states, length_sorted_batches, token_windows
+
+
+def _model(tiny_llama_config) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    return LlamaForCausalLM(tiny_llama_config(vocab_size=50, hidden_size=16, num_layers=2)).eval()
+
+
+def test_hidden_state_is_the_lm_head_input(tiny_llama_config):
+    model = _model(tiny_llama_config)
+    ids = torch.randint(0, 50, (2, 6))
+    out = model(ids, output_hidden_states=True, use_cache=False)
+    kd = keyed_states(model, ids, torch.ones_like(ids), "observed")
+    assert torch.allclose(model.lm_head(kd.rows), out.logits[:, :-1].reshape(-1, 50), atol=1e-5)
+    assert torch.allclose(kd.rows, out.hidden_states[-1][:, :-1].reshape(-1, 16), atol=1e-6)
+
+
+def test_predicted_and_observed_keys_by_hand(tiny_llama_config):
+    model = _model(tiny_llama_config)
+    ids = torch.tensor([[5, 9, 13, 2, 7], [8, 3, 11, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    obs = keyed_states(model, ids, mask, "observed")
+    pred = keyed_states(model, ids, mask, "predicted")
+    # positions with a next token: row 0 -> p = 0..3, row 1 -> p = 0..1
+    assert obs.keys.tolist() == [9, 13, 2, 7, 3, 11]
+    assert torch.equal(pred.observed, obs.observed) and torch.equal(pred.rows, obs.rows)
+    expected = []
+    for seq in ([5, 9, 13, 2, 7], [8, 3, 11]):
+        logits = model(torch.tensor([seq])).logits[0]  # unpadded forward of each sequence alone
+        expected += logits[:-1].argmax(-1).tolist()
+    assert pred.keys.tolist() == expected
+    alone = model.model(torch.tensor([[8, 3, 11]])).last_hidden_state[0, :2]
+    assert torch.allclose(pred.rows[4:], alone, atol=1e-5)  # right padding does not change the states
+
+
+def test_windows_and_length_sorted_batches():
+    assert list(token_windows(list(range(7)), 3)) == [[0, 1, 2], [3, 4, 5]]  # a 1-token tail has no target
+    seqs = [[1] * n for n in (5, 2, 9, 3, 2)]
+    batches = list(length_sorted_batches(seqs, max_tokens=10, pad_id=0, pool=4))
+    lengths = [m.sum(1).tolist() for _, m in batches]
+    assert lengths == [[2, 3], [5], [9], [2]]  # pool of 4 sorted; the 5th sequence forms its own pool
+    for ids, m in batches:
+        assert ids.numel() <= 10 or ids.shape[0] == 1
+        assert torch.equal(ids, m)  # tokens are 1, padding 0
