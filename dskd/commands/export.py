@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from dskd.errors import DSKDError
-
 HELP = "Export a checkpoint as a plain Hugging Face model folder."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    parser.add_argument(
+        "checkpoint",
+        help="a checkpoint of `dskd train`, e.g. runs/tiny/tiny-dskd/seed-0/checkpoints/last.ckpt",
+    )
+    parser.add_argument("out_dir", help="folder to write (model, tokenizer, export_meta.json)")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise DSKDError("Stage 'export' is not implemented yet (tracked in issue 6).")
+    from dskd.models.export import export_checkpoint
+
+    print(export_checkpoint(args.checkpoint, args.out_dir))
+    return 0

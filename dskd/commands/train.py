@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import json
 
-from dskd.errors import DSKDError
+from dskd.commands import add_config_arguments, load_stage_config
 
 HELP = "Distil a student with KD or DSKD."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    add_config_arguments(parser)
+    parser.add_argument("--no-export", action="store_true", help="skip writing the Hugging Face folder")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise DSKDError("Stage 'train' is not implemented yet (tracked in issue 6).")
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    from dskd.training.run import train
+
+    summary = train(load_stage_config(args), export=not args.no_export)
+    if rank_zero_only.rank == 0:  # one summary, not one per process
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    return 0

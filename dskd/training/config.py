@@ -35,6 +35,8 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     val_check_interval: float | None = None
     """Steps between validations (None: once per epoch)."""
+    limit_val_batches: int | None = 50
+    """Validation batches per validation (None: the whole validation set)."""
     checkpoint_every_n_steps: int = 100
     nan_policy: str = "stop"
     """stop (raise naming step and component) | skip (skip the step and count it)."""

@@ -1,0 +1,77 @@
+"""Export a training checkpoint as a plain Hugging Face folder of the student.
+
+The folder holds the student (``save_pretrained``), its tokenizer and ``export_meta.json``
+(provenance: checkpoint, step, experiment). It loads with ``AutoModelForCausalLM.from_pretrained``
+alone; the projection used by the sense loss is not part of it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dskd.errors import DSKDError
+
+STUDENT_PREFIX = "student."
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    import torch
+
+    if path.is_dir():  # DeepSpeed writes a folder; gather its shards into one fp32 state dict
+        from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
+
+        single = path.with_name(path.name + ".fp32.pt")
+        convert_zero_checkpoint_to_fp32_state_dict(str(path), str(single))
+        path = single
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError) as e:
+        raise DSKDError(f"Cannot read the checkpoint {path} ({type(e).__name__}: {e}).") from None
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
+    """Write the student of ``checkpoint`` to ``out_dir`` (atomically) and return ``out_dir``."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from dskd.io import atomic_dir, provenance, write_json_atomic
+    from dskd.models.loading import load_tokenizer
+
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    if not checkpoint.exists():
+        raise DSKDError(
+            f"No checkpoint at {checkpoint}; train first (`dskd train CONFIG`) or pass a .ckpt path."
+        )
+    ckpt = _read_checkpoint(checkpoint)
+    info = ckpt.get("dskd")
+    if info is None:
+        raise DSKDError(f"{checkpoint} was not written by `dskd train` (it has no 'dskd' section).")
+    state = ckpt.get("state_dict") or ckpt.get("module") or {}
+    student_state = {k[len(STUDENT_PREFIX) :]: v for k, v in state.items() if k.startswith(STUDENT_PREFIX)}
+    config_dict = dict(info["student_config"])
+    config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
+    model = AutoModelForCausalLM.from_config(config)
+    missing, unexpected = model.load_state_dict(student_state, strict=False)
+    if missing or unexpected:
+        raise DSKDError(
+            f"The student weights in {checkpoint} do not fit its config (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}); the checkpoint is damaged or from another dskd version."
+        )
+    model.tie_weights()
+    model.eval()
+    tokenizer_dir = checkpoint.parent.parent / "tokenizer"
+    tokenizer = load_tokenizer(tokenizer_dir if tokenizer_dir.is_dir() else info["tokenizer"])
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        meta = provenance(
+            "export",
+            {
+                "checkpoint": str(checkpoint),
+                "global_step": ckpt.get("global_step"),
+                "tokenizer": info["tokenizer"],
+            },
+        )
+        meta["experiment_config"] = info["config"]
+        write_json_atomic(tmp / "export_meta.json", meta)
+    return out_dir

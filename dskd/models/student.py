@@ -1,0 +1,135 @@
+"""Students: the teacher truncated to its first layers (paper recipe) or any Hugging Face causal LM.
+
+The truncated student copies the teacher's embeddings, first ``num_layers`` decoder layers, final
+norm and LM head; everything is frozen except the top ``trainable_top_layers`` layers. A student
+whose hidden size differs from the teacher's gets a learned linear projection into the teacher's
+hidden space for the sense loss (it is not part of the exported model).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from dskd.errors import ConfigError, DSKDError
+from dskd.models.config import StudentConfig
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The ModuleList of decoder layers of a Hugging Face causal LM."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    layers = getattr(decoder, "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise DSKDError(
+            f"Cannot find the decoder layers of {type(model).__name__} (expected "
+            "`model.get_decoder().layers`); use student.kind=hf with a separately stored student "
+            "model instead of truncation."
+        )
+    return layers
+
+
+def decoder_layer_class(model: nn.Module) -> type[nn.Module]:
+    """Class of the model's decoder layers (the unit FSDP wraps)."""
+    return type(decoder_layers(model)[0])
+
+
+def truncate(teacher: nn.Module, num_layers: int, trainable_top_layers: int) -> nn.Module:
+    """A copy of ``teacher`` with its first ``num_layers`` layers; only the top ones train."""
+    layers = decoder_layers(teacher)
+    if not 1 <= num_layers <= len(layers):
+        raise ConfigError(
+            f"student.num_layers={num_layers} must be between 1 and the teacher's {len(layers)} layers."
+        )
+    if not 0 <= trainable_top_layers <= num_layers:
+        raise ConfigError(
+            f"student.trainable_top_layers={trainable_top_layers} must be between 0 and "
+            f"student.num_layers={num_layers}."
+        )
+    decoder = teacher.get_decoder()
+    decoder.layers = nn.ModuleList(list(layers)[:num_layers])
+    try:
+        student = copy.deepcopy(teacher)  # copies only the kept layers; ties and buffers survive
+    finally:
+        decoder.layers = layers
+    student.config.num_hidden_layers = num_layers
+    if getattr(student.config, "layer_types", None) is not None:
+        student.config.layer_types = list(student.config.layer_types)[:num_layers]
+    student.requires_grad_(False)
+    for layer in list(decoder_layers(student))[num_layers - trainable_top_layers :]:
+        layer.requires_grad_(True)
+    student.train()
+    return student
+
+
+def build_student(cfg: StudentConfig, teacher: nn.Module) -> nn.Module:
+    """The student described by ``cfg`` (kind=truncated copies ``teacher``; kind=hf loads a model)."""
+    if cfg.kind == "truncated":
+        return truncate(teacher, cfg.num_layers, cfg.trainable_top_layers)
+    if cfg.kind == "hf":
+        if not cfg.model:
+            raise ConfigError("student.kind=hf needs student.model (asset name, folder or hub id).")
+        from dskd.models.loading import load_causal_lm
+
+        student = load_causal_lm(cfg.model, dtype="float32")
+        student.requires_grad_(True)
+        student.train()
+        return student
+    raise ConfigError(f"student.kind={cfg.kind!r} is not known; choose truncated or hf.")
+
+
+def hidden_size(model: nn.Module) -> int:
+    return int(model.get_output_embeddings().weight.shape[1])
+
+
+def build_projection(cfg: StudentConfig, student: nn.Module, teacher: nn.Module) -> nn.Module | None:
+    """Linear map from the student's to the teacher's hidden space (None when not needed)."""
+    d_s, d_t = hidden_size(student), hidden_size(teacher)
+    if cfg.projection == "none" or (cfg.projection == "auto" and d_s == d_t):
+        if d_s != d_t:
+            raise ConfigError(
+                f"student.projection=none but the student's hidden size ({d_s}) differs from the "
+                f"teacher's ({d_t}); the sense loss needs student.projection=auto or linear."
+            )
+        return None
+    if cfg.projection not in ("auto", "linear"):
+        raise ConfigError(f"student.projection={cfg.projection!r} is not known; choose auto, linear or none.")
+    proj = nn.Linear(d_s, d_t, bias=False)
+    if d_s == d_t:
+        nn.init.eye_(proj.weight)
+    return proj
+
+
+def check_vocab(teacher: nn.Module, student: nn.Module, tokenizer, student_tokenizer=None) -> None:
+    """Refuse a student and teacher that do not share the tokenizer's vocabulary."""
+    from dskd.models.loading import tokenizer_fingerprint
+
+    rows_t = teacher.get_output_embeddings().weight.shape[0]
+    rows_s = student.get_output_embeddings().weight.shape[0]
+    n_tok = len(tokenizer)
+    problems = []
+    if rows_t != rows_s:
+        problems.append(f"the teacher's LM head has {rows_t} rows but the student's has {rows_s}")
+    for who, rows in (("teacher", rows_t), ("student", rows_s)):
+        if n_tok > rows:
+            problems.append(f"the tokenizer has {n_tok} tokens but the {who}'s LM head only {rows} rows")
+        emb = student.get_input_embeddings() if who == "student" else teacher.get_input_embeddings()
+        if emb.weight.shape[0] < n_tok:
+            problems.append(f"the {who}'s embedding has {emb.weight.shape[0]} rows for {n_tok} tokens")
+    if student_tokenizer is not None and tokenizer_fingerprint(student_tokenizer) != tokenizer_fingerprint(
+        tokenizer
+    ):
+        problems.append("the student's tokenizer differs from the teacher's (different vocabulary)")
+    if problems:
+        raise DSKDError(
+            "The student and the teacher do not share one vocabulary: "
+            + "; ".join(problems)
+            + ". Distillation compares token distributions position by position, so both models must use "
+            "the same tokenizer; choose a student built for the teacher's tokenizer "
+            "(or student.kind=truncated)."
+        )
+
+
+def trainable_parameters(module: nn.Module) -> list[torch.nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]

@@ -1,0 +1,80 @@
+"""Benchmark: DSKD training-step time relative to KD on the tiny preset (goal: ratio <= 1.05).
+
+Both methods train their own copy of the same student on the same batches against one shared
+teacher; their steps (forward, losses, backward, optimizer step) alternate, several times, and the
+median step times are compared, so machine noise affects both alike. Batches come from the DSKD
+data module of the preset (real lexicon neighbours) and the preset's sense dictionary.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+
+from dskd.bench import Figure
+
+PRESET = "experiments/tiny/dskd.yaml"
+
+
+def _step(module, optimizer, batch) -> float:
+    t0 = time.perf_counter()
+    loss, _, _ = module.losses(batch)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0
+
+
+def bench_step_time(quick: bool) -> list[Figure]:
+    import itertools
+
+    import torch
+
+    from dskd.config import load_config
+    from dskd.data.stream import META_KEYS
+    from dskd.training.module import DistillationModule
+    from dskd.training.run import build_datamodule, load_models, load_senses
+
+    pairs = 3 if quick else 8
+    cfg = load_config(PRESET)
+    tokenizer, teacher, student, projection = load_models(cfg)
+    senses = load_senses(cfg, tokenizer, teacher)
+    dm = build_datamodule(cfg, tokenizer)
+    dm.prepare_data()
+    dm.setup("fit")
+    batches = [
+        {k: v for k, v in b.items() if k not in META_KEYS}
+        for b in itertools.islice(iter(dm.train_dataloader()), pairs + 1)
+    ]
+    kd_cfg = copy.deepcopy(cfg)
+    kd_cfg.method = "kd"
+    modules = {
+        "kd": DistillationModule(kd_cfg, copy.deepcopy(student), teacher),
+        "dskd": DistillationModule(cfg, student, teacher, senses, projection),
+    }
+    opts = {
+        k: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=cfg.optim.lr)
+        for k, m in modules.items()
+    }
+    times: dict[str, list[float]] = {"kd": [], "dskd": []}
+    for i, batch in enumerate(batches):
+        order = ("kd", "dskd") if i % 2 == 0 else ("dskd", "kd")
+        for name in order:
+            t = _step(modules[name], opts[name], batch)
+            if i > 0:  # the first pair warms up allocators and caches
+                times[name].append(t)
+    kd, dskd = statistics.median(times["kd"]), statistics.median(times["dskd"])
+    shape = f"{cfg.data.batch_size}x{cfg.data.seq_len} tokens, {len(times['kd'])} interleaved pairs"
+    return [
+        Figure(
+            name="train/dskd_step_time",
+            value=dskd,
+            unit="s/step",
+            baseline=kd,
+            baseline_name="KD step time (same batches, same machine, interleaved)",
+            goal="ratio <= 1.05",
+            met=dskd / kd <= 1.05,
+            note=f"tiny preset, CPU, median; {shape}",
+        )
+    ]

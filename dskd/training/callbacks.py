@@ -1,0 +1,58 @@
+"""Training guards and monitors: the non-finite loss guard and the tokens-per-second monitor."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from dskd.errors import DSKDError
+
+
+def check_finite(parts: dict[str, torch.Tensor], step: int, policy: str, strategy: Any = None) -> bool:
+    """True when every loss component is finite.
+
+    Otherwise ``policy="stop"`` raises a :class:`DSKDError` naming the step and the first
+    non-finite component, and ``policy="skip"`` returns False (the caller skips the step). With
+    several processes the verdict is agreed on by all of them, so they skip or stop together.
+    """
+    finite = torch.stack([torch.isfinite(v.detach().float()).all() for v in parts.values()])
+    bad = (~finite).float().sum()
+    if strategy is not None and getattr(strategy, "world_size", 1) > 1:
+        bad = strategy.reduce(bad, reduce_op="sum")
+    if float(bad) == 0:
+        return True
+    if policy == "skip":
+        return False
+    names = [k for k, ok in zip(parts, finite.tolist(), strict=True) if not ok]
+    detail = ", ".join(f"{k}={float(parts[k]):g}" for k in names) or "on another process"
+    raise DSKDError(
+        f"Non-finite loss at step {step}: component '{names[0] if names else 'loss'}' ({detail}). "
+        "Lower optim.lr, check the data of this step, or set trainer.nan_policy=skip to skip such steps "
+        "(they are counted in train/skipped_steps)."
+    )
+
+
+class ThroughputMonitor(pl.Callback):
+    """Logs ``train/tokens_per_s``: non-padding tokens of all processes per second of wall time."""
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx
+    ) -> None:
+        if self._last is None:
+            self._last = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx
+    ):
+        now = time.perf_counter()
+        elapsed, self._last = now - (self._last or now), now
+        if elapsed <= 0:
+            return
+        tokens = float(batch["attention_mask"].sum()) * trainer.world_size
+        pl_module.log("train/tokens_per_s", tokens / elapsed, on_step=True, on_epoch=False, batch_size=1)

@@ -1,0 +1,291 @@
+"""The distillation LightningModule: CE + KD (+ lambda * sense loss for method=dskd).
+
+The teacher is held outside the ``nn.Module`` tree (a plain attribute set with
+``object.__setattr__``), so no optimizer, checkpoint or sharding strategy ever sees it: it stays
+frozen, unsharded and replicated per device, and is moved to the device by this module itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dskd.errors import ConfigError
+from dskd.losses.kd import IGNORE_INDEX, ce_and_kd_chunked, check_divergence, kd_loss, position_mask
+from dskd.losses.sense import sense_loss
+from dskd.models.loading import resolve_dtype
+from dskd.schema import ExperimentConfig
+from dskd.training.callbacks import check_finite
+
+METHODS = ("kd", "dskd")
+
+
+def _gathered(module: nn.Module):
+    """Gather a ZeRO-3 partitioned module's weights for reading outside its forward (else a no-op)."""
+    if not any(hasattr(p, "ds_id") for p in module.parameters()):
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None)
+
+
+class _Frozen:
+    """Holder of what the module uses but must never own (teacher, sense dictionary)."""
+
+    def __init__(self, teacher: nn.Module, senses: Any | None) -> None:
+        self.teacher = teacher
+        self.senses = senses
+
+
+class DistillationModule(pl.LightningModule):
+    """Trains ``student`` (and ``projection``) against a frozen ``teacher``."""
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        student: nn.Module,
+        teacher: nn.Module,
+        senses: Any | None = None,
+        projection: nn.Module | None = None,
+        tokenizer_spec: str | None = None,
+    ) -> None:
+        super().__init__()
+        if cfg.method not in METHODS:
+            raise ConfigError(f"method={cfg.method!r} is not known; choose kd or dskd.")
+        if cfg.method == "dskd" and senses is None:
+            raise ConfigError("method=dskd needs a sense dictionary (build it with `dskd senses build`).")
+        if cfg.trainer.nan_policy not in ("stop", "skip"):
+            raise ConfigError(
+                f"trainer.nan_policy={cfg.trainer.nan_policy!r} is not known; use stop or skip."
+            )
+        check_divergence(cfg.loss.kd.divergence, cfg.loss.kd.skew)
+        self.cfg = cfg
+        self.student = student
+        self.projection = projection
+        self.tokenizer_spec = tokenizer_spec or cfg.teacher.model
+        teacher.requires_grad_(False)
+        teacher.eval()
+        object.__setattr__(self, "_frozen", _Frozen(teacher, senses))
+        self.skipped_steps = 0
+        self._val_sums: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ placement
+
+    @property
+    def teacher(self) -> nn.Module:
+        return self._frozen.teacher
+
+    @property
+    def senses(self) -> Any | None:
+        return self._frozen.senses
+
+    def _place_teacher(self) -> None:
+        device = self.trainer.strategy.root_device
+        auto_cpu = device.type == "cpu" and self.cfg.teacher.dtype == "auto"
+        dtype = torch.float32 if auto_cpu else resolve_dtype(self.cfg.teacher.dtype)
+        p = next(self.teacher.parameters())
+        if p.device != device or p.dtype != dtype:
+            self.teacher.to(device=device, dtype=dtype)
+        self.teacher.eval()
+
+    def _place_senses(self) -> None:
+        """A dictionary kept on a GPU moves to this process's GPU (not every process's GPU 0)."""
+        senses, device = self.senses, self.trainer.strategy.root_device
+        centroids = getattr(senses, "centroids", None)
+        if centroids is not None and centroids.is_cuda and centroids.device != device:
+            self._frozen.senses = type(senses)(
+                centroids.to(device), senses.counts.to(device), senses.key_ids.to(device), senses.meta
+            )
+
+    def on_fit_start(self) -> None:
+        self._place_teacher()
+        self._place_senses()
+
+    def on_validation_start(self) -> None:
+        self._place_teacher()
+
+    # ------------------------------------------------------------------ forward and losses
+
+    def _hidden(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(student, teacher) last hidden states after the final norm (the LM-head inputs)."""
+        ids, am = batch["input_ids"], batch["attention_mask"]
+        with torch.no_grad():
+            h_t = self.teacher.get_decoder()(input_ids=ids, attention_mask=am).last_hidden_state
+        h_s = self.student.get_decoder()(input_ids=ids, attention_mask=am).last_hidden_state
+        return h_s, h_t
+
+    def _ce_kd(
+        self, h_s: torch.Tensor, h_t: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ce_weight * CE + KD with gradient, CE, KD)."""
+        kd_cfg, ce_weight = self.cfg.loss.kd, self.cfg.loss.ce_weight
+        labels = labels.masked_fill(~mask, IGNORE_INDEX)
+        s_head, t_head = self.student.get_output_embeddings(), self.teacher.get_output_embeddings()
+        if kd_cfg.chunk_size:
+            if self.cfg.trainer.strategy == "deepspeed_stage_3" and s_head.weight.requires_grad:
+                raise ConfigError(
+                    "loss.kd.chunk_size with deepspeed_stage_3 needs a frozen student LM head (the chunked "
+                    "loss reads the head's weight outside its forward); unset loss.kd.chunk_size or use "
+                    "student.kind=truncated."
+                )
+            with _gathered(s_head):
+                out = ce_and_kd_chunked(
+                    h_s,
+                    s_head.weight,
+                    h_t,
+                    t_head.weight,
+                    labels,
+                    kd_mask=mask,
+                    student_bias=s_head.bias,
+                    teacher_bias=t_head.bias,
+                    ce_weight=ce_weight,
+                    alpha=kd_cfg.alpha,
+                    tau=kd_cfg.tau,
+                    divergence=kd_cfg.divergence,
+                    skew=kd_cfg.skew,
+                    chunk_size=kd_cfg.chunk_size,
+                )
+            return out.total, out.ce, out.kd
+        logits_s = s_head(h_s)
+        with torch.no_grad():
+            logits_t = t_head(h_t)
+        ce = F.cross_entropy(logits_s.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+        kd = kd_loss(logits_s, logits_t, mask, kd_cfg.tau, kd_cfg.divergence, kd_cfg.alpha, kd_cfg.skew)
+        return ce_weight * ce + kd, ce.detach(), kd.detach()
+
+    def _sense(self, h_s: torch.Tensor, h_t: torch.Tensor, batch: dict[str, torch.Tensor]):
+        h = self.projection(h_s) if self.projection is not None else h_s
+        return sense_loss(h, h_t, batch, self.senses.lookup, self.cfg.loss.sense)
+
+    # ------------------------------------------------------------------ steps
+
+    def losses(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(loss with gradient, detached components for the finiteness check, values to log)."""
+        h_s, h_t = self._hidden(batch)
+        mask = position_mask(batch["labels"], batch["attention_mask"])
+        loss, ce, kd = self._ce_kd(h_s, h_t, batch["labels"], mask)
+        parts = {"ce": ce, "kd": kd}
+        logs = {"train/ce": ce, "train/kd": kd}
+        if self.cfg.method == "dskd":
+            sense = self._sense(h_s, h_t, batch)
+            loss = loss + self.cfg.loss.sense.weight * sense["total"]
+            parts["sense"] = sense["total"].detach()
+            logs.update({f"train/sense_{k}": sense[k].detach() for k in ("pos", "neg", "rand")})
+            logs["train/sense"] = sense["total"].detach()
+            logs["train/candidates_per_position"] = sense["n_pos_candidates"] + sense["n_neg_candidates"]
+            n_valid = mask.sum().clamp(min=1)
+            logs["train/neighbour_fraction"] = batch["n_neighbour_positions"].sum().float() / n_valid
+        parts["loss"] = loss.detach()
+        logs["train/loss"] = loss.detach()
+        return loss, parts, logs
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        self._place_teacher()
+        loss, parts, logs = self.losses(batch)
+        if not check_finite(parts, self.global_step, self.cfg.trainer.nan_policy, self.trainer.strategy):
+            self.skipped_steps += 1
+            self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, batch_size=1)
+            return None
+        bs = batch["input_ids"].shape[0]
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=bs)
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log_dict(
+            {"train/lr": lr, "train/skipped_steps": float(self.skipped_steps)}, on_step=True, batch_size=1
+        )
+        self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=bs)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Log the gradient norm (before clipping); under FSDP also clip here (Lightning cannot)."""
+        if self.cfg.trainer.strategy == "fsdp":
+            clip = self.cfg.optim.grad_clip
+            model = self.trainer.strategy.model  # the root FSDP module: the norm covers all shards
+            norm = model.clip_grad_norm_(clip if clip else float("inf"))
+        else:
+            grads = [p.grad for p in self.parameters() if p.requires_grad and p.grad is not None]
+            if not grads:  # e.g. DeepSpeed keeps its gradients to itself
+                return
+            norm = torch.stack([g.detach().float().square().sum() for g in grads]).sum().sqrt()
+        self.log("train/grad_norm", norm, on_step=True, on_epoch=False, batch_size=1)
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = None
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._place_teacher()
+        h_s, h_t = self._hidden(batch)
+        mask = position_mask(batch["labels"], batch["attention_mask"])
+        labels = batch["labels"].masked_fill(~mask, IGNORE_INDEX)
+        logits_s = self.student.get_output_embeddings()(h_s)
+        logits_t = self.teacher.get_output_embeddings()(h_t)
+        kd_cfg = self.cfg.loss.kd
+        n = mask.sum()
+        ce_sum = F.cross_entropy(
+            logits_s.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        )
+        kd_sum = (
+            kd_loss(logits_s, logits_t, mask, kd_cfg.tau, kd_cfg.divergence, kd_cfg.alpha, kd_cfg.skew) * n
+        )
+        agree = ((logits_s.argmax(-1) == logits_t.argmax(-1)) & mask).sum()
+        sums = torch.stack([ce_sum.float(), kd_sum.float(), agree.float(), n.float()])
+        self._val_sums = sums if self._val_sums is None else self._val_sums + sums
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_sums is None:
+            return
+        sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
+        ce_sum, kd_sum, agree, n = sums.tolist()
+        n = max(n, 1.0)
+        ce, kd = ce_sum / n, kd_sum / n
+        self.log_dict(
+            {
+                "val/loss": self.cfg.loss.ce_weight * ce + kd,
+                "val/ce": ce,
+                "val/kd": kd,
+                "val/ppl": math.exp(min(ce, 50.0)),
+                "val/top1_agreement": agree / n,
+            },
+            on_epoch=True,
+            batch_size=1,
+            sync_dist=True,  # already reduced: every process holds the same values
+        )
+
+    # ------------------------------------------------------------------ optimisation
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        from transformers import get_cosine_schedule_with_warmup
+
+        o = self.cfg.optim
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError(
+                "The student has no trainable parameters; raise student.trainable_top_layers above 0."
+            )
+        lr = o.lr * (self.trainer.world_size if o.scale_lr else 1)
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=o.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        scheduler = get_cosine_schedule_with_warmup(optimizer, round(o.warmup_ratio * total), total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from dskd.config import config_to_yaml
+
+        checkpoint["dskd"] = {
+            "config": config_to_yaml(self.cfg),
+            "student_config": self.student.config.to_dict(),
+            "tokenizer": str(self.tokenizer_spec),
+            "skipped_steps": self.skipped_steps,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.skipped_steps = int(checkpoint.get("dskd", {}).get("skipped_steps", 0))

@@ -1,0 +1,179 @@
+"""`train(cfg)`: one distillation run from an experiment config.
+
+Writes ``runs_dir/name/seed-S/``: ``config.yaml`` (resolved), ``tokenizer/``, ``checkpoints/``
+(``last.ckpt``, Lightning format, student only), ``metrics.csv``, ``wandb/``, ``export/`` (plain
+Hugging Face folder of the student) and ``summary.json`` (final metrics, wall time, paths).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from dskd.errors import ConfigError
+from dskd.schema import ExperimentConfig
+
+
+def run_dir(cfg: ExperimentConfig) -> Path:
+    return Path(cfg.runs_dir) / cfg.name / f"seed-{cfg.seed}"
+
+
+def _devices(value: str) -> Any:
+    text = str(value).strip()
+    if text == "auto":
+        return "auto"
+    if text.isdigit() or (text.startswith("-") and text[1:].isdigit()):
+        return int(text)
+    return [int(x) for x in text.strip("[]").split(",") if x.strip()]
+
+
+def load_models(cfg: ExperimentConfig):
+    """(tokenizer, teacher, student, projection) for ``cfg``, with the vocabulary check done."""
+    import torch
+
+    from dskd.models.loading import load_causal_lm, load_tokenizer
+    from dskd.models.student import build_projection, build_student, check_vocab
+
+    tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.revision)
+    teacher = load_causal_lm(cfg.teacher.model, dtype=cfg.teacher.dtype, revision=cfg.teacher.revision)
+    teacher.requires_grad_(False)
+    student = build_student(cfg.student, teacher)
+    if cfg.trainer.precision not in ("bf16-true",):
+        student.to(torch.float32)  # master weights in fp32 (mixed precision casts per op)
+    student_tok = load_tokenizer(cfg.student.model) if cfg.student.kind == "hf" else None
+    check_vocab(teacher, student, tokenizer, student_tok)
+    projection = build_projection(cfg.student, student, teacher) if cfg.method == "dskd" else None
+    return tokenizer, teacher, student, projection
+
+
+def load_senses(cfg: ExperimentConfig, tokenizer, teacher):
+    from dskd.models.loading import tokenizer_fingerprint
+    from dskd.models.student import hidden_size
+    from dskd.senses import SenseDictionary
+
+    senses = SenseDictionary.load(cfg.senses.output_dir, device=cfg.senses.device)
+    senses.check_compatible(
+        tokenizer_fingerprint=tokenizer_fingerprint(tokenizer), hidden_size=hidden_size(teacher)
+    )
+    return senses
+
+
+def _global_step(checkpoint: str) -> int:
+    import torch
+
+    if Path(checkpoint).is_dir():  # a DeepSpeed checkpoint folder: keep the whole log
+        return 2**62
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+
+
+def build_datamodule(cfg: ExperimentConfig, tokenizer):
+    from dskd.data.datamodule import DSKDDataModule
+
+    return DSKDDataModule(cfg, tokenizer)
+
+
+def build_trainer(cfg: ExperimentConfig, rdir: Path, student, callbacks: list | None = None):
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from dskd.models.student import decoder_layer_class
+    from dskd.training.callbacks import ThroughputMonitor
+    from dskd.training.loggers import build_loggers
+    from dskd.training.strategies import build_strategy
+
+    t = cfg.trainer
+    if t.max_steps == -1 and t.max_epochs < 1:
+        raise ConfigError("Set trainer.max_steps or a positive trainer.max_epochs.")
+    checkpoint = ModelCheckpoint(
+        dirpath=str(rdir / "checkpoints"),
+        every_n_train_steps=t.checkpoint_every_n_steps,
+        save_top_k=0,
+        save_last=True,
+    )
+    val = {}
+    if t.val_check_interval is not None:
+        val = {"val_check_interval": int(t.val_check_interval), "check_val_every_n_epoch": None}
+    return pl.Trainer(
+        accelerator=t.accelerator,
+        devices=_devices(t.devices),
+        num_nodes=t.num_nodes,
+        strategy=build_strategy(t, decoder_layer_class(student), cfg.data.batch_size),
+        precision=t.precision,
+        max_steps=t.max_steps,
+        max_epochs=t.max_epochs if t.max_steps == -1 else None,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=None if t.strategy == "fsdp" else cfg.optim.grad_clip,  # FSDP: the module clips
+        log_every_n_steps=t.log_every_n_steps,
+        logger=build_loggers(cfg, rdir),
+        callbacks=[checkpoint, ThroughputMonitor(), *(callbacks or [])],
+        default_root_dir=str(rdir),
+        use_distributed_sampler=False,  # ResumableLoader deals batches to the processes
+        num_sanity_val_steps=0,
+        limit_val_batches=t.limit_val_batches if t.limit_val_batches is not None else 1.0,
+        enable_model_summary=False,
+        **val,
+    )
+
+
+def train(
+    cfg: ExperimentConfig, datamodule=None, callbacks: list | None = None, export: bool = True
+) -> dict[str, Any]:
+    """Run one distillation; returns the summary (also written to ``summary.json``).
+
+    ``datamodule`` replaces the DSKD data module built from ``cfg.data`` (custom data, tests);
+    ``callbacks`` are added to the trainer's; ``export`` writes the Hugging Face folder at the end.
+    """
+    import lightning.pytorch as pl
+
+    from dskd.config import save_config
+    from dskd.io import write_json_atomic
+    from dskd.training.loggers import truncate_csv
+    from dskd.training.module import DistillationModule
+    from dskd.training.resume import has_validation, resumable, resume_checkpoint
+
+    t0 = time.perf_counter()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    rdir = run_dir(cfg)
+    ckpt_dir = rdir / "checkpoints"
+    tokenizer, teacher, student, projection = load_models(cfg)
+    senses = load_senses(cfg, tokenizer, teacher) if cfg.method == "dskd" else None
+    module = DistillationModule(cfg, student, teacher, senses, projection)
+    dm = datamodule if datamodule is not None else build_datamodule(cfg, tokenizer)
+    trainer = build_trainer(cfg, rdir, student, callbacks)
+    if trainer.is_global_zero:
+        save_config(cfg, rdir)
+        save_config(cfg, ckpt_dir)
+        tokenizer.save_pretrained(str(rdir / "tokenizer"))
+    wrapped = resumable(dm)
+    ckpt_path = resume_checkpoint(cfg.trainer.resume, ckpt_dir)
+    if trainer.is_global_zero:
+        truncate_csv(rdir / "metrics.csv", _global_step(ckpt_path) if ckpt_path else 0)
+    trainer.fit(module, datamodule=wrapped, ckpt_path=ckpt_path)
+    trainer.save_checkpoint(str(ckpt_dir / "last.ckpt"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k != "loss"}
+    if has_validation(dm):
+        trainer.validate(module, datamodule=wrapped, verbose=False)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+    summary: dict[str, Any] = {
+        "name": cfg.name,
+        "method": cfg.method,
+        "seed": cfg.seed,
+        "global_step": trainer.global_step,
+        "skipped_steps": module.skipped_steps,
+        "metrics": metrics,
+        "wall_time_s": round(time.perf_counter() - t0, 2),
+        "run_dir": str(rdir),
+        "checkpoint_dir": str(ckpt_dir),
+        "export_dir": None,
+    }
+    if trainer.is_global_zero:
+        if export:
+            from dskd.models.export import export_checkpoint
+
+            summary["export_dir"] = str(export_checkpoint(ckpt_dir / "last.ckpt", rdir / "export"))
+        summary["wall_time_s"] = round(time.perf_counter() - t0, 2)
+        write_json_atomic(rdir / "summary.json", summary)
+    return summary

@@ -1,0 +1,128 @@
+"""Synthetic pieces for tests, benchmarks and GPU checks: random Llama folders, senses and batches.
+
+Nothing here needs a hub or an asset: a word-level tokenizer over ``t0 .. t{V-1}``, a random
+Llama saved as a plain Hugging Face folder, a random sense dictionary that matches it, and
+deterministic random batches in the training batch format of the DSKD data module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+def word_tokenizer(vocab: int):
+    """A word-level tokenizer over the words t0..t{vocab-1} (t0 unknown, t1 padding, t2 end)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0", pad_token="t1", eos_token="t2")
+
+
+def llama_config(vocab: int, hidden: int, layers: int, heads: int = 4, kv_heads: int = 2, max_len: int = 64):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_len,
+        tie_word_embeddings=True,
+    )
+
+
+def random_model_dir(path: Path, config, seed: int = 0) -> Path:
+    """Save a random Llama of ``config`` and a matching word tokenizer as a Hugging Face folder."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(path)
+    word_tokenizer(config.vocab_size).save_pretrained(path)
+    return Path(path)
+
+
+def random_senses(
+    path: Path, vocab: int, hidden: int, k: int = 3, extra_keys: int = 4, seed: int = 1
+) -> Path:
+    """A random sense dictionary over the even keys below ``vocab + extra_keys`` (the last are VIDs)."""
+    from dskd.models.loading import tokenizer_fingerprint
+    from dskd.senses import SenseDictionary
+
+    g = torch.Generator().manual_seed(seed)
+    keys = torch.arange(0, vocab + extra_keys, 2)
+    counts = torch.randint(1, k + 1, (len(keys),), generator=g)
+    cents = torch.randn(len(keys), k, hidden, generator=g) * (torch.arange(k) < counts[:, None]).unsqueeze(-1)
+    meta = {
+        "teacher": "synthetic",
+        "tokenizer_fingerprint": tokenizer_fingerprint(word_tokenizer(vocab)),
+        "hidden_size": hidden,
+        "k": k,
+        "keying": "observed",
+        "table_size": vocab + extra_keys,
+    }
+    SenseDictionary(cents, counts, keys, meta).save(path)
+    return Path(path)
+
+
+def random_batch(
+    g: torch.Generator, batch: int, seq: int, vocab: int, positions: int = 3, neighbours: int = 4
+) -> dict[str, torch.Tensor]:
+    """One batch in the training format (random ids; the last sequence ends in 4 padding tokens)."""
+    ids = torch.randint(3, vocab, (batch, seq), generator=g)
+    am = torch.ones(batch, seq, dtype=torch.long)
+    am[-1, seq - 4 :] = 0
+    labels = torch.full((batch, seq), -100)
+    labels[:, :-1] = ids[:, 1:]
+    labels[am == 0] = -100
+    shape, nshape = (batch, positions), (batch, positions, neighbours)
+    keys = vocab + 4
+    return {
+        "input_ids": ids,
+        "attention_mask": am,
+        "labels": labels,
+        "sense_pos": torch.randint(0, seq - 5, shape, generator=g),
+        "sense_pos_mask": torch.rand(shape, generator=g) < 0.8,
+        "syn_keys": torch.randint(0, keys, nshape, generator=g),
+        "syn_mask": torch.rand(nshape, generator=g) < 0.7,
+        "ant_keys": torch.randint(0, keys, nshape, generator=g),
+        "ant_mask": torch.rand(nshape, generator=g) < 0.5,
+        "rand_pos": torch.randint(0, seq - 5, shape, generator=g),
+        "rand_pos_mask": torch.ones(shape, dtype=torch.bool),
+        "n_neighbour_positions": torch.randint(1, seq // 2, (batch,), generator=g),
+    }
+
+
+class _Batches(Dataset):
+    def __init__(self, n: int, seed: int, shape: dict[str, int]) -> None:
+        self.n, self.seed, self.shape = n, seed, shape
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return random_batch(torch.Generator().manual_seed(self.seed * 100_003 + i), **self.shape)
+
+
+class SyntheticBatches(pl.LightningDataModule):
+    """The same ``n`` deterministic random training batches every epoch, and ``val`` validation batches."""
+
+    def __init__(
+        self, vocab: int, n: int = 8, val: int = 2, batch: int = 2, seq: int = 16, seed: int = 0, **shape
+    ) -> None:
+        super().__init__()
+        self.n, self.val, self.seed = n, val, seed
+        self.shape = {"batch": batch, "seq": seq, "vocab": vocab, **shape}
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(_Batches(self.n, self.seed, self.shape), batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(_Batches(self.val, self.seed + 1, self.shape), batch_size=None)

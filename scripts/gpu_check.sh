@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# `make gpu-check`: FSDP, DeepSpeed ZeRO-2/3 and bf16 checks on the local CUDA GPU(s), about 6 minutes.
+# Needs only this repository and its virtual environment (no network). Extra arguments go to
+# scripts/gpu_check.py (e.g. --only fsdp, --steps 4, --timeout 120).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PY:-.venv/bin/python}"
+[ -x "$PY" ] || PY=python3
+if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    echo "gpu-check: no CUDA GPU visible to $("$PY" -c 'import torch; print("torch", torch.__version__)' 2>&1);" \
+         "run it on a machine with a GPU and a CUDA build of torch." >&2
+    exit 2
+fi
+if ! "$PY" -c "import deepspeed" 2>/dev/null; then
+    echo "gpu-check: deepspeed is not installed; the DeepSpeed checks will fail" \
+         "(DS_BUILD_OPS=0 $PY -m pip install deepspeed)." >&2
+fi
+export WANDB_MODE=offline HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+exec timeout 420 "$PY" scripts/gpu_check.py "$@"

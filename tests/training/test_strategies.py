@@ -1,0 +1,73 @@
+"""Strategy objects for every `trainer.strategy` (FSDP and DeepSpeed only run on GPUs: `make gpu-check`)."""
+
+from __future__ import annotations
+
+import pytest
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+from dskd.errors import ConfigError
+from dskd.training.config import TrainerConfig
+from dskd.training.loggers import run_tags, wandb_online
+from dskd.training.strategies import build_strategy
+
+
+def test_auto_and_ddp():
+    from lightning.pytorch.strategies import DDPStrategy
+
+    assert build_strategy(TrainerConfig(strategy="auto"), LlamaDecoderLayer) == "auto"
+    ddp = build_strategy(TrainerConfig(strategy="ddp"), LlamaDecoderLayer)
+    assert isinstance(ddp, DDPStrategy) and ddp._ddp_kwargs["find_unused_parameters"] is False
+
+
+def test_fsdp_wraps_decoder_layers_and_keeps_original_parameters():
+    from lightning.pytorch.strategies import FSDPStrategy
+    from torch.distributed.fsdp import ShardingStrategy
+
+    fsdp = build_strategy(TrainerConfig(strategy="fsdp", precision="bf16-mixed"), LlamaDecoderLayer)
+    assert isinstance(fsdp, FSDPStrategy)
+    assert fsdp.sharding_strategy == ShardingStrategy.FULL_SHARD
+    assert fsdp.kwargs["use_orig_params"] is True  # frozen and trainable weights in one flat parameter
+    policy = fsdp.kwargs["auto_wrap_policy"]
+    assert LlamaDecoderLayer in policy._module_classes
+    assert fsdp._state_dict_type == "full"
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_zero_stage(stage):
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+
+    ds = build_strategy(TrainerConfig(strategy=f"deepspeed_stage_{stage}"), LlamaDecoderLayer, batch_size=4)
+    assert isinstance(ds, DeepSpeedStrategy)
+    assert ds.config["zero_optimization"]["stage"] == stage
+    assert ds.config["train_micro_batch_size_per_gpu"] == 4
+
+
+def test_unknown_strategy_and_precision():
+    with pytest.raises(ConfigError, match="trainer.strategy='horovod'"):
+        build_strategy(TrainerConfig(strategy="horovod"), LlamaDecoderLayer)
+    with pytest.raises(ConfigError, match="trainer.precision"):
+        build_strategy(TrainerConfig(precision="8-true"), LlamaDecoderLayer)
+
+
+def test_wandb_mode(monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert not wandb_online()
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert wandb_online()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert not wandb_online()
+    monkeypatch.delenv("WANDB_API_KEY")
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert wandb_online()
+
+
+def test_run_tags_name_method_and_changed_switches():
+    from dskd.config import config_from_dict
+
+    cfg = config_from_dict(
+        {"method": "kd", "loss": {"sense": {"negatives": False}}, "logging": {"tags": ["mine", "kd"]}}
+    )
+    tags = run_tags(cfg)
+    assert tags[0] == "kd" and "loss.sense.negatives=false" in tags and tags.count("kd") == 1
+    assert "mine" in tags and not any("positives" in t for t in tags)

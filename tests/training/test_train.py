@@ -1,0 +1,249 @@
+"""Distillation runs on tiny random models: gradients, frozen teacher, outputs, resume, NaN guard, export."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from tinyrun import VOCAB, make_model_dir, make_tokenizer, random_batches, tiny_config
+
+from dskd.errors import DSKDError
+from dskd.models.loading import load_causal_lm
+from dskd.models.student import build_projection, build_student
+from dskd.senses import SenseDictionary
+from dskd.training.module import DistillationModule
+from dskd.training.run import train
+
+
+def _rows(run_dir):
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _train_losses(run_dir) -> dict[int, float]:
+    return {int(r["step"]): float(r["train/loss"]) for r in _rows(run_dir) if r.get("train/loss")}
+
+
+class _RecordGrads(pl.Callback):
+    def __init__(self) -> None:
+        self.with_grad: set[str] = set()
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.with_grad |= {n for n, p in pl_module.named_parameters() if p.grad is not None}
+        assert all(p.grad is None for p in pl_module.teacher.parameters())
+
+
+def test_gradients_reach_only_trainable_parameters_and_teacher_stays_unchanged(run_tmp, teacher_dir):
+    cfg = tiny_config(run_tmp, teacher_dir, "dskd", {"student.projection": "linear"})
+    teacher = load_causal_lm(teacher_dir, dtype="float32")
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student = build_student(cfg.student, teacher)
+    student_before = {k: v.clone() for k, v in student.state_dict().items()}
+    senses = SenseDictionary.load(run_tmp / "senses")
+    module = DistillationModule(
+        cfg, student, teacher, senses, build_projection(cfg.student, student, teacher)
+    )
+    assert not any("teacher" in n for n, _ in module.named_modules())
+    assert not any(k.startswith("teacher") for k in module.state_dict())
+    record = _RecordGrads()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[record],
+        enable_progress_bar=False,
+    )
+    trainer.fit(module, datamodule=random_batches(n=4))
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    assert record.with_grad == trainable
+    assert trainable == {n for n in trainable if n.startswith(("student.model.layers.1.", "projection."))}
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, before[k]), f"teacher weight {k} changed"
+    for n, p in student.named_parameters():
+        changed = not torch.equal(p.detach(), student_before[n])
+        assert changed == p.requires_grad, n
+    assert all(not p.requires_grad for p in teacher.parameters())
+
+
+def test_kd_run_writes_its_folder_and_a_loadable_export(run_tmp, teacher_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg = tiny_config(run_tmp, teacher_dir, "kd", {"seed": 3})
+    out = train(cfg, datamodule=random_batches(n=6))
+    run = run_tmp / "runs" / "tiny-kd" / "seed-3"
+    assert out["run_dir"] == str(run) and out["global_step"] == 4
+    for name in (
+        "config.yaml",
+        "checkpoints/last.ckpt",
+        "checkpoints/config.yaml",
+        "metrics.csv",
+        "summary.json",
+    ):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "summary.json").read_text())["metrics"] == out["metrics"]
+    for key in (
+        "train/loss",
+        "train/ce",
+        "train/kd",
+        "val/loss",
+        "val/ce",
+        "val/kd",
+        "val/ppl",
+        "val/top1_agreement",
+    ):
+        assert key in out["metrics"], key
+    assert out["metrics"]["val/ppl"] == pytest.approx(
+        torch.tensor(out["metrics"]["val/ce"]).exp().item(), rel=1e-5
+    )
+    rows = _rows(run)
+    assert sorted(_train_losses(run)) == [0, 1, 2, 3]
+    for key in ("train/lr", "train/grad_norm", "train/tokens_per_s"):
+        assert any(r.get(key) for r in rows), key
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["state_dict"] and all(k.startswith("student.") for k in ckpt["state_dict"])
+    assert ckpt["optimizer_states"] and ckpt["lr_schedulers"] and ckpt["loops"]
+
+    export = run / "export"
+    assert out["export_dir"] == str(export)
+    model = AutoModelForCausalLM.from_pretrained(export)
+    tok = AutoTokenizer.from_pretrained(export)
+    assert model.config.num_hidden_layers == 2
+    state = {k[len("student.") :]: v for k, v in ckpt["state_dict"].items()}
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    ids = tok("t5 t6 t7", return_tensors="pt").input_ids
+    gen = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=1)
+    assert gen.shape == (1, 7)
+    meta = json.loads((export / "export_meta.json").read_text())
+    assert (
+        meta["stage"] == "export"
+        and meta["inputs"]["global_step"] == 4
+        and "tiny-kd" in meta["experiment_config"]
+    )
+
+
+def test_export_command(run_tmp, teacher_dir, capsys):
+    from dskd.cli import main
+
+    cfg = tiny_config(run_tmp, teacher_dir, "kd", {"trainer.max_steps": 1})
+    out = train(cfg, datamodule=random_batches(n=2), export=False)
+    assert out["export_dir"] is None
+    ckpt = f"{out['checkpoint_dir']}/last.ckpt"
+    assert main(["export", ckpt, str(run_tmp / "exported")]) == 0
+    assert (run_tmp / "exported" / "model.safetensors").is_file()
+    assert main(["export", str(run_tmp / "missing.ckpt"), str(run_tmp / "x")]) == 2
+    assert "No checkpoint" in capsys.readouterr().err
+
+
+def test_dskd_run_logs_every_component_and_wandb_offline(run_tmp, teacher_dir, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = tiny_config(run_tmp, teacher_dir, "dskd", {"logging.wandb": True, "trainer.max_steps": 2})
+    out = train(cfg, datamodule=random_batches(n=4), export=False)
+    m = out["metrics"]
+    for key in (
+        "sense",
+        "sense_pos",
+        "sense_neg",
+        "sense_rand",
+        "neighbour_fraction",
+        "candidates_per_position",
+    ):
+        assert f"train/{key}" in m, key
+    loss = m["train/ce"] + m["train/kd"] + cfg.loss.sense.weight * m["train/sense"]
+    assert m["train/loss"] == pytest.approx(loss, rel=1e-5)
+    assert m["train/sense"] == pytest.approx(
+        m["train/sense_pos"] + m["train/sense_neg"] + m["train/sense_rand"]
+    )
+    wandb_runs = list((run_tmp / "runs" / "tiny-dskd" / "seed-0" / "wandb").glob("offline-run-*"))
+    assert len(wandb_runs) == 1
+
+
+def test_resume_reproduces_the_uninterrupted_run(run_tmp, teacher_dir):
+    class Crash(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 4:
+                raise RuntimeError("simulated crash")
+
+    over = {
+        "trainer.max_steps": 8,
+        "trainer.checkpoint_every_n_steps": 3,
+        "senses.output_dir": str(run_tmp / "senses"),
+    }
+    full = tiny_config(run_tmp / "a", teacher_dir, "dskd", over)
+    train(full, datamodule=random_batches(n=5), export=False)
+    broken = tiny_config(run_tmp / "b", teacher_dir, "dskd", over)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(broken, datamodule=random_batches(n=5), callbacks=[Crash()], export=False)
+    run_b = run_tmp / "b" / "runs" / "tiny-dskd" / "seed-0"
+    assert sorted(_train_losses(run_b)) == [0, 1, 2, 3]  # step 3 ran; its checkpoint is at step 3
+    assert torch.load(run_b / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 3
+    resumed = train(broken, datamodule=random_batches(n=5), export=False)  # trainer.resume=auto
+    assert resumed["global_step"] == 8
+    a = _train_losses(run_tmp / "a" / "runs" / "tiny-dskd" / "seed-0")
+    b = _train_losses(run_b)
+    assert sorted(a) == sorted(b) == list(range(8))
+    for step in a:
+        assert b[step] == pytest.approx(a[step], abs=1e-6), step
+
+
+def _poisoned_teacher(teacher_dir, tmp_path):
+    """A copy of the tiny teacher whose LM head is NaN: KD turns NaN while CE stays finite."""
+    model = load_causal_lm(teacher_dir, dtype="float32")
+    model.config.tie_word_embeddings = False
+    model.lm_head.weight = torch.nn.Parameter(torch.full_like(model.lm_head.weight, float("nan")))
+    path = tmp_path / "poisoned"
+    model.save_pretrained(path)
+    make_tokenizer().save_pretrained(path)
+    return path
+
+
+def _nan_config(run_tmp, teacher_dir, over=None):
+    """KD from a NaN teacher into a healthy student: only the KD component is NaN."""
+    student = {"student.kind": "hf", "student.model": str(teacher_dir)}
+    return tiny_config(run_tmp, _poisoned_teacher(teacher_dir, run_tmp), "kd", {**student, **(over or {})})
+
+
+def test_nan_guard_stops_naming_step_and_component(run_tmp, teacher_dir):
+    cfg = _nan_config(run_tmp, teacher_dir)
+    with pytest.raises(DSKDError, match=r"step 0: component 'kd'"):
+        train(cfg, datamodule=random_batches(n=4), export=False)
+
+
+def test_nan_guard_skips_and_counts(run_tmp, teacher_dir):
+    cfg = _nan_config(run_tmp, teacher_dir, {"trainer.nan_policy": "skip"})
+    out = train(cfg, datamodule=random_batches(n=4), export=False)
+    assert out["skipped_steps"] == 4
+    assert out["metrics"]["train/skipped_steps"] == 4
+    assert out["global_step"] == 4  # a skipped step still counts as a step (the schedule moves on)
+    teacher = load_causal_lm(teacher_dir, dtype="float32")
+    ckpt = torch.load(f"{out['checkpoint_dir']}/last.ckpt", weights_only=False)["state_dict"]
+    torch.testing.assert_close(
+        ckpt["student.model.layers.1.mlp.up_proj.weight"], teacher.model.layers[1].mlp.up_proj.weight
+    )
+
+
+def test_vocabulary_mismatch_is_refused(run_tmp, teacher_dir):
+    other = make_model_dir(run_tmp / "other", vocab=VOCAB - 8, layers=1)
+    cfg = tiny_config(run_tmp, teacher_dir, "kd", {"student.kind": "hf", "student.model": str(other)})
+    with pytest.raises(DSKDError, match="do not share one vocabulary"):
+        train(cfg, datamodule=random_batches(n=2), export=False)
+
+
+@pytest.mark.integration
+def test_dskd_train_command_on_the_real_teacher(tmp_path, capsys):
+    """`dskd train` on the tiny preset (SmolLM2 teacher, WordNet data), shortened to two small steps."""
+    from dskd.cli import main
+
+    over = ["trainer.max_steps=2", "trainer.log_every_n_steps=1", "trainer.limit_val_batches=1"]
+    over += ["data.batch_size=1", "data.seq_len=32"]
+    over += [f"runs_dir={tmp_path}", "logging.wandb=false", "--no-export"]
+    assert main(["train", "experiments/tiny/kd.yaml", *over]) == 0
+    summary = json.loads((tmp_path / "tiny-kd" / "seed-0" / "summary.json").read_text())
+    assert summary["global_step"] == 2 and summary["metrics"]["val/ce"] > 0
+    assert summary["metrics"]["train/loss"] > 0
+    assert '"global_step": 2' in capsys.readouterr().out
