@@ -92,6 +92,8 @@ def build_trainer(cfg: ExperimentConfig, rdir: Path, student, callbacks: list | 
         save_top_k=0,
         save_last=True,
     )
+    from dskd.slurm import slurm_callbacks, slurm_plugins
+
     val = {}
     if t.val_check_interval is not None:
         val = {"val_check_interval": int(t.val_check_interval), "check_val_every_n_epoch": None}
@@ -107,7 +109,8 @@ def build_trainer(cfg: ExperimentConfig, rdir: Path, student, callbacks: list | 
         gradient_clip_val=None if t.strategy == "fsdp" else cfg.optim.grad_clip,  # FSDP: the module clips
         log_every_n_steps=t.log_every_n_steps,
         logger=build_loggers(cfg, rdir),
-        callbacks=[checkpoint, ThroughputMonitor(), *(callbacks or [])],
+        plugins=slurm_plugins(),
+        callbacks=[checkpoint, ThroughputMonitor(), *slurm_callbacks(), *(callbacks or [])],
         default_root_dir=str(rdir),
         use_distributed_sampler=False,  # ResumableLoader deals batches to the processes
         num_sanity_val_steps=0,
@@ -149,13 +152,18 @@ def train(
         tokenizer.save_pretrained(str(rdir / "tokenizer"))
     wrapped = resumable(dm)
     ckpt_path = resume_checkpoint(cfg.trainer.resume, ckpt_dir)
+    if cfg.trainer.resume == "auto":
+        from dskd.slurm import resume_path
+
+        ckpt_path = resume_path(rdir, ckpt_path)  # newest of hpc_ckpt_N.ckpt (SLURM requeue) and last.ckpt
     if trainer.is_global_zero:
         truncate_csv(rdir / "metrics.csv", _global_step(ckpt_path) if ckpt_path else 0)
     trainer.fit(module, datamodule=wrapped, ckpt_path=ckpt_path)
     trainer.save_checkpoint(str(ckpt_dir / "last.ckpt"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k != "loss"}
     if has_validation(dm):
-        trainer.validate(module, datamodule=wrapped, verbose=False)
+        # an explicit checkpoint: under SLURM, Lightning would otherwise reload hpc_ckpt_N.ckpt
+        trainer.validate(module, datamodule=wrapped, verbose=False, ckpt_path=str(ckpt_dir / "last.ckpt"))
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
     summary: dict[str, Any] = {
         "name": cfg.name,

@@ -1,0 +1,341 @@
+"""SLURM: render and submit a multi-node training job, and the Lightning pieces used inside it.
+
+``dskd slurm submit`` fills an sbatch template (``experiments/slurm/train.sbatch``, editable; see
+:func:`render_template` for its placeholders) and submits it. The job runs one ``srun`` task per
+device; each task is one Lightning process whose ranks come from SLURM's variables
+(:class:`SlurmRanks`, docs/slurm.md). Inside the job, :func:`slurm_plugins` gives the Trainer
+Lightning's ``SLURMEnvironment`` and :func:`slurm_callbacks` the :class:`SlurmRequeue` callback:
+on SIGUSR1 (sent 90 s before the time limit) every process saves ``hpc_ckpt_N.ckpt`` in the run
+folder at the same step, rank 0 requeues the job, and the requeued job resumes from it
+(:func:`resume_path`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+
+from dskd.errors import ConfigError, DSKDError
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "experiments" / "slurm" / "train.sbatch"
+"""The default sbatch template (copy it and pass ``--template`` to change partitions, modules, ...)."""
+REQUEUE_SIGNAL = "USR1"
+SIGNAL_SECONDS = 90
+"""Seconds before the time limit at which SLURM sends the requeue signal."""
+MANAGED_KEYS = ("trainer.num_nodes", "trainer.devices", "trainer.accelerator", "trainer.resume")
+"""Config keys the job sets itself (from --nodes / --gpus-per-node / --tasks-per-node)."""
+_PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
+_HPC = re.compile(r"hpc_ckpt_(\d+)\.ckpt")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What one sbatch job asks for and runs."""
+
+    job_name: str
+    nodes: int
+    tasks_per_node: int
+    """One task per device: GPUs per node, or CPU processes per node when there are no GPUs."""
+    gpus_per_node: int
+    cpus_per_task: int | None
+    partition: str | None
+    time: str | None
+    """Time limit in any sbatch format (e.g. 2-00:00:00); None: the partition's default."""
+    workdir: Path
+    """Folder the job runs in (relative config paths resolve against it)."""
+    log_dir: Path
+    command: list[str]
+    """What each srun task runs."""
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1:
+            raise ConfigError(f"--nodes must be at least 1, got {self.nodes}.")
+        if self.gpus_per_node < 0:
+            raise ConfigError(f"--gpus-per-node must be 0 (CPU) or more, got {self.gpus_per_node}.")
+        if self.tasks_per_node < 1:
+            raise ConfigError(f"--tasks-per-node must be at least 1, got {self.tasks_per_node}.")
+        if self.gpus_per_node and self.tasks_per_node != self.gpus_per_node:
+            raise ConfigError(
+                f"--tasks-per-node={self.tasks_per_node} differs from --gpus-per-node={self.gpus_per_node}: "
+                "a GPU job runs one task per GPU. Drop --tasks-per-node (it is for CPU jobs, G=0)."
+            )
+        if self.cpus_per_task is not None and self.cpus_per_task < 1:
+            raise ConfigError(f"--cpus-per-task must be at least 1, got {self.cpus_per_task}.")
+
+    @property
+    def log_pattern(self) -> Path:
+        """Where the job's output goes (%j is the job id; a requeued job appends to the same file)."""
+        return self.log_dir / "%j.out"
+
+
+def train_overrides(nodes: int, tasks_per_node: int, gpus_per_node: int) -> list[str]:
+    """The overrides a SLURM job adds to ``dskd train``: its shape and ``resume=auto``."""
+    return [
+        f"trainer.num_nodes={nodes}",
+        f'trainer.devices="{tasks_per_node}"',  # a string key ("auto" | a count | a list)
+        f"trainer.accelerator={'gpu' if gpus_per_node else 'cpu'}",
+        "trainer.resume=auto",
+    ]
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Refuse user overrides of the keys the job sets itself (they would silently disagree)."""
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        if key in MANAGED_KEYS:
+            raise ConfigError(
+                f"Override '{item}' is set by the SLURM job itself ({', '.join(MANAGED_KEYS)}). "
+                "Use --nodes, --gpus-per-node and --tasks-per-node instead; the job always resumes "
+                "(trainer.resume=auto) so that a requeued job continues from its checkpoint."
+            )
+
+
+def train_command(config: Path, overrides: list[str], python: str = sys.executable) -> list[str]:
+    """``python -m dskd train CONFIG overrides...`` as an argv list."""
+    return [python, "-m", "dskd", "train", str(config), *overrides]
+
+
+def render_template(text: str, values: Mapping[str, object]) -> str:
+    """Replace ``{{ name }}`` placeholders; a line whose placeholder value is None is dropped.
+
+    Unknown placeholders raise :class:`ConfigError` so a typo in an edited template fails early.
+    """
+    out = []
+    for line in text.splitlines(keepends=True):
+        names = _PLACEHOLDER.findall(line)
+        unknown = [n for n in names if n not in values]
+        if unknown:
+            raise ConfigError(
+                f"sbatch template placeholder '{{{{ {unknown[0]} }}}}' is unknown; "
+                f"known placeholders: {', '.join(sorted(values))}."
+            )
+        if any(values[n] is None for n in names):
+            continue
+        out.append(_PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), line))
+    return "".join(out)
+
+
+def render(spec: JobSpec, template: Path = TEMPLATE) -> str:
+    """The sbatch script of a job, from ``template``."""
+    if not template.is_file():
+        raise ConfigError(
+            f"sbatch template '{template}' not found. Pass --template with a copy of "
+            "experiments/slurm/train.sbatch from the dskd repository."
+        )
+    values = {
+        "job_name": spec.job_name,
+        "nodes": spec.nodes,
+        "tasks_per_node": spec.tasks_per_node,
+        "gpus_per_node": spec.gpus_per_node or None,
+        "cpus_per_task": spec.cpus_per_task,
+        "partition": spec.partition,
+        "time": spec.time,
+        "signal": f"{REQUEUE_SIGNAL}@{SIGNAL_SECONDS}",
+        "workdir": shlex.quote(str(spec.workdir)),
+        "log_dir": spec.log_dir,
+        "log_file": spec.log_pattern,
+        "command": shlex.join(spec.command),
+    }
+    return render_template(template.read_text(encoding="utf-8"), values)
+
+
+def submit(script: str, spec: JobSpec) -> str:
+    """Write ``script`` into the log folder and submit it with ``sbatch``; return the job id."""
+    sbatch = shutil.which("sbatch")
+    if sbatch is None:
+        raise DSKDError(
+            "sbatch not found: run `dskd slurm submit` on a SLURM login node, or add --dry-run to only "
+            "print the script."
+        )
+    spec.log_dir.mkdir(parents=True, exist_ok=True)
+    path = spec.log_dir / "job.sbatch"
+    path.write_text(script, encoding="utf-8")
+    out = subprocess.run([sbatch, "--parsable", str(path)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise DSKDError(f"sbatch refused the job ({path}): {out.stderr.strip() or out.stdout.strip()}")
+    return out.stdout.strip().split(";")[0]
+
+
+@dataclass(frozen=True)
+class SlurmRanks:
+    """How a task's SLURM variables map to the ranks of distributed training (see docs/slurm.md)."""
+
+    global_rank: int
+    """SLURM_PROCID."""
+    local_rank: int
+    """SLURM_LOCALID."""
+    node_rank: int
+    """SLURM_NODEID."""
+    world_size: int
+    """SLURM_NTASKS."""
+    main_address: str
+    """MASTER_ADDR, else the first host of SLURM_NODELIST."""
+    main_port: int
+    """MASTER_PORT, else 15000 + the last 4 digits of SLURM_JOB_ID."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SlurmRanks:
+        port = env.get("MASTER_PORT") or str(15000 + int(env["SLURM_JOB_ID"][-4:]))
+        return cls(
+            global_rank=int(env["SLURM_PROCID"]),
+            local_rank=int(env["SLURM_LOCALID"]),
+            node_rank=int(env["SLURM_NODEID"]),
+            world_size=int(env["SLURM_NTASKS"]),
+            main_address=env.get("MASTER_ADDR") or first_host(env["SLURM_NODELIST"]),
+            main_port=int(port),
+        )
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: ``gpu[03-05,09],cpu1`` -> ``gpu03``."""
+    head = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
+    if head is None:
+        raise ValueError(f"cannot parse SLURM node list {nodelist!r}")
+    prefix, ranges = head.groups()
+    return prefix + (re.split(r"[,-]", ranges)[0] if ranges else "")
+
+
+def under_srun(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this process is a task of a SLURM job step (launched by srun, not an interactive shell)."""
+    env = os.environ if env is None else env
+    return (
+        "SLURM_JOB_ID" in env
+        and "SLURM_PROCID" in env
+        and env.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+    )
+
+
+def slurm_plugins() -> list:
+    """``Trainer(plugins=...)``: Lightning's SLURM environment under srun, else [].
+
+    Goes with :func:`slurm_callbacks`, which takes the requeue signal over from Lightning's handler.
+    """
+    if not under_srun():
+        return []
+    ranks = SlurmRanks.from_env(os.environ)
+    restart = os.environ.get("SLURM_RESTART_COUNT", "0")
+    print(
+        f"[dskd slurm] job {os.environ['SLURM_JOB_ID']} restart {restart}: "
+        f"rank {ranks.global_rank}/{ranks.world_size} (node {ranks.node_rank}, local {ranks.local_rank}), "
+        f"main {ranks.main_address}:{ranks.main_port}",
+        flush=True,
+    )
+    return [SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1)]
+
+
+def slurm_callbacks() -> list:
+    """``Trainer(callbacks=...)`` additions under srun: [:class:`SlurmRequeue`], else []."""
+    return [SlurmRequeue()] if under_srun() else []
+
+
+class SlurmRequeue(pl.Callback):
+    """On SIGUSR1: checkpoint with every process at the same step, requeue the job, wait to be stopped.
+
+    Lightning's own handler saves the checkpoint inside the signal handler, wherever each process
+    happens to be. When saving needs a collective (the data module gathers every rank's position)
+    while another process is blocked in the gradient all-reduce, the processes deadlock (seen with
+    2 CPU processes on a real cluster). Here the handler only notes the signal; after each training
+    batch the processes agree whether any of them got it, and if so all save ``hpc_ckpt_N.ckpt`` in
+    ``trainer.default_root_dir`` (like Lightning's ``ModelCheckpoint``, at the end of a batch) and
+    rank 0 runs ``scontrol requeue``. Once that batch's metrics are logged (at the next batch start
+    or the end of training) the loggers are flushed and all processes wait for SLURM to stop them
+    (SIGTERM, then SIGKILL after KillWait). If the requeue fails, training goes on.
+    """
+
+    def __init__(self, signum: signal.Signals = signal.SIGUSR1) -> None:
+        self.signum = signum
+        self._received = False
+        self._requeued = False
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Replaces Lightning's handler (registered just before); teardown restores the original one.
+        signal.signal(self.signum, self._note)
+
+    def _note(self, signum: int, frame: object) -> None:
+        self._received = True
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: object) -> None:
+        if not trainer.strategy.reduce_boolean_decision(self._received, all=False):
+            return
+        self._received = False
+        path = next_hpc_path(trainer.default_root_dir)
+        trainer.save_checkpoint(path)
+        rank_zero_info(f"[dskd slurm] {self.signum.name}: saved {path} at step {trainer.global_step}")
+        self._requeued = trainer.strategy.broadcast(requeue_job() if trainer.is_global_zero else False, src=0)
+        if not self._requeued:
+            rank_zero_warn("[dskd slurm] the job could not be requeued; training goes on.")
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
+        if self._requeued:
+            self._wait_for_slurm(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._requeued:
+            self._wait_for_slurm(trainer)
+
+    def _wait_for_slurm(self, trainer: pl.Trainer) -> None:
+        for logger in trainer.loggers:  # the metrics up to the checkpoint reach disk before SLURM kills us
+            logger.save()
+        rank_zero_info("[dskd slurm] job requeued; waiting for SLURM to stop this run.")
+        while True:
+            time.sleep(1)
+
+
+def requeue_job(env: Mapping[str, str] | None = None) -> bool:
+    """``scontrol requeue`` this job (array task aware); False, with the reason printed, if it fails."""
+    env = os.environ if env is None else env
+    job = env["SLURM_JOB_ID"]
+    if "SLURM_ARRAY_JOB_ID" in env:
+        job = f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    try:
+        out = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        print(f"[dskd slurm] scontrol requeue {job} failed: {e}", flush=True)
+        return False
+    if out.returncode != 0:
+        print(f"[dskd slurm] scontrol requeue {job} failed: {out.stderr.strip()}", flush=True)
+        return False
+    print(f"[dskd slurm] requeued job {job}", flush=True)
+    return True
+
+
+def _hpc_checkpoints(folder: str | Path) -> dict[int, Path]:
+    found: dict[int, Path] = {}
+    for path in Path(folder).glob("hpc_ckpt_*.ckpt"):
+        if m := _HPC.fullmatch(path.name):
+            found[int(m.group(1))] = path
+    return found
+
+
+def next_hpc_path(folder: str | Path) -> Path:
+    """``folder/hpc_ckpt_N.ckpt`` with N one more than the newest there (Lightning's naming)."""
+    return Path(folder) / f"hpc_ckpt_{max(_hpc_checkpoints(folder), default=0) + 1}.ckpt"
+
+
+def resume_path(run_dir: str | Path, last: str | None) -> str | None:
+    """What ``trainer.resume=auto`` continues from: the newest of ``last`` and the run's ``hpc_ckpt_N.ckpt``.
+
+    :class:`SlurmRequeue` saves ``hpc_ckpt_N.ckpt`` (N = 1, 2, ... per requeue) in the run folder
+    (``trainer.default_root_dir``). Lightning restores it by itself only when ``fit`` gets
+    ``ckpt_path=None``, so training code that resumes from its own ``last.ckpt`` asks here.
+    """
+    found = _hpc_checkpoints(run_dir)
+    if not found:
+        return last
+    hpc = found[max(found)]
+    if last is not None and Path(last).stat().st_mtime >= hpc.stat().st_mtime:
+        return last
+    return str(hpc)

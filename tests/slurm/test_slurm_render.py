@@ -1,0 +1,126 @@
+"""`dskd slurm submit --dry-run`: the rendered sbatch script, checked line by line and by bash itself."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dskd.cli import main
+from dskd.config import load_config
+from dskd.errors import ConfigError
+from dskd.slurm import TEMPLATE, render_template
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "experiments" / "tiny" / "kd.yaml"
+
+
+def dry_run(capsys, monkeypatch, tmp_path, *args: str) -> str:
+    monkeypatch.chdir(tmp_path)
+    assert main(["slurm", "submit", str(CONFIG), *args, "--dry-run"]) == 0
+    return capsys.readouterr().out
+
+
+def sbatch_options(script: str) -> dict[str, str]:
+    return dict(m.groups("") for m in re.finditer(r"^#SBATCH --([a-z-]+)(?:=(.*))?$", script, re.M))
+
+
+def srun_argv(script: str) -> list[str]:
+    (line,) = [line for line in script.splitlines() if line.startswith("srun ")]
+    return shlex.split(line)
+
+
+def test_two_nodes_of_eight_gpus(capsys, monkeypatch, tmp_path):
+    script = dry_run(
+        capsys, monkeypatch, tmp_path, "seed=3", "--nodes", "2", "--gpus-per-node", "8",
+        "--partition", "gpu", "--time", "1-00:00:00",
+    )  # fmt: skip
+    opts = sbatch_options(script)
+    run = tmp_path / "runs" / "tiny" / "tiny-kd" / "seed-3"
+    assert opts == {
+        "job-name": "tiny-kd",
+        "nodes": "2",
+        "ntasks-per-node": "8",
+        "gres": "gpu:8",
+        "partition": "gpu",
+        "time": "1-00:00:00",
+        "signal": "USR1@90",
+        "requeue": "",
+        "open-mode": "append",
+        "chdir": str(tmp_path),
+        "output": f"{run}/slurm/%j.out",
+    }
+    argv = srun_argv(script)
+    assert argv[:2] == ["srun", "--kill-on-bad-exit=1"]
+    assert argv[2:6] == [sys.executable, "-m", "dskd", "train"]
+    assert argv[6] == str(CONFIG)
+    overrides = argv[7:]
+    assert overrides[0] == "seed=3"
+    cfg = load_config(CONFIG, overrides)  # the job's command line is a valid config
+    assert (cfg.trainer.num_nodes, cfg.trainer.devices, cfg.trainer.accelerator) == (2, "8", "gpu")
+    assert cfg.trainer.resume == "auto" and cfg.seed == 3
+    assert "export MASTER_PORT=$((15000 + SLURM_JOB_ID % 10000))" in script
+    assert not (run / "slurm").exists(), "a dry run writes nothing"
+    subprocess.run(["bash", "-n"], input=script, text=True, check=True)  # bash parses it
+
+
+def test_cpu_job_leaves_unset_options_out(capsys, monkeypatch, tmp_path):
+    script = dry_run(
+        capsys, monkeypatch, tmp_path, "--nodes", "3", "--gpus-per-node", "0",
+        "--tasks-per-node", "2", "--cpus-per-task", "4",
+    )  # fmt: skip
+    opts = sbatch_options(script)
+    assert (opts["nodes"], opts["ntasks-per-node"], opts["cpus-per-task"]) == ("3", "2", "4")
+    assert not {"gres", "partition", "time"} & set(opts)
+    overrides = srun_argv(script)[7:]
+    assert overrides == [
+        "trainer.num_nodes=3",
+        'trainer.devices="2"',
+        "trainer.accelerator=cpu",
+        "trainer.resume=auto",
+    ]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["trainer.devices=4", "--nodes", "1", "--gpus-per-node", "8"], "set by the SLURM job itself"),
+        (["trainer.resume=never", "--nodes", "1", "--gpus-per-node", "8"], "trainer.resume=auto"),
+        (["--nodes", "1", "--gpus-per-node", "8", "--tasks-per-node", "2"], "one task per GPU"),
+        (["--nodes", "0", "--gpus-per-node", "8"], "--nodes must be at least 1"),
+        (["trainer.max_step=3", "--nodes", "1", "--gpus-per-node", "1"], "trainer.max_steps"),
+    ],
+)
+def test_bad_requests_fail_before_submitting(capsys, monkeypatch, tmp_path, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["slurm", "submit", str(CONFIG), *args, "--dry-run"]) == 2
+    assert message in " ".join(capsys.readouterr().err.split())
+
+
+def test_submit_without_sbatch_says_what_to_do(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["slurm", "submit", str(CONFIG), "--nodes", "1", "--gpus-per-node", "1"]) == 2
+    assert "--dry-run" in capsys.readouterr().err
+
+
+def test_template_lines_with_unset_values_are_dropped_and_typos_refused():
+    text = "a={{ a }}\n#SBATCH --b={{b}}\nc\n"
+    assert render_template(text, {"a": 1, "b": None}) == "a=1\nc\n"
+    with pytest.raises(ConfigError, match=re.escape("'{{ nodez }}' is unknown")):
+        render_template("#SBATCH --nodes={{ nodez }}\n", {"nodes": 2})
+
+
+def test_custom_template(capsys, monkeypatch, tmp_path):
+    custom = tmp_path / "mine.sbatch"
+    custom.write_text(
+        TEMPLATE.read_text().replace("set -euo pipefail", "set -euo pipefail\nmodule load cuda")
+    )
+    script = dry_run(
+        capsys, monkeypatch, tmp_path, "--nodes", "1", "--gpus-per-node", "2", "--template", str(custom)
+    )
+    assert "module load cuda\n" in script and "#SBATCH --gres=gpu:2\n" in script
