@@ -83,7 +83,7 @@ def reproduce(configs: list[ExperimentConfig], force: bool = False) -> dict[str,
     for cfg in configs:
         summary = _train(cfg, _train_key(cfg, senses_key if cfg.method == "dskd" else None), force)
         summaries.append(summary)
-        models[f"{cfg.method}@{cfg.seed}"] = summary["export_dir"]
+        models[f"{cfg.method.upper()}@{cfg.seed}"] = summary["export_dir"]
     eval_key = stage_key(first.eval, models, [s.get("wall_time_s") for s in summaries])
     records = run_stage(
         "eval", first.eval.output_dir, eval_key, lambda: evaluate(first, models), force

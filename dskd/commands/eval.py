@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from dskd.errors import DSKDError
+from dskd.commands import add_config_arguments, load_stage_config
 
-HELP = "Evaluate the teacher and students; write results and tables."
+HELP = "Evaluate the teacher and students; write results.json, table.md/csv and plots."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    add_config_arguments(parser)
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a model to evaluate (repeatable; NAME may end in @SEED). Default: eval.models, else the "
+        "teacher plus the students exported under runs_dir.",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    raise DSKDError("Stage 'eval' is not implemented yet (tracked in issue 7).")
+    from dskd.evaluation.run import discover_models, evaluate, parse_models
+
+    cfg = load_stage_config(args)
+    entries = args.model or cfg.eval.models
+    models = parse_models(entries) if entries else discover_models(cfg)
+    records = evaluate(cfg, models)
+    print(f"[eval] {len(records)} results for {len(models)} models in {cfg.eval.output_dir}")
+    print((Path(cfg.eval.output_dir) / "table.md").read_text(encoding="utf-8"))
+    return 0

@@ -4,13 +4,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+DEFAULT_TASKS = ["bigbench/odd_one_out", "wsd", "wic", "simlex", "wordsim", "heldout"]
+"""Tasks on which the teacher was measured clearly above chance (docs/evaluation.md has the numbers)."""
+
 
 @dataclass
 class EvalConfig:
     output_dir: str = "results/${family}"
-    """Where results.json, table.md and plots go."""
-    tasks: list[str] = field(default_factory=lambda: ["bigbench", "wic", "wsd", "simlex", "wordsim", "perplexity"])
-    """Benchmarks to run."""
-    max_items: int | None = 200
-    """Items per task (None: all)."""
+    """Where results.json, table.md/table.csv and the plots go."""
+    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
+    """Benchmarks to run: bigbench/<task> (offline lm-eval multiple choice on the bigbench-mc asset),
+    wsd (gloss selection), wic (Word-in-Context), simlex, wordsim, antonymy (synonym vs antonym AUC),
+    heldout (perplexity, top-1 agreement and KL with the teacher on Shakespeare), and, online only,
+    paper/<arc_challenge|commonsense_qa|piqa|mmlu|squad_v2> (the paper's generation protocol) and
+    lmeval/<lm-eval task name> (lm-eval's own hub task, log-likelihood). docs/evaluation.md says why
+    each default task is in the suite."""
+    max_items: int | None = 100
+    """Items per benchmark: multiple-choice items, WiC pairs per split, held-out blocks (at most 32);
+    word-pair benchmarks take 10x as many pairs (simlex, wordsim; antonymy 5x synonym + 5x antonym
+    pairs). None: all. The same seeded subset is used for every model."""
     batch_size: int = 8
+    """Batch size of lm-eval requests and of hidden-state forwards."""
+    seed: int = 0
+    """Seed of item sampling (WiC pairs, WSD distractors, task subsets); the same for all models."""
+    models: list[str] = field(default_factory=list)
+    """Models as NAME=PATH (NAME may end in @SEED, e.g. dskd@1=runs/tiny/dskd-s1/export); empty: the
+    teacher plus the exported students found under runs_dir (<run>/export)."""
+    word_template: str = "the word {w}"
+    """Context in which a single word is embedded for simlex, wordsim and antonymy."""
+    wsd_choices: int = 4
+    """Candidate glosses per WSD item (the gold gloss plus sampled distractors of the same lemma)."""
+    heldout_block_len: int = 128
+    """Tokens per held-out block (the number of blocks is max_items, at most 32)."""
+    plot: bool = True
+    """Write PNG plots (scores per benchmark; loss components from the runs' metrics.csv)."""

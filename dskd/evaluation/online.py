@@ -1,0 +1,147 @@
+"""The paper's hub-hosted tasks (online only): its generation protocol and lm-eval's log-likelihood tasks.
+
+``paper/<task>`` loads the task from the Hugging Face hub with ``datasets`` and scores it with
+:mod:`dskd.evaluation.paper_protocol`; ``lmeval/<task>`` runs lm-eval's own task of that name.
+Both need the hub; offline they raise a :class:`~dskd.errors.DSKDError` saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from typing import Any
+
+from dskd.errors import DSKDError
+from dskd.evaluation import paper_protocol as pp
+from dskd.evaluation.config import EvalConfig
+
+MC_SHOTS, SQUAD_SHOTS, SQUAD_NEW_TOKENS = 5, 1, 10
+PAPER_TASKS = ("arc_challenge", "commonsense_qa", "piqa", "mmlu", "squad_v2")
+
+
+def _require_online(task: str) -> None:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise DSKDError(
+            f"Eval task '{task}' needs the Hugging Face hub, but HF_HUB_OFFLINE is set. Run it on a machine "
+            "that reaches the hub with HF_HUB_OFFLINE unset, or remove it from eval.tasks (the offline suite "
+            "is bigbench/*, wsd, wic, simlex, wordsim, antonymy, heldout)."
+        )
+
+
+def _load(path: str, name: str | None, split: str):
+    from datasets import load_dataset
+
+    try:
+        return load_dataset(path, name, split=split)
+    except Exception as e:  # datasets raises many types for an unreachable hub
+        raise DSKDError(
+            f"Cannot load {path} ({split}) from the hub: {e}. Check the network or HF_TOKEN."
+        ) from None
+
+
+def _lettered(r: dict) -> pp.MCQuestion:
+    return pp.MCQuestion(
+        r["question"], tuple(r["choices"]["text"]), r["choices"]["label"].index(r["answerKey"])
+    )
+
+
+def _piqa(r: dict) -> pp.MCQuestion:
+    return pp.MCQuestion(r["goal"], (r["sol1"], r["sol2"]), int(r["label"]))
+
+
+def _mmlu(r: dict) -> pp.MCQuestion:
+    return pp.MCQuestion(r["question"], tuple(r["choices"]), int(r["answer"]), r["subject"])
+
+
+MC_SOURCES = {
+    "arc_challenge": ("allenai/ai2_arc", "ARC-Challenge", "train", "test", _lettered),
+    "commonsense_qa": ("tau/commonsense_qa", None, "train", "validation", _lettered),
+    "piqa": ("ybisk/piqa", None, "train", "validation", _piqa),
+    "mmlu": ("cais/mmlu", "all", "dev", "test", _mmlu),
+}
+"""task -> (hub path, config, shot split, evaluation split, row converter)."""
+
+
+def _mc_questions(task: str) -> tuple[list[pp.MCQuestion], list[pp.MCQuestion]]:
+    """(shot pool, evaluation questions) of a paper multiple-choice task."""
+    if task not in MC_SOURCES:
+        raise DSKDError(f"Unknown paper task '{task}'; use one of {', '.join(PAPER_TASKS)}.")
+    path, name, shot_split, eval_split, convert = MC_SOURCES[task]
+    return [convert(r) for r in _load(path, name, shot_split)], [
+        convert(r) for r in _load(path, name, eval_split)
+    ]
+
+
+def _paper_mc(task: str, model: Any, tokenizer: Any, cfg: EvalConfig) -> list:
+    from dskd.evaluation.suite import Score
+
+    pool, questions = _mc_questions(task)
+    rng = random.Random(cfg.seed)
+    if cfg.max_items is not None and cfg.max_items < len(questions):
+        questions = rng.sample(questions, cfg.max_items)
+    t0 = time.perf_counter()
+    prompts = []
+    for q in questions:
+        same = [s for s in pool if s.subject == q.subject] or pool
+        prompts.append(pp.mc_prompt(q, rng.sample(same, min(MC_SHOTS, len(same)))))
+    first = [toks[0] if toks else "" for toks in pp.greedy_continuations(model, tokenizer, prompts, 1)]
+    correct = [pp.letter_exact_match(f, q) for f, q in zip(first, questions)]
+    if task == "mmlu":
+        value, metric = pp.macro_average([q.subject for q in questions], correct), "macro_acc"
+    else:
+        value, metric = sum(correct) / len(correct), "exact_match"
+    chance = sum(1 / len(q.choices) for q in questions) / len(questions)
+    return [
+        Score(
+            f"paper/{task}", metric, value, len(questions), chance, time.perf_counter() - t0, in_average=True
+        )
+    ]
+
+
+def _paper_squad(model: Any, tokenizer: Any, cfg: EvalConfig) -> list:
+    from dskd.evaluation.suite import Score
+
+    rows = list(_load("rajpurkar/squad_v2", None, "validation"))
+    rng = random.Random(cfg.seed)
+    shot_row = next(r for r in _load("rajpurkar/squad_v2", None, "train") if r["answers"]["text"])
+    shot = (shot_row["context"], shot_row["question"], shot_row["answers"]["text"][0])
+    if cfg.max_items is not None and cfg.max_items < len(rows):
+        rows = rng.sample(rows, cfg.max_items)
+    t0 = time.perf_counter()
+    prompts = [pp.squad_prompt(r["context"], r["question"], shot) for r in rows]
+    outs = pp.greedy_continuations(model, tokenizer, prompts, SQUAD_NEW_TOKENS)
+    f1 = [pp.squad_f1("".join(o).split("\n")[0], r["answers"]["text"]) for o, r in zip(outs, rows)]
+    return [Score("paper/squad_v2", "f1", sum(f1) / len(f1), len(rows), None, time.perf_counter() - t0)]
+
+
+def _lm_eval_hub(task: str, model: Any, tokenizer: Any, cfg: EvalConfig) -> list:
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    from dskd.evaluation.suite import Score
+
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size, device=str(model.device))
+    t0 = time.perf_counter()
+    out = simple_evaluate(model=lm, tasks=[task], limit=cfg.max_items, bootstrap_iters=0, log_samples=False)
+    secs, scores = time.perf_counter() - t0, []
+    for name, res in out["results"].items():
+        n = int(out["n-samples"].get(name, {}).get("effective", 0))
+        for key, value in res.items():
+            metric = key.split(",")[0]
+            if isinstance(value, float) and not metric.endswith("_stderr"):
+                scores.append(
+                    Score(f"lmeval/{name}", metric, value, n, None, secs, in_average=metric == "acc")
+                )
+    return scores
+
+
+def score_online(task: str, model: Any, tokenizer: Any, cfg: EvalConfig) -> list:
+    """Scores of one ``paper/<task>`` or ``lmeval/<task>`` benchmark (needs the hub)."""
+    _require_online(task)
+    kind, _, name = task.partition("/")
+    if kind == "lmeval":
+        return _lm_eval_hub(name, model, tokenizer, cfg)
+    if name == "squad_v2":
+        return _paper_squad(model, tokenizer, cfg)
+    return _paper_mc(name, model, tokenizer, cfg)

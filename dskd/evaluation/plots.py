@@ -1,0 +1,89 @@
+"""PNG plots (matplotlib, Agg backend): scores per benchmark, and loss components over training."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from dskd.evaluation.tables import aggregate, chance_row, columns
+from dskd.io import atomic_path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_scores(records: list[dict[str, Any]], path: Path) -> Path:
+    """Grouped bars of the accuracy-like scores (error bars = std over seeds), chance as a black tick."""
+    plt = _pyplot()
+    cols = [
+        c
+        for c in columns(records)
+        if any(r["in_average"] for r in records if f"{r['benchmark']} {r['metric']}" == c)
+    ]
+    agg, chance = aggregate(records), chance_row(records)
+    models = list(dict.fromkeys(r["model"] for r in records))
+    width = 0.8 / max(1, len(models))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(cols) + 2), 4))
+    for i, m in enumerate(models):
+        xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(cols))]
+        means = [agg[m].get(c, (0.0, None))[0] for c in cols]
+        stds = [agg[m].get(c, (0.0, None))[1] or 0.0 for c in cols]
+        ax.bar(xs, means, width, yerr=stds, label=m, capsize=2)
+    ax.hlines(
+        [chance.get(c) or 0.0 for c in cols],
+        [j - 0.4 for j in range(len(cols))],
+        [j + 0.4 for j in range(len(cols))],
+        colors="black",
+        linestyles="dashed",
+        label="chance",
+    )
+    ax.set_xticks(range(len(cols)), [c.replace(" ", "\n") for c in cols], fontsize=7)
+    ax.set_ylabel("score")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path
+
+
+def read_metrics_csv(path: Path) -> dict[str, list[tuple[float, float]]]:
+    """Lightning CSV log -> ``{column: [(step, value), ...]}`` for every ``train/*`` column with values."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    with Path(path).open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            step = row.get("step")
+            for key, value in row.items():
+                if key.startswith("train/") and value not in (None, "") and step not in (None, ""):
+                    series.setdefault(key, []).append((float(step), float(value)))
+    return series
+
+
+def plot_losses(runs: dict[str, Path], path: Path) -> Path | None:
+    """One panel per loss component (``train/*``) over steps, one line per run; None if no run logged any."""
+    data = {name: read_metrics_csv(p) for name, p in runs.items()}
+    keys = sorted({k for series in data.values() for k in series})
+    if not keys:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for name, series in data.items():
+            if key in series:
+                steps, values = zip(*series[key])
+                ax.plot(steps, values, label=name)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,131 @@
+"""`evaluate(cfg, models)`: score the teacher and students on the suite; write results.json, tables, plots.
+
+Models are ``{name: path}``; a name may end in ``@SEED`` (``dskd@1``) so that several training seeds
+of one method form one table row (mean ± std). Outputs in ``cfg.eval.output_dir``:
+``results.json`` (every number with benchmark, metric, model, seed, items, chance and wall time),
+``table.md``, ``table.csv``, ``scores.png`` and ``losses.png`` (from the runs' metrics.csv).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from dskd.errors import ConfigError
+from dskd.io import provenance, write_json_atomic, write_text_atomic
+from dskd.schema import ExperimentConfig
+
+TEACHER = "teacher"
+
+
+def split_name(name: str) -> tuple[str, int | None]:
+    """``"dskd@1"`` -> ``("dskd", 1)``; ``"kd"`` -> ``("kd", None)``."""
+    base, sep, seed = name.rpartition("@")
+    if not sep:
+        return name, None
+    if not seed.isdigit():
+        raise ConfigError(f"Model name '{name}': the part after '@' must be a seed number, e.g. dskd@1.")
+    return base, int(seed)
+
+
+def parse_models(entries: list[str]) -> dict[str, str]:
+    """``["NAME=PATH", ...]`` -> ``{NAME: PATH}``."""
+    out = {}
+    for e in entries:
+        name, sep, path = e.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"Model '{e}' must be NAME=PATH, e.g. dskd=runs/tiny/tiny-dskd/seed-0/export.")
+        out[name] = path
+    return out
+
+
+def discover_models(cfg: ExperimentConfig) -> dict[str, str]:
+    """The teacher plus every exported student under ``runs_dir`` (``<run>/seed-S/export``) as ``run@S``."""
+    models = {TEACHER: cfg.teacher.model}
+    for export in sorted(Path(cfg.runs_dir).glob("*/seed-*/export")):
+        if (export / "config.json").is_file():
+            seed = export.parent.name.removeprefix("seed-")
+            models[f"{export.parent.parent.name}@{seed}"] = str(export)
+    return models
+
+
+def _metrics_csvs(models: dict[str, str]) -> dict[str, Path]:
+    """metrics.csv of each student run (the folder above its export/)."""
+    out = {}
+    for name, path in models.items():
+        csv_path = Path(path).parent / "metrics.csv"
+        if name != TEACHER and csv_path.is_file():
+            out[name] = csv_path
+    return out
+
+
+def evaluate(cfg: ExperimentConfig, models: dict[str, str]) -> list[dict[str, Any]]:
+    """Evaluate every model on ``cfg.eval.tasks``; write the outputs and return the result records."""
+    import torch
+
+    from dskd.evaluation.suite import build_suite, check_tasks, score_model
+    from dskd.models.loading import load_causal_lm, load_tokenizer
+
+    ec = cfg.eval
+    check_tasks(ec.tasks)
+    out_dir = Path(ec.output_dir)
+    if not models:
+        raise ConfigError("No models to evaluate: pass --model NAME=PATH or train and export students first.")
+    teacher_tok = _with_pad(load_tokenizer(cfg.teacher.model, cfg.teacher.revision))
+    suite = build_suite(ec, teacher_tok, out_dir / "lm_eval_tasks")
+    teacher = None
+    if suite.heldout is not None and any(split_name(n)[0] != TEACHER for n in models):
+        teacher = load_causal_lm(cfg.teacher.model, cfg.teacher.dtype, cfg.teacher.revision)
+    records: list[dict[str, Any]] = []
+    for name, path in models.items():
+        model_name, seed = split_name(name)
+        is_teacher = model_name == TEACHER
+        t0 = time.perf_counter()
+        model = teacher if is_teacher and teacher is not None else load_causal_lm(path, cfg.teacher.dtype)
+        tokenizer = teacher_tok if is_teacher else _with_pad(load_tokenizer(path))
+        with torch.inference_mode():
+            scores = score_model(suite, model, tokenizer, None if is_teacher else teacher)
+        for s in scores:
+            records.append(
+                {
+                    "model": model_name,
+                    "seed": seed if seed is not None else cfg.seed,
+                    "path": str(path),
+                    **asdict(s),
+                }
+            )
+        print(f"[eval] {name}: {len(scores)} scores in {time.perf_counter() - t0:.0f} s", flush=True)
+        write_results(records, cfg, models)
+    if ec.plot:
+        from dskd.evaluation.plots import plot_losses, plot_scores
+
+        plot_scores(records, out_dir / "scores.png")
+        plot_losses(_metrics_csvs(models), out_dir / "losses.png")
+    return records
+
+
+def write_results(records: list[dict[str, Any]], cfg: ExperimentConfig, models: dict[str, str]) -> None:
+    """results.json (with provenance), table.md and table.csv in ``cfg.eval.output_dir``."""
+    from dskd.evaluation.tables import render_csv, render_markdown
+
+    out_dir = Path(cfg.eval.output_dir)
+    order = list(dict.fromkeys(split_name(n)[0] for n in models))
+    write_json_atomic(
+        out_dir / "results.json",
+        {
+            "provenance": provenance("eval", {"models": models, "tasks": cfg.eval.tasks}),
+            "config": asdict(cfg.eval),
+            "results": records,
+        },
+    )
+    write_text_atomic(out_dir / "table.md", render_markdown(records, order))
+    write_text_atomic(out_dir / "table.csv", render_csv(records, order))
+
+
+def _with_pad(tokenizer: Any) -> Any:
+    """Batched forwards need a pad token; use EOS where the tokenizer has none."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

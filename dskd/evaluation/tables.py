@@ -1,0 +1,125 @@
+"""Result tables: one row per model (mean ± std over seeds), a chance row, one column per benchmark metric.
+
+Records are plain dicts (as stored in ``results.json``) with ``benchmark``, ``metric``, ``model``,
+``seed``, ``value``, ``n_items``, ``chance``, ``seconds``, ``in_average``, ``higher_is_better`` and
+``in_table`` (optional, default true).
+The ``average`` column is the mean of a row's ``in_average`` columns (for a model with several
+seeds: the mean and std over seeds of each seed's average).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from collections import defaultdict
+from typing import Any
+
+CHANCE_ROW = "chance"
+AVERAGE = "average"
+
+
+def _column(r: dict[str, Any]) -> str:
+    return f"{r['benchmark']} {r['metric']}"
+
+
+def columns(records: list[dict[str, Any]]) -> list[str]:
+    """Benchmark columns in first-seen order, ``in_average`` ones first."""
+    seen: dict[str, bool] = {}
+    for r in records:
+        seen.setdefault(_column(r), bool(r["in_average"]))
+    return [c for c, avg in seen.items() if avg] + [c for c, avg in seen.items() if not avg]
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for a single value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[str, tuple[float, float | None]]]:
+    """model -> column (and ``average``) -> (mean, std over seeds)."""
+    per_seed: dict[str, dict[Any, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    averaged = {_column(r) for r in records if r["in_average"]}
+    for r in records:
+        per_seed[r["model"]][r["seed"]][_column(r)] = float(r["value"])
+    out: dict[str, dict[str, tuple[float, float | None]]] = {}
+    for model, seeds in per_seed.items():
+        cols = {c for s in seeds.values() for c in s}
+        out[model] = {c: mean_std([s[c] for s in seeds.values() if c in s]) for c in cols}
+        avgs = [
+            statistics.fmean(v for c, v in s.items() if c in averaged)
+            for s in seeds.values()
+            if averaged & set(s)
+        ]
+        if avgs:
+            out[model][AVERAGE] = mean_std(avgs)
+    return out
+
+
+def chance_row(records: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Chance level per column; its average over the ``in_average`` columns."""
+    row = {_column(r): r["chance"] for r in records}
+    averaged = [
+        row[c] for c in columns(records) if c in row and _in_average(records, c) and row[c] is not None
+    ]
+    row[AVERAGE] = statistics.fmean(averaged) if averaged else None
+    return row
+
+
+def _in_average(records: list[dict[str, Any]], column: str) -> bool:
+    return any(r["in_average"] for r in records if _column(r) == column)
+
+
+def item_counts(records: list[dict[str, Any]]) -> dict[str, int]:
+    return {_column(r): int(r["n_items"]) for r in records}
+
+
+def fmt(value: float | None, std: float | None = None) -> str:
+    if value is None:
+        return "–"
+    text = f"{value:.3f}" if abs(value) < 1000 else f"{value:.0f}"
+    return text if std is None else f"{text} ± {std:.3f}"
+
+
+def table_rows(
+    records: list[dict[str, Any]], model_order: list[str] | None = None
+) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (strings): models in ``model_order`` (default first-seen), then the chance row.
+
+    Records with ``in_table`` false (secondary metrics) stay out of the table.
+    """
+    records = [r for r in records if r.get("in_table", True)]
+    cols = columns(records)
+    has_avg = any(r["in_average"] for r in records)
+    header = ["model", *cols, *([AVERAGE] if has_avg else [])]
+    agg = aggregate(records)
+    order = model_order or list(dict.fromkeys(r["model"] for r in records))
+    rows = [[m, *(fmt(*agg[m][c]) if c in agg[m] else "–" for c in header[1:])] for m in order if m in agg]
+    chance = chance_row(records)
+    rows.append([CHANCE_ROW, *(fmt(chance.get(c)) for c in header[1:])])
+    counts = item_counts(records)
+    rows.append(["items", *(str(counts[c]) if c in counts else "" for c in header[1:])])
+    return header, rows
+
+
+def render_markdown(records: list[dict[str, Any]], model_order: list[str] | None = None) -> str:
+    """Markdown table with a chance row and an item-count row (mean ± std for several seeds)."""
+    header, rows = table_rows(records, model_order)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    seeds = {m: len({r["seed"] for r in records if r["model"] == m}) for m in {r["model"] for r in records}}
+    note = (
+        f"\n`{AVERAGE}`: mean of the accuracy-like columns (multiple-choice accuracy, WiC accuracy, "
+        "synonym/antonym AUC). `items`: evaluated items per benchmark. "
+        f"Seeds per model: {', '.join(f'{m} {n}' for m, n in sorted(seeds.items()))}.\n"
+    )
+    return "\n".join(lines) + "\n" + note
+
+
+def render_csv(records: list[dict[str, Any]], model_order: list[str] | None = None) -> str:
+    header, rows = table_rows(records, model_order)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()

@@ -1,0 +1,39 @@
+"""A real offline lm-eval run on a BIG-bench local task with the real teacher, against our own scoring."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dskd.evaluation.lm_eval_tasks import MCItem, bigbench_items, chance_level, run_lm_eval, write_task
+
+pytestmark = pytest.mark.integration
+
+
+def _loglik_choice(model, tok, item: MCItem) -> int:
+    """Independent reference: argmax over choices of the summed log-prob of ' choice' after the query."""
+    totals = []
+    for choice in item.choices:
+        ctx = tok(item.query)["input_ids"]
+        full = tok(item.query + " " + choice)["input_ids"]
+        assert full[: len(ctx)] == ctx  # the query's tokens are a prefix (lm-eval splits the same way here)
+        with torch.no_grad():
+            logp = model(torch.tensor([full])).logits[0, :-1].log_softmax(-1)
+        cont = torch.tensor(full[len(ctx) :])
+        totals.append(float(logp[len(ctx) - 1 :].gather(-1, cont[:, None]).sum()))
+    return max(range(len(totals)), key=totals.__getitem__)
+
+
+def test_bigbench_task_runs_offline_and_matches_reference(tmp_path, smollm2_dir):
+    from dskd.assets import asset_path
+    from dskd.models.loading import load_causal_lm, load_tokenizer
+
+    items = bigbench_items(asset_path("bigbench-mc") / "odd_one_out" / "task.json", max_items=4, seed=0)
+    assert len(items) == 4 and all(0 <= i.gold < len(i.choices) for i in items)
+    assert 0.0 < chance_level(items) < 1.0
+    name = write_task("odd_one_out", items, tmp_path)
+    model, tok = load_causal_lm(smollm2_dir, "float32"), load_tokenizer(smollm2_dir)
+    (score,) = run_lm_eval(model, tok, [name], tmp_path, batch_size=4)
+    assert score.n_items == 4 and score.n_requests == sum(len(i.choices) for i in items)
+    expected = sum(_loglik_choice(model, tok, i) == i.gold for i in items) / 4
+    assert score.acc == pytest.approx(expected)
