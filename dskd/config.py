@@ -67,7 +67,9 @@ def _parse_overrides(overrides: list[str]) -> dict[str, Any]:
             raise ConfigError(f"Override '{item}' is not of the form key=value (e.g. trainer.max_steps=10).")
         key, raw = item.split("=", 1)
         if not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"Override '{item}' has an empty key part; write dotted keys like loss.kd.tau=2.")
+            raise ConfigError(
+                f"Override '{item}' has an empty key part; write dotted keys like loss.kd.tau=2."
+            )
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:

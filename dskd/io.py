@@ -88,6 +88,6 @@ def provenance(stage: str, inputs: dict[str, Any] | None = None) -> dict[str, An
         "stage": stage,
         "dskd_version": dskd.__version__,
         "command": " ".join(sys.argv),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "inputs": inputs or {},
     }

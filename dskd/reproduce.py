@@ -33,7 +33,8 @@ def preset_dir(preset: str, root: Path = EXPERIMENTS) -> Path:
     if not all((path / f"{m}.yaml").is_file() for m in METHODS):
         known = sorted(p.name for p in root.iterdir() if all((p / f"{m}.yaml").is_file() for m in METHODS))
         raise ConfigError(
-            f"Unknown preset '{preset}': {path} needs kd.yaml and dskd.yaml. Known presets: {', '.join(known)}."
+            f"Unknown preset '{preset}': {path} needs kd.yaml and dskd.yaml. "
+            f"Known presets: {', '.join(known)}."
         )
     return path
 
@@ -75,9 +76,7 @@ def reproduce(configs: list[ExperimentConfig], force: bool = False) -> dict[str,
     lex_key = stage_key(dskd_cfg.lexicon, dskd_cfg.teacher.model, dskd_cfg.teacher.revision)
     run_stage("lexicon", dskd_cfg.lexicon.output_dir, lex_key, lambda: str(run_build(dskd_cfg)[0]), force)
     senses_key = stage_key(dskd_cfg.senses, dskd_cfg.teacher, lex_key)
-    run_stage(
-        "senses", dskd_cfg.senses.output_dir, senses_key, lambda: build_from_config(dskd_cfg), force
-    )
+    run_stage("senses", dskd_cfg.senses.output_dir, senses_key, lambda: build_from_config(dskd_cfg), force)
     models: dict[str, str] = {TEACHER: first.teacher.model}
     summaries = []
     for cfg in configs:
@@ -85,9 +84,7 @@ def reproduce(configs: list[ExperimentConfig], force: bool = False) -> dict[str,
         summaries.append(summary)
         models[f"{cfg.method.upper()}@{cfg.seed}"] = summary["export_dir"]
     eval_key = stage_key(first.eval, models, [s.get("wall_time_s") for s in summaries])
-    records = run_stage(
-        "eval", first.eval.output_dir, eval_key, lambda: evaluate(first, models), force
-    )
+    records = run_stage("eval", first.eval.output_dir, eval_key, lambda: evaluate(first, models), force)
     print(f"=== reproduce: finished in {time.perf_counter() - t0:.0f} s; results in {first.eval.output_dir}")
     table = Path(first.eval.output_dir) / "table.md"
     if table.is_file():

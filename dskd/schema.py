@@ -26,6 +26,7 @@ class ExperimentConfig:
     method: str = "dskd"
     """kd (CE + KD) | dskd (CE + KD + sense loss)."""
     seed: int = 0
+    """Seed of everything random (data order, sampling, initialisation)."""
     artifacts_dir: str = "artifacts/${family}"
     """Root of the shared artifacts of a preset (lexicon, senses, teacher cache)."""
     runs_dir: str = "runs/${family}"

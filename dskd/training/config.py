@@ -12,6 +12,7 @@ class OptimConfig:
     scale_lr: bool = True
     """Multiply lr by the world size (paper recipe)."""
     weight_decay: float = 1e-3
+    """AdamW weight decay (paper: 1e-3)."""
     warmup_ratio: float = 0.1
     """Fraction of steps of linear warm-up before the cosine decay."""
     grad_clip: float | None = 1.0
@@ -25,19 +26,25 @@ class TrainerConfig:
     precision: str = "32-true"
     """32-true | bf16-mixed | bf16-true | 16-mixed."""
     accelerator: str = "auto"
+    """auto | cpu | gpu (Lightning accelerator)."""
     devices: str = "auto"
     """Devices per node ("auto", a count, or a list)."""
     num_nodes: int = 1
+    """Nodes of a multi-node run (set by `dskd slurm submit`)."""
     max_steps: int = -1
     """Stop after this many optimizer steps (-1: run `max_epochs`)."""
     max_epochs: int = 2
+    """Epochs when max_steps is -1 (paper: 2)."""
     accumulate_grad_batches: int = 1
+    """Batches whose gradients are summed per optimizer step."""
     log_every_n_steps: int = 10
+    """Steps between logged training metrics."""
     val_check_interval: float | None = None
     """Steps between validations (None: once per epoch)."""
     limit_val_batches: int | None = 50
     """Validation batches per validation (None: the whole validation set)."""
     checkpoint_every_n_steps: int = 100
+    """Steps between checkpoints (last.ckpt is always kept for resume)."""
     nan_policy: str = "stop"
     """stop (raise naming step and component) | skip (skip the step and count it)."""
     resume: str = "auto"
@@ -49,6 +56,7 @@ class LoggingConfig:
     wandb: bool = True
     """Log to W&B (offline unless WANDB_API_KEY is set or WANDB_MODE=online)."""
     project: str = "dskd"
+    """W&B project."""
     tags: list[str] = field(default_factory=list)
     """Extra W&B tags (method and switches are added automatically)."""
     csv: bool = True

@@ -1,0 +1,18 @@
+"""Every config key is documented, and docs/config.md is current."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dskd.config_docs import render, rows
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+
+
+def test_every_key_has_a_docstring():
+    undocumented = [key for key, _, _, doc in rows() if not doc]
+    assert undocumented == []
+
+
+def test_reference_is_current():
+    assert DOC.read_text(encoding="utf-8") == render(), "run: python -m dskd.config_docs > docs/config.md"
