@@ -1,0 +1,110 @@
+"""Running a grid locally: build the lexicon / sense dictionaries the points need, then train each point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dskd.ablate.sweep import Point
+from dskd.errors import ArtifactMismatchError
+from dskd.schema import ExperimentConfig
+
+_SENSES_BUILD_KEYS = (
+    "k",
+    "keying",
+    "sources",
+    "cap_per_source",
+    "max_rows_per_key",
+    "max_length",
+    "max_tokens",
+)
+"""senses.* keys a built dictionary depends on (compared with its saved config.yaml)."""
+
+
+def _senses_mismatch(cfg: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
+    """senses key -> (built, needed) where the dictionary at ``senses.output_dir`` differs from ``cfg``."""
+    from dataclasses import asdict
+
+    built = Path(cfg.senses.output_dir) / "config.yaml"
+    if built.is_file():
+        have = (yaml.safe_load(built.read_text()) or {}).get("senses", {})
+    else:
+        meta = json.loads((Path(cfg.senses.output_dir) / "meta.json").read_text())
+        have = {"k": meta.get("k"), "keying": meta.get("keying")}
+    want = asdict(cfg.senses)
+    return {k: (have[k], want[k]) for k in _SENSES_BUILD_KEYS if k in have and have[k] != want[k]}
+
+
+def _check_senses(p: Point) -> str | None:
+    """Refuse a dictionary of another k, keying or swept senses.* value; other differences -> a warning."""
+    diffs = _senses_mismatch(p.cfg)
+    hard = {k for k in diffs if k in ("k", "keying") or f"senses.{k}" in p.settings}
+    text = "; ".join(f"senses.{k}: built {b!r}, needed {w!r}" for k, (b, w) in diffs.items())
+    where = p.cfg.senses.output_dir
+    if hard:
+        raise ArtifactMismatchError(
+            f"The sense dictionary at {where} does not fit grid point {p.settings} ({text}). Give each "
+            "setting its own folder, e.g. the sweep parameter "
+            'senses.output_dir: {value: "${artifacts_dir}/senses-k${senses.k}"}.'
+        )
+    if diffs:
+        return (
+            f"=== warning: the sense dictionary at {where} was built from other settings ({text}); "
+            "rebuild it with `dskd senses build` for a faithful run."
+        )
+    return None
+
+
+def prepare(points: list[Point], progress: bool = True) -> list[str]:
+    """Build the lexicon and the sense dictionaries the DSKD points need and lack; returns what was built.
+
+    Every point is checked first, so an existing dictionary that does not fit a point (e.g. another
+    ``senses.k``) is refused before anything is built.
+    """
+    dskd_points = [p for p in points if p.cfg.method == "dskd"]
+    warnings = [
+        _check_senses(p) for p in dskd_points if (Path(p.cfg.senses.output_dir) / "meta.json").is_file()
+    ]
+    for warning in dict.fromkeys(w for w in warnings if w):
+        print(warning, flush=True)
+    built: list[str] = []
+    for p in dskd_points:
+        cfg = p.cfg
+        if not (Path(cfg.lexicon.output_dir) / "meta.json").is_file():
+            from dskd.lexicon.build import run_build
+
+            print(f"=== building the lexicon -> {cfg.lexicon.output_dir}", flush=True)
+            run_build(cfg)
+            built.append(cfg.lexicon.output_dir)
+        if not (Path(cfg.senses.output_dir) / "meta.json").is_file():
+            from dskd.senses.build import build_from_config
+
+            print(
+                f"=== building the sense dictionary (k={cfg.senses.k}) -> {cfg.senses.output_dir}", flush=True
+            )
+            stats = build_from_config(cfg, progress=progress)
+            print(f"=== sense dictionary built in {stats.get('build_seconds', '?')} s", flush=True)
+            built.append(cfg.senses.output_dir)
+    return built
+
+
+def run_points(points: list[Point], export: bool = False) -> None:
+    """Train every point whose run has no ``summary.json`` yet (an interrupted one resumes)."""
+    import sys
+
+    from dskd.training.run import train
+
+    for i, p in enumerate(points, 1):
+        if (p.run_dir / "summary.json").is_file():
+            print(f"=== [{i}/{len(points)}] {p.settings}: done before ({p.run_dir}), skipped", flush=True)
+            continue
+        print(f"=== [{i}/{len(points)}] {p.settings} -> {p.run_dir}", flush=True)
+        try:
+            summary = train(p.cfg, export=export)
+            print(f"=== [{i}/{len(points)}] done in {summary['wall_time_s']:.1f} s", flush=True)
+        finally:
+            if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+                sys.modules["wandb"].finish()  # the next point starts its own W&B run
