@@ -1,0 +1,108 @@
+"""Teacher cache: round trip against the online teacher, refused mismatches, missing sequences."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dskd.errors import ArtifactMismatchError, DSKDError
+from dskd.io import read_json
+from dskd.models.loading import load_causal_lm, load_tokenizer
+from dskd.teacher_cache.build import build_cache, open_cache, run_batches, teacher_outputs
+
+
+def _build(cfg, **kw):
+    return build_cache(cfg, progress=False, **kw)
+
+
+def test_round_trip_matches_the_online_teacher(make_cfg):
+    cfg = make_cfg(**{"loss.kd.tau": 2.0})
+    stats = _build(cfg, hidden_dtype="float32")
+    tok = load_tokenizer(cfg.teacher.model)
+    teacher = load_causal_lm(cfg.teacher.model, dtype="float32")
+    cache = open_cache(cfg, tok)
+    batches = list(run_batches(cfg, tok, [cfg.seed]))
+    assert len(batches) == 4 + 2  # max_steps training batches + limit_val_batches validation batches
+    assert (
+        stats["rows"] == len(cache) == sum(len(b["input_ids"]) for b in batches) - stats["duplicates_skipped"]
+    )
+    meta = read_json(f"{cfg.teacher.cache_dir}/meta.json")
+    assert meta["taus"] == [1.0, 2.0] and meta["provenance"]["stage"] == "cache"
+    for batch in batches:
+        (want, _), hidden = teacher_outputs(teacher, batch, 8, [1.0, 2.0])
+        got = cache.lookup(batch["input_ids"], batch["attention_mask"])
+        assert torch.equal(got.hidden, hidden)  # float32 hidden states: exact
+        assert torch.equal(got.topk.indices, want.indices)
+        torch.testing.assert_close(got.topk.log_probs, want.log_probs, atol=2e-3, rtol=1e-3)  # float16
+        at_tau = teacher_outputs(teacher, batch, 8, [2.0])[0][0]
+        torch.testing.assert_close(got.topk.lse_tau, at_tau.lse_tau)
+        torch.testing.assert_close(got.topk.tail_tau, at_tau.tail_tau)
+
+
+def test_float16_hidden_states_within_half_precision(make_cfg):
+    cfg = make_cfg()
+    _build(cfg)  # default float16
+    tok = load_tokenizer(cfg.teacher.model)
+    teacher = load_causal_lm(cfg.teacher.model, dtype="float32")
+    batch = next(run_batches(cfg, tok, [cfg.seed]))
+    got = open_cache(cfg, tok).lookup(batch["input_ids"], batch["attention_mask"])
+    torch.testing.assert_close(got.hidden, teacher_outputs(teacher, batch, 8, [1.0])[1], rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("field", "over"),
+    [
+        ("data_fingerprint", {"data.seq_len": 12}),
+        ("data_fingerprint", {"data.shuffle_buffer": 0}),
+        ("top_k", {"teacher.cache_top_k": 4}),
+        ("teacher", {"teacher.revision": "other"}),
+        ("tau", {"loss.kd.tau": 3.0}),
+    ],
+)
+def test_mismatched_cache_is_refused_naming_the_field(make_cfg, field, over):
+    _build(make_cfg())
+    cfg = make_cfg(**over)
+    with pytest.raises(ArtifactMismatchError, match=f"field '{field}'"):
+        open_cache(cfg, load_tokenizer(cfg.teacher.model))
+
+
+def test_other_tokenizer_is_refused(make_cfg, tmp_path):
+    from dskd.training.synthetic import word_tokenizer
+
+    cfg = make_cfg()
+    _build(cfg)
+    with pytest.raises(ArtifactMismatchError, match="field 'tokenizer_fingerprint'"):
+        open_cache(cfg, word_tokenizer(70))
+
+
+def test_kd_only_cache_is_refused_for_dskd_and_missing_cache_explained(make_cfg):
+    cfg = make_cfg()
+    _build(cfg, hidden_dtype="none")
+    tok = load_tokenizer(cfg.teacher.model)
+    open_cache(cfg, tok)  # fine for method=kd
+    with pytest.raises(ArtifactMismatchError, match="field 'hidden_dtype'"):
+        open_cache(make_cfg(method="dskd"), tok)
+    with pytest.raises(DSKDError, match="dskd cache build"):
+        open_cache(make_cfg(**{"teacher.cache_dir": cfg.teacher.cache_dir + "-absent"}), tok)
+
+
+def test_seeds_share_one_cache_and_a_missing_sequence_is_a_clear_error(make_cfg):
+    cfg = make_cfg()
+    tok = load_tokenizer(cfg.teacher.model)
+    _build(cfg, seeds=[0, 1])
+    cache = open_cache(cfg, tok)
+    for seed in (0, 1):
+        for batch in run_batches(cfg, tok, [seed]):
+            cache.lookup(batch["input_ids"], batch["attention_mask"])
+    unseen = [b for b in run_batches(cfg, tok, [5]) if not _all_cached(cache, b)]
+    assert unseen, "seed 5 should shuffle into sequences the cache does not hold"
+    with pytest.raises(ArtifactMismatchError, match=r"not in the teacher cache.*seeds \[0, 1\]"):
+        cache.lookup(unseen[0]["input_ids"], unseen[0]["attention_mask"])
+
+
+def _all_cached(cache, batch) -> bool:
+    try:
+        cache.lookup(batch["input_ids"], batch["attention_mask"])
+    except ArtifactMismatchError:
+        return False
+    return True

@@ -1,0 +1,87 @@
+"""Cached-teacher training: the same CE / sense / KD values as online, and no teacher at all in the run."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from dskd.models.loading import load_causal_lm, load_tokenizer
+from dskd.models.student import build_student
+from dskd.senses import SenseDictionary
+from dskd.teacher_cache.bench import write_batch_cache
+from dskd.teacher_cache.build import build_cache, open_cache
+from dskd.training.module import DistillationModule
+from dskd.training.run import train
+from dskd.training.synthetic import random_batch, random_senses
+
+from .conftest import HIDDEN, VOCAB
+
+
+def _modules(cfg, hidden_dtype):
+    """(online module, cached module) with identical students, the cache holding ``batches``."""
+    tok = load_tokenizer(cfg.teacher.model)
+    teacher = load_causal_lm(cfg.teacher.model, dtype="float32")
+    senses = SenseDictionary.load(random_senses(cfg.senses.output_dir, VOCAB, HIDDEN))
+    g = torch.Generator().manual_seed(0)
+    batches = [random_batch(g, 2, cfg.data.seq_len, VOCAB, positions=4, neighbours=3) for _ in range(2)]
+    cached_cfg = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, mode="cached"))
+    write_batch_cache(cfg.teacher.cache_dir, cached_cfg, tok, teacher, batches, hidden_dtype)
+    student = build_student(cfg.student, teacher)
+    online = DistillationModule(cfg, student, teacher, senses)
+    cached = DistillationModule(
+        cached_cfg, copy.deepcopy(student), None, senses, cached=open_cache(cached_cfg, tok)
+    )
+    return online, cached, batches
+
+
+@pytest.mark.parametrize(("hidden_dtype", "tol"), [("float32", 0.0), ("float16", 2e-3)])
+def test_cached_losses_equal_online_ones(make_cfg, hidden_dtype, tol):
+    cfg = make_cfg(method="dskd", **{"teacher.cache_top_k": VOCAB})  # k = V: top-k KD is exact
+    online, cached, batches = _modules(cfg, hidden_dtype)
+    for batch in batches:
+        _, want, _ = online.losses(batch)
+        _, got, _ = cached.losses(batch)
+        assert got["ce"].item() == want["ce"].item()  # CE uses the student only
+        assert got["sense"].item() == pytest.approx(want["sense"].item(), rel=tol, abs=tol)
+        # k = V: exact up to the float16 storage of the teacher's log-probabilities
+        assert got["kd"].item() == pytest.approx(want["kd"].item(), abs=1e-5)
+
+
+def test_top_k_kd_of_a_cached_step_is_a_lower_bound(make_cfg):
+    online, cached, batches = _modules(make_cfg(method="dskd"), "float16")  # k = 8 of 64
+    _, want, _ = online.losses(batches[0])
+    _, got, _ = cached.losses(batches[0])
+    assert 0 < got["kd"].item() <= want["kd"].item()  # forward KL on k + 1 categories: a lower bound
+
+
+class _NoTeacher(pl.Callback):
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        assert pl_module.teacher is None and pl_module.cached is not None
+        self.steps += 1
+
+
+def test_cached_run_trains_without_a_teacher(make_cfg):
+    cfg = make_cfg()
+    build_cache(cfg, hidden_dtype="none", progress=False)
+    check = _NoTeacher()
+    cached_cfg = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, mode="cached"))
+    out = train(cached_cfg, callbacks=[check], export=False)
+    assert check.steps == out["global_step"] == 4
+    assert all(torch.isfinite(torch.tensor(out["metrics"][k])) for k in ("val/kd", "val/ce", "train/kd"))
+
+
+def test_cached_run_refuses_a_stale_cache(make_cfg):
+    from dskd.errors import ArtifactMismatchError
+
+    cfg = make_cfg()
+    build_cache(cfg, hidden_dtype="none", progress=False)
+    stale = make_cfg(**{"teacher.mode": "cached", "data.seq_len": 12})
+    with pytest.raises(ArtifactMismatchError, match="data_fingerprint"):
+        train(stale, export=False)

@@ -1,0 +1,79 @@
+"""`dskd reproduce`: the smoke preset end to end, stage skipping, and the paper presets' dry run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dskd.cli import main
+from dskd.pipeline import is_current, run_stage, stage_key
+from dskd.reproduce import preset_configs
+
+
+def test_run_stage_skips_when_key_matches(tmp_path):
+    calls = []
+    key = stage_key({"a": 1})
+    assert run_stage("x", tmp_path, key, lambda: calls.append(1) or {"v": 1}) == {"v": 1}
+    assert is_current(tmp_path, key)
+    assert run_stage("x", tmp_path, key, lambda: calls.append(1)) == {"v": 1}
+    assert calls == [1]
+    run_stage("x", tmp_path, stage_key({"a": 2}), lambda: calls.append(2))
+    assert calls == [1, 2]
+
+
+def test_failed_stage_leaves_no_stamp(tmp_path):
+    def boom():
+        raise RuntimeError("stage failed")
+
+    with pytest.raises(RuntimeError):
+        run_stage("x", tmp_path, "k", boom)
+    assert not is_current(tmp_path, "k")
+
+
+def test_every_preset_loads_with_kd_first_and_shared_data():
+    for preset in ("tiny", "smoke", "paper-llama3", "paper-mistral"):
+        kd, dskd = preset_configs(preset, [0], [])
+        assert (kd.method, dskd.method) == ("kd", "dskd")
+        assert kd.data == dskd.data and kd.seed == dskd.seed and kd.student == dskd.student
+
+
+def test_unknown_preset_is_a_clean_error(capsys):
+    assert main(["reproduce", "--preset", "nope"]) == 2
+    assert "Known presets" in capsys.readouterr().err
+
+
+def _overrides(tmp_path):
+    return [
+        f"artifacts_dir={tmp_path}/artifacts",
+        f"runs_dir={tmp_path}/runs",
+        f"eval.output_dir={tmp_path}/results",
+        f"lexicon.output_dir={tmp_path}/lexicon",
+    ]
+
+
+@pytest.mark.integration
+def test_smoke_preset_end_to_end_then_everything_is_skipped(tmp_path, capsys):
+    assert main(["reproduce", "--preset", "smoke", *_overrides(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results" / "results.json").read_text())["results"]
+    assert {r["model"] for r in results} == {"teacher", "KD", "DSKD"}
+    table = (tmp_path / "results" / "table.md").read_text()
+    for row in ("teacher", "KD", "DSKD", "chance"):
+        assert row in table
+    assert (tmp_path / "results" / "scores.png").stat().st_size > 1000
+    assert (tmp_path / "results" / "losses.png").stat().st_size > 1000
+    for name in ("smoke-kd", "smoke-dskd"):
+        assert (tmp_path / "runs" / name / "seed-0" / "export" / "config.json").is_file()
+    capsys.readouterr()
+    assert main(["reproduce", "--preset", "smoke", *_overrides(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("up to date") == 5  # lexicon, senses, 2 trainings, eval
+    assert "running" not in out
+
+
+@pytest.mark.integration
+def test_paper_preset_dry_run_on_cpu(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the dry run writes under ./artifacts/dry-run
+    assert main(["reproduce", "--preset", "paper-llama3", "--dry-run"]) == 0
+    results = json.loads((tmp_path / "artifacts/dry-run/paper-llama3/results/results.json").read_text())
+    assert {r["model"] for r in results["results"]} == {"teacher", "KD", "DSKD"}
