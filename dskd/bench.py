@@ -44,7 +44,6 @@ class Figure:
 BENCHMARKS: list[str] = [
     # "module:function", each returning list[Figure]
     "dskd.data.bench:bench_data_throughput",
-    "dskd.senses.bench:bench_kmeans",
     "dskd.losses.bench:bench_chunked_kd",
     "dskd.senses.bench:bench_kmeans",
     "dskd.lexicon.bench:bench_lexicon_build",

@@ -1,17 +1,42 @@
-"""`dskd cache`: precompute the teacher's top-k logits and hidden states for cached training."""
+"""`dskd cache build CONFIG [key=value ...]`: precompute the teacher's top-k logits and hidden states."""
 
 from __future__ import annotations
 
 import argparse
+import json
 
-from dskd.errors import DSKDError
+from dskd.commands import add_config_arguments, load_stage_config
 
 HELP = "Precompute the teacher's top-k logits and hidden states for cached training."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    build = sub.add_parser(
+        "build",
+        help="run the teacher over the run's sequences and write teacher.cache_dir",
+        description="Writes the teacher cache (top-k log-probs, logsumexp, tail mass, hidden states) of "
+        "every training and validation sequence the runs of CONFIG will see, for each seed. Train with "
+        "teacher.mode=cached to use it (no teacher forward).",
+    )
+    add_config_arguments(build)
+    build.add_argument(
+        "--seeds", type=int, nargs="+", help="seeds whose runs the cache covers (default: the config's seed)"
+    )
+    build.add_argument(
+        "--hidden-dtype",
+        choices=("float16", "float32", "none"),
+        default="float16",
+        help="storage of the teacher hidden states: float16 (default), float32 (exact) or none (KD only)",
+    )
+    build.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise DSKDError("Stage 'cache' is not implemented yet (tracked in issue 9).")
+    from dskd.teacher_cache.build import build_cache
+
+    cfg = load_stage_config(args)
+    stats = build_cache(cfg, args.seeds, args.hidden_dtype, progress=not args.no_progress)
+    print(json.dumps(stats, indent=2))
+    print(f"teacher cache written to {cfg.teacher.cache_dir}")
+    return 0

@@ -17,8 +17,9 @@ class TeacherConfig:
     """online (forward every step) | cached (read top-k logits and hidden states from a teacher cache)."""
     cache_dir: str = "${artifacts_dir}/teacher_cache"
     """Where the teacher cache lives (mode=cached)."""
-    cache_top_k: int = 64
-    """Logits kept per position in the teacher cache."""
+    cache_top_k: int = 1024
+    """k of the teacher cache's top-k logits (top-k KD, dskd.losses.topk). Measured on the tiny preset at
+    tau=2: k=64 gives ~20% of the exact KD value, 1024 ~50%, 4096 ~72%; tau=1 needs fewer."""
 
 
 @dataclass

@@ -19,6 +19,7 @@ from torch import nn
 from dskd.errors import ConfigError
 from dskd.losses.kd import IGNORE_INDEX, ce_and_kd_chunked, check_divergence, kd_loss, position_mask
 from dskd.losses.sense import sense_loss
+from dskd.losses.topk import TeacherTopK, topk_kd_loss
 from dskd.models.loading import resolve_dtype
 from dskd.schema import ExperimentConfig
 from dskd.training.callbacks import check_finite
@@ -35,25 +36,50 @@ def _gathered(module: nn.Module):
     return deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None)
 
 
-class _Frozen:
-    """Holder of what the module uses but must never own (teacher, sense dictionary)."""
+def _check_teacher_mode(cfg: ExperimentConfig, teacher: nn.Module | None, cached: Any | None) -> None:
+    mode = cfg.teacher.mode
+    if mode not in ("online", "cached"):
+        raise ConfigError(f"teacher.mode={mode!r} is not known; choose online or cached.")
+    if mode == "online" and teacher is None:
+        raise ConfigError("teacher.mode=online needs the teacher model.")
+    if mode == "cached" and cached is None:
+        raise ConfigError(
+            "teacher.mode=cached needs the teacher cache (dskd.teacher_cache.build.open_cache); build it "
+            "with `dskd cache build CONFIG`."
+        )
+    if mode == "cached" and cfg.loss.kd.chunk_size:
+        raise ConfigError(
+            "loss.kd.chunk_size (chunked KD from the teacher's hidden states) does not combine with "
+            "teacher.mode=cached (top-k KD from the cache); unset loss.kd.chunk_size."
+        )
 
-    def __init__(self, teacher: nn.Module, senses: Any | None) -> None:
+
+class _Frozen:
+    """Holder of what the module uses but must never own (teacher, sense dictionary, teacher cache)."""
+
+    def __init__(self, teacher: nn.Module | None, senses: Any | None, cached: Any | None) -> None:
         self.teacher = teacher
         self.senses = senses
+        self.cached = cached
 
 
 class DistillationModule(pl.LightningModule):
-    """Trains ``student`` (and ``projection``) against a frozen ``teacher``."""
+    """Trains ``student`` (and ``projection``) against a frozen ``teacher``.
+
+    With ``teacher.mode=cached``, ``teacher`` is None and ``cached`` (a
+    :class:`dskd.teacher_cache.CachedTeacher`) gives the teacher's top-k logits and hidden states of
+    each batch: no teacher forward runs, and KD is the top-k approximation of ``dskd.losses.topk``.
+    """
 
     def __init__(
         self,
         cfg: ExperimentConfig,
         student: nn.Module,
-        teacher: nn.Module,
+        teacher: nn.Module | None,
         senses: Any | None = None,
         projection: nn.Module | None = None,
         tokenizer_spec: str | None = None,
+        cached: Any | None = None,
     ) -> None:
         super().__init__()
         if cfg.method not in METHODS:
@@ -65,27 +91,35 @@ class DistillationModule(pl.LightningModule):
                 f"trainer.nan_policy={cfg.trainer.nan_policy!r} is not known; use stop or skip."
             )
         check_divergence(cfg.loss.kd.divergence, cfg.loss.kd.skew)
+        _check_teacher_mode(cfg, teacher, cached)
         self.cfg = cfg
         self.student = student
         self.projection = projection
         self.tokenizer_spec = tokenizer_spec or cfg.teacher.model
-        teacher.requires_grad_(False)
-        teacher.eval()
-        object.__setattr__(self, "_frozen", _Frozen(teacher, senses))
+        if teacher is not None:
+            teacher.requires_grad_(False)
+            teacher.eval()
+        object.__setattr__(self, "_frozen", _Frozen(teacher, senses, cached))
         self.skipped_steps = 0
         self._val_sums: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ placement
 
     @property
-    def teacher(self) -> nn.Module:
+    def teacher(self) -> nn.Module | None:
         return self._frozen.teacher
+
+    @property
+    def cached(self) -> Any | None:
+        return self._frozen.cached
 
     @property
     def senses(self) -> Any | None:
         return self._frozen.senses
 
     def _place_teacher(self) -> None:
+        if self.teacher is None:
+            return
         device = self.trainer.strategy.root_device
         auto_cpu = device.type == "cpu" and self.cfg.teacher.dtype == "auto"
         dtype = torch.float32 if auto_cpu else resolve_dtype(self.cfg.teacher.dtype)
@@ -112,22 +146,37 @@ class DistillationModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ forward and losses
 
-    def _hidden(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(student, teacher) last hidden states after the final norm (the LM-head inputs)."""
+    def _hidden(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None, TeacherTopK | None]:
+        """(student, teacher) last hidden states after the final norm (the LM-head inputs), and the
+        teacher's cached top-k logits (None online). Cached: no teacher forward (h_t is None in a
+        KD-only cache)."""
         ids, am = batch["input_ids"], batch["attention_mask"]
-        with torch.no_grad():
-            h_t = self.teacher.get_decoder()(input_ids=ids, attention_mask=am).last_hidden_state
+        topk = None
+        if self.cached is not None:
+            out = self.cached.lookup(ids, am)
+            h_t, topk = out.hidden, out.topk
+        else:
+            with torch.no_grad():
+                h_t = self.teacher.get_decoder()(input_ids=ids, attention_mask=am).last_hidden_state
         h_s = self.student.get_decoder()(input_ids=ids, attention_mask=am).last_hidden_state
-        return h_s, h_t
+        return h_s, h_t, topk
 
     def _ce_kd(
-        self, h_s: torch.Tensor, h_t: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
+        self,
+        h_s: torch.Tensor,
+        h_t: torch.Tensor | None,
+        labels: torch.Tensor,
+        mask: torch.Tensor,
+        topk: TeacherTopK | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(ce_weight * CE + KD with gradient, CE, KD)."""
+        """(ce_weight * CE + KD with gradient, CE, KD); top-k KD when ``topk`` (cached teacher) is given."""
         kd_cfg, ce_weight = self.cfg.loss.kd, self.cfg.loss.ce_weight
         labels = labels.masked_fill(~mask, IGNORE_INDEX)
-        s_head, t_head = self.student.get_output_embeddings(), self.teacher.get_output_embeddings()
-        if kd_cfg.chunk_size:
+        s_head = self.student.get_output_embeddings()
+        if kd_cfg.chunk_size:  # online only (refused with the cache in __init__)
+            t_head = self.teacher.get_output_embeddings()
             if self.cfg.trainer.strategy == "deepspeed_stage_3" and s_head.weight.requires_grad:
                 raise ConfigError(
                     "loss.kd.chunk_size with deepspeed_stage_3 needs a frozen student LM head (the chunked "
@@ -153,11 +202,22 @@ class DistillationModule(pl.LightningModule):
                 )
             return out.total, out.ce, out.kd
         logits_s = s_head(h_s)
-        with torch.no_grad():
-            logits_t = t_head(h_t)
         ce = F.cross_entropy(logits_s.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
-        kd = kd_loss(logits_s, logits_t, mask, kd_cfg.tau, kd_cfg.divergence, kd_cfg.alpha, kd_cfg.skew)
+        kd, _ = self._kd(logits_s, h_t, mask, topk)
         return ce_weight * ce + kd, ce.detach(), kd.detach()
+
+    def _kd(
+        self, logits_s: torch.Tensor, h_t: torch.Tensor | None, mask: torch.Tensor, topk: TeacherTopK | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(KD, the teacher's top-1 token per position): exact from the online teacher's logits, or
+        the top-k approximation (``dskd.losses.topk``) from the cache."""
+        k = self.cfg.loss.kd
+        if topk is not None:
+            kd = topk_kd_loss(logits_s, topk, mask, k.tau, k.divergence, k.alpha, k.skew)
+            return kd, topk.indices[..., 0]
+        with torch.no_grad():
+            logits_t = self.teacher.get_output_embeddings()(h_t)
+        return kd_loss(logits_s, logits_t, mask, k.tau, k.divergence, k.alpha, k.skew), logits_t.argmax(-1)
 
     def _sense(self, h_s: torch.Tensor, h_t: torch.Tensor, batch: dict[str, torch.Tensor]):
         h = self.projection(h_s) if self.projection is not None else h_s
@@ -169,9 +229,9 @@ class DistillationModule(pl.LightningModule):
         self, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(loss with gradient, detached components for the finiteness check, values to log)."""
-        h_s, h_t = self._hidden(batch)
+        h_s, h_t, topk = self._hidden(batch)
         mask = position_mask(batch["labels"], batch["attention_mask"])
-        loss, ce, kd = self._ce_kd(h_s, h_t, batch["labels"], mask)
+        loss, ce, kd = self._ce_kd(h_s, h_t, batch["labels"], mask, topk)
         parts = {"ce": ce, "kd": kd}
         logs = {"train/ce": ce, "train/kd": kd}
         if self.cfg.method == "dskd":
@@ -221,20 +281,17 @@ class DistillationModule(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._place_teacher()
-        h_s, h_t = self._hidden(batch)
+        h_s, h_t, topk = self._hidden(batch)
         mask = position_mask(batch["labels"], batch["attention_mask"])
         labels = batch["labels"].masked_fill(~mask, IGNORE_INDEX)
         logits_s = self.student.get_output_embeddings()(h_s)
-        logits_t = self.teacher.get_output_embeddings()(h_t)
-        kd_cfg = self.cfg.loss.kd
         n = mask.sum()
         ce_sum = F.cross_entropy(
             logits_s.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
         )
-        kd_sum = (
-            kd_loss(logits_s, logits_t, mask, kd_cfg.tau, kd_cfg.divergence, kd_cfg.alpha, kd_cfg.skew) * n
-        )
-        agree = ((logits_s.argmax(-1) == logits_t.argmax(-1)) & mask).sum()
+        kd, teacher_top1 = self._kd(logits_s, h_t, mask, topk)
+        kd_sum = kd * n
+        agree = ((logits_s.argmax(-1) == teacher_top1) & mask).sum()
         sums = torch.stack([ce_sum.float(), kd_sum.float(), agree.float(), n.float()])
         self._val_sums = sums if self._val_sums is None else self._val_sums + sums
 

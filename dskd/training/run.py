@@ -30,14 +30,23 @@ def _devices(value: str) -> Any:
 
 
 def load_models(cfg: ExperimentConfig):
-    """(tokenizer, teacher, student, projection) for ``cfg``, with the vocabulary check done."""
+    """(tokenizer, teacher, student, projection) for ``cfg``, with the vocabulary check done.
+
+    With ``teacher.mode=cached`` the teacher has only the layers the student copies (see
+    :func:`dskd.teacher_cache.loading.load_teacher_prefix`); it never runs.
+    """
     import torch
 
     from dskd.models.loading import load_causal_lm, load_tokenizer
     from dskd.models.student import build_projection, build_student, check_vocab
 
     tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.revision)
-    teacher = load_causal_lm(cfg.teacher.model, dtype=cfg.teacher.dtype, revision=cfg.teacher.revision)
+    if cfg.teacher.mode == "cached":
+        from dskd.teacher_cache.loading import load_teacher_prefix
+
+        teacher = load_teacher_prefix(cfg)
+    else:
+        teacher = load_causal_lm(cfg.teacher.model, dtype=cfg.teacher.dtype, revision=cfg.teacher.revision)
     teacher.requires_grad_(False)
     student = build_student(cfg.student, teacher)
     if cfg.trainer.precision not in ("bf16-true",):
@@ -143,7 +152,12 @@ def train(
     ckpt_dir = rdir / "checkpoints"
     tokenizer, teacher, student, projection = load_models(cfg)
     senses = load_senses(cfg, tokenizer, teacher) if cfg.method == "dskd" else None
-    module = DistillationModule(cfg, student, teacher, senses, projection)
+    cached = None
+    if cfg.teacher.mode == "cached":  # the teacher's lower layers only served to build the student
+        from dskd.teacher_cache.build import open_cache
+
+        cached, teacher = open_cache(cfg, tokenizer), None
+    module = DistillationModule(cfg, student, teacher, senses, projection, cached=cached)
     dm = datamodule if datamodule is not None else build_datamodule(cfg, tokenizer)
     trainer = build_trainer(cfg, rdir, student, callbacks)
     if trainer.is_global_zero:

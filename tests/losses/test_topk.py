@@ -83,3 +83,16 @@ def test_bad_k_and_mismatched_positions_are_refused():
         teacher_topk(z, 9, 1.0)
     with pytest.raises(DSKDError, match="different positions"):
         topk_kd_loss(torch.randn(3, 8), teacher_topk(z, 2, 1.0))
+
+
+def test_student_tail_is_accurate_whether_or_not_the_top_k_hold_almost_all_mass():
+    from dskd.losses.topk import student_bucket_log_probs
+
+    s = torch.tensor([[30.0, 0.0, 0.0, 0.0], [1.0, 0.5, 0.0, -0.5]], dtype=torch.float64).requires_grad_(True)
+    idx = torch.tensor([[0], [0]])
+    got = student_bucket_log_probs(s, idx, 1.0)  # row 0: top-1 mass > 0.999 (exact path); row 1: cheap path
+    q = torch.softmax(s.detach(), -1)
+    want = torch.stack([q[:, 0], q[:, 1:].sum(-1)], -1).log().float()
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    (grad,) = torch.autograd.grad(got[:, 1].sum(), s)
+    assert torch.isfinite(grad).all()

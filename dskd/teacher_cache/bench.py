@@ -1,0 +1,160 @@
+"""Benchmark: cached-teacher vs online DSKD training step on the tiny preset, and the FLOP efficiency.
+
+Two copies of the preset's student train on the same batches of the DSKD data module (real lexicon
+neighbours, the preset's sense dictionary): one against the online teacher (forward every step), one
+against a teacher cache of those batches written in the same run (no teacher forward). Their steps
+(losses, backward, optimizer step) alternate; the first pair warms up and is also where both
+students are still identical, so its KD and sense values compare the cache with the online teacher
+exactly (top-k KD approximation, float16 hidden states). The matmul peak of the machine is measured
+in the same run; a step's achieved GFLOP/s is its FLOPs (:mod:`dskd.hardware_bench`) over its time.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import statistics
+import tempfile
+import time
+
+from dskd.bench import Figure
+
+PRESET = "experiments/tiny/dskd.yaml"
+
+
+def _step(module, optimizer, batch) -> tuple[float, dict]:
+    t0 = time.perf_counter()
+    loss, parts, _ = module.losses(batch)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0, {k: float(v) for k, v in parts.items()}
+
+
+def write_batch_cache(directory, cfg, tokenizer, teacher, batches, hidden_dtype: str = "float16"):
+    """A teacher cache of exactly ``batches`` in ``directory`` (benchmarks and comparisons)."""
+    from dskd.teacher_cache.build import cache_identity, teacher_outputs
+    from dskd.teacher_cache.store import CacheWriter, sequence_keys
+
+    taus = sorted({1.0, float(cfg.loss.kd.tau)})
+    head = teacher.get_output_embeddings().weight
+    meta = {
+        **cache_identity(cfg, tokenizer),
+        "taus": taus,
+        "hidden_dtype": hidden_dtype,
+        "hidden_size": int(head.shape[1]),
+        "vocab_size": int(head.shape[0]),
+        "seeds": [cfg.seed],
+    }
+    with CacheWriter(directory, meta) as writer:
+        for batch in batches:
+            topk, hidden = teacher_outputs(teacher, batch, cfg.teacher.cache_top_k, taus)
+            writer.add(sequence_keys(batch["input_ids"], batch["attention_mask"]), topk, hidden)
+
+
+def bench_cached_training(quick: bool) -> list[Figure]:
+    import torch
+
+    from dskd.config import load_config
+    from dskd.data.stream import META_KEYS
+    from dskd.hardware_bench import DecoderShape, matmul_peak_gflops, training_step_flops
+    from dskd.teacher_cache.build import open_cache
+    from dskd.training.module import DistillationModule
+    from dskd.training.run import build_datamodule, load_models, load_senses
+
+    pairs = 1 if quick else 3
+    cfg = load_config(PRESET)
+    tokenizer, teacher, student, projection = load_models(cfg)
+    senses = load_senses(cfg, tokenizer, teacher)
+    dm = build_datamodule(cfg, tokenizer)
+    dm.prepare_data()
+    dm.setup("fit")
+    batches = [
+        {k: v for k, v in b.items() if k not in META_KEYS}
+        for b in itertools.islice(iter(dm.train_dataloader()), pairs + 1)
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        cached_cfg = dataclasses.replace(
+            cfg, teacher=dataclasses.replace(cfg.teacher, mode="cached", cache_dir=tmp)
+        )
+        t0 = time.perf_counter()
+        write_batch_cache(tmp, cached_cfg, tokenizer, teacher, batches)
+        build_s = time.perf_counter() - t0
+        modules = {
+            "online": DistillationModule(cfg, student, teacher, senses, projection),
+            "cached": DistillationModule(
+                cached_cfg,
+                copy.deepcopy(student),
+                None,
+                senses,
+                copy.deepcopy(projection),
+                cached=open_cache(cached_cfg, tokenizer),
+            ),
+        }
+        opts = {
+            k: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=cfg.optim.lr)
+            for k, m in modules.items()
+        }
+        times: dict[str, list[float]] = {"online": [], "cached": []}
+        first: dict[str, dict] = {}
+        for i, batch in enumerate(batches):
+            for name in ("online", "cached") if i % 2 == 0 else ("cached", "online"):
+                t, parts = _step(modules[name], opts[name], batch)
+                if i == 0:
+                    first[name] = parts
+                else:  # the first pair warms up allocators and caches
+                    times[name].append(t)
+    online, cached = statistics.median(times["online"]), statistics.median(times["cached"])
+    peak = matmul_peak_gflops()
+    shape_t = DecoderShape.from_config(teacher.config)
+    shape_s = DecoderShape.from_config(student.config)
+    flops = {
+        mode: training_step_flops(
+            shape_t,
+            shape_s,
+            cfg.student.trainable_top_layers,
+            cfg.data.batch_size,
+            cfg.data.seq_len,
+            teacher_forward=mode == "online",
+        )
+        for mode in ("online", "cached")
+    }
+    setting = (
+        f"tiny preset, CPU, {cfg.data.batch_size}x{cfg.data.seq_len} tokens, {len(times['online'])} pairs"
+    )
+    figures = [
+        Figure(
+            name="train/cached_dskd_step_time",
+            value=cached,
+            unit="s/step",
+            baseline=online,
+            baseline_name="online-teacher DSKD step (same batches, interleaved)",
+            goal="ratio <= 0.5 (>= 2x faster)",
+            met=cached <= 0.5 * online,
+            note=f"{setting}; cache of {len(batches)} batches written in {build_s:.1f} s",
+        ),
+        Figure(
+            name=f"kd/top-{cfg.teacher.cache_top_k} KD (cached) vs exact KD",
+            value=first["cached"]["kd"],
+            unit="loss",
+            baseline=first["online"]["kd"],
+            baseline_name="exact KD, online teacher, same batch and student",
+            goal="ratio -> 1 as k grows (lower bound)",
+            note=f"sense (fp16 hidden) {first['cached']['sense']:.6g} vs online "
+            f"{first['online']['sense']:.6g}; CE {first['cached']['ce']:.6g} vs {first['online']['ce']:.6g}",
+        ),
+    ]
+    for mode, t in (("online", online), ("cached", cached)):
+        figures.append(
+            Figure(
+                name=f"train/{mode}_step_matmul_efficiency",
+                value=flops[mode] / t / 1e9,
+                unit="GFLOP/s",
+                baseline=peak,
+                baseline_name="fp32 2048^3 matmul peak (same run)",
+                goal="- (ratio = fraction of peak)",
+                note=f"{flops[mode] / 1e9:.1f} GFLOP per step (formula in dskd/hardware_bench.py)",
+            )
+        )
+    return figures

@@ -1,0 +1,195 @@
+"""The precompute pass: run the teacher once over every sequence the runs will see and cache its outputs.
+
+The sequences are those of the experiment's own data stream (:class:`dskd.data.stream.PackedStream`),
+regenerated exactly as training and validation will draw them, for each seed in ``seeds``, each
+rank of the configured world size, and as many training batches per rank as the run takes
+(``trainer.max_steps x accumulate_grad_batches``, or ``max_epochs`` whole epochs) plus the first
+``trainer.limit_val_batches`` validation batches. A sequence met twice (e.g. in two seeds) is stored
+once. What the cache must match is in :func:`cache_identity`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dskd.io import provenance, read_json
+from dskd.losses.topk import TeacherTopK, teacher_topk
+from dskd.schema import ExperimentConfig
+from dskd.teacher_cache.store import CachedTeacher, CacheWriter, sequence_keys
+
+DATA_FIELDS = (
+    "train",
+    "val",
+    "val_fraction",
+    "seq_len",
+    "pack",
+    "shuffle_buffer",
+    "targets",
+    "teacher_new_tokens",
+)
+"""Fields of ``cfg.data`` that decide which token sequences the stream yields (besides seed and sharding)."""
+
+
+def data_fingerprint(cfg: ExperimentConfig) -> str:
+    """sha256 of the data settings that decide the sequences' content (see :data:`DATA_FIELDS`)."""
+    d = dataclasses.asdict(cfg.data)
+    payload = json.dumps({k: d[k] for k in DATA_FIELDS}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def cache_identity(cfg: ExperimentConfig, tokenizer) -> dict[str, Any]:
+    """The fields a cache must share with a run (checked by :meth:`CachedTeacher.open`)."""
+    from dskd.models.loading import tokenizer_fingerprint
+
+    return {
+        "teacher": f"{cfg.teacher.model}@{cfg.teacher.revision}",
+        "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
+        "data_fingerprint": data_fingerprint(cfg),
+        "top_k": cfg.teacher.cache_top_k,
+        "seq_len": cfg.data.seq_len,
+    }
+
+
+def open_cache(cfg: ExperimentConfig, tokenizer) -> CachedTeacher:
+    """The run's teacher cache (``teacher.cache_dir``), refused unless it matches ``cfg``."""
+    return CachedTeacher.open(
+        cfg.teacher.cache_dir,
+        cfg.loss.kd.tau,
+        need_hidden=cfg.method == "dskd",
+        **cache_identity(cfg, tokenizer),
+    )
+
+
+def world_size(cfg: ExperimentConfig) -> int:
+    """Processes of the configured run (``devices`` x ``num_nodes``; ``auto``: visible GPUs or 1)."""
+    t = cfg.trainer
+    text = str(t.devices).strip()
+    if text.isdigit():
+        per_node = int(text)
+    elif text.startswith("["):
+        per_node = len([x for x in text.strip("[]").split(",") if x.strip()])
+    else:
+        gpu = t.accelerator != "cpu" and torch.cuda.is_available()
+        per_node = torch.cuda.device_count() if gpu else 1
+    return per_node * t.num_nodes
+
+
+def train_batches_per_rank(cfg: ExperimentConfig) -> int | None:
+    """Training batches each rank draws (None: ``max_epochs`` whole epochs)."""
+    t = cfg.trainer
+    return t.max_steps * t.accumulate_grad_batches if t.max_steps > 0 else None
+
+
+def run_batches(cfg: ExperimentConfig, tokenizer, seeds: list[int]) -> Iterator[dict[str, torch.Tensor]]:
+    """Every training and validation batch of the runs of ``cfg`` with these seeds (all ranks)."""
+    from torch.utils.data import DataLoader
+
+    from dskd.data.datamodule import DSKDDataModule
+    from dskd.data.stream import META_KEYS, PackedStream
+
+    world, t = world_size(cfg), cfg.trainer
+    need = train_batches_per_rank(cfg)
+    for seed in seeds:
+        # method=kd: the same sequences without the sense sampling (and without loading the lexicon)
+        dm = DSKDDataModule(dataclasses.replace(cfg, seed=seed, method="kd"), tokenizer)
+        dm.prepare_data()
+        dm.setup("fit")
+        for rank in range(world):
+            epochs = range(t.max_epochs) if need is None else itertools.count()
+            taken = 0
+            plan = itertools.chain([(False, 0, t.limit_val_batches)], ((True, e, need) for e in epochs))
+            for train, epoch, limit in plan:
+                stream = PackedStream(dm.spec(train), tokenizer, rank, world)
+                stream.epoch = epoch
+                n = 0
+                for batch in DataLoader(stream, batch_size=None, num_workers=cfg.data.num_workers):
+                    if limit is not None and (taken if train else n) >= limit:
+                        break
+                    n += 1
+                    taken += train
+                    yield {k: v for k, v in batch.items() if k not in META_KEYS}
+                if train and (n == 0 or (need is not None and taken >= need)):
+                    break
+
+
+@torch.inference_mode()
+def teacher_outputs(
+    teacher: torch.nn.Module, batch: dict[str, torch.Tensor], k: int, taus: list[float]
+) -> tuple[list[TeacherTopK], torch.Tensor]:
+    """(top-k at each tau, last hidden states [B, L, d]) of the teacher on one batch."""
+    device = next(teacher.parameters()).device
+    ids, am = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+    hidden = teacher.get_decoder()(input_ids=ids, attention_mask=am).last_hidden_state
+    logits = teacher.get_output_embeddings()(hidden)
+    return [teacher_topk(logits, k, tau) for tau in taus], hidden
+
+
+def build_cache(
+    cfg: ExperimentConfig,
+    seeds: list[int] | None = None,
+    hidden_dtype: str = "float16",
+    teacher: torch.nn.Module | None = None,
+    tokenizer=None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write the teacher cache of ``cfg`` to ``teacher.cache_dir``; returns its stats.
+
+    ``seeds`` (default ``[cfg.seed]``): runs whose sequences to cover. ``hidden_dtype``: float16
+    (default; half the size, the sense loss then differs from online by fp16 rounding), float32
+    (exact) or none (a KD-only cache). ``teacher``/``tokenizer`` default to those of ``cfg.teacher``.
+    """
+    from tqdm.auto import tqdm
+
+    from dskd.models.loading import load_causal_lm, load_tokenizer
+
+    t0 = time.perf_counter()
+    seeds = list(seeds) if seeds else [cfg.seed]
+    tc = cfg.teacher
+    tokenizer = tokenizer or load_tokenizer(tc.model, tc.revision)
+    if teacher is None:
+        teacher = load_causal_lm(tc.model, tc.dtype, tc.revision)
+        teacher.to("cuda" if torch.cuda.is_available() else "cpu")
+    teacher.eval()
+    taus = sorted({1.0, float(cfg.loss.kd.tau)})
+    meta = {
+        **cache_identity(cfg, tokenizer),
+        "provenance": provenance("cache", {"teacher": tc.model, "revision": tc.revision}),
+        "taus": taus,
+        "hidden_dtype": hidden_dtype,
+        "hidden_size": int(teacher.get_output_embeddings().weight.shape[1]),
+        "vocab_size": int(teacher.get_output_embeddings().weight.shape[0]),
+        "seeds": seeds,
+        "world_size": world_size(cfg),
+        "num_workers": cfg.data.num_workers,
+        "train_batches": train_batches_per_rank(cfg) or f"{cfg.trainer.max_epochs} epochs",
+        "val_batches": cfg.trainer.limit_val_batches,
+    }
+    need, val = train_batches_per_rank(cfg), cfg.trainer.limit_val_batches
+    total = len(seeds) * meta["world_size"] * (need + val) if need is not None and val is not None else None
+    tokens = 0
+    with CacheWriter(tc.cache_dir, meta) as writer:
+        for batch in tqdm(
+            run_batches(cfg, tokenizer, seeds),
+            desc="teacher cache",
+            unit="batch",
+            total=total,
+            disable=not progress,
+        ):
+            keys = sequence_keys(batch["input_ids"], batch["attention_mask"])
+            if all(int(key) in writer.seen for key in keys):
+                writer.duplicates += len(keys)
+                continue
+            topk, hidden = teacher_outputs(teacher, batch, tc.cache_top_k, taus)
+            writer.add(keys, topk, hidden)
+            tokens += int(batch["attention_mask"].sum())
+        writer.extra_stats = {"seconds": round(time.perf_counter() - t0, 2), "tokens": tokens}
+    return read_json(Path(tc.cache_dir) / "stats.json")

@@ -1,0 +1,47 @@
+"""Models of a cached run: the teacher's lower layers only (what a truncated student copies).
+
+With ``teacher.mode=cached`` the teacher never runs, so its upper layers are never built: the
+model is instantiated with ``student.num_layers`` layers (1 for ``student.kind=hf``, where only the
+teacher's vocabulary and hidden size are needed for the shape checks) and only those weights load.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from torch import nn
+
+from dskd.errors import DSKDError
+from dskd.schema import ExperimentConfig
+
+
+def load_teacher_prefix(cfg: ExperimentConfig) -> nn.Module:
+    """The teacher with only its first ``student.num_layers`` layers (float32, eval, frozen)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    from dskd.models.loading import resolve_model
+
+    resolved = resolve_model(cfg.teacher.model)
+    kw = {"revision": cfg.teacher.revision} if cfg.teacher.revision and isinstance(resolved, str) else {}
+    layers = cfg.student.num_layers if cfg.student.kind == "truncated" else 1
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity(logging.ERROR)  # the skipped upper layers are reported as unused weights
+    try:
+        config = AutoConfig.from_pretrained(resolved, **kw)
+        if not 1 <= layers <= config.num_hidden_layers:
+            raise DSKDError(
+                f"student.num_layers={layers} must be between 1 and the teacher's "
+                f"{config.num_hidden_layers} layers."
+            )
+        config.num_hidden_layers = layers
+        if getattr(config, "layer_types", None) is not None:
+            config.layer_types = list(config.layer_types)[:layers]
+        model = AutoModelForCausalLM.from_pretrained(resolved, config=config, dtype=torch.float32, **kw)
+    except (OSError, ValueError, KeyError) as e:
+        raise DSKDError(f"Could not load the teacher '{cfg.teacher.model}' ({resolved}): {e}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    model.requires_grad_(False)
+    return model.eval()
