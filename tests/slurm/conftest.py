@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from cluster import LocalSlurmCluster, missing_binaries
+
+from .cluster import LocalSlurmCluster, missing_binaries
 
 INSTALL = "apt-get install -y slurmctld slurmd slurm-client munge"
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_experiment import make_experiment
 
 from dskd.cli import main
+
+from .tiny_experiment import make_experiment
 
 pytestmark = pytest.mark.slurm
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-from tinyrun import VOCAB, make_model_dir  # noqa: E402  (the training tests' tiny teacher)
+from tests.training.tinyrun import VOCAB, make_model_dir  # the training tests' tiny teacher
 
 
 def make_experiment(root: Path, max_steps: int, checkpoint_every: int, docs: int = 1500) -> Path:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from tinyrun import make_model_dir, make_senses
+
+from .tinyrun import make_model_dir, make_senses
 
 
 @pytest.fixture(scope="session")

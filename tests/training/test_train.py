@@ -8,7 +8,6 @@ import json
 import lightning.pytorch as pl
 import pytest
 import torch
-from tinyrun import VOCAB, make_model_dir, make_tokenizer, random_batches, tiny_config
 
 from dskd.errors import DSKDError
 from dskd.models.loading import load_causal_lm
@@ -16,6 +15,8 @@ from dskd.models.student import build_projection, build_student
 from dskd.senses import SenseDictionary
 from dskd.training.module import DistillationModule
 from dskd.training.run import train
+
+from .tinyrun import VOCAB, make_model_dir, make_tokenizer, random_batches, tiny_config
 
 
 def _rows(run_dir):
