@@ -54,3 +54,14 @@ def wordnet():
     from dskd.assets import wordnet
 
     return wordnet()
+
+
+@pytest.fixture(autouse=True)
+def _restore_lightning_rank():
+    """A Trainer built under a simulated cluster environment (e.g. SLURM_PROCID=3) sets Lightning's
+    process-global rank; restore it so later tests in this process still act as rank 0."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    rank = getattr(rank_zero_only, "rank", 0)
+    yield
+    rank_zero_only.rank = rank
