@@ -156,6 +156,8 @@ def _matches(value: Any, tp: Any) -> bool:
         return (isinstance(value, int | float) and not isinstance(value, bool)) or _is_float_text(value)
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool)
+    if tp is str:  # trainer.devices=2 is read as an int; OmegaConf stores it as "2"
+        return isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool))
     if isinstance(tp, type):
         return isinstance(value, tp)
     return True

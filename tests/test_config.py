@@ -108,3 +108,10 @@ def test_exponent_without_dot_is_a_float():
     cfg = load_config(ROOT / "experiments/tiny/dskd.yaml", ["optim.lr=2e-5"])
     assert cfg.optim.lr == pytest.approx(2e-5)
     assert isinstance(cfg.optim.lr, float)
+
+
+def test_number_for_a_string_key_is_kept_as_text(tmp_path):
+    leaf = write(tmp_path / "a.yaml", "seed: 0\n")
+    assert load_config(leaf, ["trainer.devices=2"]).trainer.devices == "2"
+    with pytest.raises(ConfigError, match="trainer.devices"):
+        load_config(leaf, ["trainer.devices=true"])
