@@ -93,8 +93,8 @@ def prepare(points: list[Point], progress: bool = True) -> list[str]:
 
 def run_points(points: list[Point], export: bool = False) -> None:
     """Train every point whose run has no ``summary.json`` yet (an interrupted one resumes)."""
-    import sys
 
+    from dskd.training.loggers import finish_wandb
     from dskd.training.run import train
 
     for i, p in enumerate(points, 1):
@@ -106,5 +106,4 @@ def run_points(points: list[Point], export: bool = False) -> None:
             summary = train(p.cfg, export=export)
             print(f"=== [{i}/{len(points)}] done in {summary['wall_time_s']:.1f} s", flush=True)
         finally:
-            if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
-                sys.modules["wandb"].finish()  # the next point starts its own W&B run
+            finish_wandb()  # also after a failed point: the next point starts its own W&B run

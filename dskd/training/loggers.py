@@ -115,3 +115,12 @@ def build_loggers(cfg: ExperimentConfig, run_dir: Path) -> list[Any]:
             )
         )
     return loggers
+
+
+def finish_wandb() -> None:
+    """Close this process's W&B run, so that the next run in the same process starts its own."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()

@@ -141,7 +141,7 @@ def train(
 
     from dskd.config import save_config
     from dskd.io import write_json_atomic
-    from dskd.training.loggers import truncate_csv
+    from dskd.training.loggers import finish_wandb, truncate_csv
     from dskd.training.module import DistillationModule
     from dskd.training.resume import has_validation, resumable, resume_checkpoint
 
@@ -198,4 +198,5 @@ def train(
             summary["export_dir"] = str(export_checkpoint(ckpt_dir / "last.ckpt", rdir / "export"))
         summary["wall_time_s"] = round(time.perf_counter() - t0, 2)
         write_json_atomic(rdir / "summary.json", summary)
+    finish_wandb()
     return summary
