@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
 import statistics
 import tempfile
 import time
@@ -56,24 +55,13 @@ def write_batch_cache(directory, cfg, tokenizer, teacher, batches, hidden_dtype:
 def bench_cached_training(quick: bool) -> list[Figure]:
     import torch
 
-    from dskd.config import load_config
-    from dskd.data.stream import META_KEYS
     from dskd.hardware_bench import DecoderShape, matmul_peak_gflops, training_step_flops
     from dskd.teacher_cache.build import open_cache
+    from dskd.training.bench import preset_setup
     from dskd.training.module import DistillationModule
-    from dskd.training.run import build_datamodule, load_models, load_senses
 
     pairs = 1 if quick else 3
-    cfg = load_config(PRESET)
-    tokenizer, teacher, student, projection = load_models(cfg)
-    senses = load_senses(cfg, tokenizer, teacher)
-    dm = build_datamodule(cfg, tokenizer)
-    dm.prepare_data()
-    dm.setup("fit")
-    batches = [
-        {k: v for k, v in b.items() if k not in META_KEYS}
-        for b in itertools.islice(iter(dm.train_dataloader()), pairs + 1)
-    ]
+    cfg, tokenizer, teacher, student, projection, senses, batches = preset_setup(pairs + 1, PRESET)
     with tempfile.TemporaryDirectory() as tmp:
         cached_cfg = dataclasses.replace(
             cfg, teacher=dataclasses.replace(cfg.teacher, mode="cached", cache_dir=tmp)

@@ -26,18 +26,15 @@ def _step(module, optimizer, batch) -> float:
     return time.perf_counter() - t0
 
 
-def bench_step_time(quick: bool) -> list[Figure]:
+def preset_setup(n_batches: int, preset: str = PRESET):
+    """(cfg, tokenizer, teacher, student, projection, senses, batches) of a preset, for step benchmarks."""
     import itertools
-
-    import torch
 
     from dskd.config import load_config
     from dskd.data.stream import META_KEYS
-    from dskd.training.module import DistillationModule
     from dskd.training.run import build_datamodule, load_models, load_senses
 
-    pairs = 3 if quick else 8
-    cfg = load_config(PRESET)
+    cfg = load_config(preset)
     tokenizer, teacher, student, projection = load_models(cfg)
     senses = load_senses(cfg, tokenizer, teacher)
     dm = build_datamodule(cfg, tokenizer)
@@ -45,8 +42,18 @@ def bench_step_time(quick: bool) -> list[Figure]:
     dm.setup("fit")
     batches = [
         {k: v for k, v in b.items() if k not in META_KEYS}
-        for b in itertools.islice(iter(dm.train_dataloader()), pairs + 1)
+        for b in itertools.islice(iter(dm.train_dataloader()), n_batches)
     ]
+    return cfg, tokenizer, teacher, student, projection, senses, batches
+
+
+def bench_step_time(quick: bool) -> list[Figure]:
+    import torch
+
+    from dskd.training.module import DistillationModule
+
+    pairs = 3 if quick else 8
+    cfg, tokenizer, teacher, student, projection, senses, batches = preset_setup(pairs + 1)
     kd_cfg = copy.deepcopy(cfg)
     kd_cfg.method = "kd"
     modules = {
