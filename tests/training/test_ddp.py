@@ -15,7 +15,10 @@ import torch
 
 def test_two_process_ddp_run(tmp_path, teacher_dir):
     script = Path(__file__).with_name("ddp_script.py")
-    env = {**os.environ, "PYTHONPATH": str(Path.cwd()), "OMP_NUM_THREADS": "1"}
+    # a fresh launch: no rendezvous, rank or cluster variables left by earlier tests of this process
+    leaked = ("MASTER_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "PL_", "SLURM_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(leaked)}
+    env.update(PYTHONPATH=str(Path.cwd()), OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, str(script), str(tmp_path), str(teacher_dir)],
         capture_output=True,
