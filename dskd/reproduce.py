@@ -94,28 +94,18 @@ def reproduce(configs: list[ExperimentConfig], force: bool = False) -> dict[str,
 
 def standin_teacher(out_dir: Path, num_layers: int = 4, hidden_size: int = 64) -> Path:
     """A random Llama-shaped teacher with the default teacher's tokenizer (for dry runs on CPU)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import torch
+    from transformers import LlamaForCausalLM
 
     from dskd.io import atomic_dir
     from dskd.models.loading import load_tokenizer
+    from dskd.training.synthetic import llama_config
 
     if (out_dir / "config.json").is_file():
         return out_dir
     tokenizer = load_tokenizer(STANDIN_TOKENIZER)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    import torch
-
+    config = llama_config(len(tokenizer), hidden_size, num_layers, max_len=512)
+    config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
     torch.manual_seed(0)
     with atomic_dir(out_dir) as tmp:
         LlamaForCausalLM(config).save_pretrained(tmp)
