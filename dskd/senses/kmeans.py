@@ -4,6 +4,11 @@ Keys are padded into ``[n_keys, max_rows, d]`` with a row mask. Initialisation i
 (as scikit-learn: ``2 + ln k`` candidates per step, the one lowering the potential most wins), then
 Lloyd iterations; an empty cluster is moved to the row farthest from its centroid. A key with at
 most ``k`` rows keeps its raw rows.
+
+Centres are kept as weights over their key's rows (``W [n, r, k]``, a centre is ``W^T x``), so one
+loop serves two geometries: for keys with few rows, everything runs on the Gram matrix ``x x^T``
+(``[n, r, r]``, built once; no further pass over the hidden states), for keys with many rows on the
+rows themselves. The result is the same k-means either way.
 """
 
 from __future__ import annotations
@@ -25,70 +30,117 @@ class KMeansResult:
     """[n_keys] sum of squared distances of the rows to their centroid (0 for raw keys)."""
 
 
-def _sq_dist(x: torch.Tensor, c: torch.Tensor, x_sq: torch.Tensor) -> torch.Tensor:
-    """Squared L2 distances [n, r, m] between rows x [n, r, d] (squared norms x_sq [n, r]) and centres
-    c [n, m, d]."""
-    d = (x @ c.transpose(1, 2)).mul_(-2).add_(x_sq.unsqueeze(-1)).add_((c * c).sum(-1).unsqueeze(1))
-    return d.clamp_min_(0)
+def _sq_norm(x: torch.Tensor) -> torch.Tensor:
+    """Squared L2 norms over the last dimension."""
+    return torch.linalg.vector_norm(x, dim=-1).square_()
+
+
+class _RowSpace:
+    """Centres as vectors ``z = W^T x`` [n, k, d]; distances from the rows x [n, r, d]."""
+
+    def __init__(self, x: torch.Tensor, x_sq: torch.Tensor | None = None):
+        self.x = x
+        self.x_sq = _sq_norm(x) if x_sq is None else x_sq
+
+    def select(self, keep: torch.Tensor) -> _RowSpace:
+        return _RowSpace(self.x.index_select(0, keep), self.x_sq.index_select(0, keep))
+
+    def centres(self, w: torch.Tensor) -> torch.Tensor:
+        return w.transpose(1, 2) @ self.x
+
+    def dist(self, z: torch.Tensor) -> torch.Tensor:
+        """Squared distances [n, k, r] (centres-major: ``z @ x^T`` is the fast layout on CPU)."""
+        d = torch.baddbmm(self.x_sq.unsqueeze(1), z, self.x.transpose(1, 2), alpha=-2)
+        return d.add_(_sq_norm(z).unsqueeze(-1)).clamp_min_(0)
+
+    def shift(self, z_new: torch.Tensor, z_old: torch.Tensor) -> torch.Tensor:
+        return _sq_norm(z_new - z_old).sum(1)
+
+
+class _GramSpace:
+    """Centres as their row weights ``z = W`` [n, r, k]; distances from the Gram matrix [n, r, r]."""
+
+    def __init__(self, x: torch.Tensor | None = None, gram: torch.Tensor | None = None):
+        self.gram = x @ x.transpose(1, 2) if gram is None else gram
+        self.x_sq = self.gram.diagonal(dim1=1, dim2=2)
+
+    def select(self, keep: torch.Tensor) -> _GramSpace:
+        return _GramSpace(gram=self.gram.index_select(0, keep))
+
+    def centres(self, w: torch.Tensor) -> torch.Tensor:
+        return w
+
+    def _norms(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(dots [n, k, r] of centres with rows, squared centre norms [n, k])."""
+        wt = w.transpose(1, 2)
+        dots = wt @ self.gram
+        return dots, (dots * wt).sum(-1)
+
+    def dist(self, z: torch.Tensor) -> torch.Tensor:
+        dots, c_sq = self._norms(z)
+        return dots.mul_(-2).add_(self.x_sq.unsqueeze(1)).add_(c_sq.unsqueeze(-1)).clamp_min_(0)
+
+    def shift(self, z_new: torch.Tensor, z_old: torch.Tensor) -> torch.Tensor:
+        return self._norms(z_new - z_old)[1].sum(1)
+
+
+def _one_hot(index: torch.Tensor, r: int, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Row weights [n, r, t] selecting row ``index[:, j]`` for centre j (index [n, t])."""
+    w = torch.zeros(index.shape[0], r, index.shape[1], device=index.device)
+    src = torch.ones(index.shape, device=index.device) if weights is None else weights
+    return w.scatter_(1, index.unsqueeze(1), src.unsqueeze(1))
 
 
 def _kmeans_pp(
-    x: torch.Tensor, x_sq: torch.Tensor, mask: torch.Tensor, k: int, gen: torch.Generator
+    space: _RowSpace | _GramSpace, mask: torch.Tensor, k: int, gen: torch.Generator
 ) -> torch.Tensor:
-    """Greedy k-means++ seeding, batched over keys. Returns centres [n, k, d]."""
-    n, r, _ = x.shape
-    batch = torch.arange(n, device=x.device)
+    """Greedy k-means++ seeding, batched over keys. Returns the chosen rows [n, k]."""
+    n, r = mask.shape
+    batch = torch.arange(n, device=mask.device)
     trials = 2 + int(math.log(k))
-    weights = mask.to(x.dtype)
-    first = torch.multinomial(weights, 1, generator=gen).squeeze(1)
-    centres = [x[batch, first]]
-    closest = _sq_dist(x, centres[0].unsqueeze(1), x_sq).squeeze(2) * weights  # [n, r]
+    weights = mask.float()
+    chosen = [torch.multinomial(weights, 1, generator=gen).squeeze(1)]
+    closest = space.dist(space.centres(_one_hot(chosen[0].unsqueeze(1), r))).squeeze(1) * weights
     for _ in range(1, k):
         pot = closest.sum(1, keepdim=True)
         probs = torch.where(pot > 0, closest / pot.clamp_min(1e-30), weights)  # all-duplicate keys: uniform
         cand = torch.multinomial(probs, trials, replacement=True, generator=gen)  # [n, trials]
-        cand_x = x[batch.unsqueeze(1), cand]  # [n, trials, d]
-        d_cand = _sq_dist(x, cand_x, x_sq).transpose(1, 2)  # [n, trials, r]
+        d_cand = space.dist(space.centres(_one_hot(cand, r)))  # [n, trials, r]
         new_closest = torch.minimum(closest.unsqueeze(1), d_cand) * weights.unsqueeze(1)
         best = new_closest.sum(2).argmin(1)
         closest = new_closest[batch, best]
-        centres.append(cand_x[batch, best])
-    return torch.stack(centres, 1)
+        chosen.append(cand[batch, best])
+    return torch.stack(chosen, 1)
 
 
-def _update(x: torch.Tensor, mask: torch.Tensor, assign: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
-    """Per-cluster row sums [n, k, d] and sizes [n, k] (padding rows excluded)."""
-    n, r, d = x.shape
-    slot = (assign + k * torch.arange(n, device=x.device).unsqueeze(1))[mask]
-    sums = torch.zeros(n * k, d, dtype=x.dtype, device=x.device).index_add_(0, slot, x[mask])
-    sizes = torch.bincount(slot, minlength=n * k).to(x.dtype)
-    return sums.view(n, k, d), sizes.view(n, k)
-
-
-def _relocate_empty(
-    x: torch.Tensor, centres: torch.Tensor, sizes: torch.Tensor, row_dist: torch.Tensor
-) -> torch.Tensor:
-    """Move each empty cluster onto a distinct row far from its centroid (the e-th empty -> e-th farthest)."""
+def _relocate_empty(w: torch.Tensor, sizes: torch.Tensor, row_dist: torch.Tensor) -> torch.Tensor:
+    """Move each empty cluster onto a distinct row far from its centroid (the e-th empty -> e-th
+    farthest): its weights become that row's one-hot."""
     empty = sizes == 0
-    if not empty.any():
-        return centres
-    k = centres.shape[1]
+    k = w.shape[2]
     far = row_dist.topk(min(k, row_dist.shape[1]), dim=1).indices  # [n, k']
     rank = (empty.cumsum(1) - 1).clamp(0, far.shape[1] - 1)  # [n, k]
-    rows = far.gather(1, rank)
-    picked = x.gather(1, rows.unsqueeze(-1).expand(-1, -1, x.shape[2]))
-    return torch.where(empty.unsqueeze(-1), picked, centres)
+    picked = _one_hot(far.gather(1, rank), w.shape[1])
+    return torch.where(empty.unsqueeze(1), picked, w)
 
 
 def kmeans_padded(
-    x: torch.Tensor, mask: torch.Tensor, k: int, iters: int = 50, seed: int = 0, tol: float = 1e-4
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    k: int,
+    iters: int = 50,
+    seed: int = 0,
+    tol: float = 1e-4,
+    gram_max_rows: int | None = None,
 ) -> KMeansResult:
     """Cluster each key's rows: x [n, r, d] (padded), mask [n, r] (True for real rows).
 
     Computes in float32 (bf16 inputs are upcast). Keys with <= k rows keep their rows verbatim.
     A key stops once its centroids move by at most ``tol`` x its data variance (scikit-learn's rule)
-    or its assignment repeats.
+    or its assignment repeats. Batches with r <= ``gram_max_rows`` (default 30 k, the CPU crossover)
+    run on the Gram matrix, larger ones on the rows.
     """
+    gram_max_rows = 30 * k if gram_max_rows is None else gram_max_rows
     n, r, d = x.shape
     x = x.float()
     mask = mask.bool()
@@ -99,43 +151,52 @@ def kmeans_padded(
     if raw.any():
         kr = min(k, r)  # real rows are front-packed (see pad_groups)
         out[raw, :kr] = x[raw, :kr] * mask[raw, :kr].unsqueeze(-1)
-    big = torch.nonzero(~raw).squeeze(1)
-    if len(big):
-        out[big], inertia[big] = _lloyd(x[big], mask[big], k, iters, seed, tol)
+    if not raw.any():  # every key needs clustering: no copy
+        out, inertia = _lloyd(x, mask, k, iters, seed, tol, gram_max_rows)
+    elif not raw.all():
+        big = torch.nonzero(~raw).squeeze(1)
+        out[big], inertia[big] = _lloyd(x[big], mask[big], k, iters, seed, tol, gram_max_rows)
     return KMeansResult(out, nrows.clamp(max=k), inertia)
 
 
 def _lloyd(
-    x: torch.Tensor, mask: torch.Tensor, k: int, iters: int, seed: int, tol: float
+    x: torch.Tensor, mask: torch.Tensor, k: int, iters: int, seed: int, tol: float, gram_max_rows: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """k-means++ then Lloyd on keys with > k rows; a key stops once its centroids move <= tol x its
-    variance or its assignment repeats (converged keys leave the working set). -> (centres, inertia)."""
-    n, _, d = x.shape
-    w = mask.unsqueeze(-1).to(x.dtype)
-    x_sq = (x * x).sum(-1)
+    """k-means++ then Lloyd on keys with > k rows (padding values ignored); a key stops once its
+    centroids move <= tol x its variance or its assignment repeats (converged keys leave the working
+    set). -> (centres [n, k, d], inertia [n])."""
+    n, r, d = x.shape
+    space = _GramSpace(x) if r <= gram_max_rows else _RowSpace(x)
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    centres = _kmeans_pp(x, x_sq, mask, k, gen)
-    cnt = mask.sum(1).to(x.dtype)
-    mean = (x * w).sum(1) / cnt.unsqueeze(-1)
-    thresh = tol * (x_sq * w.squeeze(-1)).sum(1).sub_(cnt * (mean * mean).sum(-1)).div_(cnt * d)
+    fmask = mask.to(x.dtype)
+    cnt = fmask.sum(1)
+    to_mean = space.dist(space.centres((fmask / cnt.unsqueeze(-1)).unsqueeze(-1))).squeeze(1)
+    thresh = tol * (to_mean * fmask).sum(1) / (cnt * d)  # tol x mean per-feature variance
+    w_all = _one_hot(_kmeans_pp(space, mask, k, gen), r)
     act = torch.arange(n, device=x.device)  # working set: keys still moving
-    xa, ma, sqa, ca, tha = x, mask, x_sq, centres.clone(), thresh
-    prev = torch.full(mask.shape, -1, dtype=torch.long, device=x.device)
+    sp, w, z, fm, th, prev = space, w_all, space.centres(w_all), fmask, thresh, None
     for _ in range(iters):
-        min_d, assign = _sq_dist(xa, ca, sqa).min(2)
-        sums, sizes = _update(xa, ma, assign, k)
-        new = torch.where(sizes.unsqueeze(-1) > 0, sums / sizes.clamp_min(1).unsqueeze(-1), ca)
-        new = _relocate_empty(xa, new, sizes, min_d.masked_fill(~ma, -1.0))
-        moving = (((new - ca) ** 2).sum((1, 2)) > tha) & (assign != prev).any(1)
-        centres[act] = new
-        if not bool(moving.any()):
+        score, assign = sp.dist(z).min(1)  # [n, r]
+        w_new = torch.zeros_like(w).scatter_(2, assign.unsqueeze(-1), fm.unsqueeze(-1))
+        sizes = w_new.sum(1)  # [n, k]
+        w_new /= sizes.clamp_min(1).unsqueeze(1)
+        if bool((sizes == 0).any()):
+            w_new = _relocate_empty(w_new, sizes, score.masked_fill(fm == 0, -1.0))
+        z_new = sp.centres(w_new)
+        moving = sp.shift(z_new, z) > th
+        if prev is not None:
+            moving &= (assign != prev).any(1)
+        w, z, prev, n_moving = w_new, z_new, assign, int(moving.sum())
+        if n_moving == 0:
             break
-        ca, prev = new, assign
-        if int(moving.sum()) <= len(act) // 2:  # shrink the working set
+        if n_moving <= len(act) // 2:  # shrink the working set
+            w_all.index_copy_(0, act, w)
             keep = torch.nonzero(moving).squeeze(1)
-            act, xa, ma, sqa, ca, tha, prev = (t[keep] for t in (act, xa, ma, sqa, ca, tha, prev))
-    min_d = _sq_dist(x, centres, x_sq).min(2).values
-    return centres, (min_d * mask.to(x.dtype)).sum(1)
+            act, w, z, fm, th, prev = (t.index_select(0, keep) for t in (act, w, z, fm, th, prev))
+            sp = sp.select(keep)
+    w_all.index_copy_(0, act, w)
+    inertia = (space.dist(space.centres(w_all)).min(1).values * fmask).sum(1)
+    return w_all.transpose(1, 2) @ x, inertia
 
 
 def pad_groups(
@@ -160,5 +221,6 @@ def pad_groups(
         offs = torch.arange(sizes[j - 1], device=rows.device)
         mask = offs.unsqueeze(0) < counts[keys].unsqueeze(1)
         idx = (starts[keys].unsqueeze(1) + offs).clamp(max=rows.shape[0] - 1)
-        yield keys, rows[idx] * mask.unsqueeze(-1).to(rows.dtype), mask
+        x = rows.index_select(0, idx.view(-1)).view(len(keys), -1, d)
+        yield keys, x.masked_fill_(~mask.unsqueeze(-1), 0), mask
         i = j

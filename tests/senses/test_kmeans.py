@@ -13,13 +13,17 @@ def _sklearn_inertia(rows: np.ndarray, k: int) -> float:
     return KMeans(k, n_init=1, init="k-means++", random_state=0).fit(rows).inertia_
 
 
-def test_mean_inertia_matches_sklearn_on_random_keys():
+GEOMETRIES = pytest.mark.parametrize("gram_max_rows", [0, 10**6], ids=["rows", "gram"])
+
+
+@GEOMETRIES
+def test_mean_inertia_matches_sklearn_on_random_keys(gram_max_rows):
     gen = torch.Generator().manual_seed(0)
     n, r, d, k = 60, 40, 16, 5
     x = torch.randn(n, r, d, generator=gen)
     counts = torch.randint(k + 1, r + 1, (n,), generator=gen)
     mask = torch.arange(r) < counts[:, None]
-    res = kmeans_padded(x * mask[..., None], mask, k, iters=100, seed=0)
+    res = kmeans_padded(x * mask[..., None], mask, k, iters=100, seed=0, gram_max_rows=gram_max_rows)
     ours = res.inertia.numpy()
     ref = np.array([_sklearn_inertia(x[i, : counts[i]].numpy(), k) for i in range(n)])
     assert abs(ours.mean() / ref.mean() - 1) < 0.02
@@ -56,10 +60,11 @@ def test_small_keys_keep_their_rows_and_padding_is_zero():
     assert res.inertia[0] == 0
 
 
-def test_duplicate_rows_do_not_break_the_init_or_leave_nan():
+@GEOMETRIES
+def test_duplicate_rows_do_not_break_the_init_or_leave_nan(gram_max_rows):
     x = torch.ones(1, 8, 3)
     x[0, 4:] = 2.0  # only two distinct rows for k = 3: one cluster must be empty and get relocated
-    res = kmeans_padded(x, torch.ones(1, 8, dtype=torch.bool), k=3, seed=0)
+    res = kmeans_padded(x, torch.ones(1, 8, dtype=torch.bool), k=3, seed=0, gram_max_rows=gram_max_rows)
     assert torch.isfinite(res.centroids).all()
     assert res.inertia[0] == pytest.approx(0.0, abs=1e-5)
 
@@ -76,3 +81,17 @@ def test_pad_groups_covers_every_key_once_with_its_rows():
             assert mask[j].sum() == c and not x[j, c:].any()
             seen.append(key)
     assert sorted(seen) == [0, 1, 2, 3]
+
+
+def test_gram_and_row_geometries_give_the_same_clustering():
+    """The Gram-matrix path is the same k-means as the row path, padding values notwithstanding."""
+    gen = torch.Generator().manual_seed(2)
+    n, r, d, k = 30, 50, 24, 5
+    x = torch.randn(n, r, d, generator=gen) + 4 * torch.randn(n, 1, d, generator=gen)
+    counts = torch.randint(k + 1, r + 1, (n,), generator=gen)
+    mask = torch.arange(r) < counts[:, None]
+    x = torch.where(mask[..., None], x, torch.full_like(x, 1e3))  # junk padding must not matter
+    rows = kmeans_padded(x, mask, k, seed=3, gram_max_rows=0)
+    gram = kmeans_padded(x, mask, k, seed=3, gram_max_rows=r)
+    assert torch.allclose(rows.centroids, gram.centroids, atol=1e-3)
+    assert torch.allclose(rows.inertia, gram.inertia, rtol=1e-4)
