@@ -139,6 +139,18 @@ class Lexicon:
             out.append(self.arrays[f"synset_{name}_indices"][indptr[row] : indptr[row + 1]])
         return out[0], out[1]
 
+    def sense_keys(self) -> np.ndarray:
+        """Sorted keys the sense loss can look up through this lexicon: heads with synonyms or
+        antonyms, their neighbours, the lemmas and antonyms of every synset, and every VID."""
+        heads = np.flatnonzero(
+            (np.diff(self.arrays["syn_indptr"]) > 0) | (np.diff(self.arrays["ant_indptr"]) > 0)
+        )
+        n_vids = len(self.arrays.get("vid_indptr", [0])) - 1
+        parts = [heads, self.vocab_size + np.arange(n_vids)]
+        names = ("syn_indices", "ant_indices", "synset_lemma_indices", "synset_antonym_indices")
+        parts += [self.arrays[n] for n in names if n in self.arrays]
+        return np.unique(np.concatenate(parts).astype(np.int64))
+
     def check_tokenizer(self, tokenizer: Any) -> None:
         """Raise ArtifactMismatchError unless ``tokenizer`` is the one this lexicon was built for."""
         from dskd.models.loading import tokenizer_fingerprint

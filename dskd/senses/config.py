@@ -34,8 +34,9 @@ class SensesConfig:
     """Where the dictionary lives during training: auto (GPU if it takes <= 25% of its memory, else pinned
     CPU) | cpu | cuda | pinned (pinned CPU memory, per-batch gathers to the GPU)."""
     restrict_to_lexicon: bool = False
-    """When loading for training, keep only keys the lexicon or the training corpus need (saves memory at
-    paper scale; see docs/senses.md)."""
+    """When loading for training, keep only the keys the lexicon can ask for (heads, neighbours, synset
+    lemmas, VIDs; Lexicon.sense_keys). Saves memory at paper scale; random (P2) positions on other
+    tokens then get no sense term (docs/senses.md)."""
     compose_vids: bool = True
     """Compose senses of the lexicon's multi-token words (VIDs); needs the lexicon artifact."""
     save_rows: bool = False

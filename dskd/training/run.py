@@ -7,6 +7,7 @@ Hugging Face folder of the student) and ``summary.json`` (final metrics, wall ti
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 
 from dskd.errors import ConfigError
 from dskd.schema import ExperimentConfig
+
+log = logging.getLogger(__name__)
 
 
 def run_dir(cfg: ExperimentConfig) -> Path:
@@ -62,7 +65,16 @@ def load_senses(cfg: ExperimentConfig, tokenizer, teacher):
     from dskd.models.student import hidden_size
     from dskd.senses import SenseDictionary
 
-    senses = SenseDictionary.load(cfg.senses.output_dir, device=cfg.senses.device)
+    keys = None
+    if cfg.senses.restrict_to_lexicon:
+        import torch
+
+        from dskd.lexicon import Lexicon
+
+        keys = torch.from_numpy(Lexicon.load(cfg.lexicon.output_dir).sense_keys())
+    senses = SenseDictionary.load(cfg.senses.output_dir, device=cfg.senses.device, keys=keys)
+    if keys is not None:
+        log.info("senses.restrict_to_lexicon: kept %d of the lexicon's %d keys", len(senses), len(keys))
     senses.check_compatible(
         tokenizer_fingerprint=tokenizer_fingerprint(tokenizer), hidden_size=hidden_size(teacher)
     )
