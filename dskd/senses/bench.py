@@ -22,33 +22,19 @@ def _tiny_rows(quick: bool) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(counts [keys], rows grouped by key) of the tiny preset: the saved rows.safetensors if the
     build kept them (senses.save_rows=true), else gathered again with the same reservoir settings."""
     from dskd.config import load_config
-    from dskd.senses.build import ROWS_FILE, gather, load_rows, overall_sample
+    from dskd.senses.build import ROWS_FILE, gather_from_config, load_rows, overall_sample
 
     cfg = load_config(TINY_CONFIG)
     path = Path(cfg.senses.output_dir) / ROWS_FILE
     if path.is_file():
         _, counts, rows = load_rows(path)
         return counts, rows, f"rows from {path}"
-    from dskd.data.sources import iter_documents
     from dskd.models.loading import load_causal_lm, load_tokenizer
 
-    sc = cfg.senses
     tok = load_tokenizer(cfg.teacher.model)
     model = load_causal_lm(cfg.teacher.model, dtype=cfg.teacher.dtype).requires_grad_(False)
-    max_tokens = 20_000 if quick else sc.max_tokens
-    texts = [(d.text for d in iter_documents([s])) for s in sc.sources]
-    res = gather(
-        model,
-        tok,
-        texts,
-        keying=sc.keying,
-        max_length=sc.max_length,
-        batch_tokens=sc.batch_size * sc.max_length,
-        cap_per_source=sc.cap_per_source,
-        max_tokens=max_tokens,
-        seed=cfg.seed,
-    )
-    _, counts, rows = overall_sample(res, sc.max_rows_per_key).grouped()
+    res = gather_from_config(cfg, model, tok, max_tokens=20_000 if quick else None)
+    _, counts, rows = overall_sample(res, cfg.senses.max_rows_per_key).grouped()
     return counts, rows, f"rows regathered over {res.tokens} tokens"
 
 

@@ -255,13 +255,42 @@ def _load_vid_tokens(cfg, tokenizer, vocab_size: int) -> dict[int, tuple[int, ..
     return vids
 
 
+def gather_from_config(
+    cfg,
+    model,
+    tokenizer,
+    max_tokens: int | None = None,
+    rank: int = 0,
+    world: int = 1,
+    progress: bool = False,
+) -> GatherResult:
+    """This rank's reservoirs over ``cfg.senses.sources`` with the config's settings (``max_tokens``
+    overrides ``senses.max_tokens``)."""
+    from dskd.data.sources import iter_documents
+
+    sc = cfg.senses
+    return gather(
+        model,
+        tokenizer,
+        [(doc.text for doc in iter_documents([src])) for src in sc.sources],
+        keying=sc.keying,
+        max_length=sc.max_length,
+        batch_tokens=sc.batch_size * sc.max_length,
+        cap_per_source=sc.cap_per_source,
+        max_tokens=sc.max_tokens if max_tokens is None else max_tokens,
+        seed=cfg.seed,
+        rank=rank,
+        world=world,
+        progress=progress,
+    )
+
+
 def build_from_config(cfg, progress: bool = True) -> dict:
     """Build the sense dictionary a config describes; rank 0 writes it to ``cfg.senses.output_dir``.
 
     Returns the stats (also written to stats.json).
     """
     from dskd.config import save_config
-    from dskd.data.sources import iter_documents
     from dskd.io import atomic_dir, provenance, write_json_atomic
     from dskd.models.loading import load_causal_lm, load_tokenizer, tokenizer_fingerprint
 
@@ -283,22 +312,9 @@ def build_from_config(cfg, progress: bool = True) -> dict:
     model = model.to(device).eval().requires_grad_(False)
     vocab_size = model.get_output_embeddings().weight.shape[0]
     vid_tokens = _load_vid_tokens(cfg, tokenizer, vocab_size)
-    texts = [(doc.text for doc in iter_documents([src])) for src in sc.sources]
-    res = gather(
-        model,
-        tokenizer,
-        texts,
-        keying=sc.keying,
-        max_length=sc.max_length,
-        batch_tokens=sc.batch_size * sc.max_length,
-        cap_per_source=sc.cap_per_source,
-        max_tokens=sc.max_tokens,
-        seed=cfg.seed,
-        rank=rank,
-        world=world,
-        progress=progress,
+    res = merge_across_ranks(
+        gather_from_config(cfg, model, tokenizer, rank=rank, world=world, progress=progress)
     )
-    res = merge_across_ranks(res)
     if rank != 0:
         return {}
     sample = overall_sample(res, sc.max_rows_per_key)
