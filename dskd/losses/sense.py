@@ -63,37 +63,48 @@ def _at(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     return x.gather(1, pos.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
-def _senses(lookup: Lookup, keys: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sense rows ``[..., k, d]`` (float32) and their mask for ``keys``, no rows where ``valid`` is False."""
-    senses, mask = lookup(torch.where(valid, keys, torch.zeros_like(keys)))
-    return senses.detach().float(), mask.bool() & valid.unsqueeze(-1)
-
-
-def _flat_candidates(
-    parts: list[tuple[torch.Tensor, torch.Tensor]], batch_shape: tuple[int, int], hidden: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenate candidate groups (any shape after [B, M]) into ``[B, M, C, d]`` and ``[B, M, C]``."""
-    rows = [s.reshape(*batch_shape, -1, hidden) for s, _ in parts]
-    masks = [m.reshape(*batch_shape, -1) for _, m in parts]
-    return torch.cat(rows, dim=2), torch.cat(masks, dim=2)
-
-
 def _nearest_mse(
-    h_s: torch.Tensor, h_t: torch.Tensor, cands: torch.Tensor, valid: torch.Tensor, kappa: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """MSE of ``h_s`` to the ``kappa`` valid candidates nearest to ``h_t``: ``([B, M, k], selected mask)``."""
-    k = min(kappa, cands.shape[2])
+    h_s: torch.Tensor,
+    h_t: torch.Tensor,
+    lookup: Lookup,
+    keys: torch.Tensor,
+    valid: torch.Tensor,
+    kappa: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MSE of ``h_s [B, M, d]`` to the ``kappa`` sense rows nearest to ``h_t`` among the senses of
+    ``keys [B, M, C]`` where ``valid``. Only valid keys are looked up (padding costs nothing).
+
+    Returns ``(mse [B, M, kappa'], selected mask [B, M, kappa'], candidate rows per position [B, M])``
+    with ``kappa' = min(kappa, C * k)``.
+    """
+    B, M, C = keys.shape
+    b, m, c = valid.nonzero(as_tuple=True)
     with torch.no_grad():
+        senses, smask = lookup(keys[b, m, c])  # [n, k, d], [n, k]
+        n, k, d = senses.shape
+        if d != h_s.shape[-1]:
+            raise DSKDError(
+                f"The sense dictionary has hidden size {d} but the hidden states have {h_s.shape[-1]}; "
+                "use the sense dictionary built for this teacher (and project the student's states)."
+            )
+        senses, smask = senses.detach().float(), smask.bool()
+        ht = h_t[b, m].float()  # [n, d]: the teacher state at each key's position
         dist = (
-            torch.linalg.vector_norm(cands, dim=-1).square()
-            - 2 * torch.einsum("bmcd,bmd->bmc", cands, h_t)
-            + h_t.square().sum(-1, keepdim=True)
-        )
-        dist = dist.masked_fill(~valid, float("inf"))
-        nearest_dist, nearest = dist.topk(k, dim=2, largest=False)
+            torch.linalg.vector_norm(senses, dim=-1).square()
+            - 2 * (senses @ ht.unsqueeze(-1)).squeeze(-1)
+            + ht.square().sum(-1, keepdim=True)
+        ).masked_fill(~smask, float("inf"))  # [n, k]
+        at = (b.unsqueeze(1), m.unsqueeze(1), (c * k).unsqueeze(1) + torch.arange(k, device=keys.device))
+        full = torch.full((B, M, C * k), float("inf"), device=h_s.device)
+        full[at] = dist
+        row_of = torch.zeros((B, M, C * k), dtype=torch.long, device=h_s.device)
+        row_of[at] = torch.arange(n * k, device=h_s.device).view(n, k)
+        nearest_dist, nearest = full.topk(min(kappa, C * k), dim=2, largest=False)
         selected = torch.isfinite(nearest_dist)
-        rows = cands.gather(2, nearest.unsqueeze(-1).expand(-1, -1, -1, cands.shape[-1]))
-    return (h_s.unsqueeze(2) - rows).square().mean(-1), selected
+        flat = torch.cat([senses.reshape(n * k, d), senses.new_zeros(1, d)])  # last row: none selected
+        rows = flat[torch.where(selected, row_of.gather(2, nearest), n * k)]  # [B, M, kappa', d]
+        per_position = torch.isfinite(full).sum(-1)
+    return (h_s.unsqueeze(2) - rows).square().mean(-1), selected, per_position
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -126,31 +137,25 @@ def sense_loss(
     labels = batch["labels"]
     hs = h_student.float()
     ht = h_teacher.detach().float()
-    d = hs.shape[-1]
 
     pos1 = batch["sense_pos"].long()
     on1 = batch["sense_pos_mask"].bool()
-    shape1 = (pos1.shape[0], pos1.shape[1])
     hs1, ht1 = _at(hs, pos1), _at(ht, pos1)
-    t1 = labels.gather(1, pos1)
-    own1 = _senses(lookup, t1, on1 & (t1 != IGNORE_INDEX))
-    if own1[0].shape[-1] != d:
-        raise DSKDError(
-            f"The sense dictionary has hidden size {own1[0].shape[-1]} but the hidden states have {d}; "
-            "use the sense dictionary built for this teacher (and project the student's states)."
-        )
-    syn = _senses(lookup, batch["syn_keys"].long(), batch["syn_mask"].bool() & on1.unsqueeze(-1))
-    ant = _senses(lookup, batch["ant_keys"].long(), batch["ant_mask"].bool() & on1.unsqueeze(-1))
-    c_pos, v_pos = _flat_candidates([syn, own1], shape1, d)
-    c_neg, v_neg = _flat_candidates([ant, own1] if cfg.own_senses_in_negatives else [ant], shape1, d)
+    t1 = labels.gather(1, pos1).unsqueeze(-1)
+    own1 = ((t1 != IGNORE_INDEX) & on1.unsqueeze(-1), t1)
+    syn = (batch["syn_mask"].bool() & on1.unsqueeze(-1), batch["syn_keys"].long())
+    ant = (batch["ant_mask"].bool() & on1.unsqueeze(-1), batch["ant_keys"].long())
+    neg_groups = [ant, own1] if cfg.own_senses_in_negatives else [ant]
+    pos_valid, pos_keys = (torch.cat(g, dim=2) for g in zip(syn, own1, strict=True))
+    neg_valid, neg_keys = (torch.cat(g, dim=2) for g in zip(*neg_groups, strict=True))
 
     zeros1 = hs1.sum(-1) * 0.0  # [B, M], keeps every part connected to the student's graph
     pos_term, neg_term = zeros1, zeros1
+    mse, sel, n_pos = _nearest_mse(hs1, ht1, lookup, pos_keys, pos_valid, cfg.kappa)
     if cfg.positives:
-        mse, sel = _nearest_mse(hs1, ht1, c_pos, v_pos, cfg.kappa)
         pos_term = cfg.w_pos * _masked_mean(mse, sel)
+    mse, sel, n_neg = _nearest_mse(hs1, ht1, lookup, neg_keys, neg_valid, cfg.kappa)
     if cfg.negatives:
-        mse, sel = _nearest_mse(hs1, ht1, c_neg, v_neg, cfg.kappa)
         neg_term = cfg.w_neg * _masked_mean(torch.relu(cfg.margin - mse), sel)
     counted1 = on1 & (cfg.positives or cfg.negatives)
 
@@ -159,9 +164,9 @@ def sense_loss(
     hs2 = _at(hs, pos2)
     rand_term = hs2.sum(-1) * 0.0
     if cfg.random_positions:
-        t2 = labels.gather(1, pos2)
-        own2, v2 = _senses(lookup, t2, counted2 & (t2 != IGNORE_INDEX))
-        mse, sel = _nearest_mse(hs2, _at(ht, pos2), own2, v2, cfg.kappa)
+        t2 = labels.gather(1, pos2).unsqueeze(-1)
+        own2 = counted2.unsqueeze(-1) & (t2 != IGNORE_INDEX)
+        mse, sel, _ = _nearest_mse(hs2, _at(ht, pos2), lookup, t2, own2, cfg.kappa)
         rand_term = _masked_mean(mse, sel)
 
     n_terms = counted1.sum(1) + counted2.sum(1)  # [B]
@@ -179,6 +184,6 @@ def sense_loss(
     }
     out["total"] = out["pos"] + out["neg"] + out["rand"]
     n_p1 = on1.sum().clamp(min=1)
-    out["n_pos_candidates"] = (v_pos.sum(-1) * on1).sum().float() / n_p1
-    out["n_neg_candidates"] = (v_neg.sum(-1) * on1).sum().float() / n_p1
+    out["n_pos_candidates"] = (n_pos * on1).sum().float() / n_p1
+    out["n_neg_candidates"] = (n_neg * on1).sum().float() / n_p1
     return out
