@@ -80,24 +80,62 @@ NEAR_ONE = 1e-3
 """Top-k mass above ``1 - NEAR_ONE``: the tail is recomputed over the complement (no cancellation)."""
 
 
+TINY_TAIL = -80.0
+"""Student tail log-mass below which ``1 / q_tail`` is not formed (it would overflow float32)."""
+
+
+class _StudentBuckets(torch.autograd.Function):
+    """Student log-probabilities at ``tau`` on the k + 1 categories, with a hand-written backward.
+
+    With ``q = softmax(s / tau)``, ``K`` the top-k ids, ``g`` the incoming gradient [..., k + 1]
+    and ``G = sum(g)``, the gradient with respect to the logits is::
+
+        d/ds_u = (g_j - G q_u) / tau                        u = K_j
+        d/ds_u = (g_tail q_u / q_tail - G q_u) / tau        u not in K
+
+    which is one softmax and one multiply over the vocabulary (autograd through ``logsumexp``,
+    ``gather`` and the division takes several passes and allocations).
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, idx: torch.Tensor, tau: float) -> torch.Tensor:  # type: ignore[override]
+        x = logits.to(torch.promote_types(logits.dtype, torch.float32)) / tau
+        lse = x.logsumexp(-1, keepdim=True)
+        top = x.gather(-1, idx) - lse
+        mass = top.exp().sum(-1)
+        near = mass > 1 - NEAR_ONE
+        tail = torch.log1p(-torch.where(near, torch.zeros_like(mass), mass))
+        if near.any():  # the top-k hold almost all the mass: sum the complement instead (no cancellation)
+            tail[near] = _tail_logsumexp(x[near], idx[near]) - lse[near].squeeze(-1)
+        ctx.save_for_backward(x, lse, idx, top, tail)
+        ctx.tau, ctx.in_dtype = tau, logits.dtype
+        return torch.cat([top, tail.unsqueeze(-1)], dim=-1)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        x, lse, idx, top, tail = ctx.saved_tensors
+        g_top, g_tail = g[..., :-1], g[..., -1]
+        total = g.sum(-1)
+        safe = tail > TINY_TAIL
+        coef = torch.where(safe, g_tail * torch.exp(-tail.clamp(min=TINY_TAIL)), 0.0) - total
+        grad = torch.softmax(x, -1).mul_(coef.unsqueeze(-1))
+        if not safe.all():  # a tiny tail: q_u / q_tail in the log domain, row by row
+            r = ~safe
+            ratio = torch.exp(x[r] - lse[r] - tail[r].unsqueeze(-1)).nan_to_num_(posinf=0.0)
+            grad[r] += g_tail[r].unsqueeze(-1) * ratio  # top-k entries are overwritten below
+        grad.scatter_(-1, idx, g_top - total.unsqueeze(-1) * top.exp())
+        return grad.div_(ctx.tau).to(ctx.in_dtype), None, None
+
+
 def student_bucket_log_probs(student_logits: torch.Tensor, indices: torch.Tensor, tau: float) -> torch.Tensor:
     """Student log-probabilities at ``tau`` on the k + 1 categories of ``indices`` ``[..., k + 1]``.
 
     One pass over the vocabulary (``logsumexp``): the tail is ``log(1 - sum of the top-k
     probabilities)``, except where the top-k hold more than ``1 - NEAR_ONE`` of the mass (e.g.
     k = V), where that difference would cancel and the tail is summed over the complement instead.
+    The backward is written by hand (:class:`_StudentBuckets`).
     """
-    x = student_logits.float() / tau
-    idx = indices.long()
-    lse = x.logsumexp(-1, keepdim=True)
-    top = x.gather(-1, idx) - lse
-    mass = top.exp().sum(-1)
-    near = mass > 1 - NEAR_ONE
-    tail = torch.log1p(-torch.where(near, torch.zeros_like(mass), mass))  # finite, no gradient where near
-    if near.any():
-        exact = _tail_logsumexp(x[near], idx[near]) - lse[near].squeeze(-1)
-        tail = tail.masked_scatter(near, exact)
-    return torch.cat([top, tail.unsqueeze(-1)], dim=-1)
+    return _StudentBuckets.apply(student_logits, indices.long(), tau)
 
 
 def topk_kd_loss(

@@ -92,7 +92,30 @@ def test_student_tail_is_accurate_whether_or_not_the_top_k_hold_almost_all_mass(
     idx = torch.tensor([[0], [0]])
     got = student_bucket_log_probs(s, idx, 1.0)  # row 0: top-1 mass > 0.999 (exact path); row 1: cheap path
     q = torch.softmax(s.detach(), -1)
-    want = torch.stack([q[:, 0], q[:, 1:].sum(-1)], -1).log().float()
+    want = torch.stack([q[:, 0], q[:, 1:].sum(-1)], -1).log()  # float64 in, float64 out
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
     (grad,) = torch.autograd.grad(got[:, 1].sum(), s)
     assert torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("case", ["spread", "top_k_hold_almost_all", "tail_below_e-80", "k_equals_vocab"])
+def test_student_bucket_backward_matches_finite_differences(case):
+    """The hand-written backward of the student's bucket log-probabilities, checked numerically."""
+    from dskd.losses.topk import student_bucket_log_probs
+
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(3, 12, generator=g, dtype=torch.float64)
+    k = 12 if case == "k_equals_vocab" else 4
+    if case == "top_k_hold_almost_all":
+        s[:, :k] += 20.0  # tail mass ~ e^-10 at tau = 2: the exact (complement) path
+    if case == "tail_below_e-80":
+        s[:, :k] += 200.0  # tail log-mass ~ -100 at tau = 2
+    idx = s.topk(k, dim=-1).indices
+    weights = torch.randn(3, k + 1, generator=g, dtype=torch.float64)
+    if case == "k_equals_vocab":
+        weights[:, -1] = 0.0  # the empty tail is the lowest float, a constant
+
+    def f(logits):
+        return (student_bucket_log_probs(logits, idx, 2.0) * weights).sum()
+
+    assert torch.autograd.gradcheck(f, (s.requires_grad_(True),))
