@@ -60,7 +60,7 @@ def bench_cached_training(quick: bool) -> list[Figure]:
     from dskd.training.bench import preset_setup
     from dskd.training.module import DistillationModule
 
-    pairs = 1 if quick else 3
+    pairs = 1 if quick else 6
     cfg, tokenizer, teacher, student, projection, senses, batches = preset_setup(pairs + 1, PRESET)
     with tempfile.TemporaryDirectory() as tmp:
         cached_cfg = dataclasses.replace(
