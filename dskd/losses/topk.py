@@ -28,7 +28,7 @@ import torch
 from dskd.errors import DSKDError
 from dskd.losses.kd import divergence_per_position
 
-__all__ = ["TeacherTopK", "student_bucket_log_probs", "teacher_topk", "topk_kd_loss"]
+__all__ = ["TeacherTopK", "student_bucket_log_probs", "teacher_topk", "teacher_topk_at", "topk_kd_loss"]
 
 
 class TeacherTopK(NamedTuple):
@@ -66,14 +66,23 @@ def _tail_logsumexp(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
 
 def teacher_topk(logits: torch.Tensor, k: int, tau: float) -> TeacherTopK:
     """The :class:`TeacherTopK` of full teacher logits ``[..., V]`` (what the cache build stores)."""
+    return teacher_topk_at(logits, k, [tau])[0]
+
+
+def teacher_topk_at(logits: torch.Tensor, k: int, taus: list[float]) -> list[TeacherTopK]:
+    """:func:`teacher_topk` at several temperatures; the top-k and ``lse`` are computed once."""
     if not 1 <= k <= logits.shape[-1]:
         raise DSKDError(f"teacher.cache_top_k={k} must lie in [1, vocabulary size {logits.shape[-1]}].")
     z = logits.detach().float()
     lse = z.logsumexp(-1)
     values, indices = z.topk(k, dim=-1)
-    scaled = z / tau
-    tail = _tail_logsumexp(scaled, indices) if k < z.shape[-1] else torch.full_like(lse, float("-inf"))
-    return TeacherTopK(values - lse.unsqueeze(-1), indices, lse, scaled.logsumexp(-1), tail)
+    out = []
+    for tau in taus:
+        scaled = z / tau
+        full = k == z.shape[-1]
+        tail = torch.full_like(lse, float("-inf")) if full else _tail_logsumexp(scaled, indices)
+        out.append(TeacherTopK(values - lse.unsqueeze(-1), indices, lse, scaled.logsumexp(-1), tail))
+    return out
 
 
 NEAR_ONE = 1e-3

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from dskd.io import provenance, read_json
-from dskd.losses.topk import TeacherTopK, teacher_topk
+from dskd.losses.topk import TeacherTopK, teacher_topk_at
 from dskd.schema import ExperimentConfig
 from dskd.teacher_cache.store import CachedTeacher, CacheWriter, sequence_keys
 
@@ -130,7 +130,7 @@ def teacher_outputs(
     ids, am = batch["input_ids"].to(device), batch["attention_mask"].to(device)
     hidden = teacher.get_decoder()(input_ids=ids, attention_mask=am).last_hidden_state
     logits = teacher.get_output_embeddings()(hidden)
-    return [teacher_topk(logits, k, tau) for tau in taus], hidden
+    return teacher_topk_at(logits, k, taus), hidden
 
 
 def build_cache(
