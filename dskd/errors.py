@@ -20,3 +20,9 @@ class AssetError(DSKDError):
 
 class ArtifactMismatchError(DSKDError):
     """An artifact was built for another teacher, tokenizer or data than the one in use."""
+
+
+class TrainingInterrupted(DSKDError):
+    """A run was stopped by SIGTERM after saving its checkpoint (exit status 143, as for SIGTERM)."""
+
+    exit_code = 143

@@ -10,6 +10,7 @@ unless ``data.val`` names its own sources.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
@@ -22,15 +23,44 @@ from dskd.errors import ConfigError
 
 
 class _StreamLoader(DataLoader):
-    """A DataLoader over a :class:`PackedStream` that lets its owner prepare the stream before each pass."""
+    """A DataLoader over a :class:`PackedStream` that lets its owner prepare the stream before each pass.
 
-    def __init__(self, stream: PackedStream, num_workers: int, before_iter):
+    ``lockstep``: under torch.distributed, end the pass on every rank as soon as one rank's shard is
+    exhausted (see :func:`lockstep`).
+    """
+
+    def __init__(self, stream: PackedStream, num_workers: int, before_iter, lockstep: bool = False):
         super().__init__(stream, batch_size=None, num_workers=num_workers)
         self._before_iter = before_iter
+        self._lockstep = lockstep
 
     def __iter__(self):
         self._before_iter(self.dataset)
-        return super().__iter__()
+        batches = super().__iter__()
+        return lockstep(batches) if self._lockstep else batches
+
+
+def lockstep(batches: Iterator[Any]) -> Iterator[Any]:
+    """Yield ``batches`` while every process of the default group still has one.
+
+    Shards of different ranks can end a few batches apart; a rank that kept training alone would
+    wait forever in the gradient all-reduce. One tiny all-reduce (MIN) per batch lets all ranks stop
+    at the shortest shard. Without torch.distributed (or with one process) the batches pass through.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        yield from batches
+        return
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    while True:
+        batch = next(batches, None)
+        have = torch.tensor([0 if batch is None else 1], device=device)
+        dist.all_reduce(have, op=dist.ReduceOp.MIN)
+        if not have.item():
+            return
+        yield batch
 
 
 class DSKDDataModule(L.LightningDataModule):
@@ -149,7 +179,8 @@ class DSKDDataModule(L.LightningDataModule):
         self._taken, self._rotation_start = 0, stream.rotation
 
     def train_dataloader(self) -> DataLoader:
-        return _StreamLoader(self.stream(True), self.cfg.data.num_workers, self._before_train_iter)
+        workers = self.cfg.data.num_workers
+        return _StreamLoader(self.stream(True), workers, self._before_train_iter, lockstep=True)
 
     def val_dataloader(self) -> DataLoader:
         return _StreamLoader(self.stream(False), self.cfg.data.num_workers, lambda stream: None)

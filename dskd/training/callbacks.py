@@ -1,8 +1,10 @@
-"""Training guards and monitors: the non-finite loss guard and the tokens-per-second monitor."""
+"""Training guards and monitors: the non-finite loss guard, the tokens-per-second monitor and the
+checkpoint written when a run is stopped with SIGTERM."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -56,3 +58,27 @@ class ThroughputMonitor(pl.Callback):
             return
         tokens = float(batch["attention_mask"].sum()) * trainer.world_size
         pl_module.log("train/tokens_per_s", tokens / elapsed, on_step=True, on_epoch=False, batch_size=1)
+
+
+class CheckpointOnSigterm(pl.Callback):
+    """Write ``path`` (the run's ``last.ckpt``) when the run is stopped with SIGTERM.
+
+    Lightning notes SIGTERM and stops at the end of the current batch on every process alike (it
+    raises ``SIGTERMException`` there); this callback saves the checkpoint at that point, so that
+    ``trainer.resume=auto`` continues from the step the run reached instead of the last periodic
+    checkpoint. Under SLURM the requeue signal is handled by :class:`dskd.slurm.SlurmRequeue`.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        from lightning.pytorch.utilities import rank_zero_info
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if not isinstance(exception, SIGTERMException) or not trainer.training:
+            return
+        trainer.save_checkpoint(str(self.path))
+        rank_zero_info(f"SIGTERM: saved {self.path} at step {trainer.global_step}.")

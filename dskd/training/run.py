@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dskd.errors import ConfigError
+from dskd.errors import ConfigError, TrainingInterrupted
 from dskd.schema import ExperimentConfig
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,7 @@ def build_trainer(cfg: ExperimentConfig, rdir: Path, student, callbacks: list | 
         save_last=True,
     )
     from dskd.slurm import slurm_callbacks, slurm_plugins
+    from dskd.training.callbacks import CheckpointOnSigterm
 
     val = {}
     if t.val_check_interval is not None:
@@ -131,7 +132,13 @@ def build_trainer(cfg: ExperimentConfig, rdir: Path, student, callbacks: list | 
         log_every_n_steps=t.log_every_n_steps,
         logger=build_loggers(cfg, rdir),
         plugins=slurm_plugins(),
-        callbacks=[checkpoint, ThroughputMonitor(), *slurm_callbacks(), *(callbacks or [])],
+        callbacks=[
+            checkpoint,
+            ThroughputMonitor(),
+            CheckpointOnSigterm(rdir / "checkpoints" / "last.ckpt"),
+            *slurm_callbacks(),
+            *(callbacks or []),
+        ],
         default_root_dir=str(rdir),
         use_distributed_sampler=False,  # ResumableLoader deals batches to the processes
         num_sanity_val_steps=0,
@@ -184,7 +191,18 @@ def train(
         ckpt_path = resume_path(rdir, ckpt_path)  # newest of hpc_ckpt_N.ckpt (SLURM requeue) and last.ckpt
     if trainer.is_global_zero:
         truncate_csv(rdir / "metrics.csv", _global_step(ckpt_path) if ckpt_path else 0)
-    trainer.fit(module, datamodule=wrapped, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(module, datamodule=wrapped, ckpt_path=ckpt_path)
+    except SystemExit as e:  # Lightning's SIGTERMException: the callback saved last.ckpt
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if not isinstance(e, SIGTERMException):
+            raise
+        finish_wandb()
+        raise TrainingInterrupted(
+            f"Stopped by SIGTERM at step {trainer.global_step}; {ckpt_dir / 'last.ckpt'} holds that step. "
+            "Continue with the same command and trainer.resume=auto."
+        ) from None
     trainer.save_checkpoint(str(ckpt_dir / "last.ckpt"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k != "loss"}
     if has_validation(dm):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 
 import lightning.pytorch as pl
 import pytest
 import torch
 
-from dskd.errors import DSKDError
+from dskd.errors import DSKDError, TrainingInterrupted
 from dskd.models.loading import load_causal_lm
 from dskd.models.student import build_projection, build_student
 from dskd.senses import SenseDictionary
@@ -187,6 +189,34 @@ def test_resume_reproduces_the_uninterrupted_run(run_tmp, teacher_dir):
     assert resumed["global_step"] == 8
     a = _train_losses(run_tmp / "a" / "runs" / "tiny-dskd" / "seed-0")
     b = _train_losses(run_b)
+    assert sorted(a) == sorted(b) == list(range(8))
+    for step in a:
+        assert b[step] == pytest.approx(a[step], abs=1e-6), step
+
+
+def test_sigterm_saves_the_step_reached_and_resume_continues(run_tmp, teacher_dir):
+    class Terminate(pl.Callback):  # a real SIGTERM to this process, as `kill PID` sends it
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 5:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    over = {
+        "trainer.max_steps": 8,
+        "trainer.checkpoint_every_n_steps": 4,  # periodic checkpoints at 4 and 8 only
+        "senses.output_dir": str(run_tmp / "senses"),
+    }
+    full = tiny_config(run_tmp / "a", teacher_dir, "dskd", over)
+    train(full, datamodule=random_batches(n=5), export=False)
+    stopped = tiny_config(run_tmp / "b", teacher_dir, "dskd", over)
+    with pytest.raises(TrainingInterrupted, match="SIGTERM at step 6") as info:
+        train(stopped, datamodule=random_batches(n=5), callbacks=[Terminate()], export=False)
+    assert info.value.exit_code == 143
+    run_b = run_tmp / "b" / "runs" / "tiny-dskd" / "seed-0"
+    assert torch.load(run_b / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # Lightning restored the handler
+    resumed = train(stopped, datamodule=random_batches(n=5), export=False)  # trainer.resume=auto
+    assert resumed["global_step"] == 8
+    a, b = _train_losses(run_tmp / "a" / "runs" / "tiny-dskd" / "seed-0"), _train_losses(run_b)
     assert sorted(a) == sorted(b) == list(range(8))
     for step in a:
         assert b[step] == pytest.approx(a[step], abs=1e-6), step
