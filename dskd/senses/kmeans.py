@@ -84,11 +84,10 @@ class _GramSpace:
         return self._norms(z_new - z_old)[1].sum(1)
 
 
-def _one_hot(index: torch.Tensor, r: int, weights: torch.Tensor | None = None) -> torch.Tensor:
+def _one_hot(index: torch.Tensor, r: int) -> torch.Tensor:
     """Row weights [n, r, t] selecting row ``index[:, j]`` for centre j (index [n, t])."""
     w = torch.zeros(index.shape[0], r, index.shape[1], device=index.device)
-    src = torch.ones(index.shape, device=index.device) if weights is None else weights
-    return w.scatter_(1, index.unsqueeze(1), src.unsqueeze(1))
+    return w.scatter_(1, index.unsqueeze(1), 1.0)
 
 
 def _kmeans_pp(
