@@ -33,6 +33,7 @@ __all__ = [
     "check_divergence",
     "divergence_per_position",
     "kd_loss",
+    "kd_mean",
     "position_mask",
 ]
 
@@ -109,11 +110,16 @@ def kd_loss(
     treated as constants. No valid position gives 0 (still connected to the student's graph).
     """
     per_pos = divergence_per_position(student_logits, teacher_logits.detach(), divergence, tau, skew)
+    return kd_mean(per_pos, mask, alpha, tau)
+
+
+def kd_mean(per_pos: torch.Tensor, mask: torch.Tensor | None, alpha: float, tau: float) -> torch.Tensor:
+    """``alpha * tau^2 *`` the mean of ``per_pos`` over the positions where ``mask`` (None: all)
+    is true; 0 without any (still connected to the graph)."""
     if mask is None:
         mask = torch.ones_like(per_pos, dtype=torch.bool)
     zero = torch.zeros((), dtype=per_pos.dtype, device=per_pos.device)
-    total = torch.where(mask, per_pos, zero).sum()
-    return alpha * tau**2 * total / mask.sum().clamp(min=1)
+    return alpha * tau**2 * torch.where(mask, per_pos, zero).sum() / mask.sum().clamp(min=1)
 
 
 class CEKD(NamedTuple):

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import torch
 
 from dskd.errors import DSKDError
-from dskd.losses.kd import divergence_per_position
+from dskd.losses.kd import divergence_per_position, kd_mean
 
 __all__ = ["TeacherTopK", "student_bucket_log_probs", "teacher_topk", "teacher_topk_at", "topk_kd_loss"]
 
@@ -76,12 +76,12 @@ def teacher_topk_at(logits: torch.Tensor, k: int, taus: list[float]) -> list[Tea
     z = logits.detach().float()
     lse = z.logsumexp(-1)
     values, indices = z.topk(k, dim=-1)
+    log_probs, full = values - lse.unsqueeze(-1), k == z.shape[-1]
     out = []
     for tau in taus:
         scaled = z / tau
-        full = k == z.shape[-1]
         tail = torch.full_like(lse, float("-inf")) if full else _tail_logsumexp(scaled, indices)
-        out.append(TeacherTopK(values - lse.unsqueeze(-1), indices, lse, scaled.logsumexp(-1), tail))
+        out.append(TeacherTopK(log_probs, indices, lse, scaled.logsumexp(-1), tail))
     return out
 
 
@@ -168,8 +168,4 @@ def topk_kd_loss(
         )
     log_t = teacher.bucket_log_probs(tau).to(student_logits.device)
     log_s = student_bucket_log_probs(student_logits, teacher.indices.to(student_logits.device), tau)
-    per_pos = divergence_per_position(log_s, log_t, divergence, 1.0, skew)
-    if mask is None:
-        mask = torch.ones_like(per_pos, dtype=torch.bool)
-    zero = torch.zeros((), dtype=per_pos.dtype, device=per_pos.device)
-    return alpha * tau**2 * torch.where(mask, per_pos, zero).sum() / mask.sum().clamp(min=1)
+    return kd_mean(divergence_per_position(log_s, log_t, divergence, 1.0, skew), mask, alpha, tau)
