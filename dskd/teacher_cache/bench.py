@@ -13,22 +13,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import statistics
 import tempfile
 import time
 
 from dskd.bench import Figure
 
 PRESET = "experiments/tiny/dskd.yaml"
-
-
-def _step(module, optimizer, batch) -> tuple[float, dict]:
-    t0 = time.perf_counter()
-    loss, parts, _ = module.losses(batch)
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return time.perf_counter() - t0, {k: float(v) for k, v in parts.items()}
 
 
 def write_batch_cache(directory, cfg, tokenizer, teacher, batches, hidden_dtype: str = "float16"):
@@ -53,11 +43,10 @@ def write_batch_cache(directory, cfg, tokenizer, teacher, batches, hidden_dtype:
 
 
 def bench_cached_training(quick: bool) -> list[Figure]:
-    import torch
 
     from dskd.hardware_bench import DecoderShape, matmul_peak_gflops, training_step_flops
     from dskd.teacher_cache.build import open_cache
-    from dskd.training.bench import preset_setup
+    from dskd.training.bench import interleaved_steps, preset_setup
     from dskd.training.module import DistillationModule
 
     pairs = 1 if quick else 6
@@ -80,20 +69,8 @@ def bench_cached_training(quick: bool) -> list[Figure]:
                 cached=open_cache(cached_cfg, tokenizer),
             ),
         }
-        opts = {
-            k: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=cfg.optim.lr)
-            for k, m in modules.items()
-        }
-        times: dict[str, list[float]] = {"online": [], "cached": []}
-        first: dict[str, dict] = {}
-        for i, batch in enumerate(batches):
-            for name in ("online", "cached") if i % 2 == 0 else ("cached", "online"):
-                t, parts = _step(modules[name], opts[name], batch)
-                if i == 0:
-                    first[name] = parts
-                else:  # the first pair warms up allocators and caches
-                    times[name].append(t)
-    online, cached = statistics.median(times["online"]), statistics.median(times["cached"])
+        medians, first = interleaved_steps(modules, batches, cfg.optim.lr)
+    online, cached = medians["online"], medians["cached"]
     peak = matmul_peak_gflops()
     shape_t = DecoderShape.from_config(teacher.config)
     shape_s = DecoderShape.from_config(student.config)
@@ -108,9 +85,7 @@ def bench_cached_training(quick: bool) -> list[Figure]:
         )
         for mode in ("online", "cached")
     }
-    setting = (
-        f"tiny preset, CPU, {cfg.data.batch_size}x{cfg.data.seq_len} tokens, {len(times['online'])} pairs"
-    )
+    setting = f"tiny preset, CPU, {cfg.data.batch_size}x{cfg.data.seq_len} tokens, {pairs} pairs"
     figures = [
         Figure(
             name="train/cached_dskd_step_time",

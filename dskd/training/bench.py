@@ -17,13 +17,37 @@ from dskd.bench import Figure
 PRESET = "experiments/tiny/dskd.yaml"
 
 
-def _step(module, optimizer, batch) -> float:
+def _step(module, optimizer, batch) -> tuple[float, dict[str, float]]:
     t0 = time.perf_counter()
-    loss, _, _ = module.losses(batch)
+    loss, parts, _ = module.losses(batch)
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, {k: float(v) for k, v in parts.items()}
+
+
+def interleaved_steps(modules: dict, batches: list, lr: float) -> tuple[dict[str, float], dict[str, dict]]:
+    """One AdamW training step of every module per batch, the order alternating from batch to batch
+    so that machine noise affects all alike. The first batch warms up allocators and caches and is
+    not timed. Returns (median step time per module, each module's loss parts on the first batch,
+    where all still start from the same weights)."""
+    import torch
+
+    opts = {
+        k: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=lr)
+        for k, m in modules.items()
+    }
+    names = list(modules)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    first: dict[str, dict] = {}
+    for i, batch in enumerate(batches):
+        for name in names if i % 2 == 0 else names[::-1]:
+            t, parts = _step(modules[name], opts[name], batch)
+            if i == 0:
+                first[name] = parts
+            else:
+                times[name].append(t)
+    return {name: statistics.median(t) for name, t in times.items()}, first
 
 
 def preset_setup(n_batches: int, preset: str = PRESET):
@@ -48,7 +72,6 @@ def preset_setup(n_batches: int, preset: str = PRESET):
 
 
 def bench_step_time(quick: bool) -> list[Figure]:
-    import torch
 
     from dskd.training.module import DistillationModule
 
@@ -60,19 +83,9 @@ def bench_step_time(quick: bool) -> list[Figure]:
         "kd": DistillationModule(kd_cfg, copy.deepcopy(student), teacher),
         "dskd": DistillationModule(cfg, student, teacher, senses, projection),
     }
-    opts = {
-        k: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=cfg.optim.lr)
-        for k, m in modules.items()
-    }
-    times: dict[str, list[float]] = {"kd": [], "dskd": []}
-    for i, batch in enumerate(batches):
-        order = ("kd", "dskd") if i % 2 == 0 else ("dskd", "kd")
-        for name in order:
-            t = _step(modules[name], opts[name], batch)
-            if i > 0:  # the first pair warms up allocators and caches
-                times[name].append(t)
-    kd, dskd = statistics.median(times["kd"]), statistics.median(times["dskd"])
-    shape = f"{cfg.data.batch_size}x{cfg.data.seq_len} tokens, {len(times['kd'])} interleaved pairs"
+    medians, _ = interleaved_steps(modules, batches, cfg.optim.lr)
+    kd, dskd = medians["kd"], medians["dskd"]
+    shape = f"{cfg.data.batch_size}x{cfg.data.seq_len} tokens, {pairs} interleaved pairs"
     return [
         Figure(
             name="train/dskd_step_time",
