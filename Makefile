@@ -55,7 +55,7 @@ reproduce: $(STAMP_ASSETS)
 
 bench: $(STAMP_ASSETS)
 	@echo ">>> running benchmarks -> results/bench/"
-	$(PY) -m dskd.bench --out results/bench
+	$(PY) -m benchmarks --out results/bench
 
 lint: $(STAMP_SETUP)
 	$(VENV)/bin/ruff check .

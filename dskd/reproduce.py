@@ -99,7 +99,7 @@ def standin_teacher(out_dir: Path, num_layers: int = 4, hidden_size: int = 64) -
 
     from dskd.io import atomic_dir
     from dskd.models.loading import load_tokenizer
-    from dskd.training.synthetic import llama_config
+    from dskd.testing import llama_config
 
     if (out_dir / "config.json").is_file():
         return out_dir

@@ -60,7 +60,7 @@ def _shape(args: argparse.Namespace) -> dict[str, int]:
 
 def _prepare(work: Path, shape: dict[str, int]) -> None:
     """The random teacher folder and its sense dictionary, shared by all checks."""
-    from dskd.training.synthetic import llama_config, random_model_dir, random_senses
+    from dskd.testing import llama_config, random_model_dir, random_senses
 
     if not (work / "teacher" / "config.json").exists():
         cfg = llama_config(
@@ -105,8 +105,8 @@ def run_one(args: argparse.Namespace) -> dict:
     """Run the check ``args.run`` in this process and return its JSON record."""
     import torch
 
+    from dskd.testing import SyntheticBatches
     from dskd.training.run import run_dir, train
-    from dskd.training.synthetic import SyntheticBatches
 
     gpu = args.accelerator == "gpu"
     if gpu and not torch.cuda.is_available():

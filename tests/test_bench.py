@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-import dskd.bench as bench
-from dskd.bench import Figure, to_markdown
+import benchmarks.harness as bench
+from benchmarks.harness import Figure, to_markdown
 
 
 def good(quick: bool) -> list[Figure]:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from dskd.training.synthetic import llama_config, random_model_dir
+from dskd.testing import llama_config, random_model_dir
 
 VOCAB, HIDDEN = 64, 32
 

@@ -67,7 +67,7 @@ def test_mismatched_cache_is_refused_naming_the_field(make_cfg, field, over):
 
 
 def test_other_tokenizer_is_refused(make_cfg, tmp_path):
-    from dskd.training.synthetic import word_tokenizer
+    from dskd.testing import word_tokenizer
 
     cfg = make_cfg()
     _build(cfg)

@@ -12,11 +12,10 @@ import torch
 from dskd.models.loading import load_causal_lm, load_tokenizer
 from dskd.models.student import build_student
 from dskd.senses import SenseDictionary
-from dskd.teacher_cache.bench import write_batch_cache
 from dskd.teacher_cache.build import build_cache, open_cache
+from dskd.testing import random_batch, random_senses, write_batch_cache
 from dskd.training.module import DistillationModule
 from dskd.training.run import train
-from dskd.training.synthetic import random_batch, random_senses
 
 from .conftest import HIDDEN, VOCAB
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dskd.training.synthetic import (
+from dskd.testing import (
     SyntheticBatches,
     llama_config,
     random_model_dir,

@@ -1,4 +1,4 @@
-"""Synthetic pieces for tests, benchmarks and GPU checks: random Llama folders, senses and batches.
+"""Synthetic pieces for tests, benchmarks, GPU checks and dry runs: random Llama folders, senses, batches.
 
 Nothing here needs a hub or an asset: a word-level tokenizer over ``t0 .. t{V-1}``, a random
 Llama saved as a plain Hugging Face folder, a random sense dictionary that matches it, and
@@ -126,3 +126,24 @@ class SyntheticBatches(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(_Batches(self.val, self.seed + 1, self.shape), batch_size=None)
+
+
+def write_batch_cache(directory, cfg, tokenizer, teacher, batches, hidden_dtype: str = "float16"):
+    """A teacher cache of exactly ``batches`` in ``directory`` (tests, benchmarks and comparisons)."""
+    from dskd.teacher_cache.build import cache_identity, teacher_outputs
+    from dskd.teacher_cache.store import CacheWriter, sequence_keys
+
+    taus = sorted({1.0, float(cfg.loss.kd.tau)})
+    head = teacher.get_output_embeddings().weight
+    meta = {
+        **cache_identity(cfg, tokenizer),
+        "taus": taus,
+        "hidden_dtype": hidden_dtype,
+        "hidden_size": int(head.shape[1]),
+        "vocab_size": int(head.shape[0]),
+        "seeds": [cfg.seed],
+    }
+    with CacheWriter(directory, meta) as writer:
+        for batch in batches:
+            topk, hidden = teacher_outputs(teacher, batch, cfg.teacher.cache_top_k, taus)
+            writer.add(sequence_keys(batch["input_ids"], batch["attention_mask"]), topk, hidden)

@@ -11,7 +11,7 @@ import time
 from itertools import islice
 from pathlib import Path
 
-from dskd.bench import Figure
+from benchmarks.harness import Figure
 
 GOAL = 50_000
 

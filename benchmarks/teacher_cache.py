@@ -6,7 +6,7 @@ against a teacher cache of those batches written in the same run (no teacher for
 (losses, backward, optimizer step) alternate; the first pair warms up and is also where both
 students are still identical, so its KD and sense values compare the cache with the online teacher
 exactly (top-k KD approximation, float16 hidden states). The matmul peak of the machine is measured
-in the same run; a step's achieved GFLOP/s is its FLOPs (:mod:`dskd.hardware_bench`) over its time.
+in the same run; a step's achieved GFLOP/s is its FLOPs (:mod:`benchmarks.hardware`) over its time.
 """
 
 from __future__ import annotations
@@ -16,37 +16,17 @@ import dataclasses
 import tempfile
 import time
 
-from dskd.bench import Figure
+from benchmarks.harness import Figure
 
 PRESET = "experiments/tiny/dskd.yaml"
 
 
-def write_batch_cache(directory, cfg, tokenizer, teacher, batches, hidden_dtype: str = "float16"):
-    """A teacher cache of exactly ``batches`` in ``directory`` (benchmarks and comparisons)."""
-    from dskd.teacher_cache.build import cache_identity, teacher_outputs
-    from dskd.teacher_cache.store import CacheWriter, sequence_keys
-
-    taus = sorted({1.0, float(cfg.loss.kd.tau)})
-    head = teacher.get_output_embeddings().weight
-    meta = {
-        **cache_identity(cfg, tokenizer),
-        "taus": taus,
-        "hidden_dtype": hidden_dtype,
-        "hidden_size": int(head.shape[1]),
-        "vocab_size": int(head.shape[0]),
-        "seeds": [cfg.seed],
-    }
-    with CacheWriter(directory, meta) as writer:
-        for batch in batches:
-            topk, hidden = teacher_outputs(teacher, batch, cfg.teacher.cache_top_k, taus)
-            writer.add(sequence_keys(batch["input_ids"], batch["attention_mask"]), topk, hidden)
-
-
 def bench_cached_training(quick: bool) -> list[Figure]:
 
-    from dskd.hardware_bench import DecoderShape, matmul_peak_gflops, training_step_flops
+    from benchmarks.hardware import DecoderShape, matmul_peak_gflops, training_step_flops
+    from benchmarks.training import interleaved_steps, preset_setup
     from dskd.teacher_cache.build import open_cache
-    from dskd.training.bench import interleaved_steps, preset_setup
+    from dskd.testing import write_batch_cache
     from dskd.training.module import DistillationModule
 
     pairs = 1 if quick else 6
@@ -117,7 +97,7 @@ def bench_cached_training(quick: bool) -> list[Figure]:
                 baseline=peak,
                 baseline_name="fp32 2048^3 matmul peak (same run)",
                 goal="- (ratio = fraction of peak)",
-                note=f"{flops[mode] / 1e9:.1f} GFLOP per step (formula in dskd/hardware_bench.py)",
+                note=f"{flops[mode] / 1e9:.1f} GFLOP per step (formula in benchmarks/hardware.py)",
             )
         )
     return figures

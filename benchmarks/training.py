@@ -12,7 +12,7 @@ import copy
 import statistics
 import time
 
-from dskd.bench import Figure
+from benchmarks.harness import Figure
 
 PRESET = "experiments/tiny/dskd.yaml"
 

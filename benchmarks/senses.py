@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from dskd.bench import Figure
+from benchmarks.harness import Figure
 
 TINY_CONFIG = "experiments/tiny/dskd.yaml"
 

@@ -1,9 +1,9 @@
 """`make bench`: run every benchmark of the project and write one report.
 
-Each benchmark is a function ``bench_<name>(quick: bool) -> list[Figure]`` in the module that owns
-the code it measures, registered in :data:`BENCHMARKS`. A figure is compared with a baseline
-measured in the same run (the machines are shared and noisy, so only ratios mean something).
-Output: ``summary.json`` and ``summary.md`` in ``--out``.
+Each benchmark is a function ``bench_<name>(quick: bool) -> list[Figure]`` in the module of
+``benchmarks/`` named after the stage it measures, registered in :data:`BENCHMARKS`. A figure is
+compared with a baseline measured in the same run (the machines are shared and noisy, so only
+ratios mean something). Output: ``summary.json`` and ``summary.md`` in ``--out``.
 """
 
 from __future__ import annotations
@@ -43,12 +43,12 @@ class Figure:
 
 BENCHMARKS: list[str] = [
     # "module:function", each returning list[Figure]
-    "dskd.data.bench:bench_data_throughput",
-    "dskd.losses.bench:bench_chunked_kd",
-    "dskd.senses.bench:bench_kmeans",
-    "dskd.lexicon.bench:bench_lexicon_build",
-    "dskd.training.bench:bench_step_time",
-    "dskd.teacher_cache.bench:bench_cached_training",
+    "benchmarks.data:bench_data_throughput",
+    "benchmarks.losses:bench_chunked_kd",
+    "benchmarks.senses:bench_kmeans",
+    "benchmarks.lexicon:bench_lexicon_build",
+    "benchmarks.training:bench_step_time",
+    "benchmarks.teacher_cache:bench_cached_training",
 ]
 
 
@@ -110,7 +110,3 @@ def main(argv: list[str] | None = None) -> int:
     print(to_markdown(figures))
     print(json.dumps({"wall_s": round(summary["wall_s"], 1), "failures": len(failures)}))
     return 1 if failures else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

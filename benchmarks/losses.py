@@ -24,8 +24,9 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
-from dskd.bench import Figure
+from benchmarks.harness import Figure
 
 
 @dataclass
@@ -135,11 +136,12 @@ def _worker_time(s: Setting) -> dict:
 
 
 def _run_worker(mode: str, s: Setting) -> dict:
-    cmd = [sys.executable, "-m", "dskd.losses.bench", "--worker", mode, "--setting", json.dumps(asdict(s))]
+    cmd = [sys.executable, "-m", "benchmarks.losses", "--worker", mode, "--setting", json.dumps(asdict(s))]
     env = dict(os.environ)
     if mode != "time":  # memory: glibc then returns every large freed block at once, so the resident
         env["MALLOC_MMAP_THRESHOLD_"] = str(1 << 20)  # size follows the tensors alive (not for timing)
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    root = Path(__file__).resolve().parents[1]  # where `benchmarks` is importable
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=root)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from dskd.bench import Figure
+from benchmarks.harness import Figure
 
 GOAL_S = 60.0
 

@@ -1,6 +1,6 @@
 """How far cached (top-k) KD lands from online KD: two short runs of the tiny KD preset, then an exact check.
 
-``python -m dskd.teacher_cache.compare --steps 100 --out DIR`` (stages: build, online, cached, eval;
+``python -m benchmarks.kd_compare --steps 100 --out DIR`` (stages: build, online, cached, eval;
 default all): builds the teacher cache of the run, trains the preset with ``teacher.mode=online``
 and ``teacher.mode=cached`` (same seed, same batches), then scores both final students with the
 online teacher on the validation batches (exact CE, exact KD, top-k KD, top-1 agreement) and, on
