@@ -37,8 +37,8 @@ def _table(cfg, tokenizer):
 
 def bench_data_throughput(quick: bool) -> list[Figure]:
     from dskd.config import load_config
+    from dskd.corpora.sources import iter_documents
     from dskd.data.datamodule import DSKDDataModule
-    from dskd.data.sources import iter_documents
     from dskd.data.stream import PackedStream
     from dskd.models.loading import load_tokenizer
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from IPython.display import Image, Markdown, display
 
-from dskd.ablate import discover, markdown_table, plot
+from dskd.launch.ablate import discover, markdown_table, plot
 
 # %% tags=["parameters"]
 runs_root = "runs"

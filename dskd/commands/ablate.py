@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dskd import ablate
+    from dskd.launch import ablate
 
     sweep = ablate.load_sweep(args.sweep)
     points = ablate.point_configs(sweep, args.overrides, base=args.base)

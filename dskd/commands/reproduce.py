@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dskd.errors import ConfigError
-    from dskd.reproduce import dry_run_overrides, preset_configs, reproduce, standin_teacher
+    from dskd.launch.reproduce import dry_run_overrides, preset_configs, reproduce, standin_teacher
 
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {args.seeds}.")

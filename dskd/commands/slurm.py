@@ -34,7 +34,15 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dskd.config import load_config
-    from dskd.slurm import TEMPLATE, JobSpec, check_overrides, render, submit, train_command, train_overrides
+    from dskd.launch.slurm import (
+        TEMPLATE,
+        JobSpec,
+        check_overrides,
+        render,
+        submit,
+        train_command,
+        train_overrides,
+    )
     from dskd.training.run import run_dir
 
     check_overrides(args.overrides)

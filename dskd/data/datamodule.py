@@ -16,8 +16,8 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader
 
+from dskd.corpora.sources import iter_documents
 from dskd.data.sampling import NeighbourTable, max_positions_for
-from dskd.data.sources import iter_documents
 from dskd.data.stream import META_KEYS, PackedStream, StreamSpec
 from dskd.errors import ConfigError
 

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from dskd.corpora.sources import Document, is_validation, iter_documents
 from dskd.data.config import SourceConfig
 from dskd.data.sampling import IGNORE, NeighbourTable, restrict_to_synset, sample_sense_batch
-from dskd.data.sources import Document, is_validation, iter_documents
 from dskd.data.targets import prompt_key
 from dskd.errors import DSKDError
 

@@ -266,7 +266,7 @@ def gather_from_config(
 ) -> GatherResult:
     """This rank's reservoirs over ``cfg.senses.sources`` with the config's settings (``max_tokens``
     overrides ``senses.max_tokens``)."""
-    from dskd.data.sources import iter_documents
+    from dskd.corpora.sources import iter_documents
 
     sc = cfg.senses
     return gather(

@@ -66,7 +66,7 @@ class CheckpointOnSigterm(pl.Callback):
     Lightning notes SIGTERM and stops at the end of the current batch on every process alike (it
     raises ``SIGTERMException`` there); this callback saves the checkpoint at that point, so that
     ``trainer.resume=auto`` continues from the step the run reached instead of the last periodic
-    checkpoint. Under SLURM the requeue signal is handled by :class:`dskd.slurm.SlurmRequeue`.
+    checkpoint. Under SLURM the requeue signal is handled by :class:`dskd.training.slurm.SlurmRequeue`.
     """
 
     def __init__(self, path: str | Path) -> None:

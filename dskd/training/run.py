@@ -113,8 +113,8 @@ def build_trainer(cfg: ExperimentConfig, rdir: Path, student, callbacks: list | 
         save_top_k=0,
         save_last=True,
     )
-    from dskd.slurm import slurm_callbacks, slurm_plugins
     from dskd.training.callbacks import CheckpointOnSigterm
+    from dskd.training.slurm import slurm_callbacks, slurm_plugins
 
     val = {}
     if t.val_check_interval is not None:
@@ -186,7 +186,7 @@ def train(
     wrapped = resumable(dm)
     ckpt_path = resume_checkpoint(cfg.trainer.resume, ckpt_dir)
     if cfg.trainer.resume == "auto":
-        from dskd.slurm import resume_path
+        from dskd.training.slurm import resume_path
 
         ckpt_path = resume_path(rdir, ckpt_path)  # newest of hpc_ckpt_N.ckpt (SLURM requeue) and last.ckpt
     if trainer.is_global_zero:

@@ -1,21 +1,11 @@
-"""Helpers of the data tests: fixture QA records and a small random lexicon table."""
+"""Helpers of the data tests: a small random lexicon table."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dskd.data.sampling import NeighbourTable
-
-FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def records(kind: str) -> list[dict]:
-    with open(FIXTURES / f"{kind}.jsonl", encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
 
 
 def random_table(vocab: int, seed: int = 0, p: float = 0.3, max_deg: int = 40) -> NeighbourTable:

@@ -162,7 +162,7 @@ def test_skip_resumes_shard_exactly(tmp_path, tokenizer):
 
 
 def test_gold_synset_positions_restrict_neighbours(tokenizer):
-    from dskd.data.sources import Document
+    from dskd.corpora.sources import Document
     from dskd.data.stream import gold_labels
 
     text = "we sat on the bank of the river"

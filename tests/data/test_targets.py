@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from dskd.corpora.prompts import QAItem, prompt_and_answer
 from dskd.data.config import SourceConfig
-from dskd.data.prompts import QAItem, prompt_and_answer
 from dskd.data.sampling import IGNORE
 from dskd.data.stream import PackedStream, StreamSpec
 from dskd.data.targets import cache_key, greedy_continuations, load_or_build, prompt_key

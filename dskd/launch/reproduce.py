@@ -4,7 +4,7 @@ A preset is a folder ``experiments/<preset>/`` with ``kd.yaml`` and ``dskd.yaml`
 ``base.yaml``). The pipeline runs: lexicon -> sense dictionary -> KD and DSKD training for each seed
 (same data and seed for both) -> evaluation of the teacher and every student -> ``table.md``,
 ``results.json`` and plots in ``eval.output_dir``. Stages whose outputs are up to date are skipped
-(:mod:`dskd.pipeline`).
+(:mod:`dskd.launch.stamps`).
 
 ``--dry-run`` validates a preset end to end on a CPU: its configs load and every stage runs, with
 a tiny random stand-in teacher of the same tokenizer family, offline data and a few steps.
@@ -20,10 +20,10 @@ from typing import Any
 
 from dskd.config import load_config
 from dskd.errors import ConfigError
-from dskd.pipeline import STAMP, is_current, run_stage, stage_key
+from dskd.launch.stamps import STAMP, is_current, run_stage, stage_key
 from dskd.schema import ExperimentConfig
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 METHODS = ("kd", "dskd")
 STANDIN_TOKENIZER = "smollm2-135m-instruct"
 

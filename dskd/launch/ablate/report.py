@@ -8,9 +8,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from dskd.ablate.results import TAIL_FRACTION, RunResult, collect
-from dskd.ablate.sweep import Point, Sweep
 from dskd.errors import DSKDError
+from dskd.launch.ablate.results import TAIL_FRACTION, RunResult, collect
+from dskd.launch.ablate.sweep import Point, Sweep
 
 CURVES = (
     "train/loss",

@@ -8,7 +8,7 @@ import pytest
 from lightning.pytorch import Trainer
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-from dskd.slurm import SlurmRanks, first_host, resume_path, slurm_plugins
+from dskd.training.slurm import SlurmRanks, first_host, resume_path, slurm_plugins
 
 SLURM_KEYS = ("SLURM_JOB_ID", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_JOB_NAME", "MASTER_ADDR", "MASTER_PORT")
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dskd import ablate
 from dskd.cli import main
 from dskd.errors import ArtifactMismatchError, ConfigError, DSKDError
+from dskd.launch import ablate
 from tests.test_notebooks import assert_png, execute_notebook
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SWEEPS = sorted((ROOT / "experiments" / "sweeps").glob("*.yaml"))
 BASE = str(ROOT / "experiments" / "tiny" / "dskd.yaml")
 

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
+from dskd.corpora.sources import MAX_LINE_CHARS, SourceStats, is_validation, iter_documents, split_long
 from dskd.data.config import SourceConfig
-from dskd.data.sources import MAX_LINE_CHARS, SourceStats, is_validation, iter_documents, split_long
 from dskd.errors import DSKDError
 
 
@@ -34,7 +34,7 @@ def test_max_records(tmp_path):
 def test_invalid_utf8_is_replaced_counted_and_warned_once(tmp_path, caplog):
     (tmp_path / "bad.txt").write_bytes(b"caf\xe9 ok\n\nna\xefve \xff\n\nfine\n")
     stats = SourceStats()
-    with caplog.at_level(logging.WARNING, logger="dskd.data.sources"):
+    with caplog.at_level(logging.WARNING, logger="dskd.corpora.sources"):
         out = texts([SourceConfig(kind="text", path=str(tmp_path / "bad.txt"))], stats=stats)
     assert out == ["caf\ufffd ok", "na\ufffdve \ufffd", "fine"]
     assert stats.bad_utf8_lines == 2

@@ -13,7 +13,7 @@ import pytest
 from dskd.cli import main
 from dskd.config import load_config
 from dskd.errors import ConfigError
-from dskd.slurm import TEMPLATE, render_template
+from dskd.launch.slurm import TEMPLATE, render_template
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "experiments" / "tiny" / "kd.yaml"

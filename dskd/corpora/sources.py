@@ -21,8 +21,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from dskd.corpora.prompts import EXEMPLAR_POOL, PARSERS, QAItem, draw_exemplars, prompt_and_answer, shots_for
 from dskd.data.config import SourceConfig
-from dskd.data.prompts import EXEMPLAR_POOL, PARSERS, QAItem, draw_exemplars, prompt_and_answer, shots_for
 from dskd.errors import DSKDError
 
 log = logging.getLogger(__name__)

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from dskd.corpora.prompts import PARSERS, QAItem, apply_chat, draw_exemplars, question_text
+from dskd.corpora.sources import iter_documents, qa_documents
 from dskd.data.config import SourceConfig
-from dskd.data.prompts import PARSERS, QAItem, apply_chat, draw_exemplars, question_text
-from dskd.data.sources import iter_documents, qa_documents
 from dskd.errors import DSKDError
 
 from .conftest import FIXTURES, records

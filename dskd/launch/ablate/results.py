@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from dskd.ablate.sweep import Point
 from dskd.errors import DSKDError
+from dskd.launch.ablate.sweep import Point
 
 TAIL_FRACTION = 0.25
 """A train/* final metric is the mean over this last fraction of its logged steps."""

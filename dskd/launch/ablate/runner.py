@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from dskd.ablate.sweep import Point
 from dskd.errors import ArtifactMismatchError
+from dskd.launch.ablate.sweep import Point
 from dskd.schema import ExperimentConfig
 
 _SENSES_BUILD_KEYS = (

@@ -1,12 +1,10 @@
-"""SLURM: render and submit a multi-node training job, and the Lightning pieces used inside it.
+"""SLURM inside a training job: ranks from SLURM's variables, checkpoint and requeue on SIGUSR1, resume.
 
-``dskd slurm submit`` fills an sbatch template (``experiments/slurm/train.sbatch``, editable; see
-:func:`render_template` for its placeholders) and submits it. The job runs one ``srun`` task per
-device; each task is one Lightning process whose ranks come from SLURM's variables
-(:class:`SlurmRanks`, docs/slurm.md). Inside the job, :func:`slurm_plugins` gives the Trainer
-Lightning's ``SLURMEnvironment`` and :func:`slurm_callbacks` the :class:`SlurmRequeue` callback:
-on SIGUSR1 (sent 90 s before the time limit) every process saves ``hpc_ckpt_N.ckpt`` in the run
-folder at the same step, rank 0 requeues the job, and the requeued job resumes from it
+Each ``srun`` task of a job submitted by :mod:`dskd.launch.slurm` is one Lightning process whose
+ranks come from SLURM's variables (:class:`SlurmRanks`, docs/slurm.md). :func:`slurm_plugins` gives
+the Trainer Lightning's ``SLURMEnvironment`` and :func:`slurm_callbacks` the :class:`SlurmRequeue`
+callback: on SIGUSR1 (sent 90 s before the time limit) every process saves ``hpc_ckpt_N.ckpt`` in
+the run folder at the same step, rank 0 requeues the job, and the requeued job resumes from it
 (:func:`resume_path`).
 """
 
@@ -14,11 +12,8 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,145 +23,10 @@ import lightning.pytorch as pl
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
-from dskd.errors import ConfigError, DSKDError
-
-TEMPLATE = Path(__file__).resolve().parent.parent / "experiments" / "slurm" / "train.sbatch"
-"""The default sbatch template (copy it and pass ``--template`` to change partitions, modules, ...)."""
 REQUEUE_SIGNAL = "USR1"
 SIGNAL_SECONDS = 90
 """Seconds before the time limit at which SLURM sends the requeue signal."""
-MANAGED_KEYS = ("trainer.num_nodes", "trainer.devices", "trainer.accelerator", "trainer.resume")
-"""Config keys the job sets itself (from --nodes / --gpus-per-node / --tasks-per-node)."""
-_PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 _HPC = re.compile(r"hpc_ckpt_(\d+)\.ckpt")
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """What one sbatch job asks for and runs."""
-
-    job_name: str
-    nodes: int
-    tasks_per_node: int
-    """One task per device: GPUs per node, or CPU processes per node when there are no GPUs."""
-    gpus_per_node: int
-    cpus_per_task: int | None
-    partition: str | None
-    time: str | None
-    """Time limit in any sbatch format (e.g. 2-00:00:00); None: the partition's default."""
-    workdir: Path
-    """Folder the job runs in (relative config paths resolve against it)."""
-    log_dir: Path
-    command: list[str]
-    """What each srun task runs."""
-
-    def __post_init__(self) -> None:
-        if self.nodes < 1:
-            raise ConfigError(f"--nodes must be at least 1, got {self.nodes}.")
-        if self.gpus_per_node < 0:
-            raise ConfigError(f"--gpus-per-node must be 0 (CPU) or more, got {self.gpus_per_node}.")
-        if self.tasks_per_node < 1:
-            raise ConfigError(f"--tasks-per-node must be at least 1, got {self.tasks_per_node}.")
-        if self.gpus_per_node and self.tasks_per_node != self.gpus_per_node:
-            raise ConfigError(
-                f"--tasks-per-node={self.tasks_per_node} differs from --gpus-per-node={self.gpus_per_node}: "
-                "a GPU job runs one task per GPU. Drop --tasks-per-node (it is for CPU jobs, G=0)."
-            )
-        if self.cpus_per_task is not None and self.cpus_per_task < 1:
-            raise ConfigError(f"--cpus-per-task must be at least 1, got {self.cpus_per_task}.")
-
-    @property
-    def log_pattern(self) -> Path:
-        """Where the job's output goes (%j is the job id; a requeued job appends to the same file)."""
-        return self.log_dir / "%j.out"
-
-
-def train_overrides(nodes: int, tasks_per_node: int, gpus_per_node: int) -> list[str]:
-    """The overrides a SLURM job adds to ``dskd train``: its shape and ``resume=auto``."""
-    return [
-        f"trainer.num_nodes={nodes}",
-        f'trainer.devices="{tasks_per_node}"',  # a string key ("auto" | a count | a list)
-        f"trainer.accelerator={'gpu' if gpus_per_node else 'cpu'}",
-        "trainer.resume=auto",
-    ]
-
-
-def check_overrides(overrides: list[str]) -> None:
-    """Refuse user overrides of the keys the job sets itself (they would silently disagree)."""
-    for item in overrides:
-        key = item.split("=", 1)[0]
-        if key in MANAGED_KEYS:
-            raise ConfigError(
-                f"Override '{item}' is set by the SLURM job itself ({', '.join(MANAGED_KEYS)}). "
-                "Use --nodes, --gpus-per-node and --tasks-per-node instead; the job always resumes "
-                "(trainer.resume=auto) so that a requeued job continues from its checkpoint."
-            )
-
-
-def train_command(config: Path, overrides: list[str], python: str = sys.executable) -> list[str]:
-    """``python -m dskd train CONFIG overrides...`` as an argv list."""
-    return [python, "-m", "dskd", "train", str(config), *overrides]
-
-
-def render_template(text: str, values: Mapping[str, object]) -> str:
-    """Replace ``{{ name }}`` placeholders; a line whose placeholder value is None is dropped.
-
-    Unknown placeholders raise :class:`ConfigError` so a typo in an edited template fails early.
-    """
-    out = []
-    for line in text.splitlines(keepends=True):
-        names = _PLACEHOLDER.findall(line)
-        unknown = [n for n in names if n not in values]
-        if unknown:
-            raise ConfigError(
-                f"sbatch template placeholder '{{{{ {unknown[0]} }}}}' is unknown; "
-                f"known placeholders: {', '.join(sorted(values))}."
-            )
-        if any(values[n] is None for n in names):
-            continue
-        out.append(_PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), line))
-    return "".join(out)
-
-
-def render(spec: JobSpec, template: Path = TEMPLATE) -> str:
-    """The sbatch script of a job, from ``template``."""
-    if not template.is_file():
-        raise ConfigError(
-            f"sbatch template '{template}' not found. Pass --template with a copy of "
-            "experiments/slurm/train.sbatch from the dskd repository."
-        )
-    values = {
-        "job_name": spec.job_name,
-        "nodes": spec.nodes,
-        "tasks_per_node": spec.tasks_per_node,
-        "gpus_per_node": spec.gpus_per_node or None,
-        "cpus_per_task": spec.cpus_per_task,
-        "partition": spec.partition,
-        "time": spec.time,
-        "signal": f"{REQUEUE_SIGNAL}@{SIGNAL_SECONDS}",
-        "workdir": shlex.quote(str(spec.workdir)),
-        "log_dir": spec.log_dir,
-        "log_file": spec.log_pattern,
-        "command": shlex.join(spec.command),
-    }
-    return render_template(template.read_text(encoding="utf-8"), values)
-
-
-def submit(script: str, spec: JobSpec) -> str:
-    """Write ``script`` into the log folder and submit it with ``sbatch``; return the job id."""
-    sbatch = shutil.which("sbatch")
-    if sbatch is None:
-        raise DSKDError(
-            "sbatch not found: run `dskd slurm submit` on a SLURM login node, or add --dry-run to only "
-            "print the script."
-        )
-    spec.log_dir.mkdir(parents=True, exist_ok=True)
-    path = spec.log_dir / "job.sbatch"
-    path.write_text(script, encoding="utf-8")
-    out = subprocess.run([sbatch, "--parsable", str(path)], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise DSKDError(f"sbatch refused the job ({path}): {out.stderr.strip() or out.stdout.strip()}")
-    return out.stdout.strip().split(";")[0]
 
 
 @dataclass(frozen=True)

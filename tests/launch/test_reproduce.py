@@ -7,8 +7,8 @@ import json
 import pytest
 
 from dskd.cli import main
-from dskd.pipeline import is_current, run_stage, stage_key
-from dskd.reproduce import preset_configs
+from dskd.launch.reproduce import preset_configs
+from dskd.launch.stamps import is_current, run_stage, stage_key
 
 
 def test_run_stage_skips_when_key_matches(tmp_path):
