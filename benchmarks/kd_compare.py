@@ -44,7 +44,8 @@ def _score(cfg, student_dir: Path, batches, teacher, cache, sweep=()) -> dict[st
     import torch
     import torch.nn.functional as F
 
-    from dskd.losses.kd import IGNORE_INDEX, kd_loss, position_mask
+    from dskd.batch import IGNORE_INDEX
+    from dskd.losses.kd import kd_loss, position_mask
     from dskd.losses.topk import teacher_topk, topk_kd_loss
     from dskd.models.loading import load_causal_lm
 
@@ -58,16 +59,13 @@ def _score(cfg, student_dir: Path, batches, teacher, cache, sweep=()) -> dict[st
             t = teacher(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
             n = float(mask.sum())
             labels = b["labels"].masked_fill(~mask, IGNORE_INDEX)
-            ce = F.cross_entropy(s.flatten(0, 1), labels.flatten(), reduction="sum")  # ignores -100
+            ce = F.cross_entropy(s.flatten(0, 1), labels.flatten(), reduction="sum")  # ignores IGNORE_INDEX
             topk = {"cache": cache.lookup(b["input_ids"], b["attention_mask"]).topk}
             topk |= {str(kk): teacher_topk(t, kk, k.tau) for kk in sweep if kk <= t.shape[-1]}
             values = {
                 "ce": float(ce),
-                "kd_exact": n * float(kd_loss(s, t, mask, k.tau, k.divergence, k.alpha)),
-                **{
-                    f"kd_top{name}": n * float(topk_kd_loss(s, tk, mask, k.tau, k.divergence, k.alpha))
-                    for name, tk in topk.items()
-                },
+                "kd_exact": n * float(kd_loss(s, t, mask, kd=k)),
+                **{f"kd_top{name}": n * float(topk_kd_loss(s, tk, mask, kd=k)) for name, tk in topk.items()},
                 "agree": float(((s.argmax(-1) == t.argmax(-1)) & mask).sum()),
                 "n": n,
             }

@@ -64,7 +64,8 @@ def _inputs(s: Setting):
 def _step(method: str, s: Setting, inputs) -> None:
     import torch.nn.functional as F
 
-    from dskd.losses.kd import ce_and_kd_chunked, kd_loss
+    from dskd.losses.config import KDConfig
+    from dskd.losses.kd import ce_and_kd_chunked, kd_loss, position_mask
 
     h_s, w_s, h_t, w_t, labels = inputs
     h_s.grad = None
@@ -72,9 +73,9 @@ def _step(method: str, s: Setting, inputs) -> None:
         student_logits = h_s @ w_s.T
         teacher_logits = (h_t @ w_t.T).detach()
         ce = F.cross_entropy(student_logits.float().reshape(-1, s.vocab), labels.reshape(-1))
-        loss = ce + kd_loss(student_logits, teacher_logits, labels != -100)
+        loss = ce + kd_loss(student_logits, teacher_logits, position_mask(labels), kd=KDConfig())
     else:
-        loss = ce_and_kd_chunked(h_s, w_s, h_t, w_t, labels, chunk_size=s.chunk_size).total
+        loss = ce_and_kd_chunked(h_s, w_s, h_t, w_t, labels, kd=KDConfig(chunk_size=s.chunk_size)).total
     loss.backward()
 
 

@@ -13,6 +13,8 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from dskd.batch import IGNORE_INDEX, SenseBatch
+
 
 def word_tokenizer(vocab: int):
     """A word-level tokenizer over the words t0..t{vocab-1} (t0 unknown, t1 padding, t2 end)."""
@@ -74,14 +76,14 @@ def random_senses(
 
 def random_batch(
     g: torch.Generator, batch: int, seq: int, vocab: int, positions: int = 3, neighbours: int = 4
-) -> dict[str, torch.Tensor]:
+) -> SenseBatch:
     """One batch in the training format (random ids; the last sequence ends in 4 padding tokens)."""
     ids = torch.randint(3, vocab, (batch, seq), generator=g)
     am = torch.ones(batch, seq, dtype=torch.long)
     am[-1, seq - 4 :] = 0
-    labels = torch.full((batch, seq), -100)
+    labels = torch.full((batch, seq), IGNORE_INDEX)
     labels[:, :-1] = ids[:, 1:]
-    labels[am == 0] = -100
+    labels[am == 0] = IGNORE_INDEX
     shape, nshape = (batch, positions), (batch, positions, neighbours)
     keys = vocab + 4
     return {

@@ -1,6 +1,6 @@
 """Positions and neighbour candidates of the sense loss (DESIGN 2.3), as fixed-shape padded arrays.
 
-Per sequence with targets ``labels`` (-100 where none):
+Per sequence with targets ``labels`` (``IGNORE_INDEX`` where none):
 ``V`` = positions whose target has lexicon neighbours (synonyms or antonyms), ``n = |V|``,
 ``m = min(max_positions, n)``, raised to ``floor(fraction * n)`` when that is larger;
 ``P1`` = m positions drawn from V, ``P2`` = m positions drawn from all positions with a target
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-IGNORE = -100
+from dskd.batch import IGNORE_INDEX
 
 
 @dataclass
@@ -118,7 +118,8 @@ def sample_sense_batch(
     """Sense-loss arrays of a batch ``labels`` [B, L], sequence b drawing from ``rngs[b]``.
 
     ``overrides[b]`` maps a position of sequence b to its (synonyms, antonyms) in place of the
-    target's full rows (sense-aligned neighbours). Keys and shapes as in the training batch.
+    target's full rows (sense-aligned neighbours). The keys are ``dskd.batch.SENSE_SAMPLE_KEYS``,
+    with the shapes of :class:`dskd.batch.SenseBatch`.
     """
     labels = np.asarray(labels, dtype=np.int64)
     B = len(labels)
@@ -127,7 +128,7 @@ def sample_sense_batch(
     for b, over in enumerate(overrides):
         for p, (syn, ant) in over.items():
             syn_deg[b, p], ant_deg[b, p] = len(syn), len(ant)
-    valid = labels != IGNORE
+    valid = labels != IGNORE_INDEX
     has = valid & (syn_deg + ant_deg > 0)
     out = {name: np.zeros((B, width), dtype=np.int64) for name in ("sense_pos", "rand_pos")}
     counts = np.zeros(B, dtype=np.int64)

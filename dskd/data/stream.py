@@ -6,11 +6,11 @@ shard ``rank * num_workers + worker``. Every document is read by exactly one sha
 and no gaps. Each shard shuffles its documents through a buffer seeded by (seed, epoch, shard).
 
 Packing (one *unit* per document): the document's tokens followed by EOS. Labels are the next token
-inside the document, EOS for its last token, and -100 on the EOS (no target crosses into another
+inside the document, EOS for its last token, and ``IGNORE_INDEX`` on the EOS (no target crosses into another
 document). With ``pack`` a sequence holds as many whole units as fit (then right padding); a unit
 longer than a sequence is split into sequence-sized pieces (its labels still run across the cut).
 Without ``pack`` each unit starts a new sequence. With teacher targets a unit is the prompt followed
-by the teacher's cached greedy continuation, labels over all positions, -100 on the last token.
+by the teacher's cached greedy continuation, labels over all positions, ``IGNORE_INDEX`` on the last token.
 
 Each shard yields whole batches (dicts of tensors) numbered 0, 1, ...; batch b of shard s holds the
 shard's sequences ``b * batch_size ...``, sequence k drawing its sense sample from the generator
@@ -28,9 +28,10 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from dskd.batch import IGNORE_INDEX
 from dskd.corpora.sources import Document, is_validation, iter_documents
 from dskd.data.config import SourceConfig
-from dskd.data.sampling import IGNORE, NeighbourTable, restrict_to_synset, sample_sense_batch
+from dskd.data.sampling import NeighbourTable, restrict_to_synset, sample_sense_batch
 from dskd.data.targets import prompt_key
 from dskd.errors import DSKDError
 
@@ -125,9 +126,9 @@ class PackedStream(IterableDataset):
                             "pass again for this data (`dskd cache` / DSKDDataModule.prepare_data)."
                         )
                     ids = ids + list(cont)
-                    yield _Unit(ids, ids[1:] + [IGNORE])
+                    yield _Unit(ids, ids[1:] + [IGNORE_INDEX])
                     continue
-                unit = _Unit([*ids, self.eos], [*ids[1:], self.eos, IGNORE])
+                unit = _Unit([*ids, self.eos], [*ids[1:], self.eos, IGNORE_INDEX])
                 if self.spec.aligned and doc.meta.get("span") and doc.meta.get("synset"):
                     unit.gold = gold_labels(doc, enc.offsets)
                 yield unit
@@ -153,7 +154,7 @@ class PackedStream(IterableDataset):
         spec, L = self.spec, self.spec.seq_len
         B = len(seqs)
         ids = np.full((B, L), self.pad, dtype=np.int64)
-        labels = np.full((B, L), IGNORE, dtype=np.int64)
+        labels = np.full((B, L), IGNORE_INDEX, dtype=np.int64)
         att = np.zeros((B, L), dtype=np.int64)
         for i, s in enumerate(seqs):
             ids[i, : len(s.ids)], labels[i, : len(s.ids)], att[i, : len(s.ids)] = s.ids, s.labels, 1

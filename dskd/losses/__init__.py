@@ -13,12 +13,11 @@ from dskd.losses.kd import (
     kd_loss,
     position_mask,
 )
-from dskd.losses.sense import SENSE_BATCH_KEYS, sense_loss
+from dskd.losses.sense import sense_loss
 
 __all__ = [
     "CEKD",
     "DIVERGENCES",
-    "SENSE_BATCH_KEYS",
     "ce_and_kd_chunked",
     "divergence_per_position",
     "kd_loss",

@@ -11,7 +11,8 @@ student's, both at temperature ``tau``:
 - ``skew_kl``: KL(p_T || a p_T + (1 - a) p_S) with a = ``skew`` (DistiLLM's skew forward KL)
 - ``tv``: total variation, 0.5 sum |p_T - p_S|
 
-``L_KD = alpha * tau^2 * mean over valid positions of D``.
+``L_KD = alpha * tau^2 * mean over valid positions of D``. Every function takes these settings as
+one :class:`~dskd.losses.config.KDConfig` passed by name (``kd=cfg.loss.kd``).
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from dskd.errors import ConfigError, DSKDError
-from dskd.losses.config import DIVERGENCES, check_divergence
+from dskd.batch import IGNORE_INDEX
+from dskd.errors import DSKDError
+from dskd.losses.config import DIVERGENCES, KDConfig, check_divergence
 
 __all__ = [
     "CEKD",
     "DIVERGENCES",
-    "IGNORE_INDEX",
     "ce_and_kd_chunked",
     "check_divergence",
     "divergence_per_position",
@@ -36,8 +37,6 @@ __all__ = [
     "kd_mean",
     "position_mask",
 ]
-
-IGNORE_INDEX = -100
 
 
 def _kl_from_logs(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -56,13 +55,11 @@ def _log_probs(logits: torch.Tensor, tau: float) -> torch.Tensor:
 
 
 def divergence_per_position(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    divergence: str = "forward_kl",
-    tau: float = 1.0,
-    skew: float = 0.1,
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, kd: KDConfig
 ) -> torch.Tensor:
-    """D(p_T, p_S) at temperature ``tau`` for each position: ``[..., V] -> [...]`` in float32."""
+    """``kd.divergence`` D(p_T, p_S) at temperature ``kd.tau`` for each position: ``[..., V] -> [...]``
+    in float32 (``kd.alpha`` is not applied)."""
+    divergence, tau, skew = kd.divergence, kd.tau, kd.skew
     check_divergence(divergence, skew)
     if student_logits.shape != teacher_logits.shape:
         raise DSKDError(
@@ -88,7 +85,7 @@ def divergence_per_position(
 
 
 def position_mask(labels: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Positions that count: ``labels != -100`` and (if given) ``attention_mask != 0``."""
+    """Positions that count: ``labels != IGNORE_INDEX`` and (if given) ``attention_mask != 0``."""
     mask = labels != IGNORE_INDEX
     if attention_mask is not None:
         mask = mask & attention_mask.bool()
@@ -99,27 +96,25 @@ def kd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     mask: torch.Tensor | None = None,
-    tau: float = 2.0,
-    divergence: str = "forward_kl",
-    alpha: float = 0.7,
-    skew: float = 0.1,
+    *,
+    kd: KDConfig,
 ) -> torch.Tensor:
     """``alpha * tau^2 * mean_p D(p_T[p], p_S[p])`` over positions where ``mask`` is true.
 
     Logits are ``[..., V]``; ``mask`` is ``[...]`` (None: all positions). The teacher logits are
     treated as constants. No valid position gives 0 (still connected to the student's graph).
     """
-    per_pos = divergence_per_position(student_logits, teacher_logits.detach(), divergence, tau, skew)
-    return kd_mean(per_pos, mask, alpha, tau)
+    per_pos = divergence_per_position(student_logits, teacher_logits.detach(), kd=kd)
+    return kd_mean(per_pos, mask, kd=kd)
 
 
-def kd_mean(per_pos: torch.Tensor, mask: torch.Tensor | None, alpha: float, tau: float) -> torch.Tensor:
-    """``alpha * tau^2 *`` the mean of ``per_pos`` over the positions where ``mask`` (None: all)
+def kd_mean(per_pos: torch.Tensor, mask: torch.Tensor | None, *, kd: KDConfig) -> torch.Tensor:
+    """``kd.alpha * kd.tau^2 *`` the mean of ``per_pos`` over the positions where ``mask`` (None: all)
     is true; 0 without any (still connected to the graph)."""
     if mask is None:
         mask = torch.ones_like(per_pos, dtype=torch.bool)
     zero = torch.zeros((), dtype=per_pos.dtype, device=per_pos.device)
-    return alpha * tau**2 * torch.where(mask, per_pos, zero).sum() / mask.sum().clamp(min=1)
+    return kd.alpha * kd.tau**2 * torch.where(mask, per_pos, zero).sum() / mask.sum().clamp(min=1)
 
 
 class CEKD(NamedTuple):
@@ -158,15 +153,13 @@ class _Spec(NamedTuple):
     """Everything a chunk needs besides the student's differentiable tensors."""
 
     teacher: _Head
-    labels: torch.Tensor  # [N], -100 where CE ignores the position
+    labels: torch.Tensor  # [N], IGNORE_INDEX where CE ignores the position
     kd_valid: torch.Tensor  # [N] bool
     index: torch.Tensor  # [n] positions where CE or KD counts
     chunk_size: int
     ce_scale: float  # ce_weight / number of CE positions
     kd_scale: float  # alpha * tau^2 / number of KD positions
-    divergence: str
-    tau: float
-    skew: float
+    kd: KDConfig
 
 
 def _chunk_sums(
@@ -178,7 +171,7 @@ def _chunk_sums(
     ce = F.cross_entropy(
         student_logits.float(), spec.labels.index_select(0, idx), ignore_index=IGNORE_INDEX, reduction="sum"
     )
-    per_pos = divergence_per_position(student_logits, teacher_logits, spec.divergence, spec.tau, spec.skew)
+    per_pos = divergence_per_position(student_logits, teacher_logits, kd=spec.kd)
     zero = torch.zeros((), dtype=per_pos.dtype, device=per_pos.device)
     kd = torch.where(spec.kd_valid.index_select(0, idx), per_pos, zero).sum()
     return ce, kd
@@ -245,17 +238,13 @@ def ce_and_kd_chunked(
     teacher_weight: torch.Tensor | None,
     labels: torch.Tensor,
     *,
+    kd: KDConfig,
     kd_mask: torch.Tensor | None = None,
     student_bias: torch.Tensor | None = None,
     teacher_bias: torch.Tensor | None = None,
     ce_weight: float = 1.0,
-    alpha: float = 0.7,
-    tau: float = 2.0,
-    divergence: str = "forward_kl",
-    skew: float = 0.1,
-    chunk_size: int | None = None,
 ) -> CEKD:
-    """Next-token CE and KD computed from hidden states, ``chunk_size`` positions at a time.
+    """Next-token CE and KD computed from hidden states, ``kd.chunk_size`` positions at a time.
 
     Args:
         h_student: student LM-head input ``[B, L, d_S]``.
@@ -263,11 +252,13 @@ def ce_and_kd_chunked(
             if it requires grad (a frozen head costs nothing extra).
         teacher: teacher LM-head input ``[B, L, d_T]`` with ``teacher_weight`` ``[V, d_T]``, or, when
             ``teacher_weight`` is None, the teacher's logits ``[B, L, V]``. Always a constant.
-        labels: ``[B, L]`` target of each position (already shifted), -100 where CE ignores it.
-        kd_mask: ``[B, L]`` bool, positions where KD counts (default: ``labels != -100``); build
-            it with :func:`position_mask` to also drop padding.
+        labels: ``[B, L]`` target of each position (already shifted), ``IGNORE_INDEX`` where CE
+            ignores it.
+        kd: the KD settings; ``kd.chunk_size`` positions per chunk (None: all valid positions in
+            one chunk).
+        kd_mask: ``[B, L]`` bool, positions where KD counts (default: ``labels != IGNORE_INDEX``);
+            build it with :func:`position_mask` to also drop padding.
         ce_weight: weight of CE inside ``total``.
-        chunk_size: positions per chunk; None = all valid positions in one chunk.
 
     Returns :class:`CEKD`: ``total = ce_weight * ce + kd`` (differentiable) and the detached parts.
     CE is the mean over CE positions, KD ``alpha * tau^2 *`` the mean divergence over KD positions;
@@ -275,9 +266,7 @@ def ce_and_kd_chunked(
     With grad enabled the gradients are computed during this call (see :class:`_FusedCEKD`), so
     ``total`` must be backpropagated at most once.
     """
-    check_divergence(divergence, skew)
-    if chunk_size is not None and chunk_size < 1:
-        raise ConfigError(f"loss.kd.chunk_size={chunk_size} must be a positive integer or null.")
+    check_divergence(kd.divergence, kd.skew)
     vocab = student_weight.shape[0]
     teacher_vocab = teacher.shape[-1] if teacher_weight is None else teacher_weight.shape[0]
     if vocab != teacher_vocab:
@@ -297,12 +286,10 @@ def ce_and_kd_chunked(
         labels=flat_labels,
         kd_valid=kd_valid,
         index=index,
-        chunk_size=chunk_size or max(1, len(index)),
+        chunk_size=kd.chunk_size or max(1, len(index)),
         ce_scale=ce_weight / max(n_ce, 1),
-        kd_scale=alpha * tau**2 / max(n_kd, 1),
-        divergence=divergence,
-        tau=tau,
-        skew=skew,
+        kd_scale=kd.alpha * kd.tau**2 / max(n_kd, 1),
+        kd=kd,
     )
     hidden = h_student.reshape(n, -1)
     needs_grad = torch.is_grad_enabled() and (

@@ -23,28 +23,16 @@ from collections.abc import Callable
 
 import torch
 
+from dskd.batch import IGNORE_INDEX, SENSE_LOSS_KEYS, SenseBatch
 from dskd.errors import DSKDError
 from dskd.losses.config import SenseLossConfig
 
 Lookup = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 """``keys LongTensor[...] -> (senses [..., k, d], mask [..., k])``; unknown keys give an all-False mask."""
 
-SENSE_BATCH_KEYS = (
-    "labels",
-    "sense_pos",
-    "sense_pos_mask",
-    "syn_keys",
-    "syn_mask",
-    "ant_keys",
-    "ant_mask",
-    "rand_pos",
-    "rand_pos_mask",
-)
-IGNORE_INDEX = -100
 
-
-def _check_inputs(h_student: torch.Tensor, h_teacher: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
-    missing = [k for k in SENSE_BATCH_KEYS if k not in batch]
+def _check_inputs(h_student: torch.Tensor, h_teacher: torch.Tensor, batch: SenseBatch) -> None:
+    missing = [k for k in SENSE_LOSS_KEYS if k not in batch]
     if missing:
         raise DSKDError(
             f"The batch lacks the sense-loss keys {', '.join(missing)}; build batches with the DSKD data "
@@ -115,7 +103,7 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def sense_loss(
     h_student: torch.Tensor,
     h_teacher: torch.Tensor,
-    batch: dict[str, torch.Tensor],
+    batch: SenseBatch,
     lookup: Lookup,
     cfg: SenseLossConfig,
 ) -> dict[str, torch.Tensor]:
@@ -124,8 +112,8 @@ def sense_loss(
     Args:
         h_student: student LM-head inputs ``[B, L, d]``, already projected into the teacher's space.
         h_teacher: teacher LM-head inputs ``[B, L, d]`` (constants).
-        batch: ``labels``, ``sense_pos``/``sense_pos_mask`` (P1), ``syn_keys``/``syn_mask``,
-            ``ant_keys``/``ant_mask`` (``[B, M, S]``), ``rand_pos``/``rand_pos_mask`` (P2).
+        batch: a :class:`~dskd.batch.SenseBatch`; read are ``labels`` and the
+            :class:`~dskd.batch.SenseSample` keys (P1 and P2 positions, synonym and antonym keys).
         lookup: the sense dictionary's lookup (e.g. ``SenseDictionary.lookup``).
         cfg: switches and weights; ``cfg.weight`` (lambda) is *not* applied here.
 

@@ -21,11 +21,13 @@ Any divergence of :mod:`dskd.losses.kd` can be used; the bucket probabilities go
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import NamedTuple
 
 import torch
 
 from dskd.errors import DSKDError
+from dskd.losses.config import KDConfig
 from dskd.losses.kd import divergence_per_position, kd_mean
 
 __all__ = ["TeacherTopK", "student_bucket_log_probs", "teacher_topk", "teacher_topk_at", "topk_kd_loss"]
@@ -151,14 +153,12 @@ def topk_kd_loss(
     student_logits: torch.Tensor,
     teacher: TeacherTopK,
     mask: torch.Tensor | None = None,
-    tau: float = 2.0,
-    divergence: str = "forward_kl",
-    alpha: float = 0.7,
-    skew: float = 0.1,
+    *,
+    kd: KDConfig,
 ) -> torch.Tensor:
     """``alpha * tau^2 * mean_p D(p_T[p], q_S[p])`` on the k + 1 categories (see module doc).
 
-    ``student_logits`` ``[..., V]``; ``teacher`` a :class:`TeacherTopK` computed at the same ``tau``;
+    ``student_logits`` ``[..., V]``; ``teacher`` a :class:`TeacherTopK` computed at ``kd.tau``;
     ``mask`` ``[...]`` (None: all positions). Equal to :func:`dskd.losses.kd.kd_loss` when k = V.
     """
     if teacher.indices.shape[:-1] != student_logits.shape[:-1]:
@@ -166,6 +166,7 @@ def topk_kd_loss(
             f"Cached teacher outputs {tuple(teacher.indices.shape[:-1])} and student logits "
             f"{tuple(student_logits.shape[:-1])} cover different positions."
         )
-    log_t = teacher.bucket_log_probs(tau).to(student_logits.device)
-    log_s = student_bucket_log_probs(student_logits, teacher.indices.to(student_logits.device), tau)
-    return kd_mean(divergence_per_position(log_s, log_t, divergence, 1.0, skew), mask, alpha, tau)
+    log_t = teacher.bucket_log_probs(kd.tau).to(student_logits.device)
+    log_s = student_bucket_log_probs(student_logits, teacher.indices.to(student_logits.device), kd.tau)
+    per_pos = divergence_per_position(log_s, log_t, kd=replace(kd, tau=1.0))  # already log-probabilities
+    return kd_mean(per_pos, mask, kd=kd)

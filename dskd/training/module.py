@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dskd.batch import IGNORE_INDEX, SenseBatch, TokenBatch
 from dskd.errors import ConfigError
-from dskd.losses.kd import IGNORE_INDEX, ce_and_kd_chunked, check_divergence, kd_loss, position_mask
+from dskd.losses.kd import ce_and_kd_chunked, check_divergence, kd_loss, position_mask
 from dskd.losses.sense import sense_loss
 from dskd.losses.topk import TeacherTopK, topk_kd_loss
 from dskd.models.loading import resolve_dtype
@@ -146,9 +147,7 @@ class DistillationModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ forward and losses
 
-    def _hidden(
-        self, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor | None, TeacherTopK | None]:
+    def _hidden(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor | None, TeacherTopK | None]:
         """(student, teacher) last hidden states after the final norm (the LM-head inputs), and the
         teacher's cached top-k logits (None online). Cached: no teacher forward (h_t is None in a
         KD-only cache)."""
@@ -190,15 +189,11 @@ class DistillationModule(pl.LightningModule):
                     h_t,
                     t_head.weight,
                     labels,
+                    kd=kd_cfg,
                     kd_mask=mask,
                     student_bias=s_head.bias,
                     teacher_bias=t_head.bias,
                     ce_weight=ce_weight,
-                    alpha=kd_cfg.alpha,
-                    tau=kd_cfg.tau,
-                    divergence=kd_cfg.divergence,
-                    skew=kd_cfg.skew,
-                    chunk_size=kd_cfg.chunk_size,
                 )
             return out.total, out.ce, out.kd
         logits_s = s_head(h_s)
@@ -211,22 +206,20 @@ class DistillationModule(pl.LightningModule):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(KD, the teacher's top-1 token per position): exact from the online teacher's logits, or
         the top-k approximation (``dskd.losses.topk``) from the cache."""
-        k = self.cfg.loss.kd
         if topk is not None:
-            kd = topk_kd_loss(logits_s, topk, mask, k.tau, k.divergence, k.alpha, k.skew)
-            return kd, topk.indices[..., 0]
+            return topk_kd_loss(logits_s, topk, mask, kd=self.cfg.loss.kd), topk.indices[..., 0]
         with torch.no_grad():
             logits_t = self.teacher.get_output_embeddings()(h_t)
-        return kd_loss(logits_s, logits_t, mask, k.tau, k.divergence, k.alpha, k.skew), logits_t.argmax(-1)
+        return kd_loss(logits_s, logits_t, mask, kd=self.cfg.loss.kd), logits_t.argmax(-1)
 
-    def _sense(self, h_s: torch.Tensor, h_t: torch.Tensor, batch: dict[str, torch.Tensor]):
+    def _sense(self, h_s: torch.Tensor, h_t: torch.Tensor, batch: SenseBatch):
         h = self.projection(h_s) if self.projection is not None else h_s
         return sense_loss(h, h_t, batch, self.senses.lookup, self.cfg.loss.sense)
 
     # ------------------------------------------------------------------ steps
 
     def losses(
-        self, batch: dict[str, torch.Tensor]
+        self, batch: TokenBatch | SenseBatch
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(loss with gradient, detached components for the finiteness check, values to log)."""
         h_s, h_t, topk = self._hidden(batch)
@@ -279,7 +272,7 @@ class DistillationModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_sums = None
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: TokenBatch, batch_idx: int) -> None:
         self._place_teacher()
         h_s, h_t, topk = self._hidden(batch)
         mask = position_mask(batch["labels"], batch["attention_mask"])

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from dskd.batch import IGNORE_INDEX
 from dskd.data.config import SourceConfig
-from dskd.data.sampling import IGNORE
 from dskd.data.stream import PackedStream, StreamSpec
 
 from .conftest import random_table
@@ -60,13 +60,13 @@ def test_packing_labels_and_padding(tmp_path, tokenizer):
     eos = tokenizer.eos_token_id
     enc = [tokenizer(d, add_special_tokens=False)["input_ids"] for d in docs]
     stream_ids = [t for ids in enc for t in [*ids, eos]]
-    stream_labels = [t for ids in enc for t in [*ids[1:], eos, IGNORE]]
+    stream_labels = [t for ids in enc for t in [*ids[1:], eos, IGNORE_INDEX]]
     got_ids, got_labels = [], []
     for b in bs:
         for ids, att, lab in zip(b["input_ids"], b["attention_mask"], b["labels"]):
             n = int(att.sum())
             assert att[:n].all() and not att[n:].any()  # right padding
-            assert (lab[n:] == IGNORE).all() and (ids[n:] == tokenizer.pad_token_id).all()
+            assert (lab[n:] == IGNORE_INDEX).all() and (ids[n:] == tokenizer.pad_token_id).all()
             if n < L:  # padded only because the next whole document did not fit
                 assert ids[n - 1] == eos
                 nxt = next(

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from dskd.batch import IGNORE_INDEX
 from dskd.corpora.prompts import QAItem, prompt_and_answer
 from dskd.data.config import SourceConfig
-from dskd.data.sampling import IGNORE
 from dskd.data.stream import PackedStream, StreamSpec
 from dskd.data.targets import cache_key, greedy_continuations, load_or_build, prompt_key
 from dskd.errors import DSKDError
@@ -87,11 +87,11 @@ def test_stream_trains_on_prompt_plus_teacher_continuation(tmp_path, tokenizer):
         n = int(att.sum())
         want = tokenizer(p, add_special_tokens=False)["input_ids"] + conts[prompt_key(p)]
         assert ids[:n].tolist() == want
-        assert lab[: n - 1].tolist() == want[1:] and lab[n - 1] == IGNORE  # labels over all positions
+        assert lab[: n - 1].tolist() == want[1:] and lab[n - 1] == IGNORE_INDEX  # labels over all positions
     spec.teacher_targets = {}
     with pytest.raises(DSKDError, match="no cached teacher continuation"):
         list(PackedStream(spec, tokenizer))
-    assert np.all(batch["labels"].numpy()[:, -1] == IGNORE)
+    assert np.all(batch["labels"].numpy()[:, -1] == IGNORE_INDEX)
 
 
 def test_datamodule_teacher_targets(tmp_path, tokenizer, tiny_teacher):
@@ -123,4 +123,4 @@ def test_datamodule_teacher_targets(tmp_path, tokenizer, tiny_teacher):
         text = tokenizer.decode(ids[:n])
         prompt_end = text.rindex("<|im_start|>assistant\n") + len("<|im_start|>assistant\n")
         cont = tokenizer(text[prompt_end:], add_special_tokens=False)["input_ids"]
-        assert 1 <= len(cont) <= 2 and lab[n - 1] == IGNORE and (lab[: n - 1] == ids[1:n]).all()
+        assert 1 <= len(cont) <= 2 and lab[n - 1] == IGNORE_INDEX and (lab[: n - 1] == ids[1:n]).all()

@@ -29,7 +29,7 @@ HAND = {  # D(p_T, p_S) for the two distributions above, by hand
 def test_hand_computed_three_classes(divergence):
     student = torch.tensor(P_S).log() + 3.0  # logits: any shift gives the same softmax
     teacher = torch.tensor(P_T).log() - 1.0
-    got = divergence_per_position(student, teacher, divergence, tau=1.0, skew=0.1)
+    got = divergence_per_position(student, teacher, kd=KDConfig(divergence=divergence, tau=1.0, skew=0.1))
     assert got.item() == pytest.approx(HAND[divergence], abs=1e-6)
 
 
@@ -59,7 +59,7 @@ def test_against_torch_functional(divergence, tau):
     g = torch.Generator().manual_seed(0)
     student = torch.randn(4, 5, 17, generator=g) * 3
     teacher = torch.randn(4, 5, 17, generator=g) * 3
-    got = divergence_per_position(student, teacher, divergence, tau=tau, skew=0.3)
+    got = divergence_per_position(student, teacher, kd=KDConfig(divergence=divergence, tau=tau, skew=0.3))
     assert got.dtype == torch.float32
     torch.testing.assert_close(
         got.double(), _reference(student, teacher, divergence, tau, 0.3), rtol=1e-5, atol=1e-6
@@ -69,8 +69,8 @@ def test_against_torch_functional(divergence, tau):
 def test_temperature_scaling_and_alpha():
     g = torch.Generator().manual_seed(1)
     student, teacher = torch.randn(3, 9, generator=g), torch.randn(3, 9, generator=g)
-    plain = divergence_per_position(student / 2.0, teacher / 2.0, "forward_kl", tau=1.0).mean()
-    assert kd_loss(student, teacher, tau=2.0, alpha=0.7).item() == pytest.approx(
+    plain = divergence_per_position(student / 2.0, teacher / 2.0, kd=KDConfig(tau=1.0)).mean()
+    assert kd_loss(student, teacher, kd=KDConfig(tau=2.0, alpha=0.7)).item() == pytest.approx(
         0.7 * 4.0 * plain.item(), rel=1e-6
     )
 
@@ -78,7 +78,7 @@ def test_temperature_scaling_and_alpha():
 def test_identical_distributions_give_zero():
     logits = torch.randn(2, 3, 10)
     for divergence in DIVERGENCES:
-        assert kd_loss(logits, logits.clone(), divergence=divergence).abs().item() < 1e-6
+        assert kd_loss(logits, logits.clone(), kd=KDConfig(divergence=divergence)).abs().item() < 1e-6
 
 
 def test_mask_excludes_positions_and_their_garbage():
@@ -90,10 +90,10 @@ def test_mask_excludes_positions_and_their_garbage():
     assert mask.tolist() == [[True, True, False, True], [False, True, True, False]]
     student[~mask] = float("nan")  # whatever sits at excluded positions must not leak
     teacher[~mask] = float("inf")
-    got = kd_loss(student, teacher, mask, tau=1.0, alpha=1.0)
+    got = kd_loss(student, teacher, mask, kd=KDConfig(tau=1.0, alpha=1.0))
     want = _reference(student[mask], teacher[mask], "forward_kl", 1.0).mean()
     assert got.item() == pytest.approx(want.item(), rel=1e-6)
-    assert kd_loss(student, teacher, torch.zeros_like(mask)).item() == 0.0
+    assert kd_loss(student, teacher, torch.zeros_like(mask), kd=KDConfig()).item() == 0.0
 
 
 @pytest.mark.parametrize("divergence", DIVERGENCES)
@@ -105,7 +105,7 @@ def test_minus_inf_and_huge_logits_stay_finite(divergence):
     banned[[2, 5]] = True  # vocabulary entries both models mask out
     s = student.masked_fill(banned, float("-inf"))
     t = teacher.masked_fill(banned, float("-inf"))
-    loss = kd_loss(s, t, divergence=divergence, alpha=1.0, tau=1.0)
+    loss = kd_loss(s, t, kd=KDConfig(divergence=divergence, alpha=1.0, tau=1.0))
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(student.grad).all()
     want = _reference(student[:, ~banned].detach(), teacher[:, ~banned], divergence, 1.0).mean()
@@ -116,22 +116,25 @@ def test_mixed_dtypes_compute_in_float32():
     g = torch.Generator().manual_seed(4)
     student = torch.randn(3, 11, generator=g).bfloat16()
     teacher = torch.randn(3, 11, generator=g).half()
-    got = kd_loss(student, teacher, divergence="js")
+    js = KDConfig(divergence="js")
+    got = kd_loss(student, teacher, kd=js)
     assert got.dtype == torch.float32
-    assert got.item() == pytest.approx(
-        kd_loss(student.float(), teacher.float(), divergence="js").item(), rel=1e-6
-    )
+    assert got.item() == pytest.approx(kd_loss(student.float(), teacher.float(), kd=js).item(), rel=1e-6)
 
 
 def test_bad_names_are_config_errors():
     with pytest.raises(ConfigError, match="divergence"):
-        kd_loss(torch.zeros(2, 3), torch.zeros(2, 3), divergence="kl")
+        KDConfig(divergence="kl")
+    changed = KDConfig()
+    changed.divergence = "kl"  # a config edited after its checks ran
+    with pytest.raises(ConfigError, match="divergence"):
+        kd_loss(torch.zeros(2, 3), torch.zeros(2, 3), kd=changed)
     with pytest.raises(ConfigError, match="skew"):
         KDConfig(divergence="skew_kl", skew=1.0)
     with pytest.raises(ConfigError, match="chunk_size"):
         KDConfig(chunk_size=0)
     with pytest.raises(DSKDError, match="vocabulary"):
-        kd_loss(torch.zeros(2, 3), torch.zeros(2, 4))
+        kd_loss(torch.zeros(2, 3), torch.zeros(2, 4), kd=KDConfig())
 
 
 # ---- chunked fused CE + KD ------------------------------------------------------------------------
@@ -156,12 +159,16 @@ def _problem(seed: int):
     return h_s, w_s, b_s, h_t, w_t, b_t, labels, kd_mask
 
 
+def _settings(divergence: str, chunk_size: int | None = None) -> KDConfig:
+    return KDConfig(alpha=0.7, tau=2.0, divergence=divergence, skew=0.2, chunk_size=chunk_size)
+
+
 def _unchunked(h_s, w_s, b_s, h_t, w_t, b_t, labels, kd_mask, divergence, ce_weight):
     """Plain autograd on the full [B, L, V] logits of both models."""
     student_logits = h_s @ w_s.T + b_s
     teacher_logits = h_t @ w_t.T + b_t
     ce = F.cross_entropy(student_logits.reshape(-1, V), labels.reshape(-1), ignore_index=-100)
-    kd = kd_loss(student_logits, teacher_logits, kd_mask, tau=2.0, divergence=divergence, alpha=0.7, skew=0.2)
+    kd = kd_loss(student_logits, teacher_logits, kd_mask, kd=_settings(divergence))
     return ce_weight * ce + kd, ce, kd
 
 
@@ -172,8 +179,8 @@ def test_chunked_matches_unchunked_values_and_gradients(divergence, chunk_size):
     total, ce, kd = _unchunked(h_s, w_s, b_s, h_t, w_t, b_t, labels, kd_mask, divergence, ce_weight=0.5)
     want_grads = torch.autograd.grad(total, [h_s, w_s, b_s])
     out = ce_and_kd_chunked(
-        h_s, w_s, h_t, w_t, labels, kd_mask=kd_mask, student_bias=b_s, teacher_bias=b_t, ce_weight=0.5,
-        alpha=0.7, tau=2.0, divergence=divergence, skew=0.2, chunk_size=chunk_size,
+        h_s, w_s, h_t, w_t, labels, kd=_settings(divergence, chunk_size), kd_mask=kd_mask,
+        student_bias=b_s, teacher_bias=b_t, ce_weight=0.5,
     )  # fmt: skip
     torch.testing.assert_close(out.total, total.detach())
     torch.testing.assert_close(out.ce, ce.detach())
@@ -186,10 +193,11 @@ def test_chunked_with_teacher_logits_frozen_head_and_scaled_backward():
     h_s, w_s, _, h_t, w_t, _, labels, _ = _problem(6)
     w_s = w_s.detach()  # frozen student head, as in the paper's recipe
     teacher_logits = h_t @ w_t.T
-    ref = kd_loss(h_s @ w_s.T, teacher_logits, labels != -100, divergence="reverse_kl")
+    ref = kd_loss(h_s @ w_s.T, teacher_logits, labels != -100, kd=KDConfig(divergence="reverse_kl"))
     ref = ref + F.cross_entropy((h_s @ w_s.T).reshape(-1, V), labels.reshape(-1), ignore_index=-100)
     (want,) = torch.autograd.grad(3.0 * ref, [h_s])
-    out = ce_and_kd_chunked(h_s, w_s, teacher_logits, None, labels, divergence="reverse_kl", chunk_size=2)
+    kd = KDConfig(divergence="reverse_kl", chunk_size=2)
+    out = ce_and_kd_chunked(h_s, w_s, teacher_logits, None, labels, kd=kd)
     (got,) = torch.autograd.grad(3.0 * out.total, [h_s])  # an outer scale (grad accumulation, AMP)
     torch.testing.assert_close(out.total, ref.detach())
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
@@ -200,12 +208,12 @@ def test_chunked_without_grad_and_in_bfloat16():
     with torch.no_grad():
         total, _, _ = _unchunked(h_s, w_s, b_s, h_t, w_t, b_t, labels, kd_mask, "js", ce_weight=1.0)
         out = ce_and_kd_chunked(
-            h_s, w_s, h_t, w_t, labels, kd_mask=kd_mask, student_bias=b_s, teacher_bias=b_t,
-            divergence="js", chunk_size=3,
+            h_s, w_s, h_t, w_t, labels, kd=KDConfig(divergence="js", chunk_size=3), kd_mask=kd_mask,
+            student_bias=b_s, teacher_bias=b_t,
         )  # fmt: skip
     torch.testing.assert_close(out.total, total)
     h16 = h_s.detach().bfloat16().requires_grad_(True)
-    out16 = ce_and_kd_chunked(h16, w_s.detach().bfloat16(), h_t, w_t, labels, chunk_size=4)
+    out16 = ce_and_kd_chunked(h16, w_s.detach().bfloat16(), h_t, w_t, labels, kd=KDConfig(chunk_size=4))
     out16.total.backward()
     assert out16.total.dtype == torch.float32 and h16.grad.dtype == torch.bfloat16
     assert torch.isfinite(h16.grad.float()).all()
@@ -213,7 +221,7 @@ def test_chunked_without_grad_and_in_bfloat16():
 
 def test_chunked_without_valid_positions_is_zero_with_zero_gradient():
     h_s, w_s, _, h_t, w_t, _, labels, _ = _problem(8)
-    out = ce_and_kd_chunked(h_s, w_s, h_t, w_t, torch.full_like(labels, -100), chunk_size=3)
+    out = ce_and_kd_chunked(h_s, w_s, h_t, w_t, torch.full_like(labels, -100), kd=KDConfig(chunk_size=3))
     out.total.backward()
     assert out.total.item() == 0.0 and out.ce.item() == 0.0 and out.kd.item() == 0.0
     assert h_s.grad.abs().sum().item() == 0.0
@@ -222,4 +230,4 @@ def test_chunked_without_valid_positions_is_zero_with_zero_gradient():
 def test_chunked_rejects_vocabulary_mismatch():
     h_s, w_s, _, h_t, w_t, _, labels, _ = _problem(9)
     with pytest.raises(DSKDError, match="vocabulary"):
-        ce_and_kd_chunked(h_s, w_s, h_t, w_t[:-1], labels)
+        ce_and_kd_chunked(h_s, w_s, h_t, w_t[:-1], labels, kd=KDConfig())

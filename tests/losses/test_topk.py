@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dskd.errors import DSKDError
+from dskd.losses.config import KDConfig
 from dskd.losses.kd import DIVERGENCES, kd_loss
 from dskd.losses.topk import teacher_topk, topk_kd_loss
 
@@ -19,7 +20,7 @@ def test_hand_computed_value_k1():
     den = math.e**2 + math.e + 1
     p0, pt = math.e**2 / den, (math.e + 1) / den
     expected = p0 * math.log(p0 / (1 / 3)) + pt * math.log(pt / (2 / 3))
-    got = topk_kd_loss(s, teacher_topk(z, 1, 1.0), tau=1.0, alpha=1.0)
+    got = topk_kd_loss(s, teacher_topk(z, 1, 1.0), kd=KDConfig(tau=1.0, alpha=1.0))
     assert got.item() == pytest.approx(expected, rel=1e-6)
 
 
@@ -31,7 +32,7 @@ def test_temperature_is_applied_before_the_top_k_softmax():
     q = torch.softmax(s / 2, -1)[0].tolist()
     pt, qt = p[2] + p[3], q[2] + q[3]
     kl = p[0] * math.log(p[0] / q[0]) + p[1] * math.log(p[1] / q[1]) + pt * math.log(pt / qt)
-    got = topk_kd_loss(s, teacher_topk(z, 2, 2.0), tau=2.0, alpha=0.7)
+    got = topk_kd_loss(s, teacher_topk(z, 2, 2.0), kd=KDConfig(tau=2.0, alpha=0.7))
     assert got.item() == pytest.approx(0.7 * 4 * kl, rel=1e-6)
 
 
@@ -41,8 +42,9 @@ def test_k_equal_vocab_matches_full_kd(divergence):
     s = (torch.randn(2, 5, 40, generator=g) * 3).requires_grad_(True)
     z = torch.randn(2, 5, 40, generator=g) * 3
     mask = torch.rand(2, 5, generator=g) < 0.7
-    full = kd_loss(s, z, mask, 2.0, divergence, 0.7, 0.1)
-    approx = topk_kd_loss(s, teacher_topk(z, 40, 2.0), mask, 2.0, divergence, 0.7, 0.1)
+    kd = KDConfig(tau=2.0, divergence=divergence, alpha=0.7, skew=0.1)
+    full = kd_loss(s, z, mask, kd=kd)
+    approx = topk_kd_loss(s, teacher_topk(z, 40, 2.0), mask, kd=kd)
     torch.testing.assert_close(approx, full, rtol=1e-5, atol=1e-6)
     (g_full,) = torch.autograd.grad(full, s)
     (g_approx,) = torch.autograd.grad(approx, s)
@@ -55,10 +57,11 @@ def test_forward_kl_is_a_lower_bound_converging_as_k_grows():
     V = 512
     z = torch.randn(64, V, generator=g) * 2.5  # a peaked teacher, as LMs are
     s = z + torch.randn(64, V, generator=g)
-    full = kd_loss(s, z, None, 2.0, "forward_kl", 1.0).item()
+    kd = KDConfig(tau=2.0, divergence="forward_kl", alpha=1.0)
+    full = kd_loss(s, z, None, kd=kd).item()
     errors = []
     for k in (4, 16, 64, 256, V):
-        approx = topk_kd_loss(s, teacher_topk(z, k, 2.0), None, 2.0, "forward_kl", 1.0).item()
+        approx = topk_kd_loss(s, teacher_topk(z, k, 2.0), None, kd=kd).item()
         assert approx <= full + 1e-6
         errors.append(full - approx)
     assert all(a > b for a, b in zip(errors, errors[1:]))
@@ -82,7 +85,7 @@ def test_bad_k_and_mismatched_positions_are_refused():
     with pytest.raises(DSKDError, match="cache_top_k"):
         teacher_topk(z, 9, 1.0)
     with pytest.raises(DSKDError, match="different positions"):
-        topk_kd_loss(torch.randn(3, 8), teacher_topk(z, 2, 1.0))
+        topk_kd_loss(torch.randn(3, 8), teacher_topk(z, 2, 1.0), kd=KDConfig(tau=1.0))
 
 
 def test_student_tail_is_accurate_whether_or_not_the_top_k_hold_almost_all_mass():

@@ -1,0 +1,66 @@
+"""The batch contract between the data module (``dskd.data``) and the losses (``dskd.losses``).
+
+A training batch is a dict of tensors: always :class:`TokenBatch`; with ``method: dskd`` also the
+sense-loss positions and candidates of :class:`SenseSample` drawn by ``dskd.data.sampling``, which
+together make a :class:`SenseBatch`. ``B`` is the batch size, ``L`` the sequence length, ``M`` the
+padded number of sense positions and ``S`` the padded number of neighbours per position; every
+shape is static across batches of one run.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+import torch
+
+__all__ = ["IGNORE_INDEX", "SENSE_LOSS_KEYS", "SENSE_SAMPLE_KEYS", "SenseBatch", "SenseSample", "TokenBatch"]
+
+IGNORE_INDEX = -100
+"""Label of a position without a next-token target (padding, the EOS closing a document); the
+default ``ignore_index`` of ``torch.nn.functional.cross_entropy``."""
+
+
+class TokenBatch(TypedDict):
+    """What every training and validation batch holds."""
+
+    input_ids: torch.Tensor
+    """``[B, L]`` int64 token ids, right padded."""
+    attention_mask: torch.Tensor
+    """``[B, L]`` int64, 1 on tokens and 0 on padding."""
+    labels: torch.Tensor
+    """``[B, L]`` int64 next-token target of each position (already shifted), ``IGNORE_INDEX`` where none."""
+
+
+class SenseSample(TypedDict):
+    """The positions and neighbour candidates that the sense loss (``dskd.losses.sense``) reads."""
+
+    sense_pos: torch.Tensor
+    """``[B, M]`` int64 P1 positions (targets with lexicon neighbours)."""
+    sense_pos_mask: torch.Tensor
+    """``[B, M]`` bool, true on the drawn P1 slots."""
+    syn_keys: torch.Tensor
+    """``[B, M, S]`` int64 sense-dictionary keys of the synonyms sampled for each P1 target."""
+    syn_mask: torch.Tensor
+    """``[B, M, S]`` bool, true on the drawn synonym slots."""
+    ant_keys: torch.Tensor
+    """``[B, M, S]`` int64 sense-dictionary keys of the antonyms sampled for each P1 target."""
+    ant_mask: torch.Tensor
+    """``[B, M, S]`` bool, true on the drawn antonym slots."""
+    rand_pos: torch.Tensor
+    """``[B, M]`` int64 P2 positions (any position with a target)."""
+    rand_pos_mask: torch.Tensor
+    """``[B, M]`` bool, true on the drawn P2 slots."""
+
+
+class SenseBatch(TokenBatch, SenseSample):
+    """A training batch of ``method: dskd``: tokens, the sense sample, and a count for logging."""
+
+    n_neighbour_positions: torch.Tensor
+    """``[B]`` int64 positions per sequence whose target has lexicon neighbours (before sampling)."""
+
+
+SENSE_SAMPLE_KEYS = (*SenseSample.__annotations__, "n_neighbour_positions")
+"""Keys that ``dskd.data.sampling.sample_sense_batch`` adds to a :class:`TokenBatch`."""
+
+SENSE_LOSS_KEYS = ("labels", *SenseSample.__annotations__)
+"""Keys of a batch that ``dskd.losses.sense.sense_loss`` reads."""
