@@ -36,7 +36,7 @@ class TrainerConfig:
     max_epochs: int = 2
     """Epochs when max_steps is -1 (paper: 2)."""
     accumulate_grad_batches: int = 1
-    """Batches whose gradients are summed per optimizer step."""
+    """Batches per optimizer step; the step's gradient is the mean of theirs (each loss divided by this)."""
     log_every_n_steps: int = 10
     """Steps between logged training metrics."""
     val_check_interval: float | None = None

@@ -1,7 +1,8 @@
 """A 2-process DDP run on CPU (gloo), launched by test_ddp.py: `python ddp_script.py TMP TEACHER_DIR`.
 
-Lightning starts the second process by running this script again; each process writes the sum of
-its trainable weights so the test can check that gradient averaging kept them identical.
+Lightning starts the second process by running this script again; each process writes its trainable
+weights (so the test can check that gradient averaging kept them identical) and the input ids of
+every batch it trained on (so the test can check that the processes saw different data).
 """
 
 from __future__ import annotations
@@ -18,10 +19,17 @@ from tinyrun import make_senses, random_batches, tiny_config  # noqa: E402
 from dskd.training.run import train  # noqa: E402
 
 
-class WriteWeights(pl.Callback):
+class WriteWeightsAndBatches(pl.Callback):
+    def __init__(self) -> None:
+        self.input_ids: list[torch.Tensor] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.input_ids.append(batch["input_ids"].clone())
+
     def on_train_end(self, trainer, pl_module) -> None:
         flat = torch.cat([p.detach().flatten() for p in pl_module.parameters() if p.requires_grad])
         torch.save(flat, Path(sys.argv[1]) / f"weights-rank{trainer.global_rank}.pt")
+        torch.save(self.input_ids, Path(sys.argv[1]) / f"batches-rank{trainer.global_rank}.pt")
 
 
 if __name__ == "__main__":
@@ -30,4 +38,4 @@ if __name__ == "__main__":
         make_senses(tmp / "senses", teacher)
     over = {"trainer.strategy": "ddp", "trainer.devices": "2", "trainer.max_steps": 4}
     cfg = tiny_config(tmp, teacher, "dskd", over)
-    train(cfg, datamodule=random_batches(n=8), callbacks=[WriteWeights()], export=False)
+    train(cfg, datamodule=random_batches(n=8), callbacks=[WriteWeightsAndBatches()], export=False)

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from .tinyrun import random_batches
+
 
 def test_two_process_ddp_run(tmp_path, teacher_dir):
     script = Path(__file__).with_name("ddp_script.py")
@@ -31,7 +33,13 @@ def test_two_process_ddp_run(tmp_path, teacher_dir):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["global_step"] == 4
     w0, w1 = (torch.load(tmp_path / f"weights-rank{r}.pt") for r in (0, 1))
-    assert torch.equal(w0, w1)  # the two processes saw different batches; gradients were averaged
+    assert torch.equal(w0, w1)  # gradients were averaged
+    seen = [torch.load(tmp_path / f"batches-rank{r}.pt") for r in (0, 1)]
+    dealt = [b["input_ids"] for b in random_batches(n=8).train_dataloader()]  # the script's 8 batches
+    for rank in (0, 1):  # round-robin: rank r trains on batches r, r + 2, r + 4, r + 6
+        assert len(seen[rank]) == 4
+        assert all(torch.equal(a, b) for a, b in zip(seen[rank], dealt[rank::2])), rank
+    assert not any(torch.equal(a, b) for a in seen[0] for b in seen[1])  # no batch on both ranks
     with open(run / "metrics.csv", newline="") as f:
         lrs = {int(r["step"]): float(r["train/lr"]) for r in csv.DictReader(f) if r.get("train/lr")}
     assert lrs[1] == pytest.approx(2 * 1e-3, rel=1e-6)  # lr x world size, after the one warm-up step

@@ -67,3 +67,51 @@ def tiny_config(tmp: Path, teacher_dir: Path, method: str = "kd", over: dict | N
             node = node.setdefault(p, {})
         node[parts[-1]] = value
     return config_from_dict(data)
+
+
+def write_corpus(path: Path, docs: int = 24) -> Path:
+    """A text file of ``docs`` documents of 3 to 11 words ``t3 .. t{VOCAB-1}`` (the word tokenizer's)."""
+    lines = [" ".join(f"t{3 + (7 * i + 5 * j) % (VOCAB - 3)}" for j in range(3 + i % 9)) for i in range(docs)]
+    path.write_text("\n\n".join(lines) + "\n")
+    return path
+
+
+def word_lexicon():
+    """A real Lexicon for the word tokenizer: token t has the synonym t + 1 and the antonym t + 2."""
+    import numpy as np
+
+    from dskd.lexicon import Lexicon
+    from dskd.models.loading import tokenizer_fingerprint
+
+    indptr, heads = np.arange(VOCAB + 1), np.arange(VOCAB)
+    empty = np.zeros(VOCAB + 1, dtype=np.int64)
+    arrays = {
+        "syn_indptr": indptr, "syn_indices": heads + 1, "syn_sources": np.ones(VOCAB, dtype=np.int64),
+        "ant_indptr": indptr, "ant_indices": heads + 2, "ant_sources": np.ones(VOCAB, dtype=np.int64),
+        "hyp_indptr": empty, "hyp_indices": empty[:0], "hyp_sources": empty[:0],
+    }  # fmt: skip
+    fp = tokenizer_fingerprint(make_tokenizer())
+    return Lexicon(
+        arrays, {"tokenizer": {"name": "words", "vocab_size": VOCAB, "fingerprint": fp}}, Path(".")
+    )
+
+
+def real_datamodule(cfg):
+    """The real streaming DSKDDataModule over ``cfg.data`` with the word tokenizer and lexicon."""
+    from dskd.data.datamodule import DSKDDataModule
+
+    return DSKDDataModule(cfg, make_tokenizer(), word_lexicon() if cfg.method == "dskd" else None)
+
+
+def corpus_config(tmp: Path, teacher_dir: Path, corpus: Path, method: str = "dskd", over: dict | None = None):
+    """:func:`tiny_config` training on the text file ``corpus`` (seq_len 16, batches of 2, 20 % held out)."""
+    data = {
+        "data.train": [{"kind": "text", "path": str(corpus)}],
+        "data.seq_len": 16,
+        "data.batch_size": 2,
+        "data.val_fraction": 0.2,
+        "data.shuffle_buffer": 4,
+        "data.max_sense_positions": 4,
+        "data.max_neighbours": 2,
+    }
+    return tiny_config(tmp, teacher_dir, method, {**data, **(over or {})})

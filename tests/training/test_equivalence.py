@@ -1,0 +1,225 @@
+"""What must not change a number: resuming through the real data module, the validation schedule
+across a resume, gradient accumulation and chunked KD inside the module; and a pinned tiny run."""
+
+from __future__ import annotations
+
+import copy
+import csv
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from dskd.models.loading import load_causal_lm
+from dskd.models.student import build_projection, build_student
+from dskd.senses import SenseDictionary
+from dskd.training.module import DistillationModule
+from dskd.training.run import run_dir, train
+from dskd.training.synthetic import random_batch
+
+from .tinyrun import VOCAB, corpus_config, make_senses, real_datamodule, tiny_config, write_corpus
+
+
+def _rows(cfg) -> list[dict[str, str]]:
+    with open(run_dir(cfg) / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _by_step(cfg, key: str) -> dict[int, float]:
+    return {int(r["step"]): float(r[key]) for r in _rows(cfg) if r.get(key)}
+
+
+class _RecordBatches(pl.Callback):
+    """The batch each optimizer step trained on, by global step (a later run overwrites earlier ones)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.seen[trainer.global_step] = {k: v.clone() for k, v in batch.items()}
+
+
+class _Crash(pl.Callback):
+    def __init__(self, at_step: int) -> None:
+        self.at_step = at_step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.at_step:
+            raise RuntimeError("simulated crash")
+
+
+# ---- resume and the validation schedule through the real DSKDDataModule ---------------------------
+
+STEPS, CHECKPOINT_EVERY, VAL_EVERY, CRASH_AT = 8, 3, 3, 7
+"""4 training batches per epoch (the last of one sequence): the crash comes in the second epoch, right
+after the checkpoint of step 6, which is also a validation step."""
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory, teacher_dir):
+    """An uninterrupted DSKD run and one crashed before step 7 and resumed from step 6, both on a
+    text corpus through the real streaming data module, with validation every 3 steps."""
+    tmp = tmp_path_factory.mktemp("resume")
+    make_senses(tmp / "senses")
+    corpus = write_corpus(tmp / "corpus.txt", docs=12)
+    over = {
+        "senses.output_dir": str(tmp / "senses"),
+        "trainer.max_steps": STEPS,
+        "trainer.checkpoint_every_n_steps": CHECKPOINT_EVERY,
+        "trainer.val_check_interval": VAL_EVERY,
+        "trainer.limit_val_batches": 2,
+    }
+    full, broken = (
+        corpus_config(tmp / name, teacher_dir, corpus, "dskd", over) for name in ("full", "broken")
+    )
+    seen_full, seen_broken = _RecordBatches(), _RecordBatches()
+    train(full, datamodule=real_datamodule(full), callbacks=[seen_full], export=False)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(
+            broken,
+            datamodule=real_datamodule(broken),
+            callbacks=[seen_broken, _Crash(CRASH_AT)],
+            export=False,
+        )
+    checkpoint = torch.load(run_dir(broken) / "checkpoints" / "last.ckpt", weights_only=False)
+    summary = train(broken, datamodule=real_datamodule(broken), callbacks=[seen_broken], export=False)
+    return {
+        "full": full,
+        "broken": broken,
+        "seen": (seen_full.seen, seen_broken.seen),
+        "checkpoint": checkpoint,
+        "summary": summary,
+    }
+
+
+def test_resume_through_the_real_data_module_repeats_every_batch_and_loss(resumed):
+    checkpoint = resumed["checkpoint"]
+    assert checkpoint["global_step"] == 6 and checkpoint["epoch"] == 1  # mid second epoch
+    assert resumed["summary"]["global_step"] == STEPS
+    full, again = resumed["seen"]
+    assert sorted(full) == sorted(again) == list(range(STEPS))
+    for step in full:
+        assert full[step].keys() == again[step].keys()
+        for key in full[step]:
+            assert torch.equal(full[step][key], again[step][key]), (step, key)
+    a, b = _by_step(resumed["full"], "train/loss"), _by_step(resumed["broken"], "train/loss")
+    assert sorted(a) == sorted(b) == list(range(STEPS))
+    for step in a:
+        assert b[step] == pytest.approx(a[step], abs=1e-6), step
+
+
+def test_validation_runs_at_the_same_steps_across_a_resume(resumed):
+    a, b = _by_step(resumed["full"], "val/loss"), _by_step(resumed["broken"], "val/loss")
+    during_fit = [VAL_EVERY * k - 1 for k in range(1, STEPS // VAL_EVERY + 1)]  # logged at step - 1
+    assert sorted(a) == [*during_fit, STEPS]  # and train()'s final validation
+    assert sorted(b) == sorted(a)
+    for step in a:
+        assert b[step] == pytest.approx(a[step], abs=1e-6), step
+
+
+# ---- gradient accumulation ------------------------------------------------------------------------
+
+
+class _FixedBatches(pl.LightningDataModule):
+    """These training batches, in this order, every epoch."""
+
+    def __init__(self, batches: list[dict[str, torch.Tensor]]) -> None:
+        super().__init__()
+        self.batches = batches
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.batches, batch_size=None)
+
+
+class _FirstGradients(pl.Callback):
+    """The gradients (summed over micro-batches, before clipping) of the first optimizer step."""
+
+    def __init__(self) -> None:
+        self.grads: dict[str, torch.Tensor] = {}
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if not self.grads:
+            self.grads = {n: p.grad.clone() for n, p in pl_module.named_parameters() if p.grad is not None}
+
+
+def _first_gradients(tmp, teacher_dir, batches, accumulate: int) -> dict[str, torch.Tensor]:
+    over = {
+        "senses.output_dir": str(tmp.parent / "senses"),
+        "trainer.max_steps": 1,
+        "trainer.accumulate_grad_batches": accumulate,
+    }
+    record = _FirstGradients()
+    train(tiny_config(tmp, teacher_dir, "dskd", over), _FixedBatches(batches), [record], export=False)
+    return record.grads
+
+
+def test_accumulated_gradients_are_the_mean_of_the_micro_batch_gradients(run_tmp, teacher_dir):
+    """Lightning divides each micro-batch loss by ``accumulate_grad_batches``: the step's gradient is
+    the mean of the micro-batches' gradients. Each loss is a mean over its own batch (CE and KD over
+    valid positions, the sense loss over sequences with terms), so this equals the gradient of the one
+    batch that joins them exactly when every micro-batch holds as many valid positions and sequences
+    with sense terms, as these do (same padding, every sequence with P2 terms)."""
+    g = torch.Generator().manual_seed(3)
+    first, second = (random_batch(g, batch=2, seq=16, vocab=VOCAB) for _ in range(2))
+    joined = {k: torch.cat([first[k], second[k]]) for k in first}
+    accumulated = _first_gradients(run_tmp / "acc", teacher_dir, [first, second], accumulate=2)
+    alone = [
+        _first_gradients(run_tmp / f"b{i}", teacher_dir, [b], accumulate=1)
+        for i, b in enumerate([first, second])
+    ]
+    at_once = _first_gradients(run_tmp / "joined", teacher_dir, [joined], accumulate=1)
+    assert accumulated.keys() == at_once.keys() and accumulated
+    for name, grad in accumulated.items():
+        torch.testing.assert_close(grad, (alone[0][name] + alone[1][name]) / 2, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(grad, at_once[name], rtol=1e-5, atol=1e-7)
+
+
+# ---- chunked KD inside the module -----------------------------------------------------------------
+
+
+def test_chunked_kd_in_the_module_matches_full_logits(run_tmp, teacher_dir):
+    teacher = load_causal_lm(teacher_dir, dtype="float32")
+    senses = SenseDictionary.load(run_tmp / "senses")
+    batch = random_batch(torch.Generator().manual_seed(4), batch=3, seq=16, vocab=VOCAB)
+    results = []
+    for chunk_size in (None, 5):  # 5 divides none of the per-batch position counts
+        over = {"loss.kd.chunk_size": chunk_size, "loss.kd.divergence": "js", "student.projection": "linear"}
+        cfg = tiny_config(run_tmp, teacher_dir, "dskd", over)
+        torch.manual_seed(0)
+        student = build_student(cfg.student, teacher)
+        module = DistillationModule(
+            cfg, student, teacher, senses, build_projection(cfg.student, student, teacher)
+        )
+        loss, parts, _ = module.losses(copy.deepcopy(batch))
+        loss.backward()
+        grads = {n: p.grad for n, p in module.named_parameters() if p.requires_grad}
+        results.append((loss.detach(), parts, grads))
+    (full_loss, full_parts, full_grads), (chunked_loss, chunked_parts, chunked_grads) = results
+    torch.testing.assert_close(chunked_loss, full_loss)
+    for key in ("ce", "kd", "sense"):
+        torch.testing.assert_close(chunked_parts[key], full_parts[key])
+    assert full_grads.keys() == chunked_grads.keys()
+    for name in full_grads:
+        torch.testing.assert_close(chunked_grads[name], full_grads[name], rtol=1e-5, atol=1e-7)
+
+
+# ---- a pinned tiny run ----------------------------------------------------------------------------
+
+PINNED = [6.498300552368164, 6.443853378295898, 6.501500129699707, 6.584043979644775]
+"""train/loss of the first 4 steps of the tiny DSKD run below (random teacher seed 0, word corpus)."""
+
+
+def test_pinned_losses_of_four_tiny_steps(run_tmp, teacher_dir):
+    corpus = write_corpus(run_tmp / "corpus.txt")
+    over = {"senses.output_dir": str(run_tmp / "senses"), "trainer.max_steps": 4}
+    cfg = corpus_config(run_tmp / "pinned", teacher_dir, corpus, "dskd", over)
+    train(cfg, datamodule=real_datamodule(cfg), export=False)
+    losses = _by_step(cfg, "train/loss")
+    got = [losses[step] for step in range(4)]
+    assert got == pytest.approx(PINNED, rel=1e-4), (
+        f"The losses of the pinned 4-step tiny run changed: got {got}, pinned {PINNED}. A change of "
+        "numerics (loss, model, optimiser, data order or sampling) must be deliberate: if it is, re-pin "
+        "by copying the new values into PINNED in tests/training/test_equivalence.py and say why in the "
+        "commit message; if it is not, find what changed."
+    )
