@@ -14,9 +14,9 @@ from torch.utils.data import DataLoader
 from dskd.models.loading import load_causal_lm
 from dskd.models.student import build_projection, build_student
 from dskd.senses import SenseDictionary
+from dskd.testing import random_batch
 from dskd.training.module import DistillationModule
 from dskd.training.run import run_dir, train
-from dskd.training.synthetic import random_batch
 
 from .tinyrun import VOCAB, corpus_config, make_senses, real_datamodule, tiny_config, write_corpus
 
