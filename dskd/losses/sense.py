@@ -20,6 +20,7 @@ gradient for every parameter).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -51,6 +52,21 @@ def _at(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     return x.gather(1, pos.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
+class Nearest(NamedTuple):
+    """The ``kappa`` candidate rows nearest to the teacher's state, per position."""
+
+    mse: torch.Tensor
+    """``[B, M, kappa']`` MSE of the student's state to each selected row (with gradient)."""
+    selected: torch.Tensor
+    """``[B, M, kappa']`` which slots hold a row."""
+    teacher_mse: torch.Tensor
+    """``[B, M, kappa']`` MSE of the teacher's state to each selected row (constant)."""
+    column: torch.Tensor
+    """``[B, M, kappa']`` the candidate column (index into ``C``) each selected row comes from."""
+    rows_per_column: torch.Tensor
+    """``[B, M, C]`` sense rows of each candidate key."""
+
+
 def _nearest_mse(
     h_s: torch.Tensor,
     h_t: torch.Tensor,
@@ -58,12 +74,10 @@ def _nearest_mse(
     keys: torch.Tensor,
     valid: torch.Tensor,
     kappa: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> Nearest:
     """MSE of ``h_s [B, M, d]`` to the ``kappa`` sense rows nearest to ``h_t`` among the senses of
-    ``keys [B, M, C]`` where ``valid``. Only valid keys are looked up (padding costs nothing).
-
-    Returns ``(mse [B, M, kappa'], selected mask [B, M, kappa'], candidate rows per position [B, M])``
-    with ``kappa' = min(kappa, C * k)``.
+    ``keys [B, M, C]`` where ``valid``, with ``kappa' = min(kappa, C * k)``. Only valid keys are
+    looked up (padding costs nothing).
     """
     B, M, C = keys.shape
     b, m, c = valid.nonzero(as_tuple=True)
@@ -91,13 +105,50 @@ def _nearest_mse(
         selected = torch.isfinite(nearest_dist)
         flat = torch.cat([senses.reshape(n * k, d), senses.new_zeros(1, d)])  # last row: none selected
         rows = flat[torch.where(selected, row_of.gather(2, nearest), n * k)]  # [B, M, kappa', d]
-        per_position = torch.isfinite(full).sum(-1)
-    return (h_s.unsqueeze(2) - rows).square().mean(-1), selected, per_position
+        rows_per_column = torch.isfinite(full).view(B, M, C, k).sum(-1)
+        teacher_mse = torch.where(selected, nearest_dist.clamp_min(0) / d, torch.zeros_like(nearest_dist))
+    mse = (h_s.unsqueeze(2) - rows).square().mean(-1)
+    return Nearest(mse, selected, teacher_mse, nearest // k, rows_per_column)
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``x`` over the last dim where ``mask``; 0 where nothing is selected."""
     return torch.where(mask, x, torch.zeros_like(x)).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def _fraction(hit: torch.Tensor, over: torch.Tensor) -> torch.Tensor:
+    """Share of the ``over`` entries where ``hit`` holds (0 when ``over`` is empty)."""
+    return (hit & over).sum().float() / over.sum().clamp(min=1)
+
+
+def _mean_over(x: torch.Tensor, over: torch.Tensor) -> torch.Tensor:
+    return torch.where(over, x, torch.zeros_like(x)).sum() / over.sum().clamp(min=1)
+
+
+def _diagnostics(pos: Nearest, neg: Nearest, on1: torch.Tensor, width: int, margin: float, own_in_neg: bool):
+    """What the P1 terms did in this batch (docs/losses.md, "Reading the diagnostics")."""
+    with torch.no_grad():
+        pos_sel, neg_sel = pos.selected & on1.unsqueeze(-1), neg.selected & on1.unsqueeze(-1)
+        pos_own = pos.column == width  # the target's own senses follow the width neighbour columns
+        neg_own = (neg.column == width) if own_in_neg else torch.zeros_like(neg_sel)
+        only_own = (
+            pos_sel.any(-1) & neg_sel.any(-1) & (pos_own | ~pos_sel).all(-1) & (neg_own | ~neg_sel).all(-1)
+        )
+        return {
+            "hinge_active": _fraction(neg.mse.detach() < margin, neg_sel),
+            "syn_row_fraction": _fraction(pos.rows_per_column[..., :width].sum(-1) > 0, on1),
+            "ant_row_fraction": _fraction(neg.rows_per_column[..., :width].sum(-1) > 0, on1),
+            "own_in_positives": _fraction(pos_own, pos_sel),
+            "own_in_negatives": _fraction(neg_own, neg_sel),
+            "selections_coincide": _fraction(only_own, on1)
+            if own_in_neg
+            else on1.new_zeros((), dtype=torch.float),
+            "student_mse_pos": _mean_over(pos.mse.detach(), pos_sel),
+            "teacher_mse_pos": _mean_over(pos.teacher_mse, pos_sel),
+            "student_mse_neg": _mean_over(neg.mse.detach(), neg_sel),
+            "teacher_mse_neg": _mean_over(neg.teacher_mse, neg_sel),
+            "margin": torch.tensor(float(margin), device=on1.device),
+        }
 
 
 def sense_loss(
@@ -106,6 +157,7 @@ def sense_loss(
     batch: SenseBatch,
     lookup: Lookup,
     cfg: SenseLossConfig,
+    margin: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """The sense-consistency loss of a batch.
 
@@ -116,12 +168,16 @@ def sense_loss(
             :class:`~dskd.batch.SenseSample` keys (P1 and P2 positions, synonym and antonym keys).
         lookup: the sense dictionary's lookup (e.g. ``SenseDictionary.lookup``).
         cfg: switches and weights; ``cfg.weight`` (lambda) is *not* applied here.
+        margin: the hinge margin mu in MSE units (default ``cfg.margin``; a calibrated margin is
+            resolved by the caller, see :func:`dskd.senses.calibrated_margin`).
 
     Returns ``total`` (= ``pos + neg + rand``, each the mean over sequences of that part's terms
-    divided by the sequence's number of terms), and for logging ``n_pos_candidates`` /
-    ``n_neg_candidates`` (mean number of candidate rows per P1 position).
+    divided by the sequence's number of terms), for logging ``n_pos_candidates`` /
+    ``n_neg_candidates`` (mean number of candidate rows per P1 position), and ``diagnostics``: a
+    dict of detached scalars saying how much each P1 term acted (see ``_diagnostics``).
     """
     _check_inputs(h_student, h_teacher, batch)
+    margin = cfg.margin if margin is None else margin
     labels = batch["labels"]
     hs = h_student.float()
     ht = h_teacher.detach().float()
@@ -139,12 +195,12 @@ def sense_loss(
 
     zeros1 = hs1.sum(-1) * 0.0  # [B, M], keeps every part connected to the student's graph
     pos_term, neg_term = zeros1, zeros1
-    mse, sel, n_pos = _nearest_mse(hs1, ht1, lookup, pos_keys, pos_valid, cfg.kappa)
+    pos = _nearest_mse(hs1, ht1, lookup, pos_keys, pos_valid, cfg.kappa)
     if cfg.positives:
-        pos_term = cfg.w_pos * _masked_mean(mse, sel)
-    mse, sel, n_neg = _nearest_mse(hs1, ht1, lookup, neg_keys, neg_valid, cfg.kappa)
+        pos_term = cfg.w_pos * _masked_mean(pos.mse, pos.selected)
+    neg = _nearest_mse(hs1, ht1, lookup, neg_keys, neg_valid, cfg.kappa)
     if cfg.negatives:
-        neg_term = cfg.w_neg * _masked_mean(torch.relu(cfg.margin - mse), sel)
+        neg_term = cfg.w_neg * _masked_mean(torch.relu(margin - neg.mse), neg.selected)
     counted1 = on1 & (cfg.positives or cfg.negatives)
 
     pos2 = batch["rand_pos"].long()
@@ -154,8 +210,8 @@ def sense_loss(
     if cfg.random_positions:
         t2 = labels.gather(1, pos2).unsqueeze(-1)
         own2 = counted2.unsqueeze(-1) & (t2 != IGNORE_INDEX)
-        mse, sel, _ = _nearest_mse(hs2, _at(ht, pos2), lookup, t2, own2, cfg.kappa)
-        rand_term = _masked_mean(mse, sel)
+        near = _nearest_mse(hs2, _at(ht, pos2), lookup, t2, own2, cfg.kappa)
+        rand_term = _masked_mean(near.mse, near.selected)
 
     n_terms = counted1.sum(1) + counted2.sum(1)  # [B]
     has_terms = n_terms > 0
@@ -172,6 +228,8 @@ def sense_loss(
     }
     out["total"] = out["pos"] + out["neg"] + out["rand"]
     n_p1 = on1.sum().clamp(min=1)
-    out["n_pos_candidates"] = (n_pos * on1).sum().float() / n_p1
-    out["n_neg_candidates"] = (n_neg * on1).sum().float() / n_p1
+    out["n_pos_candidates"] = (pos.rows_per_column.sum(-1) * on1).sum().float() / n_p1
+    out["n_neg_candidates"] = (neg.rows_per_column.sum(-1) * on1).sum().float() / n_p1
+    width = batch["syn_keys"].shape[-1]
+    out["diagnostics"] = _diagnostics(pos, neg, on1, width, margin, cfg.own_senses_in_negatives)
     return out

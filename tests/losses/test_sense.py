@@ -245,3 +245,81 @@ def test_bad_inputs_are_explained():
         sense_loss(hs[..., :3], ht, batch, lookup, SenseLossConfig())
     with pytest.raises(DSKDError, match="hidden size"):
         sense_loss(hs[..., :3], ht[..., :3], batch, lookup, SenseLossConfig())
+
+
+def reference_diagnostics(hs, ht, batch, table, cfg) -> dict[str, float]:
+    """The diagnostics one P1 position at a time: every candidate row tagged with its source."""
+
+    def tagged(keys, mask, tag):
+        return [(r, tag) for key, on in zip(keys.tolist(), mask.tolist()) if on for r in table.get(key, [])]
+
+    def nearest(cands, anchor):
+        return sorted(cands, key=lambda c: float(torch.linalg.vector_norm(c[0] - anchor)))[: cfg.kappa]
+
+    counts = dict.fromkeys(("p1", "syn", "ant", "coincide", "pos", "pos_own", "neg", "neg_own", "active"), 0)
+    sums = dict.fromkeys(("s_pos", "t_pos", "s_neg", "t_neg"), 0.0)
+    for b, m in batch["sense_pos_mask"].nonzero().tolist():
+        p = int(batch["sense_pos"][b, m])
+        t = int(batch["labels"][b, p])
+        own = [(r, "own") for r in table.get(t, [])]
+        syn = tagged(batch["syn_keys"][b, m], batch["syn_mask"][b, m], "nb")
+        ant = tagged(batch["ant_keys"][b, m], batch["ant_mask"][b, m], "nb")
+        pos_set = nearest(syn + own, ht[b, p])
+        neg_set = nearest(ant + own if cfg.own_senses_in_negatives else ant, ht[b, p])
+        counts["p1"] += 1
+        counts["syn"] += bool(syn)
+        counts["ant"] += bool(ant)
+        counts["coincide"] += bool(
+            cfg.own_senses_in_negatives
+            and pos_set
+            and neg_set
+            and all(tag == "own" for _, tag in pos_set + neg_set)
+        )
+        for name, chosen in (("pos", pos_set), ("neg", neg_set)):
+            for row, tag in chosen:
+                s, t_ = float(((hs[b, p] - row) ** 2).mean()), float(((ht[b, p] - row) ** 2).mean())
+                counts[name] += 1
+                counts[f"{name}_own"] += tag == "own"
+                sums[f"s_{name}"] += s
+                sums[f"t_{name}"] += t_
+                counts["active"] += name == "neg" and s < cfg.margin
+    return {
+        "hinge_active": counts["active"] / counts["neg"],
+        "syn_row_fraction": counts["syn"] / counts["p1"],
+        "ant_row_fraction": counts["ant"] / counts["p1"],
+        "own_in_positives": counts["pos_own"] / counts["pos"],
+        "own_in_negatives": counts["neg_own"] / counts["neg"],
+        "selections_coincide": counts["coincide"] / counts["p1"],
+        "student_mse_pos": sums["s_pos"] / counts["pos"],
+        "teacher_mse_pos": sums["t_pos"] / counts["pos"],
+        "student_mse_neg": sums["s_neg"] / counts["neg"],
+        "teacher_mse_neg": sums["t_neg"] / counts["neg"],
+        "margin": cfg.margin,
+    }
+
+
+@pytest.mark.parametrize("switches", [{}, {"own_senses_in_negatives": False}, {"kappa": 1}, {"kappa": 50}])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_diagnostics_match_a_per_position_loop(switches, seed):
+    hs, ht, batch, table = _problem(seed)
+    targets = batch["labels"].gather(1, batch["sense_pos"]).unsqueeze(-1)
+    for name in ("syn", "ant"):  # a neighbour equal to the target would tie with its own senses
+        batch[f"{name}_mask"] &= batch[f"{name}_keys"] != targets
+    cfg = SenseLossConfig(**{"kappa": 2, "margin": 2.5, **switches})
+    got = sense_loss(hs, ht, batch, TableLookup(table, K, D, N_KEYS), cfg)["diagnostics"]
+    want = reference_diagnostics(hs, ht, batch, table, cfg)
+    assert set(got) == set(want)
+    for name, value in want.items():
+        assert got[name].item() == pytest.approx(value, rel=1e-5, abs=1e-6), name
+    assert want["hinge_active"] > 0 and want["own_in_positives"] > 0  # the problem exercises both
+
+
+def test_margin_argument_overrides_the_config_margin():
+    hs, ht, batch, table = _problem(0)
+    lookup = TableLookup(table, K, D, N_KEYS)
+    cfg = SenseLossConfig(kappa=2, margin=1.0)
+    moved = sense_loss(hs, ht, batch, lookup, cfg, margin=2.5)
+    want = sense_loss(hs, ht, batch, lookup, dataclasses.replace(cfg, margin=2.5))
+    assert moved["neg"].item() == pytest.approx(want["neg"].item())
+    assert moved["diagnostics"]["margin"].item() == 2.5
+    assert moved["neg"].item() > sense_loss(hs, ht, batch, lookup, cfg)["neg"].item()
