@@ -1,13 +1,18 @@
-"""Atomic file writes and artifact metadata.
+"""Atomic file writes, artifact metadata and its integrity checks.
 
 Every artifact is written under a temporary name in the same directory and renamed into place, so
-a killed process or a full disk never leaves a half-written file under the final name.
+a killed process or a full disk never leaves a half-written file under the final name; a full disk
+is reported as one line naming the path and the free space (:class:`DiskFullError`).
+
+Artifacts record the size and sha256 of their data files (:func:`file_digests`); opening one checks
+the sizes, and with ``DSKD_VERIFY=full`` in the environment also every sha256 (:func:`verify_files`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -19,6 +24,55 @@ from pathlib import Path
 from typing import Any
 
 import dskd
+from dskd.errors import DSKDError
+
+VERIFY_ENV = "DSKD_VERIFY"
+VERIFY_LEVELS = ("fast", "full")
+"""fast (default): sizes and cheap structural checks at open; full: also every recorded sha256."""
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(DSKDError):
+    """The file system ran out of space while an artifact was written (nothing was left behind)."""
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _is_disk_full(error: BaseException, folder: Path) -> bool:
+    """OSError ENOSPC/EDQUOT, or a library's own error for it (safetensors, torch) on a full file system."""
+    if isinstance(error, OSError) and error.errno in _DISK_FULL:
+        return True
+    return "No space left on device" in str(error) or _free_bytes(folder) == 0
+
+
+def _disk_full(path: Path) -> DiskFullError:
+    free = _free_bytes(path.parent)
+    shown = "unknown" if free is None else f"{free / 2**20:.1f} MiB"
+    return DiskFullError(
+        f"No space left on the device while writing {path} ({shown} free in {path.parent}); nothing was "
+        "written there. Free some space or choose an output on another file system, then run it again."
+    )
+
+
+@contextlib.contextmanager
+def _cleanup_on_error(path: Path, tmp: Path) -> Iterator[None]:
+    """Remove ``tmp`` when the block fails; a full disk becomes :class:`DiskFullError` about ``path``."""
+    try:
+        yield
+    except BaseException as e:
+        full = isinstance(e, Exception) and not isinstance(e, DSKDError) and _is_disk_full(e, path.parent)
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        if full:
+            raise _disk_full(path) from e
+        raise
 
 
 @contextlib.contextmanager
@@ -29,12 +83,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    try:
+    with _cleanup_on_error(path, tmp_path):
         yield tmp_path
         os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
 
 
 @contextlib.contextmanager
@@ -46,7 +97,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide shared artifacts from other users
-    try:
+    with _cleanup_on_error(path, tmp):
         yield tmp
         if path.exists():
             old = path.with_name(f".{path.name}.old")
@@ -56,8 +107,6 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -72,6 +121,58 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def read_artifact_json(path: str | os.PathLike, rebuild: str) -> dict[str, Any]:
+    """A JSON object of an artifact's metadata; damage is a :class:`DSKDError` advising ``rebuild``."""
+    try:
+        data = read_json(path)
+    except (OSError, ValueError) as e:
+        raise DSKDError(
+            f"Cannot read {path} ({type(e).__name__}: {e}); the artifact is damaged. {rebuild}"
+        ) from None
+    if not isinstance(data, dict):
+        raise DSKDError(
+            f"{path} holds a JSON {type(data).__name__}, not an object; the artifact is damaged. {rebuild}"
+        )
+    return data
+
+
+def verify_level() -> str:
+    """The integrity check to run when opening an artifact: ``$DSKD_VERIFY`` (fast | full, default fast)."""
+    level = os.environ.get(VERIFY_ENV, "fast")
+    if level not in VERIFY_LEVELS:
+        raise DSKDError(f"{VERIFY_ENV}={level!r} is not one of {', '.join(VERIFY_LEVELS)}.")
+    return level
+
+
+def file_digests(folder: str | os.PathLike, names: list[str]) -> dict[str, dict[str, Any]]:
+    """``{name: {"size", "sha256"}}`` of files in ``folder`` (recorded in an artifact's metadata)."""
+    folder = Path(folder)
+    return {n: {"size": (folder / n).stat().st_size, "sha256": sha256_file(folder / n)} for n in names}
+
+
+def verify_files(
+    folder: str | os.PathLike, recorded: dict[str, Any], rebuild: str, full: bool | None = None
+) -> None:
+    """Check files against :func:`file_digests` output: sizes always, sha256 when ``full``
+    (default: ``DSKD_VERIFY=full``). A mismatch is a :class:`DSKDError` advising ``rebuild``."""
+    folder = Path(folder)
+    full = verify_level() == "full" if full is None else full
+    for name, want in recorded.items():
+        path = folder / name
+        if not path.is_file():
+            raise DSKDError(f"{path} is missing; the artifact is incomplete. {rebuild}")
+        size = path.stat().st_size
+        if size != want["size"]:
+            raise DSKDError(
+                f"{path} has {size} bytes, its metadata records {want['size']}: the file is truncated or was "
+                f"changed. {rebuild}"
+            )
+        if full and sha256_file(path) != want["sha256"]:
+            raise DSKDError(
+                f"{path} does not match the sha256 in its metadata: the file is corrupt. {rebuild}"
+            )
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

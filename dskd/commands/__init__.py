@@ -11,6 +11,16 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seed=1")
 
 
+def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
+    """``--overwrite``: replace an output folder that holds something other than this stage's artifact."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the output folder even if it holds files not written by this stage (never one that "
+        "holds the stage's inputs)",
+    )
+
+
 def load_stage_config(args: argparse.Namespace):
     from dskd.config import load_config
 

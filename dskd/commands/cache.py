@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from dskd.commands import add_config_arguments, load_stage_config
+from dskd.commands import add_config_arguments, add_overwrite_argument, load_stage_config
 
 HELP = "Precompute the teacher's top-k logits and hidden states for cached training."
 
@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "teacher.mode=cached to use it (no teacher forward).",
     )
     add_config_arguments(build)
+    add_overwrite_argument(build)
     build.add_argument(
         "--seeds", type=int, nargs="+", help="seeds whose runs the cache covers (default: the config's seed)"
     )
@@ -36,7 +37,9 @@ def run(args: argparse.Namespace) -> int:
     from dskd.teacher_cache.build import build_cache
 
     cfg = load_stage_config(args)
-    stats = build_cache(cfg, args.seeds, args.hidden_dtype, progress=not args.no_progress)
+    stats = build_cache(
+        cfg, args.seeds, args.hidden_dtype, progress=not args.no_progress, overwrite=args.overwrite
+    )
     print(json.dumps(stats, indent=2))
     print(f"teacher cache written to {cfg.teacher.cache_dir}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from dskd.commands import add_config_arguments, load_stage_config
+from dskd.commands import add_config_arguments, add_overwrite_argument, load_stage_config
 
 HELP = "Build the sense dictionary from the teacher's hidden states."
 
@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Run under torchrun to gather with several processes.",
     )
     add_config_arguments(build)
+    add_overwrite_argument(build)
     build.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -26,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from dskd.senses.build import build_from_config
 
     cfg = load_stage_config(args)
-    stats = build_from_config(cfg, progress=not args.no_progress)
+    stats = build_from_config(cfg, progress=not args.no_progress, overwrite=args.overwrite)
     if stats:
         print(json.dumps(stats, indent=2))
         print(f"sense dictionary written to {cfg.senses.output_dir}")

@@ -5,7 +5,8 @@ Layout of a lexicon folder:
   ``0..vocab_size-1``; ``sources`` = source bitmask per entry), ``vid_indptr``/``vid_token_ids``
   (tokens of VID ``vocab_size + i``), ``synset_{lemma,antonym}_{indptr,indices}`` (rows = synsets).
 - ``synsets.json``: synset names in row order. ``vids.json``: one word per VID (for reading).
-- ``meta.json`` (format version, tokenizer name/size/fingerprint, sources, provenance),
+- ``meta.json`` (format version, tokenizer name/size/fingerprint, sources, provenance, size and
+  sha256 of the three data files, checked at load: see :func:`dskd.io.verify_files`),
   ``stats.json`` and the resolved ``config.yaml``.
 """
 
@@ -19,11 +20,13 @@ from typing import Any
 import numpy as np
 
 from dskd.errors import ArtifactMismatchError, DSKDError
-from dskd.io import read_json, write_json_atomic
+from dskd.io import read_artifact_json, read_json, verify_files, write_json_atomic
 from dskd.lexicon.mapping import Csr, MappedLexicon
 
 FORMAT_VERSION = 1
 ARRAYS = "lexicon.safetensors"
+DATA_FILES = (ARRAYS, "synsets.json", "vids.json")
+_REBUILD = "Rebuild it with `dskd lexicon build CONFIG`."
 _EMPTY = np.zeros(0, dtype=np.int64)
 
 
@@ -81,13 +84,26 @@ class Lexicon:
                 f"No lexicon at '{directory}' (meta.json or {ARRAYS} missing). Build it with "
                 "`dskd lexicon build CONFIG` (it writes to `lexicon.output_dir`)."
             )
-        meta = read_json(directory / "meta.json")
+        meta = read_artifact_json(directory / "meta.json", _REBUILD)
         if meta.get("format_version") != FORMAT_VERSION:
             raise ArtifactMismatchError(
                 f"The lexicon at '{directory}' has format version {meta.get('format_version')}, this dskd "
-                f"reads version {FORMAT_VERSION}. Rebuild it with `dskd lexicon build CONFIG`."
+                f"reads version {FORMAT_VERSION}. {_REBUILD}"
             )
-        return cls(load_file(str(directory / ARRAYS)), meta, directory)
+        tokenizer = meta.get("tokenizer")
+        if not isinstance(tokenizer, dict) or not {"name", "vocab_size", "fingerprint"} <= set(tokenizer):
+            raise DSKDError(
+                f"{directory / 'meta.json'} lacks the tokenizer's name, vocab_size or fingerprint; the "
+                f"artifact is damaged. {_REBUILD}"
+            )
+        verify_files(directory, meta.get("files", {}), _REBUILD)
+        try:
+            arrays = load_file(str(directory / ARRAYS))
+        except Exception as e:  # safetensors raises its own error types for a damaged file
+            raise DSKDError(
+                f"Cannot read {directory / ARRAYS} ({type(e).__name__}: {e}). {_REBUILD}"
+            ) from None
+        return cls(arrays, meta, directory)
 
     @property
     def tokenizer_name(self) -> str:

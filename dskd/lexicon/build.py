@@ -109,25 +109,32 @@ def _pairs_per_source(mapped: MappedLexicon, names: list[str]) -> dict[str, dict
     return out
 
 
-def run_build(cfg: Any) -> tuple[Path, dict[str, Any]]:
+def run_build(cfg: Any, overwrite: bool = False) -> tuple[Path, dict[str, Any]]:
     """Build the lexicon of an :class:`~dskd.schema.ExperimentConfig` and write it to
-    ``cfg.lexicon.output_dir``; return the folder and the stats."""
+    ``cfg.lexicon.output_dir`` (see :func:`dskd.outputs.check_output` for ``overwrite``); return the
+    folder and the stats."""
     from dskd.models.loading import load_tokenizer
+    from dskd.outputs import check_output
+
+    check_output(cfg.lexicon.output_dir, "lexicon", overwrite)
 
     tokenizer_name = cfg.lexicon.tokenizer or cfg.teacher.model
     tokenizer = load_tokenizer(tokenizer_name)
     if not getattr(tokenizer, "is_fast", False):
         raise DSKDError(f"Tokenizer '{tokenizer_name}' has no fast (Rust) version; the lexicon needs one.")
     built = build_lexicon(cfg.lexicon, tokenizer, tokenizer_name)
-    return write_lexicon(cfg, built, tokenizer, tokenizer_name), built.stats
+    return write_lexicon(cfg, built, tokenizer, tokenizer_name, overwrite), built.stats
 
 
-def write_lexicon(cfg: Any, built: BuiltLexicon, tokenizer: Any, tokenizer_name: str) -> Path:
+def write_lexicon(
+    cfg: Any, built: BuiltLexicon, tokenizer: Any, tokenizer_name: str, overwrite: bool = False
+) -> Path:
     """Write ``built`` atomically to ``cfg.lexicon.output_dir`` with its metadata, stats and config."""
     from dskd.config import save_config
-    from dskd.io import atomic_dir, provenance
-    from dskd.lexicon.artifact import FORMAT_VERSION, save_arrays, write_meta
+    from dskd.io import file_digests, provenance
+    from dskd.lexicon.artifact import DATA_FILES, FORMAT_VERSION, save_arrays, write_meta
     from dskd.models.loading import tokenizer_fingerprint
+    from dskd.outputs import artifact_dir
 
     meta = {
         "format_version": FORMAT_VERSION,
@@ -141,8 +148,10 @@ def write_lexicon(cfg: Any, built: BuiltLexicon, tokenizer: Any, tokenizer_name:
         "provenance": provenance("lexicon", {s["name"]: s["sha256"] or s["kind"] for s in built.sources}),
     }
     out = Path(cfg.lexicon.output_dir)
-    with atomic_dir(out) as tmp:
+    inputs = [s["path"] for s in built.sources if s.get("path")]
+    with artifact_dir(out, "lexicon", overwrite, inputs) as tmp:
         save_arrays(built.mapped, tmp)
+        meta["files"] = file_digests(tmp, list(DATA_FILES))
         write_meta(tmp, meta, built.stats)
         save_config(cfg, tmp)
     return out

@@ -26,25 +26,35 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
         path = single
     try:
         return torch.load(str(path), map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as e:
-        raise DSKDError(f"Cannot read the checkpoint {path} ({type(e).__name__}: {e}).") from None
+    except Exception as e:  # a file that is no checkpoint fails in pickle, zip or torch code
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DSKDError(
+            f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {reason}); pass a .ckpt "
+            "written by `dskd train`, e.g. runs/tiny/tiny-dskd/seed-0/checkpoints/last.ckpt."
+        ) from None
 
 
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
-    """Write the student of ``checkpoint`` to ``out_dir`` (atomically) and return ``out_dir``."""
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Write the student of ``checkpoint`` to ``out_dir`` (atomically) and return ``out_dir``.
+
+    ``out_dir`` is replaced only if it is absent, empty or an earlier export (or with ``overwrite``,
+    unless it holds the checkpoint); see :func:`dskd.outputs.check_output`.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from dskd.io import atomic_dir, provenance, write_json_atomic
+    from dskd.io import provenance, write_json_atomic
     from dskd.models.loading import load_tokenizer
+    from dskd.outputs import artifact_dir, check_output
 
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     if not checkpoint.exists():
         raise DSKDError(
             f"No checkpoint at {checkpoint}; train first (`dskd train CONFIG`) or pass a .ckpt path."
         )
+    check_output(out_dir, "export", overwrite, [checkpoint])
     ckpt = _read_checkpoint(checkpoint)
-    info = ckpt.get("dskd")
-    if info is None:
+    info = ckpt.get("dskd") if isinstance(ckpt, dict) else None
+    if not isinstance(info, dict) or "student_config" not in info:
         raise DSKDError(f"{checkpoint} was not written by `dskd train` (it has no 'dskd' section).")
     state = ckpt.get("state_dict") or ckpt.get("module") or {}
     student_state = {k[len(STUDENT_PREFIX) :]: v for k, v in state.items() if k.startswith(STUDENT_PREFIX)}
@@ -61,7 +71,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
     model.eval()
     tokenizer_dir = checkpoint.parent.parent / "tokenizer"
     tokenizer = load_tokenizer(tokenizer_dir if tokenizer_dir.is_dir() else info["tokenizer"])
-    with atomic_dir(out_dir) as tmp:
+    with artifact_dir(out_dir, "export", overwrite, [checkpoint, tokenizer_dir]) as tmp:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         meta = provenance(

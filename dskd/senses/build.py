@@ -285,20 +285,24 @@ def gather_from_config(
     )
 
 
-def build_from_config(cfg, progress: bool = True) -> dict:
-    """Build the sense dictionary a config describes; rank 0 writes it to ``cfg.senses.output_dir``.
+def build_from_config(cfg, progress: bool = True, overwrite: bool = False) -> dict:
+    """Build the sense dictionary a config describes; rank 0 writes it to ``cfg.senses.output_dir``
+    (see :func:`dskd.outputs.check_output` for ``overwrite``).
 
     Returns the stats (also written to stats.json).
     """
     from dskd.config import save_config
-    from dskd.io import atomic_dir, provenance, write_json_atomic
+    from dskd.io import provenance, write_json_atomic
     from dskd.models.loading import load_causal_lm, load_tokenizer, tokenizer_fingerprint
+    from dskd.outputs import artifact_dir, check_output
 
     sc = cfg.senses
     if sc.keying not in ("predicted", "observed"):
         raise DSKDError(f"senses.keying must be 'predicted' or 'observed', got {sc.keying!r}.")
     if not sc.sources:
         raise DSKDError("senses.sources is empty; name at least one corpus, e.g. `- kind: wordnet_corpus`.")
+    inputs = [cfg.lexicon.output_dir, *([cfg.teacher.model] if Path(cfg.teacher.model).exists() else [])]
+    check_output(sc.output_dir, "senses", overwrite, inputs)
     t0 = time.perf_counter()
     rank, world = _dist_context()
     device = (
@@ -354,7 +358,7 @@ def build_from_config(cfg, progress: bool = True) -> dict:
         "world_size": world,
         "device": str(device),
     }
-    with atomic_dir(sc.output_dir) as tmp:
+    with artifact_dir(sc.output_dir, "senses", overwrite, inputs) as tmp:
         dictionary.save(tmp)
         if sc.save_rows:
             save_rows(sample, tmp / ROWS_FILE)

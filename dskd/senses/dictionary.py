@@ -2,12 +2,15 @@
 
 Layout of ``<dir>/senses.safetensors``: ``centroids [keys, k, d]`` (rows past a key's count are
 zero), ``counts [keys]`` (int32) and ``key_ids [keys]`` (int64, token ids or VIDs, ascending). The
-metadata is stored in the safetensors header (the source of truth) and copied to ``meta.json``.
+metadata is stored in the safetensors header (the source of truth) and copied to ``meta.json``;
+it records the sha256 of each tensor. Loading refuses non-finite centroids (NaN or inf in any row
+it loads) and, with ``DSKD_VERIFY=full``, tensors whose sha256 differs (see :func:`dskd.io.verify_level`).
 Lookup is one ``index_select`` through a dense key -> row table (``-1`` for keys without senses).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +19,32 @@ from typing import Any
 import torch
 
 from dskd.errors import ArtifactMismatchError, DSKDError
-from dskd.io import atomic_path, write_json_atomic
+from dskd.io import atomic_path, verify_level, write_json_atomic
 
 FORMAT_VERSION = 1
 SENSES_FILE = "senses.safetensors"
 META_FILE = "meta.json"
 _META_KEY = "dskd_senses_meta"
 REQUIRED_META = ("teacher", "tokenizer_fingerprint", "hidden_size", "k", "keying", "table_size")
+_REBUILD = "Delete it and rebuild with `dskd senses build CONFIG`."
+_CHUNK_BYTES = 1 << 26
+
+
+def tensor_sha256(t: torch.Tensor) -> str:
+    """sha256 of a tensor's bytes (any dtype), as recorded in the dictionary's metadata."""
+    flat = t.detach().contiguous().cpu().reshape(-1)
+    return hashlib.sha256(flat.view(torch.uint8).numpy().data).hexdigest()
+
+
+def nonfinite_rows(centroids: torch.Tensor) -> torch.Tensor:
+    """Indices of the rows of ``centroids [n, k, d]`` holding NaN or inf (read in chunks of ~64 MiB)."""
+    row_bytes = max(centroids[0].numel() * centroids.element_size(), 1) if len(centroids) else 1
+    step = max(_CHUNK_BYTES // row_bytes, 1)
+    bad = [
+        start + torch.nonzero(~torch.isfinite(centroids[start : start + step]).flatten(1).all(1)).flatten()
+        for start in range(0, len(centroids), step)
+    ]
+    return torch.cat(bad) if bad else torch.zeros(0, dtype=torch.long)
 
 
 def _resolve_device(device: str | torch.device, nbytes: int) -> tuple[torch.device, bool]:
@@ -154,6 +176,7 @@ class SenseDictionary:
             "counts": self.counts.to(torch.int32).cpu(),
             "key_ids": self.key_ids.to(torch.int64).cpu(),
         }
+        meta["tensor_sha256"] = {name: tensor_sha256(t) for name, t in tensors.items()}
         path = directory / SENSES_FILE
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta, sort_keys=True, default=str)})
@@ -174,7 +197,12 @@ class SenseDictionary:
             raise cls._corrupt(path, e) from None
         if raw is None:
             raise DSKDError(f"{path} has no DSKD sense metadata; it was not written by `dskd senses build`.")
-        meta = json.loads(raw)
+        try:
+            meta = json.loads(raw)
+        except ValueError as e:
+            raise cls._corrupt(path, e) from None
+        if not isinstance(meta, dict):
+            raise DSKDError(f"{path} metadata is a JSON {type(meta).__name__}, not an object. {_REBUILD}")
         if meta.get("format_version") != FORMAT_VERSION:
             raise DSKDError(
                 f"{path} has format version {meta.get('format_version')}, this dskd reads {FORMAT_VERSION}; "
@@ -207,9 +235,18 @@ class SenseDictionary:
             raise DSKDError(
                 f"{path} holds tensors {sorted(t)}, expected centroids, counts, key_ids; rebuild it."
             )
+        if verify_level() == "full":
+            cls._check_sha256(path, t, meta)
         d = cls(t["centroids"], t["counts"], t["key_ids"], meta)
         if keys is not None:
             d = d.restrict(keys)
+        bad = nonfinite_rows(d.centroids)
+        if len(bad):
+            ids = d.key_ids[bad[:5]].tolist()
+            raise DSKDError(
+                f"The sense dictionary {path} has non-finite (NaN/inf) senses in {len(bad)} of the {len(d)} "
+                f"keys loaded (key ids {ids}{'...' if len(bad) > 5 else ''}): it is corrupt. {_REBUILD}"
+            )
         dev, pinned = _resolve_device(device, d.centroids.numel() * d.centroids.element_size())
         if pinned:
             return cls(d.centroids.pin_memory(), d.counts, d.key_ids, d.meta)
@@ -229,8 +266,21 @@ class SenseDictionary:
         return path
 
     @staticmethod
+    def _check_sha256(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        recorded = meta.get("tensor_sha256")
+        if not isinstance(recorded, dict):
+            raise DSKDError(
+                f"{path} records no tensor sha256 (an older dskd built it); DSKD_VERIFY=full needs them. "
+                f"{_REBUILD}"
+            )
+        for name, t in tensors.items():
+            if tensor_sha256(t) != recorded.get(name):
+                raise DSKDError(
+                    f"The sense dictionary {path}: tensor '{name}' does not match its sha256. {_REBUILD}"
+                )
+
+    @staticmethod
     def _corrupt(path: Path, e: Exception) -> DSKDError:
         return DSKDError(
-            f"The sense dictionary {path} is truncated or corrupt ({type(e).__name__}: {e}). Delete it and "
-            "rebuild with `dskd senses build CONFIG`."
+            f"The sense dictionary {path} is truncated or corrupt ({type(e).__name__}: {e}). {_REBUILD}"
         )

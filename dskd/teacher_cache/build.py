@@ -140,12 +140,14 @@ def build_cache(
     teacher: torch.nn.Module | None = None,
     tokenizer=None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Write the teacher cache of ``cfg`` to ``teacher.cache_dir``; returns its stats.
 
     ``seeds`` (default ``[cfg.seed]``): runs whose sequences to cover. ``hidden_dtype``: float16
     (default; half the size, the sense loss then differs from online by fp16 rounding), float32
     (exact) or none (a KD-only cache). ``teacher``/``tokenizer`` default to those of ``cfg.teacher``.
+    ``overwrite``: see :func:`dskd.outputs.check_output`.
     """
     from tqdm.auto import tqdm
 
@@ -176,7 +178,8 @@ def build_cache(
     need, val = train_batches_per_rank(cfg), cfg.trainer.limit_val_batches
     total = len(seeds) * meta["world_size"] * (need + val) if need is not None and val is not None else None
     tokens = 0
-    with CacheWriter(tc.cache_dir, meta) as writer:
+    inputs = [tc.model] if Path(tc.model).exists() else []
+    with CacheWriter(tc.cache_dir, meta, overwrite, inputs) as writer:
         for batch in tqdm(
             run_batches(cfg, tokenizer, seeds),
             desc="teacher cache",

@@ -15,6 +15,11 @@ Layout of ``teacher.cache_dir`` (written atomically as one folder, see :class:`C
 A sequence's key is a 64-bit BLAKE2b hash of its token ids (padding replaced by -1), so a
 training run finds its rows whatever the order, sharding or seed that produced its batches, as long
 as the same sequences were cached.
+
+Integrity: meta.json records the size and sha256 of every ``.bin`` file. Opening checks the sizes
+(with ``DSKD_VERIFY=full``: every sha256 and a scan of all values); every looked-up batch is checked
+for NaN (and for infinities, except the -inf a log-probability or tail mass may legitimately be), so
+a damaged row is refused before it reaches a loss.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import numpy as np
 import torch
 
 from dskd.errors import ArtifactMismatchError, DSKDError
-from dskd.io import atomic_dir, read_json, write_json_atomic
+from dskd.io import read_artifact_json, verify_files, verify_level, write_json_atomic
 from dskd.losses.topk import TeacherTopK
 
 FORMAT_VERSION = 1
@@ -37,6 +42,10 @@ META_FILE = "meta.json"
 STATS_FILE = "stats.json"
 HIDDEN_DTYPES = ("float16", "float32", "none")
 COMPAT_FIELDS = ("format_version", "teacher", "tokenizer_fingerprint", "data_fingerprint", "top_k", "seq_len")
+LOG_SPACE = ("topk_log_probs", "tail_tau")
+"""Arrays where -inf is a valid value (probability 0); any other infinity or NaN marks a damaged row."""
+_REBUILD = "Delete it and rebuild it with `dskd cache build CONFIG`."
+_SCAN_ROWS = 256
 
 
 def sequence_keys(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> np.ndarray:
@@ -73,14 +82,30 @@ def _arrays(meta: dict[str, Any]) -> dict[str, tuple[str, tuple[int, ...]]]:
     return out
 
 
+def damaged(name: str, values: np.ndarray | torch.Tensor) -> bool:
+    """Whether cached ``values`` of array ``name`` hold NaN, or an infinity it may not hold."""
+    x = torch.as_tensor(values)
+    if not x.is_floating_point():
+        return False
+    bad = torch.isnan(x) | (x == float("inf"))
+    if name not in LOG_SPACE:
+        bad |= x == float("-inf")
+    return bool(bad.any())
+
+
 class CacheWriter:
     """Appends rows to a new cache folder (a context manager).
 
     Leaving the ``with`` block writes meta.json and stats.json and moves the folder onto
-    ``directory``; on an exception nothing replaces ``directory``.
+    ``directory``; on an exception nothing replaces ``directory``. ``overwrite`` and ``inputs``: see
+    :func:`dskd.outputs.check_output`.
     """
 
-    def __init__(self, directory: str | Path, meta: dict[str, Any]) -> None:
+    def __init__(
+        self, directory: str | Path, meta: dict[str, Any], overwrite: bool = False, inputs: Iterable[str] = ()
+    ) -> None:
+        from dskd.outputs import artifact_dir
+
         if meta["hidden_dtype"] not in HIDDEN_DTYPES:
             raise DSKDError(
                 f"hidden dtype {meta['hidden_dtype']!r} is not one of {', '.join(HIDDEN_DTYPES)}."
@@ -90,8 +115,9 @@ class CacheWriter:
         self.seen: set[int] = set()
         self.duplicates = 0
         self.tail_mass = np.zeros(len(meta["taus"]))
-        self._ctx = atomic_dir(self.directory)
+        self._ctx = artifact_dir(self.directory, "cache", overwrite, list(inputs))
         self._files: dict[str, Any] = {}
+        self._hashes = {name: hashlib.sha256() for name in _arrays(self.meta)}
         self.extra_stats: dict[str, Any] = {}
         """Added to stats.json (e.g. build time)."""
 
@@ -131,7 +157,9 @@ class CacheWriter:
             rows["hidden"] = h.to(getattr(torch, self.meta["hidden_dtype"]))
         for name, value in rows.items():
             arr = value if isinstance(value, np.ndarray) else value.cpu().numpy()
-            self._files[name].write(np.ascontiguousarray(arr).tobytes())
+            data = np.ascontiguousarray(arr).tobytes()
+            self._files[name].write(data)
+            self._hashes[name].update(data)
         self.tail_mass += torch.stack(
             [(t.tail_tau[idx] - t.lse_tau[idx]).exp().mean() for t in topk]
         ).double().numpy() * len(keep)
@@ -145,6 +173,10 @@ class CacheWriter:
             n = max(self.meta["rows"], 1)
             self.meta["arrays"] = {
                 k: {"dtype": d, "shape": list(s)} for k, (d, s) in _arrays(self.meta).items()
+            }
+            self.meta["files"] = {
+                f"{k}.bin": {"size": (self._tmp / f"{k}.bin").stat().st_size, "sha256": h.hexdigest()}
+                for k, h in self._hashes.items()
             }
             stats = {
                 "rows": self.meta["rows"],
@@ -195,7 +227,15 @@ class CachedTeacher:
                 f"No teacher cache at {directory} (teacher.cache_dir). Build it with "
                 "`dskd cache build CONFIG`, or use teacher.mode=online."
             )
-        meta = read_json(directory / META_FILE)
+        meta = read_artifact_json(directory / META_FILE, _REBUILD)
+        missing = [
+            f for f in (*COMPAT_FIELDS, "rows", "taus", "hidden_dtype", "hidden_size") if f not in meta
+        ]
+        if missing:
+            raise DSKDError(
+                f"{directory / META_FILE} lacks {', '.join(missing)}; the cache is damaged. {_REBUILD}"
+            )
+        verify_files(directory, meta.get("files", {}), _REBUILD)
         advice = (
             "Rebuild it for this run with `dskd cache build CONFIG` (or point teacher.cache_dir at the "
             "matching cache)."
@@ -217,7 +257,23 @@ class CachedTeacher:
                 "(no hidden states) but method=dskd needs them for the sense loss. Rebuild it with "
                 "`dskd cache build CONFIG --hidden-dtype float16`."
             )
-        return cls(directory, meta, tau)
+        cache = cls(directory, meta, tau)
+        if verify_level() == "full":
+            cache.scan()
+        return cache
+
+    def _damaged(self, name: str, rows: str) -> DSKDError:
+        return DSKDError(
+            f"The teacher cache at {self.directory}: array '{name}' has NaN or infinite values in {rows}. "
+            f"{_REBUILD}"
+        )
+
+    def scan(self) -> None:
+        """Refuse the cache if any stored row is damaged (reads every value; ``DSKD_VERIFY=full``)."""
+        for name, arr in self.arrays.items():
+            for start in range(0, len(arr), _SCAN_ROWS):
+                if damaged(name, arr[start : start + _SCAN_ROWS]):
+                    raise self._damaged(name, f"rows {start}..{min(start + _SCAN_ROWS, len(arr)) - 1}")
 
     def __len__(self) -> int:
         return len(self._sorted)
@@ -252,7 +308,10 @@ class CachedTeacher:
         a = self.arrays
 
         def take(name: str, *tail) -> torch.Tensor:
-            x = torch.from_numpy(np.ascontiguousarray(a[name][rows][(..., *tail)]))
+            values = a[name][rows]
+            if damaged(name, values):
+                raise self._damaged(name, f"rows {sorted(rows.tolist())} of this batch")
+            x = torch.from_numpy(np.ascontiguousarray(values[(..., *tail)]))
             return x.to(device, non_blocking=True)
 
         t = self.tau_index

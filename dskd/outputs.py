@@ -1,0 +1,112 @@
+"""Output folders that never destroy foreign data, and names that stay inside their root.
+
+Every artifact folder dskd writes (lexicon, senses, cache, export, eval results, run folders) holds
+``.dskd-artifact.json`` naming its kind. A stage replaces or writes into an existing folder only
+when that file says it holds an artifact of the same kind (folders written before the marker
+existed are recognised by the ``stage`` of their metadata); an empty or absent folder is fine. Any
+other non-empty folder is refused unless the user passes ``--overwrite``, and a folder that holds
+one of the stage's own inputs is refused even then. Run and sweep names become folder names, so
+they are restricted to :data:`SAFE_NAME`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from dskd.errors import ConfigError, DSKDError
+
+MARKER = ".dskd-artifact.json"
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,127}")
+"""A name that is one path component, starts with a letter or digit and needs no shell quoting."""
+_LEGACY_META = ("meta.json", "export_meta.json", "results.json")
+"""Metadata files whose ``stage`` (top level or under ``provenance``) names an older artifact's kind."""
+
+
+def check_name(value: str, what: str) -> str:
+    """Return ``value`` if it matches :data:`SAFE_NAME`, else raise :class:`ConfigError` naming ``what``."""
+    if not SAFE_NAME.fullmatch(value):
+        raise ConfigError(
+            f"{what} {value!r} is not a safe name: use 1-128 letters, digits and . _ + = @ -, starting with "
+            "a letter or digit (it becomes a folder name and a SLURM job name)."
+        )
+    return value
+
+
+def _stage_of(path: Path) -> str | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    provenance = data.get("provenance")
+    stage = data.get("stage") or (provenance.get("stage") if isinstance(provenance, dict) else None)
+    return stage if isinstance(stage, str) else None
+
+
+def artifact_kind(folder: str | os.PathLike) -> str | None:
+    """The kind of dskd artifact in ``folder`` (``lexicon``, ``senses``, ``export``...), None if not one."""
+    folder = Path(folder)
+    kind = _stage_of(folder / MARKER)
+    if kind is not None:
+        return kind
+    return next((k for k in map(_stage_of, (folder / n for n in _LEGACY_META)) if k is not None), None)
+
+
+def _contains(outer: Path, inner: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def check_output(
+    folder: str | os.PathLike, kind: str, overwrite: bool = False, inputs: Iterable[str | os.PathLike] = ()
+) -> None:
+    """Refuse to write artifact ``kind`` into ``folder`` when that could destroy data that is not ours.
+
+    Allowed: ``folder`` absent, empty, or holding a ``kind`` artifact; with ``overwrite``, anything
+    else too, except a folder that holds (or is) one of ``inputs``.
+    """
+    folder = Path(folder)
+    resolved = folder.resolve()
+    for item in inputs:
+        if _contains(resolved, Path(item).resolve()):
+            raise DSKDError(
+                f"The output folder {folder} holds an input of this {kind} stage ({item}); writing there "
+                "would delete it. Choose another output folder."
+            )
+    if overwrite or not folder.exists():
+        return
+    if not folder.is_dir():
+        raise DSKDError(f"The output {folder} is a file, not a folder; remove it or choose another output.")
+    found = artifact_kind(folder)
+    if found == kind or not any(folder.iterdir()):
+        return
+    held = f"a dskd {found} artifact" if found else "files not written by dskd"
+    raise DSKDError(
+        f"The output folder {folder} holds {held}; a {kind} stage would replace it. Choose another output "
+        "folder, empty it, or pass --overwrite to replace it."
+    )
+
+
+def mark_output(folder: str | os.PathLike, kind: str) -> None:
+    """Write ``folder/.dskd-artifact.json`` recording that ``folder`` holds a ``kind`` artifact."""
+    from dskd.io import provenance, write_json_atomic
+
+    write_json_atomic(Path(folder) / MARKER, provenance(kind))
+
+
+@contextlib.contextmanager
+def artifact_dir(
+    folder: str | os.PathLike, kind: str, overwrite: bool = False, inputs: Iterable[str | os.PathLike] = ()
+) -> Iterator[Path]:
+    """:func:`dskd.io.atomic_dir` for a ``kind`` artifact after :func:`check_output`; marks the new folder."""
+    from dskd.io import atomic_dir
+
+    check_output(folder, kind, overwrite, inputs)
+    with atomic_dir(folder) as tmp:
+        mark_output(tmp, kind)
+        yield tmp
