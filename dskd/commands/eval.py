@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dskd.commands import add_config_arguments, load_stage_config
+from dskd.commands import add_config_arguments, add_overwrite_argument, load_stage_config
 
 HELP = "Evaluate the teacher and students; write results.json, table.md/csv and plots."
 
@@ -20,15 +20,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a model to evaluate (repeatable; NAME may end in @SEED). Default: eval.models, else the "
         "teacher plus the students exported under runs_dir.",
     )
+    add_overwrite_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from dskd.evaluation.run import discover_models, evaluate, parse_models
+    import sys
+
+    from dskd.evaluation.run import discover_models, evaluate, parse_models, students
 
     cfg = load_stage_config(args)
     entries = args.model or cfg.eval.models
     models = parse_models(entries) if entries else discover_models(cfg)
-    records = evaluate(cfg, models)
+    if not students(models):
+        print(
+            f"[eval] no students to evaluate: none given and no exported student under "
+            f"{cfg.runs_dir}/*/seed-*/export; evaluating the teacher only. Train students first "
+            "(`dskd train CONFIG`) or pass --model NAME=PATH.",
+            file=sys.stderr,
+        )
+    records = evaluate(cfg, models, overwrite=args.overwrite)
     print(f"[eval] {len(records)} results for {len(models)} models in {cfg.eval.output_dir}")
     print((Path(cfg.eval.output_dir) / "table.md").read_text(encoding="utf-8"))
     return 0

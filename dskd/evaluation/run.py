@@ -4,6 +4,8 @@ Models are ``{name: path}``; a name may end in ``@SEED`` (``dskd@1``) so that se
 of one method form one table row (mean ± std). Outputs in ``cfg.eval.output_dir``:
 ``results.json`` (every number with benchmark, metric, model, seed, items, chance and wall time),
 ``table.md``, ``table.csv``, ``scores.png`` and ``losses.png`` (from the runs' metrics.csv).
+The folder is refused when it holds anything but dskd eval results, or results of models this
+evaluation would drop (:func:`check_results_folder`), unless ``overwrite`` is given.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from dskd.errors import ConfigError
-from dskd.io import provenance, write_json_atomic, write_text_atomic
+from dskd.errors import ConfigError, DSKDError
+from dskd.io import provenance, read_artifact_json, write_json_atomic, write_text_atomic
 from dskd.schema import ExperimentConfig
 
 TEACHER = "teacher"
@@ -41,6 +43,31 @@ def parse_models(entries: list[str]) -> dict[str, str]:
     return out
 
 
+def students(models: dict[str, str]) -> list[str]:
+    """The names of ``models`` that are not the teacher."""
+    return [n for n in models if split_name(n)[0] != TEACHER]
+
+
+def check_results_folder(out_dir: Path, models: dict[str, str], overwrite: bool = False) -> None:
+    """Refuse ``out_dir`` unless it may take the results of ``models`` (:func:`dskd.outputs.check_output`);
+    without ``overwrite`` also when its results.json holds models that ``models`` leaves out."""
+    from dskd.outputs import check_output
+
+    check_output(out_dir, "eval", overwrite, [p for p in models.values() if Path(p).exists()])
+    results = out_dir / "results.json"
+    if overwrite or not results.is_file():
+        return
+    rebuild = "Delete it or pass --overwrite."
+    before = read_artifact_json(results, rebuild).get("provenance", {}).get("inputs", {}).get("models", {})
+    dropped = sorted(set(before) - set(models))
+    if dropped:
+        raise DSKDError(
+            f"{results} holds results of {', '.join(dropped)}, which this evaluation ({', '.join(models)}) "
+            "would drop. Pass --overwrite to replace them, name every model with --model, or set "
+            "eval.output_dir to another folder."
+        )
+
+
 def discover_models(cfg: ExperimentConfig) -> dict[str, str]:
     """The teacher plus every exported student under ``runs_dir`` (``<run>/seed-S/export``) as ``run@S``."""
     models = {TEACHER: cfg.teacher.model}
@@ -61,22 +88,28 @@ def _metrics_csvs(models: dict[str, str]) -> dict[str, Path]:
     return out
 
 
-def evaluate(cfg: ExperimentConfig, models: dict[str, str]) -> list[dict[str, Any]]:
-    """Evaluate every model on ``cfg.eval.tasks``; write the outputs and return the result records."""
+def evaluate(cfg: ExperimentConfig, models: dict[str, str], overwrite: bool = False) -> list[dict[str, Any]]:
+    """Evaluate every model on ``cfg.eval.tasks``; write the outputs and return the result records.
+
+    ``overwrite``: replace ``cfg.eval.output_dir`` whatever it holds (see :func:`check_results_folder`).
+    """
     import torch
 
     from dskd.evaluation.suite import build_suite, check_tasks, score_model
     from dskd.models.loading import load_causal_lm, load_tokenizer
+    from dskd.outputs import mark_output
 
     ec = cfg.eval
     check_tasks(ec.tasks)
     out_dir = Path(ec.output_dir)
     if not models:
         raise ConfigError("No models to evaluate: pass --model NAME=PATH or train and export students first.")
+    check_results_folder(out_dir, models, overwrite)
+    mark_output(out_dir, "eval")
     teacher_tok = _with_pad(load_tokenizer(cfg.teacher.model, cfg.teacher.revision))
     suite = build_suite(ec, teacher_tok, out_dir / "lm_eval_tasks")
     teacher = None
-    if suite.heldout is not None and any(split_name(n)[0] != TEACHER for n in models):
+    if suite.heldout is not None and students(models):
         teacher = load_causal_lm(cfg.teacher.model, cfg.teacher.dtype, cfg.teacher.revision)
     records: list[dict[str, Any]] = []
     for name, path in models.items():

@@ -20,7 +20,10 @@ log = logging.getLogger(__name__)
 
 
 def run_dir(cfg: ExperimentConfig) -> Path:
-    return Path(cfg.runs_dir) / cfg.name / f"seed-{cfg.seed}"
+    """``runs_dir/name/seed-S``; a ``name`` that is not one safe path component is a ConfigError."""
+    from dskd.outputs import check_name
+
+    return Path(cfg.runs_dir) / check_name(cfg.name, "The run name (name)") / f"seed-{cfg.seed}"
 
 
 def _devices(value: str) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from dskd.errors import ConfigError, DSKDError
+from dskd.outputs import check_name
 from dskd.schema import ExperimentConfig
 
 
@@ -86,7 +87,10 @@ def load_sweep(path: str | Path) -> Sweep:
     if not knobs:
         raise ConfigError(f"Sweep '{path}' has no knob (a parameter with `values: [...]`).")
     metric = (data.get("metric") or {}).get("name")
-    return Sweep(path, str(data.get("name") or path.stem), rest[0], fixed, knobs, metric)
+    name = check_name(
+        str(data.get("name") or path.stem), f"Sweep '{path}': the name"
+    )  # results/ablations/NAME
+    return Sweep(path, name, rest[0], fixed, knobs, metric)
 
 
 def _split_override(item: str, path: Path) -> tuple[str, Any]:
