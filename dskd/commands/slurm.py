@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         train_command,
         train_overrides,
     )
+    from dskd.outputs import check_name
     from dskd.training.run import run_dir
 
     check_overrides(args.overrides)
@@ -50,8 +51,9 @@ def run(args: argparse.Namespace) -> int:
     overrides = [*args.overrides, *train_overrides(args.nodes, tasks, args.gpus_per_node)]
     cfg = load_config(args.config, overrides)  # fail here, not in the queue, on a bad config
     workdir = Path.cwd()
+    log_dir = (workdir / run_dir(cfg) / "slurm").resolve()  # run_dir refuses an unsafe name
     spec = JobSpec(
-        job_name=args.job_name or cfg.name,
+        job_name=check_name(args.job_name, "--job-name") if args.job_name else cfg.name,
         nodes=args.nodes,
         tasks_per_node=tasks,
         gpus_per_node=args.gpus_per_node,
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         partition=args.partition,
         time=args.time,
         workdir=workdir,
-        log_dir=(workdir / run_dir(cfg) / "slurm").resolve(),
+        log_dir=log_dir,
         command=train_command(Path(args.config).resolve(), overrides),
     )
     script = render(spec, Path(args.template) if args.template else TEMPLATE)

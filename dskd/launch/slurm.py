@@ -25,6 +25,11 @@ TEMPLATE = Path(__file__).resolve().parents[2] / "experiments" / "slurm" / "trai
 MANAGED_KEYS = ("trainer.num_nodes", "trainer.devices", "trainer.accelerator", "trainer.resume")
 """Config keys the job sets itself (from --nodes / --gpus-per-node / --tasks-per-node)."""
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
+_PLAIN = re.compile(r"[\w@%+=:,./-]+")
+"""Words that need no quoting, in the shell (shlex's safe set) or in an #SBATCH directive."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+Value = int | str | Path | list[str] | None
+"""A placeholder value: None drops the line; a list is an argv (its words quoted one by one)."""
 
 
 @dataclass(frozen=True)
@@ -94,13 +99,41 @@ def train_command(config: Path, overrides: list[str], python: str = sys.executab
     return [python, "-m", "dskd", "train", str(config), *overrides]
 
 
-def render_template(text: str, values: Mapping[str, object]) -> str:
+def _directive_word(value: str) -> str:
+    """``value`` as one argument of an ``#SBATCH`` line (sbatch reads double quotes and backslashes)."""
+    if _PLAIN.fullmatch(value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _quoted(name: str, value: Value, directive: bool) -> str:
+    """A placeholder's value as it goes into the script: every word quoted for its line's reader."""
+    words = [str(w) for w in value] if isinstance(value, list) else [str(value)]
+    bad = next((w for w in words if _CONTROL.search(w)), None)
+    if bad is not None:
+        raise ConfigError(
+            f"The value {bad!r} of sbatch placeholder '{name}' holds a control character (a newline?); "
+            "remove it (from the path, name or override it comes from)."
+        )
+    if directive:
+        if len(words) != 1:
+            raise ConfigError(
+                f"sbatch placeholder '{name}' is a command line; it cannot go on an #SBATCH line."
+            )
+        return _directive_word(words[0])
+    return shlex.join(words)
+
+
+def render_template(text: str, values: Mapping[str, Value]) -> str:
     """Replace ``{{ name }}`` placeholders; a line whose placeholder value is None is dropped.
 
-    Unknown placeholders raise :class:`ConfigError` so a typo in an edited template fails early.
+    Values are quoted: with shell quoting on script lines, with sbatch's double quotes on ``#SBATCH``
+    lines; a value with a control character, or a placeholder inside double quotes of a script line
+    (where the shell would still expand ``$(...)``), is a :class:`ConfigError`. So is an unknown
+    placeholder, so that a typo in an edited template fails early.
     """
     out = []
-    for line in text.splitlines(keepends=True):
+    for lineno, line in enumerate(text.splitlines(keepends=True), 1):
         names = _PLACEHOLDER.findall(line)
         unknown = [n for n in names if n not in values]
         if unknown:
@@ -110,7 +143,14 @@ def render_template(text: str, values: Mapping[str, object]) -> str:
             )
         if any(values[n] is None for n in names):
             continue
-        out.append(_PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), line))
+        directive = line.startswith("#SBATCH")
+        for m in _PLACEHOLDER.finditer(line):
+            if not directive and line[: m.start()].count('"') % 2:
+                raise ConfigError(
+                    f"sbatch template line {lineno}: placeholder '{m.group(0)}' is inside double quotes, "
+                    "where the shell would expand what its value holds; move it out of them (dskd quotes it)."
+                )
+        out.append(_PLACEHOLDER.sub(lambda m, d=directive: _quoted(m.group(1), values[m.group(1)], d), line))
     return "".join(out)
 
 
@@ -121,7 +161,7 @@ def render(spec: JobSpec, template: Path = TEMPLATE) -> str:
             f"sbatch template '{template}' not found. Pass --template with a copy of "
             "experiments/slurm/train.sbatch from the dskd repository."
         )
-    values = {
+    values: dict[str, Value] = {
         "job_name": spec.job_name,
         "nodes": spec.nodes,
         "tasks_per_node": spec.tasks_per_node,
@@ -130,10 +170,10 @@ def render(spec: JobSpec, template: Path = TEMPLATE) -> str:
         "partition": spec.partition,
         "time": spec.time,
         "signal": f"{REQUEUE_SIGNAL}@{SIGNAL_SECONDS}",
-        "workdir": shlex.quote(str(spec.workdir)),
+        "workdir": spec.workdir,
         "log_dir": spec.log_dir,
         "log_file": spec.log_pattern,
-        "command": shlex.join(spec.command),
+        "command": spec.command,
     }
     return render_template(template.read_text(encoding="utf-8"), values)
 
