@@ -124,3 +124,104 @@ def test_custom_template(capsys, monkeypatch, tmp_path):
         capsys, monkeypatch, tmp_path, "--nodes", "1", "--gpus-per-node", "2", "--template", str(custom)
     )
     assert "module load cuda\n" in script and "#SBATCH --gres=gpu:2\n" in script
+
+
+HOSTILE = "x$(touch pwned1)`touch pwned2`'q\"; touch pwned3 #"
+"""Command substitution, backquotes, both quotes, a command separator and a comment."""
+
+
+def run_with_stub_scheduler(script: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Execute ``script`` with bash; ``srun`` and ``scontrol`` are stubs (srun records its argv)."""
+    stubs, cwd = tmp_path / "stubs", tmp_path / "cwd"
+    stubs.mkdir()
+    cwd.mkdir()
+    (stubs / "srun").write_text('#!/bin/bash\nprintf "%s\\0" "$@" > "$SRUN_ARGV"\n')
+    (stubs / "scontrol").write_text("#!/bin/bash\necho node1\n")
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+    env = {
+        "PATH": f"{stubs}:/usr/bin:/bin",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NODELIST": "node1",
+        "SRUN_ARGV": str(tmp_path / "srun.argv"),
+    }
+    done = subprocess.run(["bash", "-c", script], cwd=cwd, env=env, capture_output=True, text=True)
+    argv = (tmp_path / "srun.argv").read_text().split("\0")[:-1] if done.returncode == 0 else []
+    return done, argv
+
+
+def test_hostile_values_render_a_script_that_runs_nothing_extra(tmp_path):
+    from dskd.slurm import JobSpec, render
+
+    command = ["python", "-m", "dskd", "train", f"{tmp_path}/{HOSTILE}.yaml", f"name={HOSTILE}", "a=b c"]
+    spec = JobSpec(
+        job_name=HOSTILE, nodes=1, tasks_per_node=1, gpus_per_node=0, cpus_per_task=None,
+        partition=HOSTILE, time=None, workdir=tmp_path / f"w{HOSTILE}", log_dir=tmp_path / HOSTILE / "slurm",
+        command=command,
+    )  # fmt: skip
+    script = render(spec)
+    done, argv = run_with_stub_scheduler(script, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert not list(tmp_path.rglob("pwned*")), "the script ran a command hidden in a value"
+    assert argv == ["--kill-on-bad-exit=1", *command]
+    assert f"logs in {tmp_path / HOSTILE / 'slurm'}\n" in done.stdout
+    opts = sbatch_options(script)  # sbatch reads double quotes and backslash escapes, as POSIX shlex does
+    assert shlex.split(opts["job-name"]) == [HOSTILE] and shlex.split(opts["partition"]) == [HOSTILE]
+    assert shlex.split(opts["chdir"]) == [str(spec.workdir)]
+
+
+@pytest.mark.parametrize("field", ["job_name", "workdir", "command"])
+def test_a_newline_in_any_value_is_refused(tmp_path, field):
+    from dskd.slurm import JobSpec, render
+
+    values = {"job_name": "a", "workdir": tmp_path, "command": ["python", "-m", "dskd"]}
+    values[field] = {
+        "job_name": "a\ntouch pwned",
+        "workdir": tmp_path / "a\nb",
+        "command": ["x\ntouch pwned"],
+    }[field]
+    spec = JobSpec(
+        nodes=1, tasks_per_node=1, gpus_per_node=0, cpus_per_task=None, partition=None, time=None,
+        log_dir=tmp_path, **values,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="control character"):
+        render(spec)
+
+
+def test_a_placeholder_inside_double_quotes_is_refused():
+    with pytest.raises(ConfigError, match=r"line 2: placeholder '\{\{ log_dir \}\}' is inside double quotes"):
+        render_template('#!/bin/bash\necho "logs in {{ log_dir }}"\n', {"log_dir": "/x"})
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [f"name={HOSTILE}"],
+        ["name=../.."],
+        ["name=a\ntouch pwned"],
+        ["--job-name", "a b"],
+    ],
+    ids=["substitution", "dotdot", "newline", "job-name"],
+)
+def test_unsafe_names_are_refused_before_rendering(capsys, monkeypatch, tmp_path, args):
+    monkeypatch.chdir(tmp_path)
+    assert (
+        main(["slurm", "submit", str(CONFIG), *args, "--nodes", "1", "--gpus-per-node", "1", "--dry-run"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "not a safe name" in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_hostile_run_folder_end_to_end(capsys, monkeypatch, tmp_path):
+    """`dskd slurm submit --dry-run` with a hostile runs_dir; its script, run by bash, runs only srun."""
+    runs = tmp_path / f"r{HOSTILE.removesuffix(' #')}"  # ' #' would start a YAML comment in the override
+    script = dry_run(
+        capsys, monkeypatch, tmp_path, f"runs_dir={runs}", "--nodes", "1", "--gpus-per-node", "0"
+    )
+    done, argv = run_with_stub_scheduler(script, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert not list(tmp_path.rglob("pwned*"))
+    assert argv[1:5] == [sys.executable, "-m", "dskd", "train"] and f"runs_dir={runs}" in argv
+    assert f"logs in {runs}/tiny-kd/seed-0/slurm\n" in done.stdout
