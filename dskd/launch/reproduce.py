@@ -97,8 +97,8 @@ def standin_teacher(out_dir: Path, num_layers: int = 4, hidden_size: int = 64) -
     import torch
     from transformers import LlamaForCausalLM
 
-    from dskd.io import atomic_dir
     from dskd.models.loading import load_tokenizer
+    from dskd.outputs import artifact_dir
     from dskd.testing import llama_config
 
     if (out_dir / "config.json").is_file():
@@ -107,7 +107,7 @@ def standin_teacher(out_dir: Path, num_layers: int = 4, hidden_size: int = 64) -
     config = llama_config(len(tokenizer), hidden_size, num_layers, max_len=512)
     config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
     torch.manual_seed(0)
-    with atomic_dir(out_dir) as tmp:
+    with artifact_dir(out_dir, "standin-teacher") as tmp:
         LlamaForCausalLM(config).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return out_dir

@@ -151,7 +151,7 @@ def run_with_stub_scheduler(script: str, tmp_path: Path) -> tuple[subprocess.Com
 
 
 def test_hostile_values_render_a_script_that_runs_nothing_extra(tmp_path):
-    from dskd.slurm import JobSpec, render
+    from dskd.launch.slurm import JobSpec, render
 
     command = ["python", "-m", "dskd", "train", f"{tmp_path}/{HOSTILE}.yaml", f"name={HOSTILE}", "a=b c"]
     spec = JobSpec(
@@ -172,7 +172,7 @@ def test_hostile_values_render_a_script_that_runs_nothing_extra(tmp_path):
 
 @pytest.mark.parametrize("field", ["job_name", "workdir", "command"])
 def test_a_newline_in_any_value_is_refused(tmp_path, field):
-    from dskd.slurm import JobSpec, render
+    from dskd.launch.slurm import JobSpec, render
 
     values = {"job_name": "a", "workdir": tmp_path, "command": ["python", "-m", "dskd"]}
     values[field] = {
