@@ -74,7 +74,7 @@ def _mc_questions(task: str) -> tuple[list[pp.MCQuestion], list[pp.MCQuestion]]:
 
 
 def _paper_mc(task: str, model: Any, tokenizer: Any, cfg: EvalConfig) -> list:
-    from dskd.evaluation.suite import Score
+    from dskd.evaluation.benchmarks import Score
 
     pool, questions = _mc_questions(task)
     rng = random.Random(cfg.seed)
@@ -100,7 +100,7 @@ def _paper_mc(task: str, model: Any, tokenizer: Any, cfg: EvalConfig) -> list:
 
 
 def _paper_squad(model: Any, tokenizer: Any, cfg: EvalConfig) -> list:
-    from dskd.evaluation.suite import Score
+    from dskd.evaluation.benchmarks import Score
 
     rows = list(_load("rajpurkar/squad_v2", None, "validation"))
     rng = random.Random(cfg.seed)
@@ -119,7 +119,7 @@ def _lm_eval_hub(task: str, model: Any, tokenizer: Any, cfg: EvalConfig) -> list
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
-    from dskd.evaluation.suite import Score
+    from dskd.evaluation.benchmarks import Score
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size, device=str(model.device))
     t0 = time.perf_counter()

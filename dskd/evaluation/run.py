@@ -109,7 +109,7 @@ def evaluate(cfg: ExperimentConfig, models: dict[str, str], overwrite: bool = Fa
     teacher_tok = _with_pad(load_tokenizer(cfg.teacher.model, cfg.teacher.revision))
     suite = build_suite(ec, teacher_tok, out_dir / "lm_eval_tasks")
     teacher = None
-    if suite.heldout is not None and students(models):
+    if suite.needs_teacher and students(models):
         teacher = load_causal_lm(cfg.teacher.model, cfg.teacher.dtype, cfg.teacher.revision)
     records: list[dict[str, Any]] = []
     for name, path in models.items():

@@ -1,0 +1,285 @@
+"""The benchmark registry: every benchmark of the suite is one :class:`Benchmark` object.
+
+A benchmark builds its items once per evaluation (seeded, so every model sees the same ones) and
+scores one model on them, returning :class:`Score` records; results.json, the tables and the plots
+are generic in those records. Adding a benchmark is adding one object: to :data:`BENCHMARKS`
+(or :func:`register` from outside the package), or, for a family of named tasks such as
+``bigbench/<task>``, one factory to :data:`FAMILIES`.
+
+``in_average`` marks accuracy-like scores in [0, 1] with a chance level (multiple-choice accuracy,
+WiC accuracy, synonym/antonym AUC) that make up a table's average column. Spearman correlations
+and held-out LM metrics are reported, not averaged.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dskd.errors import ConfigError
+from dskd.evaluation.config import EvalConfig
+
+MAX_HELDOUT_BLOCKS = 32
+WORD_PAIRS_PER_ITEM = 10
+"""A word pair (two forwards of a few tokens) costs about a tenth of a multiple-choice item, so the
+word-pair benchmarks take ``max_items * 10`` pairs (all of SimLex-999 and WordSim-353 at 100)."""
+
+
+@dataclass
+class Score:
+    """One number of one model on one benchmark."""
+
+    benchmark: str
+    metric: str
+    value: float
+    n_items: int
+    chance: float | None
+    seconds: float
+    in_average: bool = False
+    higher_is_better: bool = True
+    in_table: bool = True
+    """False for secondary metrics kept only in results.json (acc_norm, cos_gap)."""
+
+
+@dataclass(frozen=True)
+class Building:
+    """What a benchmark may use to build its items."""
+
+    cfg: EvalConfig
+    tokenizer: Any
+    """The teacher's tokenizer (it cuts the held-out blocks)."""
+    task_dir: Path
+    """Folder for files the benchmark writes (lm-eval task definitions)."""
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """The model being scored and what comes with it."""
+
+    model: Any
+    tokenizer: Any
+    teacher: Any | None
+    """The teacher, for benchmarks with ``needs_teacher`` (None when scoring the teacher itself)."""
+    cfg: EvalConfig
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark: ``build`` its items once, then ``score`` any model on them."""
+
+    name: str
+    """The name in ``eval.tasks`` (``family/<task>`` for a member of a family)."""
+    build: Callable[[Building], Any]
+    """The items, built once per evaluation (seeded by ``eval.seed``)."""
+    score: Callable[[Any, Scoring], list[Score]]
+    """The scores of one model on the items."""
+    needs_teacher: bool = False
+    """Scoring a student needs the teacher model (e.g. for agreement and KL with it)."""
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    return fn(), time.perf_counter() - t0
+
+
+# ---- multiple choice through lm-eval (bigbench/<task>, wsd) ----------------------------------------
+
+
+def multiple_choice(name: str, task: str, items: Callable[[Building], list]) -> Benchmark:
+    """A benchmark of multiple-choice ``items`` (``MCItem``) scored by lm-eval's log-likelihood
+    (accuracy, and length-normalised accuracy kept out of the table); ``task``: lm-eval task name."""
+
+    def build(b: Building) -> tuple[str, Path, int, float]:
+        from dskd.evaluation import lm_eval_tasks as lmt
+
+        built = items(b)
+        return lmt.write_task(task, built, b.task_dir), b.task_dir, len(built), lmt.chance_level(built)
+
+    def score(built: tuple[str, Path, int, float], s: Scoring) -> list[Score]:
+        from dskd.evaluation import lm_eval_tasks as lmt
+
+        task_name, folder, _, chance = built
+        (ts,) = lmt.run_lm_eval(s.model, s.tokenizer, [task_name], folder, s.cfg.batch_size)
+        return [
+            Score(name, "acc", ts.acc, ts.n_items, chance, ts.seconds, in_average=True),
+            Score(name, "acc_norm", ts.acc_norm, ts.n_items, chance, ts.seconds, in_table=False),
+        ]
+
+    return Benchmark(name, build, score)
+
+
+def _bigbench(task: str) -> Benchmark:
+    def items(b: Building) -> list:
+        from dskd.assets import asset_path
+        from dskd.evaluation.lm_eval_tasks import bigbench_items
+
+        task_json = asset_path("bigbench-mc") / task / "task.json"
+        if not task_json.is_file():
+            raise ConfigError(
+                f"BIG-bench task '{task}' is not in the bigbench-mc asset ({task_json.parent.parent}); "
+                "pick one of its folders or add the task to the asset."
+            )
+        return bigbench_items(task_json, b.cfg.max_items, b.cfg.seed)
+
+    return multiple_choice(f"bigbench/{task}", task, items)
+
+
+def _examples() -> list:
+    from dskd.assets import asset_path
+    from dskd.evaluation.wic import read_examples
+
+    return read_examples(asset_path("wordnet-corpus") / "examples.jsonl")
+
+
+def _wsd_items(b: Building) -> list:
+    from dskd.assets import wordnet
+    from dskd.evaluation.wsd import build_wsd
+
+    return build_wsd(_examples(), wordnet(), b.cfg.max_items, b.cfg.wsd_choices, b.cfg.seed)
+
+
+# ---- representation probes (wic, simlex, wordsim, antonymy) ----------------------------------------
+
+
+def _wic_build(b: Building) -> tuple[list, list]:
+    from dskd.evaluation.wic import build_wic
+
+    return build_wic(_examples(), b.cfg.max_items or 10**9, b.cfg.seed)
+
+
+def _wic_score(built: tuple[list, list], s: Scoring) -> list[Score]:
+    from dskd.evaluation.wic import wic_accuracy
+
+    acc, secs = _timed(lambda: wic_accuracy(s.model, s.tokenizer, *built, s.cfg.batch_size))
+    return [Score("wic", "acc", acc, len(built[1]), 0.5, secs, in_average=True)]
+
+
+def word_similarity(name: str, asset: str, file: str) -> Benchmark:
+    """Spearman correlation of the model's word cosines with human ratings of the pairs in ``file``."""
+
+    def build(b: Building) -> list[tuple[str, str, float]]:
+        from dskd.assets import asset_path
+        from dskd.evaluation.similarity import read_pairs
+
+        pairs = read_pairs(asset_path(asset) / file)
+        n = b.cfg.max_items
+        return random.Random(b.cfg.seed).sample(
+            pairs, len(pairs) if n is None else min(len(pairs), n * WORD_PAIRS_PER_ITEM)
+        )
+
+    def score(pairs: list[tuple[str, str, float]], s: Scoring) -> list[Score]:
+        from dskd.evaluation.similarity import similarity_spearman
+
+        rho, secs = _timed(
+            lambda: similarity_spearman(s.model, s.tokenizer, pairs, s.cfg.word_template, s.cfg.batch_size)
+        )
+        return [Score(name, "spearman", rho, len(pairs), 0.0, secs)]
+
+    return Benchmark(name, build, score)
+
+
+def _antonymy_build(b: Building) -> tuple[list, list]:
+    from dskd.assets import wordnet
+    from dskd.evaluation.similarity import lexical_pairs
+
+    n = b.cfg.max_items
+    return lexical_pairs(wordnet(), n * WORD_PAIRS_PER_ITEM // 2 if n else 10**9, b.cfg.seed)
+
+
+def _antonymy_score(built: tuple[list, list], s: Scoring) -> list[Score]:
+    from dskd.evaluation.similarity import synonym_antonym_auc
+
+    syn, ant = built
+    (auc, gap), secs = _timed(
+        lambda: synonym_antonym_auc(s.model, s.tokenizer, syn, ant, s.cfg.word_template, s.cfg.batch_size)
+    )
+    n = len(syn) + len(ant)
+    return [
+        Score("antonymy", "auc", auc, n, 0.5, secs, in_average=True),
+        Score("antonymy", "cos_gap", gap, n, 0.0, secs, in_table=False),
+    ]
+
+
+# ---- held-out language modelling -------------------------------------------------------------------
+
+
+def _heldout_build(b: Building) -> Any:
+    from dskd.assets import asset_path
+    from dskd.evaluation.lm_metrics import heldout_blocks
+
+    blocks = min(b.cfg.max_items or MAX_HELDOUT_BLOCKS, MAX_HELDOUT_BLOCKS)
+    path = asset_path("shakespeare") / "shakespeare.txt"
+    return heldout_blocks(path, b.tokenizer, blocks, b.cfg.heldout_block_len)
+
+
+def _heldout_score(blocks: Any, s: Scoring) -> list[Score]:
+    from dskd.evaluation.lm_metrics import lm_scores
+
+    lm, secs = _timed(lambda: lm_scores(s.model, blocks, s.teacher, s.cfg.batch_size))
+    n, vocab = len(blocks), s.model.config.vocab_size
+    out = [Score("heldout", "perplexity", lm.perplexity, n, float(vocab), secs, higher_is_better=False)]
+    if lm.top1_agreement is not None:
+        out.append(Score("heldout", "top1_agreement", lm.top1_agreement, n, 1.0 / vocab, secs))
+        out.append(Score("heldout", "kl", lm.kl, n, None, secs, higher_is_better=False))
+    return out
+
+
+# ---- the hub tasks (online only) -------------------------------------------------------------------
+
+
+def _online(task: str) -> Benchmark:
+    def score(_: None, s: Scoring) -> list[Score]:
+        from dskd.evaluation.online import score_online
+
+        return score_online(task, s.model, s.tokenizer, s.cfg)
+
+    return Benchmark(task, lambda b: None, score)
+
+
+# ---- the registry ----------------------------------------------------------------------------------
+
+BENCHMARKS: dict[str, Benchmark] = {
+    b.name: b
+    for b in (
+        multiple_choice("wsd", "wsd", _wsd_items),
+        Benchmark("wic", _wic_build, _wic_score),
+        word_similarity("simlex", "simlex999", "simlex999.txt"),
+        word_similarity("wordsim", "wordsim353", "wordsim353.tsv"),
+        Benchmark("antonymy", _antonymy_build, _antonymy_score),
+        Benchmark("heldout", _heldout_build, _heldout_score, needs_teacher=True),
+    )
+}
+"""The benchmarks named by themselves in ``eval.tasks``."""
+
+FAMILIES: dict[str, Callable[[str], Benchmark]] = {
+    "bigbench": _bigbench,
+    "paper": lambda task: _online(f"paper/{task}"),
+    "lmeval": lambda task: _online(f"lmeval/{task}"),
+}
+"""``family -> factory``: ``family/<task>`` in ``eval.tasks`` is the benchmark ``factory(task)``."""
+
+
+def register(benchmark: Benchmark) -> Benchmark:
+    """Add ``benchmark`` to :data:`BENCHMARKS` (a name may be taken once)."""
+    if benchmark.name in BENCHMARKS or benchmark.name.partition("/")[0] in FAMILIES:
+        raise ConfigError(f"An eval benchmark named '{benchmark.name}' exists already; choose another name.")
+    BENCHMARKS[benchmark.name] = benchmark
+    return benchmark
+
+
+def benchmark(task: str) -> Benchmark:
+    """The benchmark of an ``eval.tasks`` entry; a ConfigError naming the valid ones if none."""
+    if task in BENCHMARKS:
+        return BENCHMARKS[task]
+    family, sep, name = task.partition("/")
+    if sep and name and family in FAMILIES:
+        return FAMILIES[family](name)
+    raise ConfigError(
+        f"Unknown eval task '{task}'. Use one of {', '.join(BENCHMARKS)}, or "
+        f"{', '.join(f'{f}/<task>' for f in FAMILIES)} (bigbench: a folder of the bigbench-mc asset; "
+        "paper and lmeval: online only); see docs/evaluation.md."
+    )
