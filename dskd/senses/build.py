@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dskd.errors import DSKDError
@@ -178,6 +179,32 @@ def cluster(
     return keys, centroids, nsenses, float(inertia[counts > k].mean()) if (counts > k).any() else 0.0
 
 
+def own_sense_mse(
+    sample: KeyedReservoir, keys: torch.Tensor, centroids: torch.Tensor, counts: torch.Tensor, device
+) -> torch.Tensor:
+    """MSE of every sampled teacher state to the nearest sense of its own key, ``[rows]``.
+
+    Its quantiles put the sense loss's hinge margin on the teacher's hidden-state scale
+    (``loss.sense.margin_quantile``, docs/losses.md).
+    """
+    _, row_counts, rows = sample.grouped()
+    out = []
+    for idx, x, mask in pad_groups(rows.to(device), row_counts.to(device)):
+        c = centroids[idx.cpu()].to(device, torch.float32)  # [b, k, d]
+        dist = (
+            x.square().sum(-1, keepdim=True) - 2 * x @ c.transpose(1, 2) + c.square().sum(-1).unsqueeze(1)
+        )  # [b, rows, k]
+        valid = torch.arange(c.shape[1], device=device) < counts[idx.cpu()].to(device).unsqueeze(1)
+        nearest = dist.masked_fill(~valid.unsqueeze(1), float("inf")).amin(-1).clamp_min(0) / x.shape[-1]
+        out.append(nearest[mask].cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def mse_percentiles(mse: torch.Tensor) -> list[float]:
+    """Percentiles 0, 1, ..., 100 of ``mse`` (stored as ``own_sense_mse_percentiles``)."""
+    return [round(float(v), 6) for v in np.percentile(mse.double().numpy(), np.arange(101))]
+
+
 def assemble(
     keys: torch.Tensor,
     centroids: torch.Tensor,
@@ -326,7 +353,9 @@ def build_from_config(cfg, progress: bool = True, overwrite: bool = False) -> di
     out_dtype = next(model.parameters()).dtype
     keys, centroids, counts, inertia = cluster(sample, sc.k, sc.kmeans_iters, cfg.seed, device, out_dtype)
     t2 = time.perf_counter()
+    own_mse = own_sense_mse(sample, keys, centroids, counts, device)
     meta = {
+        "own_sense_mse_percentiles": mse_percentiles(own_mse),
         "teacher": cfg.teacher.model,
         "revision": cfg.teacher.revision,
         "tokenizer_fingerprint": fingerprint,
@@ -352,6 +381,8 @@ def build_from_config(cfg, progress: bool = True, overwrite: bool = False) -> di
         "tokens_processed": res.tokens,
         "positions_keyed": res.positions,
         "mean_inertia": inertia,
+        "own_sense_mse_median": meta["own_sense_mse_percentiles"][50],
+        "own_sense_mse_p90": meta["own_sense_mse_percentiles"][90],
         "gather_seconds": round(res.seconds, 2),
         "kmeans_seconds": round(t2 - t1, 2),
         "build_seconds": round(time.perf_counter() - t0, 2),

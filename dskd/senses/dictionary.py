@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from dskd.errors import ArtifactMismatchError, DSKDError
@@ -121,6 +122,18 @@ class SenseDictionary:
         mask = torch.arange(self.k, device=n.device) < n.unsqueeze(-1)
         senses = senses.masked_fill(~found.view(*keys.shape, 1, 1), 0)
         return senses.to(out_dev, non_blocking=True), mask.to(out_dev)
+
+    def own_sense_mse_quantile(self, q: float) -> float:
+        """The ``q``-quantile (0..1) of the teacher-state-to-nearest-own-sense MSE measured at build
+        time: a hinge margin on this teacher's hidden-state scale (``loss.sense.margin_quantile``)."""
+        percentiles = self.meta.get("own_sense_mse_percentiles")
+        if not percentiles:
+            raise DSKDError(
+                "This sense dictionary holds no own-sense MSE statistics (it predates them), so "
+                "loss.sense.margin_quantile cannot be resolved. Rebuild it with `dskd senses build CONFIG`, "
+                "or set loss.sense.margin_quantile=null and give loss.sense.margin."
+            )
+        return float(np.interp(100.0 * q, np.arange(len(percentiles)), percentiles))
 
     def restrict(self, keys: torch.Tensor) -> SenseDictionary:
         """A dictionary holding only ``keys`` (those it has); the key table keeps its size."""
