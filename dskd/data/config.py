@@ -51,6 +51,9 @@ class DataConfig:
     """Tokens of greedy continuation per prompt when targets=teacher (10 for SQuAD)."""
     targets_cache_dir: str = "${artifacts_dir}/teacher_targets"
     """Where the teacher's greedy continuations are cached (targets=teacher)."""
+    neighbours_with_senses: bool = False
+    """Draw synonyms / antonyms only among neighbours that have senses in the sense dictionary (DSKD+);
+    false: among all lexicon neighbours, as in the released code (many then contribute no row)."""
     sense_aligned_neighbours: bool = False
     """Restrict neighbours to the aligned synset's (beyond the paper; off in paper-faithful configs)."""
     max_sense_positions: int = 25

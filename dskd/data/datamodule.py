@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
+import numpy as np
 from torch.utils.data import DataLoader
 
 from dskd.corpora.sources import iter_documents
@@ -64,9 +65,10 @@ def lockstep(batches: Iterator[Any]) -> Iterator[Any]:
 
 
 class DSKDDataModule(L.LightningDataModule):
-    def __init__(self, cfg, tokenizer=None, lexicon=None):
+    def __init__(self, cfg, tokenizer=None, lexicon=None, sense_keys: np.ndarray | None = None):
         """``cfg``: ExperimentConfig; ``tokenizer`` default: the teacher's; ``lexicon`` default: loaded from
-        ``cfg.lexicon.output_dir`` when the method needs it (dskd)."""
+        ``cfg.lexicon.output_dir`` when the method needs it (dskd); ``sense_keys``: the keys the sense
+        dictionary has senses for (needed by ``data.neighbours_with_senses``)."""
         super().__init__()
         d = cfg.data
         if d.targets not in ("observed", "teacher"):
@@ -76,6 +78,8 @@ class DSKDDataModule(L.LightningDataModule):
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.lexicon = lexicon
+        self.sense_keys = sense_keys
+        self._table: NeighbourTable | None = None
         self.teacher_targets: dict[str, list[int]] | None = None
         self._consumed: dict[int, int] = {}
         self._epoch = 0
@@ -137,11 +141,31 @@ class DSKDDataModule(L.LightningDataModule):
         if self.cfg.data.targets == "teacher" and self.teacher_targets is None:
             self.teacher_targets = self._targets(build=False)
 
+    def _neighbour_table(self) -> NeighbourTable:
+        """The lexicon's neighbours; with data.neighbours_with_senses only those the sense dictionary has."""
+        if self._table is None:
+            self._table = self._read_neighbour_table()
+        return self._table
+
+    def _read_neighbour_table(self) -> NeighbourTable:
+        table = NeighbourTable.from_lexicon(self.lexicon)
+        if not self.cfg.data.neighbours_with_senses:
+            return table
+        if self.sense_keys is None:
+            raise ConfigError(
+                "data.neighbours_with_senses needs the sense dictionary's keys; `dskd train` passes them "
+                "(DSKDDataModule(..., sense_keys=dictionary.key_ids.numpy()) when built by hand)."
+            )
+        keys = np.asarray(self.sense_keys, dtype=np.int64)
+        has_senses = np.zeros(int(keys.max(initial=-1)) + 1, dtype=bool)
+        has_senses[keys] = True
+        return table.with_senses_only(has_senses)
+
     # ------------------------------------------------------------ streams
     def spec(self, train: bool) -> StreamSpec:
         d = self.cfg.data
         own_val = bool(d.val)
-        table = NeighbourTable.from_lexicon(self.lexicon) if self.lexicon is not None else None
+        table = self._neighbour_table() if self.lexicon is not None else None
         return StreamSpec(
             sources=list(d.train if train or not own_val else d.val),
             seq_len=d.seq_len,

@@ -46,6 +46,27 @@ class NeighbourTable:
             synset_keys=getattr(lexicon, "synset_keys", None),
         )
 
+    def with_senses_only(self, has_senses: np.ndarray) -> NeighbourTable:
+        """The same table keeping only neighbour keys ``k`` with ``has_senses[k]`` (others dropped, so
+        the draws of :func:`sample_sense_batch` pick among neighbours the sense loss can use)."""
+
+        def keep(indptr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            ok = _has(has_senses, indices)
+            kept_before = np.concatenate([[0], np.cumsum(ok)]).astype(np.int64)
+            return kept_before[indptr], indices[ok]
+
+        synset_keys = self.synset_keys
+        if synset_keys is not None:
+            inner = synset_keys
+
+            def synset_keys(name: str) -> tuple[Sequence[int], Sequence[int]]:
+                lemmas, antonyms = (np.asarray(k, dtype=np.int64) for k in inner(name))
+                return lemmas[_has(has_senses, lemmas)], antonyms[_has(has_senses, antonyms)]
+
+        return NeighbourTable(
+            *keep(self.syn_indptr, self.syn_indices), *keep(self.ant_indptr, self.ant_indices), synset_keys
+        )
+
     @property
     def num_heads(self) -> int:
         return len(self.syn_indptr) - 1
@@ -63,6 +84,12 @@ class NeighbourTable:
             (self.syn_indptr, self.syn_indices) if kind == "syn" else (self.ant_indptr, self.ant_indices)
         )
         return indices[indptr[token] : indptr[token + 1]]
+
+
+def _has(has_senses: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """``has_senses[keys]``, False for keys outside the mask."""
+    inside = (keys >= 0) & (keys < len(has_senses))
+    return inside & has_senses[np.where(inside, keys, 0)]
 
 
 def num_positions(n: int, max_positions: int = 25, fraction: float = 0.4) -> int:

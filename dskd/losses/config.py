@@ -52,7 +52,11 @@ class SenseLossConfig:
     w_neg: float = 1.0
     """Weight of the hinge push away from antonyms' senses."""
     margin: float = 1.0
-    """mu of the hinge max(0, mu - MSE)."""
+    """mu of the hinge max(0, mu - MSE), in MSE units (ignored when margin_quantile is set)."""
+    margin_quantile: float | None = None
+    """When set (0..1), mu is this quantile of the teacher-state-to-nearest-own-sense MSE that the
+    sense dictionary measured at build time: a margin on the teacher's hidden-state scale (DSKD+;
+    null: the absolute margin, as in the paper)."""
     own_senses_in_negatives: bool = True
     """Add the target's own senses to the negative candidates (released code does)."""
     positives: bool = True

@@ -8,6 +8,7 @@ frozen, unsharded and replicated per device, and is moved to the device by this 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from typing import Any
 
@@ -18,6 +19,7 @@ from torch import nn
 
 from dskd.batch import IGNORE_INDEX, SenseBatch, TokenBatch
 from dskd.errors import ConfigError
+from dskd.losses.config import SenseLossConfig
 from dskd.losses.kd import ce_and_kd_chunked, check_divergence, kd_loss, position_mask
 from dskd.losses.sense import sense_loss
 from dskd.losses.topk import TeacherTopK, topk_kd_loss
@@ -26,6 +28,8 @@ from dskd.schema import ExperimentConfig
 from dskd.training.callbacks import check_finite
 
 METHODS = ("kd", "dskd")
+
+log = logging.getLogger(__name__)
 
 
 def _gathered(module: nn.Module):
@@ -62,6 +66,16 @@ class _Frozen:
         self.teacher = teacher
         self.senses = senses
         self.cached = cached
+
+
+def sense_margin(cfg: SenseLossConfig, senses: Any) -> float:
+    """The hinge margin in MSE units: ``cfg.margin``, or the ``cfg.margin_quantile`` of the
+    dictionary's teacher-state-to-own-sense MSE (docs/losses.md)."""
+    if cfg.margin_quantile is None:
+        return cfg.margin
+    margin = senses.own_sense_mse_quantile(cfg.margin_quantile)
+    log.info("loss.sense.margin_quantile=%s: hinge margin %.4f (MSE units)", cfg.margin_quantile, margin)
+    return margin
 
 
 class DistillationModule(pl.LightningModule):
@@ -101,6 +115,7 @@ class DistillationModule(pl.LightningModule):
             teacher.requires_grad_(False)
             teacher.eval()
         object.__setattr__(self, "_frozen", _Frozen(teacher, senses, cached))
+        self.sense_margin = sense_margin(cfg.loss.sense, senses) if cfg.method == "dskd" else None
         self.skipped_steps = 0
         self._val_sums: torch.Tensor | None = None
 
@@ -214,7 +229,7 @@ class DistillationModule(pl.LightningModule):
 
     def _sense(self, h_s: torch.Tensor, h_t: torch.Tensor, batch: SenseBatch):
         h = self.projection(h_s) if self.projection is not None else h_s
-        return sense_loss(h, h_t, batch, self.senses.lookup, self.cfg.loss.sense)
+        return sense_loss(h, h_t, batch, self.senses.lookup, self.cfg.loss.sense, margin=self.sense_margin)
 
     # ------------------------------------------------------------------ steps
 
@@ -234,6 +249,7 @@ class DistillationModule(pl.LightningModule):
             logs.update({f"train/sense_{k}": sense[k].detach() for k in ("pos", "neg", "rand")})
             logs["train/sense"] = sense["total"].detach()
             logs["train/candidates_per_position"] = sense["n_pos_candidates"] + sense["n_neg_candidates"]
+            logs.update({f"train/sense_diag/{k}": v for k, v in sense["diagnostics"].items()})
             n_valid = mask.sum().clamp(min=1)
             logs["train/neighbour_fraction"] = batch["n_neighbour_positions"].sum().float() / n_valid
         parts["loss"] = loss.detach()

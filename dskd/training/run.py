@@ -92,10 +92,12 @@ def _global_step(checkpoint: str) -> int:
     return int(torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["global_step"])
 
 
-def build_datamodule(cfg: ExperimentConfig, tokenizer):
+def build_datamodule(cfg: ExperimentConfig, tokenizer, senses=None):
+    """The DSKD data module; ``senses`` (the loaded dictionary) tells which neighbours have senses."""
     from dskd.data.datamodule import DSKDDataModule
 
-    return DSKDDataModule(cfg, tokenizer)
+    keys = senses.key_ids.cpu().numpy() if senses is not None else None
+    return DSKDDataModule(cfg, tokenizer, sense_keys=keys)
 
 
 def build_trainer(cfg: ExperimentConfig, rdir: Path, student, callbacks: list | None = None):
@@ -180,7 +182,7 @@ def train(
 
         cached, teacher = open_cache(cfg, tokenizer), None
     module = DistillationModule(cfg, student, teacher, senses, projection, cached=cached)
-    dm = datamodule if datamodule is not None else build_datamodule(cfg, tokenizer)
+    dm = datamodule if datamodule is not None else build_datamodule(cfg, tokenizer, senses)
     trainer = build_trainer(cfg, rdir, student, callbacks)
     if trainer.is_global_zero:
         save_config(cfg, rdir)

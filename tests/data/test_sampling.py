@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from dskd.batch import IGNORE_INDEX as IGNORE
 from dskd.data.sampling import (
-    IGNORE,
     NeighbourTable,
     max_positions_for,
     num_positions,
@@ -165,3 +165,32 @@ def test_batch_equals_sequences_one_by_one():
         one = sample_sense_positions(labels[b], table, np.random.default_rng([0, b]), width=51)
         assert all(np.array_equal(batch[k][b], one[k]) for k in one)
     assert batch["n_neighbour_positions"][3] == 0 and not batch["sense_pos_mask"][3].any()
+
+
+def test_with_senses_only_keeps_exactly_the_neighbours_that_have_senses():
+    table = random_table(VOCAB, seed=3)
+    has = np.random.default_rng(0).random(VOCAB + 400) < 0.4  # keys beyond the mask have no senses
+    kept = table.with_senses_only(has)
+    assert kept.num_heads == table.num_heads
+    for kind in ("syn", "ant"):
+        for t in range(table.num_heads):
+            want = [k for k in table.row(kind, t) if k < len(has) and has[k]]
+            assert kept.row(kind, t).tolist() == want
+    labels = np.random.default_rng(1).integers(0, VOCAB, (3, 60))
+    out = sample_sense_batch(labels, kept, [np.random.default_rng(s) for s in range(3)], width=30)
+    for kind in ("syn", "ant"):
+        drawn = out[f"{kind}_keys"][out[f"{kind}_mask"]]
+        assert len(drawn) > 0 and has[drawn].all()
+
+
+def test_with_senses_only_filters_the_synset_keys_too():
+    table = NeighbourTable(
+        np.array([0, 2]), np.array([5, 6]), np.array([0, 1]), np.array([7]),
+        synset_keys=lambda name: ([5, 6, 9], [7]),
+    )  # fmt: skip
+    has = np.zeros(10, dtype=bool)
+    has[[6, 9]] = True
+    kept = table.with_senses_only(has)
+    lemmas, antonyms = kept.synset_keys("x.n.01")
+    assert lemmas.tolist() == [6, 9] and antonyms.tolist() == []
+    assert kept.row("syn", 0).tolist() == [6] and kept.row("ant", 0).tolist() == []

@@ -57,3 +57,27 @@ def test_a_corpus_without_positions_is_an_error(teacher):
     res = gather(model, tok, [["a"]], keying="predicted", max_length=16, batch_tokens=64, cap_per_source=3)
     with pytest.raises(DSKDError, match="no key"):
         cluster(overall_sample(res, 4), 2, 5, 0, torch.device("cpu"), torch.float32)
+
+
+def test_own_sense_mse_is_the_distance_to_the_nearest_own_centroid():
+    from dskd.senses.build import mse_percentiles, own_sense_mse
+    from dskd.senses.reservoir import KeyedReservoir
+
+    g = torch.Generator().manual_seed(0)
+    keys = torch.tensor([4] * 7 + [9] * 3 + [2] * 1)
+    rows = torch.randn(len(keys), 5, generator=g)
+    sample = KeyedReservoir(100)
+    sample.add(keys, rows, torch.rand(len(keys), generator=g))
+    cent_keys, cents, n, _ = cluster(sample, 2, 20, 0, torch.device("cpu"), torch.float32)
+    got = own_sense_mse(sample, cent_keys, cents, n, torch.device("cpu"))
+    grouped_keys, counts, grouped = sample.grouped()
+    want = []
+    for i, key in enumerate(grouped_keys.tolist()):
+        start = int(counts[:i].sum())
+        for x in grouped[start : start + int(counts[i])]:
+            c = cents[cent_keys.tolist().index(key), : int(n[i])]
+            want.append(float(((x - c) ** 2).mean(-1).min()))
+    assert sorted(got.tolist()) == pytest.approx(sorted(want), abs=1e-5)  # in k-means batch order
+    assert min(want) == pytest.approx(0.0, abs=1e-6)  # key 2: one row, its own centroid
+    p = mse_percentiles(got)
+    assert len(p) == 101 and p[0] == pytest.approx(min(want), abs=1e-5) and p[100] == pytest.approx(max(want))

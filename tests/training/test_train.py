@@ -155,8 +155,15 @@ def test_dskd_run_logs_every_component_and_wandb_offline(run_tmp, teacher_dir, m
         "sense_rand",
         "neighbour_fraction",
         "candidates_per_position",
+        "sense_diag/hinge_active",
+        "sense_diag/syn_row_fraction",
+        "sense_diag/selections_coincide",
+        "sense_diag/teacher_mse_neg",
+        "sense_diag/margin",
     ):
         assert f"train/{key}" in m, key
+    assert m["train/sense_diag/margin"] == cfg.loss.sense.margin
+    assert 0 <= m["train/sense_diag/hinge_active"] <= 1
     loss = m["train/ce"] + m["train/kd"] + cfg.loss.sense.weight * m["train/sense"]
     assert m["train/loss"] == pytest.approx(loss, rel=1e-5)
     assert m["train/sense"] == pytest.approx(

@@ -1,0 +1,53 @@
+"""The hinge margin: absolute as in the paper, or a quantile of the dictionary's own-sense MSE."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dskd.errors import DSKDError
+from dskd.losses.config import SenseLossConfig
+from dskd.senses import SenseDictionary
+from dskd.training.module import sense_margin
+
+
+def _dictionary(meta: dict) -> SenseDictionary:
+    return SenseDictionary(torch.zeros(1, 2, 3), torch.tensor([2]), torch.tensor([0]), meta)
+
+
+def test_absolute_margin_by_default():
+    assert sense_margin(SenseLossConfig(margin=1.5), _dictionary({})) == 1.5
+
+
+def test_quantile_margin_interpolates_the_stored_percentiles():
+    percentiles = [0.1 * i for i in range(101)]  # percentile p holds p / 10
+    d = _dictionary({"own_sense_mse_percentiles": percentiles})
+    assert sense_margin(SenseLossConfig(margin=1.0, margin_quantile=0.9), d) == pytest.approx(9.0)
+    assert sense_margin(SenseLossConfig(margin_quantile=0.255), d) == pytest.approx(2.55)
+
+
+def test_a_dictionary_without_statistics_is_refused_with_advice():
+    with pytest.raises(DSKDError, match="Rebuild it with `dskd senses build"):
+        sense_margin(SenseLossConfig(margin_quantile=0.5), _dictionary({}))
+
+
+def test_neighbours_with_senses_draws_only_keys_the_dictionary_has(run_tmp, teacher_dir, tmp_path):
+    import numpy as np
+
+    from dskd.data.datamodule import DSKDDataModule
+    from dskd.errors import ConfigError
+
+    from .tinyrun import corpus_config, make_tokenizer, word_lexicon, write_corpus
+
+    cfg = corpus_config(run_tmp, teacher_dir, write_corpus(tmp_path / "c.txt"), "dskd",
+                        {"data.neighbours_with_senses": True, "data.max_sense_positions": 8})  # fmt: skip
+    keys = np.arange(3, 60, 2)  # odd tokens have senses
+    dm = DSKDDataModule(cfg, make_tokenizer(), word_lexicon(), sense_keys=keys)
+    dm.setup("fit")
+    drawn = [b[f"{kind}_keys"][b[f"{kind}_mask"]] for b in dm.train_dataloader() for kind in ("syn", "ant")]
+    drawn = torch.cat(drawn)
+    assert len(drawn) > 0 and set(drawn.tolist()) <= set(keys.tolist())
+    without = DSKDDataModule(cfg, make_tokenizer(), word_lexicon())
+    without.setup("fit")
+    with pytest.raises(ConfigError, match="neighbours_with_senses needs"):
+        next(iter(without.train_dataloader()))
