@@ -9,7 +9,9 @@ HELP = "Run the whole pipeline of a preset (lexicon, senses, KD + DSKD training,
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--preset", default="tiny", help="folder under experiments/ (tiny, smoke, paper-llama3...)"
+        "--preset",
+        default="tiny",
+        help="a packaged preset (tiny, smoke, paper-llama3, paper-mistral) or a folder (experiments/tiny)",
     )
     parser.add_argument("--seeds", type=int, default=1, help="number of seeds (0..N-1); >1 gives mean ± std")
     parser.add_argument("--force", action="store_true", help="redo stages even when up to date")

@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = sub.add_parser(
         "submit",
-        help="render experiments/slurm/train.sbatch for `dskd train CONFIG` and sbatch it",
+        help="render the sbatch template for `dskd train CONFIG` and sbatch it",
         description="Render an sbatch script (one srun task per device, SIGUSR1 checkpoint + requeue "
         "90 s before the time limit, logs in <run folder>/slurm/) and submit it. The job runs "
         "`dskd train CONFIG overrides... trainer.num_nodes=N trainer.devices=G trainer.resume=auto`.",

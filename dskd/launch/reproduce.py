@@ -1,10 +1,11 @@
 """`dskd reproduce`: the whole pipeline of a preset, from assets to the results table.
 
-A preset is a folder ``experiments/<preset>/`` with ``kd.yaml`` and ``dskd.yaml`` (which share a
-``base.yaml``). The pipeline runs: lexicon -> sense dictionary -> KD and DSKD training for each seed
-(same data and seed for both) -> evaluation of the teacher and every student -> ``table.md``,
-``results.json`` and plots in ``eval.output_dir``. Stages whose outputs are up to date are skipped
-(:mod:`dskd.launch.stamps`).
+A preset is a folder with ``kd.yaml`` and ``dskd.yaml`` (which share a ``base.yaml``): a name picks
+a packaged preset (``dskd/resources/presets/<name>/``, the same files as ``experiments/<name>/`` in
+the repository), a path with a ``/`` any folder, e.g. an edited copy. The pipeline runs: lexicon ->
+sense dictionary -> KD and DSKD training for each seed (same data and seed for both) -> evaluation
+of the teacher and every student -> ``table.md``, ``results.json`` and plots in ``eval.output_dir``.
+Stages whose outputs are up to date are skipped (:mod:`dskd.launch.stamps`).
 
 ``--dry-run`` validates a preset end to end on a CPU: its configs load and every stage runs, with
 a tiny random stand-in teacher of the same tokenizer family, offline data and a few steps.
@@ -21,26 +22,29 @@ from typing import Any
 from dskd.config import load_config
 from dskd.errors import ConfigError
 from dskd.launch.stamps import STAMP, is_current, run_stage, stage_key
+from dskd.resources import resource
 from dskd.schema import ExperimentConfig
 
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+PRESETS = resource("presets")
+"""The packaged presets (``experiments/<preset>/`` in the repository holds the same files)."""
 METHODS = ("kd", "dskd")
 STANDIN_TOKENIZER = "smollm2-135m-instruct"
 
 
-def preset_dir(preset: str, root: Path = EXPERIMENTS) -> Path:
-    path = root / preset
+def preset_dir(preset: str, root: Path = PRESETS) -> Path:
+    """The folder of ``preset``: a packaged preset by name, or a folder given as a path with a ``/``."""
+    path = Path(preset) if "/" in preset else root / preset
     if not all((path / f"{m}.yaml").is_file() for m in METHODS):
         known = sorted(p.name for p in root.iterdir() if all((p / f"{m}.yaml").is_file() for m in METHODS))
         raise ConfigError(
             f"Unknown preset '{preset}': {path} needs kd.yaml and dskd.yaml. "
-            f"Known presets: {', '.join(known)}."
+            f"Known presets: {', '.join(known)}, or a folder path such as experiments/tiny."
         )
     return path
 
 
 def preset_configs(
-    preset: str, seeds: list[int], overrides: list[str], root: Path = EXPERIMENTS
+    preset: str, seeds: list[int], overrides: list[str], root: Path = PRESETS
 ) -> list[ExperimentConfig]:
     """The KD and DSKD config of every seed (KD first), each validated."""
     path = preset_dir(preset, root)

@@ -1,6 +1,7 @@
 """SLURM job submission: render the sbatch template of a multi-node training job and submit it.
 
-``dskd slurm submit`` fills an sbatch template (``experiments/slurm/train.sbatch``, editable; see
+``dskd slurm submit`` fills an sbatch template (the packaged ``dskd/resources/slurm/train.sbatch``,
+also in ``experiments/slurm/`` to copy and edit; see
 :func:`render_template` for its placeholders) and submits it. The job runs one ``srun`` task per
 device; each task is one Lightning process (``dskd train``) whose in-job SLURM pieces (ranks,
 requeue on SIGUSR1, resume) live in :mod:`dskd.training.slurm`.
@@ -18,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dskd.errors import ConfigError, DSKDError
+from dskd.resources import resource
 from dskd.training.slurm import REQUEUE_SIGNAL, SIGNAL_SECONDS
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "experiments" / "slurm" / "train.sbatch"
+TEMPLATE = resource("slurm", "train.sbatch")
 """The default sbatch template (copy it and pass ``--template`` to change partitions, modules, ...)."""
 MANAGED_KEYS = ("trainer.num_nodes", "trainer.devices", "trainer.accelerator", "trainer.resume")
 """Config keys the job sets itself (from --nodes / --gpus-per-node / --tasks-per-node)."""
@@ -158,8 +160,8 @@ def render(spec: JobSpec, template: Path = TEMPLATE) -> str:
     """The sbatch script of a job, from ``template``."""
     if not template.is_file():
         raise ConfigError(
-            f"sbatch template '{template}' not found. Pass --template with a copy of "
-            "experiments/slurm/train.sbatch from the dskd repository."
+            f"sbatch template '{template}' not found. Pass --template with an edited copy of "
+            f"the default template ({TEMPLATE})."
         )
     values: dict[str, Value] = {
         "job_name": spec.job_name,

@@ -41,7 +41,7 @@ class LexiconConfig:
     negation_polarity: bool = True
     """Apply the negating-affix polarity rule (unhappy ~ sad adds happy vs sad)."""
     affix_rules: str | None = None
-    """JSON file of negating-affix rules; default: lexicon/negation_affixes.json shipped with the project."""
+    """JSON file of negating-affix rules; default: dskd/resources/negation_affixes.json."""
     case_variants: bool = False
     """Also map the capitalised form of a lowercase head (" Good" for " good") when it is one token and no
     source lists it itself; it gets the same neighbour keys."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from dskd.cli import main
+from dskd.errors import ConfigError
 from dskd.launch.reproduce import preset_configs
 from dskd.launch.stamps import is_current, run_stage, stage_key
 
@@ -36,6 +38,13 @@ def test_every_preset_loads_with_kd_first_and_shared_data():
         kd, dskd = preset_configs(preset, [0], [])
         assert (kd.method, dskd.method) == ("kd", "dskd")
         assert kd.data == dskd.data and kd.seed == dskd.seed and kd.student == dskd.student
+
+
+def test_a_preset_folder_path_runs_that_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    assert preset_configs("experiments/smoke", [0], []) == preset_configs("smoke", [0], [])
+    with pytest.raises(ConfigError, match="needs kd.yaml"):
+        preset_configs(str(tmp_path) + "/", [0], [])
 
 
 def test_unknown_preset_is_a_clean_error(capsys):
