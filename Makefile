@@ -14,12 +14,14 @@ PYTEST_ARGS ?=
 STAMP_SETUP := $(VENV)/.stamp-setup
 STAMP_ASSETS := $(VENV)/.stamp-assets
 
-.PHONY: help setup assets test reproduce bench lint gpu-check clean
+.PHONY: help setup assets test test-fast wheel-check reproduce bench lint gpu-check clean
 
 help:
 	@echo "make setup      create $(VENV) (torch==2.13.0 first, then dskd[$(EXTRAS)])"
 	@echo "make assets     fetch the offline assets into \$$DSKD_HOME (default ~/.cache/dskd)"
-	@echo "make test       run the test suite"
+	@echo "make test       everything CI runs: lint, every test tier, the wheel check"
+	@echo "make test-fast  the tests that need no asset, network or SLURM cluster (the edit loop)"
+	@echo "make wheel-check build the wheel, install it in a fresh venv, run the CLI from an empty folder"
 	@echo "make reproduce  run the whole pipeline of PRESET=$(PRESET) (SEEDS=$(SEEDS)) and write results/$(PRESET)/"
 	@echo "make bench      run the benchmarks, write results/bench/summary.json"
 	@echo "make lint       ruff"
@@ -40,14 +42,27 @@ $(STAMP_SETUP): setup.cfg pyproject.toml
 
 assets: $(STAMP_ASSETS)
 
-$(STAMP_ASSETS): $(STAMP_SETUP) $(wildcard dskd/assets.py dskd/assets/*.py)
+$(STAMP_ASSETS): $(STAMP_SETUP) $(wildcard dskd/assets/*.py)
 	@echo ">>> fetching offline assets (idempotent; cached in \$${DSKD_HOME:-~/.cache/dskd})"
 	$(DSKD) assets fetch
 	touch $@
 
-test: $(STAMP_ASSETS)
-	@echo ">>> running the test suite"
+test: $(STAMP_ASSETS) lint
+	@echo ">>> running the test suite (every tier)"
 	WANDB_MODE=offline $(PY) -m pytest -q $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory wheel-check
+
+# Tests that use a real asset are marked integration (tests/conftest.py), those that need the SLURM
+# cluster slurm. An empty DSKD_HOME and an unreachable package index make a test that reaches for an
+# asset without its marker fail here instead of quietly downloading.
+test-fast: $(STAMP_SETUP)
+	@echo ">>> running the fast tests (no assets, no network, no SLURM cluster)"
+	home=$$(mktemp -d); trap 'rm -rf "$$home"' EXIT; \
+	env -u DSKD_DOWNLOADS DSKD_HOME="$$home" PIP_INDEX_URL=http://127.0.0.1:9/simple HF_HUB_OFFLINE=1 \
+	  WANDB_MODE=offline $(PY) -m pytest -q -m "not integration and not slurm" $(PYTEST_ARGS)
+
+wheel-check: $(STAMP_ASSETS)
+	bash scripts/wheel_check.sh $(PY)
 
 reproduce: $(STAMP_ASSETS)
 	@echo ">>> reproducing preset $(PRESET) with $(SEEDS) seed(s)"

@@ -11,6 +11,21 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+ASSET_FIXTURES = {"smollm2_dir", "smollm2_tokenizer", "wordnet"}
+"""Fixtures that open a real asset: a test using one (directly or through another fixture) is
+``integration``. A test that reaches an asset another way carries ``@pytest.mark.integration``."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tiers: ``integration`` (real assets) and ``slurm`` (the local cluster), from the fixtures a
+    test uses, so `make test-fast` (``-m "not integration and not slurm"``) leaves out all of them."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & ASSET_FIXTURES:
+            item.add_marker(pytest.mark.integration)
+        if "slurm_cluster" in names:
+            item.add_marker(pytest.mark.slurm)
+
 
 @pytest.fixture
 def tiny_llama_config():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dskd.assets import ASSETS, asset_path, asset_status, fetch_asset, wordnet
+from dskd.assets import ASSETS, asset_path, asset_status, base_forms, fetch_asset, wordnet
 from dskd.assets._store import MANIFEST
 from dskd.cli import main
 from dskd.errors import AssetError
@@ -104,6 +104,13 @@ def test_real_wordnet_queries():
     assert [a.name() for a in good.antonyms()] == ["bad"]
     assert [a.name() for a in wn.synset("bad.a.01").lemmas()[0].antonyms()] == ["good"]
     assert wn.synset("dog.n.01").lexname() == "noun.animal"  # the lexnames file is there
+
+
+def test_base_forms_lists_every_base_form_through_nltks_private_morphy():
+    wn = wordnet()
+    assert base_forms(wn, "felt", "v") == ["felt", "feel"]  # the public morphy gives only "felt"
+    assert wn.morphy("felt", "v") == "felt"
+    assert base_forms(wn, "geese", "n") == ["goose"] and base_forms(wn, "running", "v") == ["run"]
 
 
 def test_wordnet_corpus_counts_and_spans():

@@ -248,6 +248,15 @@ def open_wordnet(root: str | Path):
         return WordNetCorpusReader(str(Path(root) / "corpora" / "wordnet"), None)
 
 
+def base_forms(wn: Any, form: str, pos: str) -> list[str]:
+    """Every base form WordNet's morphology gives ``form`` as ``pos`` ('felt', v -> felt, feel).
+
+    NLTK's public ``morphy`` returns only the first; this is the one call of its private ``_morphy``
+    (tests/test_assets.py fails if NLTK changes it).
+    """
+    return wn._morphy(form, pos)
+
+
 _WORDNET_CACHE: dict[str, Any] = {}
 
 

@@ -45,10 +45,11 @@ def _inflected(wn, words: list[re.Match], lemma: str, pos: str) -> tuple[int, in
 
 
 def _same(wn, word: str, part: str, pos: str, stem: str | None) -> bool:
-    # ``_morphy`` lists every base form ('felt' -> felt, feel), ``morphy`` only the first one.
-    if word == part or part in wn._morphy(word, pos):
+    from dskd.assets import base_forms
+
+    if word == part or part in base_forms(wn, word, pos):
         return True
-    if len(part) > 2 and any(part in wn._morphy(word, p) for p in "nvar"):
+    if len(part) > 2 and any(part in base_forms(wn, word, p) for p in "nvar"):
         return True
     return (
         stem is not None and len(stem) >= 3 and word.startswith(stem) and len(word) - len(stem) <= MAX_SUFFIX

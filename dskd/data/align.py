@@ -17,6 +17,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from dskd.assets import base_forms
+
 WORD_RE = re.compile(r"[A-Za-z]+(?:['\u2019-][A-Za-z]+)*")
 POS = ("n", "v", "a", "r")
 
@@ -76,7 +78,7 @@ class Aligner:
 
     def _lookup(self, word: str) -> tuple[str | None, tuple[str, ...]]:
         form = word.lower()
-        bases = {b for pos in POS for b in self.wn._morphy(form, pos)}
+        bases = {b for pos in POS for b in base_forms(self.wn, form, pos)}
         lemma = max(sorted(bases), key=self._exact_senses, default=None)
         return lemma, tuple(s.name() for s in self.wn.synsets(form))
 
@@ -94,13 +96,3 @@ class Aligner:
             char_word[m.start() : m.end()] = i
         starts = token_starts(text, offsets)
         return Alignment(tuple(words), np.where(starts >= 0, char_word[starts], -1))
-
-
-def align_text(
-    aligner: Aligner, tokenizer, text: str, meta: dict | None = None
-) -> tuple[list[int], Alignment]:
-    """Tokenize ``text`` (no special tokens) and align it; ``meta`` may carry ``synset`` and ``span``."""
-    meta = meta or {}
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    span = meta.get("span")
-    return enc["input_ids"], aligner.align(text, enc["offset_mapping"], meta.get("synset"), span)

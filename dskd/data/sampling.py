@@ -200,16 +200,3 @@ def sample_sense_batch(
         out[f"{kind}_mask"] = np.zeros((B, width, max_neighbours), dtype=bool)
         out[f"{kind}_keys"][rows_b, rows_j], out[f"{kind}_mask"][rows_b, rows_j] = keys, mask
     return out
-
-
-def sample_sense_positions(
-    labels: np.ndarray,
-    table: NeighbourTable,
-    rng: np.random.Generator,
-    *,
-    overrides: Mapping[int, tuple[np.ndarray, np.ndarray]] | None = None,
-    **kw,
-) -> dict[str, np.ndarray]:
-    """:func:`sample_sense_batch` of one sequence (arrays without the batch dimension)."""
-    out = sample_sense_batch(np.asarray(labels)[None], table, [rng], overrides=[overrides or {}], **kw)
-    return {k: v[0] for k, v in out.items()}

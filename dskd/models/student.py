@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 
-import torch
 from torch import nn
 
 from dskd.errors import ConfigError, DSKDError
@@ -129,7 +128,3 @@ def check_vocab(teacher: nn.Module, student: nn.Module, tokenizer, student_token
             "the same tokenizer; choose a student built for the teacher's tokenizer "
             "(or student.kind=truncated)."
         )
-
-
-def trainable_parameters(module: nn.Module) -> list[torch.nn.Parameter]:
-    return [p for p in module.parameters() if p.requires_grad]

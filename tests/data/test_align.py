@@ -5,9 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dskd.data.align import Aligner, align_text, span_tokens
+from dskd.data.align import Aligner, Alignment, span_tokens
 
 pytestmark = pytest.mark.integration
+
+
+def align_text(
+    aligner: Aligner, tokenizer, text: str, meta: dict | None = None
+) -> tuple[list[int], Alignment]:
+    """Tokenize ``text`` (no special tokens) and align it; ``meta`` may carry ``synset`` and ``span``."""
+    meta = meta or {}
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    span = meta.get("span")
+    return enc["input_ids"], aligner.align(text, enc["offset_mapping"], meta.get("synset"), span)
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,24 @@ from dskd.data.sampling import (
     num_positions,
     restrict_to_synset,
     sample_sense_batch,
-    sample_sense_positions,
 )
 
 from .conftest import random_table
 
 VOCAB = 300
+
+
+def sample_sense_positions(
+    labels: np.ndarray,
+    table: NeighbourTable,
+    rng: np.random.Generator,
+    *,
+    overrides: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
+    **kw,
+) -> dict[str, np.ndarray]:
+    """:func:`sample_sense_batch` of one sequence (arrays without the batch dimension)."""
+    out = sample_sense_batch(np.asarray(labels)[None], table, [rng], overrides=[overrides or {}], **kw)
+    return {k: v[0] for k, v in out.items()}
 
 
 def reference(labels, table, rng, width, max_positions=25, fraction=0.4, max_neighbours=25, overrides=None):
