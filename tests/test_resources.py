@@ -31,9 +31,11 @@ def test_experiments_and_the_packaged_presets_hold_the_same_files():
             f"experiments/{name}/ and dskd/resources/presets/{name}/ differ: copy the edited one over "
             f"the other (cp experiments/{name}/*.yaml dskd/resources/presets/{name}/)"
         )
-    assert (EXPERIMENTS / "slurm" / "train.sbatch").read_bytes() == resource(
-        "slurm", "train.sbatch"
-    ).read_bytes()
+    template = resource("slurm", "train.sbatch").read_bytes()
+    assert (EXPERIMENTS / "slurm" / "train.sbatch").read_bytes() == template, (
+        "experiments/slurm/train.sbatch and dskd/resources/slurm/train.sbatch differ: copy the edited one "
+        "over the other"
+    )
 
 
 def test_every_resource_is_named_in_package_data():
