@@ -82,14 +82,13 @@ def _arrays(meta: dict[str, Any]) -> dict[str, tuple[str, tuple[int, ...]]]:
     return out
 
 
-def damaged(name: str, values: np.ndarray | torch.Tensor) -> bool:
+def damaged(name: str, values: np.ndarray) -> bool:
     """Whether cached ``values`` of array ``name`` hold NaN, or an infinity it may not hold."""
-    x = torch.as_tensor(values)
-    if not x.is_floating_point():
+    if not np.issubdtype(values.dtype, np.floating):
         return False
-    bad = torch.isnan(x) | (x == float("inf"))
+    bad = np.isnan(values) | (values == np.inf)
     if name not in LOG_SPACE:
-        bad |= x == float("-inf")
+        bad |= values == -np.inf
     return bool(bad.any())
 
 

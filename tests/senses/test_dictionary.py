@@ -103,3 +103,75 @@ def test_old_format_version_is_refused(tmp_path):
     )
     with pytest.raises(DSKDError, match="format version"):
         SenseDictionary.load(tmp_path)
+
+
+def _rewrite(tmp_path, edit) -> None:
+    """Change the saved tensors in place with ``edit(tensors)``, keeping the saved metadata."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path = str(tmp_path / SENSES_FILE)
+    with safe_open(path, framework="pt") as f:
+        header = f.metadata()
+    tensors = {k: v.clone() for k, v in load_file(path).items()}
+    edit(tensors)
+    save_file(tensors, path, metadata=header)
+
+
+def _big_dictionary(n: int = 30) -> SenseDictionary:
+    gen = torch.Generator().manual_seed(1)
+    meta = dict(META, table_size=n)
+    return SenseDictionary(torch.randn(n, 4, 5, generator=gen), torch.full((n,), 4), torch.arange(n), meta)
+
+
+def test_a_third_of_the_rows_overwritten_by_nan_is_refused_at_load(tmp_path):
+    _big_dictionary().save(tmp_path)
+
+    def poison(t):
+        t["centroids"][::3] = float("nan")
+
+    _rewrite(tmp_path, poison)
+    with pytest.raises(DSKDError, match=r"non-finite \(NaN/inf\) senses in 10 of the 30 keys loaded") as err:
+        SenseDictionary.load(tmp_path)
+    assert "key ids [0, 3, 6, 9, 12]..." in str(err.value) and "\n" not in str(err.value)
+    clean = SenseDictionary.load(tmp_path, keys=torch.tensor([1, 2, 4]))  # the rows a run uses are clean
+    assert clean.key_ids.tolist() == [1, 2, 4]
+
+
+def test_an_infinite_padding_row_is_refused_too(tmp_path):
+    _dictionary().save(tmp_path)
+
+    def poison(t):
+        t["centroids"][2, 3, 0] = float("inf")  # beyond key 11's count of 1: masked, yet a sign of damage
+
+    _rewrite(tmp_path, poison)
+    with pytest.raises(DSKDError, match=r"in 1 of the 3 keys loaded \(key ids \[11\]\)"):
+        SenseDictionary.load(tmp_path)
+
+
+def test_full_verification_checks_every_tensor_sha256(tmp_path, monkeypatch):
+    import hashlib
+
+    d = _dictionary()
+    d.save(tmp_path)
+    recorded = SenseDictionary.read_meta(tmp_path)["tensor_sha256"]
+    assert recorded["key_ids"] == hashlib.sha256(torch.tensor([2, 5, 11]).numpy().tobytes()).hexdigest()
+
+    def flip(t):
+        t["centroids"][0, 0, 0] += 1.0  # finite, same size: only the sha256 tells
+
+    _rewrite(tmp_path, flip)
+    SenseDictionary.load(tmp_path)  # the default fast check does not hash
+    monkeypatch.setenv("DSKD_VERIFY", "full")
+    with pytest.raises(DSKDError, match="tensor 'centroids' does not match its sha256"):
+        SenseDictionary.load(tmp_path)
+
+
+def test_damaged_header_metadata_is_one_line(tmp_path):
+    from safetensors.torch import save_file
+
+    d = _dictionary()
+    tensors = {"centroids": d.centroids, "counts": d.counts.int(), "key_ids": d.key_ids}
+    save_file(tensors, str(tmp_path / SENSES_FILE), metadata={"dskd_senses_meta": "{not json"})
+    with pytest.raises(DSKDError, match="truncated or corrupt .JSONDecodeError"):
+        SenseDictionary.load(tmp_path)

@@ -9,6 +9,7 @@ from dskd.errors import ArtifactMismatchError, DSKDError
 from dskd.io import read_json
 from dskd.models.loading import load_causal_lm, load_tokenizer
 from dskd.teacher_cache.build import build_cache, open_cache, run_batches, teacher_outputs
+from dskd.teacher_cache.store import sequence_keys
 
 
 def _build(cfg, **kw):
@@ -106,3 +107,82 @@ def _all_cached(cache, batch) -> bool:
     except ArtifactMismatchError:
         return False
     return True
+
+
+def _poke(cfg, name: str, value: float, row: int = 0) -> None:
+    """Write ``value`` into row ``row`` of the cache array ``name`` (in place, same size)."""
+    import numpy as np
+
+    meta = read_json(f"{cfg.teacher.cache_dir}/meta.json")
+    spec = meta["arrays"][name]
+    arr = np.memmap(
+        f"{cfg.teacher.cache_dir}/{name}.bin", dtype=spec["dtype"], mode="r+", shape=tuple(spec["shape"])
+    )
+    arr[row] = value
+    arr.flush()
+
+
+def _first_batch(cfg, tok):
+    return next(iter(run_batches(cfg, tok, [cfg.seed])))
+
+
+def test_damaged_rows_are_refused_at_lookup_and_by_a_full_check_at_open(make_cfg, monkeypatch):
+    cfg = make_cfg()
+    _build(cfg)
+    tok = load_tokenizer(cfg.teacher.model)
+    cache = open_cache(cfg, tok)
+    batch = _first_batch(cfg, tok)
+    row = int(cache.rows(sequence_keys(batch["input_ids"], batch["attention_mask"]))[0])
+    _poke(cfg, "tail_tau", float("-inf"), row)  # no teacher mass outside the top-k: a valid value
+    open_cache(cfg, tok).lookup(batch["input_ids"], batch["attention_mask"])
+    _poke(cfg, "hidden", float("nan"), row)
+    damaged = open_cache(cfg, tok)  # the default fast check does not read the values
+    with pytest.raises(DSKDError, match=rf"array 'hidden' has NaN or infinite values in rows .*{row}"):
+        damaged.lookup(batch["input_ids"], batch["attention_mask"])
+    monkeypatch.setenv("DSKD_VERIFY", "full")
+    with pytest.raises(DSKDError, match="hidden.bin does not match the sha256 in its metadata"):
+        open_cache(cfg, tok)
+
+
+def test_the_full_scan_names_the_damaged_rows(make_cfg, monkeypatch):
+    from dskd.teacher_cache.store import CachedTeacher
+
+    cfg = make_cfg()
+    _build(cfg)
+    _poke(cfg, "lse", float("inf"), 1)
+    monkeypatch.setenv("DSKD_VERIFY", "full")
+    meta = read_json(f"{cfg.teacher.cache_dir}/meta.json")
+    with pytest.raises(DSKDError, match=r"array 'lse' has NaN or infinite values in rows 0\.\."):
+        CachedTeacher(cfg.teacher.cache_dir, meta, 1.0).scan()
+
+
+def test_truncated_file_and_damaged_metadata_are_one_line(make_cfg):
+    import json
+    from pathlib import Path
+
+    cfg = make_cfg()
+    _build(cfg)
+    tok = load_tokenizer(cfg.teacher.model)
+    lse = Path(cfg.teacher.cache_dir) / "lse.bin"
+    lse.write_bytes(lse.read_bytes()[:-8])
+    with pytest.raises(DSKDError, match=r"lse.bin has \d+ bytes, its metadata records \d+"):
+        open_cache(cfg, tok)
+    meta_path = Path(cfg.teacher.cache_dir) / "meta.json"
+    meta_path.write_text(meta_path.read_text()[:40])
+    with pytest.raises(DSKDError, match="meta.json .JSONDecodeError.*dskd cache build") as err:
+        open_cache(cfg, tok)
+    assert "\n" not in str(err.value)
+    meta_path.write_text(json.dumps({"format_version": 1}))
+    with pytest.raises(DSKDError, match="lacks teacher, tokenizer_fingerprint"):
+        open_cache(cfg, tok)
+
+
+def test_a_foreign_cache_dir_is_refused(make_cfg):
+    from pathlib import Path
+
+    cfg = make_cfg()
+    Path(cfg.teacher.cache_dir).mkdir(parents=True)
+    (Path(cfg.teacher.cache_dir) / "notes.txt").write_text("mine")
+    with pytest.raises(DSKDError, match="holds files not written by dskd"):
+        _build(cfg)
+    assert [p.name for p in Path(cfg.teacher.cache_dir).iterdir()] == ["notes.txt"]
