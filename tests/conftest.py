@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -80,3 +82,24 @@ def _restore_lightning_rank():
     rank = getattr(rank_zero_only, "rank", 0)
     yield
     rank_zero_only.rank = rank
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (needs root); CI=true turns a missing mount into a failure, not a skip."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    ok = (
+        shutil.which("mount")
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+        == 0
+    )
+    if not ok:
+        message = "cannot mount a tmpfs (needs root) for the full-disk tests"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=True)

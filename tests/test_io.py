@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 
 import pytest
 import torch
@@ -20,27 +18,6 @@ from dskd.io import (
     verify_files,
     verify_level,
 )
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 1 MiB tmpfs (needs root); CI=true turns a missing mount into a failure, not a skip."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    ok = (
-        shutil.which("mount")
-        and subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True
-        ).returncode
-        == 0
-    )
-    if not ok:
-        message = "cannot mount a tmpfs (needs root) for the full-disk tests"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    yield mnt
-    subprocess.run(["umount", str(mnt)], check=True)
 
 
 def test_a_full_disk_is_one_line_and_leaves_the_old_artifact(small_disk):

@@ -167,3 +167,50 @@ def test_cli_bad_tokenizer_and_missing_artifact(tmp_path, capsys):
     assert not (tmp_path / "art" / "lexicon").exists()
     with pytest.raises(DSKDError, match="dskd lexicon build"):
         Lexicon.load(tmp_path / "art" / "lexicon")
+
+
+def test_cli_build_never_replaces_a_foreign_folder_unless_asked(tmp_path, word_tokenizer, capsys):
+    tok_dir = tmp_path / "tok"
+    word_tokenizer.save_pretrained(tok_dir)
+    config = _write_config(tmp_path, tok_dir)
+    out = tmp_path / "art" / "lexicon"
+    out.mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    assert main(["lexicon", "build", config]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds files not written by dskd" in err and "--overwrite" in err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert main(["lexicon", "build", config, "--overwrite"]) == 0
+    assert not (out / "notes.txt").exists() and Lexicon.load(out).vocab_size == 26
+    assert main(["lexicon", "build", config]) == 0  # an earlier lexicon is replaced without asking
+
+
+def test_damaged_lexicon_is_a_one_line_error(tmp_path, word_tokenizer, monkeypatch):
+    import json
+
+    tok_dir = tmp_path / "tok"
+    word_tokenizer.save_pretrained(tok_dir)
+    assert main(["lexicon", "build", _write_config(tmp_path, tok_dir)]) == 0
+    out = tmp_path / "art" / "lexicon"
+    meta_text = (out / "meta.json").read_text()
+    assert set(json.loads(meta_text)["files"]) == {"lexicon.safetensors", "synsets.json", "vids.json"}
+    (out / "meta.json").write_text(meta_text[:50])
+    with pytest.raises(DSKDError, match=r"meta.json \(JSONDecodeError.*dskd lexicon build") as err:
+        Lexicon.load(out)
+    assert "\n" not in str(err.value)
+    meta = json.loads(meta_text)
+    del meta["tokenizer"]["fingerprint"]
+    (out / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DSKDError, match="lacks the tokenizer's name, vocab_size or fingerprint"):
+        Lexicon.load(out)
+    (out / "meta.json").write_text(meta_text)
+    vids = out / "vids.json"
+    vids.write_text(vids.read_text().replace("ice cream", "ice crean"))  # same size, other bytes
+    Lexicon.load(out)  # the default check compares sizes only
+    monkeypatch.setenv("DSKD_VERIFY", "full")
+    with pytest.raises(DSKDError, match="vids.json does not match the sha256"):
+        Lexicon.load(out)
+    arrays = out / "lexicon.safetensors"
+    arrays.write_bytes(arrays.read_bytes()[:-16])
+    with pytest.raises(DSKDError, match="lexicon.safetensors has .* bytes, its metadata records"):
+        Lexicon.load(out)

@@ -81,3 +81,30 @@ def test_own_sense_mse_is_the_distance_to_the_nearest_own_centroid():
     assert min(want) == pytest.approx(0.0, abs=1e-6)  # key 2: one row, its own centroid
     p = mse_percentiles(got)
     assert len(p) == 101 and p[0] == pytest.approx(min(want), abs=1e-5) and p[100] == pytest.approx(max(want))
+
+
+@pytest.mark.parametrize("extra", [[], ["--overwrite"]])
+@pytest.mark.parametrize("where", ["same", "parent"])
+def test_a_build_pointed_at_the_lexicon_never_wipes_it(tmp_path, capsys, extra, where):
+    from pathlib import Path
+
+    from dskd.cli import main
+    from dskd.outputs import artifact_dir
+
+    lexicon = tmp_path / "lexicon"
+    with artifact_dir(lexicon, "lexicon") as tmp:
+        (tmp / "lexicon.safetensors").write_bytes(b"years of curation")
+    out = lexicon if where == "same" else tmp_path
+    config = Path(__file__).resolve().parents[2] / "experiments" / "tiny" / "dskd.yaml"
+    args = [
+        "senses",
+        "build",
+        str(config),
+        f"lexicon.output_dir={lexicon}",
+        f"senses.output_dir={out}",
+        *extra,
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds an input of this senses stage" in err
+    assert (lexicon / "lexicon.safetensors").read_bytes() == b"years of curation"
