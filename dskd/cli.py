@@ -2,13 +2,16 @@
 
 Each stage lives in ``dskd/commands/<stage>.py`` with ``HELP``, ``add_arguments(parser)`` and
 ``run(args) -> int``; those modules import heavy libraries only inside ``run`` so that ``--help``
-stays fast. User errors (:class:`~dskd.errors.DSKDError`) print one paragraph and exit with 2.
+stays fast. User errors (:class:`~dskd.errors.DSKDError`) print one paragraph and exit with 2;
+``--debug`` (or ``DSKD_DEBUG=1``) re-raises them with the full traceback and its cause instead.
+``key=value`` overrides may stand anywhere after the config, before or after the flags.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from dskd import __version__
@@ -35,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
         "each reads an experiment YAML (overridable with key=value) and writes a versioned artifact.",
     )
     parser.add_argument("--version", action="version", version=f"dskd {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=os.environ.get("DSKD_DEBUG", "") not in ("", "0"),
+        help="re-raise errors with the full traceback (also DSKD_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="stage", metavar="STAGE")
     for name in STAGES:
         module = importlib.import_module(f"dskd.commands.{name}")
@@ -48,17 +57,36 @@ def _print_error(message: str) -> None:
     print(f"dskd: error: {message}", file=sys.stderr)
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv``, taking ``key=value`` words that follow a flag as overrides of the stage too.
+
+    argparse fills a stage's ``overrides`` only from the words right after its config; later ones
+    (``dskd train CFG --no-export seed=1``) come back unrecognised and are appended here, in order.
+    """
+    args, extra = parser.parse_known_args(argv)
+    stray = [w for w in extra if w.startswith("-") or "=" not in w]
+    if extra and (stray or not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
     try:
         return int(args._run(args) or 0)
     except DSKDError as e:
+        if args.debug:
+            raise
         _print_error(str(e))
         return e.exit_code
     except KeyboardInterrupt:
+        if args.debug:
+            raise
         _print_error("interrupted.")
         return 130

@@ -2,7 +2,10 @@
 
 ``load_config("experiments/tiny/dskd.yaml", ["loss.sense.kappa=3"])`` returns a validated
 :class:`ExperimentConfig`. Unknown keys name the closest valid key; wrong types name the key, the
-expected and the given type. Every error is a :class:`~dskd.errors.ConfigError`.
+expected and the given type; a value outside a key's choices (its ``Literal`` type) names the closest
+choice; a number outside its declared range (:mod:`dskd.ranges`) names the range; combinations known
+to fail are refused by :mod:`dskd.config_rules`. All of it runs before any model loads, and every
+error is a :class:`~dskd.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from dskd.config_rules import check_rules
 from dskd.errors import ConfigError
 from dskd.io import write_text_atomic
+from dskd.ranges import check_value
 from dskd.schema import ExperimentConfig
 
 BASE_KEY = "base"
@@ -38,9 +43,14 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
             "experiments/ (`ls experiments/tiny`)."
         )
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise ConfigError(f"Config file '{path}' is not valid YAML: {e}") from None
+        raise ConfigError(f"Config file '{path}' is not valid YAML: {e}") from e
+    if data is None or data == {}:
+        raise ConfigError(
+            f"Config file '{path}' is empty; write the keys of the run (or `base: <file>`), e.g. copy "
+            "experiments/tiny/dskd.yaml."
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"Config file '{path}' must hold a mapping of keys, not {type(data).__name__}.")
     base = data.pop(BASE_KEY, None)
@@ -123,11 +133,49 @@ def _check_keys(data: dict[str, Any], cls: type, prefix: str, source: str) -> No
             for i, item in enumerate(value):
                 if isinstance(item, dict):
                     _check_keys(item, sub, f"{full}[{i}].", source)
+        elif _choices(fields[key]):
+            _check_choice(full, value, fields[key], source)
         elif not _matches(value, fields[key]):
             raise ConfigError(
                 f"Config key '{full}' (in {source}) expects {_type_name(fields[key])}, got "
                 f"{type(value).__name__} {value!r}. Fix the value in the YAML file or the key=value override."
             )
+
+
+def _choices(tp: Any) -> tuple[str, ...]:
+    """The allowed values of a ``Literal`` annotation (also inside ``X | None``); () for other types."""
+    if typing.get_origin(tp) is typing.Literal:
+        return typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return tuple(c for arg in typing.get_args(tp) for c in _choices(arg))
+    return ()
+
+
+def _check_choice(key: str, value: Any, tp: Any, source: str) -> None:
+    """Refuse a value outside a ``Literal`` key's choices, naming the closest one."""
+    choices = _choices(tp)
+    if not choices or value is None or value in choices or (isinstance(value, str) and "${" in value):
+        return
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.5)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(
+        f"Config key '{key}' (in {source}) is {value!r}, not one of: {', '.join(choices)}.{hint}"
+    )
+
+
+def _check_ranges(data: dict[str, Any], cls: type, prefix: str, source: str) -> None:
+    """Check every resolved number of ``data`` (a section of schema class ``cls``) against its range."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    types_ = _field_types(cls)
+    for name, value in data.items():
+        key, sub = f"{prefix}{name}", _dataclass_of(types_[name])
+        if sub is not None and isinstance(value, dict):
+            _check_ranges(value, sub, f"{key}.", source)
+        elif sub is not None and isinstance(value, list):
+            for i, item in enumerate(value):
+                _check_ranges(item, sub, f"{key}[{i}].", source)
+        else:
+            check_value(key, value, fields[name], source)
 
 
 def _is_float_text(value: Any) -> bool:
@@ -202,14 +250,17 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Experiment
     try:
         merged = OmegaConf.merge(schema, OmegaConf.create(data))
         OmegaConf.resolve(merged)
-        return typing.cast(ExperimentConfig, OmegaConf.to_object(merged))
+        _check_ranges(typing.cast(dict, OmegaConf.to_container(merged)), ExperimentConfig, "", source)
+        cfg = typing.cast(ExperimentConfig, OmegaConf.to_object(merged))
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"
         value = _given(data, key) if key != "?" else None
         raise ConfigError(
             f"Config key '{key}' (in {source}) expects {_expected_type(key)}, got "
             f"{type(value).__name__} {value!r}. Fix the value in the YAML file or the key=value override."
-        ) from None
+        ) from e
+    check_rules(cfg, source)
+    return cfg
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:

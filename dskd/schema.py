@@ -7,12 +7,14 @@ from lexicon to evaluation. Keys are documented where they are defined.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from dskd.data.config import DataConfig
 from dskd.evaluation.config import EvalConfig
 from dskd.lexicon.config import LexiconConfig
 from dskd.losses.config import LossConfig
 from dskd.models.config import StudentConfig, TeacherConfig
+from dskd.ranges import ranged
 from dskd.senses.config import SensesConfig
 from dskd.training.config import LoggingConfig, OptimConfig, TrainerConfig
 
@@ -23,9 +25,9 @@ class ExperimentConfig:
     """Run name (W&B run name, folder under runs_dir)."""
     family: str = "tiny"
     """Experiment family / preset (W&B group, results folder)."""
-    method: str = "dskd"
+    method: Literal["kd", "dskd"] = "dskd"
     """kd (CE + KD) | dskd (CE + KD + sense loss)."""
-    seed: int = 0
+    seed: int = ranged(0, ge=0, le=2**32 - 1)
     """Seed of everything random (data order, sampling, initialisation)."""
     artifacts_dir: str = "artifacts/${family}"
     """Root of the shared artifacts of a preset (lexicon, senses, teacher cache)."""

@@ -34,9 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    cfg = load_stage_config(args)  # a bad config fails before the heavy imports
     from dskd.teacher_cache.build import build_cache
 
-    cfg = load_stage_config(args)
     stats = build_cache(
         cfg, args.seeds, args.hidden_dtype, progress=not args.no_progress, overwrite=args.overwrite
     )

@@ -26,9 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    cfg = load_stage_config(args)  # a bad config fails before the heavy imports
     from dskd.evaluation.run import discover_models, evaluate, parse_models, students
 
-    cfg = load_stage_config(args)
     entries = args.model or cfg.eval.models
     models = parse_models(entries) if entries else discover_models(cfg)
     if not students(models):

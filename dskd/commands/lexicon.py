@@ -18,9 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    cfg = load_stage_config(args)  # a bad config fails before the heavy imports
     from dskd.lexicon.build import run_build
 
-    cfg = load_stage_config(args)
     out, stats = run_build(cfg, overwrite=args.overwrite)
     print(json.dumps(stats, indent=2))
     print(f"lexicon written to {out} in {stats['build_seconds']} s")

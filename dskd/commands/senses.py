@@ -24,9 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    cfg = load_stage_config(args)  # a bad config fails before the heavy imports
     from dskd.senses.build import build_from_config
 
-    cfg = load_stage_config(args)
     stats = build_from_config(cfg, progress=not args.no_progress, overwrite=args.overwrite)
     if stats:
         print(json.dumps(stats, indent=2))

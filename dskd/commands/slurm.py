@@ -38,18 +38,21 @@ def run(args: argparse.Namespace) -> int:
         TEMPLATE,
         JobSpec,
         check_overrides,
+        check_shape,
         render,
         submit,
         train_command,
         train_overrides,
     )
-    from dskd.outputs import check_name
-    from dskd.training.run import run_dir
 
     check_overrides(args.overrides)
     tasks = args.tasks_per_node if args.tasks_per_node is not None else (args.gpus_per_node or 1)
+    check_shape(args.nodes, tasks, args.gpus_per_node, args.cpus_per_task)  # the flags before the config
     overrides = [*args.overrides, *train_overrides(args.nodes, tasks, args.gpus_per_node)]
     cfg = load_config(args.config, overrides)  # fail here, not in the queue, on a bad config
+    from dskd.outputs import check_name
+    from dskd.training.run import run_dir
+
     workdir = Path.cwd()
     log_dir = (workdir / run_dir(cfg) / "slurm").resolve()  # run_dir refuses an unsafe name
     spec = JobSpec(

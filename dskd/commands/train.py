@@ -16,11 +16,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    cfg = load_stage_config(args)  # a bad config fails before Lightning and the models load
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     from dskd.training.run import train
 
-    summary = train(load_stage_config(args), export=not args.no_export)
+    summary = train(cfg, export=not args.no_export)
     if rank_zero_only.rank == 0:  # one summary, not one per process
         print(json.dumps(summary, indent=2, sort_keys=True))
     return 0

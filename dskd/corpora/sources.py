@@ -38,7 +38,6 @@ HUB_QA = {
     "mmlu": ("cais/mmlu", "all", "auxiliary_train"),
     "squad_v2": ("rajpurkar/squad_v2", None, "train"),
 }
-KINDS = ("text", "jsonl", "wordnet_corpus", "shakespeare", "bigbench", "hf", *HUB_QA)
 
 
 @dataclass
@@ -63,8 +62,6 @@ def iter_documents(
     """All documents of ``sources`` in order. ``tokenizer`` renders QA prompts with its chat template."""
     stats = stats if stats is not None else SourceStats()
     for src in sources:
-        if src.kind not in KINDS:
-            raise DSKDError(f"Unknown data source kind '{src.kind}'. Use one of: {', '.join(KINDS)}.")
         docs = _READERS[src.kind](src, tokenizer, seed, stats)
         yield from islice(docs, src.max_records) if src.max_records is not None else docs
 
@@ -167,9 +164,7 @@ def read_jsonl(path: Path, stats: SourceStats) -> Iterator[tuple[int, dict[str, 
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DSKDError(
-                f"{path}:{lineno} is not valid JSON ({e.msg}). Fix or remove that line."
-            ) from None
+            raise DSKDError(f"{path}:{lineno} is not valid JSON ({e.msg}). Fix or remove that line.") from e
         if not isinstance(rec, dict):
             raise DSKDError(f"{path}:{lineno} is not a JSON object; each line must be one record.")
         yield lineno, rec
@@ -272,12 +267,12 @@ def hub_records(dataset: str, subset: str | None, split: str) -> Iterator[dict[s
     """Records of a Hugging Face dataset in streaming mode (clear errors when offline or not installed)."""
     try:
         import datasets
-    except ImportError:
+    except ImportError as e:
         raise DSKDError(
             f"Reading '{dataset}' from the hub needs the `datasets` package: pip install datasets. "
             "Offline, use local text/jsonl files or the offline sources (wordnet_corpus, shakespeare, "
             "bigbench)."
-        ) from None
+        ) from e
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
         raise DSKDError(
             f"Cannot stream '{dataset}': the hub is switched off (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE=1). "
@@ -288,7 +283,7 @@ def hub_records(dataset: str, subset: str | None, split: str) -> Iterator[dict[s
     except (ConnectionError, OSError) as e:
         raise DSKDError(
             f"Cannot stream '{dataset}' from the hub ({e}). Check the network or use offline sources."
-        ) from None
+        ) from e
 
 
 def _hf(src: SourceConfig, tokenizer, seed: int, stats: SourceStats) -> Iterator[Document]:

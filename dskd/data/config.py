@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+from dskd.ranges import ranged
+
+SourceKind = Literal[
+    "text",
+    "jsonl",
+    "wordnet_corpus",
+    "shakespeare",
+    "bigbench",
+    "hf",
+    "arc_challenge",
+    "commonsense_qa",
+    "piqa",
+    "mmlu",
+    "squad_v2",
+]
+SOURCE_KINDS: tuple[str, ...] = get_args(SourceKind)
+Targets = Literal["observed", "teacher"]
 
 
 @dataclass
 class SourceConfig:
     """One text source."""
 
-    kind: str = "text"
+    kind: SourceKind = "text"
     """text | jsonl | wordnet_corpus | shakespeare | bigbench | hf (datasets streaming) |
     arc_challenge | commonsense_qa | piqa | mmlu | squad_v2."""
     path: str | None = None
@@ -17,9 +36,9 @@ class SourceConfig:
     glosses | examples (wordnet_corpus; None: both)."""
     field: str = "text"
     """JSONL / dataset field holding the text."""
-    max_records: int | None = None
+    max_records: int | None = ranged(None, ge=1)
     """Read at most this many records (None: all)."""
-    shots: int | None = None
+    shots: int | None = ranged(None, ge=0)
     """k-shot exemplars for QA prompts (None: the paper's default, 5 multiple choice, 1 SQuAD)."""
     split: str | None = None
     """Dataset split for hf and the hub QA kinds (None: train, auxiliary_train for MMLU)."""
@@ -33,21 +52,21 @@ class DataConfig:
     """Training sources."""
     val: list[SourceConfig] = field(default_factory=list)
     """Validation sources (empty: a held-out slice of train)."""
-    val_fraction: float = 0.02
+    val_fraction: float = ranged(0.02, ge=0, lt=1)
     """Fraction of documents held out for validation when `val` is empty (chosen by a hash of the text)."""
-    seq_len: int = 128
+    seq_len: int = ranged(128, ge=2)
     """Tokens per packed training sequence."""
-    batch_size: int = 4
+    batch_size: int = ranged(4, ge=1)
     """Sequences per device per step."""
-    num_workers: int = 0
+    num_workers: int = ranged(0, ge=0)
     """DataLoader worker processes."""
     pack: bool = True
     """Pack several whole documents into one sequence (False: one document per sequence, padded)."""
-    shuffle_buffer: int = 1000
+    shuffle_buffer: int = ranged(1000, ge=0)
     """Documents in the seeded shuffle buffer of each shard (0 or 1: stream order)."""
-    targets: str = "observed"
+    targets: Targets = "observed"
     """observed (next token of the text) | teacher (the teacher's greedy continuation, paper recipe)."""
-    teacher_new_tokens: int = 1
+    teacher_new_tokens: int = ranged(1, ge=1)
     """Tokens of greedy continuation per prompt when targets=teacher (10 for SQuAD)."""
     targets_cache_dir: str = "${artifacts_dir}/teacher_targets"
     """Where the teacher's greedy continuations are cached (targets=teacher)."""
@@ -56,9 +75,9 @@ class DataConfig:
     false: among all lexicon neighbours, as in the released code (many then contribute no row)."""
     sense_aligned_neighbours: bool = False
     """Restrict neighbours to the aligned synset's (beyond the paper; off in paper-faithful configs)."""
-    max_sense_positions: int = 25
+    max_sense_positions: int = ranged(25, ge=0)
     """m = min(this, n) positions with neighbours per sequence (and 0.4 n when that is larger)."""
-    sense_fraction: float = 0.4
+    sense_fraction: float = ranged(0.4, ge=0, le=1)
     """Fraction of neighbour positions sampled when it exceeds max_sense_positions."""
-    max_neighbours: int = 25
+    max_neighbours: int = ranged(25, ge=1)
     """Synonyms / antonyms sampled per position."""

@@ -70,11 +70,6 @@ class DSKDDataModule(L.LightningDataModule):
         ``cfg.lexicon.output_dir`` when the method needs it (dskd); ``sense_keys``: the keys the sense
         dictionary has senses for (needed by ``data.neighbours_with_senses``)."""
         super().__init__()
-        d = cfg.data
-        if d.targets not in ("observed", "teacher"):
-            raise ConfigError(f"data.targets must be observed or teacher, not '{d.targets}'.")
-        if d.seq_len < 2 or d.batch_size < 1:
-            raise ConfigError("data.seq_len must be >= 2 and data.batch_size >= 1.")
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.lexicon = lexicon

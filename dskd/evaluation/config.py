@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dskd.ranges import ranged
+
 DEFAULT_TASKS = ["bigbench/odd_one_out", "wsd", "wic", "simlex", "wordsim", "heldout"]
 """Tasks on which the teacher was measured clearly above chance (docs/evaluation.md has the numbers)."""
 
@@ -19,22 +21,22 @@ class EvalConfig:
     paper/<arc_challenge|commonsense_qa|piqa|mmlu|squad_v2> (the paper's generation protocol) and
     lmeval/<lm-eval task name> (lm-eval's own hub task, log-likelihood). docs/evaluation.md says why
     each default task is in the suite."""
-    max_items: int | None = 100
+    max_items: int | None = ranged(100, ge=1)
     """Items per benchmark: multiple-choice items, WiC pairs per split, held-out blocks (at most 32);
     word-pair benchmarks take 10x as many pairs (simlex, wordsim; antonymy 5x synonym + 5x antonym
     pairs). None: all. The same seeded subset is used for every model."""
-    batch_size: int = 8
+    batch_size: int = ranged(8, ge=1)
     """Batch size of lm-eval requests and of hidden-state forwards."""
-    seed: int = 0
+    seed: int = ranged(0, ge=0)
     """Seed of item sampling (WiC pairs, WSD distractors, task subsets); the same for all models."""
     models: list[str] = field(default_factory=list)
     """Models as NAME=PATH (NAME may end in @SEED, e.g. dskd@1=runs/tiny/dskd-s1/export); empty: the
     teacher plus the exported students found under runs_dir (<run>/export)."""
     word_template: str = "the word {w}"
     """Context in which a single word is embedded for simlex, wordsim and antonymy."""
-    wsd_choices: int = 4
+    wsd_choices: int = ranged(4, ge=2)
     """Candidate glosses per WSD item (the gold gloss plus sampled distractors of the same lemma)."""
-    heldout_block_len: int = 128
+    heldout_block_len: int = ranged(128, ge=2)
     """Tokens per held-out block (the number of blocks is max_items, at most 32)."""
     plot: bool = True
     """Write PNG plots (scores per benchmark; loss components from the runs' metrics.csv)."""

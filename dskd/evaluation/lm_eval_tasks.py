@@ -44,7 +44,7 @@ def bigbench_items(task_json: Path, max_items: int | None = None, seed: int = 0)
     except (OSError, json.JSONDecodeError) as e:
         raise AssetError(
             f"Cannot read BIG-bench task '{task_json}': {e}. Re-fetch with `dskd assets`."
-        ) from None
+        ) from e
     examples = [ex for ex in task.get("examples", []) if ex.get("target_scores")]
     if not examples:
         raise AssetError(f"BIG-bench task '{task_json}' has no multiple-choice examples (target_scores).")
@@ -122,11 +122,11 @@ def run_lm_eval(
         from lm_eval import simple_evaluate
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
-    except ImportError:
+    except ImportError as e:
         raise DSKDError(
             "Multiple-choice evaluation needs lm-eval: install the eval extra (`pip install -e .[eval]`) or "
             "drop bigbench/* and wsd from eval.tasks."
-        ) from None
+        ) from e
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
     manager = TaskManager(include_path=str(folder), include_defaults=False)

@@ -24,7 +24,7 @@ def heldout_blocks(path: Path, tokenizer: Any, n_blocks: int, block_len: int) ->
     try:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError as e:
-        raise AssetError(f"Cannot read held-out text '{path}': {e}. Re-fetch with `dskd assets`.") from None
+        raise AssetError(f"Cannot read held-out text '{path}': {e}. Re-fetch with `dskd assets`.") from e
     middle = len(text) // 2
     need_chars = n_blocks * block_len * 8
     ids = tokenizer(text[middle : middle + need_chars])["input_ids"]

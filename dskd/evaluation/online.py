@@ -37,7 +37,7 @@ def _load(path: str, name: str | None, split: str):
     except Exception as e:  # datasets raises many types for an unreachable hub
         raise DSKDError(
             f"Cannot load {path} ({split}) from the hub: {e}. Check the network or HF_TOKEN."
-        ) from None
+        ) from e
 
 
 def _lettered(r: dict) -> pp.MCQuestion:

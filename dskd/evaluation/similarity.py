@@ -28,7 +28,7 @@ def read_pairs(path: Path) -> list[tuple[str, str, float]]:
                 a, b, score = line.split("\t")[:3]
                 out.append((a.strip(), b.strip(), float(score)))
     except (OSError, ValueError) as e:
-        raise AssetError(f"Cannot read word pairs '{path}': {e}. Re-fetch with `dskd assets`.") from None
+        raise AssetError(f"Cannot read word pairs '{path}': {e}. Re-fetch with `dskd assets`.") from e
     return out
 
 

@@ -56,9 +56,7 @@ def read_examples(path: Path) -> list[Example]:
                 if r.get("lemma") is not None and r.get("start") is not None:
                     out.append(Example(r["text"], r["synset"], r["lemma"], int(r["start"]), int(r["end"])))
     except (OSError, json.JSONDecodeError, KeyError) as e:
-        raise AssetError(
-            f"Cannot read WordNet examples '{path}': {e}. Re-fetch with `dskd assets`."
-        ) from None
+        raise AssetError(f"Cannot read WordNet examples '{path}': {e}. Re-fetch with `dskd assets`.") from e
     return out
 
 

@@ -54,24 +54,29 @@ class JobSpec:
     """What each srun task runs."""
 
     def __post_init__(self) -> None:
-        if self.nodes < 1:
-            raise ConfigError(f"--nodes must be at least 1, got {self.nodes}.")
-        if self.gpus_per_node < 0:
-            raise ConfigError(f"--gpus-per-node must be 0 (CPU) or more, got {self.gpus_per_node}.")
-        if self.tasks_per_node < 1:
-            raise ConfigError(f"--tasks-per-node must be at least 1, got {self.tasks_per_node}.")
-        if self.gpus_per_node and self.tasks_per_node != self.gpus_per_node:
-            raise ConfigError(
-                f"--tasks-per-node={self.tasks_per_node} differs from --gpus-per-node={self.gpus_per_node}: "
-                "a GPU job runs one task per GPU. Drop --tasks-per-node (it is for CPU jobs, G=0)."
-            )
-        if self.cpus_per_task is not None and self.cpus_per_task < 1:
-            raise ConfigError(f"--cpus-per-task must be at least 1, got {self.cpus_per_task}.")
+        check_shape(self.nodes, self.tasks_per_node, self.gpus_per_node, self.cpus_per_task)
 
     @property
     def log_pattern(self) -> Path:
         """Where the job's output goes (%j is the job id; a requeued job appends to the same file)."""
         return self.log_dir / "%j.out"
+
+
+def check_shape(nodes: int, tasks_per_node: int, gpus_per_node: int, cpus_per_task: int | None) -> None:
+    """Refuse a job shape SLURM or the training cannot run, naming the flag to fix."""
+    if nodes < 1:
+        raise ConfigError(f"--nodes must be at least 1, got {nodes}.")
+    if gpus_per_node < 0:
+        raise ConfigError(f"--gpus-per-node must be 0 (CPU) or more, got {gpus_per_node}.")
+    if tasks_per_node < 1:
+        raise ConfigError(f"--tasks-per-node must be at least 1, got {tasks_per_node}.")
+    if gpus_per_node and tasks_per_node != gpus_per_node:
+        raise ConfigError(
+            f"--tasks-per-node={tasks_per_node} differs from --gpus-per-node={gpus_per_node}: "
+            "a GPU job runs one task per GPU. Drop --tasks-per-node (it is for CPU jobs, G=0)."
+        )
+    if cpus_per_task is not None and cpus_per_task < 1:
+        raise ConfigError(f"--cpus-per-task must be at least 1, got {cpus_per_task}.")
 
 
 def train_overrides(nodes: int, tasks_per_node: int, gpus_per_node: int) -> list[str]:

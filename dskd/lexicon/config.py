@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+from dskd.ranges import ranged
 
 
 @dataclass
 class LexiconSourceConfig:
     """One source of word relations."""
 
-    kind: str = "wordnet"
+    kind: Literal["wordnet", "wiktionary", "dict2vec", "tsv"] = "wordnet"
     """wordnet | wiktionary (wiktextract JSONL) | dict2vec (two words per line) | tsv (head, tail,
     relation)."""
     path: str | None = None
     """File for the importers (ignored for wordnet)."""
-    relation: str = "synonym"
+    relation: Literal["synonym", "antonym"] = "synonym"
     """Relation of every pair in a dict2vec file (synonym | antonym)."""
     name: str | None = None
     """Name of the source in the artifact's provenance (default: `kind`; `kind:file name` for importers)."""
@@ -30,9 +33,9 @@ class LexiconConfig:
     """Relation sources, combined with provenance kept."""
     single_token_neighbours: bool = True
     """Keep neighbours that are one token. False reproduces the authors' released code (multi-token only)."""
-    max_neighbour_tokens: int = 3
+    max_neighbour_tokens: int = ranged(3, ge=1)
     """Neighbours of more tokens than this are dropped; multi-token ones become virtual ids (VIDs)."""
-    min_head_chars: int = 3
+    min_head_chars: int = ranged(3, ge=1)
     """A head word needs at least this many characters (and `" " + word` must be one token)."""
     antonyms_extend_to_synsets: bool = True
     """An antonym pointer relates each lemma of one synset to each lemma of the antonym's synset."""

@@ -74,7 +74,7 @@ def from_wordnet(
     try:
         synsets = list(reader.all_synsets() if synsets is None else synsets)
     except (LookupError, OSError) as e:
-        raise _wordnet_missing(e) from None
+        raise _wordnet_missing(e) from e
     from tqdm import tqdm
 
     for s in tqdm(synsets, desc="wordnet", unit="synset", mininterval=2.0, leave=False):
@@ -137,13 +137,13 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
     except OSError as e:
         raise DSKDError(
             f"Cannot read lexicon source file '{path}': {e.strerror}. Check `lexicon.sources`."
-        ) from None
+        ) from e
     with f:
         for lineno, raw in enumerate(f, 1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise DSKDError(f"{path}:{lineno}: not UTF-8 text ({e.reason}).") from None
+                raise DSKDError(f"{path}:{lineno}: not UTF-8 text ({e.reason}).") from e
             yield lineno, line.rstrip("\n").rstrip("\r")
 
 
@@ -168,7 +168,7 @@ def from_wiktionary(path: Path, name: str) -> SourceData:
         try:
             entry = json.loads(line)
         except json.JSONDecodeError as e:
-            raise _malformed(path, lineno, f"invalid JSON ({e.msg})") from None
+            raise _malformed(path, lineno, f"invalid JSON ({e.msg})") from e
         if not isinstance(entry, dict) or not isinstance(entry.get("word"), str):
             raise _malformed(path, lineno, 'expected a JSON object with a string "word"')
         head = entry["word"]
@@ -237,12 +237,8 @@ def load_source(src: LexiconSourceConfig, cfg: LexiconConfig, wordnet: Callable[
         try:
             reader = wordnet()
         except (LookupError, OSError) as e:
-            raise _wordnet_missing(e) from None
+            raise _wordnet_missing(e) from e
         return from_wordnet(reader, cfg, src.name or "wordnet")
-    if src.kind not in IMPORTERS:
-        raise DSKDError(
-            f"Unknown lexicon source kind '{src.kind}'. Use one of: wordnet, {', '.join(IMPORTERS)}."
-        )
     if not src.path:
         raise DSKDError(f"Lexicon source of kind '{src.kind}' needs a `path` to its file.")
     path = Path(src.path)

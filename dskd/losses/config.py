@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from dskd.errors import ConfigError
+from dskd.ranges import check_fields, ranged
 
-DIVERGENCES = ("forward_kl", "reverse_kl", "js", "skew_kl", "tv")
+Divergence = Literal["forward_kl", "reverse_kl", "js", "skew_kl", "tv"]
+DIVERGENCES: tuple[str, ...] = get_args(Divergence)
 """Names of the KD divergences (defined in dskd.losses.kd)."""
 
 
@@ -22,38 +25,37 @@ def check_divergence(divergence: str, skew: float) -> None:
 
 @dataclass
 class KDConfig:
-    alpha: float = 0.7
+    alpha: float = ranged(0.7, ge=0)
     """Weight of the distillation term."""
-    tau: float = 2.0
+    tau: float = ranged(2.0, gt=0)
     """Softmax temperature; the term is scaled by tau^2."""
-    divergence: str = "forward_kl"
+    divergence: Divergence = "forward_kl"
     """forward_kl: KL(p_T||p_S) | reverse_kl: KL(p_S||p_T) | js: Jensen-Shannon | skew_kl:
     KL(p_T || a p_T + (1-a) p_S) (DistiLLM) | tv: total variation."""
-    skew: float = 0.1
+    skew: float = ranged(0.1, ge=0, lt=1)
     """a of skew KL, in [0, 1) (0 = forward KL)."""
-    chunk_size: int | None = None
+    chunk_size: int | None = ranged(None, ge=1)
     """Positions per chunk of the fused CE + KD (logits of only this many positions exist at once);
     None projects all valid positions at once."""
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # also a settings object of dskd.losses.kd, built in code
+        check_fields(self, "loss.kd.")
         check_divergence(self.divergence, self.skew)
-        if self.chunk_size is not None and self.chunk_size < 1:
-            raise ConfigError(f"loss.kd.chunk_size={self.chunk_size} must be a positive integer or null.")
 
 
 @dataclass
 class SenseLossConfig:
-    weight: float = 1.0
+    weight: float = ranged(1.0, ge=0)
     """lambda: 1.0 (Llama), 1.5 (Mistral)."""
-    kappa: int = 5
+    kappa: int = ranged(5, ge=1)
     """Nearest senses (to the teacher's hidden state) used as positives / negatives."""
-    w_pos: float = 1.0
+    w_pos: float = ranged(1.0, ge=0)
     """Weight of the pull toward synonyms' senses."""
-    w_neg: float = 1.0
+    w_neg: float = ranged(1.0, ge=0)
     """Weight of the hinge push away from antonyms' senses."""
-    margin: float = 1.0
+    margin: float = ranged(1.0, ge=0)
     """mu of the hinge max(0, mu - MSE), in MSE units (ignored when margin_quantile is set)."""
-    margin_quantile: float | None = None
+    margin_quantile: float | None = ranged(None, ge=0, le=1)
     """When set (0..1), mu is this quantile of the teacher-state-to-nearest-own-sense MSE that the
     sense dictionary measured at build time: a margin on the teacher's hidden-state scale (DSKD+;
     null: the absolute margin, as in the paper)."""
@@ -66,14 +68,13 @@ class SenseLossConfig:
     random_positions: bool = True
     """Add the P2 term (m random positions pulled toward their own nearest senses)."""
 
-    def __post_init__(self) -> None:
-        if self.kappa < 1:
-            raise ConfigError(f"loss.sense.kappa={self.kappa} must be at least 1.")
+    def __post_init__(self) -> None:  # also built in code for dskd.losses.sense
+        check_fields(self, "loss.sense.")
 
 
 @dataclass
 class LossConfig:
-    ce_weight: float = 1.0
+    ce_weight: float = ranged(1.0, ge=0)
     """Weight of next-token cross-entropy."""
     kd: KDConfig = field(default_factory=KDConfig)
     sense: SenseLossConfig = field(default_factory=SenseLossConfig)

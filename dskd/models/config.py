@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
+
+from dskd.ranges import ranged
+
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+DTYPES: tuple[str, ...] = get_args(Dtype)
 
 
 @dataclass
@@ -11,26 +17,26 @@ class TeacherConfig:
     """Asset name, local Hugging Face folder or hub id."""
     revision: str | None = None
     """Hub revision (ignored for assets and folders)."""
-    dtype: str = "auto"
+    dtype: Dtype = "auto"
     """auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16."""
-    mode: str = "online"
+    mode: Literal["online", "cached"] = "online"
     """online (forward every step) | cached (read top-k logits and hidden states from a teacher cache)."""
     cache_dir: str = "${artifacts_dir}/teacher_cache"
     """Where the teacher cache lives (mode=cached)."""
-    cache_top_k: int = 1024
+    cache_top_k: int = ranged(1024, ge=1)
     """k of the teacher cache's top-k logits (top-k KD, dskd.losses.topk). Measured on the tiny preset at
     tau=2: k=64 gives ~20% of the exact KD value, 1024 ~50%, 4096 ~72%; tau=1 needs fewer."""
 
 
 @dataclass
 class StudentConfig:
-    kind: str = "truncated"
+    kind: Literal["truncated", "hf"] = "truncated"
     """truncated (teacher's first `num_layers` layers, paper recipe) | hf (any causal LM in `model`)."""
     model: str | None = None
     """For kind=hf: asset name, folder or hub id."""
-    num_layers: int = 16
+    num_layers: int = ranged(16, ge=1)
     """Layers kept from the teacher (kind=truncated)."""
-    trainable_top_layers: int = 2
+    trainable_top_layers: int = ranged(2, ge=0)
     """Only the top layers train; embeddings, final norm and LM head are frozen (kind=truncated)."""
-    projection: str = "auto"
+    projection: Literal["auto", "linear", "none"] = "auto"
     """auto (linear when hidden sizes differ) | linear | none."""

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dskd.errors import ConfigError, DSKDError
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+from dskd.models.config import DTYPES
 
 
 def resolve_model(spec: str | Path) -> str | Path:
@@ -70,7 +69,7 @@ def load_tokenizer(spec: str | Path, revision: str | None = None):
     try:
         return AutoTokenizer.from_pretrained(resolved, **_hub_kwargs(resolved, revision))
     except (OSError, ValueError, KeyError) as e:
-        raise _load_error("tokenizer", spec, resolved, e) from None
+        raise _load_error("tokenizer", spec, resolved, e) from e
 
 
 def load_causal_lm(spec: str | Path, dtype: Any = "auto", revision: str | None = None):
@@ -84,7 +83,7 @@ def load_causal_lm(spec: str | Path, dtype: Any = "auto", revision: str | None =
             resolved, dtype=torch_dtype, **_hub_kwargs(resolved, revision)
         )
     except (OSError, ValueError, KeyError) as e:
-        raise _load_error("model", spec, resolved, e) from None
+        raise _load_error("model", spec, resolved, e) from e
     return model.eval()
 
 

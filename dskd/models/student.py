@@ -66,16 +66,12 @@ def build_student(cfg: StudentConfig, teacher: nn.Module) -> nn.Module:
     """The student described by ``cfg`` (kind=truncated copies ``teacher``; kind=hf loads a model)."""
     if cfg.kind == "truncated":
         return truncate(teacher, cfg.num_layers, cfg.trainable_top_layers)
-    if cfg.kind == "hf":
-        if not cfg.model:
-            raise ConfigError("student.kind=hf needs student.model (asset name, folder or hub id).")
-        from dskd.models.loading import load_causal_lm
+    from dskd.models.loading import load_causal_lm
 
-        student = load_causal_lm(cfg.model, dtype="float32")
-        student.requires_grad_(True)
-        student.train()
-        return student
-    raise ConfigError(f"student.kind={cfg.kind!r} is not known; choose truncated or hf.")
+    student = load_causal_lm(cfg.model, dtype="float32")  # kind=hf; its model was checked at load
+    student.requires_grad_(True)
+    student.train()
+    return student
 
 
 def hidden_size(model: nn.Module) -> int:
@@ -92,8 +88,6 @@ def build_projection(cfg: StudentConfig, student: nn.Module, teacher: nn.Module)
                 f"teacher's ({d_t}); the sense loss needs student.projection=auto or linear."
             )
         return None
-    if cfg.projection not in ("auto", "linear"):
-        raise ConfigError(f"student.projection={cfg.projection!r} is not known; choose auto, linear or none.")
     proj = nn.Linear(d_s, d_t, bias=False)
     if d_s == d_t:
         nn.init.eye_(proj.weight)

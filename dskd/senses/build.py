@@ -324,8 +324,6 @@ def build_from_config(cfg, progress: bool = True, overwrite: bool = False) -> di
     from dskd.outputs import artifact_dir, check_output
 
     sc = cfg.senses
-    if sc.keying not in ("predicted", "observed"):
-        raise DSKDError(f"senses.keying must be 'predicted' or 'observed', got {sc.keying!r}.")
     if not sc.sources:
         raise DSKDError("senses.sources is empty; name at least one corpus, e.g. `- kind: wordnet_corpus`.")
     inputs = [cfg.lexicon.output_dir, *([cfg.teacher.model] if Path(cfg.teacher.model).exists() else [])]

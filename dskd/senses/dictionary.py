@@ -62,8 +62,8 @@ def _resolve_device(device: str | torch.device, nbytes: int) -> tuple[torch.devi
         return torch.device("cpu"), torch.cuda.is_available()
     try:
         dev = torch.device(device)
-    except RuntimeError:
-        raise DSKDError(f"senses.device '{device}' is not a device; use auto, cpu, cuda or pinned.") from None
+    except RuntimeError as e:
+        raise DSKDError(f"senses.device '{device}' is not a device; use auto, cpu, cuda or pinned.") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DSKDError("senses.device=cuda but no CUDA GPU is visible; use senses.device=auto or cpu.")
     return dev, False
@@ -207,7 +207,7 @@ class SenseDictionary:
             with safe_open(str(path), framework="pt") as f:
                 raw = (f.metadata() or {}).get(_META_KEY)
         except Exception as e:  # safetensors raises its own error types for corrupt headers
-            raise cls._corrupt(path, e) from None
+            raise cls._corrupt(path, e) from e
         if raw is None:
             raise DSKDError(f"{path} has no DSKD sense metadata; it was not written by `dskd senses build`.")
         try:
@@ -243,7 +243,7 @@ class SenseDictionary:
         try:
             t = load_file(str(path), device="cpu")  # mmap-backed: pages are read on first touch
         except Exception as e:
-            raise cls._corrupt(path, e) from None
+            raise cls._corrupt(path, e) from e
         if set(t) != {"centroids", "counts", "key_ids"}:
             raise DSKDError(
                 f"{path} holds tensors {sorted(t)}, expected centroids, counts, key_ids; rebuild it."

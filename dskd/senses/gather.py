@@ -14,8 +14,6 @@ from dataclasses import dataclass
 
 import torch
 
-KEYINGS = ("predicted", "observed")
-
 
 @dataclass
 class Keyed:
@@ -29,8 +27,6 @@ class Keyed:
 @torch.no_grad()
 def keyed_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, keying: str) -> Keyed:
     """Run the frozen teacher on a right-padded batch and key each position's final hidden state."""
-    if keying not in KEYINGS:
-        raise ValueError(f"keying must be one of {KEYINGS}, got {keying!r}")
     out = model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     h = out.last_hidden_state  # [B, L, d]
     valid = attention_mask[:, 1:].bool() & attention_mask[:, :-1].bool()  # p has a next token

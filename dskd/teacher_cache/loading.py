@@ -40,7 +40,7 @@ def load_teacher_prefix(cfg: ExperimentConfig) -> nn.Module:
             config.layer_types = list(config.layer_types)[:layers]
         model = AutoModelForCausalLM.from_pretrained(resolved, config=config, dtype=torch.float32, **kw)
     except (OSError, ValueError, KeyError) as e:
-        raise DSKDError(f"Could not load the teacher '{cfg.teacher.model}' ({resolved}): {e}") from None
+        raise DSKDError(f"Could not load the teacher '{cfg.teacher.model}' ({resolved}): {e}") from e
     finally:
         hf_logging.set_verbosity(verbosity)
     model.requires_grad_(False)

@@ -3,49 +3,52 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+from dskd.ranges import ranged
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 5e-5
+    lr: float = ranged(5e-5, gt=0)
     """Learning rate per device (scaled by world size when `scale_lr` is on)."""
     scale_lr: bool = True
     """Multiply lr by the world size (paper recipe)."""
-    weight_decay: float = 1e-3
+    weight_decay: float = ranged(1e-3, ge=0)
     """AdamW weight decay (paper: 1e-3)."""
-    warmup_ratio: float = 0.1
+    warmup_ratio: float = ranged(0.1, ge=0, le=1)
     """Fraction of steps of linear warm-up before the cosine decay."""
-    grad_clip: float | None = 1.0
+    grad_clip: float | None = ranged(1.0, gt=0)
     """Gradient-norm clipping (None: off)."""
 
 
 @dataclass
 class TrainerConfig:
-    strategy: str = "auto"
+    strategy: Literal["auto", "ddp", "fsdp", "deepspeed_stage_2", "deepspeed_stage_3"] = "auto"
     """auto | ddp | fsdp | deepspeed_stage_2 | deepspeed_stage_3."""
-    precision: str = "32-true"
+    precision: Literal["32-true", "bf16-mixed", "bf16-true", "16-mixed"] = "32-true"
     """32-true | bf16-mixed | bf16-true | 16-mixed."""
-    accelerator: str = "auto"
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     """auto | cpu | gpu (Lightning accelerator)."""
     devices: str = "auto"
     """Devices per node ("auto", a count, or a list)."""
-    num_nodes: int = 1
+    num_nodes: int = ranged(1, ge=1)
     """Nodes of a multi-node run (set by `dskd slurm submit`)."""
-    max_steps: int = -1
+    max_steps: int = ranged(-1, ge=1, also=(-1,))
     """Stop after this many optimizer steps (-1: run `max_epochs`)."""
-    max_epochs: int = 2
+    max_epochs: int = ranged(2, ge=1)
     """Epochs when max_steps is -1 (paper: 2)."""
-    accumulate_grad_batches: int = 1
+    accumulate_grad_batches: int = ranged(1, ge=1)
     """Batches per optimizer step; the step's gradient is the mean of theirs (each loss divided by this)."""
-    log_every_n_steps: int = 10
+    log_every_n_steps: int = ranged(10, ge=1)
     """Steps between logged training metrics."""
-    val_check_interval: float | None = None
+    val_check_interval: float | None = ranged(None, ge=1)
     """Steps between validations (None: once per epoch)."""
-    limit_val_batches: int | None = 50
+    limit_val_batches: int | None = ranged(50, ge=0)
     """Validation batches per validation (None: the whole validation set)."""
-    checkpoint_every_n_steps: int = 100
+    checkpoint_every_n_steps: int = ranged(100, ge=1)
     """Steps between checkpoints (last.ckpt is always kept for resume)."""
-    nan_policy: str = "stop"
+    nan_policy: Literal["stop", "skip"] = "stop"
     """stop (raise naming step and component) | skip (skip the step and count it)."""
     resume: str = "auto"
     """auto (continue from the run's last checkpoint) | never | a checkpoint path."""

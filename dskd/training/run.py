@@ -207,7 +207,7 @@ def train(
         raise TrainingInterrupted(
             f"Stopped by SIGTERM at step {trainer.global_step}; {ckpt_dir / 'last.ckpt'} holds that step. "
             "Continue with the same command and trainer.resume=auto."
-        ) from None
+        ) from e
     trainer.save_checkpoint(str(ckpt_dir / "last.ckpt"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k != "loss"}
     if has_validation(dm):

@@ -1,7 +1,9 @@
 """Lightning strategies for `trainer.strategy`: auto, ddp, fsdp, deepspeed_stage_2, deepspeed_stage_3.
 
 Only the student (and the projection) belongs to the LightningModule; the teacher is held outside
-it, so FSDP and DeepSpeed shard the student alone and the teacher stays whole on every device.
+it, so FSDP and DeepSpeed shard the student alone and the teacher stays whole on every device. The
+names and precisions were checked when the config loaded (their ``Literal`` types in
+:mod:`dskd.training.config`; combinations Lightning refuses in :mod:`dskd.config_rules`).
 """
 
 from __future__ import annotations
@@ -13,9 +15,6 @@ from torch import nn
 from dskd.errors import ConfigError
 from dskd.training.config import TrainerConfig
 
-STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed_stage_2", "deepspeed_stage_3")
-PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-mixed")
-
 
 def build_strategy(cfg: TrainerConfig, layer_cls: type[nn.Module], batch_size: int = 1) -> Any:
     """The Lightning strategy (object or name) for ``cfg.strategy``.
@@ -23,10 +22,6 @@ def build_strategy(cfg: TrainerConfig, layer_cls: type[nn.Module], batch_size: i
     ``layer_cls`` is the unit FSDP wraps; ``batch_size`` (sequences per device) is what DeepSpeed
     reports as its micro batch (it cannot read it from loaders that batch themselves).
     """
-    if cfg.precision not in PRECISIONS:
-        raise ConfigError(
-            f"trainer.precision={cfg.precision!r} is not known; choose one of {', '.join(PRECISIONS)}."
-        )
     name = cfg.strategy
     if name == "auto":
         return "auto"
@@ -45,15 +40,13 @@ def build_strategy(cfg: TrainerConfig, layer_cls: type[nn.Module], batch_size: i
             state_dict_type="full",  # one checkpoint file, exportable without the cluster
             limit_all_gathers=True,
         )
-    if name in ("deepspeed_stage_2", "deepspeed_stage_3"):
-        try:
-            import deepspeed  # noqa: F401
-        except ImportError:
-            raise ConfigError(
-                f"trainer.strategy={name} needs DeepSpeed: `DS_BUILD_OPS=0 pip install deepspeed` "
-                "(or `pip install -e .[deepspeed]`)."
-            ) from None
-        from lightning.pytorch.strategies import DeepSpeedStrategy
+    try:  # deepspeed_stage_2 or deepspeed_stage_3
+        import deepspeed  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(
+            f"trainer.strategy={name} needs DeepSpeed: `DS_BUILD_OPS=0 pip install deepspeed` "
+            "(or `pip install -e .[deepspeed]`)."
+        ) from e
+    from lightning.pytorch.strategies import DeepSpeedStrategy
 
-        return DeepSpeedStrategy(stage=int(name[-1]), logging_batch_size_per_gpu=batch_size)
-    raise ConfigError(f"trainer.strategy={name!r} is not known; choose one of {', '.join(STRATEGIES)}.")
+    return DeepSpeedStrategy(stage=int(name[-1]), logging_batch_size_per_gpu=batch_size)

@@ -7,7 +7,7 @@ import torch
 
 from dskd.errors import ConfigError, DSKDError
 from dskd.models.config import StudentConfig
-from dskd.models.student import build_projection, build_student, check_vocab, truncate
+from dskd.models.student import build_projection, check_vocab, truncate
 
 
 @pytest.fixture
@@ -52,13 +52,6 @@ def test_only_the_top_layers_train(teacher):
 def test_truncation_refuses_bad_sizes(teacher, layers, top):
     with pytest.raises(ConfigError, match="student"):
         truncate(teacher, layers, top)
-
-
-def test_hf_student_needs_a_model(teacher):
-    with pytest.raises(ConfigError, match="student.model"):
-        build_student(StudentConfig(kind="hf"), teacher)
-    with pytest.raises(ConfigError, match="student.kind"):
-        build_student(StudentConfig(kind="other"), teacher)
 
 
 def test_projection(teacher, tiny_llama_config):

@@ -179,10 +179,10 @@ def build_report(sweep: Sweep, group: str, project: str, entity: str) -> Any:
     try:
         import wandb_workspaces.reports.v2 as wr
         from wandb_workspaces import expr
-    except ImportError:
+    except ImportError as e:
         raise DSKDError(
             "Creating a W&B dashboard needs the wandb-workspaces package: pip install wandb-workspaces."
-        ) from None
+        ) from e
     runset = wr.Runset(entity=entity, project=project, name=group, filters=[expr.Metric("Group") == group])
     curves = [wr.LinePlot(title=m, x="Step", y=[m]) for m in CURVES]
     bars = [wr.BarPlot(title=f"final {m}", metrics=[m]) for m in FINALS]

@@ -55,7 +55,7 @@ def load_sweep(path: str | Path) -> Sweep:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"Sweep file '{path}' is not valid YAML: {e}") from None
+        raise ConfigError(f"Sweep file '{path}' is not valid YAML: {e}") from e
     if data.get("method") != "grid":
         raise ConfigError(
             f"Sweep '{path}' has method {data.get('method')!r}; `dskd ablate` runs grids only (method: grid)."

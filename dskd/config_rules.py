@@ -1,0 +1,95 @@
+"""Cross-key rules: combinations of valid values that are known to fail, refused when a config loads.
+
+Each rule reads a typed config and returns why it cannot work (with the fix), or None. The single
+values were checked before (choices and ranges in :mod:`dskd.config`); these catch what only a pair
+or triple of keys gets wrong, so that it fails in a second instead of after the teacher has loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dskd.errors import ConfigError
+from dskd.schema import ExperimentConfig
+
+CUDA_ONLY_STRATEGIES = ("fsdp", "deepspeed_stage_2", "deepspeed_stage_3")
+"""Strategies Lightning runs on CUDA GPUs only (it refuses FSDP and DeepSpeed on a CPU accelerator)."""
+
+
+def _sharded_strategy_on_cpu(cfg: ExperimentConfig) -> str | None:
+    t = cfg.trainer
+    if t.strategy in CUDA_ONLY_STRATEGIES and t.accelerator == "cpu":
+        return (
+            f"trainer.strategy={t.strategy} runs on CUDA GPUs only, but trainer.accelerator=cpu; use "
+            "trainer.strategy=ddp (or auto) on CPUs, or trainer.accelerator=gpu."
+        )
+    return None
+
+
+def _skip_with_deepspeed(cfg: ExperimentConfig) -> str | None:
+    t = cfg.trainer
+    if t.nan_policy == "skip" and t.strategy.startswith("deepspeed"):
+        return (
+            f"trainer.nan_policy=skip does not work with trainer.strategy={t.strategy} (DeepSpeed cannot "
+            "skip a step's backward); use trainer.nan_policy=stop, or strategy ddp or fsdp."
+        )
+    return None
+
+
+def _chunked_kd_with_cache(cfg: ExperimentConfig) -> str | None:
+    if cfg.teacher.mode == "cached" and cfg.loss.kd.chunk_size is not None:
+        return (
+            "loss.kd.chunk_size (chunked KD from the teacher's hidden states) does not combine with "
+            "teacher.mode=cached (top-k KD from the cache); unset loss.kd.chunk_size."
+        )
+    return None
+
+
+def _chunked_kd_with_zero3_trainable_head(cfg: ExperimentConfig) -> str | None:
+    # kind=truncated freezes the LM head; kind=hf trains every weight, the head included.
+    if (
+        cfg.loss.kd.chunk_size is not None
+        and cfg.trainer.strategy == "deepspeed_stage_3"
+        and cfg.student.kind == "hf"
+    ):
+        return (
+            "loss.kd.chunk_size with trainer.strategy=deepspeed_stage_3 needs a frozen student LM head (the "
+            "chunked loss reads the head's weight outside its forward), but student.kind=hf trains it; "
+            "unset loss.kd.chunk_size or use student.kind=truncated."
+        )
+    return None
+
+
+def _hf_student_without_model(cfg: ExperimentConfig) -> str | None:
+    if cfg.student.kind == "hf" and not cfg.student.model:
+        return "student.kind=hf needs student.model (asset name, folder or hub id)."
+    return None
+
+
+def _more_trainable_than_kept_layers(cfg: ExperimentConfig) -> str | None:
+    s = cfg.student
+    if s.kind == "truncated" and s.trainable_top_layers > s.num_layers:
+        return (
+            f"student.trainable_top_layers={s.trainable_top_layers} exceeds student.num_layers="
+            f"{s.num_layers}; train at most the layers the student keeps."
+        )
+    return None
+
+
+RULES: tuple[Callable[[ExperimentConfig], str | None], ...] = (
+    _sharded_strategy_on_cpu,
+    _skip_with_deepspeed,
+    _chunked_kd_with_cache,
+    _chunked_kd_with_zero3_trainable_head,
+    _hf_student_without_model,
+    _more_trainable_than_kept_layers,
+)
+"""Every cross-key rule, checked in this order by :func:`check_rules`."""
+
+
+def check_rules(cfg: ExperimentConfig, source: str = "config") -> None:
+    """Raise :class:`ConfigError` for the first combination of keys in ``cfg`` that cannot work."""
+    for rule in RULES:
+        problem = rule(cfg)
+        if problem is not None:
+            raise ConfigError(f"Config {source}: {problem}")
