@@ -269,7 +269,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     over = _parse_overrides(list(overrides or []))
     if over:
         _check_keys(over, ExperimentConfig, "", "command-line overrides")
-    return config_from_dict(_deep_merge(data, over), source=str(path))
+    source = f"{path} with command-line overrides" if over else str(path)
+    return config_from_dict(_deep_merge(data, over), source=source)
 
 
 def config_to_yaml(cfg: ExperimentConfig) -> str:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from dskd.cli import STAGES, main
+import pytest
+import yaml
+
+from dskd.cli import STAGES, build_parser, main, parse_args
+from dskd.errors import ConfigError
 
 REQUIRED_STAGES = ["assets", "lexicon", "senses", "train", "export", "eval", "reproduce", "slurm"]
 
@@ -32,3 +36,68 @@ def test_bad_override_is_reported_with_exit_2(capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "Did you mean 'trainer.max_steps'" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["train", "C.yaml", "--no-export", "seed=1"], ["seed=1"]),
+        (["train", "C.yaml", "seed=1", "--no-export", "seed=2", "name=x"], ["seed=1", "seed=2", "name=x"]),
+        (["train", "--no-export", "C.yaml", "seed=1"], ["seed=1"]),
+        (["slurm", "submit", "C.yaml", "--nodes", "1", "method=kd", "--gpus-per-node", "1"], ["method=kd"]),
+        (["senses", "build", "C.yaml", "--no-progress", "senses.k=3"], ["senses.k=3"]),
+        (["reproduce", "seed=1", "--seeds", "2", "name=x"], ["seed=1", "name=x"]),
+    ],
+)
+def test_overrides_may_follow_flags(argv, expected):
+    assert parse_args(build_parser(), argv).overrides == expected
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "C.yaml", "--no-export", "--bogus"],
+        ["train", "C.yaml", "--no-export", "stray"],
+        ["assets", "list", "seed=1"],  # a stage without overrides
+    ],
+)
+def test_other_stray_words_are_still_refused(capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        parse_args(build_parser(), argv)
+    assert e.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_train_override_after_flag_reaches_the_config(capsys):
+    code = main(["train", "experiments/tiny/dskd.yaml", "--no-export", "method=dksd"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "'method'" in err and "kd, dskd" in err and "Did you mean 'dskd'?" in err
+
+
+def test_slurm_dry_run_refuses_a_mistyped_method(capsys):
+    argv = ["slurm", "submit", "experiments/tiny/dskd.yaml", "method=dksd", "--nodes", "1"]
+    code = main([*argv, "--gpus-per-node", "1", "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'method'" in err and "not one of: kd, dskd" in err
+    assert "#SBATCH" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_debug_reraises_with_the_cause(monkeypatch, tmp_path, how):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n", encoding="utf-8")
+    if how == "env":
+        monkeypatch.setenv("DSKD_DEBUG", "1")
+    argv = ["--debug"] if how == "flag" else []
+    with pytest.raises(ConfigError, match="not valid YAML") as e:
+        main([*argv, "train", str(bad)])
+    assert isinstance(e.value.__cause__, yaml.YAMLError)
+
+
+def test_without_debug_the_error_is_one_paragraph(monkeypatch, capsys, tmp_path):
+    monkeypatch.delenv("DSKD_DEBUG", raising=False)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n", encoding="utf-8")
+    assert main(["train", str(bad)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
