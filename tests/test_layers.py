@@ -13,9 +13,22 @@ import dskd
 
 PACKAGE = Path(dskd.__file__).resolve().parent
 
-CORE = {"dskd", "errors", "io", "outputs", "resources", "config", "schema", "config_docs", "assets", "batch"}
+CORE = {
+    "dskd",
+    "errors",
+    "io",
+    "outputs",
+    "resources",
+    "config",
+    "config_rules",
+    "ranges",
+    "schema",
+    "config_docs",
+    "assets",
+    "batch",
+}
 """Errors, files and output folders, packaged resources, assets, the batch contract and the config
-schema (with every package's ``config`` module, see ``layer``)."""
+schema, its ranges and cross-key rules (with every package's ``config`` module, see ``layer``)."""
 LAYERS = [
     {"corpora", "models", "losses"},
     {"lexicon"},
