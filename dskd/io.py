@@ -130,7 +130,7 @@ def read_artifact_json(path: str | os.PathLike, rebuild: str) -> dict[str, Any]:
     except (OSError, ValueError) as e:
         raise DSKDError(
             f"Cannot read {path} ({type(e).__name__}: {e}); the artifact is damaged. {rebuild}"
-        ) from None
+        ) from e
     if not isinstance(data, dict):
         raise DSKDError(
             f"{path} holds a JSON {type(data).__name__}, not an object; the artifact is damaged. {rebuild}"

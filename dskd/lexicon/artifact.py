@@ -100,9 +100,7 @@ class Lexicon:
         try:
             arrays = load_file(str(directory / ARRAYS))
         except Exception as e:  # safetensors raises its own error types for a damaged file
-            raise DSKDError(
-                f"Cannot read {directory / ARRAYS} ({type(e).__name__}: {e}). {_REBUILD}"
-            ) from None
+            raise DSKDError(f"Cannot read {directory / ARRAYS} ({type(e).__name__}: {e}). {_REBUILD}") from e
         return cls(arrays, meta, directory)
 
     @property

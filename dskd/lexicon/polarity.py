@@ -70,14 +70,14 @@ class AffixRules:
             ]
             return cls(tuple(rules), int(data["min_base_chars"]), frozenset(data.get("exceptions", [])))
         except OSError as e:
-            raise DSKDError(f"Cannot read the negation affix rules '{path}': {e}.") from None
+            raise DSKDError(f"Cannot read the negation affix rules '{path}': {e}.") from e
         except (ValueError, KeyError, TypeError) as e:
             raise DSKDError(
                 f"Negation affix rules '{path}' are malformed ({type(e).__name__}: {e}); expected keys "
                 "min_base_chars, prefixes, suffixes (lists of {affix, pos[, base_pos, before, "
                 "min_base_chars]}), "
                 "exceptions (see dskd/resources/README.md)."
-            ) from None
+            ) from e
 
 
 def _pos_ok(word_pos: frozenset[str] | set[str] | None, allowed: frozenset[str]) -> bool:

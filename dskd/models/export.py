@@ -31,7 +31,7 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
         raise DSKDError(
             f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {reason}); pass a .ckpt "
             "written by `dskd train`, e.g. runs/tiny/tiny-dskd/seed-0/checkpoints/last.ckpt."
-        ) from None
+        ) from e
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:

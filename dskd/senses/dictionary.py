@@ -213,7 +213,7 @@ class SenseDictionary:
         try:
             meta = json.loads(raw)
         except ValueError as e:
-            raise cls._corrupt(path, e) from None
+            raise cls._corrupt(path, e) from e
         if not isinstance(meta, dict):
             raise DSKDError(f"{path} metadata is a JSON {type(meta).__name__}, not an object. {_REBUILD}")
         if meta.get("format_version") != FORMAT_VERSION:
