@@ -84,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = _config(a.out, a.steps, a.val_batches)
     stages = ("build", "online", "cached", "eval") if a.stage == "all" else (a.stage,)
     if "build" in stages:
-        from dskd.teacher_cache.build import build_cache
+        from dskd.teacher_cache.build import build
 
-        print(json.dumps(build_cache(cfg, hidden_dtype="none"), indent=2))
+        print(json.dumps(build(cfg, hidden_dtype="none").stats, indent=2))
     for mode in ("online", "cached"):
         if mode in stages:
             from dskd.training.run import train

@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from dskd.errors import ConfigError, DSKDError
 
@@ -110,3 +111,12 @@ def artifact_dir(
     with atomic_dir(folder) as tmp:
         mark_output(tmp, kind)
         yield tmp
+
+
+class StageResult(NamedTuple):
+    """What the ``build(cfg)`` of an artifact stage (lexicon, senses, teacher cache) returns."""
+
+    path: Path
+    """The artifact folder the stage wrote."""
+    stats: dict[str, Any]
+    """Its JSON-able statistics (also in the folder's ``stats.json``); empty on ranks other than 0."""

@@ -111,7 +111,7 @@ def tiny_senses(tmp_path_factory) -> Path:
     """A tiny sense dictionary of the real teacher (real builder) over a small corpus with 'bank'."""
     from dskd.assets import asset_path
     from dskd.config import load_config
-    from dskd.senses.build import build_from_config
+    from dskd.senses.build import build as build_senses
 
     tmp = tmp_path_factory.mktemp("senses")
     lines = (asset_path("wordnet-corpus") / "examples.jsonl").read_text(encoding="utf-8").splitlines()
@@ -128,7 +128,7 @@ def tiny_senses(tmp_path_factory) -> Path:
             "senses.k=3",
         ],
     )
-    build_from_config(cfg, progress=False)
+    build_senses(cfg, progress=False)
     return Path(cfg.senses.output_dir)
 
 

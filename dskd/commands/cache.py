@@ -35,11 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_stage_config(args)  # a bad config fails before the heavy imports
-    from dskd.teacher_cache.build import build_cache
+    from dskd.teacher_cache.build import build
 
-    stats = build_cache(
+    out, stats = build(
         cfg, args.seeds, args.hidden_dtype, progress=not args.no_progress, overwrite=args.overwrite
     )
     print(json.dumps(stats, indent=2))
-    print(f"teacher cache written to {cfg.teacher.cache_dir}")
+    print(f"teacher cache written to {out}")
     return 0

@@ -19,9 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_stage_config(args)  # a bad config fails before the heavy imports
-    from dskd.lexicon.build import run_build
+    from dskd.lexicon.build import build
 
-    out, stats = run_build(cfg, overwrite=args.overwrite)
+    out, stats = build(cfg, overwrite=args.overwrite)
     print(json.dumps(stats, indent=2))
     print(f"lexicon written to {out} in {stats['build_seconds']} s")
     return 0

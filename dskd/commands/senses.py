@@ -25,10 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_stage_config(args)  # a bad config fails before the heavy imports
-    from dskd.senses.build import build_from_config
+    from dskd.senses.build import build
 
-    stats = build_from_config(cfg, progress=not args.no_progress, overwrite=args.overwrite)
+    out, stats = build(cfg, progress=not args.no_progress, overwrite=args.overwrite)
     if stats:
         print(json.dumps(stats, indent=2))
-        print(f"sense dictionary written to {cfg.senses.output_dir}")
+        print(f"sense dictionary written to {out}")
     return 0

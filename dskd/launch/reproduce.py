@@ -71,16 +71,18 @@ def _train(cfg: ExperimentConfig, key: str, force: bool) -> dict[str, Any]:
 def reproduce(configs: list[ExperimentConfig], force: bool = False) -> dict[str, Any]:
     """Run every stage for ``configs`` (from :func:`preset_configs`); returns the eval records."""
     from dskd.evaluation.run import TEACHER, evaluate
-    from dskd.lexicon.build import run_build
-    from dskd.senses.build import build_from_config
+    from dskd.lexicon.build import build as build_lexicon
+    from dskd.senses.build import build as build_senses
 
     t0 = time.perf_counter()
     first = configs[0]
     dskd_cfg = next((c for c in configs if c.method == "dskd"), first)
     lex_key = stage_key(dskd_cfg.lexicon, dskd_cfg.teacher.model, dskd_cfg.teacher.revision)
-    run_stage("lexicon", dskd_cfg.lexicon.output_dir, lex_key, lambda: str(run_build(dskd_cfg)[0]), force)
+    run_stage(
+        "lexicon", dskd_cfg.lexicon.output_dir, lex_key, lambda: str(build_lexicon(dskd_cfg).path), force
+    )
     senses_key = stage_key(dskd_cfg.senses, dskd_cfg.teacher, lex_key)
-    run_stage("senses", dskd_cfg.senses.output_dir, senses_key, lambda: build_from_config(dskd_cfg), force)
+    run_stage("senses", dskd_cfg.senses.output_dir, senses_key, lambda: build_senses(dskd_cfg).stats, force)
     models: dict[str, str] = {TEACHER: first.teacher.model}
     summaries = []
     for cfg in configs:

@@ -15,6 +15,7 @@ from dskd.lexicon.mapping import MappedLexicon, map_to_tokenizer
 from dskd.lexicon.polarity import DEFAULT_RULES, AffixRules
 from dskd.lexicon.relations import combine
 from dskd.lexicon.sources import SourceData, load_source
+from dskd.outputs import StageResult, check_output
 
 
 @dataclass
@@ -109,12 +110,10 @@ def _pairs_per_source(mapped: MappedLexicon, names: list[str]) -> dict[str, dict
     return out
 
 
-def run_build(cfg: Any, overwrite: bool = False) -> tuple[Path, dict[str, Any]]:
-    """Build the lexicon of an :class:`~dskd.schema.ExperimentConfig` and write it to
-    ``cfg.lexicon.output_dir`` (see :func:`dskd.outputs.check_output` for ``overwrite``); return the
-    folder and the stats."""
+def build(cfg: Any, overwrite: bool = False) -> StageResult:
+    """The lexicon stage: build the lexicon of an :class:`~dskd.schema.ExperimentConfig` and write it
+    to ``cfg.lexicon.output_dir`` (see :func:`dskd.outputs.check_output` for ``overwrite``)."""
     from dskd.models.loading import load_tokenizer
-    from dskd.outputs import check_output
 
     check_output(cfg.lexicon.output_dir, "lexicon", overwrite)
 
@@ -123,7 +122,7 @@ def run_build(cfg: Any, overwrite: bool = False) -> tuple[Path, dict[str, Any]]:
     if not getattr(tokenizer, "is_fast", False):
         raise DSKDError(f"Tokenizer '{tokenizer_name}' has no fast (Rust) version; the lexicon needs one.")
     built = build_lexicon(cfg.lexicon, tokenizer, tokenizer_name)
-    return write_lexicon(cfg, built, tokenizer, tokenizer_name, overwrite), built.stats
+    return StageResult(write_lexicon(cfg, built, tokenizer, tokenizer_name, overwrite), built.stats)
 
 
 def write_lexicon(

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from dskd.errors import DSKDError
+from dskd.outputs import StageResult
 from dskd.senses.compose import compose_vids
 from dskd.senses.dictionary import SenseDictionary
 from dskd.senses.gather import keyed_states, length_sorted_batches, token_windows
@@ -312,12 +313,9 @@ def gather_from_config(
     )
 
 
-def build_from_config(cfg, progress: bool = True, overwrite: bool = False) -> dict:
-    """Build the sense dictionary a config describes; rank 0 writes it to ``cfg.senses.output_dir``
-    (see :func:`dskd.outputs.check_output` for ``overwrite``).
-
-    Returns the stats (also written to stats.json).
-    """
+def build(cfg, progress: bool = True, overwrite: bool = False) -> StageResult:
+    """The senses stage: build the sense dictionary a config describes; rank 0 writes it to
+    ``cfg.senses.output_dir`` (see :func:`dskd.outputs.check_output` for ``overwrite``)."""
     from dskd.config import save_config
     from dskd.io import provenance, write_json_atomic
     from dskd.models.loading import load_causal_lm, load_tokenizer, tokenizer_fingerprint
@@ -345,7 +343,7 @@ def build_from_config(cfg, progress: bool = True, overwrite: bool = False) -> di
         gather_from_config(cfg, model, tokenizer, rank=rank, world=world, progress=progress)
     )
     if rank != 0:
-        return {}
+        return StageResult(Path(sc.output_dir), {})
     sample = overall_sample(res, sc.max_rows_per_key)
     t1 = time.perf_counter()
     out_dtype = next(model.parameters()).dtype
@@ -394,4 +392,4 @@ def build_from_config(cfg, progress: bool = True, overwrite: bool = False) -> di
         stats["build_seconds"] = round(time.perf_counter() - t0, 2)
         write_json_atomic(tmp / "stats.json", stats)
         save_config(cfg, tmp)
-    return stats
+    return StageResult(Path(sc.output_dir), stats)

@@ -23,6 +23,7 @@ import torch
 
 from dskd.io import provenance, read_json
 from dskd.losses.topk import TeacherTopK, teacher_topk_at
+from dskd.outputs import StageResult
 from dskd.schema import ExperimentConfig
 from dskd.teacher_cache.store import CachedTeacher, CacheWriter, sequence_keys
 
@@ -133,7 +134,7 @@ def teacher_outputs(
     return teacher_topk_at(logits, k, taus), hidden
 
 
-def build_cache(
+def build(
     cfg: ExperimentConfig,
     seeds: list[int] | None = None,
     hidden_dtype: str = "float16",
@@ -141,8 +142,8 @@ def build_cache(
     tokenizer=None,
     progress: bool = True,
     overwrite: bool = False,
-) -> dict[str, Any]:
-    """Write the teacher cache of ``cfg`` to ``teacher.cache_dir``; returns its stats.
+) -> StageResult:
+    """The teacher cache stage: write the teacher cache of ``cfg`` to ``teacher.cache_dir``.
 
     ``seeds`` (default ``[cfg.seed]``): runs whose sequences to cover. ``hidden_dtype``: float16
     (default; half the size, the sense loss then differs from online by fp16 rounding), float32
@@ -195,4 +196,4 @@ def build_cache(
             writer.add(keys, topk, hidden)
             tokens += int(batch["attention_mask"].sum())
         writer.extra_stats = {"seconds": round(time.perf_counter() - t0, 2), "tokens": tokens}
-    return read_json(Path(tc.cache_dir) / "stats.json")
+    return StageResult(Path(tc.cache_dir), read_json(Path(tc.cache_dir) / "stats.json"))

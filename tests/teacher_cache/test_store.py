@@ -8,12 +8,12 @@ import torch
 from dskd.errors import ArtifactMismatchError, DSKDError
 from dskd.io import read_json
 from dskd.models.loading import load_causal_lm, load_tokenizer
-from dskd.teacher_cache.build import build_cache, open_cache, run_batches, teacher_outputs
+from dskd.teacher_cache.build import build, open_cache, run_batches, teacher_outputs
 from dskd.teacher_cache.store import sequence_keys
 
 
 def _build(cfg, **kw):
-    return build_cache(cfg, progress=False, **kw)
+    return build(cfg, progress=False, **kw).stats
 
 
 def test_round_trip_matches_the_online_teacher(make_cfg):

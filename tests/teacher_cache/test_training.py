@@ -12,7 +12,7 @@ import torch
 from dskd.models.loading import load_causal_lm, load_tokenizer
 from dskd.models.student import build_student
 from dskd.senses import SenseDictionary
-from dskd.teacher_cache.build import build_cache, open_cache
+from dskd.teacher_cache.build import build, open_cache
 from dskd.testing import random_batch, random_senses, write_batch_cache
 from dskd.training.module import DistillationModule
 from dskd.training.run import train
@@ -68,7 +68,7 @@ class _NoTeacher(pl.Callback):
 
 def test_cached_run_trains_without_a_teacher(make_cfg):
     cfg = make_cfg()
-    build_cache(cfg, hidden_dtype="none", progress=False)
+    build(cfg, hidden_dtype="none", progress=False)
     check = _NoTeacher()
     cached_cfg = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, mode="cached"))
     out = train(cached_cfg, callbacks=[check], export=False)
@@ -80,7 +80,7 @@ def test_cached_run_refuses_a_stale_cache(make_cfg):
     from dskd.errors import ArtifactMismatchError
 
     cfg = make_cfg()
-    build_cache(cfg, hidden_dtype="none", progress=False)
+    build(cfg, hidden_dtype="none", progress=False)
     stale = make_cfg(**{"teacher.mode": "cached", "data.seq_len": 12})
     with pytest.raises(ArtifactMismatchError, match="data_fingerprint"):
         train(stale, export=False)

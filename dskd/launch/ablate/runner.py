@@ -74,18 +74,18 @@ def prepare(points: list[Point], progress: bool = True) -> list[str]:
     for p in dskd_points:
         cfg = p.cfg
         if not (Path(cfg.lexicon.output_dir) / "meta.json").is_file():
-            from dskd.lexicon.build import run_build
+            from dskd.lexicon.build import build as build_lexicon
 
             print(f"=== building the lexicon -> {cfg.lexicon.output_dir}", flush=True)
-            run_build(cfg)
+            build_lexicon(cfg)
             built.append(cfg.lexicon.output_dir)
         if not (Path(cfg.senses.output_dir) / "meta.json").is_file():
-            from dskd.senses.build import build_from_config
+            from dskd.senses.build import build as build_senses
 
             print(
                 f"=== building the sense dictionary (k={cfg.senses.k}) -> {cfg.senses.output_dir}", flush=True
             )
-            stats = build_from_config(cfg, progress=progress)
+            stats = build_senses(cfg, progress=progress).stats
             print(f"=== sense dictionary built in {stats.get('build_seconds', '?')} s", flush=True)
             built.append(cfg.senses.output_dir)
     return built
