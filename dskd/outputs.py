@@ -88,8 +88,8 @@ def check_output(
         return
     held = f"a dskd {found} artifact" if found else "files not written by dskd"
     raise DSKDError(
-        f"The output folder {folder} holds {held}; a {kind} stage would replace it. Choose another output "
-        "folder, empty it, or pass --overwrite to replace it."
+        f"The output folder {folder} holds {held}; writing the {kind} artifact would replace it. Choose "
+        "another output folder, empty it, or pass --overwrite to replace it."
     )
 
 

@@ -58,7 +58,7 @@ def test_a_foreign_folder_is_refused_and_left_intact(tmp_path):
 def test_an_artifact_of_another_kind_is_refused(tmp_path):
     with artifact_dir(tmp_path / "lexicon", "lexicon") as tmp:
         (tmp / "lexicon.safetensors").write_text("x")
-    with pytest.raises(DSKDError, match="holds a dskd lexicon artifact; a senses stage would replace it"):
+    with pytest.raises(DSKDError, match="holds a dskd lexicon artifact; writing the senses artifact would"):
         check_output(tmp_path / "lexicon", "senses")
 
 
