@@ -122,10 +122,13 @@ def run_one(args: argparse.Namespace) -> dict:
     summary = train(cfg, datamodule=data)
     wall = time.perf_counter() - t0
     with open(run_dir(cfg) / "metrics.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("train/tokens_per_s")]
-    speeds = [float(r["train/tokens_per_s"]) for r in rows[1:]] or [
-        float(r["train/tokens_per_s"]) for r in rows
-    ]
+        rows = list(csv.DictReader(f))
+    key = (
+        "train/items_per_sec"
+        if any(r.get("train/items_per_sec") for r in rows)
+        else "train/device/items_per_sec"
+    )
+    speeds = [float(r[key]) for r in rows if r.get(key)]  # tokens/s of all processes (ThroughputMonitor)
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     return {
         "check": name,

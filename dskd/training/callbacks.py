@@ -1,9 +1,8 @@
-"""Training guards and monitors: the non-finite loss guard, the tokens-per-second monitor and the
-checkpoint written when a run is stopped with SIGTERM."""
+"""Training guards: the non-finite loss guard and the checkpoint written when a run is stopped with
+SIGTERM."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,29 +34,6 @@ def check_finite(parts: dict[str, torch.Tensor], step: int, policy: str, strateg
         "Lower optim.lr, check the data of this step, or set trainer.nan_policy=skip to skip such steps "
         "(they are counted in train/skipped_steps)."
     )
-
-
-class ThroughputMonitor(pl.Callback):
-    """Logs ``train/tokens_per_s``: non-padding tokens of all processes per second of wall time."""
-
-    def __init__(self) -> None:
-        self._last: float | None = None
-
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx
-    ) -> None:
-        if self._last is None:
-            self._last = time.perf_counter()
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx
-    ):
-        now = time.perf_counter()
-        elapsed, self._last = now - (self._last or now), now
-        if elapsed <= 0:
-            return
-        tokens = float(batch["attention_mask"].sum()) * trainer.world_size
-        pl_module.log("train/tokens_per_s", tokens / elapsed, on_step=True, on_epoch=False, batch_size=1)
 
 
 class CheckpointOnSigterm(pl.Callback):

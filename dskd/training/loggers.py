@@ -3,7 +3,8 @@
 W&B runs offline (``<run>/wandb/offline-run-*``, upload later with ``wandb sync``) unless
 WANDB_API_KEY is set or WANDB_MODE=online. The W&B run is named after the experiment and seed,
 grouped by the experiment family and tagged with the method and the switches that differ from the
-defaults; the resolved config is uploaded with it.
+defaults; the resolved config is uploaded with it. Its id is random, kept in ``wandb_run.json`` and
+reused only when the same config resumes its checkpoint; its steps are the trainer's global steps.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-from dataclasses import fields, is_dataclass
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,26 +92,78 @@ def _csv_logger(run_dir: Path, flush_every: int) -> Any:
     return RunCSVLogger(save_dir=str(run_dir), name="", version="", flush_logs_every_n_steps=flush_every)
 
 
-def build_loggers(cfg: ExperimentConfig, run_dir: Path) -> list[Any]:
+RUN_ID_FILE = "wandb_run.json"
+"""In the run folder: the W&B id of the run and the fingerprint of the config it was started with."""
+
+
+def config_fingerprint(cfg: ExperimentConfig) -> str:
+    """SHA-256 of the resolved config, ``trainer.resume`` aside (how a run starts is not what it is)."""
+    from dskd.config import config_to_yaml
+
+    return hashlib.sha256(
+        config_to_yaml(replace(cfg, trainer=replace(cfg.trainer, resume=""))).encode()
+    ).hexdigest()
+
+
+def wandb_run_id(cfg: ExperimentConfig, run_dir: Path, resuming: bool) -> tuple[str, bool]:
+    """(W&B run id, whether it continues a W&B run): the id stored in ``run_dir`` when the training
+    resumes a checkpoint of the same config, else a fresh random id (then stored for a later resume)."""
+    import json
+    import secrets
+
+    from dskd.io import write_json_atomic
+
+    path, fingerprint = run_dir / RUN_ID_FILE, config_fingerprint(cfg)
+    if resuming and path.is_file():
+        stored = json.loads(path.read_text())
+        if stored.get("config") == fingerprint:
+            return str(stored["id"]), True
+    new_id = secrets.token_hex(6)  # W&B ids are [a-z0-9]
+    write_json_atomic(path, {"id": new_id, "config": fingerprint})
+    return new_id, False
+
+
+def _wandb_logger(**kwargs: Any) -> Any:
+    """Lightning's W&B logger whose W&B step is the trainer's global step (``_step`` equals
+    ``trainer/global_step``), so the segments of a resumed run continue one another instead of each
+    restarting at 0."""
+    from lightning.pytorch.loggers import WandbLogger
+    from lightning.pytorch.utilities import rank_zero_only
+
+    class StepWandbLogger(WandbLogger):
+        @rank_zero_only
+        def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+            if step is None:
+                return super().log_metrics(metrics)
+            self.experiment.log({**metrics, "trainer/global_step": step}, step=step)
+
+    return StepWandbLogger(**kwargs)
+
+
+def build_loggers(cfg: ExperimentConfig, run_dir: Path, resuming: bool = False) -> list[Any]:
+    """CSV logger, and the W&B logger (``logging.wandb``); ``resuming``: the run continues a checkpoint."""
     loggers: list[Any] = [_csv_logger(run_dir, cfg.trainer.log_every_n_steps)]
     if cfg.logging.wandb:
-        from lightning.pytorch.loggers import WandbLogger
+        from lightning.pytorch.utilities import rank_zero_only
         from omegaconf import OmegaConf
 
         from dskd.config import to_dictconfig
 
-        run_name = f"{cfg.name}-seed{cfg.seed}"
-        run_id = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]  # same id on resume
+        run_id, resume = None, False
+        if rank_zero_only.rank == 0:  # the only process with a W&B run
+            run_dir.mkdir(parents=True, exist_ok=True)
+            run_id, resume = wandb_run_id(cfg, run_dir, resuming)
         loggers.append(
-            WandbLogger(
-                name=run_name,
+            _wandb_logger(
+                name=f"{cfg.name}-seed{cfg.seed}",
                 project=cfg.logging.project,
                 group=cfg.family,
+                job_type="train",
                 tags=run_tags(cfg),
                 save_dir=str(run_dir),
                 offline=not wandb_online(),
                 id=run_id,
-                resume="allow",
+                resume="must" if resume else None,
                 config=OmegaConf.to_container(to_dictconfig(cfg), resolve=True),
             )
         )
@@ -118,9 +171,11 @@ def build_loggers(cfg: ExperimentConfig, run_dir: Path) -> list[Any]:
 
 
 def finish_wandb() -> None:
-    """Close this process's W&B run, so that the next run in the same process starts its own."""
+    """Close this process's W&B run, so that the next run in the same process starts its own, and wait
+    until its files are written (``wandb.finish`` alone returns before the offline log is complete)."""
     import sys
 
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
         wandb.finish()
+        wandb.teardown()

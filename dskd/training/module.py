@@ -243,13 +243,28 @@ class DistillationModule(pl.LightningModule):
             self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, batch_size=1)
             return None
         bs = batch["input_ids"].shape[0]
-        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=bs)
+        self.log_dict(self._mean_over_processes(logs), on_step=True, on_epoch=False, batch_size=bs)
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         self.log_dict(
             {"train/lr": lr, "train/skipped_steps": float(self.skipped_steps)}, on_step=True, batch_size=1
         )
         self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=bs)
         return loss
+
+    def _mean_over_processes(self, logs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The logged values averaged over all processes (one all-reduce), not rank 0's alone."""
+        if self.trainer.world_size == 1:
+            return logs
+        device = self.trainer.strategy.root_device
+        stacked = torch.stack([torch.as_tensor(v, device=device).detach().float() for v in logs.values()])
+        return dict(zip(logs, self.trainer.strategy.reduce(stacked, reduce_op="mean"), strict=True))
+
+    def on_train_batch_end(self, outputs: Any, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Under DeepSpeed, log the gradient norm its engine measured in the optimizer step."""
+        engine = getattr(self.trainer.strategy, "deepspeed_engine", None)
+        norm = engine.get_global_grad_norm() if engine is not None else None
+        if norm is not None:
+            self.log("train/grad_norm", float(norm), on_step=True, on_epoch=False, batch_size=1)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Log the gradient norm (before clipping); under FSDP also clip here (Lightning cannot)."""
@@ -259,7 +274,7 @@ class DistillationModule(pl.LightningModule):
             norm = model.clip_grad_norm_(clip if clip else float("inf"))
         else:
             grads = [p.grad for p in self.parameters() if p.requires_grad and p.grad is not None]
-            if not grads:  # e.g. DeepSpeed keeps its gradients to itself
+            if not grads:  # DeepSpeed keeps its gradients to itself (see on_train_batch_end)
                 return
             norm = torch.stack([g.detach().float().square().sum() for g in grads]).sum().sqrt()
         self.log("train/grad_norm", norm, on_step=True, on_epoch=False, batch_size=1)

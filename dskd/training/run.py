@@ -100,13 +100,24 @@ def build_datamodule(cfg: ExperimentConfig, tokenizer, senses=None):
     return DSKDDataModule(cfg, tokenizer, sense_keys=keys)
 
 
-def build_trainer(cfg: ExperimentConfig, rdir: Path, student, callbacks: list | None = None):
+def build_trainer(
+    cfg: ExperimentConfig,
+    rdir: Path,
+    student,
+    callbacks: list | None = None,
+    resuming: bool = False,
+    flops_per_token: int = 0,
+):
+    """The Lightning trainer of a run; ``resuming``: it continues a checkpoint (the W&B run continues
+    too); ``flops_per_token``: model FLOPs per training token (for the MFU)."""
+    import sys
+
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from dskd.models.student import decoder_layer_class
-    from dskd.training.callbacks import ThroughputMonitor
     from dskd.training.loggers import build_loggers
+    from dskd.training.progress import ProgressLines, StepProgressBar, TokenThroughput
     from dskd.training.strategies import build_strategy
 
     t = cfg.trainer
@@ -121,6 +132,7 @@ def build_trainer(cfg: ExperimentConfig, rdir: Path, student, callbacks: list | 
     from dskd.training.callbacks import CheckpointOnSigterm
     from dskd.training.slurm import slurm_callbacks, slurm_plugins
 
+    tty = sys.stdout.isatty()  # elsewhere (a SLURM .out file, a redirected log): plain progress lines
     val = {}
     if t.val_check_interval is not None:
         val = {"val_check_interval": int(t.val_check_interval), "check_val_every_n_epoch": None}
@@ -135,11 +147,13 @@ def build_trainer(cfg: ExperimentConfig, rdir: Path, student, callbacks: list | 
         accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=None if t.strategy == "fsdp" else cfg.optim.grad_clip,  # FSDP: the module clips
         log_every_n_steps=t.log_every_n_steps,
-        logger=build_loggers(cfg, rdir),
+        logger=build_loggers(cfg, rdir, resuming),
         plugins=slurm_plugins(),
+        enable_progress_bar=tty,
         callbacks=[
             checkpoint,
-            ThroughputMonitor(),
+            TokenThroughput(flops_per_token, t.log_every_n_steps),
+            StepProgressBar() if tty else ProgressLines(t.log_every_n_steps),
             CheckpointOnSigterm(rdir / "checkpoints" / "last.ckpt"),
             *slurm_callbacks(),
             *(callbacks or []),
@@ -167,6 +181,7 @@ def train(
     from dskd.io import write_json_atomic
     from dskd.training.loggers import finish_wandb, truncate_csv
     from dskd.training.module import DistillationModule
+    from dskd.training.progress import flops_per_token
     from dskd.training.resume import has_validation, resumable, resume_checkpoint
 
     t0 = time.perf_counter()
@@ -183,17 +198,18 @@ def train(
         cached, teacher = open_cache(cfg, tokenizer), None
     module = DistillationModule(cfg, student, teacher, senses, projection, cached=cached)
     dm = datamodule if datamodule is not None else build_datamodule(cfg, tokenizer, senses)
-    trainer = build_trainer(cfg, rdir, student, callbacks)
-    if trainer.is_global_zero:
-        save_config(cfg, rdir)
-        save_config(cfg, ckpt_dir)
-        tokenizer.save_pretrained(str(rdir / "tokenizer"))
-    wrapped = resumable(dm)
     ckpt_path = resume_checkpoint(cfg.trainer.resume, ckpt_dir)
     if cfg.trainer.resume == "auto":
         from dskd.training.slurm import resume_path
 
         ckpt_path = resume_path(rdir, ckpt_path)  # newest of hpc_ckpt_N.ckpt (SLURM requeue) and last.ckpt
+    flops = flops_per_token(student, teacher, projection)
+    trainer = build_trainer(cfg, rdir, student, callbacks, ckpt_path is not None, flops)
+    if trainer.is_global_zero:
+        save_config(cfg, rdir)
+        save_config(cfg, ckpt_dir)
+        tokenizer.save_pretrained(str(rdir / "tokenizer"))
+    wrapped = resumable(dm)
     if trainer.is_global_zero:
         truncate_csv(rdir / "metrics.csv", _global_step(ckpt_path) if ckpt_path else 0)
     try:

@@ -5,14 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dskd.errors import DSKDError
 from dskd.launch.ablate.sweep import Point
 
 TAIL_FRACTION = 0.25
@@ -42,46 +40,21 @@ def read_metrics_csv(path: str | Path) -> dict[str, list[tuple[int, float]]]:
     return {k: sorted(v) for k, v in series.items()}
 
 
-def _wandb_records(path: Path) -> Iterator[bytes]:
-    """Record payloads of a W&B transaction log (``run-*.wandb``: a LevelDB-style log of 32 KiB blocks)."""
-    data = path.read_bytes()
-    if data[:4] != b":W&B":
-        raise DSKDError(f"{path} is not a W&B run log (no ':W&B' header).")
-    pos, block, parts = 7, 32768, b""
-    while pos + 7 <= len(data):
-        left = block - pos % block
-        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
-        if left < 7 or kind == 0:  # block trailer / zero padding
-            pos += left
-            continue
-        body, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
-        if kind == 1:  # full record
-            yield body
-        elif kind == 2:  # first, middle, last fragment
-            parts = body
-        elif kind == 3:
-            parts += body
-        elif kind == 4:
-            yield parts + body
-
-
 def read_wandb_history(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
-    """Logged numeric metrics (with ``/`` in the name) of the latest W&B run under ``run_dir/wandb``,
-    as metric -> [(trainer step, value)]; reads offline runs, no server needed."""
-    from wandb.proto import wandb_internal_pb2 as pb
+    """Logged numeric metrics (with ``/`` in the name) of the latest W&B run under ``run_dir/wandb``
+    (all its segments, when it was resumed), as metric -> [(trainer step, value)]; reads offline
+    runs, no server needed."""
+    from dskd.tracking.offline import history, run_id, run_logs
 
-    logs = sorted(Path(run_dir).glob("wandb/*run-*/run-*.wandb"), key=lambda p: p.stat().st_mtime)
+    logs = run_logs(run_dir)
+    latest = run_id(logs[-1]) if logs else None
     series: dict[str, list[tuple[int, float]]] = {}
-    for payload in _wandb_records(logs[-1]) if logs else ():
-        record = pb.Record()
-        record.ParseFromString(payload)
-        if not record.HasField("history"):
-            continue
-        row = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
-        step = int(row.get("trainer/global_step", record.history.step.num))
-        for key, value in row.items():
-            if "/" in key and key != "trainer/global_step" and isinstance(value, int | float):
-                series.setdefault(key, []).append((step, float(value)))
+    for log in (p for p in logs if run_id(p) == latest):
+        for row in history(log):
+            step = int(row.get("trainer/global_step", row.get("_step", 0)))
+            for key, value in row.items():
+                if "/" in key and key != "trainer/global_step" and isinstance(value, int | float):
+                    series.setdefault(key, []).append((step, float(value)))
     return series
 
 

@@ -1,0 +1,56 @@
+"""W&B run identity and steps, read back from the real offline run files of tiny trainings."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import lightning.pytorch as pl
+import pytest
+
+from dskd.errors import TrainingInterrupted
+from dskd.tracking.offline import history, run_id, run_logs
+from dskd.training.loggers import RUN_ID_FILE
+from dskd.training.run import train
+
+from .tinyrun import random_batches, tiny_config
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+
+def _train_steps(log) -> list[int]:
+    rows = [r for r in history(log) if "train/loss" in r]
+    assert all(r["_step"] == r["trainer/global_step"] for r in rows)  # W&B's step is the trainer's
+    return [r["trainer/global_step"] for r in rows]
+
+
+def test_two_configs_in_one_folder_get_different_ids(run_tmp, teacher_dir, offline):
+    over = {"logging.wandb": True, "trainer.max_steps": 1}
+    train(tiny_config(run_tmp, teacher_dir, "kd", over), datamodule=random_batches(n=2), export=False)
+    changed = tiny_config(run_tmp, teacher_dir, "kd", {**over, "optim.lr": 5e-4})
+    train(changed, datamodule=random_batches(n=2), export=False)
+    rdir = run_tmp / "runs" / "tiny-kd" / "seed-0"
+    ids = [run_id(log) for log in run_logs(rdir)]
+    assert len(ids) == 2 and ids[0] != ids[1]
+    assert json.loads((rdir / RUN_ID_FILE).read_text())["id"] == ids[1]
+
+
+def test_sigterm_and_resume_give_disjoint_continuous_segments(run_tmp, teacher_dir, offline):
+    class Terminate(pl.Callback):  # a real SIGTERM, as a scheduler sends it
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    cfg = tiny_config(run_tmp, teacher_dir, "kd", {"logging.wandb": True, "trainer.max_steps": 6})
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, datamodule=random_batches(n=4), callbacks=[Terminate()], export=False)
+    train(cfg, datamodule=random_batches(n=4), export=False)  # trainer.resume=auto
+    first, second = run_logs(run_tmp / "runs" / "tiny-kd" / "seed-0")
+    assert run_id(first) == run_id(second)
+    assert _train_steps(first) == [0, 1, 2] and _train_steps(second) == [3, 4, 5]
+    assert min(r["_step"] for r in history(second)) == 3  # nothing of the second segment below it
