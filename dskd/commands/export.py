@@ -14,12 +14,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "checkpoint",
         help="a checkpoint of `dskd train`, e.g. runs/tiny/tiny-dskd/seed-0/checkpoints/last.ckpt",
     )
-    parser.add_argument("out_dir", help="folder to write (model, tokenizer, export_meta.json)")
+    parser.add_argument("out_dir", help="folder to write (model, tokenizer, model card, export_meta.json)")
     add_overwrite_argument(parser)
+    parser.add_argument(
+        "--push-to-hub",
+        metavar="REPO_ID",
+        help="also upload the folder to this Hugging Face model repo (private when created; off by default)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from dskd.models.export import export_checkpoint
 
-    print(export_checkpoint(args.checkpoint, args.out_dir, overwrite=args.overwrite))
+    out = export_checkpoint(args.checkpoint, args.out_dir, overwrite=args.overwrite)
+    print(out)
+    if args.push_to_hub:
+        from dskd.models.card import push_to_hub
+
+        print(push_to_hub(out, args.push_to_hub))
     return 0

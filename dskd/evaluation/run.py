@@ -3,7 +3,9 @@
 Models are ``{name: path}``; a name may end in ``@SEED`` (``dskd@1``) so that several training seeds
 of one method form one table row (mean ± std). Outputs in ``cfg.eval.output_dir``:
 ``results.json`` (every number with benchmark, metric, model, seed, items, chance and wall time),
-``table.md``, ``table.csv``, ``scores.png`` and ``losses.png`` (from the runs' metrics.csv).
+``table.md``, ``table.csv``, ``scores.png`` and ``losses.png`` (from the runs' metrics.csv). The table
+also goes into the model card of each exported student, and everything into an ``eval`` W&B run
+(:mod:`dskd.tracking.evaluation`) when ``logging.wandb`` is on.
 The folder is refused when it holds anything but dskd eval results, or results of models this
 evaluation would drop (:func:`check_results_folder`), unless ``overwrite`` is given.
 """
@@ -136,7 +138,24 @@ def evaluate(cfg: ExperimentConfig, models: dict[str, str], overwrite: bool = Fa
 
         plot_scores(records, out_dir / "scores.png")
         plot_losses(_metrics_csvs(models), out_dir / "losses.png")
+    publish(cfg, records, models)
     return records
+
+
+def publish(cfg: ExperimentConfig, records: list[dict[str, Any]], models: dict[str, str]) -> None:
+    """The results table into the model card of every exported student; the ``eval`` W&B run."""
+    from dskd.evaluation.tables import render_markdown
+    from dskd.models.card import META, write_card
+
+    order = list(dict.fromkeys(split_name(n)[0] for n in models))
+    table = render_markdown(records, order)
+    for path in models.values():
+        if (Path(path) / META).is_file():
+            write_card(path, table)
+    if cfg.logging.wandb:
+        from dskd.tracking.evaluation import log_evaluation
+
+        log_evaluation(cfg, records, models, order)
 
 
 def write_results(records: list[dict[str, Any]], cfg: ExperimentConfig, models: dict[str, str]) -> None:

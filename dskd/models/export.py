@@ -1,8 +1,9 @@
 """Export a training checkpoint as a plain Hugging Face folder of the student.
 
-The folder holds the student (``save_pretrained``), its tokenizer and ``export_meta.json``
-(provenance: checkpoint, step, experiment). It loads with ``AutoModelForCausalLM.from_pretrained``
-alone; the projection used by the sense loss is not part of it.
+The folder holds the student (``save_pretrained``, with the teacher's generation config), its
+tokenizer (the teacher's, chat template included), ``export_meta.json`` (provenance: checkpoint,
+step, experiment) and a model card ``README.md`` (:mod:`dskd.models.card`). It loads with
+``AutoModelForCausalLM.from_pretrained`` alone; the projection used by the sense loss is not part of it.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, overwrite: bo
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from dskd.io import provenance, write_json_atomic
+    from dskd.models.card import write_card
     from dskd.models.loading import load_tokenizer
     from dskd.outputs import artifact_dir, check_output
 
@@ -69,6 +71,10 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, overwrite: bo
         )
     model.tie_weights()
     model.eval()
+    if info.get("generation_config"):  # the teacher's: eos ids, sampling defaults
+        from transformers import GenerationConfig
+
+        model.generation_config = GenerationConfig.from_dict(info["generation_config"])
     tokenizer_dir = checkpoint.parent.parent / "tokenizer"
     tokenizer = load_tokenizer(tokenizer_dir if tokenizer_dir.is_dir() else info["tokenizer"])
     with artifact_dir(out_dir, "export", overwrite, [checkpoint, tokenizer_dir]) as tmp:
@@ -84,4 +90,5 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, overwrite: bo
         )
         meta["experiment_config"] = info["config"]
         write_json_atomic(tmp / "export_meta.json", meta)
+        write_card(tmp)
     return out_dir

@@ -57,11 +57,18 @@ def run_logs(run_dir: str | Path) -> list[Path]:
 
 
 def history(path: str | Path) -> list[dict[str, Any]]:
-    """The logged rows of one run log: key -> value (``_step`` is W&B's step of the row)."""
+    """The logged rows of one run log: key -> value (``_step`` is W&B's step of the row); a logged
+    media object (table, image) is the dict of its fields (``_type``, ``path`` in the run's files/)."""
     rows = []
     for record in records(path):
         if record.HasField("history"):
-            row = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
+            row: dict[str, Any] = {}
+            for item in record.history.item:
+                *parents, leaf = list(item.nested_key) or [item.key]
+                node = row
+                for key in parents:
+                    node = node.setdefault(key, {})
+                node[leaf] = json.loads(item.value_json)
             rows.append(row)
     return rows
 

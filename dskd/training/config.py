@@ -62,5 +62,8 @@ class LoggingConfig:
     """W&B project."""
     tags: list[str] = field(default_factory=list)
     """Extra W&B tags (method and switches are added automatically)."""
+    artifacts: str = "reference"
+    """W&B artifacts (lexicon, sense dictionary, exported student, evaluation results) with lineage:
+    reference (file:// references with checksums; nothing copied) | upload (copy the files) | off."""
     csv: bool = True
     """Always write metrics.csv (readable without W&B)."""

@@ -170,6 +170,13 @@ def build_loggers(cfg: ExperimentConfig, run_dir: Path, resuming: bool = False) 
     return loggers
 
 
+def wandb_experiment(trainer: Any) -> Any:
+    """The W&B run of ``trainer``'s W&B logger (on the process that logs)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    return next(lg.experiment for lg in trainer.loggers if isinstance(lg, WandbLogger))
+
+
 def finish_wandb() -> None:
     """Close this process's W&B run, so that the next run in the same process starts its own, and wait
     until its files are written (``wandb.finish`` alone returns before the offline log is complete)."""

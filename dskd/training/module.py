@@ -73,6 +73,7 @@ def sense_margin(cfg: SenseLossConfig, senses: Any) -> float:
 class DistillationModule(pl.LightningModule):
     """Trains ``student`` (and ``projection``) against a frozen ``teacher``.
 
+    ``generation_config`` (the teacher's, as a dict) is stored in the checkpoints for the export.
     With ``teacher.mode=cached``, ``teacher`` is None and ``cached`` (a
     :class:`dskd.teacher_cache.CachedTeacher`) gives the teacher's top-k logits and hidden states of
     each batch: no teacher forward runs, and KD is the top-k approximation of ``dskd.losses.topk``.
@@ -87,6 +88,7 @@ class DistillationModule(pl.LightningModule):
         projection: nn.Module | None = None,
         tokenizer_spec: str | None = None,
         cached: Any | None = None,
+        generation_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if cfg.method == "dskd" and senses is None:
@@ -96,6 +98,7 @@ class DistillationModule(pl.LightningModule):
         self.student = student
         self.projection = projection
         self.tokenizer_spec = tokenizer_spec or cfg.teacher.model
+        self.generation_config = generation_config  # the teacher's, for the export
         if teacher is not None:
             teacher.requires_grad_(False)
             teacher.eval()
@@ -345,6 +348,7 @@ class DistillationModule(pl.LightningModule):
             "student_config": self.student.config.to_dict(),
             "tokenizer": str(self.tokenizer_spec),
             "skipped_steps": self.skipped_steps,
+            "generation_config": self.generation_config,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

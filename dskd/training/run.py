@@ -179,7 +179,7 @@ def train(
 
     from dskd.config import save_config
     from dskd.io import write_json_atomic
-    from dskd.training.loggers import finish_wandb, truncate_csv
+    from dskd.training.loggers import finish_wandb, truncate_csv, wandb_experiment
     from dskd.training.module import DistillationModule
     from dskd.training.progress import flops_per_token
     from dskd.training.resume import has_validation, resumable, resume_checkpoint
@@ -190,14 +190,22 @@ def train(
     rdir = run_dir(cfg)
     ckpt_dir = rdir / "checkpoints"
     tokenizer, teacher, student, projection = load_models(cfg)
+    generation = teacher.generation_config.to_dict()  # eos ids and sampling defaults, for the export
     senses = load_senses(cfg, tokenizer, teacher) if cfg.method == "dskd" else None
     cached = None
     if cfg.teacher.mode == "cached":  # the teacher's lower layers only served to build the student
         from dskd.teacher_cache.build import open_cache
 
         cached, teacher = open_cache(cfg, tokenizer), None
+<<<<<<< HEAD
     module = DistillationModule(cfg, student, teacher, senses, projection, cached=cached)
     dm = datamodule if datamodule is not None else build_datamodule(cfg, tokenizer, senses)
+=======
+    module = DistillationModule(
+        cfg, student, teacher, senses, projection, cached=cached, generation_config=generation
+    )
+    dm = datamodule if datamodule is not None else build_datamodule(cfg, tokenizer)
+>>>>>>> 936d53c (W&B artifacts with lineage (lexicon, sense dictionary, student; eval run uses the students and logs its results), eval W&B run with results table, summary metrics and plots; exports carry the teacher's generation config and a model card (evaluation table added by dskd eval); dskd export --push-to-hub)
     ckpt_path = resume_checkpoint(cfg.trainer.resume, ckpt_dir)
     if cfg.trainer.resume == "auto":
         from dskd.training.slurm import resume_path
@@ -249,5 +257,9 @@ def train(
             summary["export_dir"] = str(export_checkpoint(ckpt_dir / "last.ckpt", rdir / "export"))
         summary["wall_time_s"] = round(time.perf_counter() - t0, 2)
         write_json_atomic(rdir / "summary.json", summary)
+        if cfg.logging.wandb:
+            from dskd.tracking.artifacts import log_training
+
+            log_training(wandb_experiment(trainer), cfg, summary["export_dir"], trainer.global_step)
     finish_wandb()
     return summary

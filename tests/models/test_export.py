@@ -1,12 +1,25 @@
-"""`dskd export`: foreign output folders, the run folder, files that are no checkpoint, a full disk."""
+"""`dskd export`: the teacher's generation config and chat template, the model card; foreign output
+folders, the run folder, files that are no checkpoint, a full disk."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from huggingface_hub import ModelCard
+from transformers import AutoTokenizer, GenerationConfig
 
 from dskd.cli import main
+from dskd.config import config_from_dict, config_to_yaml
+from dskd.models.card import render_card
+from dskd.models.export import export_checkpoint
 from dskd.testing import llama_config, word_tokenizer
+from dskd.training.run import train
+
+from ..training.tinyrun import make_model_dir, make_tokenizer, random_batches, tiny_config
+
+CONFIG = config_to_yaml(config_from_dict({"name": "stub"}))
 
 
 def make_checkpoint(root, hidden: int = 32):
@@ -19,7 +32,11 @@ def make_checkpoint(root, hidden: int = 32):
     word_tokenizer(64).save_pretrained(run / "tokenizer")
     (run / "checkpoints").mkdir(parents=True)
     ckpt = {
-        "dskd": {"student_config": model.config.to_dict(), "tokenizer": str(run / "tokenizer"), "config": {}},
+        "dskd": {
+            "student_config": model.config.to_dict(),
+            "tokenizer": str(run / "tokenizer"),
+            "config": CONFIG,
+        },
         "state_dict": {f"student.{k}": v for k, v in model.state_dict().items()},
         "global_step": 3,
     }
@@ -87,3 +104,44 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, capsys, small_disk
     err = one_line_error(capsys)
     assert f"No space left on the device while writing {small_disk / 'export'}" in err and "MiB free" in err
     assert list(small_disk.iterdir()) == []
+
+
+TEMPLATE = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+
+
+def _instruct_teacher(path):
+    """A stand-in for an instruct teacher: two eos ids, sampling defaults and a chat template."""
+    make_model_dir(path)
+    GenerationConfig(
+        bos_token_id=0, eos_token_id=[2, 0], do_sample=True, temperature=0.6, top_p=0.9
+    ).save_pretrained(path)
+    tok = make_tokenizer()
+    tok.chat_template = TEMPLATE
+    tok.save_pretrained(path)
+    return path
+
+
+def test_export_keeps_the_teachers_generation_config_and_chat_template_and_has_a_card(tmp_path):
+    teacher = _instruct_teacher(tmp_path / "teacher")
+    cfg = tiny_config(tmp_path, teacher, "kd", {"trainer.max_steps": 1})
+    out = train(cfg, datamodule=random_batches(n=2), export=False)
+    export = export_checkpoint(f"{out['checkpoint_dir']}/last.ckpt", tmp_path / "export")
+    gen = GenerationConfig.from_pretrained(export)
+    assert gen.eos_token_id == [2, 0] and gen.do_sample and (gen.temperature, gen.top_p) == (0.6, 0.9)
+    assert AutoTokenizer.from_pretrained(export).chat_template == TEMPLATE
+
+    card = ModelCard.load(export / "README.md")
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-generation"
+    assert card.data.base_model is None  # a local teacher folder is no hub id
+    assert "- **Method**: KD" in card.text and "max_steps 1" in card.text
+    assert json.loads((export / "export_meta.json").read_text())["experiment_config"].strip() in card.text
+    assert "Not evaluated yet" in card.text
+    table = "| model | wic accuracy |\n|---|---|\n| KD | 0.500 |"
+    assert table in render_card(export, table) and "Not evaluated yet" not in render_card(export, table)
+
+
+def test_a_hub_teacher_is_the_base_model(tmp_path):
+    from dskd.models.card import _base_model
+
+    assert _base_model("meta-llama/Meta-Llama-3-8B-Instruct") == "meta-llama/Meta-Llama-3-8B-Instruct"
+    assert _base_model("smollm2-135m-instruct") is None and _base_model(str(tmp_path)) is None

@@ -1,0 +1,85 @@
+"""W&B artifacts with lineage: the lexicon and the sense dictionary a training used, the student it
+exported, the students an evaluation scored and the results it wrote.
+
+``logging.artifacts=reference`` (default) records each folder's files by ``file://`` reference with
+their checksums (nothing is copied, however large the model); ``upload`` copies the files into the
+artifact; ``off`` logs none. Everything works offline and reaches the server with ``wandb sync``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from dskd.errors import ConfigError
+from dskd.schema import ExperimentConfig
+
+MODES = ("reference", "upload", "off")
+
+
+def _name(text: str) -> str:
+    """A valid artifact name (letters, digits, ``-``, ``_``, ``.``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
+
+
+def folder_artifact(name: str, kind: str, folder: str | Path, mode: str, metadata: dict[str, Any]) -> Any:
+    """A W&B artifact of ``folder`` (by reference or with its files, see ``mode``)."""
+    import wandb
+
+    if mode not in MODES:
+        raise ConfigError(f"logging.artifacts={mode!r} is not known; use one of {', '.join(MODES)}.")
+    artifact = wandb.Artifact(_name(name), type=kind, metadata=metadata)
+    folder = Path(folder).resolve()
+    if mode == "upload":
+        artifact.add_dir(str(folder))
+    else:
+        artifact.add_reference(folder.as_uri(), checksum=True)
+    return artifact
+
+
+def student_artifact(export_dir: str | Path, mode: str) -> Any:
+    """The artifact (type ``model``) of an exported student, named after its experiment and seed."""
+    import yaml
+
+    meta = json.loads((Path(export_dir) / "export_meta.json").read_text())
+    cfg = yaml.safe_load(meta["experiment_config"])
+    info = {"method": cfg["method"], "teacher": cfg["teacher"]["model"], **meta["inputs"]}
+    return folder_artifact(f"{cfg['name']}-seed{cfg['seed']}", "model", export_dir, mode, info)
+
+
+def use(run: Any, artifact: Any) -> None:
+    """Declare ``artifact`` an input of ``run``. Offline, W&B refuses ``use_artifact``, so the artifact is
+    logged the way ``use_artifact`` logs a new artifact online (committed, then marked used, on sync)."""
+    if not run.offline:
+        run.use_artifact(artifact)
+    else:
+        run._log_artifact(artifact, is_user_created=True, use_after_commit=True)
+
+
+def training_inputs(cfg: ExperimentConfig) -> list[Any]:
+    """The lexicon and sense dictionary artifacts of a DSKD run (none for KD)."""
+    if cfg.method != "dskd" or cfg.logging.artifacts == "off":
+        return []
+    mode = cfg.logging.artifacts
+    return [
+        folder_artifact(
+            f"{cfg.family}-lexicon", "lexicon", cfg.lexicon.output_dir, mode, {"teacher": cfg.teacher.model}
+        ),
+        folder_artifact(
+            f"{cfg.family}-senses", "sense-dictionary", cfg.senses.output_dir, mode, {"k": cfg.senses.k}
+        ),
+    ]
+
+
+def log_training(run: Any, cfg: ExperimentConfig, export_dir: str | Path | None, step: int) -> None:
+    """Lineage of a training run: its inputs (lexicon, sense dictionary) and its exported student."""
+    if cfg.logging.artifacts == "off":
+        return
+    for artifact in training_inputs(cfg):
+        use(run, artifact)
+    if export_dir is not None:
+        run.log_artifact(
+            student_artifact(export_dir, cfg.logging.artifacts), aliases=["latest", f"step-{step}"]
+        )

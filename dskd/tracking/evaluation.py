@@ -1,0 +1,72 @@
+"""The ``eval`` W&B run of ``dskd eval``: in the experiment's group, next to the training runs, it holds
+the results table (``eval/results``, a ``wandb.Table`` like table.md), one summary metric per model and
+benchmark metric (``MODEL/BENCHMARK/METRIC``, mean over seeds, ``_std`` beside it), the PNG plots
+(``eval/scores``, ``eval/losses``), and the lineage: the students it scored as inputs, the result files
+(results.json, table.md, table.csv, plots) as its output artifact."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from dskd.schema import ExperimentConfig
+
+RESULT_FILES = ("results.json", "table.md", "table.csv", "scores.png", "losses.png")
+
+
+def summary_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
+    """``MODEL/BENCHMARK/METRIC`` -> mean over seeds (and ``..._std`` with several seeds)."""
+    from dskd.evaluation.tables import aggregate
+
+    out: dict[str, float] = {}
+    for model, columns in aggregate(records).items():
+        for column, (mean, std) in columns.items():
+            key = f"{model}/{column.replace(' ', '/')}"
+            out[key] = mean
+            if std is not None:
+                out[f"{key}_std"] = std
+    return out
+
+
+def log_evaluation(
+    cfg: ExperimentConfig, records: list[dict[str, Any]], models: dict[str, str], order: list[str]
+) -> None:
+    """Log the evaluation in ``cfg.eval.output_dir`` as an ``eval`` W&B run (offline unless W&B is online)."""
+    import wandb
+
+    from dskd.evaluation.tables import table_rows
+    from dskd.tracking.artifacts import student_artifact, use
+    from dskd.training.loggers import finish_wandb, wandb_online
+
+    out_dir = Path(cfg.eval.output_dir)
+    header, rows = table_rows(records, order)
+    run = wandb.init(
+        project=cfg.logging.project,
+        group=cfg.family,
+        job_type="eval",
+        name=f"eval-{cfg.family}",
+        tags=["eval", *cfg.logging.tags],
+        dir=str(out_dir),
+        mode="online" if wandb_online() else "offline",
+        config={"eval": asdict(cfg.eval), "models": models},
+    )
+    try:
+        plots = {
+            f"eval/{p.stem}": wandb.Image(str(p))
+            for p in map(out_dir.joinpath, RESULT_FILES[3:])
+            if p.is_file()
+        }
+        run.log({"eval/results": wandb.Table(columns=header, data=rows), **plots})
+        run.summary.update(summary_metrics(records))
+        if cfg.logging.artifacts != "off":
+            for path in models.values():
+                if (Path(path) / "export_meta.json").is_file():
+                    use(run, student_artifact(path, cfg.logging.artifacts))
+            results = wandb.Artifact(f"{cfg.family}-results", type="evaluation", metadata={"models": models})
+            for name in RESULT_FILES:
+                if (out_dir / name).is_file():
+                    results.add_file(str(out_dir / name))
+            run.log_artifact(results)
+    finally:
+        finish_wandb()

@@ -1,0 +1,3 @@
+"""The training tests' tiny teacher folder, shared."""
+
+from ..training.conftest import teacher_dir  # noqa: F401
