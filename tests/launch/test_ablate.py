@@ -252,12 +252,21 @@ def test_dashboard_offline_says_so_and_points_to_the_local_report(tmp_path, monk
 def test_report_draws_the_panels_of_the_local_plot():
     sweep = ablate.load_sweep(ROOT / "experiments/sweeps/tiny_kappa_weight.yaml")
     report = ablate.build_report(sweep, "tiny-ablate-kappa-weight", "dskd", "someone")
-    grid = report.blocks[-1]
+    grid, results = (b for b in report.blocks if type(b).__name__ == "PanelGrid")
     titles = [p.title for p in grid.panels]
     assert titles[: len(ablate.CURVES)] == list(ablate.CURVES)
     assert titles[len(ablate.CURVES) : -1] == [f"final {m}" for m in ablate.FINALS]
     assert "tiny-ablate-kappa-weight" in str(grid.runsets[0].filters)
     assert (report.project, report.entity) == ("dskd", "someone")
+    # the saved spec (wandb_workspaces' own model) plots against the trainer's step, not W&B's _step
+    specs = [p._to_model().model_dump(by_alias=True, mode="json") for p in grid.panels[: len(ablate.CURVES)]]
+    assert {(s["viewType"], s["config"]["xAxis"]) for s in specs} == {
+        ("Run History Line Plot", "trainer/global_step")
+    }
+    (table,) = results.panels
+    assert table.table_name == "eval/results" and "eval/results" in str(
+        table._to_model().model_dump(mode="json")
+    )
 
 
 # ---------------------------------------------------------------- the real thing, tiny

@@ -174,8 +174,15 @@ def default_out_dir(sweep: Sweep) -> Path:
     return Path("results") / "ablations" / sweep.name
 
 
+STEP = "trainer/global_step"
+"""The x axis of the curves: every run logs it (and uses it as W&B step), so resumed runs line up."""
+RESULTS_TABLE = "eval/results"
+"""The results table an ``eval`` run of the group logs (:mod:`dskd.tracking.evaluation`)."""
+
+
 def build_report(sweep: Sweep, group: str, project: str, entity: str) -> Any:
-    """A W&B report of the ablation group: the panels of :func:`plot` plus a parallel-coordinates view."""
+    """A W&B report of the ablation group: the panels of :func:`plot` over ``trainer/global_step``, a
+    parallel-coordinates view, and the results table of the group's evaluation (when it has one)."""
     try:
         import wandb_workspaces.reports.v2 as wr
         from wandb_workspaces import expr
@@ -184,7 +191,7 @@ def build_report(sweep: Sweep, group: str, project: str, entity: str) -> Any:
             "Creating a W&B dashboard needs the wandb-workspaces package: pip install wandb-workspaces."
         ) from e
     runset = wr.Runset(entity=entity, project=project, name=group, filters=[expr.Metric("Group") == group])
-    curves = [wr.LinePlot(title=m, x="Step", y=[m]) for m in CURVES]
+    curves = [wr.LinePlot(title=m, x=STEP, y=[m]) for m in CURVES]
     bars = [wr.BarPlot(title=f"final {m}", metrics=[m]) for m in FINALS]
     columns = [wr.ParallelCoordinatesPlotColumn(metric=wr.Config(k)) for k in sweep.knobs]
     columns.append(wr.ParallelCoordinatesPlotColumn(metric=wr.SummaryMetric(sweep.metric or "val/loss")))
@@ -199,6 +206,11 @@ def build_report(sweep: Sweep, group: str, project: str, entity: str) -> Any:
             wr.PanelGrid(
                 runsets=[runset], panels=[*curves, *bars, wr.ParallelCoordinatesPlot(columns=columns)]
             ),
+            wr.H2("Evaluation"),
+            wr.P(
+                f"The results table of the group's `dskd eval` run ({RESULTS_TABLE}; mean ± std over seeds)."
+            ),
+            wr.PanelGrid(runsets=[runset], panels=[wr.WeavePanelSummaryTable(table_name=RESULTS_TABLE)]),
         ],
     )
 
