@@ -61,6 +61,21 @@ def _overrides(tmp_path):
     ]
 
 
+def _assert_offline_wandb_runs(root):
+    """The offline W&B runs hold the results table, the plots and the student, lexicon and dictionary."""
+    from dskd.tracking.offline import history, records, run_logs
+
+    (eval_log,) = run_logs(root / "results")
+    (row,) = [r for r in history(eval_log) if "eval/results" in r]
+    assert row["eval/results"]["_type"] == "table-file" and row["eval/results"]["nrows"] == 5  # 3 models
+    assert row["eval/scores"]["_type"] == row["eval/losses"]["_type"] == "image-file"
+    for name, used in (("smoke-kd", set()), ("smoke-dskd", {"lexicon", "sense-dictionary"})):
+        (log,) = run_logs(root / "runs" / name / "seed-0")
+        arts = [r.artifact for r in records(log) if r.HasField("artifact")]
+        assert {a.type for a in arts if a.use_after_commit} == used
+        assert [a.name for a in arts if not a.use_after_commit] == [f"{name}-seed0"]
+
+
 @pytest.mark.integration
 def test_smoke_preset_end_to_end_then_everything_is_skipped(tmp_path, capsys):
     assert main(["reproduce", "--preset", "smoke", *_overrides(tmp_path)]) == 0
@@ -73,7 +88,8 @@ def test_smoke_preset_end_to_end_then_everything_is_skipped(tmp_path, capsys):
     assert (tmp_path / "results" / "losses.png").stat().st_size > 1000
     for name in ("smoke-kd", "smoke-dskd"):
         assert (tmp_path / "runs" / name / "seed-0" / "export" / "config.json").is_file()
-    capsys.readouterr()
+    _assert_offline_wandb_runs(tmp_path)
+    assert "[train] step 8/8 (100%) | loss " in capsys.readouterr().out  # plain progress lines off a TTY
     assert main(["reproduce", "--preset", "smoke", *_overrides(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out.count("up to date") == 5  # lexicon, senses, 2 trainings, eval
