@@ -197,15 +197,10 @@ def train(
         from dskd.teacher_cache.build import open_cache
 
         cached, teacher = open_cache(cfg, tokenizer), None
-<<<<<<< HEAD
-    module = DistillationModule(cfg, student, teacher, senses, projection, cached=cached)
-    dm = datamodule if datamodule is not None else build_datamodule(cfg, tokenizer, senses)
-=======
     module = DistillationModule(
         cfg, student, teacher, senses, projection, cached=cached, generation_config=generation
     )
-    dm = datamodule if datamodule is not None else build_datamodule(cfg, tokenizer)
->>>>>>> 936d53c (W&B artifacts with lineage (lexicon, sense dictionary, student; eval run uses the students and logs its results), eval W&B run with results table, summary metrics and plots; exports carry the teacher's generation config and a model card (evaluation table added by dskd eval); dskd export --push-to-hub)
+    dm = datamodule if datamodule is not None else build_datamodule(cfg, tokenizer, senses)
     ckpt_path = resume_checkpoint(cfg.trainer.resume, ckpt_dir)
     if cfg.trainer.resume == "auto":
         from dskd.training.slurm import resume_path
