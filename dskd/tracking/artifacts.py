@@ -59,18 +59,16 @@ def use(run: Any, artifact: Any) -> None:
 
 
 def training_inputs(cfg: ExperimentConfig) -> list[Any]:
-    """The lexicon and sense dictionary artifacts of a DSKD run (none for KD)."""
+    """The artifacts of the lexicon and sense dictionary folders a DSKD run used (none for KD; a run on
+    custom data may have no lexicon folder)."""
     if cfg.method != "dskd" or cfg.logging.artifacts == "off":
         return []
+    inputs = (
+        (f"{cfg.family}-lexicon", "lexicon", cfg.lexicon.output_dir, {"teacher": cfg.teacher.model}),
+        (f"{cfg.family}-senses", "sense-dictionary", cfg.senses.output_dir, {"k": cfg.senses.k}),
+    )
     mode = cfg.logging.artifacts
-    return [
-        folder_artifact(
-            f"{cfg.family}-lexicon", "lexicon", cfg.lexicon.output_dir, mode, {"teacher": cfg.teacher.model}
-        ),
-        folder_artifact(
-            f"{cfg.family}-senses", "sense-dictionary", cfg.senses.output_dir, mode, {"k": cfg.senses.k}
-        ),
-    ]
+    return [folder_artifact(n, kind, d, mode, meta) for n, kind, d, meta in inputs if Path(d).is_dir()]
 
 
 def log_training(run: Any, cfg: ExperimentConfig, export_dir: str | Path | None, step: int) -> None:
