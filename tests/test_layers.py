@@ -30,7 +30,7 @@ CORE = {
 """Errors, files and output folders, packaged resources, assets, the batch contract and the config
 schema, its ranges and cross-key rules (with every package's ``config`` module, see ``layer``)."""
 LAYERS = [
-    {"corpora", "models", "losses"},
+    {"corpora", "models", "losses", "tracking"},
     {"lexicon"},
     {"data", "senses"},
     {"teacher_cache"},
@@ -40,8 +40,9 @@ LAYERS = [
     {"cli"},
     {"__main__"},
 ]
-"""Lowest first: text readers, models and losses; the lexicon; the training stream and the sense
-dictionary; the teacher cache; the stages (and the synthetic stand-ins); orchestration; the CLI."""
+"""Lowest first: text readers, models, losses and W&B tracking (artifacts, offline run files); the
+lexicon; the training stream and the sense dictionary; the teacher cache; the stages (and the synthetic
+stand-ins); orchestration; the CLI."""
 
 
 def module_name(root: Path, path: Path) -> str:

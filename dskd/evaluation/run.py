@@ -5,7 +5,7 @@ of one method form one table row (mean ± std). Outputs in ``cfg.eval.output_dir
 ``results.json`` (every number with benchmark, metric, model, seed, items, chance and wall time),
 ``table.md``, ``table.csv``, ``scores.png`` and ``losses.png`` (from the runs' metrics.csv). The table
 also goes into the model card of each exported student, and everything into an ``eval`` W&B run
-(:mod:`dskd.tracking.evaluation`) when ``logging.wandb`` is on.
+(:mod:`dskd.evaluation.tracking`) when ``logging.wandb`` is on.
 The folder is refused when it holds anything but dskd eval results, or results of models this
 evaluation would drop (:func:`check_results_folder`), unless ``overwrite`` is given.
 """
@@ -153,7 +153,7 @@ def publish(cfg: ExperimentConfig, records: list[dict[str, Any]], models: dict[s
         if (Path(path) / META).is_file():
             write_card(path, table)
     if cfg.logging.wandb:
-        from dskd.tracking.evaluation import log_evaluation
+        from dskd.evaluation.tracking import log_evaluation
 
         log_evaluation(cfg, records, models, order)
 

@@ -1,2 +1,2 @@
-"""Weights & Biases beyond the training curves: reading offline run files, artifacts with lineage and
-the evaluation run (see docs/training.md and docs/evaluation.md)."""
+"""Weights & Biases beyond the training curves: the session (online or offline), reading offline run
+files, and artifacts with lineage (see docs/training.md and docs/evaluation.md)."""

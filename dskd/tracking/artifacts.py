@@ -13,10 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from dskd.errors import ConfigError
 from dskd.schema import ExperimentConfig
-
-MODES = ("reference", "upload", "off")
 
 
 def _name(text: str) -> str:
@@ -28,8 +25,6 @@ def folder_artifact(name: str, kind: str, folder: str | Path, mode: str, metadat
     """A W&B artifact of ``folder`` (by reference or with its files, see ``mode``)."""
     import wandb
 
-    if mode not in MODES:
-        raise ConfigError(f"logging.artifacts={mode!r} is not known; use one of {', '.join(MODES)}.")
     artifact = wandb.Artifact(_name(name), type=kind, metadata=metadata)
     folder = Path(folder).resolve()
     if mode == "upload":

@@ -62,7 +62,7 @@ class LoggingConfig:
     """W&B project."""
     tags: list[str] = field(default_factory=list)
     """Extra W&B tags (method and switches are added automatically)."""
-    artifacts: str = "reference"
+    artifacts: Literal["reference", "upload", "off"] = "reference"
     """W&B artifacts (lexicon, sense dictionary, exported student, evaluation results) with lineage:
     reference (file:// references with checksums; nothing copied) | upload (copy the files) | off."""
     csv: bool = True

@@ -17,14 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dskd.schema import ExperimentConfig
-
-
-def wandb_online() -> bool:
-    """True when W&B should talk to the server (WANDB_MODE=online, or an API key and no offline mode)."""
-    mode = os.environ.get("WANDB_MODE", "")
-    if mode == "online":
-        return True
-    return bool(os.environ.get("WANDB_API_KEY")) and mode not in ("offline", "disabled", "dryrun")
+from dskd.tracking.session import wandb_online
 
 
 def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -175,14 +168,3 @@ def wandb_experiment(trainer: Any) -> Any:
     from lightning.pytorch.loggers import WandbLogger
 
     return next(lg.experiment for lg in trainer.loggers if isinstance(lg, WandbLogger))
-
-
-def finish_wandb() -> None:
-    """Close this process's W&B run, so that the next run in the same process starts its own, and wait
-    until its files are written (``wandb.finish`` alone returns before the offline log is complete)."""
-    import sys
-
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and wandb.run is not None:
-        wandb.finish()
-        wandb.teardown()

@@ -179,7 +179,8 @@ def train(
 
     from dskd.config import save_config
     from dskd.io import write_json_atomic
-    from dskd.training.loggers import finish_wandb, truncate_csv, wandb_experiment
+    from dskd.tracking.session import finish_wandb
+    from dskd.training.loggers import truncate_csv, wandb_experiment
     from dskd.training.module import DistillationModule
     from dskd.training.progress import flops_per_token
     from dskd.training.resume import has_validation, resumable, resume_checkpoint

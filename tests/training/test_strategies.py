@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
+from dskd.tracking.session import wandb_online
 from dskd.training.config import TrainerConfig
-from dskd.training.loggers import run_tags, wandb_online
+from dskd.training.loggers import run_tags
 from dskd.training.strategies import build_strategy
 
 

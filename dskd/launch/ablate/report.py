@@ -177,7 +177,7 @@ def default_out_dir(sweep: Sweep) -> Path:
 STEP = "trainer/global_step"
 """The x axis of the curves: every run logs it (and uses it as W&B step), so resumed runs line up."""
 RESULTS_TABLE = "eval/results"
-"""The results table an ``eval`` run of the group logs (:mod:`dskd.tracking.evaluation`)."""
+"""The results table an ``eval`` run of the group logs (:mod:`dskd.evaluation.tracking`)."""
 
 
 def build_report(sweep: Sweep, group: str, project: str, entity: str) -> Any:
@@ -219,7 +219,7 @@ def create_dashboard(sweep: Sweep, points: list[Point], out_dir: str | Path) -> 
     """Save the W&B report of the ablation group and return its URL (needs W&B online)."""
     import os
 
-    from dskd.training.loggers import wandb_online
+    from dskd.tracking.session import wandb_online
 
     cfg = points[0].cfg
     if not wandb_online():

@@ -94,7 +94,7 @@ def prepare(points: list[Point], progress: bool = True) -> list[str]:
 def run_points(points: list[Point], export: bool = False) -> None:
     """Train every point whose run has no ``summary.json`` yet (an interrupted one resumes)."""
 
-    from dskd.training.loggers import finish_wandb
+    from dskd.tracking.session import finish_wandb
     from dskd.training.run import train
 
     for i, p in enumerate(points, 1):

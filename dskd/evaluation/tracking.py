@@ -37,7 +37,7 @@ def log_evaluation(
 
     from dskd.evaluation.tables import table_rows
     from dskd.tracking.artifacts import student_artifact, use
-    from dskd.training.loggers import finish_wandb, wandb_online
+    from dskd.tracking.session import finish_wandb, wandb_online
 
     out_dir = Path(cfg.eval.output_dir)
     header, rows = table_rows(records, order)
