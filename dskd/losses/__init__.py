@@ -5,15 +5,21 @@
 - :mod:`dskd.losses.sense`: the sense-consistency loss (:func:`sense_loss`).
 """
 
-from dskd.losses.kd import (
-    CEKD,
-    DIVERGENCES,
-    ce_and_kd_chunked,
-    divergence_per_position,
-    kd_loss,
-    position_mask,
-)
-from dskd.losses.sense import sense_loss
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dskd.losses.kd import (
+        CEKD,
+        DIVERGENCES,
+        ce_and_kd_chunked,
+        divergence_per_position,
+        kd_loss,
+        position_mask,
+    )
+    from dskd.losses.sense import sense_loss
 
 __all__ = [
     "CEKD",
@@ -24,3 +30,11 @@ __all__ = [
     "position_mask",
     "sense_loss",
 ]
+
+
+def __getattr__(name: str):
+    # lazy, so that importing the config schema (dskd.losses.config) does not import torch
+    if name in __all__:
+        module = "sense" if name == "sense_loss" else "kd"
+        return getattr(importlib.import_module(f"dskd.losses.{module}"), name)
+    raise AttributeError(name)

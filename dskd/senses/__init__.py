@@ -1,5 +1,19 @@
 """Sense dictionary: teacher hidden states per next-token key, clustered with batched k-means."""
 
-from dskd.senses.dictionary import SenseDictionary
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dskd.senses.dictionary import SenseDictionary
 
 __all__ = ["SenseDictionary"]
+
+
+def __getattr__(name: str):
+    # lazy, so that importing the config schema (dskd.senses.config) does not import torch
+    if name == "SenseDictionary":
+        from dskd.senses.dictionary import SenseDictionary
+
+        return SenseDictionary
+    raise AttributeError(name)
