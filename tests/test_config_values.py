@@ -201,13 +201,19 @@ def test_other_top_level_shapes_are_refused(tmp_path, text):
         load_config(path)
 
 
-def test_train_with_a_bad_value_fails_before_torch_is_imported():
-    code = (
-        "import sys\n"
-        "from dskd.cli import main\n"
-        f"rc = main(['train', {str(SMOKE)!r}, 'optim.lr=-1'])\n"
-        "print(rc, 'torch' in sys.modules)\n"
-    )
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", str(SMOKE), "optim.lr=-1"], "valid range: > 0"),
+        (["train", str(SMOKE), "--no-export", "trainer.strategy=dpp"], "Did you mean 'ddp'?"),
+        (
+            ["slurm", "submit", str(SMOKE), "method=dksd", "--nodes", "1", "--gpus-per-node", "1"],
+            "not one of: kd, dskd",
+        ),
+    ],
+)
+def test_a_bad_value_fails_before_torch_is_imported(argv, message):
+    code = f"import sys\nfrom dskd.cli import main\nrc = main({argv!r})\nprint(rc, 'torch' in sys.modules)\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["2", "False"]  # no model can have loaded without torch
-    assert "'optim.lr'" in out.stderr and "valid range: > 0" in out.stderr
+    assert message in out.stderr

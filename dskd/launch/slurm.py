@@ -20,7 +20,6 @@ from pathlib import Path
 
 from dskd.errors import ConfigError, DSKDError
 from dskd.resources import resource
-from dskd.training.slurm import REQUEUE_SIGNAL, SIGNAL_SECONDS
 
 TEMPLATE = resource("slurm", "train.sbatch")
 """The default sbatch template (copy it and pass ``--template`` to change partitions, modules, ...)."""
@@ -163,6 +162,8 @@ def render_template(text: str, values: Mapping[str, Value]) -> str:
 
 def render(spec: JobSpec, template: Path = TEMPLATE) -> str:
     """The sbatch script of a job, from ``template``."""
+    from dskd.training.slurm import REQUEUE_SIGNAL, SIGNAL_SECONDS  # imports Lightning: not before the config
+
     if not template.is_file():
         raise ConfigError(
             f"sbatch template '{template}' not found. Pass --template with an edited copy of "
