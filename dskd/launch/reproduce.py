@@ -28,6 +28,8 @@ from dskd.schema import ExperimentConfig
 PRESETS = resource("presets")
 """The packaged presets (``experiments/<preset>/`` in the repository holds the same files)."""
 METHODS = ("kd", "dskd")
+OPTIONAL_VARIANTS = ("dskd-plus",)
+"""Further runs of a preset, trained and evaluated when the preset has their YAML file."""
 STANDIN_TOKENIZER = "smollm2-135m-instruct"
 
 
@@ -46,9 +48,11 @@ def preset_dir(preset: str, root: Path = PRESETS) -> Path:
 def preset_configs(
     preset: str, seeds: list[int], overrides: list[str], root: Path = PRESETS
 ) -> list[ExperimentConfig]:
-    """The KD and DSKD config of every seed (KD first), each validated."""
+    """The KD, DSKD (and DSKD+ where the preset has dskd-plus.yaml) config of every seed (KD first),
+    each validated."""
     path = preset_dir(preset, root)
-    return [load_config(path / f"{m}.yaml", [*overrides, f"seed={s}"]) for s in seeds for m in METHODS]
+    variants = [*METHODS, *(v for v in OPTIONAL_VARIANTS if (path / f"{v}.yaml").is_file())]
+    return [load_config(path / f"{v}.yaml", [*overrides, f"seed={s}"]) for s in seeds for v in variants]
 
 
 def _train_key(cfg: ExperimentConfig, senses_key: str | None) -> str:
@@ -88,7 +92,7 @@ def reproduce(configs: list[ExperimentConfig], force: bool = False) -> dict[str,
     for cfg in configs:
         summary = _train(cfg, _train_key(cfg, senses_key if cfg.method == "dskd" else None), force)
         summaries.append(summary)
-        models[f"{cfg.method.upper()}@{cfg.seed}"] = summary["export_dir"]
+        models[f"{cfg.label or cfg.method.upper()}@{cfg.seed}"] = summary["export_dir"]
     eval_key = stage_key(first.eval, models, [s.get("wall_time_s") for s in summaries])
     records = run_stage("eval", first.eval.output_dir, eval_key, lambda: evaluate(first, models), force)
     print(f"=== reproduce: finished in {time.perf_counter() - t0:.0f} s; results in {first.eval.output_dir}")

@@ -35,9 +35,14 @@ def test_failed_stage_leaves_no_stamp(tmp_path):
 
 def test_every_preset_loads_with_kd_first_and_shared_data():
     for preset in ("tiny", "smoke", "paper-llama3", "paper-mistral"):
-        kd, dskd = preset_configs(preset, [0], [])
+        kd, dskd, *variants = preset_configs(preset, [0], [])
         assert (kd.method, dskd.method) == ("kd", "dskd")
         assert kd.data == dskd.data and kd.seed == dskd.seed and kd.student == dskd.student
+        assert [v.label for v in variants] == (["DSKD+"] if preset == "tiny" else [])
+    plus = preset_configs("tiny", [0], [])[2]
+    assert plus.method == "dskd" and plus.loss.sense.margin_quantile is not None
+    assert not plus.loss.sense.own_senses_in_negatives
+    assert plus.data.neighbours_with_senses and plus.data.sense_aligned_neighbours
 
 
 def test_a_preset_folder_path_runs_that_folder(tmp_path, monkeypatch):
