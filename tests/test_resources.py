@@ -44,7 +44,7 @@ def test_every_resource_is_named_in_package_data():
     globs = [g.strip() for g in cfg["options.package_data"]["dskd.resources"].split(",")]
     shipped = {p for g in globs for p in PACKAGED.glob(g)}
     needed = {p for p in PACKAGED.rglob("*") if p.is_file() and p.suffix in (".json", ".yaml", ".sbatch")}
-    assert len(needed) == 4 * 3 + 2
+    assert len(needed) >= 4 * 3 + 2  # 4 presets of kd, dskd and base, the template, the affixes
     assert needed <= shipped, f"not in setup.cfg's package_data: {sorted(map(str, needed - shipped))}"
 
 
