@@ -22,10 +22,13 @@ PAPER_TASKS = ("arc_challenge", "commonsense_qa", "piqa", "mmlu", "squad_v2")
 
 def _require_online(task: str) -> None:
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        from dskd.evaluation.benchmarks import BENCHMARKS
+
+        offline = ", ".join(["bigbench/*", *BENCHMARKS])
         raise DSKDError(
             f"Eval task '{task}' needs the Hugging Face hub, but HF_HUB_OFFLINE is set. Run it on a machine "
             "that reaches the hub with HF_HUB_OFFLINE unset, or remove it from eval.tasks (the offline suite "
-            "is bigbench/*, wsd, wic, simlex, wordsim, antonymy, heldout)."
+            f"is {offline})."
         )
 
 
