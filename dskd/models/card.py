@@ -118,5 +118,5 @@ def push_to_hub(export_dir: str | Path, repo_id: str, private: bool = True) -> s
         raise DSKDError(
             f"Could not push {export_dir} to the hub repo {repo_id} ({type(e).__name__}: {e}); log in with "
             "`hf auth login` (or set HF_TOKEN) and check that the hub is reachable."
-        ) from None
+        ) from e
     return f"https://huggingface.co/{repo_id}"
