@@ -26,6 +26,8 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,127}")
 """A name that is one path component, starts with a letter or digit and needs no shell quoting."""
 _LEGACY_META = ("meta.json", "export_meta.json", "results.json")
 """Metadata files whose ``stage`` (top level or under ``provenance``) names an older artifact's kind."""
+_LEGACY_RUN = ("config.yaml", "checkpoints")
+"""A run folder written before the marker: the run's config and its checkpoint folder."""
 
 
 def check_name(value: str, what: str) -> str:
@@ -56,7 +58,14 @@ def artifact_kind(folder: str | os.PathLike) -> str | None:
     kind = _stage_of(folder / MARKER)
     if kind is not None:
         return kind
+    if (folder / _LEGACY_RUN[0]).is_file() and (folder / _LEGACY_RUN[1]).is_dir():
+        return "run"
     return next((k for k in map(_stage_of, (folder / n for n in _LEGACY_META)) if k is not None), None)
+
+
+def _ours_in_progress(path: Path) -> bool:
+    """A temporary file or folder of :mod:`dskd.io` (``.NAME.XXXX.tmp``), not yet renamed into place."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
 def _contains(outer: Path, inner: Path) -> bool:
@@ -84,7 +93,7 @@ def check_output(
     if not folder.is_dir():
         raise DSKDError(f"The output {folder} is a file, not a folder; remove it or choose another output.")
     found = artifact_kind(folder)
-    if found == kind or not any(folder.iterdir()):
+    if found == kind or all(map(_ours_in_progress, folder.iterdir())):
         return
     held = f"a dskd {found} artifact" if found else "files not written by dskd"
     raise DSKDError(

@@ -94,3 +94,19 @@ def test_artifacts_written_before_the_marker_are_recognised_by_their_metadata(
 ):
     (tmp_path / filename).write_text(json.dumps(content))
     assert artifact_kind(tmp_path) == kind
+
+
+def test_a_run_folder_written_before_the_marker_is_recognised(tmp_path):
+    (tmp_path / "config.yaml").write_text("name: x\n")
+    (tmp_path / "checkpoints").mkdir()
+    assert artifact_kind(tmp_path) == "run"
+    check_output(tmp_path, "run")
+
+
+def test_a_folder_holding_only_temporaries_of_dskd_counts_as_empty(tmp_path):
+    (tmp_path / f".{MARKER}.x1y2.tmp").write_text("")  # another process is writing its marker
+    (tmp_path / ".export.a1b2.tmp").mkdir()
+    check_output(tmp_path, "run")
+    (tmp_path / ".bashrc").write_text("")
+    with pytest.raises(DSKDError, match="holds files not written by dskd"):
+        check_output(tmp_path, "run")

@@ -179,6 +179,7 @@ def train(
 
     from dskd.config import save_config
     from dskd.io import write_json_atomic
+    from dskd.outputs import check_output, mark_output
     from dskd.tracking.session import finish_wandb
     from dskd.training.loggers import truncate_csv, wandb_experiment
     from dskd.training.module import DistillationModule
@@ -189,6 +190,7 @@ def train(
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     rdir = run_dir(cfg)
+    check_output(rdir, "run")  # a folder of something else under runs_dir is never written into
     ckpt_dir = rdir / "checkpoints"
     tokenizer, teacher, student, projection = load_models(cfg)
     generation = teacher.generation_config.to_dict()  # eos ids and sampling defaults, for the export
@@ -210,6 +212,7 @@ def train(
     flops = flops_per_token(student, teacher, projection)
     trainer = build_trainer(cfg, rdir, student, callbacks, ckpt_path is not None, flops)
     if trainer.is_global_zero:
+        mark_output(rdir, "run")
         save_config(cfg, rdir)
         save_config(cfg, ckpt_dir)
         tokenizer.save_pretrained(str(rdir / "tokenizer"))
