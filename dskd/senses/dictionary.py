@@ -38,13 +38,19 @@ def tensor_sha256(t: torch.Tensor) -> str:
 
 
 def nonfinite_rows(centroids: torch.Tensor) -> torch.Tensor:
-    """Indices of the rows of ``centroids [n, k, d]`` holding NaN or inf (read in chunks of ~64 MiB)."""
+    """Indices of the rows of ``centroids [n, k, d]`` holding NaN or inf (read in chunks of ~64 MiB).
+
+    A row's sum (accumulated in float32 at least) is finite unless the row holds NaN or inf, or its
+    values are too large to add up; the rows whose sum is not finite are then checked value by value.
+    """
     row_bytes = max(centroids[0].numel() * centroids.element_size(), 1) if len(centroids) else 1
     step = max(_CHUNK_BYTES // row_bytes, 1)
-    bad = [
-        start + torch.nonzero(~torch.isfinite(centroids[start : start + step]).flatten(1).all(1)).flatten()
-        for start in range(0, len(centroids), step)
-    ]
+    acc = torch.float64 if centroids.dtype == torch.float64 else torch.float32
+    bad = []
+    for start in range(0, len(centroids), step):
+        chunk = centroids[start : start + step].flatten(1)
+        suspect = torch.nonzero(~torch.isfinite(chunk.sum(1, dtype=acc))).flatten()
+        bad.append(start + suspect[~torch.isfinite(chunk[suspect]).all(1)])
     return torch.cat(bad) if bad else torch.zeros(0, dtype=torch.long)
 
 

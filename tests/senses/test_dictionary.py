@@ -175,3 +175,17 @@ def test_damaged_header_metadata_is_one_line(tmp_path):
     save_file(tensors, str(tmp_path / SENSES_FILE), metadata={"dskd_senses_meta": "{not json"})
     with pytest.raises(DSKDError, match="truncated or corrupt .JSONDecodeError"):
         SenseDictionary.load(tmp_path)
+
+
+def test_nonfinite_rows_are_exact_when_sums_overflow():
+    from dskd.senses.dictionary import nonfinite_rows
+
+    big = torch.full((4, 2, 3), 3e38)  # finite values whose sum is not
+    big[2, 1, 1] = float("-inf")
+    assert nonfinite_rows(big).tolist() == [2]
+    half = torch.full((3, 2, 4), 60000.0, dtype=torch.float16)  # each row sums past float16's range
+    half[0, 0, 0] = float("nan")
+    assert nonfinite_rows(half).tolist() == [0]
+    mixed = torch.zeros(5, 1, 2)
+    mixed[4, 0] = torch.tensor([float("inf"), float("-inf")])  # a sum of NaN
+    assert nonfinite_rows(mixed).tolist() == [4]
