@@ -65,8 +65,8 @@ def check_results_folder(out_dir: Path, models: dict[str, str], overwrite: bool 
     if dropped:
         raise DSKDError(
             f"{results} holds results of {', '.join(dropped)}, which this evaluation ({', '.join(models)}) "
-            "would drop. Pass --overwrite to replace them, name every model with --model, or set "
-            "eval.output_dir to another folder."
+            "would drop. Pass --overwrite (dskd reproduce: --force) to replace them, name every model with "
+            "--model, or set eval.output_dir to another folder."
         )
 
 

@@ -94,7 +94,9 @@ def reproduce(configs: list[ExperimentConfig], force: bool = False) -> dict[str,
         summaries.append(summary)
         models[f"{cfg.label or cfg.method.upper()}@{cfg.seed}"] = summary["export_dir"]
     eval_key = stage_key(first.eval, models, [s.get("wall_time_s") for s in summaries])
-    records = run_stage("eval", first.eval.output_dir, eval_key, lambda: evaluate(first, models), force)
+    records = run_stage(
+        "eval", first.eval.output_dir, eval_key, lambda: evaluate(first, models, force), force
+    )
     print(f"=== reproduce: finished in {time.perf_counter() - t0:.0f} s; results in {first.eval.output_dir}")
     table = Path(first.eval.output_dir) / "table.md"
     if table.is_file():
