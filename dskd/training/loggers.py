@@ -124,6 +124,10 @@ def _wandb_logger(**kwargs: Any) -> Any:
     from lightning.pytorch.utilities import rank_zero_only
 
     class StepWandbLogger(WandbLogger):
+        def __init__(self, **kw: Any) -> None:
+            super().__init__(**kw)
+            self._wandb_init.pop("anonymous", None)  # wandb warns about the setting even when it is None
+
         @rank_zero_only
         def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
             if step is None:
