@@ -1,4 +1,4 @@
-"""Positions and neighbour candidates of the sense loss (DESIGN 2.3), as fixed-shape padded arrays.
+"""Positions and neighbour candidates of the sense loss (docs/method.md §3.1), as fixed-shape padded arrays.
 
 Per sequence with targets ``labels`` (``IGNORE_INDEX`` where none):
 ``V`` = positions whose target has lexicon neighbours (synonyms or antonyms), ``n = |V|``,
@@ -93,7 +93,7 @@ def _has(has_senses: np.ndarray, keys: np.ndarray) -> np.ndarray:
 
 
 def num_positions(n: int, max_positions: int = 25, fraction: float = 0.4) -> int:
-    """m of DESIGN 2.3."""
+    """m of docs/method.md §3.1."""
     m = min(max_positions, n)
     return int(np.floor(fraction * n)) if fraction * n > max_positions else m
 

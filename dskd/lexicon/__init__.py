@@ -1,4 +1,4 @@
-"""Synonym/antonym lexicon mapped onto a tokenizer (DESIGN 2.2): build it with `dskd lexicon build`,
+"""Synonym/antonym lexicon mapped onto a tokenizer (docs/method.md §1): build it with `dskd lexicon build`,
 read it with :meth:`Lexicon.load`."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Sense-consistency loss (DESIGN 2.3), vectorized over the padded positions and candidates of a batch.
+"""Sense-consistency loss (docs/method.md §3.2), vectorized over the padded positions and candidates.
 
 For each P1 position p (target t = labels[p]): the candidates ``C+`` are the senses of the sampled
 synonyms followed by ``D[t]``, ``C-`` the senses of the sampled antonyms followed by ``D[t]`` (the

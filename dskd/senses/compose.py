@@ -1,4 +1,4 @@
-"""Senses of multi-token words (VIDs) composed from their member tokens' senses (DESIGN 2.1).
+"""Senses of multi-token words (VIDs) composed from their member tokens' senses (docs/method.md §2.1).
 
 Start from the rows of D[t1]; for each next token t_i, match every running row to its L2-nearest
 row of D[t_i] and add that row; at the end divide by the number of tokens. A VID gets senses only

@@ -35,7 +35,7 @@ def sample_sense_positions(
 
 
 def reference(labels, table, rng, width, max_positions=25, fraction=0.4, max_neighbours=25, overrides=None):
-    """DESIGN 2.3 written as loops, drawing from ``rng`` in the documented order."""
+    """docs/method.md §3.1 written as loops, drawing from ``rng`` in the documented order."""
     overrides = overrides or {}
 
     def neighbours(kind, p):

@@ -1,4 +1,4 @@
-"""The vectorized sense loss against a plain per-position loop written from DESIGN 2.3."""
+"""The vectorized sense loss against a plain per-position loop written from docs/method.md §3.2-3.3."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class TableLookup:
 
 
 def reference_sense_loss(hs, ht, batch, table, cfg) -> dict[str, torch.Tensor]:
-    """DESIGN 2.3 one sequence and one position at a time."""
+    """docs/method.md §3.2 one sequence and one position at a time."""
 
     def nearest(cands: list[torch.Tensor], anchor: torch.Tensor) -> list[torch.Tensor]:
         rows = [r for c in cands for r in c]
@@ -87,7 +87,7 @@ N_KEYS, K, D = 20, 4, 6
 
 
 def _problem(seed: int):
-    """Random states, a table missing some keys, and a batch with every edge case of DESIGN 2.3."""
+    """Random states, a table missing some keys, and a batch with every edge case of docs/method.md §3.3."""
     g = torch.Generator().manual_seed(seed)
     in_dict = [key for key in range(N_KEYS) if key % 4 != 3]  # keys 3, 7, 11, 15, 19 have no senses
     table = {
