@@ -12,8 +12,8 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from dskd.errors import ArtifactMismatchError
-from dskd.io import provenance, read_json, write_json_atomic
+from dskd.errors import ArtifactMismatchError, DSKDError
+from dskd.io import provenance, read_artifact_json, write_json_atomic
 
 FORMAT = 1
 
@@ -80,8 +80,11 @@ def load_or_build(
     prompts = list(dict.fromkeys(prompts))
     path = Path(cache_dir) / f"{cache_key(teacher_name, tokenizer_fp, prompts, new_tokens)}.json"
     if path.is_file():
-        data = read_json(path)
-        if data["meta"]["tokenizer_fingerprint"] != tokenizer_fp:
+        redo = "Delete it; it is computed again from the teacher."
+        data = read_artifact_json(path, redo)
+        if not isinstance(data.get("meta"), dict) or not isinstance(data.get("targets"), dict):
+            raise DSKDError(f"Teacher-target cache {path} lacks 'meta' or 'targets'; it is damaged. {redo}")
+        if data["meta"].get("tokenizer_fingerprint") != tokenizer_fp:
             raise ArtifactMismatchError(
                 f"Teacher-target cache {path} was built for another tokenizer; delete it."
             )

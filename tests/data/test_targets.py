@@ -70,6 +70,17 @@ def test_cache_is_built_once_and_keyed(tmp_path, tiny_teacher, tokenizer):
     ]  # no temp files left
 
 
+@pytest.mark.parametrize(
+    "text, error", [("{", "JSONDecodeError"), ('{"targets": {}}', "lacks 'meta' or 'targets'")]
+)
+def test_a_damaged_cache_file_is_one_line(tmp_path, tokenizer, text, error):
+    prompts = ["one prompt"]
+    (tmp_path / f"{cache_key('tiny', 'fp', prompts, 3)}.json").write_text(text)
+    with pytest.raises(DSKDError, match=error) as err:
+        load_or_build(tmp_path, prompts, "tiny", "fp", 3, lambda: None, tokenizer)
+    assert "Delete it" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_stream_trains_on_prompt_plus_teacher_continuation(tmp_path, tokenizer):
     items = [QAItem(f"Question {i}?", ("yes", "no"), "A") for i in range(3)]
     prompts = [prompt_and_answer(it, [], tokenizer)[0] for it in items]
