@@ -26,6 +26,16 @@ def _sharded_strategy_on_cpu(cfg: ExperimentConfig) -> str | None:
     return None
 
 
+def _fp16_amp_on_cpu(cfg: ExperimentConfig) -> str | None:
+    t = cfg.trainer
+    if t.precision == "16-mixed" and t.accelerator == "cpu":
+        return (
+            "trainer.precision=16-mixed is not supported on trainer.accelerator=cpu (Lightning would "
+            "silently switch to bf16-mixed); set trainer.precision=bf16-mixed or 32-true."
+        )
+    return None
+
+
 def _skip_with_deepspeed(cfg: ExperimentConfig) -> str | None:
     t = cfg.trainer
     if t.nan_policy == "skip" and t.strategy.startswith("deepspeed"):
@@ -78,6 +88,7 @@ def _more_trainable_than_kept_layers(cfg: ExperimentConfig) -> str | None:
 
 RULES: tuple[Callable[[ExperimentConfig], str | None], ...] = (
     _sharded_strategy_on_cpu,
+    _fp16_amp_on_cpu,
     _skip_with_deepspeed,
     _chunked_kd_with_cache,
     _chunked_kd_with_zero3_trainable_head,

@@ -153,6 +153,7 @@ def test_sentinels_and_bounds_themselves_load():
         (["trainer.strategy=fsdp", "trainer.accelerator=cpu"], "runs on CUDA GPUs only"),
         (["trainer.strategy=deepspeed_stage_2", "trainer.accelerator=cpu"], "runs on CUDA GPUs only"),
         (["trainer.strategy=deepspeed_stage_3", "trainer.nan_policy=skip"], "nan_policy=skip does not work"),
+        (["trainer.precision=16-mixed", "trainer.accelerator=cpu"], "16-mixed is not supported"),
         (["teacher.mode=cached", "loss.kd.chunk_size=64"], "does not combine with teacher.mode=cached"),
         (
             [
@@ -176,6 +177,8 @@ def test_combinations_known_to_fail_are_refused(overrides, expected):
     "overrides",
     [
         ["trainer.strategy=ddp", "trainer.accelerator=cpu", "trainer.nan_policy=skip"],
+        ["trainer.precision=bf16-mixed", "trainer.accelerator=cpu"],
+        ["trainer.precision=16-mixed", "trainer.accelerator=gpu"],
         ["trainer.strategy=fsdp", "trainer.accelerator=gpu", "trainer.nan_policy=skip"],
         ["trainer.strategy=deepspeed_stage_3", "loss.kd.chunk_size=64"],  # truncated: frozen head
         ["student.kind=hf", "student.model=m", "student.num_layers=1", "student.trainable_top_layers=2"],
