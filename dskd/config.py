@@ -111,6 +111,8 @@ def _dataclass_of(tp: Any) -> type | None:
 def _type_name(tp: Any) -> str:
     if isinstance(tp, type):
         return tp.__name__
+    if _choices(tp):
+        return f"one of: {', '.join(_choices(tp))}"
     return str(tp).replace("typing.", "")
 
 

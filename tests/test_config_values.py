@@ -147,6 +147,12 @@ def test_sentinels_and_bounds_themselves_load():
     assert (cfg.trainer.max_steps, cfg.data.sense_fraction, cfg.loss.kd.skew) == (-1, 1.0, 0.0)
 
 
+def test_interpolated_choice_names_the_choices():
+    with pytest.raises(ConfigError) as e:
+        config_from_dict({"name": "lineer", "student": {"projection": "${name}"}})
+    assert "'student.projection'" in str(e.value) and "one of: auto, linear, none" in str(e.value)
+
+
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
