@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dskd.errors import ConfigError, TrainingInterrupted
+from dskd.errors import TrainingInterrupted
 from dskd.schema import ExperimentConfig
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,6 @@ def build_trainer(
     from dskd.training.strategies import build_strategy
 
     t = cfg.trainer
-    if t.max_steps == -1 and t.max_epochs < 1:
-        raise ConfigError("Set trainer.max_steps or a positive trainer.max_epochs.")
     checkpoint = ModelCheckpoint(
         dirpath=str(rdir / "checkpoints"),
         every_n_train_steps=t.checkpoint_every_n_steps,
