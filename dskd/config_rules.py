@@ -7,6 +7,7 @@ or triple of keys gets wrong, so that it fails in a second instead of after the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from dskd.errors import ConfigError
@@ -14,6 +15,18 @@ from dskd.schema import ExperimentConfig
 
 CUDA_ONLY_STRATEGIES = ("fsdp", "deepspeed_stage_2", "deepspeed_stage_3")
 """Strategies Lightning runs on CUDA GPUs only (it refuses FSDP and DeepSpeed on a CPU accelerator)."""
+_DEVICES = re.compile(r"auto|-1|[1-9][0-9]*|\[\s*[0-9]+(\s*,\s*[0-9]+)*\s*,?\s*\]")
+"""What trainer.devices may hold: auto, a count (-1: all), or a list of device indices like [0, 2]."""
+
+
+def _devices_format(cfg: ExperimentConfig) -> str | None:
+    devices = str(cfg.trainer.devices).strip()
+    if not _DEVICES.fullmatch(devices):
+        return (
+            f"trainer.devices={devices!r} is not auto, a device count (-1: all) or a list of device "
+            "indices such as [0, 1]."
+        )
+    return None
 
 
 def _sharded_strategy_on_cpu(cfg: ExperimentConfig) -> str | None:
@@ -87,6 +100,7 @@ def _more_trainable_than_kept_layers(cfg: ExperimentConfig) -> str | None:
 
 
 RULES: tuple[Callable[[ExperimentConfig], str | None], ...] = (
+    _devices_format,
     _sharded_strategy_on_cpu,
     _fp16_amp_on_cpu,
     _skip_with_deepspeed,

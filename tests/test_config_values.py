@@ -160,6 +160,9 @@ def test_interpolated_choice_names_the_choices():
         (["trainer.strategy=deepspeed_stage_2", "trainer.accelerator=cpu"], "runs on CUDA GPUs only"),
         (["trainer.strategy=deepspeed_stage_3", "trainer.nan_policy=skip"], "nan_policy=skip does not work"),
         (["trainer.precision=16-mixed", "trainer.accelerator=cpu"], "16-mixed is not supported"),
+        (["trainer.devices=two"], "trainer.devices='two' is not auto"),
+        (["trainer.devices=0"], "trainer.devices='0' is not auto"),
+        (['trainer.devices="[0, x]"'], "list of device"),
         (["teacher.mode=cached", "loss.kd.chunk_size=64"], "does not combine with teacher.mode=cached"),
         (
             [
@@ -184,6 +187,9 @@ def test_combinations_known_to_fail_are_refused(overrides, expected):
     [
         ["trainer.strategy=ddp", "trainer.accelerator=cpu", "trainer.nan_policy=skip"],
         ["trainer.precision=bf16-mixed", "trainer.accelerator=cpu"],
+        ["trainer.devices=-1"],
+        ["trainer.devices=8"],
+        ['trainer.devices="[0, 2]"'],
         ["trainer.precision=16-mixed", "trainer.accelerator=gpu"],
         ["trainer.strategy=fsdp", "trainer.accelerator=gpu", "trainer.nan_policy=skip"],
         ["trainer.strategy=deepspeed_stage_3", "loss.kd.chunk_size=64"],  # truncated: frozen head
