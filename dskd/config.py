@@ -156,7 +156,7 @@ def _choices(tp: Any) -> tuple[str, ...]:
 def _check_choice(key: str, value: Any, tp: Any, source: str) -> None:
     """Refuse a value outside a ``Literal`` key's choices, naming the closest one."""
     choices = _choices(tp)
-    if not choices or value is None or value in choices or (isinstance(value, str) and "${" in value):
+    if value is None or value in choices or (isinstance(value, str) and "${" in value):
         return
     close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
