@@ -51,15 +51,15 @@ class _Crash(pl.Callback):
 
 # ---- resume and the validation schedule through the real DSKDDataModule ---------------------------
 
-STEPS, CHECKPOINT_EVERY, VAL_EVERY, CRASH_AT = 8, 3, 3, 7
-"""4 training batches per epoch (the last of one sequence): the crash comes in the second epoch, right
-after the checkpoint of step 6, which is also a validation step."""
+STEPS, CHECKPOINT_EVERY, VAL_EVERY, CRASH_AT = 8, 4, 3, 5
+"""Two loader workers deal 3 training batches per epoch: the crash comes in the second epoch, right
+after the checkpoint of step 4, one batch into the epoch (the next batch is the second worker's)."""
 
 
 @pytest.fixture(scope="module")
 def resumed(tmp_path_factory, teacher_dir):
-    """An uninterrupted DSKD run and one crashed before step 7 and resumed from step 6, both on a
-    text corpus through the real streaming data module, with validation every 3 steps."""
+    """An uninterrupted DSKD run and one crashed before step 5 and resumed from step 4, both on a
+    text corpus through the real streaming data module (2 workers), with validation every 3 steps."""
     tmp = tmp_path_factory.mktemp("resume")
     make_senses(tmp / "senses")
     corpus = write_corpus(tmp / "corpus.txt", docs=12)
@@ -69,6 +69,7 @@ def resumed(tmp_path_factory, teacher_dir):
         "trainer.checkpoint_every_n_steps": CHECKPOINT_EVERY,
         "trainer.val_check_interval": VAL_EVERY,
         "trainer.limit_val_batches": 2,
+        "data.num_workers": 2,
     }
     full, broken = (
         corpus_config(tmp / name, teacher_dir, corpus, "dskd", over) for name in ("full", "broken")
@@ -95,7 +96,8 @@ def resumed(tmp_path_factory, teacher_dir):
 
 def test_resume_through_the_real_data_module_repeats_every_batch_and_loss(resumed):
     checkpoint = resumed["checkpoint"]
-    assert checkpoint["global_step"] == 6 and checkpoint["epoch"] == 1  # mid second epoch
+    assert checkpoint["global_step"] == 4 and checkpoint["epoch"] == 1  # mid second epoch
+    assert checkpoint["DSKDDataModule"]["rotation"] == {0: 1}  # the resumed loader starts at worker 1
     assert resumed["summary"]["global_step"] == STEPS
     full, again = resumed["seen"]
     assert sorted(full) == sorted(again) == list(range(STEPS))
