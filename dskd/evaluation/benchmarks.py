@@ -23,7 +23,6 @@ from typing import Any
 from dskd.errors import ConfigError
 from dskd.evaluation.config import EvalConfig
 
-MAX_HELDOUT_BLOCKS = 32
 WORD_PAIRS_PER_ITEM = 10
 """A word pair (two forwards of a few tokens) costs about a tenth of a multiple-choice item, so the
 word-pair benchmarks take ``max_items * 10`` pairs (all of SimLex-999 and WordSim-353 at 100)."""
@@ -43,6 +42,15 @@ class Score:
     higher_is_better: bool = True
     in_table: bool = True
     """False for secondary metrics kept only in results.json (acc_norm, cos_gap)."""
+    items: list[float] | None = None
+    """Per-item values in the benchmark's item order (the same for every model), from which
+    ``statistic`` recomputes ``value``: the paired bootstrap of the difference table resamples them.
+    None: no per-item values (no interval)."""
+    statistic: str = "mean"
+    """How ``value`` follows from ``items`` (a name in :data:`dskd.evaluation.stats.STATISTICS`)."""
+    reference: list[float] | None = None
+    """Per-item values shared by every model that ``statistic`` needs (human ratings for ``spearman``,
+    1/0 synonym/antonym labels for ``auc``)."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +113,7 @@ def multiple_choice(name: str, task: str, items: Callable[[Building], list]) -> 
         task_name, folder, _, chance = built
         (ts,) = lmt.run_lm_eval(s.model, s.tokenizer, [task_name], folder, s.cfg.batch_size)
         return [
-            Score(name, "acc", ts.acc, ts.n_items, chance, ts.seconds, in_average=True),
+            Score(name, "acc", ts.acc, ts.n_items, chance, ts.seconds, in_average=True, items=ts.correct),
             Score(name, "acc_norm", ts.acc_norm, ts.n_items, chance, ts.seconds, in_table=False),
         ]
 
@@ -152,10 +160,11 @@ def _wic_build(b: Building) -> tuple[list, list]:
 
 
 def _wic_score(built: tuple[list, list], s: Scoring) -> list[Score]:
-    from dskd.evaluation.wic import wic_accuracy
+    from dskd.evaluation.wic import wic_correct
 
-    acc, secs = _timed(lambda: wic_accuracy(s.model, s.tokenizer, *built, s.cfg.batch_size))
-    return [Score("wic", "acc", acc, len(built[1]), 0.5, secs, in_average=True)]
+    correct, secs = _timed(lambda: wic_correct(s.model, s.tokenizer, *built, s.cfg.batch_size))
+    acc = sum(correct) / len(correct)
+    return [Score("wic", "acc", acc, len(correct), 0.5, secs, in_average=True, items=correct)]
 
 
 def word_similarity(name: str, asset: str, file: str) -> Benchmark:
@@ -172,12 +181,26 @@ def word_similarity(name: str, asset: str, file: str) -> Benchmark:
         )
 
     def score(pairs: list[tuple[str, str, float]], s: Scoring) -> list[Score]:
-        from dskd.evaluation.similarity import similarity_spearman
+        from dskd.evaluation.similarity import similarity_cosines, spearman
 
-        rho, secs = _timed(
-            lambda: similarity_spearman(s.model, s.tokenizer, pairs, s.cfg.word_template, s.cfg.batch_size)
+        cosines, secs = _timed(
+            lambda: similarity_cosines(s.model, s.tokenizer, pairs, s.cfg.word_template, s.cfg.batch_size)
         )
-        return [Score(name, "spearman", rho, len(pairs), 0.0, secs)]
+        human = [h for _, _, h in pairs]
+        rho = spearman(cosines, human)
+        return [
+            Score(
+                name,
+                "spearman",
+                rho,
+                len(pairs),
+                0.0,
+                secs,
+                items=cosines,
+                statistic="spearman",
+                reference=human,
+            )
+        ]
 
     return Benchmark(name, build, score)
 
@@ -191,15 +214,27 @@ def _antonymy_build(b: Building) -> tuple[list, list]:
 
 
 def _antonymy_score(built: tuple[list, list], s: Scoring) -> list[Score]:
-    from dskd.evaluation.similarity import synonym_antonym_auc
+    from dskd.evaluation.similarity import auc, synonym_antonym_cosines
 
     syn, ant = built
-    (auc, gap), secs = _timed(
-        lambda: synonym_antonym_auc(s.model, s.tokenizer, syn, ant, s.cfg.word_template, s.cfg.batch_size)
+    (s_cos, a_cos), secs = _timed(
+        lambda: synonym_antonym_cosines(s.model, s.tokenizer, syn, ant, s.cfg.word_template, s.cfg.batch_size)
     )
-    n = len(syn) + len(ant)
+    n, labels = len(s_cos) + len(a_cos), [1.0] * len(s_cos) + [0.0] * len(a_cos)
+    gap = sum(s_cos) / len(s_cos) - sum(a_cos) / len(a_cos)
     return [
-        Score("antonymy", "auc", auc, n, 0.5, secs, in_average=True),
+        Score(
+            "antonymy",
+            "auc",
+            auc(s_cos, a_cos),
+            n,
+            0.5,
+            secs,
+            True,
+            items=s_cos + a_cos,
+            statistic="auc",
+            reference=labels,
+        ),
         Score("antonymy", "cos_gap", gap, n, 0.0, secs, in_table=False),
     ]
 
@@ -211,9 +246,8 @@ def _heldout_build(b: Building) -> Any:
     from dskd.assets import asset_path
     from dskd.evaluation.lm_metrics import heldout_blocks
 
-    blocks = min(b.cfg.max_items or MAX_HELDOUT_BLOCKS, MAX_HELDOUT_BLOCKS)
     path = asset_path("shakespeare") / "shakespeare.txt"
-    return heldout_blocks(path, b.tokenizer, blocks, b.cfg.heldout_block_len)
+    return heldout_blocks(path, b.tokenizer, b.cfg.heldout_blocks, b.cfg.heldout_block_len)
 
 
 def _heldout_score(blocks: Any, s: Scoring) -> list[Score]:
@@ -221,10 +255,15 @@ def _heldout_score(blocks: Any, s: Scoring) -> list[Score]:
 
     lm, secs = _timed(lambda: lm_scores(s.model, blocks, s.teacher, s.cfg.batch_size))
     n, vocab = len(blocks), s.model.config.vocab_size
-    out = [Score("heldout", "perplexity", lm.perplexity, n, float(vocab), secs, higher_is_better=False)]
+    nll = {"items": lm.block_nll, "statistic": "exp_mean"}  # perplexity = exp(mean block NLL)
+    out = [
+        Score("heldout", "perplexity", lm.perplexity, n, float(vocab), secs, higher_is_better=False, **nll)
+    ]
     if lm.top1_agreement is not None:
-        out.append(Score("heldout", "top1_agreement", lm.top1_agreement, n, 1.0 / vocab, secs))
-        out.append(Score("heldout", "kl", lm.kl, n, None, secs, higher_is_better=False))
+        out.append(
+            Score("heldout", "top1_agreement", lm.top1_agreement, n, 1.0 / vocab, secs, items=lm.block_top1)
+        )
+        out.append(Score("heldout", "kl", lm.kl, n, None, secs, higher_is_better=False, items=lm.block_kl))
     return out
 
 

@@ -106,6 +106,8 @@ class TaskScore:
     n_items: int
     n_requests: int
     seconds: float
+    correct: list[float]
+    """1.0 or 0.0 per item (``acc``), in the order of the task's JSONL file."""
 
 
 def run_lm_eval(
@@ -138,7 +140,7 @@ def run_lm_eval(
             tasks=[task],
             task_manager=manager,
             bootstrap_iters=0,
-            log_samples=False,
+            log_samples=True,
             verbosity="ERROR",
         )
         res = out["results"][task]
@@ -153,6 +155,7 @@ def run_lm_eval(
                 n_items=n_items,
                 n_requests=n_choices,
                 seconds=time.perf_counter() - start,
+                correct=[float(x["acc"]) for x in sorted(out["samples"][task], key=lambda x: x["doc_id"])],
             )
         )
     return scores

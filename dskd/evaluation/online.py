@@ -90,16 +90,13 @@ def _paper_mc(task: str, model: Any, tokenizer: Any, cfg: EvalConfig) -> list:
         prompts.append(pp.mc_prompt(q, rng.sample(same, min(MC_SHOTS, len(same)))))
     first = [toks[0] if toks else "" for toks in pp.greedy_continuations(model, tokenizer, prompts, 1)]
     correct = [pp.letter_exact_match(f, q) for f, q in zip(first, questions)]
-    if task == "mmlu":
-        value, metric = pp.macro_average([q.subject for q in questions], correct), "macro_acc"
+    if task == "mmlu":  # a macro average over subjects: no per-item values to resample
+        value, metric, items = pp.macro_average([q.subject for q in questions], correct), "macro_acc", None
     else:
-        value, metric = sum(correct) / len(correct), "exact_match"
+        value, metric, items = sum(correct) / len(correct), "exact_match", [float(c) for c in correct]
     chance = sum(1 / len(q.choices) for q in questions) / len(questions)
-    return [
-        Score(
-            f"paper/{task}", metric, value, len(questions), chance, time.perf_counter() - t0, in_average=True
-        )
-    ]
+    secs = time.perf_counter() - t0
+    return [Score(f"paper/{task}", metric, value, len(questions), chance, secs, in_average=True, items=items)]
 
 
 def _paper_squad(model: Any, tokenizer: Any, cfg: EvalConfig) -> list:
@@ -115,7 +112,8 @@ def _paper_squad(model: Any, tokenizer: Any, cfg: EvalConfig) -> list:
     prompts = [pp.squad_prompt(r["context"], r["question"], shot) for r in rows]
     outs = pp.greedy_continuations(model, tokenizer, prompts, SQUAD_NEW_TOKENS)
     f1 = [pp.squad_f1("".join(o).split("\n")[0], r["answers"]["text"]) for o, r in zip(outs, rows)]
-    return [Score("paper/squad_v2", "f1", sum(f1) / len(f1), len(rows), None, time.perf_counter() - t0)]
+    secs = time.perf_counter() - t0
+    return [Score("paper/squad_v2", "f1", sum(f1) / len(f1), len(rows), None, secs, items=f1)]
 
 
 def _lm_eval_hub(task: str, model: Any, tokenizer: Any, cfg: EvalConfig) -> list:

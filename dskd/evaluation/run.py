@@ -2,9 +2,10 @@
 
 Models are ``{name: path}``; a name may end in ``@SEED`` (``dskd@1``) so that several training seeds
 of one method form one table row (mean ± std). Outputs in ``cfg.eval.output_dir``:
-``results.json`` (every number with benchmark, metric, model, seed, items, chance and wall time),
-``table.md``, ``table.csv``, ``scores.png`` and ``losses.png`` (from the runs' metrics.csv). The table
-also goes into the model card of each exported student, and everything into an ``eval`` W&B run
+``results.json`` (every number with benchmark, metric, model, seed, items, chance, wall time and its
+per-item values), ``table.md`` (and the differences to ``eval.baseline``), ``table.csv``,
+``scores.png`` and ``losses.png`` (from the runs' metrics.csv). The table also goes into the model
+card of each exported student, and everything into an ``eval`` W&B run
 (:mod:`dskd.evaluation.tracking`) when ``logging.wandb`` is on.
 The folder is refused when it holds anything but dskd eval results, or results of models this
 evaluation would drop (:func:`check_results_folder`), unless ``overwrite`` is given.
@@ -144,11 +145,10 @@ def evaluate(cfg: ExperimentConfig, models: dict[str, str], overwrite: bool = Fa
 
 def publish(cfg: ExperimentConfig, records: list[dict[str, Any]], models: dict[str, str]) -> None:
     """The results table into the model card of every exported student; the ``eval`` W&B run."""
-    from dskd.evaluation.tables import render_markdown
     from dskd.models.card import META, write_card
 
     order = list(dict.fromkeys(split_name(n)[0] for n in models))
-    table = render_markdown(records, order)
+    table = results_table(records, cfg, order)
     for path in models.values():
         if (Path(path) / META).is_file():
             write_card(path, table)
@@ -160,7 +160,7 @@ def publish(cfg: ExperimentConfig, records: list[dict[str, Any]], models: dict[s
 
 def write_results(records: list[dict[str, Any]], cfg: ExperimentConfig, models: dict[str, str]) -> None:
     """results.json (with provenance), table.md and table.csv in ``cfg.eval.output_dir``."""
-    from dskd.evaluation.tables import render_csv, render_markdown
+    from dskd.evaluation.tables import render_csv
 
     out_dir = Path(cfg.eval.output_dir)
     order = list(dict.fromkeys(split_name(n)[0] for n in models))
@@ -172,8 +172,16 @@ def write_results(records: list[dict[str, Any]], cfg: ExperimentConfig, models: 
             "results": records,
         },
     )
-    write_text_atomic(out_dir / "table.md", render_markdown(records, order))
+    write_text_atomic(out_dir / "table.md", results_table(records, cfg, order))
     write_text_atomic(out_dir / "table.csv", render_csv(records, order))
+
+
+def results_table(records: list[dict[str, Any]], cfg: ExperimentConfig, order: list[str]) -> str:
+    """table.md: the results table and the differences to ``eval.baseline`` (models in ``order``)."""
+    from dskd.evaluation.tables import render_markdown
+
+    ec = cfg.eval
+    return render_markdown(records, order, ec.baseline, ec.bootstrap_resamples, ec.bootstrap_seed)
 
 
 def _with_pad(tokenizer: Any) -> Any:

@@ -56,15 +56,15 @@ def spearman(x: list[float], y: list[float]) -> float:
     return float((rx * ry).sum() / (rx.norm() * ry.norm()))
 
 
-def similarity_spearman(
+def similarity_cosines(
     model: Any, tokenizer: Any, pairs: list[tuple[str, str, float]], template: str, batch_size: int
-) -> float:
-    """Spearman correlation between the model's cosines and the human scores."""
+) -> list[float]:
+    """The model's cosine of each word pair (its Spearman correlation with the human scores is the metric)."""
     with torch.inference_mode():
         vectors = embed_words(
             model, tokenizer, [w for a, b, _ in pairs for w in (a, b)], template, batch_size
         )
-    return spearman(pair_cosines(vectors, [(a, b) for a, b, _ in pairs]), [s for _, _, s in pairs])
+    return pair_cosines(vectors, [(a, b) for a, b, _ in pairs])
 
 
 def lexical_pairs(wn: Any, n: int, seed: int = 0) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -97,16 +97,15 @@ def auc(positive: list[float], negative: list[float]) -> float:
     return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def synonym_antonym_auc(
+def synonym_antonym_cosines(
     model: Any,
     tokenizer: Any,
     syn: list[tuple[str, str]],
     ant: list[tuple[str, str]],
     template: str,
     batch_size: int,
-) -> tuple[float, float]:
-    """(AUC of synonym over antonym cosines, mean synonym cosine minus mean antonym cosine)."""
+) -> tuple[list[float], list[float]]:
+    """(cosines of the synonym pairs, cosines of the antonym pairs)."""
     with torch.inference_mode():
         vectors = embed_words(model, tokenizer, [w for p in syn + ant for w in p], template, batch_size)
-    s, a = pair_cosines(vectors, syn), pair_cosines(vectors, ant)
-    return auc(s, a), sum(s) / len(s) - sum(a) / len(a)
+    return pair_cosines(vectors, syn), pair_cosines(vectors, ant)

@@ -5,6 +5,10 @@ Records are plain dicts (as stored in ``results.json``) with ``benchmark``, ``me
 ``in_table`` (optional, default true).
 The ``average`` column is the mean of a row's ``in_average`` columns (for a model with several
 seeds: the mean and std over seeds of each seed's average).
+
+The difference table compares every model to a baseline (``KD``) on each metric whose records carry
+per-item values (``items``, ``statistic``, ``reference``): the difference of the means over seeds
+with a 95% paired-bootstrap interval over items (:mod:`dskd.evaluation.stats`).
 """
 
 from __future__ import annotations
@@ -15,8 +19,12 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
+from dskd.errors import DSKDError
+from dskd.evaluation.stats import Difference, paired_bootstrap, statistic
+
 CHANCE_ROW = "chance"
 AVERAGE = "average"
+BASELINE = "KD"
 
 
 def _column(r: dict[str, Any]) -> str:
@@ -102,18 +110,113 @@ def table_rows(
     return header, rows
 
 
-def render_markdown(records: list[dict[str, Any]], model_order: list[str] | None = None) -> str:
-    """Markdown table with a chance row and an item-count row (mean ± std for several seeds)."""
+def differences(
+    records: list[dict[str, Any]], baseline: str = BASELINE, n_resamples: int = 2000, seed: int = 0
+) -> dict[str, dict[str, Difference]]:
+    """model -> column -> difference to ``baseline`` with its 95% paired-bootstrap interval.
+
+    Only table columns whose records of both models carry per-item values; every seed of a model
+    is one row of items (the items are the same for all models and seeds).
+    """
+    by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if r.get("in_table", True) and r.get("items"):
+            by[(r["model"], _column(r))].append(r)
+    out: dict[str, dict[str, Difference]] = defaultdict(dict)
+    for (model, col), recs in by.items():
+        base = by.get((baseline, col))
+        if model != baseline and base:
+            out[model][col] = _difference(recs, base, col, n_resamples, seed)
+    return dict(out)
+
+
+def _pairing(r: dict[str, Any]) -> tuple[str, Any]:
+    return r.get("statistic", "mean"), r.get("reference")
+
+
+def _difference(
+    recs: list[dict[str, Any]], base: list[dict[str, Any]], col: str, n_resamples: int, seed: int
+) -> Difference:
+    name, reference = _pairing(base[0])
+    odd = next((r for r in recs + base if _pairing(r) != (name, reference)), None)
+    if odd is not None:
+        raise DSKDError(
+            f"'{col}': models {odd['model']} and {base[0]['model']} were scored on different items, so "
+            "they cannot be paired; evaluate them together in one `dskd eval`."
+        )
+    a, b = [r["items"] for r in recs], [r["items"] for r in base]
+    return paired_bootstrap(a, b, statistic(name), n_resamples, seed, reference)
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.3f}" if abs(x) < 1000 else f"{x:+.0f}"
+
+
+def fmt_difference(d: Difference) -> str:
+    """``+0.012 [-0.031, +0.055]``, with ``*`` appended when the interval excludes 0."""
+    return f"{_signed(d.diff)} [{_signed(d.lo)}, {_signed(d.hi)}]" + ("*" if d.significant else "")
+
+
+def difference_rows(
+    records: list[dict[str, Any]],
+    model_order: list[str] | None = None,
+    baseline: str = BASELINE,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (strings) of the difference table: one row per model that has a difference to
+    ``baseline`` (in ``model_order``, default first-seen), one column per metric. No rows without one."""
+    diffs = differences(records, baseline, n_resamples, seed)
+    cols = [
+        c
+        for c in columns([r for r in records if r.get("in_table", True)])
+        if any(c in d for d in diffs.values())
+    ]
+    order = model_order or list(dict.fromkeys(r["model"] for r in records))
+    rows = [
+        [m, *(fmt_difference(diffs[m][c]) if c in diffs[m] else "–" for c in cols)]
+        for m in order
+        if m in diffs
+    ]
+    return ["model", *cols], rows
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
+
+
+def render_markdown(
+    records: list[dict[str, Any]],
+    model_order: list[str] | None = None,
+    baseline: str = BASELINE,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> str:
+    """Markdown table with a chance row and an item-count row (mean ± std for several seeds), then the
+    table of differences to ``baseline`` with 95% paired-bootstrap intervals (when there are any)."""
     header, rows = table_rows(records, model_order)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
     seeds = {m: len({r["seed"] for r in records if r["model"] == m}) for m in {r["model"] for r in records}}
     note = (
         f"\n`{AVERAGE}`: mean of the accuracy-like columns (multiple-choice accuracy, WiC accuracy, "
         "synonym/antonym AUC). `items`: evaluated items per benchmark. "
         f"Seeds per model: {', '.join(f'{m} {n}' for m, n in sorted(seeds.items()))}.\n"
     )
-    return "\n".join(lines) + "\n" + note
+    text = "\n".join(_markdown(header, rows)) + "\n" + note
+    header, rows = difference_rows(records, model_order, baseline, n_resamples, seed)
+    if not rows:
+        return text
+    lower = sorted({_column(r) for r in records if not r["higher_is_better"]} & set(header))
+    legend = (
+        f"\nEach cell: model − {baseline} on the same items (mean over seeds), and the 95% percentile "
+        f"interval of {n_resamples} paired bootstrap resamples of the items; `*`: the interval excludes 0. "
+        + (f"Lower is better for {', '.join(lower)}.\n" if lower else "\n")
+    )
+    diff_table = "\n".join(_markdown(header, rows))
+    return f"{text}\n### Difference to {baseline} (95% paired-bootstrap interval)\n\n{diff_table}\n{legend}"
 
 
 def render_csv(records: list[dict[str, Any]], model_order: list[str] | None = None) -> str:

@@ -132,11 +132,11 @@ def pair_scores(model: Any, tokenizer: Any, pairs: list[WicPair], batch_size: in
     return cosine_pairs(emb[: len(pairs)], emb[len(pairs) :]).tolist()
 
 
-def wic_accuracy(
+def wic_correct(
     model: Any, tokenizer: Any, dev: list[WicPair], test: list[WicPair], batch_size: int
-) -> float:
-    """Test accuracy with the threshold fitted on dev."""
+) -> list[float]:
+    """1.0 or 0.0 per test pair: whether the threshold fitted on dev labels it right (mean: accuracy)."""
     with torch.inference_mode():
         t = best_threshold(pair_scores(model, tokenizer, dev, batch_size), [p.same for p in dev])
         test_scores = pair_scores(model, tokenizer, test, batch_size)
-    return sum((s >= t) == p.same for s, p in zip(test_scores, test)) / len(test)
+    return [float((s >= t) == p.same) for s, p in zip(test_scores, test)]

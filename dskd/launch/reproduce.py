@@ -155,5 +155,6 @@ def dry_run_overrides(preset: str, teacher_dir: Path) -> list[str]:
         "trainer.val_check_interval=null",
         "logging.wandb=false",
         "eval.max_items=8",
+        "eval.heldout_blocks=8",
         "eval.tasks=[wic, simlex, heldout]",
     ]

@@ -32,10 +32,10 @@ def _top1(model, seqs: torch.Tensor) -> torch.Tensor:
 
 def _score(seqs: torch.Tensor, s: Scoring) -> list[Score]:
     """Next-token accuracy, and for a student agreement with the teacher's top-1."""
-    predicted = _top1(s.model, seqs)
-    out = [Score("toy", "acc", (predicted == seqs[:, 1:]).float().mean().item(), 6, 1 / VOCAB, 0.0, True)]
+    correct = (_top1(s.model, seqs) == seqs[:, 1:]).float().mean(-1)  # per sequence: the bootstrap's items
+    out = [Score("toy", "acc", correct.mean().item(), 6, 1 / VOCAB, 0.0, True, items=correct.tolist())]
     if s.teacher is not None:
-        agree = (predicted == _top1(s.teacher, seqs)).float().mean().item()
+        agree = (_top1(s.model, seqs) == _top1(s.teacher, seqs)).float().mean().item()
         out.append(Score("toy", "agreement", agree, 6, None, 0.0))
     return out
 
@@ -52,7 +52,12 @@ def test_a_registered_benchmark_runs_end_to_end(tmp_path, toy):
     cfg = config_from_dict(
         {
             "teacher": {"model": str(teacher), "dtype": "float32"},
-            "eval": {"tasks": ["toy"], "output_dir": str(tmp_path / "results"), "plot": False},
+            "eval": {
+                "tasks": ["toy"],
+                "output_dir": str(tmp_path / "results"),
+                "plot": False,
+                "baseline": "kd",
+            },
             "logging": {"wandb": False},
         }
     )
@@ -73,6 +78,10 @@ def test_a_registered_benchmark_runs_end_to_end(tmp_path, toy):
     )
     table = (tmp_path / "results" / "table.md").read_text()
     assert "| model | toy acc | toy agreement | average |" in table
+    # the difference table: the teacher against the baseline kd on the toy's per-sequence accuracies
+    diff = table.partition("### Difference to kd (95% paired-bootstrap interval)")[2]
+    teacher_row = next(line for line in diff.splitlines() if line.startswith("| teacher |"))
+    assert teacher_row.startswith(f"| teacher | {got[('teacher', 'acc')] - got[('kd', 'acc')]:+.3f} [")
 
 
 def test_names_are_checked_against_the_registry(toy):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from dskd.cli import main
+from dskd.evaluation.stats import statistic
 
 pytestmark = pytest.mark.integration
 
@@ -18,6 +20,7 @@ def test_dskd_eval_teacher_tiny(tmp_path, smollm2_dir, capsys):
             "eval",
             "experiments/tiny/dskd.yaml",
             "eval.max_items=2",
+            "eval.heldout_blocks=2",
             f"eval.output_dir={out}",
             "eval.tasks=[bigbench/odd_one_out,wsd,wic,simlex,heldout]",
             "--model",
@@ -36,6 +39,10 @@ def test_dskd_eval_teacher_tiny(tmp_path, smollm2_dir, capsys):
     } <= got
     for r in data["results"]:
         assert r["model"] == "teacher" and r["seed"] == 0 and r["seconds"] >= 0 and r["n_items"] >= 1
+        if r["in_table"]:  # the per-item values of the paired bootstrap give back the value
+            assert len(r["items"]) == r["n_items"]
+            ref = None if r["reference"] is None else np.array(r["reference"])
+            assert statistic(r["statistic"])(np.array(r["items"]), ref) == pytest.approx(r["value"])
     table = (out / "table.md").read_text()
     assert "| chance |" in table and "| items |" in table and "| teacher |" in table
     assert (out / "scores.png").read_bytes()[:4] == b"\x89PNG"

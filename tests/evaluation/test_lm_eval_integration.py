@@ -35,5 +35,6 @@ def test_bigbench_task_runs_offline_and_matches_reference(tmp_path, smollm2_dir)
     model, tok = load_causal_lm(smollm2_dir, "float32"), load_tokenizer(smollm2_dir)
     (score,) = run_lm_eval(model, tok, [name], tmp_path, batch_size=4)
     assert score.n_items == 4 and score.n_requests == sum(len(i.choices) for i in items)
-    expected = sum(_loglik_choice(model, tok, i) == i.gold for i in items) / 4
-    assert score.acc == pytest.approx(expected)
+    expected = [float(_loglik_choice(model, tok, i) == i.gold) for i in items]
+    assert score.correct == expected  # per item, in the order of the items
+    assert score.acc == pytest.approx(sum(expected) / 4)

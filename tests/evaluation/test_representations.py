@@ -52,5 +52,12 @@ def test_lm_scores_against_cross_entropy_and_kl(tiny_lm, tiny_llama_config):
     agree = (s_logits.argmax(-1) == t_logits.argmax(-1)).float().mean()
     assert got.top1_agreement == pytest.approx(agree.item())
     assert got.n_tokens == 3 * 11
+    # per block (the items of the paired bootstrap): the same quantities averaged within each block
+    block_ce = F.cross_entropy(s_logits.transpose(1, 2), blocks[:, 1:], reduction="none").mean(-1)
+    assert got.block_nll == pytest.approx(block_ce.tolist(), rel=1e-4)
+    block_kl = (p_t * (p_t.log() - s_logits.log_softmax(-1))).sum(-1).mean(-1)
+    assert got.block_kl == pytest.approx(block_kl.tolist(), rel=1e-4)
+    block_agree = (s_logits.argmax(-1) == t_logits.argmax(-1)).float().mean(-1)
+    assert got.block_top1 == pytest.approx(block_agree.tolist())
     self_scores = lm_scores(tiny_lm, blocks, teacher=tiny_lm)
     assert self_scores.top1_agreement == 1.0 and self_scores.kl == pytest.approx(0.0, abs=1e-6)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 
 import pytest
 
-from dskd.evaluation.tables import aggregate, render_csv, render_markdown
+from dskd.errors import DSKDError
+from dskd.evaluation.tables import aggregate, difference_rows, differences, render_csv, render_markdown
 
 
 def rec(model, seed, bench, metric, value, chance, n, in_average=True):
@@ -69,3 +71,63 @@ def test_csv_matches_markdown_rows():
     rows = list(csv.reader(io.StringIO(render_csv(RECORDS))))
     assert rows[0][0] == "model" and [r[0] for r in rows[1:]] == ["teacher", "dskd", "chance", "items"]
     assert rows[2][1] == "0.320 ± 0.028"
+
+
+def item_rec(model, seed, bench, metric, items, statistic="mean", reference=None, higher_is_better=True):
+    values = {"mean": lambda v: sum(v) / len(v), "exp_mean": lambda v: math.exp(sum(v) / len(v))}
+    r = rec(model, seed, bench, metric, values[statistic](items), None, len(items), in_average=False)
+    return r | {
+        "items": items,
+        "statistic": statistic,
+        "reference": reference,
+        "higher_is_better": higher_is_better,
+    }
+
+
+PAIRED = [
+    rec("teacher", 0, "wic", "acc", 0.9, 0.5, 4),  # no per-item values: no difference row
+    item_rec("KD", 0, "wic", "acc", [1.0, 0.0, 1.0, 0.0]),
+    item_rec("KD", 1, "wic", "acc", [1.0, 1.0, 0.0, 0.0]),
+    item_rec("KD", 0, "heldout", "perplexity", [1.0, 2.0], "exp_mean", higher_is_better=False),
+    item_rec("DSKD", 0, "wic", "acc", [1.0, 1.0, 1.0, 0.0]),
+    item_rec("DSKD", 1, "wic", "acc", [1.0, 1.0, 0.0, 1.0]),
+    item_rec("DSKD", 0, "heldout", "perplexity", [0.5, 1.5], "exp_mean", higher_is_better=False),
+    item_rec("DSKD+", 0, "wic", "acc", [1.0, 0.0, 1.0, 0.0]),
+    item_rec("DSKD+", 1, "wic", "acc", [1.0, 1.0, 0.0, 0.0]),
+]
+
+
+def test_difference_table_hand_computed():
+    text = render_markdown(PAIRED, ["teacher", "KD", "DSKD", "DSKD+"])
+    head, _, diff_part = text.partition("### Difference to KD (95% paired-bootstrap interval)")
+    assert "| KD | 0.500 ± 0.000 | 4.482 |" in head  # the first table is unchanged: e^1.5 = 4.482
+    lines = [line for line in diff_part.splitlines() if line.startswith("|")]
+    assert lines[0] == "| model | wic acc | heldout perplexity |"
+    # wic, pooled over seeds: DSKD - KD per item (mean over the two seeds) is (0, 0.5, 0, 0.5), mean 0.25;
+    # a resample's mean is Binomial(4, 1/2) / 8, whose 2.5% and 97.5% points are 0 and 0.5 (p 1/16 each).
+    # perplexity: both resampled blocks move both models alike, exp(m - 0.5) - exp(m) for the KD mean NLL
+    # m in {1, 1.5, 2}: e^1 - e^1.5 = -1.763 on all blocks, 2.5% point at m = 2: e^1.5 - e^2 = -2.907,
+    # 97.5% point at m = 1: e^0.5 - e^1 = -1.070; all below 0, so significant.
+    assert lines[2] == "| DSKD | +0.250 [+0.000, +0.500] | -1.763 [-2.907, -1.070]* |"
+    assert lines[3] == "| DSKD+ | +0.000 [+0.000, +0.000] | – |"  # identical to KD on every item
+    assert len(lines) == 4  # no KD row, no teacher row (no per-item values)
+    assert (
+        "Lower is better for heldout perplexity." in diff_part and "`*`: the interval excludes 0" in diff_part
+    )
+
+
+def test_difference_rows_are_plain_strings_for_other_outputs():
+    header, rows = difference_rows(PAIRED, baseline="DSKD", n_resamples=100)
+    assert header == ["model", "wic acc", "heldout perplexity"]
+    assert [r[0] for r in rows] == ["KD", "DSKD+"] and rows[0][1].startswith("-0.250 [")
+
+
+def test_no_difference_table_without_the_baseline():
+    assert "Difference to" not in render_markdown([r for r in PAIRED if r["model"] != "KD"])
+
+
+def test_unpaired_references_are_refused():
+    a = item_rec("KD", 0, "simlex", "spearman", [0.1, 0.2, 0.3], "mean", reference=[1.0, 2.0, 3.0])
+    b = item_rec("DSKD", 0, "simlex", "spearman", [0.1, 0.2, 0.3], "mean", reference=[3.0, 2.0, 1.0])
+    with pytest.raises(DSKDError, match="'simlex spearman': models .* different items"):
+        differences([a, b])
