@@ -75,6 +75,7 @@ class DSKDDataModule(L.LightningDataModule):
         self.lexicon = lexicon
         self.sense_keys = sense_keys
         self._table: NeighbourTable | None = None
+        self._batches_per_epoch: dict[tuple[int, int], int] = {}
         self.teacher_targets: dict[str, list[int]] | None = None
         self._consumed: dict[int, int] = {}
         self._epoch = 0
@@ -200,6 +201,19 @@ class DSKDDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         workers = self.cfg.data.num_workers
         return _StreamLoader(self.stream(True), workers, self._before_train_iter, lockstep=True)
+
+    def batches_per_epoch(self, world_size: int, epoch: int) -> int:
+        """Training batches of ``epoch`` per rank: the shortest rank's count (ranks stop together, see
+        :func:`lockstep`). Counted by tokenizing the training data in that epoch's order (packing
+        after each epoch's shuffle can give a different count), once per world size and epoch."""
+        key = (world_size, epoch)
+        if key not in self._batches_per_epoch:
+            stream, workers = self.stream(True), max(1, self.cfg.data.num_workers)
+            stream.epoch = epoch
+            shards = [stream.count_batches(s, world_size * workers) for s in range(world_size * workers)]
+            per_rank = [sum(shards[r * workers : (r + 1) * workers]) for r in range(world_size)]
+            self._batches_per_epoch[key] = min(per_rank)
+        return self._batches_per_epoch[key]
 
     def val_dataloader(self) -> DataLoader:
         return _StreamLoader(self.stream(False), self.cfg.data.num_workers, lambda stream: None)

@@ -175,6 +175,11 @@ class PackedStream(IterableDataset):
             )
         return {k: torch.from_numpy(np.asarray(v)) for k, v in batch.items()}
 
+    def count_batches(self, shard: int, num_shards: int) -> int:
+        """Batches ``shard`` of ``num_shards`` yields in this epoch (tokenizes, samples nothing)."""
+        sequences = sum(1 for _ in self.sequences(self.units(self.documents(shard, num_shards))))
+        return -(-sequences // self.spec.batch_size)
+
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         shard, num_shards = self.shard()
         seqs = self.sequences(self.units(self.documents(shard, num_shards)))

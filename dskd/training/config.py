@@ -18,6 +18,10 @@ class OptimConfig:
     """AdamW weight decay (paper: 1e-3)."""
     warmup_ratio: float = ranged(0.1, ge=0, le=1)
     """Fraction of steps of linear warm-up before the cosine decay."""
+    total_steps: int | None = ranged(None, ge=1)
+    """Optimizer steps the warm-up + cosine schedule spans in an epoch-based run (max_steps: -1);
+    null: counted from the training data (the DSKD data module) or, for other data, Lightning's
+    estimate; a run whose total cannot be known is refused (docs/training.md)."""
     grad_clip: float | None = ranged(1.0, gt=0)
     """Gradient-norm clipping (None: off)."""
 

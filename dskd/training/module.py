@@ -26,6 +26,7 @@ from dskd.losses.topk import TeacherTopK, topk_kd_loss
 from dskd.models.loading import resolve_dtype
 from dskd.schema import ExperimentConfig
 from dskd.training.callbacks import check_finite
+from dskd.training.schedule import total_optimizer_steps, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,8 @@ class DistillationModule(pl.LightningModule):
         object.__setattr__(self, "_frozen", _Frozen(teacher, senses, cached))
         self.sense_margin = sense_margin(cfg.loss.sense, senses) if cfg.method == "dskd" else None
         self.skipped_steps = 0
+        self.total_steps: int | None = None
+        """Optimizer steps of the lr schedule (set by configure_optimizers)."""
         self._val_sums: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ placement
@@ -324,8 +327,6 @@ class DistillationModule(pl.LightningModule):
     # ------------------------------------------------------------------ optimisation
 
     def configure_optimizers(self) -> dict[str, Any]:
-        from transformers import get_cosine_schedule_with_warmup
-
         o = self.cfg.optim
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
@@ -334,8 +335,9 @@ class DistillationModule(pl.LightningModule):
             )
         lr = o.lr * (self.trainer.world_size if o.scale_lr else 1)
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=o.weight_decay)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        scheduler = get_cosine_schedule_with_warmup(optimizer, round(o.warmup_ratio * total), total)
+        self.total_steps = total_optimizer_steps(self.trainer, self.cfg)
+        factor = warmup_cosine(round(o.warmup_ratio * self.total_steps), self.total_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------ checkpoints

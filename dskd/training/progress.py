@@ -21,8 +21,10 @@ PROGRESS_KEYS = ("train/loss", "train/ce", "train/kd", "train/sense")
 
 
 def _total_steps(trainer: pl.Trainer) -> int:
-    """Optimizer steps of the whole run (``max_steps``, or the epochs' steps)."""
-    return int(trainer.estimated_stepping_batches)
+    """Optimizer steps of the whole run: the lr schedule's total (``max_steps``, or the epochs' steps
+    counted from the data), else Lightning's estimate."""
+    total = getattr(trainer.lightning_module, "total_steps", None)
+    return int(total) if total else int(trainer.estimated_stepping_batches)
 
 
 def _clock(seconds: float) -> str:
