@@ -145,3 +145,11 @@ def test_a_hub_teacher_is_the_base_model(tmp_path):
 
     assert _base_model("meta-llama/Meta-Llama-3-8B-Instruct") == "meta-llama/Meta-Llama-3-8B-Instruct"
     assert _base_model("smollm2-135m-instruct") is None and _base_model(str(tmp_path)) is None
+
+
+def test_push_to_hub_is_opt_in_and_fails_in_one_line_when_the_hub_is_unreachable(tmp_path, capsys):
+    ckpt, _ = make_checkpoint(tmp_path / "run")
+    assert main(["export", str(ckpt), str(tmp_path / "out"), "--push-to-hub", "someone/student"]) == 2
+    line = one_line_error(capsys)  # the tests run with HF_HUB_OFFLINE=1
+    assert "Could not push" in line and "someone/student" in line and "OfflineModeIsEnabled" in line
+    assert (tmp_path / "out" / "README.md").is_file()  # the export itself is done
