@@ -1,5 +1,6 @@
 """The ``eval`` W&B run of ``dskd eval``: in the experiment's group, next to the training runs, it holds
-the results table (``eval/results``, a ``wandb.Table`` like table.md), one summary metric per model and
+the results table (``eval/results``, a ``wandb.Table`` like table.md; ``eval/differences``, the differences
+to the baseline with their 95% intervals, when there are any), one summary metric per model and
 benchmark metric (``MODEL/BENCHMARK/METRIC``, mean over seeds, ``_std`` beside it), the PNG plots
 (``eval/scores``, ``eval/losses``), and the lineage: the students it scored as inputs, the result files
 (results.json, table.md, table.csv, plots) as its output artifact."""
@@ -35,12 +36,19 @@ def log_evaluation(
     """Log the evaluation in ``cfg.eval.output_dir`` as an ``eval`` W&B run (offline unless W&B is online)."""
     import wandb
 
-    from dskd.evaluation.tables import table_rows
+    from dskd.evaluation.tables import difference_rows, table_rows
     from dskd.tracking.artifacts import student_artifact, use
     from dskd.tracking.session import finish_wandb, wandb_online
 
     out_dir = Path(cfg.eval.output_dir)
     header, rows = table_rows(records, order)
+    ec = cfg.eval
+    tables = {"eval/results": wandb.Table(columns=header, data=rows)}
+    diff_header, diff_rows = difference_rows(
+        records, order, ec.baseline, ec.bootstrap_resamples, ec.bootstrap_seed
+    )
+    if diff_rows:
+        tables["eval/differences"] = wandb.Table(columns=diff_header, data=diff_rows)
     run = wandb.init(
         project=cfg.logging.project,
         group=cfg.family,
@@ -57,7 +65,7 @@ def log_evaluation(
             for p in map(out_dir.joinpath, RESULT_FILES[3:])
             if p.is_file()
         }
-        run.log({"eval/results": wandb.Table(columns=header, data=rows), **plots})
+        run.log({**tables, **plots})
         run.summary.update(summary_metrics(records))
         if cfg.logging.artifacts != "off":
             for path in models.values():

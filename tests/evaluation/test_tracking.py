@@ -1,0 +1,36 @@
+"""The eval W&B run holds the difference table next to the results table (read back from the offline run)."""
+
+from __future__ import annotations
+
+import json
+
+from dskd.config import config_from_dict
+from dskd.evaluation.tracking import log_evaluation
+from dskd.tracking.offline import history, run_logs
+
+
+def _record(model: str, items: list[float]) -> dict:
+    return {
+        "model": model, "seed": 0, "benchmark": "wic", "metric": "acc", "value": sum(items) / len(items),
+        "n_items": len(items), "chance": 0.5, "seconds": 1.0, "in_average": True, "higher_is_better": True,
+        "items": items, "statistic": "mean", "reference": None,
+    }  # fmt: skip
+
+
+def test_the_eval_run_logs_the_difference_table(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = config_from_dict(
+        {
+            "family": "test",
+            "eval": {"output_dir": str(tmp_path)},
+            "logging": {"wandb": True, "artifacts": "off"},
+        }
+    )
+    records = [_record("KD", [1.0, 0.0, 1.0, 0.0]), _record("DSKD", [1.0, 0.0, 1.0, 0.0])]
+    log_evaluation(cfg, records, {"KD@0": "kd", "DSKD@0": "dskd"}, ["KD", "DSKD"])
+    (log,) = run_logs(tmp_path)
+    (row,) = [r for r in history(log) if "eval/differences" in r]
+    table = json.loads((log.parent / "files" / row["eval/differences"]["path"]).read_text())
+    # identical items: a zero difference with a zero-width interval, not significant
+    assert table["columns"] == ["model", "wic acc"] and table["data"] == [["DSKD", "+0.000 [+0.000, +0.000]"]]
