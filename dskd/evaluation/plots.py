@@ -54,14 +54,25 @@ def plot_scores(records: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+THROUGHPUT_COUNTERS = ("train/time", "train/batches", "train/samples", "train/lengths")
+"""Running totals that Lightning's ThroughputMonitor logs next to its rates (``*_per_sec``, ``device/*``)."""
+
+
+def is_throughput(key: str) -> bool:
+    """True for a ThroughputMonitor metric (rates, MFU, running totals): no loss component."""
+    return key.startswith("train/device/") or key.endswith("_per_sec") or key in THROUGHPUT_COUNTERS
+
+
 def read_metrics_csv(path: Path) -> dict[str, list[tuple[float, float]]]:
-    """Lightning CSV log -> ``{column: [(step, value), ...]}`` for every ``train/*`` column with values."""
+    """Lightning CSV log -> ``{column: [(step, value), ...]}`` for every ``train/*`` column with values
+    (throughput metrics aside)."""
     series: dict[str, list[tuple[float, float]]] = {}
     with Path(path).open(newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
             step = row.get("step")
             for key, value in row.items():
-                if key.startswith("train/") and value not in (None, "") and step not in (None, ""):
+                wanted = key.startswith("train/") and not is_throughput(key)
+                if wanted and value not in (None, "") and step not in (None, ""):
                     series.setdefault(key, []).append((float(step), float(value)))
     return series
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dskd.evaluation.plots import plot_losses, plot_scores, read_metrics_csv
 
 CSV = (
-    "epoch,step,train/ce,train/kd,train/sense,val/loss\n"
-    "0,9,2.5,1.0,,\n0,9,,,0.3,\n0,19,2.0,0.8,0.2,\n0,19,,,,1.7\n"
+    "epoch,step,train/ce,train/kd,train/sense,val/loss,train/device/items_per_sec,train/time\n"
+    "0,9,2.5,1.0,,,,\n0,9,,,0.3,,,\n0,19,2.0,0.8,0.2,,,\n0,19,,,,1.7,,\n0,19,,,,,512.0,3.5\n"
 )
 
 
-def test_read_metrics_csv_collects_sparse_train_columns(tmp_path):
+def test_read_metrics_csv_collects_sparse_train_columns_but_not_throughput(tmp_path):
     f = tmp_path / "metrics.csv"
     f.write_text(CSV)
     series = read_metrics_csv(f)
