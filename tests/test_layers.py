@@ -15,6 +15,7 @@ PACKAGE = Path(dskd.__file__).resolve().parent
 
 CORE = {
     "dskd",
+    "devices",
     "errors",
     "io",
     "outputs",

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dskd.devices import local_device
 from dskd.errors import DSKDError
 from dskd.outputs import StageResult
 from dskd.senses.compose import compose_vids
@@ -328,11 +329,7 @@ def build(cfg, progress: bool = True, overwrite: bool = False) -> StageResult:
     check_output(sc.output_dir, "senses", overwrite, inputs)
     t0 = time.perf_counter()
     rank, world = _dist_context()
-    device = (
-        torch.device("cuda", torch.cuda.current_device())
-        if torch.cuda.is_available()
-        else torch.device("cpu")
-    )
+    device = local_device()
     tokenizer = load_tokenizer(cfg.teacher.model, revision=cfg.teacher.revision)
     fingerprint = tokenizer_fingerprint(tokenizer)
     model = load_causal_lm(cfg.teacher.model, dtype=cfg.teacher.dtype, revision=cfg.teacher.revision)

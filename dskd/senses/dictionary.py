@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dskd.devices import local_device
 from dskd.errors import ArtifactMismatchError, DSKDError
 from dskd.io import atomic_path, verify_level, write_json_atomic
 
@@ -59,9 +60,10 @@ def _resolve_device(device: str | torch.device, nbytes: int) -> tuple[torch.devi
     else pinned CPU memory; pinned: CPU pinned memory (per-batch gathers go to the keys' device)."""
     device = str(device)
     if device == "auto":
-        if torch.cuda.is_available():
-            if nbytes <= 0.25 * torch.cuda.get_device_properties(0).total_memory:
-                return torch.device("cuda"), False
+        gpu = local_device()
+        if gpu.type == "cuda":
+            if nbytes <= 0.25 * torch.cuda.get_device_properties(gpu).total_memory:
+                return gpu, False
             return torch.device("cpu"), True
         return torch.device("cpu"), False
     if device == "pinned":
@@ -72,6 +74,8 @@ def _resolve_device(device: str | torch.device, nbytes: int) -> tuple[torch.devi
         raise DSKDError(f"senses.device '{device}' is not a device; use auto, cpu, cuda or pinned.") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DSKDError("senses.device=cuda but no CUDA GPU is visible; use senses.device=auto or cpu.")
+    if dev.type == "cuda" and dev.index is None:
+        dev = local_device()  # this process's GPU, not GPU 0 of every process
     return dev, False
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from dskd.devices import local_device
 from dskd.io import provenance, read_json
 from dskd.losses.topk import TeacherTopK, teacher_topk_at
 from dskd.outputs import StageResult
@@ -160,7 +161,7 @@ def build(
     tokenizer = tokenizer or load_tokenizer(tc.model, tc.revision)
     if teacher is None:
         teacher = load_causal_lm(tc.model, tc.dtype, tc.revision)
-        teacher.to("cuda" if torch.cuda.is_available() else "cpu")
+        teacher.to(local_device())
     teacher.eval()
     taus = sorted({1.0, float(cfg.loss.kd.tau)})
     meta = {

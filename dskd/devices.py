@@ -1,0 +1,28 @@
+"""This process's accelerator: ``cuda:LOCAL_RANK``, never a bare ``cuda`` (which is GPU 0 in every
+process of a node). A test keeps the package free of bare ``cuda`` devices (tests/test_devices.py)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def local_rank() -> int:
+    """The process's rank on its node: LOCAL_RANK (torchrun, Lightning), else SLURM_LOCALID, else 0."""
+    for name in ("LOCAL_RANK", "SLURM_LOCALID"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def local_device() -> torch.device:
+    """``cuda:<local rank mod visible GPUs>`` when CUDA is available, else the CPU.
+
+    Once Lightning (or the user) has set the current CUDA device, that device wins."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    if torch.cuda.is_initialized() and torch.cuda.current_device() != 0:
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cuda", local_rank() % torch.cuda.device_count())

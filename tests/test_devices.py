@@ -1,0 +1,68 @@
+"""Every process uses its own accelerator: no bare ``cuda`` device anywhere in the package."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import dskd
+from dskd.devices import local_device, local_rank
+
+PACKAGE = Path(dskd.__file__).resolve().parent
+BARE_CUDA = [
+    re.compile(r'torch\.device\(\s*"cuda"\s*\)'),  # GPU 0 in every process
+    re.compile(r'\.to\(\s*"cuda'),
+    re.compile(r'"cuda"\s+if\b'),
+    re.compile(r"\.cuda\(\s*\)"),
+    re.compile(r"get_device_properties\(\s*0\s*\)"),
+    re.compile(r'"cuda:0"'),
+]
+
+
+def bare_cuda_uses(root: Path) -> list[str]:
+    """``file:line`` of every device expression in ``root`` that names no local rank."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "devices.py":
+            continue
+        for no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if any(p.search(line) for p in BARE_CUDA):
+                found.append(f"{path.relative_to(root.parent)}:{no}: {line.strip()}")
+    return found
+
+
+def test_the_package_names_no_device_without_a_local_rank():
+    assert bare_cuda_uses(PACKAGE) == [], "use dskd.devices.local_device() (cuda:LOCAL_RANK)"
+
+
+def test_the_scan_finds_bare_devices(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "m.py").write_text('a = torch.device("cuda")\nb = x.to("cuda")\nc = x.cuda()\n')
+    assert len(bare_cuda_uses(tmp_path / "pkg")) == 3
+
+
+@pytest.mark.parametrize(
+    ("env", "rank"),
+    [
+        ({}, 0),
+        ({"LOCAL_RANK": "3"}, 3),
+        ({"SLURM_LOCALID": "5"}, 5),
+        ({"LOCAL_RANK": "1", "SLURM_LOCALID": "5"}, 1),
+    ],
+)
+def test_local_rank_comes_from_the_launcher(monkeypatch, env, rank):
+    for name in ("LOCAL_RANK", "SLURM_LOCALID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert local_rank() == rank
+
+
+def test_without_cuda_the_local_device_is_the_cpu():
+    if torch.cuda.is_available():
+        assert local_device() == torch.device("cuda", local_rank() % torch.cuda.device_count())
+    else:
+        assert local_device() == torch.device("cpu")
