@@ -263,10 +263,8 @@ def test_report_draws_the_panels_of_the_local_plot():
     assert {(s["viewType"], s["config"]["xAxis"]) for s in specs} == {
         ("Run History Line Plot", "trainer/global_step")
     }
-    (table,) = results.panels
-    assert table.table_name == "eval/results" and "eval/results" in str(
-        table._to_model().model_dump(mode="json")
-    )
+    assert [t.table_name for t in results.panels] == ["eval/results", "eval/differences"]
+    assert all(t.table_name in str(t._to_model().model_dump(mode="json")) for t in results.panels)
 
 
 # ---------------------------------------------------------------- the real thing, tiny

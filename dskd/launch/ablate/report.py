@@ -176,13 +176,15 @@ def default_out_dir(sweep: Sweep) -> Path:
 
 STEP = "trainer/global_step"
 """The x axis of the curves: every run logs it (and uses it as W&B step), so resumed runs line up."""
-RESULTS_TABLE = "eval/results"
-"""The results table an ``eval`` run of the group logs (:mod:`dskd.evaluation.tracking`)."""
+EVAL_TABLES = ("eval/results", "eval/differences")
+"""The tables an ``eval`` run of the group logs (:mod:`dskd.evaluation.tracking`): the results (mean ±
+std over seeds) and the paired differences to the baseline with their 95% intervals."""
 
 
 def build_report(sweep: Sweep, group: str, project: str, entity: str) -> Any:
     """A W&B report of the ablation group: the panels of :func:`plot` over ``trainer/global_step``, a
-    parallel-coordinates view, and the results table of the group's evaluation (when it has one)."""
+    parallel-coordinates view, and the results and difference tables of the group's evaluation (when it
+    has one)."""
     try:
         import wandb_workspaces.reports.v2 as wr
         from wandb_workspaces import expr
@@ -208,9 +210,12 @@ def build_report(sweep: Sweep, group: str, project: str, entity: str) -> Any:
             ),
             wr.H2("Evaluation"),
             wr.P(
-                f"The results table of the group's `dskd eval` run ({RESULTS_TABLE}; mean ± std over seeds)."
+                "The group's `dskd eval` run: the results (mean ± std over seeds) and the paired differences "
+                "to the baseline with their 95% intervals."
             ),
-            wr.PanelGrid(runsets=[runset], panels=[wr.WeavePanelSummaryTable(table_name=RESULTS_TABLE)]),
+            wr.PanelGrid(
+                runsets=[runset], panels=[wr.WeavePanelSummaryTable(table_name=t) for t in EVAL_TABLES]
+            ),
         ],
     )
 
