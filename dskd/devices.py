@@ -17,6 +17,15 @@ def local_rank() -> int:
     return 0
 
 
+def is_global_zero() -> bool:
+    """Whether this is the job's first process, read from the launcher's variables (it works before any
+    process group exists): RANK (torchrun), SLURM_PROCID (srun), NODE_RANK / LOCAL_RANK (Lightning's
+    launcher of the other processes of a node)."""
+    return all(
+        os.environ.get(n, "0") in ("0", "") for n in ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK")
+    )
+
+
 def local_device() -> torch.device:
     """``cuda:<local rank mod visible GPUs>`` when CUDA is available, else the CPU.
 

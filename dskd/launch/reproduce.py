@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dskd.config import load_config
+from dskd.devices import is_global_zero
 from dskd.errors import ConfigError
 from dskd.launch.stamps import STAMP, is_current, run_stage, stage_key
 from dskd.resources import resource
@@ -64,10 +65,12 @@ def _train(cfg: ExperimentConfig, key: str, force: bool) -> dict[str, Any]:
     from dskd.training.run import run_dir, train
 
     rdir = run_dir(cfg)
-    if rdir.exists() and (rdir / STAMP).exists() and not is_current(rdir, key):
+    first = is_global_zero()
+    if first and rdir.exists() and (rdir / STAMP).exists() and not is_current(rdir, key):
         shutil.rmtree(rdir)  # a finished run of another config: never resume from it
-    result = run_stage(f"train {cfg.name} seed {cfg.seed}", rdir, key, lambda: train(cfg), force)
-    if not result or not result.get("export_dir"):
+    name = f"train {cfg.name} seed {cfg.seed}"
+    result = run_stage(name, rdir, key, lambda: train(cfg), force, collective=True)
+    if first and (not result or not result.get("export_dir")):
         raise ConfigError(f"Training {cfg.name} (seed {cfg.seed}) exported no student; see {rdir}.")
     return result
 
@@ -93,6 +96,8 @@ def reproduce(configs: list[ExperimentConfig], force: bool = False) -> dict[str,
         summary = _train(cfg, _train_key(cfg, senses_key if cfg.method == "dskd" else None), force)
         summaries.append(summary)
         models[f"{cfg.label or cfg.method.upper()}@{cfg.seed}"] = summary["export_dir"]
+    if not is_global_zero():  # the other processes served the collective training stages
+        return {"records": None, "runs": summaries, "wall_s": time.perf_counter() - t0}
     eval_key = stage_key(first.eval, models, [s.get("wall_time_s") for s in summaries])
     records = run_stage(
         "eval", first.eval.output_dir, eval_key, lambda: evaluate(first, models, force), force
@@ -114,6 +119,10 @@ def standin_teacher(out_dir: Path, num_layers: int = 4, hidden_size: int = 64) -
     from dskd.testing import llama_config
 
     if (out_dir / "config.json").is_file():
+        return out_dir
+    if not is_global_zero():  # the first process writes it
+        while not (out_dir / "config.json").is_file():
+            time.sleep(1.0)
         return out_dir
     tokenizer = load_tokenizer(STANDIN_TOKENIZER)
     config = llama_config(len(tokenizer), hidden_size, num_layers, max_len=512)

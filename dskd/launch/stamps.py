@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import dskd
+from dskd.devices import is_global_zero
 from dskd.io import read_json, write_json_atomic
 
 STAMP = ".stage.json"
@@ -41,16 +42,40 @@ def is_current(out_dir: str | Path, key: str) -> bool:
         return False
 
 
-def run_stage(name: str, out_dir: str | Path, key: str, fn: Callable[[], Any], force: bool = False) -> Any:
-    """Run ``fn`` unless ``out_dir`` holds the outputs of a run with the same key; stamp on success."""
+def run_stage(
+    name: str,
+    out_dir: str | Path,
+    key: str,
+    fn: Callable[[], Any],
+    force: bool = False,
+    collective: bool = False,
+) -> Any:
+    """Run ``fn`` unless ``out_dir`` holds the outputs of a run with the same key; stamp on success.
+
+    In a job of several processes only the first (:func:`dskd.devices.is_global_zero`) runs a stage
+    and writes its stamp; the others wait for the stamp and read its result. A ``collective`` stage
+    (training, which every process takes part in) runs in all of them; still only the first stamps.
+    """
     out = Path(out_dir)
-    if not force and is_current(out, key):
+    first = is_global_zero()
+    if (not force or not first) and is_current(out, key):
         print(f"=== {name}: up to date ({out}), skipped", flush=True)
         return read_json(out / STAMP).get("result")
+    if not first and not collective:
+        return _wait_for_stamp(name, out, key)
     print(f"=== {name}: running -> {out}", flush=True)
     t0 = time.perf_counter()
     result = fn()
     seconds = time.perf_counter() - t0
-    write_json_atomic(out / STAMP, {"stage": name, "key": key, "seconds": seconds, "result": result})
+    if first:
+        write_json_atomic(out / STAMP, {"stage": name, "key": key, "seconds": seconds, "result": result})
     print(f"=== {name}: done in {seconds:.1f} s", flush=True)
     return result
+
+
+def _wait_for_stamp(name: str, out: Path, key: str, poll_s: float = 2.0) -> Any:
+    """Block until the first process has stamped ``out`` with ``key``; return the stage's result."""
+    print(f"=== {name}: waiting for the first process to write {out}", flush=True)
+    while not is_current(out, key):
+        time.sleep(poll_s)
+    return read_json(out / STAMP).get("result")

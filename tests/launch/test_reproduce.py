@@ -9,8 +9,9 @@ import pytest
 
 from dskd.cli import main
 from dskd.errors import ConfigError
+from dskd.io import write_json_atomic
 from dskd.launch.reproduce import preset_configs
-from dskd.launch.stamps import is_current, run_stage, stage_key
+from dskd.launch.stamps import STAMP, is_current, run_stage, stage_key
 
 
 def test_run_stage_skips_when_key_matches(tmp_path):
@@ -107,3 +108,23 @@ def test_paper_preset_dry_run_on_cpu(tmp_path, monkeypatch):
     assert main(["reproduce", "--preset", "paper-llama3", "--dry-run"]) == 0
     results = json.loads((tmp_path / "artifacts/dry-run/paper-llama3/results/results.json").read_text())
     assert {r["model"] for r in results["results"]} == {"teacher", "KD", "DSKD"}
+
+
+def test_only_the_first_process_runs_a_stage_the_others_wait_for_its_stamp(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a second process of the node (Lightning's launcher)
+    ran = []
+    stamped = threading.Timer(0.5, lambda: write_json_atomic(tmp_path / STAMP, {"key": "k", "result": 7}))
+    stamped.start()
+    assert run_stage("lexicon", tmp_path, "k", lambda: ran.append(1)) == 7
+    assert ran == []  # waited for the first process's stamp instead of building
+
+
+def test_a_collective_stage_runs_everywhere_but_only_the_first_process_stamps(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert run_stage("train", tmp_path / "a", "k", lambda: {"x": 1}, collective=True) == {"x": 1}
+    assert not (tmp_path / "a" / STAMP).exists()
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    run_stage("train", tmp_path / "a", "k", lambda: {"x": 1}, collective=True)
+    assert is_current(tmp_path / "a", "k")
