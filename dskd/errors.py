@@ -23,6 +23,7 @@ class ArtifactMismatchError(DSKDError):
 
 
 class TrainingInterrupted(DSKDError):
-    """A run was stopped by SIGTERM after saving its checkpoint (exit status 143, as for SIGTERM)."""
+    """A run was stopped by SIGTERM or Ctrl-C after saving its checkpoint (exit status 143 for SIGTERM,
+    130 for SIGINT: 128 + the signal's number, as the shell reports a process the signal ended)."""
 
     exit_code = 143

@@ -64,8 +64,11 @@ def artifact_kind(folder: str | os.PathLike) -> str | None:
 
 
 def _ours_in_progress(path: Path) -> bool:
-    """A temporary file or folder of :mod:`dskd.io` (``.NAME.XXXX.tmp``), not yet renamed into place."""
-    return path.name.startswith(".") and path.name.endswith(".tmp")
+    """A temporary file or folder of :mod:`dskd.io` (``.NAME.XXXX.tmp``), not yet renamed into place, or
+    the lock of a run that is starting (:mod:`dskd.training.runlock`)."""
+    from dskd.training.runlock import LOCK_NAME
+
+    return (path.name.startswith(".") and path.name.endswith(".tmp")) or path.name == LOCK_NAME
 
 
 def _contains(outer: Path, inner: Path) -> bool:

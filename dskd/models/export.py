@@ -17,7 +17,8 @@ STUDENT_PREFIX = "student."
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
-    import torch
+    """The checkpoint at ``path``, loaded safely (``weights_only``: a crafted file is refused)."""
+    from dskd.training.checkpoints import read_checkpoint
 
     if path.is_dir():  # DeepSpeed writes a folder; gather its shards into one fp32 state dict
         from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
@@ -25,14 +26,7 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
         single = path.with_name(path.name + ".fp32.pt")
         convert_zero_checkpoint_to_fp32_state_dict(str(path), str(single))
         path = single
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=False)
-    except Exception as e:  # a file that is no checkpoint fails in pickle, zip or torch code
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DSKDError(
-            f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {reason}); pass a .ckpt "
-            "written by `dskd train`, e.g. runs/tiny/tiny-dskd/seed-0/checkpoints/last.ckpt."
-        ) from e
+    return read_checkpoint(path)
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
@@ -55,7 +49,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, overwrite: bo
         )
     check_output(out_dir, "export", overwrite, [checkpoint])
     ckpt = _read_checkpoint(checkpoint)
-    info = ckpt.get("dskd") if isinstance(ckpt, dict) else None
+    info = ckpt["dskd"]
     if not isinstance(info, dict) or "student_config" not in info:
         raise DSKDError(f"{checkpoint} was not written by `dskd train` (it has no 'dskd' section).")
     state = ckpt.get("state_dict") or ckpt.get("module") or {}

@@ -54,8 +54,13 @@ class TrainerConfig:
     """Steps between checkpoints (last.ckpt is always kept for resume)."""
     nan_policy: Literal["stop", "skip"] = "stop"
     """stop (raise naming step and component) | skip (skip the step and count it)."""
+    max_skipped_steps: int = 100
+    """nan_policy=skip: stop with an error once more steps than this were skipped in all."""
+    max_consecutive_skips: int = 10
+    """nan_policy=skip: stop with an error once more consecutive steps than this were skipped."""
     resume: str = "auto"
-    """auto (continue from the run's last checkpoint) | never | a checkpoint path."""
+    """auto (continue from the run's last usable checkpoint) | never (start over) | a checkpoint path;
+    a resumed run must have the checkpoint's config, but for dskd.training.resume.RESUMABLE_KEYS."""
 
 
 @dataclass

@@ -25,7 +25,7 @@ from dskd.losses.sense import sense_loss
 from dskd.losses.topk import TeacherTopK, topk_kd_loss
 from dskd.models.loading import resolve_dtype
 from dskd.schema import ExperimentConfig
-from dskd.training.callbacks import check_finite
+from dskd.training.callbacks import check_finite, check_skip_limits
 from dskd.training.schedule import total_optimizer_steps, warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,7 @@ class DistillationModule(pl.LightningModule):
         object.__setattr__(self, "_frozen", _Frozen(teacher, senses, cached))
         self.sense_margin = sense_margin(cfg.loss.sense, senses) if cfg.method == "dskd" else None
         self.skipped_steps = 0
+        self._consecutive_skips = 0
         self.total_steps: int | None = None
         """Optimizer steps of the lr schedule (set by configure_optimizers)."""
         self._val_sums: torch.Tensor | None = None
@@ -244,16 +245,24 @@ class DistillationModule(pl.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         self._place_teacher()
         loss, parts, logs = self.losses(batch)
-        if not check_finite(parts, self.global_step, self.cfg.trainer.nan_policy, self.trainer.strategy):
-            self.skipped_steps += 1
-            self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, batch_size=1)
-            return None
         bs = batch["input_ids"].shape[0]
+        finite = check_finite(parts, self.global_step, self.cfg.trainer.nan_policy, self.trainer.strategy)
+        self._consecutive_skips = 0 if finite else self._consecutive_skips + 1
+        self.skipped_steps += 0 if finite else 1
+        # a skipped step logs its own (non-finite) values, flagged, never the previous step's
         self.log_dict(self._mean_over_processes(logs), on_step=True, on_epoch=False, batch_size=bs)
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-        self.log_dict(
-            {"train/lr": lr, "train/skipped_steps": float(self.skipped_steps)}, on_step=True, batch_size=1
-        )
+        flags = {"train/skipped": float(not finite), "train/skipped_steps": float(self.skipped_steps)}
+        self.log_dict({"train/lr": lr, **flags}, on_step=True, batch_size=1)
+        if not finite:
+            check_skip_limits(
+                self.skipped_steps,
+                self._consecutive_skips,
+                self.cfg.trainer,
+                self.named_parameters(),
+                self.global_step,
+            )
+            return None
         self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=bs)
         return loss
 
@@ -344,9 +353,12 @@ class DistillationModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         from dskd.config import config_to_yaml
+        from dskd.training.resume import fingerprint
 
+        config = config_to_yaml(self.cfg)
         checkpoint["dskd"] = {
-            "config": config_to_yaml(self.cfg),
+            "config": config,
+            "fingerprint": fingerprint(config),
             "student_config": self.student.config.to_dict(),
             "tokenizer": str(self.tokenizer_spec),
             "skipped_steps": self.skipped_steps,

@@ -105,15 +105,93 @@ def has_validation(dm: pl.LightningDataModule) -> bool:
     return type(dm).val_dataloader is not pl.LightningDataModule.val_dataloader
 
 
-def resume_checkpoint(resume: str, checkpoint_dir: Path) -> str | None:
-    """The checkpoint to continue from: ``auto``: the run's last.ckpt if any; ``never``: none; else a path."""
+RESUMABLE_KEYS = (
+    "name",
+    "family",
+    "runs_dir",
+    "trainer.resume",
+    "trainer.max_steps",
+    "trainer.max_epochs",
+    "optim.total_steps",
+    "trainer.log_every_n_steps",
+    "trainer.val_check_interval",
+    "trainer.limit_val_batches",
+    "trainer.checkpoint_every_n_steps",
+    "trainer.nan_policy",
+    "trainer.max_skipped_steps",
+    "trainer.max_consecutive_skips",
+    "logging",
+    "eval",
+)
+"""Config keys (and sections) a resumed run may change: labels, where runs go, how long to train (and
+the schedule's length), how often to log, validate and checkpoint, the NaN guard, logging and evaluation. Every other key
+is part of the experiment's fingerprint."""
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}."))
+    return out
+
+
+def experiment_keys(config_yaml: str) -> dict[str, Any]:
+    """The flattened config of ``config_yaml`` without the :data:`RESUMABLE_KEYS`."""
+    import yaml
+
+    flat = {k.rstrip("."): v for k, v in _flat(yaml.safe_load(config_yaml)).items()}
+    return {k: v for k, v in flat.items() if not any(k == r or k.startswith(f"{r}.") for r in RESUMABLE_KEYS)}
+
+
+def fingerprint(config_yaml: str) -> str:
+    """A short hash of the experiment a config describes (its keys other than :data:`RESUMABLE_KEYS`)."""
+    import hashlib
+    import json
+
+    text = json.dumps(experiment_keys(config_yaml), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_same_experiment(config_yaml: str, checkpoint: dict[str, Any], path: Path) -> None:
+    """Refuse to resume ``checkpoint`` (read from ``path``) under a config of another experiment."""
+    saved = checkpoint["dskd"].get("config") if isinstance(checkpoint["dskd"], dict) else None
+    if not isinstance(saved, str):
+        raise ConfigError(
+            f"{path} records no experiment config, so it cannot be checked against this run's; resume from "
+            "a checkpoint written by `dskd train`, or start over with trainer.resume=never."
+        )
+    mine = fingerprint(config_yaml)
+    theirs = checkpoint["dskd"].get("fingerprint") or fingerprint(saved)
+    if mine == theirs:
+        return
+    old, new = experiment_keys(saved), experiment_keys(config_yaml)
+    changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+    shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
+    more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+    raise ConfigError(
+        f"{path} belongs to another experiment (config fingerprint {theirs}, this run's {mine}; changed: "
+        f"{shown or 'keys'}{more}). Give this run its own folder (another name, seed or runs_dir), or "
+        "start over in this folder with trainer.resume=never."
+    )
+
+
+def resume_candidates(resume: str, checkpoint_dir: Path, run_dir: Path) -> list[Path]:
+    """Checkpoints to continue from, preferred first: ``auto``: the run's newest checkpoint
+    (``last.ckpt`` or a SLURM ``hpc_ckpt_N.ckpt``), then ``last.ckpt`` and the one it replaced;
+    ``never``: none; else the path given."""
     if resume == "never":
-        return None
+        return []
     last = checkpoint_dir / "last.ckpt"
     if resume == "auto":
-        return str(last) if last.exists() else None
+        from dskd.training.checkpoints import previous_path
+        from dskd.training.slurm import resume_path
+
+        newest = resume_path(run_dir, str(last) if last.exists() else None)
+        return [Path(p) for p in (newest, last, previous_path(last)) if p is not None]
     if not Path(resume).exists():
         raise ConfigError(
             f"trainer.resume={resume!r} is not a checkpoint; use auto, never or the path of a .ckpt file."
         )
-    return resume
+    return [Path(resume)]

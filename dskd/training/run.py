@@ -7,6 +7,7 @@ Hugging Face folder of the student) and ``summary.json`` (final metrics, wall ti
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -84,14 +85,6 @@ def load_senses(cfg: ExperimentConfig, tokenizer, teacher):
     return senses
 
 
-def _global_step(checkpoint: str) -> int:
-    import torch
-
-    if Path(checkpoint).is_dir():  # a DeepSpeed checkpoint folder: keep the whole log
-        return 2**62
-    return int(torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["global_step"])
-
-
 def build_datamodule(cfg: ExperimentConfig, tokenizer, senses=None):
     """The DSKD data module; ``senses`` (the loaded dictionary) tells which neighbours have senses."""
     from dskd.data.datamodule import DSKDDataModule
@@ -127,7 +120,8 @@ def build_trainer(
         save_top_k=0,
         save_last=True,
     )
-    from dskd.training.callbacks import CheckpointOnSigterm
+    from dskd.training.callbacks import CheckpointOnInterrupt, EmptyDataGuard
+    from dskd.training.checkpoints import AtomicCheckpointIO
     from dskd.training.slurm import slurm_callbacks, slurm_plugins
 
     tty = sys.stdout.isatty()  # elsewhere (a SLURM .out file, a redirected log): plain progress lines
@@ -146,13 +140,15 @@ def build_trainer(
         gradient_clip_val=None if t.strategy == "fsdp" else cfg.optim.grad_clip,  # FSDP: the module clips
         log_every_n_steps=t.log_every_n_steps,
         logger=build_loggers(cfg, rdir, resuming),
-        plugins=slurm_plugins(),
+        # DeepSpeed writes its checkpoint folders itself
+        plugins=slurm_plugins() + ([] if t.strategy.startswith("deepspeed") else [AtomicCheckpointIO()]),
         enable_progress_bar=tty,
         callbacks=[
             checkpoint,
             TokenThroughput(flops_per_token, t.log_every_n_steps),
             StepProgressBar() if tty else ProgressLines(t.log_every_n_steps),
-            CheckpointOnSigterm(rdir / "checkpoints" / "last.ckpt"),
+            CheckpointOnInterrupt(rdir / "checkpoints" / "last.ckpt"),
+            EmptyDataGuard(),
             *slurm_callbacks(),
             *(callbacks or []),
         ],
@@ -176,13 +172,11 @@ def train(
     import lightning.pytorch as pl
 
     from dskd.config import save_config
-    from dskd.io import write_json_atomic
     from dskd.outputs import check_output, mark_output
-    from dskd.tracking.session import finish_wandb
-    from dskd.training.loggers import truncate_csv, wandb_experiment
+    from dskd.training.loggers import truncate_csv
     from dskd.training.module import DistillationModule
     from dskd.training.progress import flops_per_token
-    from dskd.training.resume import has_validation, resumable, resume_checkpoint
+    from dskd.training.runlock import RunLock
 
     t0 = time.perf_counter()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -202,38 +196,84 @@ def train(
         cfg, student, teacher, senses, projection, cached=cached, generation_config=generation
     )
     dm = datamodule if datamodule is not None else build_datamodule(cfg, tokenizer, senses)
-    ckpt_path = resume_checkpoint(cfg.trainer.resume, ckpt_dir)
-    if cfg.trainer.resume == "auto":
-        from dskd.training.slurm import resume_path
-
-        ckpt_path = resume_path(rdir, ckpt_path)  # newest of hpc_ckpt_N.ckpt (SLURM requeue) and last.ckpt
+    ckpt_path, step = _resume_from(cfg, rdir)
     flops = flops_per_token(student, teacher, projection)
     trainer = build_trainer(cfg, rdir, student, callbacks, ckpt_path is not None, flops)
-    if trainer.is_global_zero:
-        mark_output(rdir, "run")
-        save_config(cfg, rdir)
-        save_config(cfg, ckpt_dir)
-        tokenizer.save_pretrained(str(rdir / "tokenizer"))
+    with RunLock(rdir) if trainer.is_global_zero else contextlib.nullcontext():
+        if trainer.is_global_zero:
+            _tidy(ckpt_dir, ckpt_path)
+            mark_output(rdir, "run")
+            save_config(cfg, rdir)
+            save_config(cfg, ckpt_dir)
+            tokenizer.save_pretrained(str(rdir / "tokenizer"))
+            truncate_csv(rdir / "metrics.csv", step)
+        return _fit(cfg, trainer, module, dm, ckpt_path, export, t0)
+
+
+def _resume_from(cfg: ExperimentConfig, rdir: Path) -> tuple[str | None, int]:
+    """(checkpoint to continue from, its step): the first usable one ``trainer.resume`` allows, checked
+    to be of this experiment (nothing is written)."""
+    from dskd.config import config_to_yaml
+    from dskd.training.checkpoints import pick_checkpoint
+    from dskd.training.resume import check_same_experiment, resume_candidates
+
+    picked = pick_checkpoint(resume_candidates(cfg.trainer.resume, rdir / "checkpoints", rdir))
+    if picked is None:
+        return None, 0
+    path, ckpt = picked
+    if ckpt is None:  # a DeepSpeed checkpoint folder: keep the whole log
+        return str(path), 2**62
+    check_same_experiment(config_to_yaml(cfg), ckpt, path)
+    return str(path), int(ckpt["global_step"])
+
+
+def _tidy(ckpt_dir: Path, ckpt_path: str | None) -> None:
+    """Remove killed saves' staging files; set an unusable last.ckpt aside when resuming from the one
+    before it (the next save would otherwise replace the checkpoint resumed from)."""
+    from dskd.training.checkpoints import previous_path, remove_staging
+
+    for path in remove_staging(ckpt_dir, ckpt_dir.parent):
+        log.warning("note: removed %s (the staging file of a checkpoint save that was killed)", path)
+    last = ckpt_dir / "last.ckpt"
+    if ckpt_path == str(previous_path(last)) and last.is_file():
+        os.replace(last, last.with_name("last.ckpt.unusable"))
+
+
+def _fit(
+    cfg: ExperimentConfig, trainer, module, dm, ckpt_path: str | None, export: bool, t0: float
+) -> dict[str, Any]:
+    """Fit (from ``ckpt_path`` if given), validate, export; the summary of :func:`train`."""
+    from dskd.io import write_json_atomic
+    from dskd.tracking.session import finish_wandb
+    from dskd.training.callbacks import CheckpointOnInterrupt
+    from dskd.training.loggers import wandb_experiment
+    from dskd.training.resume import has_validation, resumable
+
+    rdir = run_dir(cfg)
+    ckpt_dir = rdir / "checkpoints"
     wrapped = resumable(dm)
-    if trainer.is_global_zero:
-        truncate_csv(rdir / "metrics.csv", _global_step(ckpt_path) if ckpt_path else 0)
     try:
-        trainer.fit(module, datamodule=wrapped, ckpt_path=ckpt_path)
-    except SystemExit as e:  # Lightning's SIGTERMException: the callback saved last.ckpt
+        trainer.fit(module, datamodule=wrapped, ckpt_path=ckpt_path, weights_only=True)
+    except SystemExit as e:  # Lightning's SIGTERMException (also after Ctrl-C): the callback saved last.ckpt
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         if not isinstance(e, SIGTERMException):
             raise
         finish_wandb()
-        raise TrainingInterrupted(
-            f"Stopped by SIGTERM at step {trainer.global_step}; {ckpt_dir / 'last.ckpt'} holds that step. "
+        stop = next(c for c in trainer.callbacks if isinstance(c, CheckpointOnInterrupt))
+        held = "holds that step" if stop.saved else "was not updated (stopped outside a training batch)"
+        error = TrainingInterrupted(
+            f"Stopped by {stop.signal.name} at step {trainer.global_step}; {ckpt_dir / 'last.ckpt'} {held}. "
             "Continue with the same command and trainer.resume=auto."
-        ) from e
+        )
+        error.exit_code = 128 + int(stop.signal)
+        raise error from e
     trainer.save_checkpoint(str(ckpt_dir / "last.ckpt"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k != "loss"}
     if has_validation(dm):
         # an explicit checkpoint: under SLURM, Lightning would otherwise reload hpc_ckpt_N.ckpt
-        trainer.validate(module, datamodule=wrapped, verbose=False, ckpt_path=str(ckpt_dir / "last.ckpt"))
+        last = str(ckpt_dir / "last.ckpt")
+        trainer.validate(module, datamodule=wrapped, verbose=False, ckpt_path=last, weights_only=True)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
     summary: dict[str, Any] = {
         "name": cfg.name,

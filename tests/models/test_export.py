@@ -80,7 +80,7 @@ def test_exporting_over_the_run_folder_is_refused(tmp_path, capsys, extra):
 @pytest.mark.parametrize(
     "content, message",
     [
-        (b"just some notes\n", "is not a readable PyTorch checkpoint (UnpicklingError"),
+        (b"just some notes\n", "is not a readable PyTorch checkpoint ("),
         (b"", "is not a readable PyTorch checkpoint"),
         (b"PK\x03\x04" + bytes(60), "is not a readable PyTorch checkpoint"),  # a damaged zip
         (None, "was not written by `dskd train`"),  # a tensor, not a checkpoint dict

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from dskd.errors import ConfigError
-from dskd.training.resume import ResumableLoader, resume_checkpoint
+from dskd.training.resume import ResumableLoader, check_same_experiment, fingerprint, resume_candidates
 
 
 def test_deals_batches_round_robin():
@@ -33,10 +33,35 @@ def test_refuses_another_world_size():
         loader.load_state_dict({"batches_done": 1, "world": 2})
 
 
-def test_resume_checkpoint(tmp_path):
-    assert resume_checkpoint("auto", tmp_path) is None
-    (tmp_path / "last.ckpt").write_bytes(b"x")
-    assert resume_checkpoint("auto", tmp_path) == str(tmp_path / "last.ckpt")
-    assert resume_checkpoint("never", tmp_path) is None
+def test_resume_candidates(tmp_path):
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir()
+    last, prev = ckpt / "last.ckpt", ckpt / "last.prev.ckpt"
+    assert resume_candidates("auto", ckpt, tmp_path) == [last, prev]  # none exists: pick_checkpoint says None
+    last.write_bytes(b"x")
+    assert resume_candidates("auto", ckpt, tmp_path) == [last, last, prev]
+    assert resume_candidates("never", ckpt, tmp_path) == []
+    assert resume_candidates(str(last), ckpt, tmp_path) == [last]
     with pytest.raises(ConfigError, match="trainer.resume"):
-        resume_checkpoint(str(tmp_path / "nope.ckpt"), tmp_path)
+        resume_candidates(str(tmp_path / "nope.ckpt"), ckpt, tmp_path)
+
+
+def test_the_fingerprint_ignores_only_the_resumable_keys(tmp_path):
+    from dskd.config import config_to_yaml
+
+    from .tinyrun import tiny_config
+
+    def yaml(over=None):
+        return config_to_yaml(tiny_config(tmp_path, tmp_path / "teacher", "kd", over))
+
+    base = yaml()
+    extended = yaml({"trainer.max_steps": 99, "trainer.log_every_n_steps": 5, "logging.wandb": True})
+    changed = yaml({"optim.lr": 0.5, "data.seq_len": 64})
+    assert fingerprint(base) == fingerprint(extended) != fingerprint(changed)
+    ckpt = {"dskd": {"config": base, "fingerprint": fingerprint(base)}}
+    for recorded in (True, False):  # checkpoints without a recorded fingerprint are checked from their config
+        if not recorded:
+            del ckpt["dskd"]["fingerprint"]
+        check_same_experiment(extended, ckpt, tmp_path / "last.ckpt")
+        with pytest.raises(ConfigError, match=r"changed: data.seq_len: 128 -> 64, optim.lr: 0.001 -> 0.5\)"):
+            check_same_experiment(changed, ckpt, tmp_path / "last.ckpt")

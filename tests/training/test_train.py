@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import json
+import math
 import os
 import signal
 
@@ -18,16 +18,15 @@ from dskd.senses import SenseDictionary
 from dskd.training.module import DistillationModule
 from dskd.training.run import train
 
-from .tinyrun import VOCAB, make_model_dir, make_tokenizer, random_batches, tiny_config
-
-
-def _rows(run_dir):
-    with open(run_dir / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _train_losses(run_dir) -> dict[int, float]:
-    return {int(r["step"]): float(r["train/loss"]) for r in _rows(run_dir) if r.get("train/loss")}
+from .tinyrun import (
+    VOCAB,
+    make_model_dir,
+    make_tokenizer,
+    metrics_rows,
+    random_batches,
+    tiny_config,
+    train_losses,
+)
 
 
 class _RecordGrads(pl.Callback):
@@ -102,8 +101,8 @@ def test_kd_run_writes_its_folder_and_a_loadable_export(run_tmp, teacher_dir):
     assert out["metrics"]["val/ppl"] == pytest.approx(
         torch.tensor(out["metrics"]["val/ce"]).exp().item(), rel=1e-5
     )
-    rows = _rows(run)
-    assert sorted(_train_losses(run)) == [0, 1, 2, 3]
+    rows = metrics_rows(run)
+    assert sorted(train_losses(run)) == [0, 1, 2, 3]
     for key in ("train/lr", "train/grad_norm", "train/device/items_per_sec"):
         assert any(r.get(key) for r in rows), key
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
@@ -190,12 +189,12 @@ def test_resume_reproduces_the_uninterrupted_run(run_tmp, teacher_dir):
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(broken, datamodule=random_batches(n=5), callbacks=[Crash()], export=False)
     run_b = run_tmp / "b" / "runs" / "tiny-dskd" / "seed-0"
-    assert sorted(_train_losses(run_b)) == [0, 1, 2, 3]  # step 3 ran; its checkpoint is at step 3
+    assert sorted(train_losses(run_b)) == [0, 1, 2, 3]  # step 3 ran; its checkpoint is at step 3
     assert torch.load(run_b / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 3
     resumed = train(broken, datamodule=random_batches(n=5), export=False)  # trainer.resume=auto
     assert resumed["global_step"] == 8
-    a = _train_losses(run_tmp / "a" / "runs" / "tiny-dskd" / "seed-0")
-    b = _train_losses(run_b)
+    a = train_losses(run_tmp / "a" / "runs" / "tiny-dskd" / "seed-0")
+    b = train_losses(run_b)
     assert sorted(a) == sorted(b) == list(range(8))
     for step in a:
         assert b[step] == pytest.approx(a[step], abs=1e-6), step
@@ -223,7 +222,7 @@ def test_sigterm_saves_the_step_reached_and_resume_continues(run_tmp, teacher_di
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # Lightning restored the handler
     resumed = train(stopped, datamodule=random_batches(n=5), export=False)  # trainer.resume=auto
     assert resumed["global_step"] == 8
-    a, b = _train_losses(run_tmp / "a" / "runs" / "tiny-dskd" / "seed-0"), _train_losses(run_b)
+    a, b = train_losses(run_tmp / "a" / "runs" / "tiny-dskd" / "seed-0"), train_losses(run_b)
     assert sorted(a) == sorted(b) == list(range(8))
     for step in a:
         assert b[step] == pytest.approx(a[step], abs=1e-6), step
@@ -252,17 +251,43 @@ def test_nan_guard_stops_naming_step_and_component(run_tmp, teacher_dir):
         train(cfg, datamodule=random_batches(n=4), export=False)
 
 
-def test_nan_guard_skips_and_counts(run_tmp, teacher_dir):
+def test_nan_guard_skips_counts_and_logs_the_skipped_steps_as_nan(run_tmp, teacher_dir):
     cfg = _nan_config(run_tmp, teacher_dir, {"trainer.nan_policy": "skip"})
     out = train(cfg, datamodule=random_batches(n=4), export=False)
     assert out["skipped_steps"] == 4
     assert out["metrics"]["train/skipped_steps"] == 4
     assert out["global_step"] == 4  # a skipped step still counts as a step (the schedule moves on)
     teacher = load_causal_lm(teacher_dir, dtype="float32")
-    ckpt = torch.load(f"{out['checkpoint_dir']}/last.ckpt", weights_only=False)["state_dict"]
+    ckpt = torch.load(f"{out['checkpoint_dir']}/last.ckpt", weights_only=True)["state_dict"]
     torch.testing.assert_close(
         ckpt["student.model.layers.1.mlp.up_proj.weight"], teacher.model.layers[1].mlp.up_proj.weight
     )
+    steps = [r for r in metrics_rows(run_tmp / "runs" / "tiny-kd" / "seed-0") if r.get("train/skipped")]
+    assert [int(r["step"]) for r in steps] == [0, 1, 2, 3]
+    for r in steps:  # each skipped step logs its own values, flagged: NaN KD, finite CE
+        assert r["train/skipped"] == "1.0" and math.isnan(float(r["train/kd"])), r
+        assert math.isnan(float(r["train/loss"])) and math.isfinite(float(r["train/ce"])), r
+
+
+@pytest.mark.parametrize(
+    ("limit", "message"),
+    [
+        ({"trainer.max_consecutive_skips": 2}, r"Step 2: 3 steps skipped .*trainer.max_consecutive_skips=2"),
+        ({"trainer.max_skipped_steps": 1}, r"Step 1: 2 steps skipped .*trainer.max_skipped_steps=1"),
+    ],
+)
+def test_nan_guard_skip_stops_after_too_many_skips(run_tmp, teacher_dir, limit, message):
+    cfg = _nan_config(run_tmp, teacher_dir, {"trainer.nan_policy": "skip", **limit})
+    with pytest.raises(DSKDError, match=message):
+        train(cfg, datamodule=random_batches(n=8), export=False)
+
+
+def test_nan_guard_skip_stops_at_a_non_finite_parameter(run_tmp, teacher_dir):
+    """A student with a NaN LM head: its loss is NaN and the skip stops at once, naming the parameter."""
+    poisoned = {"student.kind": "hf", "student.model": str(_poisoned_teacher(teacher_dir, run_tmp))}
+    cfg = tiny_config(run_tmp, teacher_dir, "kd", {**poisoned, "trainer.nan_policy": "skip"})
+    with pytest.raises(DSKDError, match=r"Step 0: the parameter student.lm_head.weight is no longer finite"):
+        train(cfg, datamodule=random_batches(n=4), export=False)
 
 
 def test_vocabulary_mismatch_is_refused(run_tmp, teacher_dir):

@@ -5,6 +5,7 @@ Importable (not only fixtures) so that the 2-process DDP script uses the same pi
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 from dskd.testing import (
@@ -115,3 +116,14 @@ def corpus_config(tmp: Path, teacher_dir: Path, corpus: Path, method: str = "dsk
         "data.max_neighbours": 2,
     }
     return tiny_config(tmp, teacher_dir, method, {**data, **(over or {})})
+
+
+def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
+    """The rows of a run's metrics.csv."""
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def train_losses(run_dir: Path) -> dict[int, float]:
+    """train/loss by step from a run's metrics.csv (a repeated step would collapse: count rows apart)."""
+    return {int(r["step"]): float(r["train/loss"]) for r in metrics_rows(run_dir) if r.get("train/loss")}

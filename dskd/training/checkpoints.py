@@ -1,0 +1,171 @@
+"""Crash-safe, trusted checkpoints: atomic saves on any filesystem, safe loading, resume with fallback.
+
+Saving (:class:`AtomicCheckpointIO`): the checkpoint is written to a staging file in the
+destination folder (``.NAME.*.tmp``), flushed to disk (fsync) and renamed onto ``NAME``; the
+checkpoint it replaces is first renamed to ``NAME`` with ``.prev`` before the suffix
+(``last.prev.ckpt``), where it stays as a fallback until the next save. A process killed at any
+point therefore leaves a complete checkpoint: the new one, or the previous one. Renames within one
+folder are atomic on any filesystem (Lightning's own save stages the file in ``$TMPDIR`` and copies
+it when that is another filesystem, which a kill leaves half-written). Staging files a killed
+process left behind are removed by the next run of the same folder (:func:`remove_staging`).
+
+Loading (:func:`read_checkpoint`) uses ``torch.load(weights_only=True)``: tensors and plain Python
+values only, so a crafted checkpoint cannot run code; it is refused with a one-line error.
+
+Resuming (:func:`pick_checkpoint`) reads each candidate and takes the first usable one, with a
+one-line note for each one passed over.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from dskd.errors import DSKDError
+
+log = logging.getLogger(__name__)
+
+STAGING_GLOB = ".*.ckpt.*.tmp"
+"""Staging files of :class:`AtomicCheckpointIO` (``dskd.io.atomic_path`` names them ``.NAME.*.tmp``)."""
+
+
+class CheckpointError(DSKDError):
+    """A checkpoint is damaged, was not written by ``dskd train``, or holds objects other than data."""
+
+
+def previous_path(path: str | os.PathLike) -> Path:
+    """Where the checkpoint ``path`` replaces is kept: ``last.ckpt`` -> ``last.prev.ckpt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _os_error(error: BaseException | None) -> OSError | None:
+    """The OSError ``error`` is or was raised while handling (None if there is none)."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
+def save_atomic(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
+    """``torch.save`` ``checkpoint`` to ``path`` crash-safely (see the module docstring)."""
+    import torch
+
+    from dskd.io import atomic_path
+
+    path = Path(path)
+    if path.exists():  # at most two checkpoints on disk, also while saving: the current one and the new
+        previous_path(path).unlink(missing_ok=True)
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            if path.exists():
+                os.replace(path, previous_path(path))
+        _fsync_dir(path.parent)
+    except (OSError, RuntimeError) as e:  # torch's zip writer turns a failed write into a RuntimeError
+        cause = _os_error(e)
+        if cause is None:
+            raise
+        raise CheckpointError(
+            f"Could not write the checkpoint {path} ({cause.strerror or cause}); the checkpoints already in "
+            f"{path.parent} are intact. Free disk space (or fix the folder's permissions) and run the same "
+            "command again to resume."
+        ) from e
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO with crash-safe saves and trusted (``weights_only``) loads."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None
+    ) -> None:
+        save_atomic(checkpoint, path)
+
+    def load_checkpoint(
+        self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        return read_checkpoint(path)
+
+
+def _unreadable(path: str | os.PathLike, error: Exception) -> CheckpointError:
+    reason = str(error).strip().split(". ")[0].splitlines()[0] if str(error).strip() else ""
+    return CheckpointError(
+        f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}{': ' if reason else ''}"
+        f"{reason}); it is damaged, empty or another kind of file."
+    )
+
+
+def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint at ``path`` loaded on the CPU with ``weights_only=True``.
+
+    Raises :class:`CheckpointError` (one line, nothing executed) when the file holds anything but
+    tensors and plain values, or cannot be read.
+    """
+    import torch
+
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise _unreadable(path, e) from e
+        detail = next((line for line in str(e).splitlines() if "GLOBAL" in line), "").strip()
+        raise CheckpointError(
+            f"Refusing to load {path}: it holds objects other than tensors and plain values "
+            f"({detail or 'unsupported pickle content'}), which could run code; only checkpoints written "
+            "by `dskd train` are loaded."
+        ) from e
+    except Exception as e:  # a file that is no checkpoint fails in pickle, zip or torch code
+        raise _unreadable(path, e) from e
+    if not isinstance(ckpt, dict) or "dskd" not in ckpt or "global_step" not in ckpt:
+        raise CheckpointError(f"{path} was not written by `dskd train` (it has no 'dskd' section).")
+    return ckpt
+
+
+def pick_checkpoint(candidates: list[Path]) -> tuple[Path, dict[str, Any] | None] | None:
+    """The first of ``candidates`` (preferred first) that reads as a checkpoint, with its contents.
+
+    Missing files are passed over silently, unusable ones with a one-line note; None when no
+    candidate exists; :class:`CheckpointError` when some exist but none is usable. A DeepSpeed
+    checkpoint folder is taken as it is (its contents None): DeepSpeed reads it itself.
+    """
+    problems: list[str] = []
+    for path in dict.fromkeys(candidates):  # in order, without repeats
+        if not path.exists():
+            continue
+        try:
+            ckpt = None if path.is_dir() else read_checkpoint(path, mmap=True)
+        except CheckpointError as e:
+            problems.append(str(e))
+            continue
+        for problem in problems:
+            log.warning("note: %s Resuming from %s instead.", problem, path)
+        return path, ckpt
+    if problems:
+        raise CheckpointError(
+            f"{' '.join(problems)} No usable checkpoint is left to resume from; start over in this folder "
+            "with trainer.resume=never, or use another run folder."
+        )
+    return None
+
+
+def remove_staging(*folders: Path) -> list[Path]:
+    """Delete the staging files of checkpoint saves that were killed; returns what was deleted."""
+    removed = [p for folder in folders for p in folder.glob(STAGING_GLOB) if p.is_file()]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
