@@ -32,7 +32,8 @@ def _train_steps(log) -> list[int]:
 def test_two_configs_in_one_folder_get_different_ids(run_tmp, teacher_dir, offline):
     over = {"logging.wandb": True, "trainer.max_steps": 1}
     train(tiny_config(run_tmp, teacher_dir, "kd", over), datamodule=random_batches(n=2), export=False)
-    changed = tiny_config(run_tmp, teacher_dir, "kd", {**over, "optim.lr": 5e-4})
+    # another experiment in the same folder must start over (resuming it is refused)
+    changed = tiny_config(run_tmp, teacher_dir, "kd", {**over, "optim.lr": 5e-4, "trainer.resume": "never"})
     train(changed, datamodule=random_batches(n=2), export=False)
     rdir = run_tmp / "runs" / "tiny-kd" / "seed-0"
     ids = [run_id(log) for log in run_logs(rdir)]
