@@ -22,6 +22,7 @@ import torch
 
 from dskd.io import DiskFullError
 from dskd.training.checkpoints import (
+    AtomicCheckpointIO,
     CheckpointError,
     pick_checkpoint,
     previous_path,
@@ -226,3 +227,22 @@ def test_kill_9_at_many_points_of_a_save_leaves_a_whole_checkpoint(monkeypatch):
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def test_lightning_resumes_through_the_trusted_reader(tmp_path):
+    """`Trainer.fit(ckpt_path=...)` itself loads with weights_only: a crafted file is refused there too."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    marker = tmp_path / "pwned"
+    evil = crafted_checkpoint(tmp_path / "evil.ckpt", marker)
+    trainer = pl.Trainer(
+        plugins=[AtomicCheckpointIO()],
+        accelerator="cpu",
+        max_steps=1,
+        logger=False,
+        enable_progress_bar=False,
+    )
+    with pytest.raises(CheckpointError, match="Refusing to load"):
+        trainer.fit(BoringModel(), ckpt_path=str(evil))
+    assert not marker.exists()
