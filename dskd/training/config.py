@@ -54,9 +54,9 @@ class TrainerConfig:
     """Steps between checkpoints (last.ckpt is always kept for resume)."""
     nan_policy: Literal["stop", "skip"] = "stop"
     """stop (raise naming step and component) | skip (skip the step and count it)."""
-    max_skipped_steps: int = 100
+    max_skipped_steps: int = ranged(100, ge=0)
     """nan_policy=skip: stop with an error once more steps than this were skipped in all."""
-    max_consecutive_skips: int = 10
+    max_consecutive_skips: int = ranged(10, ge=0)
     """nan_policy=skip: stop with an error once more consecutive steps than this were skipped."""
     resume: str = "auto"
     """auto (continue from the run's last usable checkpoint) | never (start over) | a checkpoint path;

@@ -124,8 +124,8 @@ RESUMABLE_KEYS = (
     "eval",
 )
 """Config keys (and sections) a resumed run may change: labels, where runs go, how long to train (and
-the schedule's length), how often to log, validate and checkpoint, the NaN guard, logging and evaluation. Every other key
-is part of the experiment's fingerprint."""
+the schedule's length), how often to log, validate and checkpoint, the NaN guard, logging and
+evaluation. Every other key is part of the experiment's fingerprint."""
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
