@@ -7,6 +7,7 @@ deterministic random batches in the training batch format of the DSKD data modul
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -149,3 +150,14 @@ def write_batch_cache(directory, cfg, tokenizer, teacher, batches, hidden_dtype:
         for batch in batches:
             topk, hidden = teacher_outputs(teacher, batch, cfg.teacher.cache_top_k, taus)
             writer.add(sequence_keys(batch["input_ids"], batch["attention_mask"]), topk, hidden)
+
+
+LAUNCH_VARIABLES = ("MASTER_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "PL_", "SLURM_")
+"""Prefixes of the rendezvous, rank and cluster variables a launcher sets."""
+
+
+def fresh_launch_env(pythonpath: Path) -> dict[str, str]:
+    """This process's environment without launcher variables (a multi-process run started from it
+    starts as a user's would), importing dskd from ``pythonpath``, one thread per process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(LAUNCH_VARIABLES)}
+    return env | {"PYTHONPATH": str(pythonpath), "OMP_NUM_THREADS": "1"}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,15 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from dskd.testing import fresh_launch_env
+
 from .tinyrun import random_batches
 
 
 def test_two_process_ddp_run(tmp_path, teacher_dir):
     script = Path(__file__).with_name("ddp_script.py")
-    # a fresh launch: no rendezvous, rank or cluster variables left by earlier tests of this process
-    leaked = ("MASTER_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "PL_", "SLURM_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(leaked)}
-    env.update(PYTHONPATH=str(Path.cwd()), OMP_NUM_THREADS="1")
+    env = fresh_launch_env(Path.cwd())  # no rank variables left by earlier tests of this process
     proc = subprocess.run(
         [sys.executable, str(script), str(tmp_path), str(teacher_dir)],
         capture_output=True,
