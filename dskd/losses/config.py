@@ -56,9 +56,10 @@ class SenseLossConfig:
     margin: float = ranged(1.0, ge=0)
     """mu of the hinge max(0, mu - MSE), in MSE units (ignored when margin_quantile is set)."""
     margin_quantile: float | None = ranged(None, ge=0, le=1)
-    """When set (0..1), mu is this quantile of the teacher-state-to-nearest-own-sense MSE that the
-    sense dictionary measured at build time: a margin on the teacher's hidden-state scale (DSKD+;
-    null: the absolute margin, as in the paper)."""
+    """When set (0..1), mu is this quantile of the MSE between a teacher state and the nearest sense
+    of an unrelated (random other) key, measured when the sense dictionary was built: antonym senses
+    are pushed at least as far as a q-typical unrelated word, on the teacher's hidden-state scale
+    (DSKD+; null: the absolute margin, as in the paper)."""
     own_senses_in_negatives: bool = True
     """Add the target's own senses to the negative candidates (released code does)."""
     positives: bool = True

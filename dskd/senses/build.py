@@ -181,29 +181,42 @@ def cluster(
     return keys, centroids, nsenses, float(inertia[counts > k].mean()) if (counts > k).any() else 0.0
 
 
-def own_sense_mse(
-    sample: KeyedReservoir, keys: torch.Tensor, centroids: torch.Tensor, counts: torch.Tensor, device
+def nearest_sense_mse(
+    rows: torch.Tensor, centroids: torch.Tensor, counts: torch.Tensor, index: torch.Tensor, chunk: int = 4096
 ) -> torch.Tensor:
-    """MSE of every sampled teacher state to the nearest sense of its own key, ``[rows]``.
-
-    Its quantiles put the sense loss's hinge margin on the teacher's hidden-state scale
-    (``loss.sense.margin_quantile``, docs/losses.md).
-    """
-    _, row_counts, rows = sample.grouped()
+    """MSE of each ``rows[i]`` to the nearest of the ``counts[index[i]]`` senses ``centroids[index[i]]``."""
     out = []
-    for idx, x, mask in pad_groups(rows.to(device), row_counts.to(device)):
-        c = centroids[idx.cpu()].to(device, torch.float32)  # [b, k, d]
-        dist = (
-            x.square().sum(-1, keepdim=True) - 2 * x @ c.transpose(1, 2) + c.square().sum(-1).unsqueeze(1)
-        )  # [b, rows, k]
-        valid = torch.arange(c.shape[1], device=device) < counts[idx.cpu()].to(device).unsqueeze(1)
-        nearest = dist.masked_fill(~valid.unsqueeze(1), float("inf")).amin(-1).clamp_min(0) / x.shape[-1]
-        out.append(nearest[mask].cpu())
+    for start in range(0, len(rows), chunk):
+        x, idx = rows[start : start + chunk].float(), index[start : start + chunk]
+        c = centroids[idx].float()  # [n, k, d]
+        mse = (x.unsqueeze(1) - c).square().mean(-1)
+        valid = torch.arange(c.shape[1]) < counts[idx].unsqueeze(1)
+        out.append(mse.masked_fill(~valid, float("inf")).amin(-1))
     return torch.cat(out) if out else torch.zeros(0)
 
 
+def sense_mse_statistics(
+    sample: KeyedReservoir, centroids: torch.Tensor, counts: torch.Tensor, seed: int
+) -> dict[str, list[float]]:
+    """Percentiles 0..100 of the MSE of every sampled teacher state to the nearest sense of its own key
+    (``own_sense_mse_percentiles``) and of a random other key (``unrelated_sense_mse_percentiles``).
+
+    The second puts the sense loss's hinge margin on the teacher's hidden-state scale
+    (``loss.sense.margin_quantile``, docs/losses.md). ``centroids``/``counts`` are in the order of
+    ``sample.grouped()``'s keys (as :func:`cluster` returns them).
+    """
+    _, row_counts, rows = sample.grouped()
+    own = torch.arange(len(row_counts)).repeat_interleave(row_counts)
+    g = torch.Generator().manual_seed(seed)
+    other = (own + torch.randint(1, max(len(row_counts), 2), own.shape, generator=g)) % len(row_counts)
+    return {
+        f"{name}_sense_mse_percentiles": mse_percentiles(nearest_sense_mse(rows, centroids, counts, index))
+        for name, index in (("own", own), ("unrelated", other))
+    }
+
+
 def mse_percentiles(mse: torch.Tensor) -> list[float]:
-    """Percentiles 0, 1, ..., 100 of ``mse`` (stored as ``own_sense_mse_percentiles``)."""
+    """Percentiles 0, 1, ..., 100 of ``mse``."""
     return [round(float(v), 6) for v in np.percentile(mse.double().numpy(), np.arange(101))]
 
 
@@ -346,9 +359,8 @@ def build(cfg, progress: bool = True, overwrite: bool = False) -> StageResult:
     out_dtype = next(model.parameters()).dtype
     keys, centroids, counts, inertia = cluster(sample, sc.k, sc.kmeans_iters, cfg.seed, device, out_dtype)
     t2 = time.perf_counter()
-    own_mse = own_sense_mse(sample, keys, centroids, counts, device)
     meta = {
-        "own_sense_mse_percentiles": mse_percentiles(own_mse),
+        **sense_mse_statistics(sample, centroids, counts, cfg.seed),
         "teacher": cfg.teacher.model,
         "revision": cfg.teacher.revision,
         "tokenizer_fingerprint": fingerprint,
@@ -375,7 +387,7 @@ def build(cfg, progress: bool = True, overwrite: bool = False) -> StageResult:
         "positions_keyed": res.positions,
         "mean_inertia": inertia,
         "own_sense_mse_median": meta["own_sense_mse_percentiles"][50],
-        "own_sense_mse_p90": meta["own_sense_mse_percentiles"][90],
+        "unrelated_sense_mse_median": meta["unrelated_sense_mse_percentiles"][50],
         "gather_seconds": round(res.seconds, 2),
         "kmeans_seconds": round(t2 - t1, 2),
         "build_seconds": round(time.perf_counter() - t0, 2),

@@ -133,13 +133,14 @@ class SenseDictionary:
         senses = senses.masked_fill(~found.view(*keys.shape, 1, 1), 0)
         return senses.to(out_dev, non_blocking=True), mask.to(out_dev)
 
-    def own_sense_mse_quantile(self, q: float) -> float:
-        """The ``q``-quantile (0..1) of the teacher-state-to-nearest-own-sense MSE measured at build
-        time: a hinge margin on this teacher's hidden-state scale (``loss.sense.margin_quantile``)."""
-        percentiles = self.meta.get("own_sense_mse_percentiles")
+    def unrelated_sense_mse_quantile(self, q: float) -> float:
+        """The ``q``-quantile (0..1) of the MSE between a teacher state and the nearest sense of an
+        unrelated (random other) key, measured at build time: a hinge margin on this teacher's
+        hidden-state scale (``loss.sense.margin_quantile``)."""
+        percentiles = self.meta.get("unrelated_sense_mse_percentiles")
         if not percentiles:
             raise DSKDError(
-                "This sense dictionary holds no own-sense MSE statistics (it predates them), so "
+                "This sense dictionary holds no sense-distance statistics (it predates them), so "
                 "loss.sense.margin_quantile cannot be resolved. Rebuild it with `dskd senses build CONFIG`, "
                 "or set loss.sense.margin_quantile=null and give loss.sense.margin."
             )

@@ -63,10 +63,10 @@ class _Frozen:
 
 def sense_margin(cfg: SenseLossConfig, senses: Any) -> float:
     """The hinge margin in MSE units: ``cfg.margin``, or the ``cfg.margin_quantile`` of the
-    dictionary's teacher-state-to-own-sense MSE (docs/losses.md)."""
+    dictionary's teacher-state-to-unrelated-sense MSE (docs/losses.md)."""
     if cfg.margin_quantile is None:
         return cfg.margin
-    margin = senses.own_sense_mse_quantile(cfg.margin_quantile)
+    margin = senses.unrelated_sense_mse_quantile(cfg.margin_quantile)
     log.info("loss.sense.margin_quantile=%s: hinge margin %.4f (MSE units)", cfg.margin_quantile, margin)
     return margin
 

@@ -1,5 +1,6 @@
 """Building a sense dictionary end to end on the real SmolLM2 teacher (a few texts)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -59,8 +60,8 @@ def test_a_corpus_without_positions_is_an_error(teacher):
         cluster(overall_sample(res, 4), 2, 5, 0, torch.device("cpu"), torch.float32)
 
 
-def test_own_sense_mse_is_the_distance_to_the_nearest_own_centroid():
-    from dskd.senses.build import mse_percentiles, own_sense_mse
+def test_sense_mse_statistics_against_a_per_row_loop():
+    from dskd.senses.build import sense_mse_statistics
     from dskd.senses.reservoir import KeyedReservoir
 
     g = torch.Generator().manual_seed(0)
@@ -69,42 +70,22 @@ def test_own_sense_mse_is_the_distance_to_the_nearest_own_centroid():
     sample = KeyedReservoir(100)
     sample.add(keys, rows, torch.rand(len(keys), generator=g))
     cent_keys, cents, n, _ = cluster(sample, 2, 20, 0, torch.device("cpu"), torch.float32)
-    got = own_sense_mse(sample, cent_keys, cents, n, torch.device("cpu"))
+    stats = sense_mse_statistics(sample, cents, n, seed=0)
     grouped_keys, counts, grouped = sample.grouped()
-    want = []
-    for i, key in enumerate(grouped_keys.tolist()):
-        start = int(counts[:i].sum())
-        for x in grouped[start : start + int(counts[i])]:
-            c = cents[cent_keys.tolist().index(key), : int(n[i])]
-            want.append(float(((x - c) ** 2).mean(-1).min()))
-    assert sorted(got.tolist()) == pytest.approx(sorted(want), abs=1e-5)  # in k-means batch order
-    assert min(want) == pytest.approx(0.0, abs=1e-6)  # key 2: one row, its own centroid
-    p = mse_percentiles(got)
-    assert len(p) == 101 and p[0] == pytest.approx(min(want), abs=1e-5) and p[100] == pytest.approx(max(want))
+    row_key = grouped_keys.repeat_interleave(counts)
 
+    def nearest(x, key):
+        i = cent_keys.tolist().index(key)
+        return float(((x - cents[i, : int(n[i])]) ** 2).mean(-1).min())
 
-@pytest.mark.parametrize("extra", [[], ["--overwrite"]])
-@pytest.mark.parametrize("where", ["same", "parent"])
-def test_a_build_pointed_at_the_lexicon_never_wipes_it(tmp_path, capsys, extra, where):
-    from pathlib import Path
-
-    from dskd.cli import main
-    from dskd.outputs import artifact_dir
-
-    lexicon = tmp_path / "lexicon"
-    with artifact_dir(lexicon, "lexicon") as tmp:
-        (tmp / "lexicon.safetensors").write_bytes(b"years of curation")
-    out = lexicon if where == "same" else tmp_path
-    config = Path(__file__).resolve().parents[2] / "experiments" / "tiny" / "dskd.yaml"
-    args = [
-        "senses",
-        "build",
-        str(config),
-        f"lexicon.output_dir={lexicon}",
-        f"senses.output_dir={out}",
-        *extra,
-    ]
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "holds an input of this senses stage" in err
-    assert (lexicon / "lexicon.safetensors").read_bytes() == b"years of curation"
+    own = [nearest(x, int(k)) for x, k in zip(grouped, row_key)]
+    p = stats["own_sense_mse_percentiles"]
+    assert len(p) == 101 and p[0] == pytest.approx(0.0, abs=1e-6)  # key 2: one row, its own centroid
+    assert p[100] == pytest.approx(max(own), rel=1e-5) and p[50] == pytest.approx(
+        float(np.median(own)), rel=1e-5
+    )
+    unrelated = stats["unrelated_sense_mse_percentiles"]
+    lo = [min(nearest(x, other) for other in (2, 4, 9) if other != int(k)) for x, k in zip(grouped, row_key)]
+    hi = [max(nearest(x, other) for other in (2, 4, 9) if other != int(k)) for x, k in zip(grouped, row_key)]
+    assert min(lo) - 1e-5 <= unrelated[0] and unrelated[100] <= max(hi) + 1e-5  # always another key
+    assert unrelated[50] > p[50]  # another key's senses are farther than one's own

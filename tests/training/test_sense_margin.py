@@ -21,7 +21,7 @@ def test_absolute_margin_by_default():
 
 def test_quantile_margin_interpolates_the_stored_percentiles():
     percentiles = [0.1 * i for i in range(101)]  # percentile p holds p / 10
-    d = _dictionary({"own_sense_mse_percentiles": percentiles})
+    d = _dictionary({"unrelated_sense_mse_percentiles": percentiles})
     assert sense_margin(SenseLossConfig(margin=1.0, margin_quantile=0.9), d) == pytest.approx(9.0)
     assert sense_margin(SenseLossConfig(margin_quantile=0.255), d) == pytest.approx(2.55)
 
