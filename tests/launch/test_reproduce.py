@@ -90,6 +90,8 @@ def test_smoke_preset_end_to_end_then_everything_is_skipped(tmp_path, capsys):
     table = (tmp_path / "results" / "table.md").read_text()
     for row in ("teacher", "KD", "DSKD", "chance"):
         assert row in table
+    diffs = table.partition("### Difference to KD (95% paired-bootstrap interval)")[2]
+    assert "| DSKD | " in diffs and "| teacher | " in diffs  # paired differences of the trained students
     assert (tmp_path / "results" / "scores.png").stat().st_size > 1000
     assert (tmp_path / "results" / "losses.png").stat().st_size > 1000
     for name in ("smoke-kd", "smoke-dskd"):
