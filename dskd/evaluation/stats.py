@@ -90,8 +90,8 @@ class Difference(NamedTuple):
 def _seeds(items: np.ndarray | list, name: str) -> np.ndarray:
     try:
         array = np.asarray(items, dtype=float)
-    except ValueError:  # rows of different lengths
-        raise DSKDError(f"Bootstrap items of {name}: every seed must have the same items.") from None
+    except ValueError as e:  # rows of different lengths
+        raise DSKDError(f"Bootstrap items of {name}: every seed must have the same items.") from e
     if array.ndim == 1:
         array = array[None]
     if array.ndim != 2 or array.shape[1] == 0:
