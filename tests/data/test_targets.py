@@ -111,7 +111,7 @@ def test_datamodule_teacher_targets(tmp_path, tokenizer, tiny_teacher):
     from dskd.data.datamodule import DSKDDataModule
     from dskd.schema import ExperimentConfig
 
-    from .conftest import FIXTURES
+    from ..corpora.conftest import FIXTURES
 
     tiny_teacher.save_pretrained(tmp_path / "teacher")
     tokenizer.save_pretrained(tmp_path / "teacher")
