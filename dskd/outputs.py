@@ -22,6 +22,8 @@ from typing import Any, NamedTuple
 from dskd.errors import ConfigError, DSKDError
 
 MARKER = ".dskd-artifact.json"
+LOCK_NAME = "run.lock"
+"""The lock file of a run folder that one ``dskd train`` holds (:mod:`dskd.training.runlock`)."""
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,127}")
 """A name that is one path component, starts with a letter or digit and needs no shell quoting."""
 _LEGACY_META = ("meta.json", "export_meta.json", "results.json")
@@ -66,8 +68,6 @@ def artifact_kind(folder: str | os.PathLike) -> str | None:
 def _ours_in_progress(path: Path) -> bool:
     """A temporary file or folder of :mod:`dskd.io` (``.NAME.XXXX.tmp``), not yet renamed into place, or
     the lock of a run that is starting (:mod:`dskd.training.runlock`)."""
-    from dskd.training.runlock import LOCK_NAME
-
     return (path.name.startswith(".") and path.name.endswith(".tmp")) or path.name == LOCK_NAME
 
 

@@ -16,6 +16,7 @@ PACKAGE = Path(dskd.__file__).resolve().parent
 CORE = {
     "dskd",
     "devices",
+    "trusted_load",
     "errors",
     "io",
     "outputs",

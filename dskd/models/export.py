@@ -18,7 +18,7 @@ STUDENT_PREFIX = "student."
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint at ``path``, loaded safely (``weights_only``: a crafted file is refused)."""
-    from dskd.training.checkpoints import read_checkpoint
+    from dskd.trusted_load import read_checkpoint
 
     if path.is_dir():  # DeepSpeed writes a folder; gather its shards into one fp32 state dict
         from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict

@@ -17,10 +17,9 @@ from pathlib import Path
 from types import TracebackType
 
 from dskd.errors import DSKDError
+from dskd.outputs import LOCK_NAME
 
 log = logging.getLogger(__name__)
-
-LOCK_NAME = "run.lock"
 
 
 class RunLocked(DSKDError):
