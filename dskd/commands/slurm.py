@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     check_shape(args.nodes, tasks, args.gpus_per_node, args.cpus_per_task)  # the flags before the config
     overrides = [*args.overrides, *train_overrides(args.nodes, tasks, args.gpus_per_node)]
     cfg = load_config(args.config, overrides)  # fail here, not in the queue, on a bad config
-    from dskd.outputs import check_name
+    from dskd.outputs import check_name, check_output, mark_output
     from dskd.training.run import run_dir
 
     workdir = Path.cwd()
@@ -71,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(script, end="")
         return 0
+    run_folder = log_dir.parent  # the job's logs live in its run folder: refuse a foreign one, mark ours
+    check_output(run_folder, "run")
+    run_folder.mkdir(parents=True, exist_ok=True)
+    mark_output(run_folder, "run")
     job_id = submit(script, spec)
     print(f"submitted job {job_id} ({spec.nodes} node(s) x {spec.tasks_per_node} task(s))")
     print(f"logs: {str(spec.log_pattern).replace('%j', job_id)}")

@@ -108,6 +108,21 @@ def test_submit_without_sbatch_says_what_to_do(capsys, monkeypatch, tmp_path):
     assert "--dry-run" in capsys.readouterr().err
 
 
+def test_submit_marks_the_run_folder_it_logs_into_and_refuses_a_foreign_one(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch: the folder rules come first
+    run = tmp_path / "runs" / "tiny" / "tiny-kd" / "seed-0"
+    run.mkdir(parents=True)
+    (run / "notes.txt").write_text("mine")
+    assert main(["slurm", "submit", str(CONFIG), "--nodes", "1", "--gpus-per-node", "1"]) == 2
+    assert "files not written by dskd" in capsys.readouterr().err and (run / "notes.txt").is_file()
+    (run / "notes.txt").unlink()
+    assert main(["slurm", "submit", str(CONFIG), "--nodes", "1", "--gpus-per-node", "1"]) == 2  # no sbatch
+    from dskd.outputs import artifact_kind
+
+    assert artifact_kind(run) == "run"  # the job's log folder inside it will not make it foreign
+
+
 def test_template_lines_with_unset_values_are_dropped_and_typos_refused():
     text = "a={{ a }}\n#SBATCH --b={{b}}\nc\n"
     assert render_template(text, {"a": 1, "b": None}) == "a=1\nc\n"
