@@ -8,7 +8,7 @@ from typing import Literal, get_args
 from dskd.errors import ConfigError
 from dskd.ranges import check_fields, ranged
 
-Divergence = Literal["forward_kl", "reverse_kl", "js", "skew_kl", "tv"]
+Divergence = Literal["forward_kl", "reverse_kl", "js", "skew_kl", "tv", "gjsd"]
 DIVERGENCES: tuple[str, ...] = get_args(Divergence)
 """Names of the KD divergences (defined in dskd.losses.kd)."""
 
@@ -31,9 +31,12 @@ class KDConfig:
     """Softmax temperature; the term is scaled by tau^2."""
     divergence: Divergence = "forward_kl"
     """forward_kl: KL(p_T||p_S) | reverse_kl: KL(p_S||p_T) | js: Jensen-Shannon | skew_kl:
-    KL(p_T || a p_T + (1-a) p_S) (DistiLLM) | tv: total variation."""
+    KL(p_T || a p_T + (1-a) p_S) (DistiLLM) | tv: total variation | gjsd: generalized JSD with
+    beta (TRL's GKD: beta KL(p_T||m) + (1-beta) KL(p_S||m), m = beta p_T + (1-beta) p_S)."""
     skew: float = ranged(0.1, ge=0, lt=1)
     """a of skew KL, in [0, 1) (0 = forward KL)."""
+    beta: float = ranged(0.5, ge=0, le=1)
+    """beta of the generalized JSD (gjsd), in [0, 1]: 0 = forward KL, 1 = reverse KL (TRL's semantics)."""
     chunk_size: int | None = ranged(None, ge=1)
     """Positions per chunk of the fused CE + KD (logits of only this many positions exist at once);
     None projects all valid positions at once."""

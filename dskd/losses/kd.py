@@ -10,6 +10,9 @@ student's, both at temperature ``tau``:
 - ``js``: Jensen-Shannon, 0.5 KL(p_T || m) + 0.5 KL(p_S || m), m = (p_T + p_S) / 2
 - ``skew_kl``: KL(p_T || a p_T + (1 - a) p_S) with a = ``skew`` (DistiLLM's skew forward KL)
 - ``tv``: total variation, 0.5 sum |p_T - p_S|
+- ``gjsd``: generalized JSD with b = ``beta`` (TRL's ``GKDTrainer.generalized_jsd_loss``),
+  b KL(p_T || m) + (1 - b) KL(p_S || m), m = b p_T + (1 - b) p_S; b = 0 is forward KL and b = 1
+  reverse KL (the limits, as TRL defines them; the formula itself vanishes there)
 
 ``L_KD = alpha * tau^2 * mean over valid positions of D``. Every function takes these settings as
 one :class:`~dskd.losses.config.KDConfig` passed by name (``kd=cfg.loss.kd``).
@@ -81,7 +84,20 @@ def divergence_per_position(
             return _kl_from_logs(log_t, log_s)
         log_mix = torch.logaddexp(log_t + math.log(skew), log_s + math.log1p(-skew))
         return _kl_from_logs(log_t, log_mix)
+    if divergence == "gjsd":
+        return _generalized_jsd(log_t, log_s, kd.beta)
     return 0.5 * (log_t.exp() - log_s.exp()).abs().sum(-1)
+
+
+def _generalized_jsd(log_t: torch.Tensor, log_s: torch.Tensor, beta: float) -> torch.Tensor:
+    """beta KL(p_T || m) + (1 - beta) KL(p_S || m), m = beta p_T + (1 - beta) p_S; forward KL at
+    beta = 0 and reverse KL at beta = 1."""
+    if beta == 0.0:
+        return _kl_from_logs(log_t, log_s)
+    if beta == 1.0:
+        return _kl_from_logs(log_s, log_t)
+    log_m = torch.logaddexp(log_t + math.log(beta), log_s + math.log1p(-beta))
+    return beta * _kl_from_logs(log_t, log_m) + (1.0 - beta) * _kl_from_logs(log_s, log_m)
 
 
 def position_mask(labels: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ HAND = {  # D(p_T, p_S) for the two distributions above, by hand
     # mixture 0.1 p_T + 0.9 p_S = [0.275, 0.475, 0.25]
     "skew_kl": 0.5 * math.log(0.5 / 0.275) + 0.25 * math.log(0.25 / 0.475),
     "tv": 0.5 * (0.25 + 0.25),
+    "gjsd": 0.5 * math.log(4 / 3) + 0.25 * math.log(2 / 3),  # beta = 0.5 (the default) is JS
 }
 
 
@@ -33,7 +35,7 @@ def test_hand_computed_three_classes(divergence):
     assert got.item() == pytest.approx(HAND[divergence], abs=1e-6)
 
 
-def _reference(student, teacher, divergence, tau, skew=0.1):
+def _reference(student, teacher, divergence, tau, skew=0.1, beta=0.5):
     """Each divergence written with torch.nn.functional.kl_div (log_target) or plainly."""
     log_s = F.log_softmax(student.double() / tau, -1)
     log_t = F.log_softmax(teacher.double() / tau, -1)
@@ -50,6 +52,9 @@ def _reference(student, teacher, divergence, tau, skew=0.1):
         return 0.5 * kl(log_t, log_m) + 0.5 * kl(log_s, log_m)
     if divergence == "skew_kl":
         return kl(log_t, (skew * log_t.exp() + (1 - skew) * log_s.exp()).log())
+    if divergence == "gjsd":
+        log_m = (beta * log_t.exp() + (1 - beta) * log_s.exp()).log()
+        return beta * kl(log_t, log_m) + (1 - beta) * kl(log_s, log_m)
     return 0.5 * (log_t.exp() - log_s.exp()).abs().sum(-1)
 
 
@@ -59,11 +64,59 @@ def test_against_torch_functional(divergence, tau):
     g = torch.Generator().manual_seed(0)
     student = torch.randn(4, 5, 17, generator=g) * 3
     teacher = torch.randn(4, 5, 17, generator=g) * 3
-    got = divergence_per_position(student, teacher, kd=KDConfig(divergence=divergence, tau=tau, skew=0.3))
+    kd = KDConfig(divergence=divergence, tau=tau, skew=0.3, beta=0.2)
+    got = divergence_per_position(student, teacher, kd=kd)
     assert got.dtype == torch.float32
     torch.testing.assert_close(
-        got.double(), _reference(student, teacher, divergence, tau, 0.3), rtol=1e-5, atol=1e-6
+        got.double(), _reference(student, teacher, divergence, tau, 0.3, 0.2), rtol=1e-5, atol=1e-6
     )
+
+
+def test_generalized_jsd_hand_computed_and_its_limits():
+    student, teacher = torch.tensor(P_S).log(), torch.tensor(P_T).log()
+    # beta = 0.25: m = 0.25 p_T + 0.75 p_S = [0.3125, 0.4375, 0.25]
+    m = [0.3125, 0.4375, 0.25]
+    want = 0.25 * sum(p * math.log(p / q) for p, q in zip(P_T, m)) + 0.75 * sum(
+        p * math.log(p / q) for p, q in zip(P_S, m)
+    )
+    got = divergence_per_position(student, teacher, kd=KDConfig(divergence="gjsd", tau=1.0, beta=0.25))
+    assert got.item() == pytest.approx(want, abs=1e-6)
+    for beta, limit in ((0.0, "forward_kl"), (1.0, "reverse_kl")):
+        gjsd = divergence_per_position(student, teacher, kd=KDConfig(divergence="gjsd", tau=1.0, beta=beta))
+        assert gjsd.item() == pytest.approx(HAND[limit], abs=1e-6)
+
+
+def _trl_gkd():
+    """TRL's GKDTrainer; only a run outside CI without trl installed may skip (CI installs the dev extra)."""
+    try:
+        from trl.experimental.gkd import GKDTrainer
+    except ImportError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("trl is not installed (pip install -e .[dev])")
+    return GKDTrainer
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("tau", [1.0, 2.0])
+def test_generalized_jsd_matches_trl(beta, tau):
+    """TRL's loss is the mean over the labelled positions of the divergence at temperature tau, with
+    no tau^2 and no weight ("batchmean" with labels): ours is alpha * tau^2 times that mean."""
+    gkd = _trl_gkd()
+    g = torch.Generator().manual_seed(3)
+    student = (torch.randn(3, 6, 23, generator=g) * 3).requires_grad_(True)
+    teacher = torch.randn(3, 6, 23, generator=g) * 3
+    labels = torch.randint(0, 23, (3, 6), generator=g)
+    labels[0, 4:] = -100
+    labels[2, 0] = -100
+    theirs = gkd.generalized_jsd_loss(student, teacher, labels=labels, beta=beta, temperature=tau)
+    kd = KDConfig(divergence="gjsd", beta=beta, tau=tau, alpha=1.0)
+    ours = kd_loss(student, teacher, position_mask(labels), kd=kd) / tau**2
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    (g_ours,) = torch.autograd.grad(ours, student)
+    (g_theirs,) = torch.autograd.grad(theirs, student)
+    torch.testing.assert_close(g_ours, g_theirs, rtol=1e-4, atol=1e-7)
 
 
 def test_temperature_scaling_and_alpha():
