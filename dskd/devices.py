@@ -35,3 +35,31 @@ def local_device() -> torch.device:
     if torch.cuda.is_initialized() and torch.cuda.current_device() != 0:
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cuda", local_rank() % torch.cuda.device_count())
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world size) in the default torch.distributed group; (0, 1) when there is none."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_gather_object(obj):
+    """Every process's ``obj`` in rank order (``[obj]`` without a process group)."""
+    import torch.distributed as dist
+
+    if rank_world()[1] == 1:
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    """Wait for every process of the default group (nothing without one)."""
+    import torch.distributed as dist
+
+    if rank_world()[1] > 1:
+        dist.barrier()

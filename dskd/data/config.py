@@ -70,6 +70,8 @@ class DataConfig:
     """Tokens of greedy continuation per prompt when targets=teacher (10 for SQuAD)."""
     targets_cache_dir: str = "${artifacts_dir}/teacher_targets"
     """Where the teacher's greedy continuations are cached (targets=teacher)."""
+    targets_batch_size: int = ranged(8, ge=1)
+    """Prompts per batched greedy generation of the teacher targets, on each rank's own device."""
     neighbours_with_senses: bool = False
     """Draw synonyms / antonyms only among neighbours that have senses in the sense dictionary (DSKD+);
     false: among all lexicon neighbours, as in the released code (many then contribute no row)."""

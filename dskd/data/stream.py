@@ -123,7 +123,7 @@ class PackedStream(IterableDataset):
                     if cont is None:
                         raise DSKDError(
                             "A training prompt has no cached teacher continuation. Run the teacher-targets "
-                            "pass again for this data (`dskd cache` / DSKDDataModule.prepare_data)."
+                            "pass again for this data (`dskd cache` / DSKDDataModule.setup)."
                         )
                     ids = ids + list(cont)
                     yield _Unit(ids, ids[1:] + [IGNORE_INDEX])

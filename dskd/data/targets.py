@@ -4,14 +4,20 @@ One preprocessing pass runs the teacher greedily for ``new_tokens`` tokens after
 continuation stops early at EOS, which it keeps) and writes ``<cache_dir>/<key>.json`` atomically,
 where the key hashes the teacher, the tokenizer fingerprint, the prompts and ``new_tokens``.
 The stream then trains on prompt + continuation with labels over all positions.
+
+The pass is sharded: prompts are sorted by length (longest first) and cut into batches of
+``batch_size``; under torch.distributed rank r generates batches r, r + world, ... on its own device,
+every rank receives all slices, rank 0 writes the file and all ranks meet at a barrier. A batch holds
+the same prompts in the same order whatever the number of ranks, so the targets do not depend on it.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from dskd.devices import all_gather_object, barrier, rank_world
 from dskd.errors import ArtifactMismatchError, DSKDError
 from dskd.io import provenance, read_artifact_json, write_json_atomic
 
@@ -30,40 +36,80 @@ def cache_key(teacher: str, tokenizer_fp: str, prompts: Sequence[str], new_token
     return h.hexdigest()[:24]
 
 
-def greedy_continuations(
-    model, tokenizer, prompts: Sequence[str], new_tokens: int, batch_size: int = 8
-) -> list[list[int]]:
-    """Greedy continuation ids of each prompt (left-padded batches; ends early at EOS, kept)."""
+def batch_plan(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Prompt indices in batches of ``batch_size``, longest prompts first (little padding; a batch too
+    large for the device fails at once, not at the end)."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def greedy_batch(model, ids: list[list[int]], new_tokens: int, pad: int, eos: int | None) -> list[list[int]]:
+    """Greedy continuations of token-id prompts in one left-padded batch (each ends at EOS, kept)."""
     import torch
+
+    device = next(model.parameters()).device
+    width = max(len(e) for e in ids)
+    inputs = torch.tensor([[pad] * (width - len(e)) + e for e in ids], device=device)
+    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in ids], device=device)
+    with torch.no_grad():
+        gen = model.generate(
+            input_ids=inputs,
+            attention_mask=mask,
+            max_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+        )
+    out = []
+    for row in gen[:, width:].tolist():
+        cont = []
+        for t in row:
+            cont.append(t)
+            if t == eos:
+                break
+        out.append(cont)
+    return out
+
+
+def shard_continuations(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    new_tokens: int,
+    batch_size: int = 8,
+    rank: int = 0,
+    world: int = 1,
+) -> dict[int, list[int]]:
+    """prompt index -> greedy continuation ids, for this rank's batches (:func:`batch_plan`)."""
     from tqdm.auto import tqdm
 
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    device = next(model.parameters()).device
-    out: list[list[int]] = []
-    for i in tqdm(
-        range(0, len(prompts), batch_size), desc="teacher targets", disable=len(prompts) <= batch_size
-    ):
-        enc = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[i : i + batch_size]]
-        width = max(len(e) for e in enc)
-        ids = torch.tensor([[pad] * (width - len(e)) + e for e in enc], device=device)
-        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in enc], device=device)
-        with torch.no_grad():
-            gen = model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=new_tokens,
-                do_sample=False,
-                pad_token_id=pad,
-            )
-        for row in gen[:, width:].tolist():
-            cont = []
-            for t in row:
-                cont.append(t)
-                if t == eos:
-                    break
-            out.append(cont)
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    mine = batch_plan([len(e) for e in ids], batch_size)[rank::world]
+    out: dict[int, list[int]] = {}
+    for batch in tqdm(mine, desc="teacher targets", disable=rank != 0 or len(mine) <= 1):
+        out.update(zip(batch, greedy_batch(model, [ids[i] for i in batch], new_tokens, pad, eos)))
     return out
+
+
+def greedy_continuations(
+    model, tokenizer, prompts: Sequence[str], new_tokens: int, batch_size: int = 8
+) -> list[list[int]]:
+    """Greedy continuation ids of each prompt, in prompt order (one process)."""
+    got = shard_continuations(model, tokenizer, prompts, new_tokens, batch_size)
+    return [got[i] for i in range(len(prompts))]
+
+
+def _read(path: Path, tokenizer_fp: str) -> dict[str, list[int]]:
+    redo = "Delete it; it is computed again from the teacher."
+    data = read_artifact_json(path, redo)
+    if not isinstance(data.get("meta"), dict) or not isinstance(data.get("targets"), dict):
+        raise DSKDError(f"Teacher-target cache {path} lacks 'meta' or 'targets'; it is damaged. {redo}")
+    if data["meta"].get("tokenizer_fingerprint") != tokenizer_fp:
+        raise ArtifactMismatchError(
+            f"Teacher-target cache {path} was built for another tokenizer; delete it."
+        )
+    return data["targets"]
 
 
 def load_or_build(
@@ -72,32 +118,48 @@ def load_or_build(
     teacher_name: str,
     tokenizer_fp: str,
     new_tokens: int,
-    load_teacher,
+    load_teacher: Callable,
     tokenizer,
     batch_size: int = 8,
 ) -> dict[str, list[int]]:
-    """prompt_key -> continuation ids, from the cache or computed once (``load_teacher()``: the model)."""
+    """prompt_key -> continuation ids, from the cache file or computed once by all ranks together.
+
+    Collective under torch.distributed (every rank calls it): the file is read when every rank sees
+    it, else each rank generates its slice with ``load_teacher()`` (the model, on the rank's own
+    device), the slices are all-gathered, rank 0 writes the file, and all ranks wait for it.
+    """
     prompts = list(dict.fromkeys(prompts))
     path = Path(cache_dir) / f"{cache_key(teacher_name, tokenizer_fp, prompts, new_tokens)}.json"
-    if path.is_file():
-        redo = "Delete it; it is computed again from the teacher."
-        data = read_artifact_json(path, redo)
-        if not isinstance(data.get("meta"), dict) or not isinstance(data.get("targets"), dict):
-            raise DSKDError(f"Teacher-target cache {path} lacks 'meta' or 'targets'; it is damaged. {redo}")
-        if data["meta"].get("tokenizer_fingerprint") != tokenizer_fp:
-            raise ArtifactMismatchError(
-                f"Teacher-target cache {path} was built for another tokenizer; delete it."
-            )
-        return data["targets"]
-    conts = greedy_continuations(load_teacher(), tokenizer, prompts, new_tokens, batch_size)
-    targets = {prompt_key(p): c for p, c in zip(prompts, conts)}
-    meta = {
-        "format": FORMAT,
-        "teacher": teacher_name,
-        "tokenizer_fingerprint": tokenizer_fp,
-        "new_tokens": new_tokens,
-        "prompts": len(prompts),
-        "provenance": provenance("data.targets"),
-    }
-    write_json_atomic(path, {"meta": meta, "targets": targets})
+    if all(all_gather_object(path.is_file())):
+        return _read(path, tokenizer_fp)
+    rank, world = rank_world()
+    mine = shard_continuations(load_teacher(), tokenizer, prompts, new_tokens, batch_size, rank, world)
+    _release_device_memory()
+    merged: dict[int, list[int]] = {}
+    for part in all_gather_object(mine):
+        merged.update(part)
+    targets = {prompt_key(p): merged[i] for i, p in enumerate(prompts)}
+    if rank == 0:
+        meta = {
+            "format": FORMAT,
+            "teacher": teacher_name,
+            "tokenizer_fingerprint": tokenizer_fp,
+            "new_tokens": new_tokens,
+            "prompts": len(prompts),
+            "world_size": world,
+            "provenance": provenance("data.targets"),
+        }
+        write_json_atomic(path, {"meta": meta, "targets": targets})
+    barrier()
     return targets
+
+
+def _release_device_memory() -> None:
+    """Return the freed teacher's accelerator memory before training allocates its own."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

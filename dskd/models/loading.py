@@ -72,15 +72,19 @@ def load_tokenizer(spec: str | Path, revision: str | None = None):
         raise _load_error("tokenizer", spec, resolved, e) from e
 
 
-def load_causal_lm(spec: str | Path, dtype: Any = "auto", revision: str | None = None):
-    """A causal LM (eval mode) via ``AutoModelForCausalLM.from_pretrained`` in ``dtype``."""
+def load_causal_lm(spec: str | Path, dtype: Any = "auto", revision: str | None = None, device: Any = None):
+    """A causal LM (eval mode) via ``AutoModelForCausalLM.from_pretrained`` in ``dtype``; ``device``:
+    load the weights straight onto that device (no full copy on the host first; default: the CPU)."""
     from transformers import AutoModelForCausalLM
 
     torch_dtype = resolve_dtype(dtype)
     resolved = resolve_model(spec)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            resolved, dtype=torch_dtype, **_hub_kwargs(resolved, revision)
+            resolved,
+            dtype=torch_dtype,
+            **({"device_map": {"": device}} if device is not None else {}),
+            **_hub_kwargs(resolved, revision),
         )
     except (OSError, ValueError, KeyError) as e:
         raise _load_error("model", spec, resolved, e) from e

@@ -103,7 +103,6 @@ def run_batches(cfg: ExperimentConfig, tokenizer, seeds: list[int]) -> Iterator[
     for seed in seeds:
         # method=kd: the same sequences without the sense sampling (and without loading the lexicon)
         dm = DSKDDataModule(dataclasses.replace(cfg, seed=seed, method="kd"), tokenizer)
-        dm.prepare_data()
         dm.setup("fit")
         for rank in range(world):
             epochs = range(t.max_epochs) if need is None else itertools.count()

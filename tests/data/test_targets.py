@@ -105,9 +105,9 @@ def test_stream_trains_on_prompt_plus_teacher_continuation(tmp_path, tokenizer):
     assert np.all(batch["labels"].numpy()[:, -1] == IGNORE_INDEX)
 
 
-def test_datamodule_teacher_targets(tmp_path, tokenizer, tiny_teacher):
-    """Paper recipe on BIG-bench fixture prompts: prepare_data runs the teacher (a saved tiny Llama
-    folder, loaded like any teacher) once, setup reads the cache."""
+def test_datamodule_teacher_targets(tmp_path, tokenizer, tiny_teacher, monkeypatch):
+    """Paper recipe on BIG-bench fixture prompts: setup runs the teacher (a saved tiny Llama folder,
+    loaded like any teacher) once; a later run (or a requeued job) reads the cache."""
     from dskd.data.datamodule import DSKDDataModule
     from dskd.schema import ExperimentConfig
 
@@ -124,10 +124,17 @@ def test_datamodule_teacher_targets(tmp_path, tokenizer, tiny_teacher):
     cfg.data.targets_cache_dir, cfg.data.val_fraction = str(tmp_path / "targets"), 0.0
     cfg.data.seq_len, cfg.data.pack, cfg.data.batch_size = 256, False, 6
     dm = DSKDDataModule(cfg, tokenizer)
-    dm.prepare_data()
+    dm.setup("fit")
     (cache,) = (tmp_path / "targets").glob("*.json")
     assert json.loads(cache.read_text())["meta"]["prompts"] == 6
-    dm.setup("fit")
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("the teacher was loaded again")
+
+    monkeypatch.setattr("dskd.models.loading.load_causal_lm", no_teacher)
+    again = DSKDDataModule(cfg, tokenizer)
+    again.setup("fit")
+    assert again.teacher_targets == dm.teacher_targets
     (batch,) = [dm.on_before_batch_transfer(b, 0) for b in dm.train_dataloader()]
     for ids, att, lab in zip(batch["input_ids"], batch["attention_mask"], batch["labels"]):
         n = int(att.sum())
