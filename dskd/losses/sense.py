@@ -97,7 +97,7 @@ def _nearest_mse(
             + ht.square().sum(-1, keepdim=True)
         ).masked_fill(~smask, float("inf"))  # [n, k]
         at = (b.unsqueeze(1), m.unsqueeze(1), (c * k).unsqueeze(1) + torch.arange(k, device=keys.device))
-        full = torch.full((B, M, C * k), float("inf"), device=h_s.device)
+        full = torch.full((B, M, C * k), float("inf"), dtype=dist.dtype, device=h_s.device)
         full[at] = dist
         row_of = torch.zeros((B, M, C * k), dtype=torch.long, device=h_s.device)
         row_of[at] = torch.arange(n * k, device=h_s.device).view(n, k)
@@ -147,7 +147,7 @@ def _diagnostics(pos: Nearest, neg: Nearest, on1: torch.Tensor, width: int, marg
             "teacher_mse_pos": _mean_over(pos.teacher_mse, pos_sel),
             "student_mse_neg": _mean_over(neg.mse.detach(), neg_sel),
             "teacher_mse_neg": _mean_over(neg.teacher_mse, neg_sel),
-            "margin": torch.tensor(float(margin), device=on1.device),
+            "margin": torch.tensor(float(margin), dtype=torch.float32, device=on1.device),
         }
 
 

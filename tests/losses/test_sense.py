@@ -323,3 +323,19 @@ def test_margin_argument_overrides_the_config_margin():
     assert moved["neg"].item() == pytest.approx(want["neg"].item())
     assert moved["diagnostics"]["margin"].item() == 2.5
     assert moved["neg"].item() > sense_loss(hs, ht, batch, lookup, cfg)["neg"].item()
+
+
+def test_bf16_true_default_dtype_gives_the_fp32_loss():
+    """Lightning's bf16-true runs the step with bfloat16 as torch's default dtype; the loss's own
+    buffers keep their dtypes (it crashed: a bf16 distance buffer filled with fp32 distances)."""
+    hs, ht, batch, table = _problem(0)
+    lookup, cfg = TableLookup(table, K, D, N_KEYS), SenseLossConfig(kappa=2, margin=2.5)
+    want = sense_loss(hs, ht, batch, lookup, cfg)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        got = sense_loss(hs, ht, batch, lookup, cfg)
+    finally:
+        torch.set_default_dtype(default)
+    torch.testing.assert_close(got["total"], want["total"])
+    assert got["diagnostics"]["margin"].dtype == torch.float32
