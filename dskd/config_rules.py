@@ -99,6 +99,27 @@ def _more_trainable_than_kept_layers(cfg: ExperimentConfig) -> str | None:
     return None
 
 
+def _source_keys_out_of_place(cfg: ExperimentConfig) -> str | None:
+    """Source keys that only one list reads, or that need another key of the same source."""
+    lists = {"data.train": cfg.data.train, "data.val": cfg.data.val, "senses.sources": cfg.senses.sources}
+    for name, sources in lists.items():
+        for i, src in enumerate(sources):
+            where = f"{name}[{i}] ({src.kind})"
+            if src.subset_seed is not None and src.max_records is None:
+                return (
+                    f"{where} sets subset_seed but not max_records: the seed draws max_records records at "
+                    "random; set max_records, or remove subset_seed to read every record."
+                )
+            if src.reservoir_cap is not None and name != "senses.sources":
+                return f"{where} sets reservoir_cap, which only senses.sources read; remove it there."
+            if src.teacher_new_tokens is not None and name == "senses.sources":
+                return (
+                    f"{where} sets teacher_new_tokens, which only data.train and data.val read (with "
+                    "data.targets=teacher); remove it there."
+                )
+    return None
+
+
 RULES: tuple[Callable[[ExperimentConfig], str | None], ...] = (
     _devices_format,
     _sharded_strategy_on_cpu,
@@ -108,6 +129,7 @@ RULES: tuple[Callable[[ExperimentConfig], str | None], ...] = (
     _chunked_kd_with_zero3_trainable_head,
     _hf_student_without_model,
     _more_trainable_than_kept_layers,
+    _source_keys_out_of_place,
 )
 """Every cross-key rule, checked in this order by :func:`check_rules`."""
 

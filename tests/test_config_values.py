@@ -175,6 +175,9 @@ def test_interpolated_choice_names_the_choices():
         ),
         (["student.kind=hf"], "student.kind=hf needs student.model"),
         (["student.num_layers=2", "student.trainable_top_layers=3"], "exceeds student.num_layers=2"),
+        (["data.train=[{kind: shakespeare, subset_seed: 0}]"], r"\(shakespeare\) sets subset_seed"),
+        (["data.val=[{kind: shakespeare, reservoir_cap: 100}]"], "only senses.sources read"),
+        (["senses.sources=[{kind: shakespeare, teacher_new_tokens: 1}]"], "only data.train and data.val"),
     ],
 )
 def test_combinations_known_to_fail_are_refused(overrides, expected):
@@ -194,6 +197,8 @@ def test_combinations_known_to_fail_are_refused(overrides, expected):
         ["trainer.strategy=fsdp", "trainer.accelerator=gpu", "trainer.nan_policy=skip"],
         ["trainer.strategy=deepspeed_stage_3", "loss.kd.chunk_size=64"],  # truncated: frozen head
         ["student.kind=hf", "student.model=m", "student.num_layers=1", "student.trainable_top_layers=2"],
+        ["data.train=[{kind: shakespeare, max_records: 5, subset_seed: 0, teacher_new_tokens: 10}]"],
+        ["senses.sources=[{kind: shakespeare, max_records: 5, subset_seed: 0, reservoir_cap: 100}]"],
     ],
 )
 def test_neighbouring_combinations_still_load(overrides):

@@ -51,3 +51,35 @@ def test_every_resource_is_named_in_package_data():
 def test_a_missing_resource_is_a_clear_error():
     with pytest.raises(DSKDError, match="resource 'presets/nope' is not on disk"):
         resource("presets", "nope")
+
+
+TRAIN_SET_SIZES = {"arc_challenge": 1119, "commonsense_qa": 9741, "piqa": 16113, "mmlu": 99842}
+"""Records of the train splits the paper presets read (MMLU: auxiliary_train), from the data set cards."""
+
+
+@pytest.mark.parametrize("preset", ["paper-llama3", "paper-mistral"])
+def test_paper_presets_follow_the_recipe(preset):
+    """docs/method.md §4 and its deviations (§4.1): fp32 master weights, one prompt per sequence, the
+    teacher's continuation of 1 token (multiple choice) or 10 (SQuAD v2), seeded random 25% subsets,
+    sense-corpus caps of 50 (general text) and 100 (task data) rows per key."""
+    from dskd.config import load_config
+
+    for method in ("kd", "dskd"):
+        cfg = load_config(resource("presets", preset, f"{method}.yaml"))
+        assert cfg.trainer.precision == "bf16-mixed" and cfg.teacher.dtype == "bfloat16"
+        assert (cfg.data.pack, cfg.data.batch_size, cfg.data.targets) == (False, 1, "teacher")
+        assert (cfg.trainer.max_epochs, cfg.trainer.max_steps, cfg.optim.warmup_ratio) == (2, -1, 0.1)
+        train = {s.kind: s for s in cfg.data.train}
+        assert set(train) == {*TRAIN_SET_SIZES, "squad_v2"}
+        for kind, src in train.items():
+            assert src.subset_seed is not None, f"{kind}: the first max_records records, not a random subset"
+            new_tokens = src.teacher_new_tokens or cfg.data.teacher_new_tokens
+            assert new_tokens == (10 if kind == "squad_v2" else 1)
+            if kind in TRAIN_SET_SIZES:
+                assert src.max_records == round(TRAIN_SET_SIZES[kind] / 4)
+        general, *tasks = cfg.senses.sources
+        assert (general.kind, general.reservoir_cap) == ("hf", 50)
+        assert [(s.kind, s.max_records, s.subset_seed) for s in tasks] == [
+            (s.kind, s.max_records, s.subset_seed) for s in cfg.data.train
+        ], "the sense corpus holds the training prompts: the same subsets"
+        assert all(s.reservoir_cap == 100 for s in tasks)

@@ -21,6 +21,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dskd.corpora.prompts import EXEMPLAR_POOL, PARSERS, QAItem, draw_exemplars, prompt_and_answer, shots_for
 from dskd.data.config import SourceConfig
 from dskd.errors import DSKDError
@@ -63,7 +65,35 @@ def iter_documents(
     stats = stats if stats is not None else SourceStats()
     for src in sources:
         docs = _READERS[src.kind](src, tokenizer, seed, stats)
-        yield from islice(docs, src.max_records) if src.max_records is not None else docs
+        if src.max_records is None:
+            yield from docs
+        elif src.subset_seed is None:
+            yield from islice(docs, src.max_records)
+        else:
+            yield from random_subset(docs, src.max_records, src.subset_seed)
+
+
+def random_subset(items: Iterable, n: int, seed: int, draws: int = 4096) -> Iterator:
+    """``n`` items drawn uniformly without replacement from ``items`` (all of them when there are fewer),
+    in their original order; the choice depends only on ``seed`` and the number of items.
+
+    Reservoir sampling (Algorithm R): item i >= n replaces slot ``floor(u * (i + 1))`` when that is
+    below ``n``, u uniform from the generator seeded by ``seed``; it reads every item once and holds n.
+    """
+    rng = np.random.default_rng(seed)
+    kept: list[tuple[int, Any]] = []
+    u = np.empty(0)
+    for i, item in enumerate(items):
+        if i < n:
+            kept.append((i, item))
+            continue
+        if (i - n) % draws == 0:
+            u = rng.random(draws)
+        j = int(u[(i - n) % draws] * (i + 1))
+        if j < n:
+            kept[j] = (i, item)
+    for _, item in sorted(kept, key=lambda pair: pair[0]):
+        yield item
 
 
 def is_validation(text: str, fraction: float) -> bool:

@@ -37,13 +37,23 @@ class SourceConfig:
     field: str = "text"
     """JSONL / dataset field holding the text."""
     max_records: int | None = ranged(None, ge=1)
-    """Read at most this many records (None: all)."""
+    """Read at most this many records (None: all): the first ones, or a random subset with `subset_seed`."""
+    subset_seed: int | None = ranged(None, ge=0, le=2**32 - 1)
+    """With max_records: None takes the first max_records records; a seed takes max_records records drawn
+    uniformly at random from the whole source with this seed (kept in source order; the paper's "25%
+    subsets"). Every pass then reads the whole source."""
     shots: int | None = ranged(None, ge=0)
     """k-shot exemplars for QA prompts (None: the paper's default, 5 multiple choice, 1 SQuAD)."""
     split: str | None = None
     """Dataset split for hf and the hub QA kinds (None: train, auxiliary_train for MMLU)."""
     subset: str | None = None
     """Dataset config name for hf and the hub QA kinds (None: the kind's default, e.g. ARC-Challenge)."""
+    teacher_new_tokens: int | None = ranged(None, ge=1)
+    """data.train / data.val with data.targets=teacher: tokens of the teacher's greedy continuation per prompt
+    of this source (None: data.teacher_new_tokens); the paper: 1 for multiple choice, 10 for SQuAD v2."""
+    reservoir_cap: int | None = ranged(None, ge=1)
+    """senses.sources only: rows kept per key from this source (None: senses.cap_per_source); the paper:
+    50 for general text, 100 for task data."""
 
 
 @dataclass
@@ -61,13 +71,15 @@ class DataConfig:
     num_workers: int = ranged(0, ge=0)
     """DataLoader worker processes."""
     pack: bool = True
-    """Pack several whole documents into one sequence (False: one document per sequence, padded)."""
+    """Pack several whole documents into one sequence, which attend to each other (False: one document per
+    sequence, padded; the paper presets)."""
     shuffle_buffer: int = ranged(1000, ge=0)
     """Documents in the seeded shuffle buffer of each shard (0 or 1: stream order)."""
     targets: Targets = "observed"
     """observed (next token of the text) | teacher (the teacher's greedy continuation, paper recipe)."""
     teacher_new_tokens: int = ranged(1, ge=1)
-    """Tokens of greedy continuation per prompt when targets=teacher (10 for SQuAD)."""
+    """Tokens of greedy continuation per prompt when targets=teacher, for sources that do not set their own
+    `teacher_new_tokens` (the paper: 1 for multiple choice, 10 for SQuAD v2)."""
     targets_cache_dir: str = "${artifacts_dir}/teacher_targets"
     """Where the teacher's greedy continuations are cached (targets=teacher)."""
     targets_batch_size: int = ranged(8, ge=1)

@@ -79,7 +79,7 @@ def gather(
     keying: str,
     max_length: int,
     batch_tokens: int,
-    cap_per_source: int,
+    cap_per_source: int | Sequence[int],
     max_tokens: int | None = None,
     seed: int = 0,
     rank: int = 0,
@@ -89,6 +89,7 @@ def gather(
     """Stream each source's texts through the teacher; one uniform reservoir per source and key.
 
     ``sources`` are iterables of texts; this rank takes texts ``rank, rank + world, ...`` of each.
+    ``cap_per_source``: the reservoir size per key, one for all sources or one per source.
     """
     from tqdm.auto import tqdm
 
@@ -96,9 +97,10 @@ def gather(
     vocab = model.get_output_embeddings().weight.shape[0]
     gen = torch.Generator().manual_seed(seed * 1_000_003 + rank)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    res = GatherResult(
-        [KeyedReservoir(cap_per_source) for _ in sources], torch.zeros(vocab, dtype=torch.long)
-    )
+    caps = [cap_per_source] * len(sources) if isinstance(cap_per_source, int) else list(cap_per_source)
+    if len(caps) != len(sources):
+        raise ValueError(f"{len(caps)} reservoir caps for {len(sources)} sources")
+    res = GatherResult([KeyedReservoir(cap) for cap in caps], torch.zeros(vocab, dtype=torch.long))
     seen = torch.zeros(vocab, dtype=torch.bool)
     digest = hashlib.sha256()
     budget = None if max_tokens is None else max(1, max_tokens // world)
@@ -314,11 +316,11 @@ def gather_from_config(
     return gather(
         model,
         tokenizer,
-        [(doc.text for doc in iter_documents([src])) for src in sc.sources],
+        [(doc.text for doc in iter_documents([src], tokenizer, seed=cfg.seed)) for src in sc.sources],
         keying=sc.keying,
         max_length=sc.max_length,
         batch_tokens=sc.batch_size * sc.max_length,
-        cap_per_source=sc.cap_per_source,
+        cap_per_source=[src.reservoir_cap or sc.cap_per_source for src in sc.sources],
         max_tokens=sc.max_tokens if max_tokens is None else max_tokens,
         seed=cfg.seed,
         rank=rank,

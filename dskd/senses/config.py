@@ -20,7 +20,7 @@ class SensesConfig:
     keying: Literal["predicted", "observed"] = "predicted"
     """Key a hidden state by the token it predicts: predicted (teacher argmax, released code) | observed."""
     cap_per_source: int = ranged(50, ge=1)
-    """Reservoir size per key and source."""
+    """Reservoir size per key and source (a source's `reservoir_cap` overrides it)."""
     max_rows_per_key: int = ranged(2000, ge=1)
     """Overall cap of gathered rows per key."""
     max_length: int = ranged(256, ge=2)

@@ -13,6 +13,7 @@ from dskd.corpora.sources import (
     SourceStats,
     is_validation,
     iter_documents,
+    random_subset,
     split_long,
 )
 from dskd.data.config import SOURCE_KINDS, SourceConfig
@@ -36,6 +37,34 @@ def test_text_paragraphs_files_sorted_and_empty_lines_skipped(tmp_path):
 def test_max_records(tmp_path):
     (tmp_path / "a.txt").write_text("a\n\nb\n\nc\n")
     assert texts([SourceConfig(kind="text", path=str(tmp_path / "a.txt"), max_records=2)]) == ["a", "b"]
+
+
+def test_random_subset_is_seeded_in_order_and_uniform():
+    items = list(range(20))
+    a = list(random_subset(iter(items), 5, seed=3))
+    assert a == list(random_subset(iter(items), 5, seed=3)) and a == sorted(a) and len(set(a)) == 5
+    assert list(random_subset(iter(items), 30, seed=0)) == items  # fewer items than asked: all of them
+    counts, pair_first, pair_last = [0] * 20, 0, 0
+    for seed in range(4000):
+        chosen = set(random_subset(iter(items), 5, seed=seed))
+        for i in chosen:
+            counts[i] += 1
+        pair_first += {0, 1} <= chosen
+        pair_last += {18, 19} <= chosen
+    # each item in 5/20 of the subsets (sd 27), each pair in (5*4)/(20*19) of them (sd 14)
+    assert all(abs(c - 1000) < 140 for c in counts), counts
+    assert abs(pair_first - 210.5) < 70 and abs(pair_last - 210.5) < 70, (pair_first, pair_last)
+
+
+def test_subset_seed_draws_max_records_from_the_whole_source(tmp_path):
+    (tmp_path / "a.txt").write_text("\n\n".join(f"doc {i}" for i in range(100)) + "\n")
+    src = SourceConfig(kind="text", path=str(tmp_path / "a.txt"), max_records=25, subset_seed=0)
+    got = texts([src])
+    assert len(got) == 25 and got != [f"doc {i}" for i in range(25)]
+    assert got == sorted(got, key=lambda t: int(t.split()[1]))  # kept in source order
+    assert max(int(t.split()[1]) for t in got) >= 50
+    other = texts([SourceConfig(kind="text", path=src.path, max_records=25, subset_seed=1)])
+    assert got == texts([src]) and other != got
 
 
 def test_invalid_utf8_is_replaced_counted_and_warned_once(tmp_path, caplog):

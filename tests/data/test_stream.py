@@ -104,6 +104,37 @@ def test_unpacked_one_document_per_sequence(tmp_path, tokenizer):
     assert len(seqs) == 10 and all((s == tokenizer.eos_token_id).sum() == 1 for s in seqs)
 
 
+def test_unpacked_sequences_give_each_prompt_its_own_positions_and_context(tmp_path, tokenizer):
+    """pack=False (the paper presets): a right-padded sequence gives the model the hidden states of its
+    document alone (positions from 0, no attention to another document or to padding), unlike packing,
+    where the second document attends to the first."""
+    from transformers import LlamaForCausalLM
+
+    from dskd.testing import llama_config
+
+    docs, sources = corpus(tmp_path, n=2, long_every=100)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(llama_config(len(tokenizer), hidden=16, layers=2)).eval()
+
+    def hidden(ids, mask=None):
+        with torch.no_grad():
+            return model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+
+    (b,) = batches(PackedStream(StreamSpec(sources, seq_len=40, batch_size=2, pack=False), tokenizer))
+    h = hidden(b["input_ids"], b["attention_mask"])
+    alone = []
+    for row, ids, att in zip(h, b["input_ids"], b["attention_mask"]):
+        n = int(att.sum())
+        alone.append(hidden(ids[None, :n])[0])
+        torch.testing.assert_close(row[:n], alone[-1], rtol=1e-5, atol=1e-5)
+    assert int(b["attention_mask"][0].sum()) != int(b["attention_mask"][1].sum())  # one row is padded
+    (p,) = batches(PackedStream(StreamSpec(sources, seq_len=40, batch_size=2, pack=True), tokenizer))
+    first = len(alone[0])
+    packed = hidden(p["input_ids"][:1], p["attention_mask"][:1])[0]
+    torch.testing.assert_close(packed[:first], alone[0], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(packed[first : first + len(alone[1])], alone[1], atol=1e-3)
+
+
 @pytest.mark.parametrize("shuffle", [0, 8])
 def test_partition_two_ranks_two_workers(tmp_path, tokenizer, shuffle):
     docs, sources = corpus(tmp_path)

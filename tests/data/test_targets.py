@@ -10,6 +10,7 @@ import torch
 
 from dskd.batch import IGNORE_INDEX
 from dskd.corpora.prompts import QAItem, prompt_and_answer
+from dskd.corpora.sources import iter_documents
 from dskd.data.config import SourceConfig
 from dskd.data.stream import PackedStream, StreamSpec
 from dskd.data.targets import cache_key, greedy_continuations, load_or_build, prompt_key
@@ -142,3 +143,44 @@ def test_datamodule_teacher_targets(tmp_path, tokenizer, tiny_teacher, monkeypat
         prompt_end = text.rindex("<|im_start|>assistant\n") + len("<|im_start|>assistant\n")
         cont = tokenizer(text[prompt_end:], add_special_tokens=False)["input_ids"]
         assert 1 <= len(cont) <= 2 and lab[n - 1] == IGNORE_INDEX and (lab[: n - 1] == ids[1:n]).all()
+
+
+def test_teacher_new_tokens_per_source(tmp_path, tokenizer, tiny_teacher, monkeypatch):
+    """A source's own teacher_new_tokens (the paper: 1 for multiple choice, 10 for SQuAD) sets the length
+    of its prompts' continuations; the others take data.teacher_new_tokens. One cache file per length,
+    one teacher load for both."""
+    import dskd.models.loading
+    from dskd.data.datamodule import DSKDDataModule
+    from dskd.schema import ExperimentConfig
+
+    from ..corpora.conftest import FIXTURES
+
+    tiny_teacher.save_pretrained(tmp_path / "teacher")
+    tokenizer.save_pretrained(tmp_path / "teacher")
+    task = str(FIXTURES / "bigbench/toy_mc/task.json")
+    cfg = ExperimentConfig(method="kd")
+    cfg.teacher.model = str(tmp_path / "teacher")
+    cfg.data.train = [
+        SourceConfig(kind="bigbench", path=task, shots=1),
+        SourceConfig(kind="bigbench", path=task, shots=0, teacher_new_tokens=4),
+    ]
+    cfg.data.targets, cfg.data.teacher_new_tokens = "teacher", 1
+    cfg.data.targets_cache_dir, cfg.data.val_fraction = str(tmp_path / "targets"), 0.0
+    loads, load = [], dskd.models.loading.load_causal_lm
+
+    def counted(*args, **kwargs):
+        loads.append(1)
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(dskd.models.loading, "load_causal_lm", counted)
+    dm = DSKDDataModule(cfg, tokenizer)
+    dm.setup("fit")
+    metas = [json.loads(p.read_text())["meta"] for p in (tmp_path / "targets").glob("*.json")]
+    assert sorted((m["new_tokens"], m["prompts"]) for m in metas) == [(1, 6), (4, 6)] and len(loads) == 1
+    eos = tokenizer.eos_token_id
+    for src, n in zip(cfg.data.train, (1, 4)):
+        for doc in iter_documents([src], tokenizer):
+            cont = dm.teacher_targets[prompt_key(doc.meta["prompt"])]
+            ids = tokenizer(doc.meta["prompt"], add_special_tokens=False)["input_ids"]
+            ref = argmax_loop(tiny_teacher, ids, n)
+            assert cont == (ref[: ref.index(eos) + 1] if eos in ref else ref)

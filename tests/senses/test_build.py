@@ -89,3 +89,29 @@ def test_sense_mse_statistics_against_a_per_row_loop():
     hi = [max(nearest(x, other) for other in (2, 4, 9) if other != int(k)) for x, k in zip(grouped, row_key)]
     assert min(lo) - 1e-5 <= unrelated[0] and unrelated[100] <= max(hi) + 1e-5  # always another key
     assert unrelated[50] > p[50]  # another key's senses are farther than one's own
+
+
+@pytest.mark.integration
+def test_reservoir_cap_per_source(teacher, tmp_path):
+    """senses.sources[].reservoir_cap (the paper: 50 general text, 100 task data) caps the rows per key
+    of its source; the other sources keep senses.cap_per_source."""
+    from dskd.data.config import SourceConfig
+    from dskd.schema import ExperimentConfig
+    from dskd.senses.build import gather_from_config
+
+    model, tok = teacher
+    (tmp_path / "a.txt").write_text("\n\n".join(TEXTS) + "\n")
+    cfg = ExperimentConfig()
+    text = str(tmp_path / "a.txt")
+    cfg.senses.sources = [
+        SourceConfig(kind="text", path=text, reservoir_cap=1),
+        SourceConfig(kind="text", path=text, reservoir_cap=3),
+        SourceConfig(kind="text", path=text),
+    ]
+    cfg.senses.cap_per_source, cfg.senses.keying, cfg.senses.max_length = 2, "observed", 16
+    res = gather_from_config(cfg, model, tok)
+    # " bank" is the observed next token 6 times in each source: every reservoir is full for it
+    counts = [dict(zip(*[t.tolist() for t in r.grouped()[:2]])) for r in res.reservoirs]
+    bank = tok(" bank", add_special_tokens=False)["input_ids"][0]
+    assert [c[bank] for c in counts] == [1, 3, 2]
+    assert [max(c.values()) for c in counts] == [1, 3, 2]
