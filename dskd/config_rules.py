@@ -63,7 +63,21 @@ def _chunked_kd_with_cache(cfg: ExperimentConfig) -> str | None:
     if cfg.teacher.mode == "cached" and cfg.loss.kd.chunk_size is not None:
         return (
             "loss.kd.chunk_size (chunked KD from the teacher's hidden states) does not combine with "
-            "teacher.mode=cached (top-k KD from the cache); unset loss.kd.chunk_size."
+            "teacher.mode=cached (KD from the cache's targets); unset loss.kd.chunk_size."
+        )
+    return None
+
+
+def _divergence_with_sampled_cache(cfg: ExperimentConfig) -> str | None:
+    from dskd.losses.config import SAMPLED_DIVERGENCES
+
+    kd, tc = cfg.loss.kd, cfg.teacher
+    if tc.mode == "cached" and tc.cache_targets == "sampled" and kd.divergence not in SAMPLED_DIVERGENCES:
+        return (
+            f"loss.kd.divergence={kd.divergence} cannot be estimated without bias from tokens sampled from "
+            "the teacher (teacher.cache_targets=sampled estimates forward_kl only: the others need the "
+            "teacher's probability of tokens it was not sampled on); use loss.kd.divergence=forward_kl, "
+            "teacher.cache_targets=topk (a biased top-k approximation) or teacher.mode=online."
         )
     return None
 
@@ -126,6 +140,7 @@ RULES: tuple[Callable[[ExperimentConfig], str | None], ...] = (
     _fp16_amp_on_cpu,
     _skip_with_deepspeed,
     _chunked_kd_with_cache,
+    _divergence_with_sampled_cache,
     _chunked_kd_with_zero3_trainable_head,
     _hf_student_without_model,
     _more_trainable_than_kept_layers,

@@ -132,24 +132,26 @@ class SyntheticBatches(pl.LightningDataModule):
 
 
 def write_batch_cache(directory, cfg, tokenizer, teacher, batches, hidden_dtype: str = "float16"):
-    """A teacher cache of exactly ``batches`` in ``directory`` (tests, benchmarks and comparisons)."""
-    from dskd.teacher_cache.build import cache_identity, teacher_outputs
-    from dskd.teacher_cache.store import CacheWriter, sequence_keys
+    """A teacher cache of exactly ``batches`` in ``directory`` (tests, benchmarks and comparisons),
+    with ``cfg.teacher``'s targets and hidden positions."""
+    from dskd.teacher_cache.build import add_batch, cache_identity, cache_taus, writer_tokens
+    from dskd.teacher_cache.store import CacheWriter
 
-    taus = sorted({1.0, float(cfg.loss.kd.tau)})
     head = teacher.get_output_embeddings().weight
     meta = {
         **cache_identity(cfg, tokenizer),
-        "taus": taus,
+        "taus": cache_taus(cfg),
         "hidden_dtype": hidden_dtype,
+        "hidden_positions": cfg.teacher.cache_hidden_positions,
         "hidden_size": int(head.shape[1]),
         "vocab_size": int(head.shape[0]),
         "seeds": [cfg.seed],
     }
-    with CacheWriter(directory, meta) as writer:
+    with CacheWriter(
+        directory, meta, hidden_tokens=writer_tokens(cfg, hidden_dtype, meta["vocab_size"])
+    ) as writer:
         for batch in batches:
-            topk, hidden = teacher_outputs(teacher, batch, cfg.teacher.cache_top_k, taus)
-            writer.add(sequence_keys(batch["input_ids"], batch["attention_mask"]), topk, hidden)
+            add_batch(writer, teacher, batch, cfg)
 
 
 LAUNCH_VARIABLES = ("MASTER_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "PL_", "SLURM_")

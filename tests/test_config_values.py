@@ -165,6 +165,11 @@ def test_interpolated_choice_names_the_choices():
         (['trainer.devices="[0, x]"'], "list of device"),
         (["teacher.mode=cached", "loss.kd.chunk_size=64"], "does not combine with teacher.mode=cached"),
         (
+            ["teacher.mode=cached", "loss.kd.divergence=reverse_kl"],
+            "reverse_kl cannot be estimated without bias",
+        ),
+        (["teacher.mode=cached", "loss.kd.divergence=js"], "teacher.cache_targets=topk"),
+        (
             [
                 "trainer.strategy=deepspeed_stage_3",
                 "loss.kd.chunk_size=64",
@@ -199,6 +204,8 @@ def test_combinations_known_to_fail_are_refused(overrides, expected):
         ["student.kind=hf", "student.model=m", "student.num_layers=1", "student.trainable_top_layers=2"],
         ["data.train=[{kind: shakespeare, max_records: 5, subset_seed: 0, teacher_new_tokens: 10}]"],
         ["senses.sources=[{kind: shakespeare, max_records: 5, subset_seed: 0, reservoir_cap: 100}]"],
+        ["teacher.mode=cached", "teacher.cache_targets=topk", "loss.kd.divergence=reverse_kl"],
+        ["teacher.mode=online", "loss.kd.divergence=js"],  # the default sampled targets matter only cached
     ],
 )
 def test_neighbouring_combinations_still_load(overrides):

@@ -1,4 +1,4 @@
-"""`dskd cache build CONFIG [key=value ...]`: precompute the teacher's top-k logits and hidden states."""
+"""`dskd cache build CONFIG [key=value ...]`: precompute the teacher's KD targets and hidden states."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 from dskd.commands import add_config_arguments, add_overwrite_argument, load_stage_config
 
-HELP = "Precompute the teacher's top-k logits and hidden states for cached training."
+HELP = "Precompute the teacher's KD targets and hidden states for cached training."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,9 +15,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build = sub.add_parser(
         "build",
         help="run the teacher over the run's sequences and write teacher.cache_dir",
-        description="Writes the teacher cache (top-k log-probs, logsumexp, tail mass, hidden states) of "
-        "every training and validation sequence the runs of CONFIG will see, for each seed. Train with "
-        "teacher.mode=cached to use it (no teacher forward).",
+        description="Writes the teacher cache of every training and validation sequence the runs of CONFIG "
+        "will see, for each seed: KD targets (teacher.cache_targets: tokens sampled from the teacher at "
+        "loss.kd.tau, or top-k log-probs with the tail mass) and hidden states "
+        "(teacher.cache_hidden_positions: where the sense loss can read them, or everywhere). Train "
+        "with teacher.mode=cached to use it (no teacher forward). See docs/teacher_cache.md.",
     )
     add_config_arguments(build)
     add_overwrite_argument(build)

@@ -11,6 +11,8 @@ from dskd.ranges import check_fields, ranged
 Divergence = Literal["forward_kl", "reverse_kl", "js", "skew_kl", "tv", "gjsd"]
 DIVERGENCES: tuple[str, ...] = get_args(Divergence)
 """Names of the KD divergences (defined in dskd.losses.kd)."""
+SAMPLED_DIVERGENCES: tuple[str, ...] = ("forward_kl",)
+"""Divergences that tokens sampled from the teacher estimate without bias (dskd.losses.sampled)."""
 
 
 def check_divergence(divergence: str, skew: float) -> None:

@@ -19,13 +19,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from dskd.devices import local_device
+from dskd.errors import DSKDError
 from dskd.io import provenance, read_json
+from dskd.losses.config import SAMPLED_DIVERGENCES
+from dskd.losses.sampled import TeacherSamples, teacher_samples
 from dskd.losses.topk import TeacherTopK, teacher_topk_at
 from dskd.outputs import StageResult
 from dskd.schema import ExperimentConfig
+from dskd.teacher_cache.positions import hidden_tokens, needs_hidden
 from dskd.teacher_cache.store import CachedTeacher, CacheWriter, sequence_keys
 
 DATA_FIELDS = (
@@ -52,23 +57,105 @@ def cache_identity(cfg: ExperimentConfig, tokenizer) -> dict[str, Any]:
     """The fields a cache must share with a run (checked by :meth:`CachedTeacher.open`)."""
     from dskd.models.loading import tokenizer_fingerprint
 
+    tc = cfg.teacher
+    sampled = tc.cache_targets == "sampled"
     return {
-        "teacher": f"{cfg.teacher.model}@{cfg.teacher.revision}",
+        "teacher": f"{tc.model}@{tc.revision}",
         "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
         "data_fingerprint": data_fingerprint(cfg),
-        "top_k": cfg.teacher.cache_top_k,
+        "targets": tc.cache_targets,
+        "top_k": None if sampled else tc.cache_top_k,
+        "samples": tc.cache_samples if sampled else None,
+        "seed": tc.cache_seed if sampled else None,
         "seq_len": cfg.data.seq_len,
     }
 
 
+def cache_taus(cfg: ExperimentConfig) -> list[float]:
+    """Temperatures a cache of ``cfg`` stores: the samples' ``loss.kd.tau`` (sampled; samples at one
+    tau do not serve another), or 1 and ``loss.kd.tau`` (top-k)."""
+    tau = float(cfg.loss.kd.tau)
+    return [tau] if cfg.teacher.cache_targets == "sampled" else sorted({1.0, tau})
+
+
 def open_cache(cfg: ExperimentConfig, tokenizer) -> CachedTeacher:
-    """The run's teacher cache (``teacher.cache_dir``), refused unless it matches ``cfg``."""
-    return CachedTeacher.open(
-        cfg.teacher.cache_dir,
-        cfg.loss.kd.tau,
-        need_hidden=cfg.method == "dskd",
-        **cache_identity(cfg, tokenizer),
+    """The run's teacher cache (``teacher.cache_dir``), refused unless it matches ``cfg`` (for
+    method=dskd: hidden states wherever the run's sense loss can read them)."""
+    need = cfg.method == "dskd"
+    cache = CachedTeacher.open(
+        cfg.teacher.cache_dir, cfg.loss.kd.tau, need_hidden=need, **cache_identity(cfg, tokenizer)
     )
+    if need and cache.meta.get("hidden_positions") == "sense":
+        cache.check_hidden_tokens(hidden_tokens(cfg, cache.meta["vocab_size"]))
+    return cache
+
+
+def sequence_generators(keys: np.ndarray, seed: int, device: torch.device) -> list[torch.Generator]:
+    """One generator per sequence, seeded by ``seed`` and the sequence's key: its draws do not
+    depend on the batch, order, rank or seed of the run that met it first."""
+    out = []
+    for key in keys.tolist():
+        digest = hashlib.blake2b(
+            int(key).to_bytes(8, "little") + int(seed).to_bytes(8, "little", signed=True)
+        )
+        out.append(torch.Generator(device).manual_seed(int.from_bytes(digest.digest()[:8], "little") >> 1))
+    return out
+
+
+@torch.inference_mode()
+def teacher_outputs(
+    teacher: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: ExperimentConfig, keys: np.ndarray
+) -> tuple[list[TeacherTopK] | TeacherSamples, torch.Tensor]:
+    """(KD targets as ``cfg.teacher.cache_targets`` asks: top-k at each of :func:`cache_taus` or
+    samples at ``loss.kd.tau``; last hidden states [B, L, d]) of the teacher on one batch whose
+    sequence keys are ``keys``."""
+    device = next(teacher.parameters()).device
+    ids, am = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+    hidden = teacher.get_decoder()(input_ids=ids, attention_mask=am).last_hidden_state
+    logits = teacher.get_output_embeddings()(hidden)
+    tc = cfg.teacher
+    if tc.cache_targets == "topk":
+        return teacher_topk_at(logits, tc.cache_top_k, cache_taus(cfg)), hidden
+    generators = sequence_generators(keys, tc.cache_seed, logits.device)
+    return teacher_samples(logits, tc.cache_samples, cfg.loss.kd.tau, generators), hidden
+
+
+def check_buildable(cfg: ExperimentConfig) -> None:
+    """Refuse a cache whose targets the config's KD cannot use (sampled: forward KL only)."""
+    kd = cfg.loss.kd
+    if cfg.teacher.cache_targets == "sampled" and kd.divergence not in SAMPLED_DIVERGENCES:
+        raise DSKDError(
+            f"teacher.cache_targets=sampled estimates forward-KL KD only, but loss.kd.divergence="
+            f"{kd.divergence}; build with teacher.cache_targets=topk, or use loss.kd.divergence=forward_kl."
+        )
+
+
+def writer_tokens(cfg: ExperimentConfig, hidden_dtype: str, vocab_size: int) -> np.ndarray | None:
+    """``hidden_tokens`` of a new cache (None: hidden states at all positions, or none at all)."""
+    if hidden_dtype == "none" or cfg.teacher.cache_hidden_positions == "all":
+        return None
+    try:
+        return hidden_tokens(cfg, vocab_size)
+    except DSKDError as e:
+        raise DSKDError(
+            "teacher.cache_hidden_positions=sense stores hidden states only where the target has senses or "
+            "lexicon neighbours, so it needs the lexicon and the sense dictionary: build them first "
+            "(`dskd lexicon build CONFIG`, `dskd senses build CONFIG`), or set "
+            f"teacher.cache_hidden_positions=all, or --hidden-dtype none (a KD-only cache). ({e})"
+        ) from e
+
+
+def add_batch(
+    writer: CacheWriter, teacher: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: ExperimentConfig
+) -> int:
+    """Run the teacher on ``batch`` and append its new sequences to ``writer``; returns rows added."""
+    keys = sequence_keys(batch["input_ids"], batch["attention_mask"])
+    if all(int(key) in writer.seen for key in keys):
+        writer.duplicates += len(keys)
+        return 0
+    targets, hidden = teacher_outputs(teacher, batch, cfg, keys)
+    keep = None if writer.hidden_tokens is None else needs_hidden(batch["labels"], writer.hidden_tokens)
+    return writer.add(keys, targets, hidden, keep)
 
 
 def world_size(cfg: ExperimentConfig) -> int:
@@ -122,18 +209,6 @@ def run_batches(cfg: ExperimentConfig, tokenizer, seeds: list[int]) -> Iterator[
                     break
 
 
-@torch.inference_mode()
-def teacher_outputs(
-    teacher: torch.nn.Module, batch: dict[str, torch.Tensor], k: int, taus: list[float]
-) -> tuple[list[TeacherTopK], torch.Tensor]:
-    """(top-k at each tau, last hidden states [B, L, d]) of the teacher on one batch."""
-    device = next(teacher.parameters()).device
-    ids, am = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-    hidden = teacher.get_decoder()(input_ids=ids, attention_mask=am).last_hidden_state
-    logits = teacher.get_output_embeddings()(hidden)
-    return teacher_topk_at(logits, k, taus), hidden
-
-
 def build(
     cfg: ExperimentConfig,
     seeds: list[int] | None = None,
@@ -155,6 +230,7 @@ def build(
     from dskd.models.loading import load_causal_lm, load_tokenizer
 
     t0 = time.perf_counter()
+    check_buildable(cfg)
     seeds = list(seeds) if seeds else [cfg.seed]
     tc = cfg.teacher
     tokenizer = tokenizer or load_tokenizer(tc.model, tc.revision)
@@ -162,14 +238,15 @@ def build(
         teacher = load_causal_lm(tc.model, tc.dtype, tc.revision)
         teacher.to(local_device())
     teacher.eval()
-    taus = sorted({1.0, float(cfg.loss.kd.tau)})
+    head = teacher.get_output_embeddings().weight
     meta = {
         **cache_identity(cfg, tokenizer),
         "provenance": provenance("cache", {"teacher": tc.model, "revision": tc.revision}),
-        "taus": taus,
+        "taus": cache_taus(cfg),
         "hidden_dtype": hidden_dtype,
-        "hidden_size": int(teacher.get_output_embeddings().weight.shape[1]),
-        "vocab_size": int(teacher.get_output_embeddings().weight.shape[0]),
+        "hidden_positions": tc.cache_hidden_positions if hidden_dtype != "none" else "none",
+        "hidden_size": int(head.shape[1]),
+        "vocab_size": int(head.shape[0]),
         "seeds": seeds,
         "world_size": world_size(cfg),
         "num_workers": cfg.data.num_workers,
@@ -180,7 +257,8 @@ def build(
     total = len(seeds) * meta["world_size"] * (need + val) if need is not None and val is not None else None
     tokens = 0
     inputs = [tc.model] if Path(tc.model).exists() else []
-    with CacheWriter(tc.cache_dir, meta, overwrite, inputs) as writer:
+    positions = writer_tokens(cfg, hidden_dtype, meta["vocab_size"])
+    with CacheWriter(tc.cache_dir, meta, overwrite, inputs, positions) as writer:
         for batch in tqdm(
             run_batches(cfg, tokenizer, seeds),
             desc="teacher cache",
@@ -188,12 +266,7 @@ def build(
             total=total,
             disable=not progress,
         ):
-            keys = sequence_keys(batch["input_ids"], batch["attention_mask"])
-            if all(int(key) in writer.seen for key in keys):
-                writer.duplicates += len(keys)
-                continue
-            topk, hidden = teacher_outputs(teacher, batch, tc.cache_top_k, taus)
-            writer.add(keys, topk, hidden)
-            tokens += int(batch["attention_mask"].sum())
+            if add_batch(writer, teacher, batch, cfg):
+                tokens += int(batch["attention_mask"].sum())
         writer.extra_stats = {"seconds": round(time.perf_counter() - t0, 2), "tokens": tokens}
     return StageResult(Path(tc.cache_dir), read_json(Path(tc.cache_dir) / "stats.json"))

@@ -1,16 +1,26 @@
 """The teacher cache on disk: memory-mapped arrays keyed by a hash of each sequence's tokens.
 
-Layout of ``teacher.cache_dir`` (written atomically as one folder, see :class:`CacheWriter`)::
+Layout of ``teacher.cache_dir`` (written atomically as one folder, see :class:`CacheWriter`);
+N sequences of L tokens, T stored temperatures, S = ``teacher.cache_samples``, R stored hidden rows::
 
     meta.json                 format, provenance, compatibility fields, array shapes and dtypes
-    stats.json                rows, duplicates, bytes, build time, mean teacher tail mass per tau
+    stats.json                rows, duplicates, bytes, build time (top-k: mean teacher tail mass per tau)
     keys.bin                  uint64 [N]        sequence key (see :func:`sequence_keys`)
+    targets=sampled (dskd.losses.sampled), drawn at the one stored tau:
+    sample_ids.bin            uint8 [N, L, S, 3] distinct drawn token ids, 24-bit little endian
+    sample_counts.bin         uint8 [N, L, S]   how often each was drawn (sum S; 0 on unused slots)
+    entropy.bin               float32 [N, L]    the teacher's exact entropy at tau
+    top1.bin                  uint8 [N, L, 3]   the teacher's most likely token, 24-bit
+    targets=topk (dskd.losses.topk):
     topk_log_probs.bin        float16 [N, L, k] teacher log-probs at tau=1 of its top-k tokens
     topk_indices.bin          int32  [N, L, k]  their token ids (descending)
     lse.bin                   float32 [N, L]    logsumexp of all logits (raw logits = log-probs + lse)
     lse_tau.bin               float32 [N, L, T] logsumexp(z / tau) for each stored tau
     tail_tau.bin              float32 [N, L, T] log teacher mass outside the top-k at each tau
-    hidden.bin                float16|float32 [N, L, d] teacher last hidden states (absent: none)
+    hidden (absent with hidden dtype none):
+    hidden.bin                float16|float32 [N, L, d] (positions all) or [R, d] (positions sense)
+    hidden_index.bin          int32 [N, L]      positions sense: row of hidden.bin, -1 where not stored
+    hidden_tokens.bin         uint8 [V]         positions sense: target tokens whose positions are stored
 
 A sequence's key is a 64-bit BLAKE2b hash of its token ids (padding replaced by -1), so a
 training run finds its rows whatever the order, sharding or seed that produced its batches, as long
@@ -35,17 +45,33 @@ import torch
 
 from dskd.errors import ArtifactMismatchError, DSKDError
 from dskd.io import read_artifact_json, verify_files, verify_level, write_json_atomic
+from dskd.losses.sampled import TeacherSamples
 from dskd.losses.topk import TeacherTopK
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 META_FILE = "meta.json"
 STATS_FILE = "stats.json"
 HIDDEN_DTYPES = ("float16", "float32", "none")
-COMPAT_FIELDS = ("format_version", "teacher", "tokenizer_fingerprint", "data_fingerprint", "top_k", "seq_len")
+TARGETS = ("sampled", "topk")
+COMPAT_FIELDS = (
+    "format_version",
+    "teacher",
+    "tokenizer_fingerprint",
+    "data_fingerprint",
+    "targets",
+    "top_k",
+    "samples",
+    "seed",
+    "seq_len",
+)
 LOG_SPACE = ("topk_log_probs", "tail_tau")
 """Arrays where -inf is a valid value (probability 0); any other infinity or NaN marks a damaged row."""
+ID_BYTES = 3
+"""Bytes of a stored token id in a sampled cache (vocabularies below 2^24 = 16.7M tokens)."""
 _REBUILD = "Delete it and rebuild it with `dskd cache build CONFIG`."
 _SCAN_ROWS = 256
+
+Targets = TeacherTopK | TeacherSamples
 
 
 def sequence_keys(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> np.ndarray:
@@ -57,29 +83,80 @@ def sequence_keys(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> np.n
     )
 
 
+def pack_ids(ids: torch.Tensor) -> np.ndarray:
+    """Token ids ``[...]`` as 24-bit little-endian bytes ``uint8 [..., 3]``."""
+    x = ids.to("cpu", torch.int64).numpy().astype("<u4")
+    return x[..., None].view(np.uint8)[..., :ID_BYTES].copy() if x.ndim else x.view(np.uint8)[:ID_BYTES]
+
+
+def unpack_ids(packed: np.ndarray) -> torch.Tensor:
+    """The int64 token ids of ``uint8 [..., 3]`` bytes (see :func:`pack_ids`)."""
+    b = torch.from_numpy(np.ascontiguousarray(packed)).long()
+    return b[..., 0] | (b[..., 1] << 8) | (b[..., 2] << 16)
+
+
 @dataclass
 class CachedOutputs:
     """The teacher's outputs for one batch, as the online teacher would give them to the module."""
 
-    topk: TeacherTopK
-    """Top-k log-probs, ids, logsumexp and tail at the requested tau, each ``[B, L, ...]``."""
+    targets: Targets
+    """KD targets at the requested tau: top-k log-probs (:class:`TeacherTopK`) or samples
+    (:class:`TeacherSamples`), each ``[B, L, ...]``."""
     hidden: torch.Tensor | None
-    """Teacher last hidden states ``[B, L, d]`` in float32 (None when the cache holds none)."""
+    """Teacher last hidden states ``[B, L, d]`` in float32 (None when the cache holds none; zeros
+    where ``hidden_stored`` is false)."""
+    hidden_stored: torch.Tensor | None
+    """``[B, L]`` bool: positions whose hidden state the cache holds (None: all or none)."""
 
 
 def _arrays(meta: dict[str, Any]) -> dict[str, tuple[str, tuple[int, ...]]]:
-    n, L, k, t = meta["rows"], meta["seq_len"], meta["top_k"], len(meta["taus"])
-    out = {
-        "keys": ("uint64", (n,)),
-        "topk_log_probs": ("float16", (n, L, k)),
-        "topk_indices": ("int32", (n, L, k)),
-        "lse": ("float32", (n, L)),
-        "lse_tau": ("float32", (n, L, t)),
-        "tail_tau": ("float32", (n, L, t)),
-    }
+    n, L, t = meta["rows"], meta["seq_len"], len(meta["taus"])
+    out: dict[str, tuple[str, tuple[int, ...]]] = {"keys": ("uint64", (n,))}
+    if meta["targets"] == "sampled":
+        s = meta["samples"]
+        out |= {
+            "sample_ids": ("uint8", (n, L, s, ID_BYTES)),
+            "sample_counts": ("uint8", (n, L, s)),
+            "entropy": ("float32", (n, L)),
+            "top1": ("uint8", (n, L, ID_BYTES)),
+        }
+    else:
+        k = meta["top_k"]
+        out |= {
+            "topk_log_probs": ("float16", (n, L, k)),
+            "topk_indices": ("int32", (n, L, k)),
+            "lse": ("float32", (n, L)),
+            "lse_tau": ("float32", (n, L, t)),
+            "tail_tau": ("float32", (n, L, t)),
+        }
     if meta["hidden_dtype"] != "none":
-        out["hidden"] = (meta["hidden_dtype"], (n, L, meta["hidden_size"]))
+        d = meta["hidden_size"]
+        if meta["hidden_positions"] == "all":
+            out["hidden"] = (meta["hidden_dtype"], (n, L, d))
+        else:
+            out["hidden"] = (meta["hidden_dtype"], (meta["hidden_rows"], d))
+            out["hidden_index"] = ("int32", (n, L))
+            out["hidden_tokens"] = ("uint8", (meta["vocab_size"],))
     return out
+
+
+def encode_targets(targets: list[TeacherTopK] | TeacherSamples, keep: torch.Tensor) -> dict[str, Any]:
+    """The stored arrays of rows ``keep`` of a batch's targets (top-k: one entry per stored tau)."""
+    if isinstance(targets, TeacherSamples):
+        return {
+            "sample_ids": pack_ids(targets.ids[keep]),
+            "sample_counts": targets.counts[keep].to(torch.uint8),
+            "entropy": targets.entropy[keep].float(),
+            "top1": pack_ids(targets.top1[keep]),
+        }
+    first = targets[0]
+    return {
+        "topk_log_probs": first.log_probs[keep].to(torch.float16),
+        "topk_indices": first.indices[keep].to(torch.int32),
+        "lse": first.lse[keep].float(),
+        "lse_tau": torch.stack([t.lse_tau[keep] for t in targets], -1).float(),
+        "tail_tau": torch.stack([t.tail_tau[keep] for t in targets], -1).float(),
+    }
 
 
 def damaged(name: str, values: np.ndarray) -> bool:
@@ -95,13 +172,21 @@ def damaged(name: str, values: np.ndarray) -> bool:
 class CacheWriter:
     """Appends rows to a new cache folder (a context manager).
 
+    ``meta`` holds ``targets`` (sampled | topk), ``hidden_dtype`` and ``hidden_positions`` (all |
+    sense). With ``hidden_positions="sense"``, ``hidden_tokens`` (bool ``[V]``, see
+    :mod:`dskd.teacher_cache.positions`) is stored, and :meth:`add` is given the positions to keep.
     Leaving the ``with`` block writes meta.json and stats.json and moves the folder onto
     ``directory``; on an exception nothing replaces ``directory``. ``overwrite`` and ``inputs``: see
     :func:`dskd.outputs.check_output`.
     """
 
     def __init__(
-        self, directory: str | Path, meta: dict[str, Any], overwrite: bool = False, inputs: Iterable[str] = ()
+        self,
+        directory: str | Path,
+        meta: dict[str, Any],
+        overwrite: bool = False,
+        inputs: Iterable[str] = (),
+        hidden_tokens: np.ndarray | None = None,
     ) -> None:
         from dskd.outputs import artifact_dir
 
@@ -109,11 +194,24 @@ class CacheWriter:
             raise DSKDError(
                 f"hidden dtype {meta['hidden_dtype']!r} is not one of {', '.join(HIDDEN_DTYPES)}."
             )
+        if meta["targets"] not in TARGETS:
+            raise DSKDError(f"cache targets {meta['targets']!r} are not one of {', '.join(TARGETS)}.")
+        if meta["targets"] == "sampled" and meta["vocab_size"] > 256**ID_BYTES:
+            raise DSKDError(
+                f"A vocabulary of {meta['vocab_size']} tokens does not fit the sampled cache's "
+                f"{8 * ID_BYTES}-bit ids; use teacher.cache_targets=topk."
+            )
+        sparse = meta["hidden_dtype"] != "none" and meta.get("hidden_positions", "all") == "sense"
+        if sparse and (hidden_tokens is None or len(hidden_tokens) != meta["vocab_size"]):
+            raise DSKDError("hidden_positions=sense needs hidden_tokens, one flag per vocabulary entry.")
         self.directory = Path(directory)
-        self.meta = dict(meta, format_version=FORMAT_VERSION, rows=0)
+        self.meta = dict(meta, format_version=FORMAT_VERSION, rows=0, hidden_rows=0)
+        self.meta.setdefault("hidden_positions", "all")
+        self.hidden_tokens = hidden_tokens if sparse else None
         self.seen: set[int] = set()
         self.duplicates = 0
         self.tail_mass = np.zeros(len(meta["taus"]))
+        self.positions = 0
         self._ctx = artifact_dir(self.directory, "cache", overwrite, list(inputs))
         self._files: dict[str, Any] = {}
         self._hashes = {name: hashlib.sha256() for name in _arrays(self.meta)}
@@ -123,10 +221,26 @@ class CacheWriter:
     def __enter__(self) -> CacheWriter:
         self._tmp = self._ctx.__enter__()
         self._files = {name: open(self._tmp / f"{name}.bin", "wb") for name in _arrays(self.meta)}
+        if self.hidden_tokens is not None:
+            self._write("hidden_tokens", self.hidden_tokens.astype(np.uint8))
         return self
 
-    def add(self, keys: np.ndarray, topk: list[TeacherTopK], hidden: torch.Tensor | None) -> int:
-        """Append the rows whose key is new; ``topk`` has one entry per stored tau. Returns rows added."""
+    def _write(self, name: str, value: Any) -> None:
+        arr = value if isinstance(value, np.ndarray) else value.cpu().numpy()
+        data = np.ascontiguousarray(arr).tobytes()
+        self._files[name].write(data)
+        self._hashes[name].update(data)
+
+    def add(
+        self,
+        keys: np.ndarray,
+        targets: list[TeacherTopK] | TeacherSamples,
+        hidden: torch.Tensor | None,
+        hidden_keep: torch.Tensor | None = None,
+    ) -> int:
+        """Append the rows whose key is new. ``targets``: top-k (one entry per stored tau) or samples;
+        ``hidden_keep`` ``[B, L]`` bool: positions whose hidden state to store (positions sense).
+        Returns rows added."""
         keep = []
         for i, key in enumerate(keys.tolist()):
             if key in self.seen:
@@ -137,31 +251,35 @@ class CacheWriter:
         if not keep:
             return 0
         idx = torch.tensor(keep)
-        first = topk[0]
-        rows = {
-            "keys": keys[keep],
-            "topk_log_probs": first.log_probs[idx].to(torch.float16),
-            "topk_indices": first.indices[idx].to(torch.int32),
-            "lse": first.lse[idx].float(),
-            "lse_tau": torch.stack([t.lse_tau[idx] for t in topk], -1).float(),
-            "tail_tau": torch.stack([t.tail_tau[idx] for t in topk], -1).float(),
-        }
+        rows = {"keys": keys[keep], **encode_targets(targets, idx)}
         if "hidden" in self._files:
             h = hidden[idx].float()
-            if self.meta["hidden_dtype"] == "float16" and h.abs().max() > torch.finfo(torch.float16).max:
+            if self.hidden_tokens is not None:
+                stored = hidden_keep[idx].to(h.device)
+                index = torch.full(stored.shape, -1, dtype=torch.int32)
+                index[stored.cpu()] = (
+                    torch.arange(int(stored.sum()), dtype=torch.int32) + self.meta["hidden_rows"]
+                )
+                rows["hidden_index"] = index
+                h = h[stored]
+                self.meta["hidden_rows"] += len(h)
+            if (
+                self.meta["hidden_dtype"] == "float16"
+                and h.numel()
+                and h.abs().max() > torch.finfo(torch.float16).max
+            ):
                 raise DSKDError(
                     "A teacher hidden state exceeds the float16 range; build the cache with "
                     "--hidden-dtype float32."
                 )
             rows["hidden"] = h.to(getattr(torch, self.meta["hidden_dtype"]))
         for name, value in rows.items():
-            arr = value if isinstance(value, np.ndarray) else value.cpu().numpy()
-            data = np.ascontiguousarray(arr).tobytes()
-            self._files[name].write(data)
-            self._hashes[name].update(data)
-        self.tail_mass += torch.stack(
-            [(t.tail_tau[idx] - t.lse_tau[idx]).exp().mean() for t in topk]
-        ).double().numpy() * len(keep)
+            self._write(name, value)
+        if isinstance(targets, list):
+            self.tail_mass += torch.stack(
+                [(t.tail_tau[idx] - t.lse_tau[idx]).exp().mean() for t in targets]
+            ).double().numpy() * len(keep)
+        self.positions += len(keep) * self.meta["seq_len"]
         self.meta["rows"] += len(keep)
         return len(keep)
 
@@ -177,11 +295,22 @@ class CacheWriter:
                 f"{k}.bin": {"size": (self._tmp / f"{k}.bin").stat().st_size, "sha256": h.hexdigest()}
                 for k, h in self._hashes.items()
             }
+            sizes = {k: (self._tmp / f"{k}.bin").stat().st_size for k in self._files}
             stats = {
                 "rows": self.meta["rows"],
                 "duplicates_skipped": self.duplicates,
-                "bytes": sum((self._tmp / f"{k}.bin").stat().st_size for k in self._files),
-                "mean_tail_mass": {str(t): m / n for t, m in zip(self.meta["taus"], self.tail_mass)},
+                "bytes": sum(sizes.values()),
+                "bytes_per_position": {k: v / max(self.positions, 1) for k, v in sizes.items()},
+                **(
+                    {"hidden_fraction": self.meta["hidden_rows"] / max(self.positions, 1)}
+                    if self.hidden_tokens is not None
+                    else {}
+                ),
+                **(
+                    {"mean_tail_mass": {str(t): m / n for t, m in zip(self.meta["taus"], self.tail_mass)}}
+                    if self.meta["targets"] == "topk"
+                    else {}
+                ),
                 **self.extra_stats,
             }
             write_json_atomic(self._tmp / META_FILE, self.meta)
@@ -219,7 +348,7 @@ class CachedTeacher:
     ) -> CachedTeacher:
         """Open the cache in ``directory``; refuse it (:class:`ArtifactMismatchError` naming the field)
         unless every given ``expected`` field (see :data:`COMPAT_FIELDS`) matches, it holds ``tau``
-        and, with ``need_hidden``, hidden states."""
+        and, with ``need_hidden``, hidden states (where: :meth:`check_hidden_tokens`)."""
         directory = Path(directory)
         if not (directory / META_FILE).is_file():
             raise DSKDError(
@@ -227,6 +356,19 @@ class CachedTeacher:
                 "`dskd cache build CONFIG`, or use teacher.mode=online."
             )
         meta = read_artifact_json(directory / META_FILE, _REBUILD)
+        advice = (
+            "Rebuild it for this run with `dskd cache build CONFIG` (or point teacher.cache_dir at the "
+            "matching cache)."
+        )
+
+        def mismatch(field: str, have: Any, want: Any) -> ArtifactMismatchError:
+            return ArtifactMismatchError(
+                f"The teacher cache at {directory} does not match the run: field '{field}' is {have!r} in "
+                f"the cache but {want!r} in use. {advice}"
+            )
+
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise mismatch("format_version", meta.get("format_version"), FORMAT_VERSION)
         missing = [
             f for f in (*COMPAT_FIELDS, "rows", "taus", "hidden_dtype", "hidden_size") if f not in meta
         ]
@@ -235,21 +377,11 @@ class CachedTeacher:
                 f"{directory / META_FILE} lacks {', '.join(missing)}; the cache is damaged. {_REBUILD}"
             )
         verify_files(directory, meta.get("files", {}), _REBUILD)
-        advice = (
-            "Rebuild it for this run with `dskd cache build CONFIG` (or point teacher.cache_dir at the "
-            "matching cache)."
-        )
-        for name, want in dict(expected, format_version=FORMAT_VERSION).items():
+        for name, want in expected.items():
             if want is not None and str(meta.get(name)) != str(want):
-                raise ArtifactMismatchError(
-                    f"The teacher cache at {directory} does not match the run: field '{name}' is "
-                    f"{meta.get(name)!r} in the cache but {want!r} in use. {advice}"
-                )
+                raise mismatch(name, meta.get(name), want)
         if float(tau) not in [float(t) for t in meta["taus"]]:
-            raise ArtifactMismatchError(
-                f"The teacher cache at {directory} does not match the run: field 'tau' is {meta['taus']} "
-                f"in the cache but loss.kd.tau={tau} in use. {advice}"
-            )
+            raise mismatch("tau", meta["taus"], f"loss.kd.tau={tau}")
         if need_hidden and meta["hidden_dtype"] == "none":
             raise ArtifactMismatchError(
                 f"The teacher cache at {directory} does not match the run: field 'hidden_dtype' is 'none' "
@@ -260,6 +392,33 @@ class CachedTeacher:
         if verify_level() == "full":
             cache.scan()
         return cache
+
+    def check_hidden_tokens(self, tokens: np.ndarray | None) -> None:
+        """Refuse the cache unless it holds hidden states wherever the target is in ``tokens``
+        (bool ``[V]``; None: at every position)."""
+        stored = self.arrays.get("hidden_tokens")
+        if stored is None:
+            return
+        fix = (
+            "Rebuild it with the run's lexicon and sense dictionary (`dskd cache build CONFIG`), or with "
+            "teacher.cache_hidden_positions=all."
+        )
+        if tokens is None:
+            raise ArtifactMismatchError(
+                f"The teacher cache at {self.directory} does not match the run: field 'hidden_positions' is "
+                "'sense' (hidden states only where the target has senses or neighbours) but the run needs "
+                f"them at every position. {fix}"
+            )
+        tokens = np.asarray(tokens, dtype=bool)
+        have = np.asarray(stored, dtype=bool)
+        n = min(len(tokens), len(have))
+        missing = np.flatnonzero(tokens[:n] & ~have[:n]).tolist() + np.flatnonzero(tokens[n:]).tolist()
+        if missing:
+            raise ArtifactMismatchError(
+                f"The teacher cache at {self.directory} does not match the run: field 'hidden_tokens' lacks "
+                f"{len(missing)} target tokens whose positions the run's sense loss can read (e.g. token ids "
+                f"{missing[:5]}): the cache was built with another lexicon or sense dictionary. {fix}"
+            )
 
     def _damaged(self, name: str, rows: str) -> DSKDError:
         return DSKDError(
@@ -296,7 +455,10 @@ class CachedTeacher:
     def lookup(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, device: torch.device | None = None
     ) -> CachedOutputs:
-        """The cached teacher outputs of a batch ``[B, L]`` (on ``device``, default the ids' device)."""
+        """The cached teacher outputs of a batch ``[B, L]`` (on ``device``, default the ids' device).
+
+        Hidden states stored only at some positions (positions sense) are zeros elsewhere, flagged by
+        ``hidden_stored``."""
         if input_ids.shape[-1] != self.meta["seq_len"]:
             raise ArtifactMismatchError(
                 f"The teacher cache holds sequences of {self.meta['seq_len']} tokens but the batch has "
@@ -313,13 +475,31 @@ class CachedTeacher:
             x = torch.from_numpy(np.ascontiguousarray(values[(..., *tail)]))
             return x.to(device, non_blocking=True)
 
-        t = self.tau_index
-        topk = TeacherTopK(
-            take("topk_log_probs").float(),
-            take("topk_indices").long(),
-            take("lse"),
-            take("lse_tau", t),
-            take("tail_tau", t),
-        )
-        hidden = take("hidden").float() if "hidden" in a else None
-        return CachedOutputs(topk, hidden)
+        if self.meta["targets"] == "sampled":
+            targets: Targets = TeacherSamples(
+                unpack_ids(take("sample_ids").numpy()).to(device),
+                take("sample_counts").long(),
+                take("entropy"),
+                unpack_ids(take("top1").numpy()).to(device),
+            )
+        else:
+            t = self.tau_index
+            targets = TeacherTopK(
+                take("topk_log_probs").float(),
+                take("topk_indices").long(),
+                take("lse"),
+                take("lse_tau", t),
+                take("tail_tau", t),
+            )
+        if "hidden" not in a:
+            return CachedOutputs(targets, None, None)
+        if "hidden_index" not in a:
+            return CachedOutputs(targets, take("hidden").float(), None)
+        index = torch.from_numpy(np.ascontiguousarray(a["hidden_index"][rows]))
+        stored = index >= 0
+        values = a["hidden"][index[stored].numpy()]
+        if damaged("hidden", values):
+            raise self._damaged("hidden", f"rows {sorted(rows.tolist())} of this batch")
+        hidden = torch.zeros(*index.shape, self.meta["hidden_size"])
+        hidden[stored] = torch.from_numpy(np.ascontiguousarray(values)).float()
+        return CachedOutputs(targets, hidden.to(device), stored.to(device))

@@ -21,6 +21,7 @@ from dskd.batch import IGNORE_INDEX, SenseBatch, TokenBatch
 from dskd.errors import ConfigError
 from dskd.losses.config import SenseLossConfig
 from dskd.losses.kd import ce_and_kd_chunked, kd_loss, position_mask
+from dskd.losses.sampled import TeacherSamples, sampled_kd_loss
 from dskd.losses.sense import sense_loss
 from dskd.losses.topk import TeacherTopK, topk_kd_loss
 from dskd.models.loading import resolve_dtype
@@ -52,6 +53,24 @@ def _check_teacher_mode(cfg: ExperimentConfig, teacher: nn.Module | None, cached
         )
 
 
+CachedTargets = TeacherTopK | TeacherSamples
+"""The KD targets a teacher cache gives for a batch."""
+
+
+def _check_sense_positions_stored(batch: SenseBatch, stored: torch.Tensor) -> None:
+    """Refuse a batch whose drawn P1 positions have no cached teacher hidden state (the cache's
+    hidden_tokens were checked against the run's at open: this only catches a damaged cache)."""
+    pos, on = batch["sense_pos"].long(), batch["sense_pos_mask"].bool()
+    missing = on & ~stored.gather(1, pos)
+    if missing.any():
+        raise ConfigError(
+            f"{int(missing.sum())} sense-loss positions of this batch have no teacher hidden state in the "
+            "teacher cache (teacher.cache_hidden_positions=sense covers only targets with senses or "
+            "neighbours of the lexicon and sense dictionary it was built with); rebuild the cache with "
+            "`dskd cache build CONFIG` or teacher.cache_hidden_positions=all."
+        )
+
+
 class _Frozen:
     """Holder of what the module uses but must never own (teacher, sense dictionary, teacher cache)."""
 
@@ -76,8 +95,9 @@ class DistillationModule(pl.LightningModule):
 
     ``generation_config`` (the teacher's, as a dict) is stored in the checkpoints for the export.
     With ``teacher.mode=cached``, ``teacher`` is None and ``cached`` (a
-    :class:`dskd.teacher_cache.CachedTeacher`) gives the teacher's top-k logits and hidden states of
-    each batch: no teacher forward runs, and KD is the top-k approximation of ``dskd.losses.topk``.
+    :class:`dskd.teacher_cache.CachedTeacher`) gives the teacher's KD targets and hidden states of
+    each batch: no teacher forward runs, and KD is estimated from the cached samples
+    (``dskd.losses.sampled``) or approximated from the top-k logits (``dskd.losses.topk``).
     """
 
     def __init__(
@@ -154,20 +174,22 @@ class DistillationModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ forward and losses
 
-    def _hidden(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor | None, TeacherTopK | None]:
+    def _hidden(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor | None, CachedTargets | None]:
         """(student, teacher) last hidden states after the final norm (the LM-head inputs), and the
-        teacher's cached top-k logits (None online). Cached: no teacher forward (h_t is None in a
+        teacher's cached KD targets (None online). Cached: no teacher forward (h_t is None in a
         KD-only cache)."""
         ids, am = batch["input_ids"], batch["attention_mask"]
-        topk = None
+        targets = None
         if self.cached is not None:
             out = self.cached.lookup(ids, am)
-            h_t, topk = out.hidden, out.topk
+            h_t, targets = out.hidden, out.targets
+            if out.hidden_stored is not None and self.cfg.method == "dskd" and "sense_pos" in batch:
+                _check_sense_positions_stored(batch, out.hidden_stored)
         else:
             with torch.no_grad():
                 h_t = self.teacher.get_decoder()(input_ids=ids, attention_mask=am).last_hidden_state
         h_s = self.student.get_decoder()(input_ids=ids, attention_mask=am).last_hidden_state
-        return h_s, h_t, topk
+        return h_s, h_t, targets
 
     def _ce_kd(
         self,
@@ -175,9 +197,9 @@ class DistillationModule(pl.LightningModule):
         h_t: torch.Tensor | None,
         labels: torch.Tensor,
         mask: torch.Tensor,
-        topk: TeacherTopK | None = None,
+        targets: CachedTargets | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(ce_weight * CE + KD with gradient, CE, KD); top-k KD when ``topk`` (cached teacher) is given."""
+        """(ce_weight * CE + KD with gradient, CE, KD); cached KD when ``targets`` (cache) is given."""
         kd_cfg, ce_weight = self.cfg.loss.kd, self.cfg.loss.ce_weight
         labels = labels.masked_fill(~mask, IGNORE_INDEX)
         s_head = self.student.get_output_embeddings()
@@ -199,16 +221,23 @@ class DistillationModule(pl.LightningModule):
             return out.total, out.ce, out.kd
         logits_s = s_head(h_s)
         ce = F.cross_entropy(logits_s.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
-        kd, _ = self._kd(logits_s, h_t, mask, topk)
+        kd, _ = self._kd(logits_s, h_t, mask, targets)
         return ce_weight * ce + kd, ce.detach(), kd.detach()
 
     def _kd(
-        self, logits_s: torch.Tensor, h_t: torch.Tensor | None, mask: torch.Tensor, topk: TeacherTopK | None
+        self,
+        logits_s: torch.Tensor,
+        h_t: torch.Tensor | None,
+        mask: torch.Tensor,
+        targets: CachedTargets | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(KD, the teacher's top-1 token per position): exact from the online teacher's logits, or
-        the top-k approximation (``dskd.losses.topk``) from the cache."""
-        if topk is not None:
-            return topk_kd_loss(logits_s, topk, mask, kd=self.cfg.loss.kd), topk.indices[..., 0]
+        from the cache: the sampled estimate (``dskd.losses.sampled``) or the top-k approximation
+        (``dskd.losses.topk``)."""
+        if isinstance(targets, TeacherSamples):
+            return sampled_kd_loss(logits_s, targets, mask, kd=self.cfg.loss.kd), targets.top1
+        if targets is not None:
+            return topk_kd_loss(logits_s, targets, mask, kd=self.cfg.loss.kd), targets.indices[..., 0]
         with torch.no_grad():
             logits_t = self.teacher.get_output_embeddings()(h_t)
         return kd_loss(logits_s, logits_t, mask, kd=self.cfg.loss.kd), logits_t.argmax(-1)
@@ -223,9 +252,9 @@ class DistillationModule(pl.LightningModule):
         self, batch: TokenBatch | SenseBatch
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(loss with gradient, detached components for the finiteness check, values to log)."""
-        h_s, h_t, topk = self._hidden(batch)
+        h_s, h_t, targets = self._hidden(batch)
         mask = position_mask(batch["labels"], batch["attention_mask"])
-        loss, ce, kd = self._ce_kd(h_s, h_t, batch["labels"], mask, topk)
+        loss, ce, kd = self._ce_kd(h_s, h_t, batch["labels"], mask, targets)
         parts = {"ce": ce, "kd": kd}
         logs = {"train/ce": ce, "train/kd": kd}
         if self.cfg.method == "dskd":
@@ -299,7 +328,7 @@ class DistillationModule(pl.LightningModule):
 
     def validation_step(self, batch: TokenBatch, batch_idx: int) -> None:
         self._place_teacher()
-        h_s, h_t, topk = self._hidden(batch)
+        h_s, h_t, targets = self._hidden(batch)
         mask = position_mask(batch["labels"], batch["attention_mask"])
         labels = batch["labels"].masked_fill(~mask, IGNORE_INDEX)
         logits_s = self.student.get_output_embeddings()(h_s)
@@ -307,7 +336,7 @@ class DistillationModule(pl.LightningModule):
         ce_sum = F.cross_entropy(
             logits_s.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
         )
-        kd, teacher_top1 = self._kd(logits_s, h_t, mask, topk)
+        kd, teacher_top1 = self._kd(logits_s, h_t, mask, targets)
         kd_sum = kd * n
         agree = ((logits_s.argmax(-1) == teacher_top1) & mask).sum()
         sums = torch.stack([ce_sum.float(), kd_sum.float(), agree.float(), n.float()])

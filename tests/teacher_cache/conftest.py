@@ -38,7 +38,13 @@ def make_cfg(tmp_path, teacher_dir, corpus):
             "method": "kd",
             "runs_dir": str(tmp_path / "runs"),
             "artifacts_dir": str(tmp_path / "artifacts"),
-            "teacher": {"model": str(teacher_dir), "cache_top_k": 8, "cache_dir": str(tmp_path / "cache")},
+            "teacher": {
+                "model": str(teacher_dir),
+                "cache_targets": "topk",
+                "cache_top_k": 8,
+                "cache_hidden_positions": "all",
+                "cache_dir": str(tmp_path / "cache"),
+            },
             "student": {"kind": "truncated", "num_layers": 2, "trainable_top_layers": 1},
             "senses": {"output_dir": str(tmp_path / "senses"), "device": "cpu"},
             "data": {

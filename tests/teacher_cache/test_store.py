@@ -9,7 +9,7 @@ from dskd.errors import ArtifactMismatchError, DSKDError
 from dskd.io import read_json
 from dskd.models.loading import load_causal_lm, load_tokenizer
 from dskd.teacher_cache.build import build, open_cache, run_batches, teacher_outputs
-from dskd.teacher_cache.store import sequence_keys
+from dskd.teacher_cache.store import FORMAT_VERSION, sequence_keys
 
 
 def _build(cfg, **kw):
@@ -30,14 +30,15 @@ def test_round_trip_matches_the_online_teacher(make_cfg):
     meta = read_json(f"{cfg.teacher.cache_dir}/meta.json")
     assert meta["taus"] == [1.0, 2.0] and meta["provenance"]["stage"] == "cache"
     for batch in batches:
-        (want, _), hidden = teacher_outputs(teacher, batch, 8, [1.0, 2.0])
+        keys = sequence_keys(batch["input_ids"], batch["attention_mask"])
+        (want, at_tau), hidden = teacher_outputs(teacher, batch, cfg, keys)  # taus 1 and 2
         got = cache.lookup(batch["input_ids"], batch["attention_mask"])
         assert torch.equal(got.hidden, hidden)  # float32 hidden states: exact
-        assert torch.equal(got.topk.indices, want.indices)
-        torch.testing.assert_close(got.topk.log_probs, want.log_probs, atol=2e-3, rtol=1e-3)  # float16
-        at_tau = teacher_outputs(teacher, batch, 8, [2.0])[0][0]
-        torch.testing.assert_close(got.topk.lse_tau, at_tau.lse_tau)
-        torch.testing.assert_close(got.topk.tail_tau, at_tau.tail_tau)
+        assert got.hidden_stored is None  # hidden states at all positions
+        assert torch.equal(got.targets.indices, want.indices)
+        torch.testing.assert_close(got.targets.log_probs, want.log_probs, atol=2e-3, rtol=1e-3)  # float16
+        torch.testing.assert_close(got.targets.lse_tau, at_tau.lse_tau)
+        torch.testing.assert_close(got.targets.tail_tau, at_tau.tail_tau)
 
 
 def test_float16_hidden_states_within_half_precision(make_cfg):
@@ -47,7 +48,10 @@ def test_float16_hidden_states_within_half_precision(make_cfg):
     teacher = load_causal_lm(cfg.teacher.model, dtype="float32")
     batch = next(run_batches(cfg, tok, [cfg.seed]))
     got = open_cache(cfg, tok).lookup(batch["input_ids"], batch["attention_mask"])
-    torch.testing.assert_close(got.hidden, teacher_outputs(teacher, batch, 8, [1.0])[1], rtol=1e-3, atol=1e-3)
+    keys = sequence_keys(batch["input_ids"], batch["attention_mask"])
+    torch.testing.assert_close(
+        got.hidden, teacher_outputs(teacher, batch, cfg, keys)[1], rtol=1e-3, atol=1e-3
+    )
 
 
 @pytest.mark.parametrize(
@@ -56,6 +60,7 @@ def test_float16_hidden_states_within_half_precision(make_cfg):
         ("data_fingerprint", {"data.seq_len": 12}),
         ("data_fingerprint", {"data.shuffle_buffer": 0}),
         ("top_k", {"teacher.cache_top_k": 4}),
+        ("targets", {"teacher.cache_targets": "sampled"}),
         ("teacher", {"teacher.revision": "other"}),
         ("tau", {"loss.kd.tau": 3.0}),
     ],
@@ -172,7 +177,7 @@ def test_truncated_file_and_damaged_metadata_are_one_line(make_cfg):
     with pytest.raises(DSKDError, match="meta.json .JSONDecodeError.*dskd cache build") as err:
         open_cache(cfg, tok)
     assert "\n" not in str(err.value)
-    meta_path.write_text(json.dumps({"format_version": 1}))
+    meta_path.write_text(json.dumps({"format_version": FORMAT_VERSION}))
     with pytest.raises(DSKDError, match="lacks teacher, tokenizer_fingerprint"):
         open_cache(cfg, tok)
 

@@ -57,6 +57,23 @@ def test_top_k_kd_of_a_cached_step_is_a_lower_bound(make_cfg):
     assert 0 < got["kd"].item() <= want["kd"].item()  # forward KL on k + 1 categories: a lower bound
 
 
+def test_sampled_kd_of_a_cached_step_estimates_the_online_kd(make_cfg):
+    over = {"teacher.cache_targets": "sampled", "teacher.cache_samples": 255}
+    online, cached, batches = _modules(make_cfg(method="dskd", **over), "float32")
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # the same perturbation of both students, so that KD is far from 0
+        for a, b in zip(online.student.parameters(), cached.student.parameters(), strict=True):
+            noise = torch.randn(a.shape, generator=g) * 0.3
+            a.add_(noise)
+            b.add_(noise)
+    for batch in batches:
+        _, want, _ = online.losses(batch)
+        _, got, _ = cached.losses(batch)
+        assert got["sense"].item() == want["sense"].item() and got["ce"].item() == want["ce"].item()
+        # 255 draws per position over 64 tokens, mean of ~28 positions: within a few percent
+        assert got["kd"].item() == pytest.approx(want["kd"].item(), rel=0.05)
+
+
 class _NoTeacher(pl.Callback):
     def __init__(self) -> None:
         self.steps = 0
@@ -66,8 +83,9 @@ class _NoTeacher(pl.Callback):
         self.steps += 1
 
 
-def test_cached_run_trains_without_a_teacher(make_cfg):
-    cfg = make_cfg()
+@pytest.mark.parametrize("targets", ["topk", "sampled"])
+def test_cached_run_trains_without_a_teacher(make_cfg, targets):
+    cfg = make_cfg(**{"teacher.cache_targets": targets})
     build(cfg, hidden_dtype="none", progress=False)
     check = _NoTeacher()
     cached_cfg = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, mode="cached"))
