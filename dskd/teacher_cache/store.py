@@ -140,6 +140,28 @@ def _arrays(meta: dict[str, Any]) -> dict[str, tuple[str, tuple[int, ...]]]:
     return out
 
 
+def bytes_per_position(
+    meta: dict[str, Any], hidden_size: int | None = None, hidden_fraction: float | None = None
+) -> dict[str, float]:
+    """Bytes per token position of each per-position array of the layout ``meta`` describes
+    (``targets``, ``samples`` or ``top_k``, ``taus``, ``hidden_dtype``, ``hidden_positions``), with
+    ``hidden_size`` (default the cache's) and, for hidden positions sense, ``hidden_fraction`` of the
+    positions holding a state (default the cache's own). Per-sequence keys and the per-cache token
+    table are left out (8 bytes per sequence, 1 byte per vocabulary entry)."""
+    one = dict(meta, rows=1, seq_len=1, hidden_rows=1, vocab_size=1)
+    one["hidden_size"] = hidden_size or meta["hidden_size"]
+    if hidden_fraction is None and meta.get("rows"):
+        hidden_fraction = meta.get("hidden_rows", 0) / (meta["rows"] * meta["seq_len"])
+    out = {}
+    for name, (dtype, shape) in _arrays(one).items():
+        if name in ("keys", "hidden_tokens"):
+            continue
+        size = float(np.dtype(dtype).itemsize * np.prod(shape))
+        sparse = name == "hidden" and one.get("hidden_positions") == "sense"
+        out[name] = size * (hidden_fraction or 0.0) if sparse else size
+    return out
+
+
 def encode_targets(targets: list[TeacherTopK] | TeacherSamples, keep: torch.Tensor) -> dict[str, Any]:
     """The stored arrays of rows ``keep`` of a batch's targets (top-k: one entry per stored tau)."""
     if isinstance(targets, TeacherSamples):

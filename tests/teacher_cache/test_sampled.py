@@ -80,3 +80,23 @@ def test_a_divergence_samples_cannot_estimate_is_not_built(make_cfg):
     cfg = make_cfg(**SAMPLED, **{"loss.kd.divergence": "reverse_kl"})
     with pytest.raises(DSKDError, match="estimates forward-KL KD only.*cache_targets=topk"):
         _build(cfg, hidden_dtype="none")
+
+
+def test_bytes_per_position_of_the_layouts_at_paper_scale():
+    from dskd.teacher_cache.store import bytes_per_position
+
+    sampled = {"targets": "sampled", "samples": 64, "taus": [2.0], "hidden_dtype": "float16"}
+    sampled |= {"hidden_positions": "sense", "hidden_size": 576}
+    got = bytes_per_position(sampled, hidden_size=4096, hidden_fraction=0.25)
+    # 64 x (3 B id + 1 B count) + 4 B entropy + 3 B top-1; 25% of positions x 4,096 x 2 B + 4 B index
+    assert got == {
+        "sample_ids": 192,
+        "sample_counts": 64,
+        "entropy": 4,
+        "top1": 3,
+        "hidden": 2048,
+        "hidden_index": 4,
+    }
+    topk = {"targets": "topk", "top_k": 1024, "taus": [1.0, 2.0], "hidden_dtype": "none", "hidden_size": 576}
+    # 1,024 x (2 B log-prob + 4 B id) + 4 B lse + 2 x 4 B lse_tau + 2 x 4 B tail
+    assert sum(bytes_per_position(topk).values()) == 6144 + 4 + 8 + 8

@@ -1,4 +1,4 @@
-"""Cached-teacher training: the same CE / sense / KD values as online, and no teacher at all in the run."""
+"""Cached-teacher training: CE / sense / KD as online (sampled KD: an estimate), no teacher in the run."""
 
 from __future__ import annotations
 
