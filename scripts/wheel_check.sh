@@ -32,6 +32,6 @@ print("dskd", dskd.__version__, "from", dskd.__file__)'
 "$dskd" --help >/dev/null
 config="$("$work/venv/bin/python" -c 'from dskd.resources import resource; print(resource("presets", "tiny", "kd.yaml"))')"
 "$dskd" slurm submit "$config" --nodes 1 --gpus-per-node 0 --dry-run | grep -q '^#SBATCH --nodes=1$'
-"$dskd" reproduce --preset smoke --dry-run
-test -s artifacts/dry-run/smoke/results/table.md
+"$dskd" reproduce --preset smoke --rehearse
+test -s artifacts/rehearse/smoke/results/table.md
 echo ">>> wheel check passed"

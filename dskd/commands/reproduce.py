@@ -16,26 +16,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=1, help="number of seeds (0..N-1); >1 gives mean ± std")
     parser.add_argument("--force", action="store_true", help="redo stages even when up to date")
     parser.add_argument(
-        "--dry-run",
+        "--rehearse",
         action="store_true",
-        help="validate the preset end to end on CPU with a tiny random stand-in teacher and offline data",
+        help="run the preset as written on CPU with 2 processes, a random teacher of its family and "
+        "offline stand-ins of its hub data (prints what it replaces; docs/training.md)",
     )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides applied to every config")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from dskd.errors import ConfigError
-    from dskd.launch.reproduce import dry_run_overrides, preset_configs, reproduce, standin_teacher
+    from dskd.launch.reproduce import preset_configs, reproduce
 
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {args.seeds}.")
     seeds = list(range(args.seeds))
     overrides = list(args.overrides)
-    preset_configs(args.preset, seeds, overrides)  # validate the preset as written before anything runs
-    if args.dry_run:
-        teacher = standin_teacher(Path("artifacts/dry-run/standin-teacher"))
-        overrides = [*dry_run_overrides(args.preset, teacher), *overrides]
+    as_written = preset_configs(args.preset, seeds, overrides)  # validated before anything runs
+    if args.rehearse:
+        from dskd.launch.rehearsal import rehearsal_overrides
+
+        overrides = [*rehearsal_overrides(args.preset, as_written), *overrides]
     reproduce(preset_configs(args.preset, seeds, overrides), force=args.force)
     return 0

@@ -293,8 +293,27 @@ def _bigbench(src: SourceConfig, tokenizer, seed: int, stats: SourceStats) -> It
     )
 
 
+HUB_MIRROR = "DSKD_HUB_MIRROR"
+"""Environment variable naming a folder of hub data sets as JSONL files (see :func:`mirror_file`)."""
+
+
+def mirror_file(dataset: str, subset: str | None, split: str) -> Path | None:
+    """``$DSKD_HUB_MIRROR/<dataset id>/<subset or default>/<split>.jsonl`` when the variable is set and
+    the file exists: a local copy read instead of the hub (offline clusters, `reproduce --rehearse`)."""
+    root = os.environ.get(HUB_MIRROR)
+    if not root:
+        return None
+    path = Path(root) / dataset / (subset or "default") / f"{split}.jsonl"
+    return path if path.is_file() else None
+
+
 def hub_records(dataset: str, subset: str | None, split: str) -> Iterator[dict[str, Any]]:
-    """Records of a Hugging Face dataset in streaming mode (clear errors when offline or not installed)."""
+    """Records of a Hugging Face dataset: from the mirror folder when it has them (:func:`mirror_file`),
+    else streamed from the hub (clear errors when offline or not installed)."""
+    mirrored = mirror_file(dataset, subset, split)
+    if mirrored is not None:
+        yield from (rec for _, rec in read_jsonl(mirrored, SourceStats()))
+        return
     try:
         import datasets
     except ImportError as e:
@@ -306,7 +325,8 @@ def hub_records(dataset: str, subset: str | None, split: str) -> Iterator[dict[s
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
         raise DSKDError(
             f"Cannot stream '{dataset}': the hub is switched off (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE=1). "
-            "Unset it where the hub is reachable, or use local or offline sources."
+            "Unset it where the hub is reachable, give a local copy (DSKD_HUB_MIRROR, docs/data.md), or use "
+            "local or offline sources."
         )
     try:
         yield from datasets.load_dataset(dataset, subset, split=split, streaming=True)

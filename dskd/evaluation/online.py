@@ -1,8 +1,9 @@
-"""The paper's hub-hosted tasks (online only): its generation protocol and lm-eval's log-likelihood tasks.
+"""The paper's hub-hosted tasks: its generation protocol and lm-eval's log-likelihood tasks.
 
-``paper/<task>`` loads the task from the Hugging Face hub with ``datasets`` and scores it with
+``paper/<task>`` loads the task from the Hugging Face hub with ``datasets`` (or from the local mirror
+folder ``$DSKD_HUB_MIRROR``, see :func:`dskd.corpora.sources.mirror_file`) and scores it with
 :mod:`dskd.evaluation.paper_protocol`; ``lmeval/<task>`` runs lm-eval's own task of that name.
-Both need the hub; offline they raise a :class:`~dskd.errors.DSKDError` saying so.
+Without the hub (and no mirror) they raise a :class:`~dskd.errors.DSKDError` saying so.
 """
 
 from __future__ import annotations
@@ -27,12 +28,17 @@ def _require_online(task: str) -> None:
         offline = ", ".join(["bigbench/*", *BENCHMARKS])
         raise DSKDError(
             f"Eval task '{task}' needs the Hugging Face hub, but HF_HUB_OFFLINE is set. Run it on a machine "
-            "that reaches the hub with HF_HUB_OFFLINE unset, or remove it from eval.tasks (the offline suite "
-            f"is {offline})."
+            "that reaches the hub with HF_HUB_OFFLINE unset, give a local copy (DSKD_HUB_MIRROR, "
+            f"docs/data.md), or remove it from eval.tasks (the offline suite is {offline})."
         )
 
 
 def _load(path: str, name: str | None, split: str):
+    from dskd.corpora.sources import hub_records, mirror_file
+
+    if mirror_file(path, name, split) is not None:  # a local copy ($DSKD_HUB_MIRROR)
+        return list(hub_records(path, name, split))
+    _require_online(f"{path} ({split})")
     from datasets import load_dataset
 
     try:
@@ -139,9 +145,9 @@ def _lm_eval_hub(task: str, model: Any, tokenizer: Any, cfg: EvalConfig) -> list
 
 def score_online(task: str, model: Any, tokenizer: Any, cfg: EvalConfig) -> list:
     """Scores of one ``paper/<task>`` or ``lmeval/<task>`` benchmark (needs the hub)."""
-    _require_online(task)
     kind, _, name = task.partition("/")
     if kind == "lmeval":
+        _require_online(task)
         return _lm_eval_hub(name, model, tokenizer, cfg)
     if name == "squad_v2":
         return _paper_squad(model, tokenizer, cfg)

@@ -7,8 +7,8 @@ sense dictionary -> KD and DSKD training for each seed (same data and seed for b
 of the teacher and every student -> ``table.md``, ``results.json`` and plots in ``eval.output_dir``.
 Stages whose outputs are up to date are skipped (:mod:`dskd.launch.stamps`).
 
-``--dry-run`` validates a preset end to end on a CPU: its configs load and every stage runs, with
-a tiny random stand-in teacher of the same tokenizer family, offline data and a few steps.
+``--rehearse`` runs a preset as written on a CPU with 2 processes, with stand-ins only for the
+teacher, the hub data and the GPUs (:mod:`dskd.launch.rehearsal`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ PRESETS = resource("presets")
 METHODS = ("kd", "dskd")
 OPTIONAL_VARIANTS = ("dskd-plus",)
 """Further runs of a preset, trained and evaluated when the preset has their YAML file."""
-STANDIN_TOKENIZER = "smollm2-135m-instruct"
 
 
 def preset_dir(preset: str, root: Path = PRESETS) -> Path:
@@ -107,63 +106,3 @@ def reproduce(configs: list[ExperimentConfig], force: bool = False) -> dict[str,
     if table.is_file():
         print(table.read_text(encoding="utf-8"))
     return {"records": records, "runs": summaries, "wall_s": time.perf_counter() - t0}
-
-
-def standin_teacher(out_dir: Path, num_layers: int = 4, hidden_size: int = 64) -> Path:
-    """A random Llama-shaped teacher with the default teacher's tokenizer (for dry runs on CPU)."""
-    import torch
-    from transformers import LlamaForCausalLM
-
-    from dskd.models.loading import load_tokenizer
-    from dskd.outputs import artifact_dir
-    from dskd.testing import llama_config
-
-    if (out_dir / "config.json").is_file():
-        return out_dir
-    if not is_global_zero():  # the first process writes it
-        while not (out_dir / "config.json").is_file():
-            time.sleep(1.0)
-        return out_dir
-    tokenizer = load_tokenizer(STANDIN_TOKENIZER)
-    config = llama_config(len(tokenizer), hidden_size, num_layers, max_len=512)
-    config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
-    torch.manual_seed(0)
-    with artifact_dir(out_dir, "standin-teacher") as tmp:
-        LlamaForCausalLM(config).save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    return out_dir
-
-
-def dry_run_overrides(preset: str, teacher_dir: Path) -> list[str]:
-    """Overrides that shrink a preset to a CPU-sized end-to-end check of its configs."""
-    root = f"artifacts/dry-run/{preset}"
-    offline = "[{kind: wordnet_corpus, max_records: 400}]"
-    return [
-        f"teacher.model={teacher_dir}",
-        "teacher.dtype=float32",
-        "student.kind=truncated",
-        "student.num_layers=2",
-        "student.trainable_top_layers=1",
-        f"artifacts_dir={root}",
-        f"runs_dir={root}/runs",
-        f"eval.output_dir={root}/results",
-        f"senses.sources={offline}",
-        "senses.max_tokens=4000",
-        f"data.train={offline}",
-        "data.val=[]",
-        "data.targets=observed",
-        "data.seq_len=64",
-        "data.batch_size=2",
-        "data.num_workers=0",
-        "trainer.strategy=auto",
-        "trainer.precision=32-true",
-        "trainer.accelerator=cpu",
-        "trainer.devices=1",
-        "trainer.num_nodes=1",
-        "trainer.max_steps=3",
-        "trainer.val_check_interval=null",
-        "logging.wandb=false",
-        "eval.max_items=8",
-        "eval.heldout_blocks=8",
-        "eval.tasks=[wic, simlex, heldout]",
-    ]

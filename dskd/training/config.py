@@ -76,3 +76,6 @@ class LoggingConfig:
     reference (file:// references with checksums; nothing copied) | upload (copy the files) | off."""
     csv: bool = True
     """Always write metrics.csv (readable without W&B)."""
+    example_ids: bool = False
+    """Write the id of every training sequence each process takes to <run>/examples/rank-R.tsv
+    (epoch, step, hash of its tokens), e.g. to check that the ranks saw disjoint data."""

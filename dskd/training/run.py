@@ -122,6 +122,7 @@ def build_trainer(
     )
     from dskd.training.callbacks import CheckpointOnInterrupt, EmptyDataGuard
     from dskd.training.checkpoints import AtomicCheckpointIO
+    from dskd.training.examples import ExampleIds
     from dskd.training.slurm import slurm_callbacks, slurm_plugins
 
     tty = sys.stdout.isatty()  # elsewhere (a SLURM .out file, a redirected log): plain progress lines
@@ -149,6 +150,7 @@ def build_trainer(
             StepProgressBar() if tty else ProgressLines(t.log_every_n_steps),
             CheckpointOnInterrupt(rdir / "checkpoints" / "last.ckpt"),
             EmptyDataGuard(),
+            *([ExampleIds(rdir)] if cfg.logging.example_ids else []),
             *slurm_callbacks(),
             *(callbacks or []),
         ],

@@ -1,4 +1,5 @@
-"""`dskd reproduce`: the smoke preset end to end, stage skipping, and the paper presets' dry run."""
+"""`dskd reproduce`: the smoke preset end to end, stage skipping, one writer per stage (the paper
+presets' 2-process rehearsal: test_rehearsal.py)."""
 
 from __future__ import annotations
 
@@ -102,37 +103,6 @@ def test_smoke_preset_end_to_end_then_everything_is_skipped(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("up to date") == 5  # lexicon, senses, 2 trainings, eval
     assert "running" not in out
-
-
-@pytest.mark.integration
-def test_paper_preset_dry_run_with_two_processes_on_cpu(tmp_path):
-    """`dskd reproduce --dry-run` under DDP with 2 processes, started as a user would (Lightning
-    launches the second process, which runs the pipeline too): one writer per stage, one export per
-    run, one results table."""
-    import subprocess
-    import sys
-
-    from dskd.testing import fresh_launch_env
-
-    repo = Path(__file__).resolve().parents[2]
-    cmd = [sys.executable, "-m", "dskd", "reproduce", "--preset", "paper-llama3", "--dry-run",
-           "trainer.strategy=ddp", "trainer.devices=2"]  # fmt: skip
-    proc = subprocess.run(
-        cmd, cwd=tmp_path, env=fresh_launch_env(repo), capture_output=True, text=True, timeout=1200
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    root = tmp_path / "artifacts/dry-run/paper-llama3"
-    results = json.loads((root / "results/results.json").read_text())
-    assert {r["model"] for r in results["results"]} == {"teacher", "KD", "DSKD"}
-    for method in ("kd", "dskd"):
-        run = root / "runs" / f"paper-llama3-{method}" / "seed-0"
-        export = json.loads((run / STAMP).read_text())["result"]["export_dir"]
-        assert (tmp_path / export).resolve() == (run / "export").resolve()
-        assert (run / "export" / "model.safetensors").is_file()
-        assert sorted(p.name for p in run.glob("export*")) == ["export"]
-    assert proc.stdout.count("=== lexicon: running") == 1 and proc.stdout.count("=== senses: running") == 1
-    assert proc.stdout.count("=== eval: running") == 1  # the second process stops after training
-    assert proc.stdout.count("=== train paper-llama3-dskd seed 0: running") == 2  # both processes train
 
 
 def test_only_the_first_process_runs_a_stage_the_others_wait_for_its_stamp(tmp_path, monkeypatch):

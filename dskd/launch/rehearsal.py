@@ -1,0 +1,105 @@
+"""`dskd reproduce --rehearse`: a preset as written, end to end on a CPU with two processes.
+
+Only what a CPU machine without the hub cannot have is replaced, and the list is printed at the
+start: (a) the teacher by a random model of its architecture family with a small offline tokenizer
+(chat template included), (b) each hub data set by a small offline stand-in of the same fields
+(``DSKD_HUB_MIRROR``, docs/data.md), (c) the accelerator by the CPU with 2 DDP processes (DDP stands
+in for FSDP / DeepSpeed, which Lightning runs on GPUs only). Outputs go under
+``artifacts/rehearse/<preset>/``; each step's learning rate and each rank's example ids are logged
+(``trainer.log_every_n_steps=1``, ``logging.example_ids``). Everything else runs as the preset says:
+epochs, warm-up and schedule, teacher targets, packing choice, chunked KD, sense dictionary, export,
+evaluation and table. Overrides given on the command line come after these and win (a GPU rehearsal:
+``trainer.accelerator=gpu trainer.strategy=fsdp``, see scripts/gpu_check.py).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from dskd.config_rules import CUDA_ONLY_STRATEGIES
+from dskd.corpora.sources import HUB_MIRROR
+from dskd.launch.stamps import run_stage, stage_key
+
+TRAIN_RECORDS = 16
+"""Stand-in records of a train split (per data set): 80 training prompts for the 5 paper sources."""
+HELD_OUT_RECORDS = 8
+"""Stand-in records of any other split (the evaluation's shot and test splits)."""
+STANDIN_EXTRA_LAYERS = 2
+"""The stand-in teacher has this many layers more than the student keeps (a truncated student)."""
+
+
+def rehearsal_root(preset: str) -> Path:
+    return Path("artifacts/rehearse") / Path(preset.rstrip("/")).name
+
+
+def _accelerator(cfg: Any) -> list[tuple[str, str]]:
+    t = cfg.trainer
+    out = [("trainer.accelerator=cpu", "CPU instead of the GPUs"), ("trainer.devices=2", "2 processes")]
+    out.append(("trainer.num_nodes=1", "one node"))
+    if t.strategy in CUDA_ONLY_STRATEGIES:
+        out.append(("trainer.strategy=ddp", f"DDP stands in for {t.strategy} (GPU only)"))
+    if t.precision == "16-mixed":
+        out.append(("trainer.precision=bf16-mixed", "fp16 autocast does not exist on CPU"))
+    if cfg.senses.device not in ("auto", "cpu"):
+        out.append(("senses.device=auto", f"senses.device={cfg.senses.device} needs a GPU"))
+    return out
+
+
+def rehearsal_overrides(preset: str, configs: list[Any]) -> list[str]:
+    """Write the stand-ins of ``configs`` (the preset as written), point ``DSKD_HUB_MIRROR`` at the data
+    stand-ins, print what the rehearsal replaces and return the overrides that do it."""
+    root = rehearsal_root(preset)
+    first = configs[0]
+    reads = _hub_reads(configs)
+    teacher = root / "standin-teacher"
+    mirror = root / "hub"
+    key = stage_key(sorted(reads, key=str), first.teacher.model, TRAIN_RECORDS, HELD_OUT_RECORDS)
+    layers = max(c.student.num_layers for c in configs) + STANDIN_EXTRA_LAYERS
+    key = stage_key(key, layers)
+    run_stage(
+        "rehearsal stand-ins", root, key, lambda: _write_standins(root, reads, first.teacher.model, layers)
+    )
+    os.environ[HUB_MIRROR] = str(mirror.resolve())
+    outputs = [
+        f"artifacts_dir={root}/artifacts",
+        f"runs_dir={root}/runs",
+        f"eval.output_dir={root}/results",
+        f"lexicon.output_dir={root}/artifacts/lexicon",
+        f"senses.output_dir={root}/artifacts/senses",
+        f"data.targets_cache_dir={root}/artifacts/teacher_targets",
+    ]
+    changes = [
+        (f"teacher.model={teacher}", f"a random {_family(first.teacher.model)} for {first.teacher.model}"),
+        *_accelerator(first),
+        ("trainer.log_every_n_steps=1", "every step's lr in metrics.csv"),
+        ("logging.example_ids=true", "each rank's example ids in <run>/examples/"),
+    ]
+    lines = [f"=== rehearsal of {preset}: the preset as written, except"]
+    lines += [f"  {o:<44} {why}" for o, why in changes]
+    lines.append(f"  hub data sets -> offline stand-ins          {HUB_MIRROR}={mirror}")
+    lines += [f"    {d}{'/' + s if s else ''} ({split})" for d, s, split in sorted(reads, key=str)]
+    lines.append(f"  outputs under {root}/")
+    print("\n".join(lines), flush=True)
+    return [*(o for o, _ in changes), *outputs]
+
+
+def _hub_reads(configs: list[Any]) -> set[tuple[str, str | None, str]]:
+    from dskd.launch.standins import hub_datasets
+
+    return hub_datasets(configs)
+
+
+def _family(teacher_id: str) -> str:
+    return "Mistral" if "mistral" in teacher_id.lower() else "Llama"
+
+
+def _write_standins(root: Path, reads: set, teacher_id: str, layers: int) -> dict[str, str]:
+    from dskd.launch.standins import standin_tokenizer, write_hub_mirror, write_standin_teacher
+
+    mirror = write_hub_mirror(root / "hub", reads, TRAIN_RECORDS, HELD_OUT_RECORDS)
+    teacher = write_standin_teacher(
+        root / "standin-teacher", teacher_id, standin_tokenizer(mirror), layers=layers
+    )
+    return {"hub": str(mirror), "teacher": str(teacher)}
