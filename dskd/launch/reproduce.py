@@ -3,8 +3,10 @@
 A preset is a folder with ``kd.yaml`` and ``dskd.yaml`` (which share a ``base.yaml``): a name picks
 a packaged preset (``dskd/resources/presets/<name>/``, the same files as ``experiments/<name>/`` in
 the repository), a path with a ``/`` any folder, e.g. an edited copy. The pipeline runs: lexicon ->
-sense dictionary -> KD and DSKD training for each seed (same data and seed for both) -> evaluation
-of the teacher and every student -> ``table.md``, ``results.json`` and plots in ``eval.output_dir``.
+sense dictionary -> teacher cache (when the preset trains with ``teacher.mode: cached``: one cache
+for every method and seed, :mod:`dskd.launch.caches`) -> KD and DSKD training for each seed (same
+data and seed for both) -> evaluation of the teacher and every student -> ``table.md``,
+``results.json`` and plots in ``eval.output_dir``.
 Stages whose outputs are up to date are skipped (:mod:`dskd.launch.stamps`).
 
 ``--rehearse`` runs a preset as written on a CPU with 2 processes, with stand-ins only for the
@@ -55,9 +57,9 @@ def preset_configs(
     return [load_config(path / f"{v}.yaml", [*overrides, f"seed={s}"]) for s in seeds for v in variants]
 
 
-def _train_key(cfg: ExperimentConfig, senses_key: str | None) -> str:
+def _train_key(cfg: ExperimentConfig, senses_key: str | None, cache_key: str | None = None) -> str:
     parts = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "eval"}
-    return stage_key(parts, senses_key)
+    return stage_key(parts, senses_key) if cache_key is None else stage_key(parts, senses_key, cache_key)
 
 
 def _train(cfg: ExperimentConfig, key: str, force: bool) -> dict[str, Any]:
@@ -77,6 +79,7 @@ def _train(cfg: ExperimentConfig, key: str, force: bool) -> dict[str, Any]:
 def reproduce(configs: list[ExperimentConfig], force: bool = False) -> dict[str, Any]:
     """Run every stage for ``configs`` (from :func:`preset_configs`); returns the eval records."""
     from dskd.evaluation.run import TEACHER, evaluate
+    from dskd.launch.caches import build_caches
     from dskd.lexicon.build import build as build_lexicon
     from dskd.senses.build import build as build_senses
 
@@ -89,10 +92,12 @@ def reproduce(configs: list[ExperimentConfig], force: bool = False) -> dict[str,
     )
     senses_key = stage_key(dskd_cfg.senses, dskd_cfg.teacher, lex_key)
     run_stage("senses", dskd_cfg.senses.output_dir, senses_key, lambda: build_senses(dskd_cfg).stats, force)
+    cache_keys = build_caches(configs, senses_key, force)
     models: dict[str, str] = {TEACHER: first.teacher.model}
     summaries = []
     for cfg in configs:
-        summary = _train(cfg, _train_key(cfg, senses_key if cfg.method == "dskd" else None), force)
+        cache_key = cache_keys.get(cfg.teacher.cache_dir) if cfg.teacher.mode == "cached" else None
+        summary = _train(cfg, _train_key(cfg, senses_key if cfg.method == "dskd" else None, cache_key), force)
         summaries.append(summary)
         models[f"{cfg.label or cfg.method.upper()}@{cfg.seed}"] = summary["export_dir"]
     if not is_global_zero():  # the other processes served the collective training stages

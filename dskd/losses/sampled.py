@@ -65,15 +65,15 @@ def teacher_samples(
     ``softmax(logits / tau)``, row ``b`` drawn with ``generators[b]`` (reproducible per sequence)."""
     if len(generators) != logits.shape[0]:
         raise DSKDError(f"{len(generators)} generators for {logits.shape[0]} sequences.")
-    z = logits.detach().float() / tau
-    log_p = torch.log_softmax(z, -1)
-    p = log_p.exp()
-    entropy = -(p * log_p.clamp(min=torch.finfo(torch.float32).min)).sum(-1)
-    draws = torch.stack(
-        [torch.multinomial(p[b], n, replacement=True, generator=g) for b, g in enumerate(generators)]
-    )
-    ids, counts = _distinct(draws)
-    return TeacherSamples(ids, counts, entropy, z.argmax(-1))
+    rows = []
+    for row, g in zip(logits.detach(), generators, strict=True):  # one sequence at a time: [L, V] in float32
+        z = row.float() / tau
+        log_p = torch.log_softmax(z, -1)
+        p = log_p.exp()
+        entropy = -(p * log_p.clamp(min=torch.finfo(torch.float32).min)).sum(-1)
+        draws = torch.multinomial(p, n, replacement=True, generator=g)
+        rows.append((*_distinct(draws), entropy, z.argmax(-1)))
+    return TeacherSamples(*(torch.stack(parts) for parts in zip(*rows, strict=True)))
 
 
 def sampled_kd_loss(

@@ -130,19 +130,28 @@ def check_buildable(cfg: ExperimentConfig) -> None:
         )
 
 
-def writer_tokens(cfg: ExperimentConfig, hidden_dtype: str, vocab_size: int) -> np.ndarray | None:
-    """``hidden_tokens`` of a new cache (None: hidden states at all positions, or none at all)."""
+def writer_tokens(
+    cfg: ExperimentConfig,
+    hidden_dtype: str,
+    vocab_size: int,
+    positions_of: list[ExperimentConfig] | None = None,
+) -> np.ndarray | None:
+    """``hidden_tokens`` of a new cache: the union over ``positions_of`` (default ``[cfg]``) of
+    :func:`hidden_tokens` (None: hidden states at all positions, or none at all)."""
     if hidden_dtype == "none" or cfg.teacher.cache_hidden_positions == "all":
         return None
-    try:
-        return hidden_tokens(cfg, vocab_size)
-    except DSKDError as e:
-        raise DSKDError(
-            "teacher.cache_hidden_positions=sense stores hidden states only where the target has senses or "
-            "lexicon neighbours, so it needs the lexicon and the sense dictionary: build them first "
-            "(`dskd lexicon build CONFIG`, `dskd senses build CONFIG`), or set "
-            f"teacher.cache_hidden_positions=all, or --hidden-dtype none (a KD-only cache). ({e})"
-        ) from e
+    table = np.zeros(vocab_size, dtype=bool)
+    for c in positions_of or [cfg]:
+        try:
+            table |= hidden_tokens(c, vocab_size)
+        except DSKDError as e:
+            raise DSKDError(
+                "teacher.cache_hidden_positions=sense stores hidden states only where the target has senses "
+                "or lexicon neighbours, so it needs the lexicon and the sense dictionary: build them first "
+                "(`dskd lexicon build CONFIG`, `dskd senses build CONFIG`), or set "
+                f"teacher.cache_hidden_positions=all, or --hidden-dtype none (a KD-only cache). ({e})"
+            ) from e
+    return table
 
 
 def add_batch(
@@ -217,13 +226,15 @@ def build(
     tokenizer=None,
     progress: bool = True,
     overwrite: bool = False,
+    positions_of: list[ExperimentConfig] | None = None,
 ) -> StageResult:
     """The teacher cache stage: write the teacher cache of ``cfg`` to ``teacher.cache_dir``.
 
     ``seeds`` (default ``[cfg.seed]``): runs whose sequences to cover. ``hidden_dtype``: float16
     (default; half the size, the sense loss then differs from online by fp16 rounding), float32
     (exact) or none (a KD-only cache). ``teacher``/``tokenizer`` default to those of ``cfg.teacher``.
-    ``overwrite``: see :func:`dskd.outputs.check_output`.
+    ``overwrite``: see :func:`dskd.outputs.check_output`. ``positions_of``: the configs whose sense
+    positions the hidden states cover (default ``[cfg]``; hidden positions sense).
     """
     from tqdm.auto import tqdm
 
@@ -257,7 +268,7 @@ def build(
     total = len(seeds) * meta["world_size"] * (need + val) if need is not None and val is not None else None
     tokens = 0
     inputs = [tc.model] if Path(tc.model).exists() else []
-    positions = writer_tokens(cfg, hidden_dtype, meta["vocab_size"])
+    positions = writer_tokens(cfg, hidden_dtype, meta["vocab_size"], positions_of)
     with CacheWriter(tc.cache_dir, meta, overwrite, inputs, positions) as writer:
         for batch in tqdm(
             run_batches(cfg, tokenizer, seeds),

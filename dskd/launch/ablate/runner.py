@@ -59,11 +59,16 @@ def _check_senses(p: Point) -> str | None:
 
 
 def prepare(points: list[Point], progress: bool = True) -> list[str]:
-    """Build the lexicon and the sense dictionaries the DSKD points need and lack; returns what was built.
+    """Build the lexicon and the sense dictionaries the DSKD points need and lack (returns those
+    folders), then the teacher cache of the points with ``teacher.mode=cached``, one per
+    ``teacher.cache_dir`` over all their seeds (:mod:`dskd.launch.caches`; skipped when up to date).
 
     Every point is checked first, so an existing dictionary that does not fit a point (e.g. another
     ``senses.k``) is refused before anything is built.
     """
+    from dskd.launch.caches import build_caches, cache_groups
+
+    cache_groups([p.cfg for p in points])  # points that cannot share their cache folder: refused first
     dskd_points = [p for p in points if p.cfg.method == "dskd"]
     warnings = [
         _check_senses(p) for p in dskd_points if (Path(p.cfg.senses.output_dir) / "meta.json").is_file()
@@ -88,6 +93,7 @@ def prepare(points: list[Point], progress: bool = True) -> list[str]:
             stats = build_senses(cfg, progress=progress).stats
             print(f"=== sense dictionary built in {stats.get('build_seconds', '?')} s", flush=True)
             built.append(cfg.senses.output_dir)
+    build_caches([p.cfg for p in points], None, progress=progress)  # points with teacher.mode=cached
     return built
 
 

@@ -1,0 +1,78 @@
+"""Teacher caches of a set of runs (`dskd reproduce`, `dskd ablate`): one build per ``teacher.cache_dir``.
+
+Every run with ``teacher.mode=cached`` reads the cache at its ``teacher.cache_dir``; the runs that
+share a folder share one cache, built once over the sequences of all their seeds (KD and DSKD of a
+preset, every point of a sweep). Runs that share a folder must agree on everything the cache depends
+on (:data:`SHARED`); a grid that varies one of those (e.g. ``loss.kd.tau`` with sampled targets)
+needs one folder per value, e.g. ``teacher.cache_dir: ${artifacts_dir}/teacher_cache-tau${loss.kd.tau}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from dskd.errors import ConfigError
+from dskd.launch.stamps import run_stage, stage_key
+from dskd.schema import ExperimentConfig
+
+SHARED: dict[str, Callable[[ExperimentConfig], object]] = {
+    "teacher": lambda c: dataclasses.replace(c.teacher, mode="cached"),
+    "data": lambda c: c.data,
+    "loss.kd.tau": lambda c: c.loss.kd.tau,
+    "trainer (steps, batches, world size)": lambda c: (
+        c.trainer.max_steps,
+        c.trainer.max_epochs,
+        c.trainer.accumulate_grad_batches,
+        c.trainer.limit_val_batches,
+        c.trainer.devices,
+        c.trainer.num_nodes,
+        c.trainer.accelerator,
+    ),
+}
+"""What the runs sharing one cache folder must agree on (the sequences, targets and tau it holds)."""
+
+
+def cache_groups(configs: list[ExperimentConfig]) -> dict[str, list[ExperimentConfig]]:
+    """The cached configs by ``teacher.cache_dir``; refuses a folder whose runs need different caches."""
+    groups: dict[str, list[ExperimentConfig]] = {}
+    for cfg in configs:
+        if cfg.teacher.mode == "cached":
+            groups.setdefault(cfg.teacher.cache_dir, []).append(cfg)
+    for folder, cfgs in groups.items():
+        for what, get in SHARED.items():
+            values = {repr(get(c)) for c in cfgs}
+            if len(values) > 1:
+                raise ConfigError(
+                    f"Runs sharing the teacher cache {folder} differ in {what}, so one cache cannot serve "
+                    f"them all; give each its own teacher.cache_dir, e.g. "
+                    "teacher.cache_dir=${artifacts_dir}/teacher_cache-tau${loss.kd.tau} for a tau grid."
+                )
+    return groups
+
+
+def build_caches(
+    configs: list[ExperimentConfig], upstream: str | None, force: bool = False, progress: bool = True
+) -> dict[str, str]:
+    """Build (or find up to date) the cache of every group of :func:`cache_groups`: over the seeds of
+    all its runs, with hidden states (float16, at the positions of every DSKD run's lexicon and
+    dictionary) when one of them trains the sense loss. ``upstream``: the stage key of the lexicon and
+    dictionary. Returns each folder's stage key (a run's key includes it: a rebuilt cache retrains)."""
+    from dskd.teacher_cache.build import build
+
+    keys = {}
+    for folder, cfgs in cache_groups(configs).items():
+        dskd_cfgs = [c for c in cfgs if c.method == "dskd"]
+        base = (dskd_cfgs or cfgs)[0]
+        seeds = sorted({c.seed for c in cfgs})
+        hidden = "float16" if dskd_cfgs else "none"
+        senses = sorted({(c.lexicon.output_dir, c.senses.output_dir) for c in dskd_cfgs})
+        parts = (base.teacher, base.data, base.loss.kd.tau, base.trainer, seeds, hidden, senses, upstream)
+        key = stage_key("teacher-cache", *parts)
+
+        def run(base=base, seeds=seeds, hidden=hidden, dskd_cfgs=dskd_cfgs):
+            return build(base, seeds, hidden, progress=progress, overwrite=True, positions_of=dskd_cfgs).stats
+
+        run_stage(f"teacher cache (seeds {seeds})", folder, key, run, force)
+        keys[folder] = key
+    return keys
