@@ -179,11 +179,13 @@ class _Spec(NamedTuple):
 
 
 def _chunk_sums(
-    student_logits: torch.Tensor, spec: _Spec, idx: torch.Tensor
+    student_logits: torch.Tensor, spec: _Spec, idx: torch.Tensor, teacher_logits: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of CE, sum of D) over one chunk of positions ``idx``."""
-    with torch.no_grad():
-        teacher_logits = spec.teacher.logits(idx)
+    """(sum of CE, sum of D) over one chunk of positions ``idx`` (the teacher's logits of the chunk are
+    computed unless given)."""
+    if teacher_logits is None:
+        with torch.no_grad():
+            teacher_logits = spec.teacher.logits(idx)
     ce = F.cross_entropy(
         student_logits.float(), spec.labels.index_select(0, idx), ignore_index=IGNORE_INDEX, reduction="sum"
     )
@@ -247,6 +249,45 @@ class _FusedCEKD(torch.autograd.Function):
         )
 
 
+def _spec(
+    student_weight: torch.Tensor,
+    teacher: torch.Tensor,
+    teacher_weight: torch.Tensor | None,
+    labels: torch.Tensor,
+    kd: KDConfig,
+    kd_mask: torch.Tensor | None,
+    teacher_bias: torch.Tensor | None,
+    ce_weight: float,
+) -> tuple[_Spec, int]:
+    """The chunking spec of :func:`ce_and_kd_chunked` and the number of CE positions (arguments checked)."""
+    check_divergence(kd.divergence, kd.skew)
+    vocab = student_weight.shape[0]
+    teacher_vocab = teacher.shape[-1] if teacher_weight is None else teacher_weight.shape[0]
+    if vocab != teacher_vocab:
+        raise DSKDError(
+            f"The student's LM head has {vocab} rows but the teacher's vocabulary has {teacher_vocab}; "
+            "KD needs one shared vocabulary (slice a padded LM head to the tokenizer's size first)."
+        )
+    n = labels.numel()
+    flat_labels = labels.reshape(n)
+    ce_valid = flat_labels != IGNORE_INDEX
+    kd_valid = ce_valid if kd_mask is None else kd_mask.reshape(n).bool()
+    n_ce = int(ce_valid.sum())
+    n_kd = int(kd_valid.sum())
+    index = (ce_valid | kd_valid).nonzero().squeeze(1)
+    spec = _Spec(
+        teacher=_Head(teacher.detach().reshape(n, -1), teacher_weight, teacher_bias),
+        labels=flat_labels,
+        kd_valid=kd_valid,
+        index=index,
+        chunk_size=kd.chunk_size or max(1, len(index)),
+        ce_scale=ce_weight / max(n_ce, 1),
+        kd_scale=kd.alpha * kd.tau**2 / max(n_kd, 1),
+        kd=kd,
+    )
+    return spec, n_ce
+
+
 def ce_and_kd_chunked(
     h_student: torch.Tensor,
     student_weight: torch.Tensor,
@@ -282,32 +323,8 @@ def ce_and_kd_chunked(
     With grad enabled the gradients are computed during this call (see :class:`_FusedCEKD`), so
     ``total`` must be backpropagated at most once.
     """
-    check_divergence(kd.divergence, kd.skew)
-    vocab = student_weight.shape[0]
-    teacher_vocab = teacher.shape[-1] if teacher_weight is None else teacher_weight.shape[0]
-    if vocab != teacher_vocab:
-        raise DSKDError(
-            f"The student's LM head has {vocab} rows but the teacher's vocabulary has {teacher_vocab}; "
-            "KD needs one shared vocabulary (slice a padded LM head to the tokenizer's size first)."
-        )
-    n = labels.numel()
-    flat_labels = labels.reshape(n)
-    ce_valid = flat_labels != IGNORE_INDEX
-    kd_valid = ce_valid if kd_mask is None else kd_mask.reshape(n).bool()
-    index = (ce_valid | kd_valid).nonzero().squeeze(1)
-    n_ce = int(ce_valid.sum())
-    n_kd = int(kd_valid.sum())
-    spec = _Spec(
-        teacher=_Head(teacher.detach().reshape(n, -1), teacher_weight, teacher_bias),
-        labels=flat_labels,
-        kd_valid=kd_valid,
-        index=index,
-        chunk_size=kd.chunk_size or max(1, len(index)),
-        ce_scale=ce_weight / max(n_ce, 1),
-        kd_scale=kd.alpha * kd.tau**2 / max(n_kd, 1),
-        kd=kd,
-    )
-    hidden = h_student.reshape(n, -1)
+    spec, n_ce = _spec(student_weight, teacher, teacher_weight, labels, kd, kd_mask, teacher_bias, ce_weight)
+    hidden = h_student.reshape(labels.numel(), -1)
     needs_grad = torch.is_grad_enabled() and (
         hidden.requires_grad
         or student_weight.requires_grad
@@ -324,3 +341,33 @@ def ce_and_kd_chunked(
             ce_sum, kd_sum = ce_sum + ce, kd_sum + kd
         total = spec.ce_scale * ce_sum + spec.kd_scale * kd_sum
     return CEKD(total, (ce_sum / max(n_ce, 1)).detach(), (spec.kd_scale * kd_sum).detach())
+
+
+def validation_sums_chunked(
+    h_student: torch.Tensor,
+    student_weight: torch.Tensor,
+    h_teacher: torch.Tensor,
+    teacher_weight: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    kd: KDConfig,
+    student_bias: torch.Tensor | None = None,
+    teacher_bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """[sum of CE, sum of ``alpha * tau^2 * D``, top-1 agreements, positions] over the positions of
+    ``mask`` (``labels`` -100 elsewhere), ``kd.chunk_size`` positions at a time and without gradient:
+    the validation metrics of the training loss without either model's full ``[B, L, V]`` logits."""
+    spec, _ = _spec(student_weight, h_teacher, teacher_weight, labels, kd, mask, teacher_bias, 1.0)
+    student = _Head(h_student.detach().reshape(labels.numel(), -1), student_weight, student_bias)
+    sums = torch.zeros(4, dtype=torch.float32, device=h_student.device)
+    with torch.no_grad():
+        for idx in _chunks(spec):
+            s_logits, t_logits = student.logits(idx), spec.teacher.logits(idx)
+            ce, d = _chunk_sums(s_logits, spec, idx, t_logits)
+            agree = ((s_logits.argmax(-1) == t_logits.argmax(-1)) & spec.kd_valid.index_select(0, idx)).sum()
+            sums += torch.stack(
+                [ce.float(), d.float() * kd.alpha * kd.tau**2, agree.float(), ce.new_zeros(())]
+            )
+    sums[3] = spec.kd_valid.sum()
+    return sums

@@ -20,7 +20,7 @@ from torch import nn
 from dskd.batch import IGNORE_INDEX, SenseBatch, TokenBatch
 from dskd.errors import ConfigError
 from dskd.losses.config import SenseLossConfig
-from dskd.losses.kd import ce_and_kd_chunked, kd_loss, position_mask
+from dskd.losses.kd import ce_and_kd_chunked, kd_loss, position_mask, validation_sums_chunked
 from dskd.losses.sampled import TeacherSamples, sampled_kd_loss
 from dskd.losses.sense import sense_loss
 from dskd.losses.topk import TeacherTopK, topk_kd_loss
@@ -187,8 +187,10 @@ class DistillationModule(pl.LightningModule):
                 _check_sense_positions_stored(batch, out.hidden_stored)
         else:
             with torch.no_grad():
-                h_t = self.teacher.get_decoder()(input_ids=ids, attention_mask=am).last_hidden_state
-        h_s = self.student.get_decoder()(input_ids=ids, attention_mask=am).last_hidden_state
+                h_t = self.teacher.get_decoder()(input_ids=ids, attention_mask=am, use_cache=False)
+            h_t = h_t.last_hidden_state
+        # use_cache=False: no key/value cache (a forward of 2048 tokens would keep one per layer)
+        h_s = self.student.get_decoder()(input_ids=ids, attention_mask=am, use_cache=False).last_hidden_state
         return h_s, h_t, targets
 
     def _ce_kd(
@@ -331,6 +333,21 @@ class DistillationModule(pl.LightningModule):
         h_s, h_t, targets = self._hidden(batch)
         mask = position_mask(batch["labels"], batch["attention_mask"])
         labels = batch["labels"].masked_fill(~mask, IGNORE_INDEX)
+        if self.cfg.loss.kd.chunk_size and targets is None:
+            sums = self._validation_sums_chunked(h_s, h_t, labels, mask)
+        else:
+            sums = self._validation_sums(h_s, h_t, labels, mask, targets)
+        self._val_sums = sums if self._val_sums is None else self._val_sums + sums
+
+    def _validation_sums(
+        self,
+        h_s: torch.Tensor,
+        h_t: torch.Tensor | None,
+        labels: torch.Tensor,
+        mask: torch.Tensor,
+        targets: CachedTargets | None,
+    ) -> torch.Tensor:
+        """[CE sum, KD sum, top-1 agreements, positions] from the full logits (or the teacher cache)."""
         logits_s = self.student.get_output_embeddings()(h_s)
         n = mask.sum()
         ce_sum = F.cross_entropy(
@@ -339,8 +356,26 @@ class DistillationModule(pl.LightningModule):
         kd, teacher_top1 = self._kd(logits_s, h_t, mask, targets)
         kd_sum = kd * n
         agree = ((logits_s.argmax(-1) == teacher_top1) & mask).sum()
-        sums = torch.stack([ce_sum.float(), kd_sum.float(), agree.float(), n.float()])
-        self._val_sums = sums if self._val_sums is None else self._val_sums + sums
+        return torch.stack([ce_sum.float(), kd_sum.float(), agree.float(), n.float()])
+
+    def _validation_sums_chunked(
+        self, h_s: torch.Tensor, h_t: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The same sums, ``loss.kd.chunk_size`` positions at a time, as in training: neither model's
+        full-vocabulary logits exist (7 GB at batch 1, 2048 tokens, V = 128k)."""
+        s_head, t_head = self.student.get_output_embeddings(), self.teacher.get_output_embeddings()
+        with _gathered(s_head):
+            return validation_sums_chunked(
+                h_s,
+                s_head.weight,
+                h_t,
+                t_head.weight,
+                labels,
+                mask,
+                kd=self.cfg.loss.kd,
+                student_bias=s_head.bias,
+                teacher_bias=t_head.bias,
+            )
 
     def on_validation_epoch_end(self) -> None:
         if self._val_sums is None:

@@ -11,6 +11,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from dskd.batch import IGNORE_INDEX
+from dskd.losses.kd import position_mask
 from dskd.models.loading import load_causal_lm
 from dskd.models.student import build_projection, build_student
 from dskd.senses import SenseDictionary
@@ -204,6 +206,37 @@ def test_chunked_kd_in_the_module_matches_full_logits(run_tmp, teacher_dir):
     assert full_grads.keys() == chunked_grads.keys()
     for name in full_grads:
         torch.testing.assert_close(chunked_grads[name], full_grads[name], rtol=1e-5, atol=1e-7)
+
+
+def test_validation_with_chunked_kd_matches_full_logits_and_never_builds_them(run_tmp, teacher_dir):
+    """With loss.kd.chunk_size, validation sums CE, KD and top-1 agreement chunk by chunk: the same
+    numbers as from the full logits, without either LM head module ever running on a whole batch; no
+    forward keeps a key/value cache (use_cache=False)."""
+    teacher = load_causal_lm(teacher_dir, dtype="float32")
+    batch = random_batch(torch.Generator().manual_seed(5), batch=3, seq=16, vocab=VOCAB)
+    batch["attention_mask"][0, 12:] = 0  # some padding
+    cfg = tiny_config(run_tmp, teacher_dir, "kd", {"loss.kd.chunk_size": 5, "loss.kd.divergence": "js"})
+    torch.manual_seed(0)
+    module = DistillationModule(cfg, build_student(cfg.student, teacher), teacher)
+    module._place_teacher = lambda: None  # no trainer: the teacher is already on the CPU
+    heads, caches = [], []
+    for model in (module.student, teacher):
+        model.get_output_embeddings().register_forward_hook(lambda *a: heads.append(1))
+        model.get_decoder().register_forward_pre_hook(
+            lambda m, args, kwargs: caches.append(kwargs.get("use_cache")), with_kwargs=True
+        )
+    module.on_validation_epoch_start()
+    with torch.no_grad():
+        module.validation_step(copy.deepcopy(batch), 0)
+        chunked = module._val_sums.clone()
+        h_s, h_t, _ = module._hidden(batch)
+    assert heads == [] and caches == [False] * 4
+    mask = position_mask(batch["labels"], batch["attention_mask"])
+    labels = batch["labels"].masked_fill(~mask, IGNORE_INDEX)
+    with torch.no_grad():
+        full = module._validation_sums(h_s, h_t, labels, mask, None)
+    assert heads and int(full[3]) == int(mask.sum()) and full[2] > 0
+    torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-5)
 
 
 # ---- a pinned tiny run ----------------------------------------------------------------------------
