@@ -57,6 +57,13 @@ def preset_configs(
     return [load_config(path / f"{v}.yaml", [*overrides, f"seed={s}"]) for s in seeds for v in variants]
 
 
+def _teacher_key(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The teacher settings a sense dictionary depends on (not how training reads the teacher)."""
+    return {
+        k: v for k, v in dataclasses.asdict(cfg.teacher).items() if k != "mode" and not k.startswith("cache_")
+    }
+
+
 def _train_key(cfg: ExperimentConfig, senses_key: str | None, cache_key: str | None = None) -> str:
     parts = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "eval"}
     return stage_key(parts, senses_key) if cache_key is None else stage_key(parts, senses_key, cache_key)
@@ -90,7 +97,7 @@ def reproduce(configs: list[ExperimentConfig], force: bool = False) -> dict[str,
     run_stage(
         "lexicon", dskd_cfg.lexicon.output_dir, lex_key, lambda: str(build_lexicon(dskd_cfg).path), force
     )
-    senses_key = stage_key(dskd_cfg.senses, dskd_cfg.teacher, lex_key)
+    senses_key = stage_key(dskd_cfg.senses, _teacher_key(dskd_cfg), lex_key)
     run_stage("senses", dskd_cfg.senses.output_dir, senses_key, lambda: build_senses(dskd_cfg).stats, force)
     cache_keys = build_caches(configs, senses_key, force)
     models: dict[str, str] = {TEACHER: first.teacher.model}

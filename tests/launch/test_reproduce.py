@@ -97,11 +97,13 @@ def test_smoke_preset_end_to_end_then_everything_is_skipped(tmp_path, capsys):
     assert (tmp_path / "results" / "losses.png").stat().st_size > 1000
     for name in ("smoke-kd", "smoke-dskd"):
         assert (tmp_path / "runs" / name / "seed-0" / "export" / "config.json").is_file()
+    cache = json.loads((tmp_path / "artifacts" / "teacher_cache" / "meta.json").read_text())
+    assert cache["targets"] == "sampled" and cache["hidden_positions"] == "sense"  # the preset trains cached
     _assert_offline_wandb_runs(tmp_path)
     assert "[train] step 8/8 (100%) | loss " in capsys.readouterr().out  # plain progress lines off a TTY
     assert main(["reproduce", "--preset", "smoke", *_overrides(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert out.count("up to date") == 5  # lexicon, senses, 2 trainings, eval
+    assert out.count("up to date") == 6  # lexicon, senses, teacher cache, 2 trainings, eval
     assert "running" not in out
 
 

@@ -304,7 +304,7 @@ def test_dskd_train_command_on_the_real_teacher(tmp_path, capsys):
 
     over = ["trainer.max_steps=2", "trainer.log_every_n_steps=1", "trainer.limit_val_batches=1"]
     over += ["data.batch_size=1", "data.seq_len=32"]
-    over += [f"runs_dir={tmp_path}", "logging.wandb=false", "--no-export"]
+    over += [f"runs_dir={tmp_path}", "logging.wandb=false", "--no-export", "teacher.mode=online"]
     assert main(["train", "experiments/tiny/kd.yaml", *over]) == 0
     summary = json.loads((tmp_path / "tiny-kd" / "seed-0" / "summary.json").read_text())
     assert summary["global_step"] == 2 and summary["metrics"]["val/ce"] > 0
