@@ -15,10 +15,15 @@ from collections.abc import Callable
 from dskd.errors import ConfigError
 from dskd.launch.stamps import run_stage, stage_key
 from dskd.schema import ExperimentConfig
+from dskd.teacher_cache.build import data_fingerprint
 
 SHARED: dict[str, Callable[[ExperimentConfig], object]] = {
     "teacher": lambda c: dataclasses.replace(c.teacher, mode="cached"),
-    "data": lambda c: c.data,
+    "data (the sequences: data.train, val, seq_len, pack, shuffle, targets, batch size, workers)": lambda c: (
+        data_fingerprint(c),
+        c.data.batch_size,
+        c.data.num_workers,
+    ),
     "loss.kd.tau": lambda c: c.loss.kd.tau,
     "trainer (steps, batches, world size)": lambda c: (
         c.trainer.max_steps,
@@ -60,14 +65,15 @@ def build_caches(
     dictionary. Returns each folder's stage key (a run's key includes it: a rebuilt cache retrains)."""
     from dskd.teacher_cache.build import build
 
-    keys = {}
+    keys: dict[str, str] = {}
     for folder, cfgs in cache_groups(configs).items():
         dskd_cfgs = [c for c in cfgs if c.method == "dskd"]
         base = (dskd_cfgs or cfgs)[0]
         seeds = sorted({c.seed for c in cfgs})
         hidden = "float16" if dskd_cfgs else "none"
         senses = sorted({(c.lexicon.output_dir, c.senses.output_dir) for c in dskd_cfgs})
-        parts = (base.teacher, base.data, base.loss.kd.tau, base.trainer, seeds, hidden, senses, upstream)
+        shared = [get(base) for get in SHARED.values()]
+        parts = (shared, base.trainer, seeds, hidden, senses, upstream)
         key = stage_key("teacher-cache", *parts)
 
         def run(base=base, seeds=seeds, hidden=hidden, dskd_cfgs=dskd_cfgs):

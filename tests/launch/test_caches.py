@@ -20,6 +20,9 @@ def test_runs_sharing_a_folder_must_agree_on_what_the_cache_holds(make_cfg):  # 
     online = make_cfg()
     assert list(cache_groups([kd, dskd, online])) == [kd.teacher.cache_dir]
     assert cache_groups([online]) == {}
+    # the sense sampling of DSKD+ does not change the sequences: one cache
+    plus = make_cfg(method="dskd", **CACHED, **{"data.sense_aligned_neighbours": True})
+    assert len(cache_groups([kd, dskd, plus])[kd.teacher.cache_dir]) == 3
     for over, what in (({"loss.kd.tau": 1.0}, "loss.kd.tau"), ({"data.seq_len": 12}, "data")):
         with pytest.raises(ConfigError, match=f"differ in {what}.*own teacher.cache_dir"):
             cache_groups([kd, make_cfg(**CACHED, **over)])
