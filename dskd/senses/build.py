@@ -16,16 +16,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dskd.devices import local_device
+from dskd.devices import barrier, local_device, rank_world
 from dskd.errors import DSKDError
 from dskd.outputs import StageResult
 from dskd.senses.compose import compose_vids
 from dskd.senses.dictionary import SenseDictionary
-from dskd.senses.gather import keyed_states, length_sorted_batches, token_windows
+from dskd.senses.gather import keyed_states, length_sorted_batches, position_priorities, token_windows
 from dskd.senses.kmeans import kmeans_padded, pad_groups
 from dskd.senses.reservoir import KeyedReservoir
 
 ROWS_FILE = "rows.safetensors"
+GROUP_TIMEOUT_HOURS = 4
+"""Timeout of the process group the build creates (the other ranks wait while rank 0 clusters)."""
 
 
 @dataclass
@@ -37,7 +39,8 @@ class GatherResult:
     """[vocab] observed next-token counts over the corpus."""
     tokens: int = 0
     positions: int = 0
-    fingerprint: str = ""
+    fingerprint: int = 0
+    """XOR of :func:`corpus_fingerprint` over the documents read."""
     seconds: float = 0.0
     hidden_size: int = 0
     extra: dict = field(default_factory=dict)
@@ -48,27 +51,36 @@ class GatherResult:
         self.occurrences = self.occurrences + other.occurrences
         self.tokens += other.tokens
         self.positions += other.positions
-        self.fingerprint = hashlib.sha256((self.fingerprint + other.fingerprint).encode()).hexdigest()
+        self.fingerprint ^= other.fingerprint
         self.seconds = max(self.seconds, other.seconds)
 
 
 def _windows(
-    texts: Iterable[str], tokenizer, max_length: int, digest, chunk: int = 1024
-) -> Iterator[list[int]]:
-    buf: list[str] = []
+    docs: Iterable[tuple[int, str]], tokenizer, max_length: int, chunk: int = 1024
+) -> Iterator[tuple[list[int], tuple[int, int]]]:
+    """(window ids, (document index, first token)) of each (index, text) document."""
+    buf: list[tuple[int, str]] = []
 
-    def flush() -> Iterator[list[int]]:
-        for ids in tokenizer(buf, add_special_tokens=True)["input_ids"]:
-            yield from token_windows(ids, max_length)
+    def flush() -> Iterator[tuple[list[int], tuple[int, int]]]:
+        encoded = tokenizer([text for _, text in buf], add_special_tokens=True)["input_ids"]
+        for (index, _), ids in zip(buf, encoded):
+            for w, window in enumerate(token_windows(ids, max_length)):
+                yield window, (index, w * max_length)
 
-    for text in texts:
-        digest.update(text.encode("utf-8") + b"\0")
-        buf.append(text)
+    for doc in docs:
+        buf.append(doc)
         if len(buf) >= chunk:
             yield from flush()
             buf = []
     if buf:
         yield from flush()
+
+
+def corpus_fingerprint(source: int, index: int, text: str) -> int:
+    """A document's share of the corpus fingerprint; the fingerprint XORs them, so it does not depend
+    on which process read which document."""
+    digest = hashlib.sha256(f"{source}:{index}:".encode() + text.encode("utf-8")).digest()
+    return int.from_bytes(digest, "big")
 
 
 def gather(
@@ -90,32 +102,32 @@ def gather(
 
     ``sources`` are iterables of texts; this rank takes texts ``rank, rank + world, ...`` of each.
     ``cap_per_source``: the reservoir size per key, one for all sources or one per source.
+    Each row's priority is a hash of its position in the corpus (:func:`position_priorities`), so
+    without ``max_tokens`` the merged reservoirs of any number of ranks equal one process's.
     """
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
     vocab = model.get_output_embeddings().weight.shape[0]
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + rank)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     caps = [cap_per_source] * len(sources) if isinstance(cap_per_source, int) else list(cap_per_source)
     if len(caps) != len(sources):
         raise ValueError(f"{len(caps)} reservoir caps for {len(sources)} sources")
     res = GatherResult([KeyedReservoir(cap) for cap in caps], torch.zeros(vocab, dtype=torch.long))
     seen = torch.zeros(vocab, dtype=torch.bool)
-    digest = hashlib.sha256()
     budget = None if max_tokens is None else max(1, max_tokens // world)
     t0 = time.perf_counter()
     bar = tqdm(total=budget, unit="tok", unit_scale=True, desc="gather", disable=not progress or rank != 0)
     for s, texts in enumerate(sources):
-        shard = (t for i, t in enumerate(texts) if i % world == rank)
-        for ids, mask in length_sorted_batches(
-            _windows(shard, tokenizer, max_length, digest), batch_tokens, pad
+        shard = ((i, t) for i, t in enumerate(texts) if i % world == rank)
+        for ids, mask, tags in length_sorted_batches(
+            _windows(_fingerprinted(shard, s, res), tokenizer, max_length), batch_tokens, pad
         ):
             if budget is not None and res.tokens >= budget:
                 break
             kd = keyed_states(model, ids.to(device), mask.to(device), keying)
             keys, observed = kd.keys.cpu(), kd.observed.cpu()
-            res.reservoirs[s].add(keys, kd.rows, torch.rand(len(keys), generator=gen, dtype=torch.float64))
+            res.reservoirs[s].add(keys, kd.rows, position_priorities(seed, s, tags, mask))
             res.occurrences += torch.bincount(observed, minlength=vocab)[:vocab]
             seen[keys] = True
             n = int(mask.sum())
@@ -125,25 +137,36 @@ def gather(
             bar.update(n)
             bar.set_postfix(keys=int(seen.sum()), refresh=False)
     bar.close()
-    res.fingerprint = digest.hexdigest()
     res.seconds = time.perf_counter() - t0
     return res
 
 
+def _fingerprinted(docs: Iterable[tuple[int, str]], source: int, res: GatherResult):
+    """Pass (index, text) documents through, folding each into ``res.fingerprint`` as it is read."""
+    for index, text in docs:
+        res.fingerprint ^= corpus_fingerprint(source, index, text)
+        yield index, text
+
+
 def merge_across_ranks(res: GatherResult) -> GatherResult:
-    """All-gather every rank's reservoirs and merge them (identity without torch.distributed)."""
+    """On rank 0: every rank's reservoirs merged into its own, received one rank at a time (rank 0
+    holds its sample and one other at once); on the other ranks: their own result, after sending it.
+    The identity without torch.distributed."""
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    rank, world = rank_world()
+    if world == 1:
         return res
     for r in res.reservoirs:
         r.compact()
-    parts: list = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, res)
-    merged = parts[0]
-    for other in parts[1:]:
-        merged.merge(other)
-    return merged
+    for src in range(1, world):
+        if rank == src:
+            dist.send_object_list([res], dst=0)
+        elif rank == 0:
+            box: list = [None]
+            dist.recv_object_list(box, src=src)
+            res.merge(box[0])
+    return res
 
 
 def overall_sample(res: GatherResult, max_rows_per_key: int) -> KeyedReservoir:
@@ -263,17 +286,19 @@ def load_rows(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return t["key_ids"], t["counts"], t["rows"]
 
 
-def _dist_context() -> tuple[int, int]:
-    """(rank, world size); joins the process group when launched by torchrun (gloo: merges are on CPU)."""
+def _join_group() -> bool:
+    """Join a gloo process group when launched with several processes (torchrun, srun) and none exists
+    yet; True when this call created it (the build then destroys it at the end). The merge moves CPU
+    tensors, hence gloo; its timeout covers rank 0's k-means while the others wait at the barrier."""
+    import datetime
     import os
 
     import torch.distributed as dist
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
-        dist.init_process_group("gloo")
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+        dist.init_process_group("gloo", timeout=datetime.timedelta(hours=GROUP_TIMEOUT_HOURS))
+        return True
+    return False
 
 
 def _load_vid_tokens(cfg, tokenizer, vocab_size: int) -> dict[int, tuple[int, ...]] | None:
@@ -331,31 +356,49 @@ def gather_from_config(
 
 def build(cfg, progress: bool = True, overwrite: bool = False) -> StageResult:
     """The senses stage: build the sense dictionary a config describes; rank 0 writes it to
-    ``cfg.senses.output_dir`` (see :func:`dskd.outputs.check_output` for ``overwrite``)."""
+    ``cfg.senses.output_dir`` (see :func:`dskd.outputs.check_output` for ``overwrite``).
+
+    With several processes every rank gathers its shard on its own device, rank 0 merges, clusters and
+    writes, and all ranks return once the dictionary is on disk (stats are rank 0's)."""
+    sc = cfg.senses
+    if not sc.sources:
+        raise DSKDError("senses.sources is empty; name at least one corpus, e.g. `- kind: wordnet_corpus`.")
+    owned = _join_group()
+    try:
+        stats = _build(cfg, progress, overwrite)
+        barrier()
+    finally:
+        if owned:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    return StageResult(Path(sc.output_dir), stats)
+
+
+def _build(cfg, progress: bool, overwrite: bool) -> dict:
+    """Gather (every rank), merge, cluster and write (rank 0); rank 0's stats, {} elsewhere."""
     from dskd.config import save_config
     from dskd.io import provenance, write_json_atomic
     from dskd.models.loading import load_causal_lm, load_tokenizer, tokenizer_fingerprint
     from dskd.outputs import artifact_dir, check_output
 
     sc = cfg.senses
-    if not sc.sources:
-        raise DSKDError("senses.sources is empty; name at least one corpus, e.g. `- kind: wordnet_corpus`.")
     inputs = [cfg.lexicon.output_dir, *([cfg.teacher.model] if Path(cfg.teacher.model).exists() else [])]
     check_output(sc.output_dir, "senses", overwrite, inputs)
     t0 = time.perf_counter()
-    rank, world = _dist_context()
+    rank, world = rank_world()
     device = local_device()
     tokenizer = load_tokenizer(cfg.teacher.model, revision=cfg.teacher.revision)
     fingerprint = tokenizer_fingerprint(tokenizer)
-    model = load_causal_lm(cfg.teacher.model, dtype=cfg.teacher.dtype, revision=cfg.teacher.revision)
-    model = model.to(device).eval().requires_grad_(False)
+    t = cfg.teacher
+    model = load_causal_lm(t.model, dtype=t.dtype, revision=t.revision, device=device).requires_grad_(False)
     vocab_size = model.get_output_embeddings().weight.shape[0]
     vid_tokens = _load_vid_tokens(cfg, tokenizer, vocab_size)
     res = merge_across_ranks(
         gather_from_config(cfg, model, tokenizer, rank=rank, world=world, progress=progress)
     )
     if rank != 0:
-        return StageResult(Path(sc.output_dir), {})
+        return {}
     sample = overall_sample(res, sc.max_rows_per_key)
     t1 = time.perf_counter()
     out_dtype = next(model.parameters()).dtype
@@ -369,7 +412,7 @@ def build(cfg, progress: bool = True, overwrite: bool = False) -> StageResult:
         "layer": "last (after the final norm)",
         "vocab_size": vocab_size,
         "keying": sc.keying,
-        "corpus_fingerprint": res.fingerprint,
+        "corpus_fingerprint": f"{res.fingerprint:064x}",
         "sources": [vars(s) for s in sc.sources],
         "provenance": provenance("senses", {"lexicon": str(cfg.lexicon.output_dir) if vid_tokens else None}),
     }
@@ -403,4 +446,4 @@ def build(cfg, progress: bool = True, overwrite: bool = False) -> StageResult:
         stats["build_seconds"] = round(time.perf_counter() - t0, 2)
         write_json_atomic(tmp / "stats.json", stats)
         save_config(cfg, tmp)
-    return StageResult(Path(sc.output_dir), stats)
+    return stats

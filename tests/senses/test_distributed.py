@@ -1,4 +1,5 @@
-"""Two gloo processes gather interleaved shards; the merged reservoir is the one-pass sample."""
+"""Two gloo processes gather interleaved shards; the merged reservoir is the one-process sample: the
+same rows (priorities hash corpus positions), the same counts, tokens and corpus fingerprint."""
 
 import os
 import socket
@@ -32,10 +33,15 @@ def _worker(rank: int, world: int, port: int, tok_dir: str, out: str) -> None:
     tok = AutoTokenizer.from_pretrained(tok_dir)
     res = gather(_model(), tok, [TEXTS], keying="observed", max_length=32, batch_tokens=128,
                  cap_per_source=2, rank=rank, world=world, progress=False)  # fmt: skip
+    own = res.tokens
     merged = merge_across_ranks(res)
     if rank == 0:
         keys, counts, rows = merged.reservoirs[0].grouped()
-        torch.save({"keys": keys, "counts": counts, "occ": merged.occurrences, "tokens": merged.tokens}, out)
+        torch.save(
+            {"keys": keys, "counts": counts, "rows": rows, "occ": merged.occurrences, "tokens": merged.tokens,
+             "fingerprint": merged.fingerprint, "own": own},
+            out,
+        )  # fmt: skip
     dist.destroy_process_group()
 
 
@@ -54,9 +60,58 @@ def test_two_ranks_merge_to_the_capped_union(smollm2_dir, tmp_path):
     tok = AutoTokenizer.from_pretrained(smollm2_dir)
     one = gather(_model(), tok, [TEXTS], keying="observed", max_length=32, batch_tokens=128,
                  cap_per_source=2, progress=False)  # fmt: skip
-    keys, counts, _ = one.reservoirs[0].grouped()
-    assert merged["tokens"] == one.tokens
+    keys, counts, rows = one.reservoirs[0].grouped()
+    assert 0 < merged["own"] < merged["tokens"] == one.tokens  # rank 0 read only its shard
+    assert merged["fingerprint"] == one.fingerprint != 0
+    torch.testing.assert_close(merged["rows"], rows, rtol=0, atol=1e-5)  # the very rows one process keeps
     assert torch.equal(merged["occ"], one.occurrences)
     assert torch.equal(merged["keys"], keys)
     occ = one.occurrences[keys]
     assert torch.equal(merged["counts"], occ.clamp(max=2)) and torch.equal(counts, occ.clamp(max=2))
+
+
+def _build_rank(rank: int, port: int, cfg) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank)
+    )
+    import torch.distributed as dist
+
+    from dskd.senses.build import build
+
+    out, stats = build(cfg, progress=False)
+    assert not dist.is_initialized()  # the build left no process group behind for training to trip on
+    assert (out / "senses.safetensors").is_file()  # every rank returns once the dictionary is written
+    assert bool(stats) == (rank == 0)
+
+
+def test_a_two_process_build_writes_the_one_process_dictionary(tmp_path):
+    """`dskd senses build` under two launched processes (WORLD_SIZE=2): the same dictionary as one."""
+    from dskd.data.config import SourceConfig
+    from dskd.schema import ExperimentConfig
+    from dskd.senses.build import build
+    from dskd.senses.dictionary import SenseDictionary
+    from dskd.testing import llama_config, random_model_dir
+
+    config = llama_config(40, 32, 2, max_len=64)
+    config.initializer_range = 0.3
+    teacher = random_model_dir(tmp_path / "teacher", config)
+    lines = [" ".join(f"t{3 + (11 * i + 5 * j) % 37}" for j in range(4 + i % 9)) for i in range(60)]
+    (tmp_path / "corpus.txt").write_text("\n\n".join(lines))
+    cfg = ExperimentConfig(method="kd", artifacts_dir=str(tmp_path / "artifacts"))
+    cfg.teacher.model, cfg.teacher.dtype = str(teacher), "float32"
+    cfg.senses.sources = [SourceConfig(kind="text", path=str(tmp_path / "corpus.txt"))]
+    cfg.senses.compose_vids, cfg.senses.k, cfg.senses.cap_per_source = False, 2, 3
+    cfg.senses.max_length, cfg.senses.batch_size = 8, 3
+    cfg.senses.output_dir = str(tmp_path / "two")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_build_rank, args=(port, cfg), nprocs=2, start_method="spawn")
+    cfg.senses.output_dir = str(tmp_path / "one")
+    _, stats = build(cfg, progress=False)
+    one, two = (SenseDictionary.load(tmp_path / n, device="cpu") for n in ("one", "two"))
+    assert stats["world_size"] == 1 and stats["token_keys"] > 10
+    assert torch.equal(one.key_ids, two.key_ids) and torch.equal(one.counts, two.counts)
+    torch.testing.assert_close(one.centroids, two.centroids, rtol=0, atol=1e-4)
+    assert one.meta["corpus_fingerprint"] == two.meta["corpus_fingerprint"]
+    assert (tmp_path / "one" / "stats.json").read_text().count('"tokens_processed"') == 1
