@@ -1,13 +1,28 @@
-"""GPU-only checks for `make gpu-check`: FSDP, DeepSpeed ZeRO-2/3 and bf16 on random Llama-shaped models.
+"""GPU-only checks for `make gpu-check`: the paper path rehearsed on the GPUs, then FSDP, DeepSpeed
+ZeRO-2/3 and bf16 throughput on random Llama-shaped models. Nothing needs the hub or an asset.
 
-Each check trains a truncated student of a random teacher (no hub, no assets) for a few steps with
-the sense loss on, exports it, and prints one JSON line: tokens per second (median over the steps
-after the first), peak GPU memory and wall time. Every check runs in its own subprocess with a
-timeout, so a crash or hang in one does not hide the others; a summary follows, and the exit status
-is 1 when any check failed.
+* ``rehearse-paper-llama3``, ``rehearse-paper-mistral``: ``dskd reproduce --preset P --rehearse``
+  (docs/training.md) on every visible GPU with ``trainer.strategy=fsdp`` and the preset's bf16-mixed,
+  chunked KD, teacher targets, sense dictionary (``senses.device=auto``) and paper-protocol
+  evaluation; a stand-in ``tsv`` lexicon replaces WordNet and W&B is off. It passes when the pipeline
+  exits 0 with both students exported and the results table holding every paper task.
+* the throughput checks: a truncated student of a random teacher trained for a few steps with the
+  sense loss on, then exported.
+
+Each check prints one JSON line: tokens per second (median of the logged ``train/items_per_sec``, all
+GPUs), per-GPU peak memory (``nvidia-smi``'s used memory, polled every 0.2 s, for a rehearsal; torch's
+peak allocation for a throughput check) and the MFU: model FLOPs per second of one GPU (``train/
+device/flops_per_sec``: the FLOPs of a token times the tokens per second, where a token costs 6 FLOPs
+per trainable weight (forward and backward), 2 per frozen student weight and 2 per teacher weight
+(forward only), see dskd.training.progress.flops_per_token) over the GPU's peak dense bf16 FLOP/s
+(:data:`PEAK_BF16`, or ``--peak-tflops``). Every check runs in its own subprocess with a timeout, so
+a crash or hang in one does not hide the others; a summary follows, and the exit status is 1 when any
+check failed (a DeepSpeed check without ``deepspeed`` installed is reported as skipped).
 
     python scripts/gpu_check.py                 # all checks
     python scripts/gpu_check.py --only fsdp     # checks whose name contains 'fsdp'
+    python scripts/gpu_check.py --accelerator cpu --tiny --only rehearse-paper-llama3 auto-bf16-mixed
+                                                # the harness on a CPU (2 processes, DDP)
 """
 
 from __future__ import annotations
@@ -20,10 +35,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # dskd from this checkout, installed or not
+REHEARSALS = {"rehearse-paper-llama3": "paper-llama3", "rehearse-paper-mistral": "paper-mistral"}
+PAPER_TASKS = ("arc_challenge", "commonsense_qa", "piqa", "mmlu", "squad_v2")
+PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12, "L40S": 362e12}
+"""Peak dense bf16 FLOP/s by GPU name (data sheets: H100/H200 SXM 989 TFLOP/s, A100 312, L40S 362)."""
 CHECKS: dict[str, dict[str, object]] = {
     "auto-bf16-mixed": {"trainer.strategy": "auto", "trainer.precision": "bf16-mixed"},
     "auto-bf16-true": {"trainer.strategy": "auto", "trainer.precision": "bf16-true"},
@@ -134,7 +155,8 @@ def run_one(args: argparse.Namespace) -> dict:
         "check": name,
         "ok": summary["global_step"] == steps and all(map(_finite, losses)),
         "tokens_per_s": round(statistics.median(speeds), 1) if speeds else None,
-        "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if gpu else None,
+        "peak_mem_gib": [round(torch.cuda.max_memory_allocated() / 2**30, 3)] if gpu else None,
+        "mfu": _mfu(rows, args.peak_tflops),
         "wall_s": round(wall, 1),
         "steps": summary["global_step"],
         "first_loss": losses[0] if losses else None,
@@ -148,11 +170,146 @@ def _finite(x: float) -> bool:
     return x == x and abs(x) != float("inf")
 
 
+def _peak_flops(peak_tflops: float | None) -> float | None:
+    if peak_tflops:
+        return peak_tflops * 1e12
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name(torch.cuda.current_device())
+    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
+def _mfu(rows: list[dict], peak_tflops: float | None) -> float | None:
+    """Median logged model FLOP/s of one GPU over its peak dense bf16 FLOP/s (None on a CPU or an
+    unknown GPU without --peak-tflops)."""
+    flops = [float(r["train/device/flops_per_sec"]) for r in rows if r.get("train/device/flops_per_sec")]
+    peak = _peak_flops(peak_tflops)
+    return round(statistics.median(flops) / peak, 5) if flops and peak else None
+
+
+def _metrics(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+class MemoryPoller:
+    """Per-GPU peak of ``nvidia-smi``'s used memory (GiB) while a child process runs (all its processes
+    and stages: teacher targets, senses, training, evaluation); empty without nvidia-smi."""
+
+    def __init__(self, every_s: float = 0.2) -> None:
+        self.peak: dict[int, float] = {}
+        self.every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        query = ["nvidia-smi", "--query-gpu=index,memory.used", "--format=csv,noheader,nounits"]
+        while not self._stop.is_set():
+            try:
+                out = subprocess.run(query, capture_output=True, text=True, timeout=5).stdout
+            except (OSError, subprocess.TimeoutExpired):
+                return
+            for line in out.splitlines():
+                index, used = (x.strip() for x in line.split(","))
+                self.peak[int(index)] = max(self.peak.get(int(index), 0.0), float(used) / 1024)
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> MemoryPoller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def _child_env() -> dict[str, str]:
+    """This environment with this checkout first on PYTHONPATH (the rest kept: carried packages)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def rehearse(name: str, args: argparse.Namespace, work: Path) -> dict:
+    """``dskd reproduce --preset P --rehearse`` on the GPUs (see the module doc) and its JSON record."""
+    from dskd.launch.standins import write_standin_lexicon
+
+    preset, gpu = REHEARSALS[name], args.accelerator == "gpu"
+    folder = work / name
+    folder.mkdir(parents=True, exist_ok=True)
+    lexicon = write_standin_lexicon(folder / "lexicon.tsv")
+    overrides = [f"lexicon.sources=[{{kind: tsv, path: {lexicon.resolve()}}}]", "logging.wandb=false"]
+    if gpu:
+        devices = args.rehearse_devices if args.rehearse_devices != "all" else str(_gpu_count())
+        overrides += ["trainer.accelerator=gpu", f"trainer.devices={devices}", "trainer.strategy=fsdp"]
+        overrides += ["senses.device=auto"]
+    cmd = [sys.executable, "-m", "dskd", "reproduce", "--preset", preset, "--rehearse", *overrides]
+    env = {
+        k: v for k, v in _child_env().items() if not k.startswith(("MASTER_", "LOCAL_RANK", "RANK", "WORLD"))
+    }
+    t0 = time.perf_counter()
+    try:
+        with MemoryPoller() as memory:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=args.rehearse_timeout, env=env, cwd=folder
+            )
+    except subprocess.TimeoutExpired:
+        return {"check": name, "ok": False, "error": f"timed out after {args.rehearse_timeout} s"}
+    wall = time.perf_counter() - t0
+    (folder / "log.txt").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    root = folder / "artifacts" / "rehearse" / preset
+    runs = sorted((root / "runs").glob("*/seed-0"))
+    problems = [] if proc.returncode == 0 else [f"exit {proc.returncode}"]
+    problems += [f"{r.parent.name}: no export" for r in runs if not (r / "export" / "config.json").is_file()]
+    if len(runs) < 2:
+        problems.append(f"{len(runs)} runs under {root / 'runs'}")
+    results = root / "results" / "results.json"
+    benchmarks = set()
+    if results.is_file():
+        benchmarks = {r["benchmark"] for r in json.loads(results.read_text())["results"]}
+    missing = [t for t in PAPER_TASKS if f"paper/{t}" not in benchmarks]
+    if missing:
+        problems.append(f"results without {', '.join(missing)}")
+    rows = [row for r in runs if (r / "metrics.csv").is_file() for row in _metrics(r / "metrics.csv")]
+    speeds = [float(r["train/items_per_sec"]) for r in rows if r.get("train/items_per_sec")]
+    record = {
+        "check": name,
+        "ok": not problems,
+        "tokens_per_s": round(statistics.median(speeds), 1) if speeds else None,
+        "peak_mem_gib": [round(memory.peak[i], 2) for i in sorted(memory.peak)] or None,
+        "mfu": _mfu(rows, args.peak_tflops),
+        "wall_s": round(wall, 1),
+        "stages_s": _stage_seconds(proc.stdout),
+        "log": str(folder / "log.txt"),
+    }
+    if problems:
+        record |= {"error": "; ".join(problems), "log_tail": (proc.stderr or proc.stdout)[-1500:]}
+    return record
+
+
+def _stage_seconds(stdout: str) -> dict[str, float]:
+    """Seconds of each stage from the ``=== <stage>: done in N s`` lines (the first process's)."""
+    out: dict[str, float] = {}
+    for line in stdout.splitlines():
+        if line.startswith("=== ") and ": done in " in line:
+            stage, _, rest = line[4:].partition(": done in ")
+            out.setdefault(stage, float(rest.split()[0]))
+    return out
+
+
 def _child(name: str, args: argparse.Namespace, work: Path) -> dict:
     cmd = [sys.executable, __file__, "--run", name, "--work", str(work), "--steps", str(args.steps)]
     cmd += ["--batch", str(args.batch), "--seq", str(args.seq), "--devices", args.devices]
     cmd += ["--accelerator", args.accelerator] + (["--tiny"] if args.tiny else [])
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    cmd += ["--peak-tflops", str(args.peak_tflops)] if args.peak_tflops else []
+    env = _child_env()
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env, cwd=ROOT)
@@ -178,7 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=512)
     p.add_argument("--devices", default="1", help="GPUs per check (a count or 'auto')")
-    p.add_argument("--timeout", type=int, default=75, help="seconds per check")
+    p.add_argument("--timeout", type=int, default=75, help="seconds per throughput check")
+    p.add_argument("--rehearse-timeout", type=int, default=170, help="seconds per rehearsal")
+    p.add_argument("--rehearse-devices", default="all", help="GPUs of a rehearsal (default: every one)")
+    p.add_argument("--peak-tflops", type=float, default=None, help="the GPU's peak dense bf16 TFLOP/s")
     p.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one)")
     p.add_argument(
         "--accelerator", default="gpu", help="gpu; cpu only to smoke-test this script (auto checks)"
@@ -189,16 +349,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.list:
-        print("\n".join(CHECKS))
+        print("\n".join([*REHEARSALS, *CHECKS]))
         return 0
     if args.run:  # child: one check, one JSON line
         record = run_one(args)
         print(json.dumps(record), flush=True)
         return 0 if record["ok"] else 1
 
-    names = [n for n in CHECKS if not args.only or any(o in n for o in args.only)]
+    every = [*REHEARSALS, *CHECKS]
+    names = [n for n in every if not args.only or any(o in n for o in args.only)]
     if not names:
-        print(f"no check matches {args.only}; checks: {', '.join(CHECKS)}", file=sys.stderr)
+        print(f"no check matches {args.only}; checks: {', '.join(every)}", file=sys.stderr)
         return 2
     work = args.work or Path(tempfile.mkdtemp(prefix="dskd-gpu-check-"))
     t0 = time.perf_counter()
@@ -210,18 +371,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     results = []
     for name in names:
-        rec = _child(name, args, work)
+        if name.startswith("deepspeed") and not _has_deepspeed():
+            rec = {"check": name, "ok": None, "error": "skipped: deepspeed is not installed"}
+        elif name in REHEARSALS:
+            rec = rehearse(name, args, work)
+        else:
+            rec = _child(name, args, work)
         results.append(rec)
         print(json.dumps(rec), flush=True)
-    failed = [r["check"] for r in results if not r["ok"]]
+    failed = [r["check"] for r in results if r["ok"] is False]
+    skipped = [r["check"] for r in results if r["ok"] is None]
     print("\nsummary:", file=sys.stderr)
     for r in results:
-        what = (
-            f"{r.get('tokens_per_s')} tok/s, peak {r.get('peak_mem_gib')} GiB" if r["ok"] else r.get("error")
-        )
-        print(f"  {'PASS' if r['ok'] else 'FAIL'}  {r['check']:<32} {what}", file=sys.stderr)
-    print(json.dumps({"summary": {"passed": len(results) - len(failed), "failed": failed}}))
+        what = f"{r.get('tokens_per_s')} tok/s, peak {r.get('peak_mem_gib')} GiB/GPU, MFU {r.get('mfu')}"
+        verdict = {True: "PASS", False: "FAIL", None: "SKIP"}[r["ok"]]
+        print(f"  {verdict}  {r['check']:<32} {what if r['ok'] else r.get('error')}", file=sys.stderr)
+    passed = len(results) - len(failed) - len(skipped)
+    print(json.dumps({"summary": {"passed": passed, "failed": failed, "skipped": skipped}}))
+    print(f"total {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _has_deepspeed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("deepspeed") is not None
 
 
 if __name__ == "__main__":

@@ -36,6 +36,6 @@ def run(args: argparse.Namespace) -> int:
     if args.rehearse:
         from dskd.launch.rehearsal import rehearsal_overrides
 
-        overrides = [*rehearsal_overrides(args.preset, as_written), *overrides]
+        overrides = [*rehearsal_overrides(args.preset, as_written, overrides), *overrides]
     reproduce(preset_configs(args.preset, seeds, overrides), force=args.force)
     return 0

@@ -47,9 +47,10 @@ def _accelerator(cfg: Any) -> list[tuple[str, str]]:
     return out
 
 
-def rehearsal_overrides(preset: str, configs: list[Any]) -> list[str]:
-    """Write the stand-ins of ``configs`` (the preset as written), point ``DSKD_HUB_MIRROR`` at the data
-    stand-ins, print what the rehearsal replaces and return the overrides that do it."""
+def rehearsal_overrides(preset: str, configs: list[Any], given: list[str] = ()) -> list[str]:
+    """Write the stand-ins of ``configs`` (the preset as written, with the command line's overrides
+    ``given``), point ``DSKD_HUB_MIRROR`` at the data stand-ins, print what the rehearsal replaces and
+    return the overrides that do it (none of a key that ``given`` sets: those win)."""
     root = rehearsal_root(preset)
     first = configs[0]
     reads = _hub_reads(configs)
@@ -76,8 +77,11 @@ def rehearsal_overrides(preset: str, configs: list[Any]) -> list[str]:
         ("trainer.log_every_n_steps=1", "every step's lr in metrics.csv"),
         ("logging.example_ids=true", "each rank's example ids in <run>/examples/"),
     ]
+    keys = {o.partition("=")[0] for o in given}
+    changes = [(o, why) for o, why in changes if o.partition("=")[0] not in keys]
     lines = [f"=== rehearsal of {preset}: the preset as written, except"]
     lines += [f"  {o:<44} {why}" for o, why in changes]
+    lines += [f"  {o:<44} from the command line" for o in given]
     lines.append(f"  hub data sets -> offline stand-ins          {HUB_MIRROR}={mirror}")
     lines += [f"    {d}{'/' + s if s else ''} ({split})" for d, s, split in sorted(reads, key=str)]
     lines.append(f"  outputs under {root}/")

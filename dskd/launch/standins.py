@@ -226,3 +226,27 @@ def write_standin_teacher(
         AutoModelForCausalLM.from_config(config).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return out_dir
+
+
+SYNONYMS = (
+    ("rock", "stone"),
+    ("road", "bridge"),
+    ("book", "letter"),
+    ("house", "school"),
+    ("river", "water"),
+    ("field", "garden"),
+    ("market", "bank"),
+    ("tree", "plant"),
+    ("watch", "ring"),
+    ("table", "record"),
+)
+"""Synonym pairs of the stand-in words (a made-up lexicon: only its shape matters)."""
+
+
+def write_standin_lexicon(path: Path) -> Path:
+    """A ``tsv`` lexicon source over the stand-in words, for a run without the WordNet asset: the
+    adjective pairs of :data:`ADJECTIVES` as antonyms and :data:`SYNONYMS` as synonyms."""
+    pairs = [(a, b, "antonym") for a, b in zip(ADJECTIVES[::2], ADJECTIVES[1::2])]
+    pairs += [(a, b, "synonym") for a, b in SYNONYMS]
+    write_text_atomic(path, "".join(f"{a}\t{b}\t{rel}\n" for a, b, rel in pairs))
+    return path
