@@ -38,6 +38,39 @@ def test_the_package_names_no_device_without_a_local_rank():
     assert bare_cuda_uses(PACKAGE) == [], "use dskd.devices.local_device() (cuda:LOCAL_RANK)"
 
 
+ISSUE_GREP = re.compile(r'device\("cuda"\)|"cuda"')
+"""The check of the multi-GPU issue: `grep -rn 'device("cuda")\\|"cuda"' dskd`."""
+NOT_A_DEVICE = [
+    re.compile(r'torch\.device\(\s*"cuda"\s*,\s*\S'),  # an indexed device: cuda:<index>
+    re.compile(r'\.type\s*[!=]=\s*"cuda"'),  # comparing a device's type
+    re.compile(r'Literal\[[^]]*"cuda"'),  # a config choice (the dictionary resolves it to cuda:LOCAL_RANK)
+]
+
+
+def unindexed_grep_hits(root: Path) -> list[str]:
+    """The lines the issue's grep finds that are neither an indexed device, a device-type comparison
+    nor a config choice."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if ISSUE_GREP.search(line) and not any(p.search(line) for p in NOT_A_DEVICE):
+                found.append(f"{path.relative_to(root.parent)}:{no}: {line.strip()}")
+    return found
+
+
+def test_the_issue_grep_finds_only_indexed_devices():
+    assert unindexed_grep_hits(PACKAGE) == [], "use dskd.devices.local_device() (cuda:LOCAL_RANK)"
+
+
+def test_the_issue_grep_rule_catches_unindexed_devices(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "m.py").write_text(
+        'a = torch.device("cuda")\nb = x.to(device="cuda")\nc = {"device": "cuda"}\n'
+        'ok = torch.device("cuda", 1)\nok = d.type == "cuda"\n'
+    )
+    assert [h.split(":")[1] for h in unindexed_grep_hits(tmp_path / "pkg")] == ["1", "2", "3"]
+
+
 def test_the_scan_finds_bare_devices(tmp_path):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "m.py").write_text('a = torch.device("cuda")\nb = x.to("cuda")\nc = x.cuda()\n')
