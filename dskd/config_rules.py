@@ -39,6 +39,37 @@ def _sharded_strategy_on_cpu(cfg: ExperimentConfig) -> str | None:
     return None
 
 
+def _device_list_on_cpu(cfg: ExperimentConfig) -> str | None:
+    t = cfg.trainer
+    devices = str(t.devices).strip()
+    if t.accelerator == "cpu" and (devices == "-1" or devices.startswith("[")):
+        return (
+            f"trainer.devices={devices} on trainer.accelerator=cpu: Lightning takes only a process count "
+            "on the CPU (it refuses -1 and lists); set trainer.devices to a number such as 2, or auto."
+        )
+    return None
+
+
+def _gpu_senses_on_cpu(cfg: ExperimentConfig) -> str | None:
+    if cfg.method == "dskd" and cfg.senses.device == "cuda" and cfg.trainer.accelerator == "cpu":
+        return (
+            "senses.device=cuda puts the sense dictionary on a GPU, but trainer.accelerator=cpu trains on "
+            "the CPU; use senses.device=auto (or cpu)."
+        )
+    return None
+
+
+def _nothing_to_train(cfg: ExperimentConfig) -> str | None:
+    s = cfg.student
+    projection = cfg.method == "dskd" and s.projection == "linear"  # a learned map (the only one then)
+    if s.kind == "truncated" and s.trainable_top_layers == 0 and not projection:
+        return (
+            "student.trainable_top_layers=0 leaves the truncated student without a trainable parameter "
+            "(its embeddings, norm and LM head are frozen); train at least one layer."
+        )
+    return None
+
+
 def _fp16_amp_on_cpu(cfg: ExperimentConfig) -> str | None:
     t = cfg.trainer
     if t.precision == "16-mixed" and t.accelerator == "cpu":
@@ -137,6 +168,9 @@ def _source_keys_out_of_place(cfg: ExperimentConfig) -> str | None:
 RULES: tuple[Callable[[ExperimentConfig], str | None], ...] = (
     _devices_format,
     _sharded_strategy_on_cpu,
+    _device_list_on_cpu,
+    _gpu_senses_on_cpu,
+    _nothing_to_train,
     _fp16_amp_on_cpu,
     _skip_with_deepspeed,
     _chunked_kd_with_cache,
