@@ -25,7 +25,7 @@ help:
 	@echo "make reproduce  run the whole pipeline of PRESET=$(PRESET) (SEEDS=$(SEEDS)) and write results/$(PRESET)/"
 	@echo "make bench      run the benchmarks, write results/bench/summary.json"
 	@echo "make lint       ruff"
-	@echo "make gpu-check  GPU-only checks (FSDP, DeepSpeed, bf16, throughput) on a CUDA machine"
+	@echo "make gpu-check  GPU-only checks (paper presets rehearsed on the GPUs, FSDP, DeepSpeed, bf16) on a CUDA machine"
 	@echo "make clean      remove the venv, artifacts, runs and results"
 
 setup: $(STAMP_SETUP)
