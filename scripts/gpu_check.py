@@ -42,6 +42,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # dskd from this checkout, installed or not
 REHEARSALS = {"rehearse-paper-llama3": "paper-llama3", "rehearse-paper-mistral": "paper-mistral"}
+MIN_CHECK_S = 25
+"""A check is started only with at least this many seconds of the --budget left."""
 PAPER_TASKS = ("arc_challenge", "commonsense_qa", "piqa", "mmlu", "squad_v2")
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12, "L40S": 362e12}
 """Peak dense bf16 FLOP/s by GPU name (data sheets: H100/H200 SXM 989 TFLOP/s, A100 312, L40S 362)."""
@@ -237,7 +239,7 @@ def _gpu_count() -> int:
     return torch.cuda.device_count()
 
 
-def rehearse(name: str, args: argparse.Namespace, work: Path) -> dict:
+def rehearse(name: str, args: argparse.Namespace, work: Path, timeout: float) -> dict:
     """``dskd reproduce --preset P --rehearse`` on the GPUs (see the module doc) and its JSON record."""
     from dskd.launch.standins import write_standin_lexicon
 
@@ -257,11 +259,9 @@ def rehearse(name: str, args: argparse.Namespace, work: Path) -> dict:
     t0 = time.perf_counter()
     try:
         with MemoryPoller() as memory:
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=args.rehearse_timeout, env=env, cwd=folder
-            )
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=folder)
     except subprocess.TimeoutExpired:
-        return {"check": name, "ok": False, "error": f"timed out after {args.rehearse_timeout} s"}
+        return {"check": name, "ok": False, "error": f"timed out after {timeout:.0f} s"}
     wall = time.perf_counter() - t0
     (folder / "log.txt").write_text(proc.stdout + proc.stderr, encoding="utf-8")
     root = folder / "artifacts" / "rehearse" / preset
@@ -304,7 +304,7 @@ def _stage_seconds(stdout: str) -> dict[str, float]:
     return out
 
 
-def _child(name: str, args: argparse.Namespace, work: Path) -> dict:
+def _child(name: str, args: argparse.Namespace, work: Path, timeout: float) -> dict:
     cmd = [sys.executable, __file__, "--run", name, "--work", str(work), "--steps", str(args.steps)]
     cmd += ["--batch", str(args.batch), "--seq", str(args.seq), "--devices", args.devices]
     cmd += ["--accelerator", args.accelerator] + (["--tiny"] if args.tiny else [])
@@ -312,9 +312,9 @@ def _child(name: str, args: argparse.Namespace, work: Path) -> dict:
     env = _child_env()
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env, cwd=ROOT)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
     except subprocess.TimeoutExpired:
-        return {"check": name, "ok": False, "error": f"timed out after {args.timeout} s"}
+        return {"check": name, "ok": False, "error": f"timed out after {timeout:.0f} s"}
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"check"')]
     if proc.returncode == 0 and records:
         return records[-1]
@@ -339,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rehearse-timeout", type=int, default=170, help="seconds per rehearsal")
     p.add_argument("--rehearse-devices", default="all", help="GPUs of a rehearsal (default: every one)")
     p.add_argument("--peak-tflops", type=float, default=None, help="the GPU's peak dense bf16 TFLOP/s")
+    p.add_argument(
+        "--budget", type=int, default=460, help="seconds for all checks; later ones are not run (SKIP)"
+    )
     p.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one)")
     p.add_argument(
         "--accelerator", default="gpu", help="gpu; cpu only to smoke-test this script (auto checks)"
@@ -371,12 +374,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     results = []
     for name in names:
+        left = args.budget - (time.perf_counter() - t0)
+        limit = min(args.rehearse_timeout if name in REHEARSALS else args.timeout, left)
         if name.startswith("deepspeed") and not _has_deepspeed():
             rec = {"check": name, "ok": None, "error": "skipped: deepspeed is not installed"}
+        elif left < MIN_CHECK_S:
+            rec = {"check": name, "ok": None, "error": f"not run: the --budget of {args.budget} s is spent"}
         elif name in REHEARSALS:
-            rec = rehearse(name, args, work)
+            rec = rehearse(name, args, work, limit)
         else:
-            rec = _child(name, args, work)
+            rec = _child(name, args, work, limit)
         results.append(rec)
         print(json.dumps(rec), flush=True)
     failed = [r["check"] for r in results if r["ok"] is False]
