@@ -248,6 +248,7 @@ def rehearse(name: str, args: argparse.Namespace, work: Path, timeout: float) ->
     folder.mkdir(parents=True, exist_ok=True)
     lexicon = write_standin_lexicon(folder / "lexicon.tsv")
     overrides = [f"lexicon.sources=[{{kind: tsv, path: {lexicon.resolve()}}}]", "logging.wandb=false"]
+    overrides += [] if _has("matplotlib") else ["eval.plot=false"]
     if gpu:
         devices = args.rehearse_devices if args.rehearse_devices != "all" else str(_gpu_count())
         overrides += ["trainer.accelerator=gpu", f"trainer.devices={devices}", "trainer.strategy=fsdp"]
@@ -359,6 +360,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(record), flush=True)
         return 0 if record["ok"] else 1
 
+    missing = [m for m in NEEDED if not _has(m)]
+    if missing:
+        print(
+            f"gpu-check: missing Python packages {', '.join(missing)}; install them (docs/training.md, "
+            "`make gpu-check` on a GPU machine without internet).",
+            file=sys.stderr,
+        )
+        return 2
     every = [*REHEARSALS, *CHECKS]
     names = [n for n in every if not args.only or any(o in n for o in args.only)]
     if not names:
@@ -399,10 +408,18 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def _has_deepspeed() -> bool:
+def _has(module: str) -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("deepspeed") is not None
+    return importlib.util.find_spec(module) is not None
+
+
+def _has_deepspeed() -> bool:
+    return _has("deepspeed")
+
+
+NEEDED = ("torch", "lightning", "transformers", "tokenizers", "safetensors", "omegaconf", "yaml", "scipy")
+"""Packages every check needs (matplotlib only for the evaluation's plots: off without it)."""
 
 
 if __name__ == "__main__":
