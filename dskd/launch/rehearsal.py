@@ -22,9 +22,9 @@ from dskd.config_rules import CUDA_ONLY_STRATEGIES
 from dskd.corpora.sources import HUB_MIRROR
 from dskd.launch.stamps import run_stage, stage_key
 
-TRAIN_RECORDS = 16
-"""Stand-in records of a train split (per data set): 80 training prompts for the 5 paper sources."""
-HELD_OUT_RECORDS = 8
+TRAIN_RECORDS = 12
+"""Stand-in records of a train split (per data set): 60 training prompts for the 5 paper sources."""
+HELD_OUT_RECORDS = 6
 """Stand-in records of any other split (the evaluation's shot and test splits)."""
 STANDIN_EXTRA_LAYERS = 2
 """The stand-in teacher has this many layers more than the student keeps (a truncated student)."""
