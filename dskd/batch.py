@@ -13,11 +13,24 @@ from typing import TypedDict
 
 import torch
 
-__all__ = ["IGNORE_INDEX", "SENSE_LOSS_KEYS", "SENSE_SAMPLE_KEYS", "SenseBatch", "SenseSample", "TokenBatch"]
+__all__ = [
+    "IGNORE_INDEX",
+    "PROMPT_LEN",
+    "SENSE_LOSS_KEYS",
+    "SENSE_SAMPLE_KEYS",
+    "SenseBatch",
+    "SenseSample",
+    "TokenBatch",
+]
 
 IGNORE_INDEX = -100
 """Label of a position without a next-token target (padding, the EOS closing a document); the
 default ``ignore_index`` of ``torch.nn.functional.cross_entropy``."""
+
+PROMPT_LEN = "prompt_len"
+"""Optional ``[B]`` int64 key of a training batch when on-policy distillation is on
+(``data.on_policy.fraction > 0``): the leading prompt tokens of each sequence (0: no prompt), the
+prefix the student's own continuation follows (docs/training.md)."""
 
 
 class TokenBatch(TypedDict):

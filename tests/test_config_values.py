@@ -182,6 +182,15 @@ def test_interpolated_choice_names_the_choices():
             ],
             "needs a frozen student LM head",
         ),
+        (["teacher.mode=cached", "data.on_policy.fraction=0.5"], "needs teacher.mode=online"),
+        (
+            ["trainer.strategy=fsdp", "trainer.accelerator=gpu", "data.on_policy.fraction=0.1"],
+            "student generates outside its training forward",
+        ),
+        (
+            ["trainer.strategy=deepspeed_stage_3", "data.on_policy.fraction=1"],
+            "strategy=deepspeed_stage_3: the student generates",
+        ),
         (["student.kind=hf"], "student.kind=hf needs student.model"),
         (["student.num_layers=2", "student.trainable_top_layers=3"], "exceeds student.num_layers=2"),
         (["data.train=[{kind: shakespeare, subset_seed: 0}]"], r"\(shakespeare\) sets subset_seed"),
@@ -208,6 +217,8 @@ def test_combinations_known_to_fail_are_refused(overrides, expected):
         ["trainer.precision=16-mixed", "trainer.accelerator=gpu"],
         ["trainer.strategy=fsdp", "trainer.accelerator=gpu", "trainer.nan_policy=skip"],
         ["trainer.strategy=deepspeed_stage_3", "loss.kd.chunk_size=64"],  # truncated: frozen head
+        ["trainer.strategy=deepspeed_stage_2", "data.on_policy.fraction=0.5"],
+        ["teacher.mode=cached", "data.on_policy.fraction=0"],
         ["student.kind=hf", "student.model=m", "student.num_layers=1", "student.trainable_top_layers=2"],
         ["data.train=[{kind: shakespeare, max_records: 5, subset_seed: 0, teacher_new_tokens: 10}]"],
         ["senses.sources=[{kind: shakespeare, max_records: 5, subset_seed: 0, reservoir_cap: 100}]"],

@@ -57,6 +57,24 @@ class SourceConfig:
 
 
 @dataclass
+class OnPolicyConfig:
+    """On-policy distillation (docs/training.md): batches whose continuation the student samples itself."""
+
+    fraction: float = ranged(0.0, ge=0, le=1)
+    """lambda: probability that a training batch is on-policy (TRL's lmbda), drawn per batch from
+    (seed, batch index), the same on every process; 0 trains on the data only."""
+    temperature: float = ranged(1.0, ge=0)
+    """Sampling temperature of the student's continuation (0: greedy)."""
+    top_p: float = ranged(1.0, gt=0, le=1)
+    """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p (1: all)."""
+    max_new_tokens: int = ranged(64, ge=1)
+    """Most tokens sampled per sequence (fewer where the prefix leaves less room in data.seq_len)."""
+    prefix_fraction: float = ranged(0.5, gt=0, lt=1)
+    """Prefix kept of a sequence without a prompt, as a fraction of its tokens (at least 1, and at least
+    one token left to replace); a sequence that starts with a QA or teacher-target prompt keeps it."""
+
+
+@dataclass
 class DataConfig:
     train: list[SourceConfig] = field(default_factory=lambda: [SourceConfig(kind="wordnet_corpus")])
     """Training sources."""
@@ -95,3 +113,4 @@ class DataConfig:
     """Fraction of neighbour positions sampled when it exceeds max_sense_positions."""
     max_neighbours: int = ranged(25, ge=1)
     """Synonyms / antonyms sampled per position."""
+    on_policy: OnPolicyConfig = field(default_factory=OnPolicyConfig)

@@ -11,7 +11,7 @@ unless ``data.val`` names its own sources.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import lightning as L
@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from dskd.corpora.sources import iter_documents
 from dskd.data.sampling import NeighbourTable, max_positions_for
-from dskd.data.stream import META_KEYS, PackedStream, StreamSpec
+from dskd.data.stream import META_KEYS, PackedStream, StreamSpec, sense_sample
 from dskd.devices import all_gather_object
 from dskd.errors import ConfigError
 
@@ -186,6 +186,7 @@ class DSKDDataModule(L.LightningDataModule):
             max_neighbours=d.max_neighbours,
             aligned=d.sense_aligned_neighbours,
             teacher_targets=self.teacher_targets,
+            prompt_lengths=d.on_policy.fraction > 0,
         )
 
     def stream(self, train: bool) -> PackedStream:
@@ -222,6 +223,13 @@ class DSKDDataModule(L.LightningDataModule):
             per_rank = [sum(shards[r * workers : (r + 1) * workers]) for r in range(world_size)]
             self._batches_per_epoch[key] = min(per_rank)
         return self._batches_per_epoch[key]
+
+    def on_policy_senses(self, labels: np.ndarray, key: Sequence[int]) -> dict[str, np.ndarray]:
+        """The sense-loss arrays of an on-policy batch's ``labels`` [B, L] (the student's own tokens),
+        drawn as for a data batch with the same neighbour table, sequence b from the generator seeded
+        by ``(*key, b)``; no gold synsets (generated text has none)."""
+        rngs = [np.random.default_rng([*key, b]) for b in range(len(labels))]
+        return sense_sample(self.spec(True), labels, rngs)
 
     def val_dataloader(self) -> DataLoader:
         return _StreamLoader(self.stream(False), self.cfg.data.num_workers, lambda stream: None)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from dskd.batch import IGNORE_INDEX
+from dskd.batch import IGNORE_INDEX, PROMPT_LEN
 from dskd.corpora.sources import Document, is_validation, iter_documents
 from dskd.data.config import SourceConfig
 from dskd.data.sampling import NeighbourTable, restrict_to_synset, sample_sense_batch
@@ -64,6 +64,8 @@ class StreamSpec:
     """Restrict neighbours of targets with a gold synset to that synset (sense_aligned_neighbours)."""
     teacher_targets: dict[str, list[int]] | None = None
     """prompt_key(prompt) -> teacher continuation ids (targets=teacher); None: observed targets."""
+    prompt_lengths: bool = False
+    """Add ``prompt_len`` to each batch (the on-policy prefix, ``dskd.batch.PROMPT_LEN``)."""
 
 
 @dataclass
@@ -72,6 +74,8 @@ class _Unit:
     labels: list[int]
     gold: list[tuple[int, str]] = field(default_factory=list)
     """(label position inside the unit, synset) where the target has a gold synset."""
+    prompt: int = 0
+    """Leading tokens that are a prompt (QA prompt or teacher-target prompt; 0: none)."""
 
 
 class PackedStream(IterableDataset):
@@ -125,10 +129,15 @@ class PackedStream(IterableDataset):
                             "A training prompt has no cached teacher continuation. Run the teacher-targets "
                             "pass again for this data (`dskd cache` / DSKDDataModule.setup)."
                         )
+                    prompt = len(ids)
                     ids = ids + list(cont)
-                    yield _Unit(ids, ids[1:] + [IGNORE_INDEX])
+                    yield _Unit(ids, ids[1:] + [IGNORE_INDEX], prompt=prompt)
                     continue
-                unit = _Unit([*ids, self.eos], [*ids[1:], self.eos, IGNORE_INDEX])
+                unit = _Unit(
+                    [*ids, self.eos],
+                    [*ids[1:], self.eos, IGNORE_INDEX],
+                    prompt=prompt_tokens(doc, enc.offsets),
+                )
                 if self.spec.aligned and doc.meta.get("span") and doc.meta.get("synset"):
                     unit.gold = gold_labels(doc, enc.offsets)
                 yield unit
@@ -142,8 +151,10 @@ class PackedStream(IterableDataset):
                 yield cur
                 cur = _Unit([], [])
             while len(u.ids) > L:
-                yield _Unit(u.ids[:L], u.labels[:L], [(p, s) for p, s in u.gold if p < L])
+                yield _Unit(u.ids[:L], u.labels[:L], [(p, s) for p, s in u.gold if p < L], min(u.prompt, L))
                 u = _Unit(u.ids[L:], u.labels[L:], [(p - L, s) for p, s in u.gold if p >= L])
+            if not cur.ids:  # a sequence's prompt is that of the unit it starts with
+                cur.prompt = u.prompt
             cur.gold += [(p + len(cur.ids), s) for p, s in u.gold]
             cur.ids += u.ids
             cur.labels += u.labels
@@ -159,15 +170,13 @@ class PackedStream(IterableDataset):
         for i, s in enumerate(seqs):
             ids[i, : len(s.ids)], labels[i, : len(s.ids)], att[i, : len(s.ids)] = s.ids, s.labels, 1
         batch = {"input_ids": ids, "attention_mask": att, "labels": labels}
+        if spec.prompt_lengths:
+            batch[PROMPT_LEN] = np.array([s.prompt for s in seqs], dtype=np.int64)
         if spec.table is not None:
-            batch |= sample_sense_batch(
+            batch |= sense_sample(
+                spec,
                 labels,
-                spec.table,
                 [np.random.default_rng([spec.seed, self.epoch, shard, first + i]) for i in range(B)],
-                width=spec.width,
-                max_positions=spec.max_positions,
-                fraction=spec.fraction,
-                max_neighbours=spec.max_neighbours,
                 overrides=[
                     {p: restrict_to_synset(spec.table, int(labels[i, p]), syn) for p, syn in s.gold}
                     for i, s in enumerate(seqs)
@@ -195,6 +204,34 @@ class PackedStream(IterableDataset):
                 )
                 yield batch
             b += 1
+
+
+def sense_sample(
+    spec: StreamSpec,
+    labels: np.ndarray,
+    rngs: list[np.random.Generator],
+    overrides: list[dict[int, tuple[np.ndarray, np.ndarray]]] | None = None,
+) -> dict[str, np.ndarray]:
+    """The sense-loss arrays of ``labels`` [B, L] under ``spec`` (``spec.table`` must be set), sequence
+    b drawing from ``rngs[b]`` (see :func:`dskd.data.sampling.sample_sense_batch`)."""
+    return sample_sense_batch(
+        labels,
+        spec.table,
+        rngs,
+        width=spec.width,
+        max_positions=spec.max_positions,
+        fraction=spec.fraction,
+        max_neighbours=spec.max_neighbours,
+        overrides=overrides,
+    )
+
+
+def prompt_tokens(doc: Document, offsets) -> int:
+    """Tokens of ``doc`` inside its ``meta["prompt"]`` (a QA prompt opening the text; 0: none)."""
+    prompt = doc.meta.get("prompt")
+    if not prompt or not doc.text.startswith(prompt):
+        return 0
+    return sum(1 for _, end in offsets if end <= len(prompt))
 
 
 def gold_labels(doc: Document, offsets) -> list[tuple[int, str]]:

@@ -13,11 +13,12 @@ import math
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dskd.batch import IGNORE_INDEX, SenseBatch, TokenBatch
+from dskd.batch import IGNORE_INDEX, PROMPT_LEN, SenseBatch, TokenBatch
 from dskd.errors import ConfigError
 from dskd.losses.config import SenseLossConfig
 from dskd.losses.kd import ce_and_kd_chunked, kd_loss, position_mask, validation_sums_chunked
@@ -27,6 +28,7 @@ from dskd.losses.topk import TeacherTopK, topk_kd_loss
 from dskd.models.loading import resolve_dtype
 from dskd.schema import ExperimentConfig
 from dskd.training.callbacks import check_finite, check_skip_limits
+from dskd.training.on_policy import SENSES, is_on_policy, sample_batch, sample_seed
 from dskd.training.schedule import total_optimizer_steps, warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,16 @@ def sense_margin(cfg: SenseLossConfig, senses: Any) -> float:
     return margin
 
 
+def _generation_logs(tokens: int, seconds: float) -> dict[str, float]:
+    """What a step's generation cost; every on-policy run logs these on every step (Lightning would
+    repeat a key's last value on steps that do not log it): 0 tokens and NaN tokens/s off-policy."""
+    return {
+        "train/gen_tokens": float(tokens),
+        "train/gen_time_s": seconds,
+        "train/gen_tokens_per_s": tokens / seconds if seconds > 0 else math.nan,
+    }
+
+
 class DistillationModule(pl.LightningModule):
     """Trains ``student`` (and ``projection``) against a frozen ``teacher``.
 
@@ -126,6 +138,9 @@ class DistillationModule(pl.LightningModule):
         object.__setattr__(self, "_frozen", _Frozen(teacher, senses, cached))
         self.sense_margin = sense_margin(cfg.loss.sense, senses) if cfg.method == "dskd" else None
         self.skipped_steps = 0
+        self.train_batches = 0
+        """Training batches taken so far over the whole run (resumed from checkpoints): the index that
+        decides which batches are on-policy (dskd.training.on_policy)."""
         self._consecutive_skips = 0
         self.total_steps: int | None = None
         """Optimizer steps of the lr schedule (set by configure_optimizers)."""
@@ -200,10 +215,12 @@ class DistillationModule(pl.LightningModule):
         labels: torch.Tensor,
         mask: torch.Tensor,
         targets: CachedTargets | None = None,
+        ce_applies: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(ce_weight * CE + KD with gradient, CE, KD); cached KD when ``targets`` (cache) is given."""
+        """(ce_weight * CE + KD with gradient, CE, KD); cached KD when ``targets`` (cache) is given.
+        Without ``ce_applies`` (an on-policy batch: the tokens are the student's own) CE is 0."""
         kd_cfg, ce_weight = self.cfg.loss.kd, self.cfg.loss.ce_weight
-        labels = labels.masked_fill(~mask, IGNORE_INDEX)
+        labels = labels.masked_fill(~mask if ce_applies else torch.ones_like(mask), IGNORE_INDEX)
         s_head = self.student.get_output_embeddings()
         if kd_cfg.chunk_size:  # online only; with ZeRO-3 only for a frozen head (dskd.config_rules)
             t_head = self.teacher.get_output_embeddings()
@@ -222,7 +239,10 @@ class DistillationModule(pl.LightningModule):
                 )
             return out.total, out.ce, out.kd
         logits_s = s_head(h_s)
-        ce = F.cross_entropy(logits_s.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+        if ce_applies:
+            ce = F.cross_entropy(logits_s.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+        else:
+            ce = torch.zeros((), device=logits_s.device)
         kd, _ = self._kd(logits_s, h_t, mask, targets)
         return ce_weight * ce + kd, ce.detach(), kd.detach()
 
@@ -251,14 +271,16 @@ class DistillationModule(pl.LightningModule):
     # ------------------------------------------------------------------ steps
 
     def losses(
-        self, batch: TokenBatch | SenseBatch
+        self, batch: TokenBatch | SenseBatch, on_policy: bool = False
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """(loss with gradient, detached components for the finiteness check, values to log)."""
+        """(loss with gradient, detached components for the finiteness check, values to log).
+        An ``on_policy`` batch (the student's own continuation) gets no CE (and logs NaN for it)."""
         h_s, h_t, targets = self._hidden(batch)
         mask = position_mask(batch["labels"], batch["attention_mask"])
-        loss, ce, kd = self._ce_kd(h_s, h_t, batch["labels"], mask, targets)
+        loss, ce, kd = self._ce_kd(h_s, h_t, batch["labels"], mask, targets, ce_applies=not on_policy)
         parts = {"ce": ce, "kd": kd}
-        logs = {"train/ce": ce, "train/kd": kd}
+        # Lightning repeats a key's last value on steps that do not log it: NaN marks "CE did not apply"
+        logs = {"train/ce": torch.full_like(ce, math.nan) if on_policy else ce, "train/kd": kd}
         if self.cfg.method == "dskd":
             sense = self._sense(h_s, h_t, batch)
             loss = loss + self.cfg.loss.sense.weight * sense["total"]
@@ -273,9 +295,42 @@ class DistillationModule(pl.LightningModule):
         logs["train/loss"] = loss.detach()
         return loss, parts, logs
 
+    def _on_policy(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """(the batch to train on, on-policy values to log): this batch with the student's own
+        continuations when it is drawn on-policy (dskd.training.on_policy), else unchanged."""
+        op, index = self.cfg.data.on_policy, self.train_batches
+        self.train_batches += 1
+        data = {k: v for k, v in batch.items() if k != PROMPT_LEN}
+        if not is_on_policy(self.cfg.seed, index, op.fraction):
+            return data, ({"train/on_policy": 0.0, **_generation_logs(0, 0.0)} if op.fraction > 0 else {})
+        rank = self.trainer.global_rank
+        gen = self.student.generation_config
+        eos = gen.eos_token_id[0] if isinstance(gen.eos_token_id, list) else gen.eos_token_id
+        pad = eos if gen.pad_token_id is None else gen.pad_token_id
+        seed = sample_seed(self.cfg.seed, index, rank)
+        out = sample_batch(self.student, batch, op, eos=eos, pad=pad, seed=seed)
+        new = out.batch
+        if self.cfg.method == "dskd":
+            new |= self._on_policy_senses(new["labels"], [self.cfg.seed, SENSES, index, rank])
+        return new, {"train/on_policy": 1.0, **_generation_logs(out.new_tokens, out.seconds)}
+
+    def _on_policy_senses(self, labels: torch.Tensor, key: list[int]) -> dict[str, torch.Tensor]:
+        """The sense sample of an on-policy batch, drawn by the DSKD data module from its labels."""
+        dm = self.trainer.datamodule
+        if not hasattr(dm, "on_policy_senses"):
+            raise ConfigError(
+                "method=dskd with data.on_policy.fraction > 0 needs the DSKD data module (it draws the "
+                f"sense positions of the generated text); {type(dm).__name__} cannot."
+            )
+        arrays = dm.on_policy_senses(labels.cpu().numpy(), key)
+        return {k: torch.from_numpy(np.asarray(v)).to(labels.device) for k, v in arrays.items()}
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         self._place_teacher()
-        loss, parts, logs = self.losses(batch)
+        batch, on_policy_logs = self._on_policy(batch)
+        on_policy = bool(on_policy_logs.get("train/on_policy"))
+        loss, parts, logs = self.losses(batch, on_policy=on_policy)
+        logs.update(on_policy_logs)
         bs = batch["input_ids"].shape[0]
         finite = check_finite(parts, self.global_step, self.cfg.trainer.nan_policy, self.trainer.strategy)
         self._consecutive_skips = 0 if finite else self._consecutive_skips + 1
@@ -426,8 +481,10 @@ class DistillationModule(pl.LightningModule):
             "student_config": self.student.config.to_dict(),
             "tokenizer": str(self.tokenizer_spec),
             "skipped_steps": self.skipped_steps,
+            "train_batches": self.train_batches,
             "generation_config": self.generation_config,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.skipped_steps = int(checkpoint.get("dskd", {}).get("skipped_steps", 0))
+        self.train_batches = int(checkpoint.get("dskd", {}).get("train_batches", 0))

@@ -228,3 +228,35 @@ def test_sense_aligned_neighbours_on_wordnet_examples(tokenizer):
                 assert set(keys) <= set(allowed) and len(keys) == min(25, len(allowed))
                 checked_gold += p in gold
     assert checked_gold > 20
+
+
+def test_prompt_lengths_follow_the_unit_that_starts_a_sequence(tokenizer):
+    """The on-policy prefix: a QA prompt's tokens, carried by the sequence its unit starts (and by the
+    first piece of a unit split across sequences), 0 elsewhere; ``prompt_len`` in each batch."""
+    from dskd.corpora.sources import Document
+    from dskd.data.stream import _Unit, prompt_tokens
+
+    prompt = "User: What is a bank?\nAssistant: "
+    text = prompt + "A river side."
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    n = prompt_tokens(Document(text, "qa", {"prompt": prompt}), enc["offset_mapping"])
+    # the space ending the prompt belongs to the answer's first token (" A"), outside the prompt
+    assert tokenizer.decode(enc["input_ids"][:n]) == prompt.rstrip(" ")
+    assert prompt_tokens(Document(text, "t"), enc["offset_mapping"]) == 0
+    assert prompt_tokens(Document("Other text", "qa", {"prompt": prompt}), [(0, 5), (5, 10)]) == 0
+
+    spec = StreamSpec([], seq_len=6, batch_size=3, prompt_lengths=True)
+    stream = PackedStream(spec, tokenizer)
+    units = [
+        _Unit([1, 2, 3], [2, 3, -100], prompt=2),
+        _Unit([4, 5], [5, -100]),
+        _Unit(list(range(9)), list(range(9)), prompt=7),
+    ]
+    seqs = list(stream.sequences(iter(units)))
+    assert [(s.ids, s.prompt) for s in seqs] == [
+        ([1, 2, 3, 4, 5], 2),
+        ([0, 1, 2, 3, 4, 5], 6),
+        ([6, 7, 8], 0),
+    ]
+    batch = stream.collate(seqs, 0, 0)
+    assert batch["prompt_len"].tolist() == [2, 6, 0]

@@ -207,6 +207,12 @@ def test_metrics_csv_series_and_final_metrics(tmp_path):
     assert finals["train/loss"] == pytest.approx((2.0 + 1.0) / 2)  # last ceil(0.25 * 5) = 2 values
     assert finals["train/sense"] == pytest.approx(0.2)  # last ceil(0.25 * 4) = 1 value
     assert finals["val/loss"] == 2.5
+    on_policy = {
+        "train/ce": [(0, 4.0), (1, 3.0), (2, math.nan), (3, 1.0), (4, math.nan)],
+        "train/x": [(0, math.nan)],
+    }
+    finals = ablate.final_metrics(on_policy)  # NaN: CE did not apply (an on-policy step)
+    assert finals["train/ce"] == pytest.approx(1.0) and math.isnan(finals["train/x"])
 
 
 def _result(name: str, kappa: int, scale: float) -> ablate.RunResult:

@@ -61,9 +61,13 @@ def read_wandb_history(run_dir: str | Path) -> dict[str, list[tuple[int, float]]
 def final_metrics(
     series: dict[str, list[tuple[int, float]]], tail: float = TAIL_FRACTION
 ) -> dict[str, float]:
-    """Last value of each metric; train/* metrics are averaged over their last ``tail`` fraction of points."""
+    """Last value of each metric; train/* metrics are averaged over their last ``tail`` fraction of
+    NaN-free points (NaN marks a step where the metric does not apply, e.g. train/ce on an on-policy
+    batch; a skipped step shows in train/skipped_steps); all NaN gives NaN."""
     out = {}
     for key, points in series.items():
+        if key.startswith("train/"):
+            points = [p for p in points if not math.isnan(p[1])] or points
         if not points:
             continue
         n = max(1, math.ceil(tail * len(points))) if key.startswith("train/") else 1

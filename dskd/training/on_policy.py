@@ -1,0 +1,130 @@
+"""On-policy batches: the student's own sampled continuation replaces each sequence's text after its
+prefix (docs/training.md, "On-policy distillation").
+
+Which batches are on-policy is drawn from ``(seed, batch index)`` alone (the same on every process);
+the tokens are sampled under a torch generator state seeded by ``(seed, batch index, rank)``, so a
+resumed run regenerates exactly what an uninterrupted run generated. The prefix of sequence b is its
+prompt (``dskd.batch.PROMPT_LEN``) when it starts with one and leaves a token to replace, else
+``round(prefix_fraction * n_b)`` of its ``n_b`` tokens, clamped to ``[1, n_b - 1]`` (1 for ``n_b = 1``).
+The student samples up to ``min(max_new_tokens, L - shortest prefix)`` tokens, batched with its KV
+cache and left-padded prefixes; a row ends after its first EOS or at the sequence length ``L``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from dskd.batch import IGNORE_INDEX, PROMPT_LEN
+from dskd.data.config import OnPolicyConfig
+
+DRAW, SAMPLE, SENSES = 1, 2, 3
+"""Second element of the seed sequences: whether a batch is on-policy, its tokens, its sense sample."""
+
+
+def is_on_policy(seed: int, index: int, fraction: float) -> bool:
+    """Whether training batch ``index`` (counted from 0 over the whole run) is on-policy."""
+    if fraction <= 0.0:
+        return False
+    return bool(np.random.default_rng([seed, DRAW, index]).random() < fraction)
+
+
+def sample_seed(seed: int, index: int, rank: int) -> int:
+    """The torch seed of the tokens that process ``rank`` samples for batch ``index``."""
+    return int(np.random.default_rng([seed, SAMPLE, index, rank]).integers(2**62))
+
+
+def prefix_lengths(
+    attention_mask: torch.Tensor, prompt_len: torch.Tensor | None, prefix_fraction: float
+) -> torch.Tensor:
+    """``[B]`` prefix kept of each right-padded sequence (see the module doc)."""
+    n = attention_mask.sum(1)
+    upper = (n - 1).clamp(min=1)
+    plain = torch.round(n.double() * prefix_fraction).long().clamp(min=1)
+    plain = torch.minimum(plain, upper)
+    if prompt_len is None:
+        return plain
+    prompt_len = prompt_len.to(n.device)
+    return torch.where((prompt_len >= 1) & (prompt_len < n), prompt_len, plain)
+
+
+class OnPolicyBatch(NamedTuple):
+    """A batch whose continuations the student sampled, with what its generation cost."""
+
+    batch: dict[str, torch.Tensor]
+    """``input_ids``, ``attention_mask`` and ``labels`` (targets only where a sampled token follows)."""
+    new_tokens: int
+    """Sampled tokens kept in the batch (EOS included, padding after it not)."""
+    seconds: float
+    """Wall time of the generation."""
+
+
+def _left_padded(ids: torch.Tensor, lengths: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``lengths[b]`` tokens of each row, left padded to the longest: (ids, attention mask)."""
+    width = int(lengths.max())
+    src = torch.arange(width, device=ids.device) - (width - lengths)[:, None]
+    mask = src >= 0
+    out = ids.gather(1, src.clamp(min=0)).masked_fill(~mask, pad)
+    return out, mask.long()
+
+
+@torch.no_grad()
+def sample_batch(
+    student: nn.Module,
+    batch: dict[str, torch.Tensor],
+    cfg: OnPolicyConfig,
+    *,
+    eos: int,
+    pad: int,
+    seed: int,
+) -> OnPolicyBatch:
+    """Replace each sequence of ``batch`` after its prefix by ``student``'s sampled continuation."""
+    from transformers import GenerationConfig
+
+    ids, am = batch["input_ids"], batch["attention_mask"]
+    L = ids.shape[1]
+    prefix = prefix_lengths(am, batch.get(PROMPT_LEN), cfg.prefix_fraction)
+    budget = min(cfg.max_new_tokens, L - int(prefix.min()))
+    prompt, prompt_mask = _left_padded(ids, prefix, pad)
+    sampling = cfg.temperature > 0
+    generation = GenerationConfig(
+        do_sample=sampling,
+        temperature=cfg.temperature if sampling else None,
+        top_p=cfg.top_p if sampling else None,
+        top_k=0 if sampling else None,
+        max_new_tokens=budget,
+        eos_token_id=eos,
+        pad_token_id=pad,
+        use_cache=True,
+    )
+    was_training = student.training
+    student.eval()
+    device = ids.device
+    start = time.perf_counter()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            out = student.generate(input_ids=prompt, attention_mask=prompt_mask, generation_config=generation)
+    finally:
+        student.train(was_training)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    new = out[:, prompt.shape[1] :]
+    is_eos = new == eos
+    kept = (is_eos.long().cumsum(1) - is_eos.long()) == 0  # up to and including the first EOS
+    ends = torch.clamp(prefix + kept.sum(1), max=L)
+    pos = torch.arange(L, device=device)[None, :]
+    from_new = new.gather(1, (pos - prefix[:, None]).clamp(0, max(new.shape[1] - 1, 0)))
+    in_prefix, inside = pos < prefix[:, None], pos < ends[:, None]
+    input_ids = torch.where(in_prefix, ids, torch.where(inside, from_new, torch.full_like(ids, pad)))
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[:, :-1] = input_ids[:, 1:]
+    targets = (pos >= prefix[:, None] - 1) & (pos < ends[:, None] - 1)  # the sampled tokens
+    labels = labels.masked_fill(~targets, IGNORE_INDEX)
+    fresh = {"input_ids": input_ids, "attention_mask": inside.long(), "labels": labels}
+    return OnPolicyBatch(fresh, int((ends - prefix).sum()), seconds)

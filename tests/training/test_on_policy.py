@@ -1,0 +1,193 @@
+"""On-policy distillation: the prefix rule, the seeded choice of batches, the student's sampled
+continuations (checked against a plain argmax loop), the losses of an on-policy step, exact resume."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from dskd.batch import IGNORE_INDEX
+from dskd.data.config import OnPolicyConfig
+from dskd.errors import ConfigError, TrainingInterrupted
+from dskd.models.loading import load_causal_lm
+from dskd.training import module as module_mod
+from dskd.training.on_policy import is_on_policy, prefix_lengths, sample_batch
+from dskd.training.run import run_dir, train
+
+from .tinyrun import (
+    VOCAB,
+    corpus_config,
+    make_senses,
+    metrics_rows,
+    random_batches,
+    real_datamodule,
+    tiny_config,
+    write_corpus,
+)
+
+
+def test_prefix_is_the_prompt_else_a_fraction_leaving_a_token_to_replace():
+    lengths = torch.tensor([10, 4, 1, 2, 7])
+    am = (torch.arange(10)[None, :] < lengths[:, None]).long()
+    prompt = torch.tensor([3, 0, 0, 5, 7])  # 5 >= 2 tokens and 7 >= 7 tokens leave nothing to replace
+    assert prefix_lengths(am, prompt, 0.5).tolist() == [3, 2, 1, 1, 4]  # round(3.5) = 4 (half to even)
+    assert prefix_lengths(am, None, 0.25).tolist() == [2, 1, 1, 1, 2]
+    assert prefix_lengths(am, None, 0.99).tolist() == [9, 3, 1, 1, 6]
+
+
+def test_the_choice_of_batches_is_seeded_and_has_the_asked_fraction():
+    picks = [is_on_policy(0, i, 0.25) for i in range(4000)]
+    assert picks == [is_on_policy(0, i, 0.25) for i in range(4000)]
+    assert picks != [is_on_policy(1, i, 0.25) for i in range(4000)]
+    assert abs(sum(picks) / len(picks) - 0.25) < 0.03  # 4 binomial standard deviations
+    assert not any(is_on_policy(0, i, 0.0) for i in range(100))
+    assert all(is_on_policy(0, i, 1.0) for i in range(100))
+
+
+@pytest.fixture
+def student(teacher_dir):
+    model = load_causal_lm(teacher_dir, dtype="float32")
+    model.train()
+    return model
+
+
+def _padded_batch() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, VOCAB, (3, 12), generator=g)
+    am = torch.ones(3, 12, dtype=torch.long)
+    am[1, 8:] = 0
+    am[2, 5:] = 0
+    return {"input_ids": ids.masked_fill(am == 0, 1), "attention_mask": am, "labels": ids}
+
+
+def _greedy(model, prefix: list[int], steps: int, eos: int) -> list[int]:
+    """Argmax continuation by full forward passes over the unpadded prefix (no cache, no padding)."""
+    ids = list(prefix)
+    with torch.no_grad():
+        for _ in range(steps):
+            nxt = int(model(torch.tensor([ids])).logits[0, -1].argmax())
+            ids.append(nxt)
+            if nxt == eos:
+                break
+    return ids[len(prefix) :]
+
+
+def test_greedy_continuations_match_a_plain_loop_and_only_sampled_tokens_are_targets(student):
+    batch = _padded_batch()
+    cfg = OnPolicyConfig(fraction=1.0, temperature=0.0, max_new_tokens=5, prefix_fraction=0.5)
+    out = sample_batch(student, batch, cfg, eos=2, pad=1, seed=0)
+    assert student.training  # back in training mode
+    new = out.batch
+    prefix = [6, 4, 2]  # half of 12, 8 and 5 tokens (2.5 rounds to 2)
+    total = 0
+    for b, p in enumerate(prefix):
+        n = int(new["attention_mask"][b].sum())
+        assert torch.equal(new["input_ids"][b, :p], batch["input_ids"][b, :p])
+        want = _greedy(student, batch["input_ids"][b, :p].tolist(), 5, eos=2)
+        assert new["input_ids"][b, p:n].tolist() == want
+        assert (new["input_ids"][b, n:] == 1).all() and (new["attention_mask"][b, :n] == 1).all()
+        targets = new["labels"][b] != IGNORE_INDEX
+        assert targets.nonzero().squeeze(1).tolist() == list(range(p - 1, n - 1))
+        assert new["labels"][b, p - 1 : n - 1].tolist() == want
+        total += len(want)
+    assert out.new_tokens == total == 15 and out.seconds > 0
+
+
+def test_a_row_ends_after_its_first_eos(student):
+    batch = _padded_batch()
+    cfg = OnPolicyConfig(fraction=1.0, temperature=0.0, max_new_tokens=5)
+    first = int(sample_batch(student, batch, cfg, eos=2, pad=1, seed=0).batch["input_ids"][0, 6])
+    out = sample_batch(student, batch, cfg, eos=first, pad=1, seed=0)  # that token now ends row 0
+    assert int(out.batch["attention_mask"][0].sum()) == 7
+    assert out.batch["labels"][0].ne(IGNORE_INDEX).nonzero().squeeze(1).tolist() == [5]
+
+
+def test_sampling_is_reproducible_by_seed_and_respects_the_budget(student):
+    batch = _padded_batch()
+    cfg = OnPolicyConfig(fraction=1.0, temperature=1.0, top_p=0.9, max_new_tokens=30)
+    a = sample_batch(student, batch, cfg, eos=2, pad=1, seed=7).batch
+    b = sample_batch(student, batch, cfg, eos=2, pad=1, seed=7).batch
+    c = sample_batch(student, batch, cfg, eos=2, pad=1, seed=8).batch
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["input_ids"], c["input_ids"])
+    assert a["input_ids"].shape == (3, 12)  # the sequence length caps the continuation
+
+
+def test_an_on_policy_kd_step_has_no_ce_and_logs_its_generation(run_tmp, teacher_dir):
+    over = {"data.on_policy.fraction": 1.0, "data.on_policy.max_new_tokens": 4, "trainer.max_steps": 3}
+    cfg = tiny_config(run_tmp, teacher_dir, "kd", over)
+    train(cfg, datamodule=random_batches(n=4), export=False)
+    rows = [r for r in metrics_rows(run_dir(cfg)) if r.get("train/loss")]
+    assert len(rows) == 3
+    for r in rows:
+        assert float(r["train/on_policy"]) == 1.0 and math.isnan(float(r["train/ce"]))
+        assert float(r["train/loss"]) == pytest.approx(float(r["train/kd"]), rel=1e-6)  # KD only
+        assert float(r["train/gen_tokens"]) > 0 and float(r["train/gen_tokens_per_s"]) > 0
+
+
+def test_dskd_on_policy_needs_the_dskd_data_module(run_tmp, teacher_dir):
+    over = {"data.on_policy.fraction": 1.0, "senses.output_dir": str(run_tmp / "senses")}
+    cfg = tiny_config(run_tmp, teacher_dir, "dskd", over)
+    with pytest.raises(ConfigError, match="needs the DSKD data module"):
+        train(cfg, datamodule=random_batches(n=4), export=False)
+
+
+class _RecordOnPolicy:
+    """Wraps the real sample_batch: the batches it built, by the seed they were sampled with."""
+
+    def __init__(self) -> None:
+        self.built: dict[int, dict[str, torch.Tensor]] = {}
+
+    def __call__(self, student, batch, cfg, *, eos, pad, seed):
+        out = sample_batch(student, batch, cfg, eos=eos, pad=pad, seed=seed)
+        self.built[seed] = {k: v.clone() for k, v in out.batch.items()}
+        return out
+
+
+def test_sigterm_and_resume_repeat_the_on_policy_batches_of_an_uninterrupted_run(
+    tmp_path, teacher_dir, monkeypatch
+):
+    class Terminate(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 5:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    make_senses(tmp_path / "senses")
+    corpus = write_corpus(tmp_path / "corpus.txt", docs=24)
+    over = {
+        "senses.output_dir": str(tmp_path / "senses"),
+        "trainer.max_steps": 10,
+        "trainer.checkpoint_every_n_steps": 4,
+        "data.on_policy.fraction": 0.5,
+        "data.on_policy.max_new_tokens": 6,
+    }
+    full, stopped = (corpus_config(tmp_path / n, teacher_dir, corpus, "dskd", over) for n in ("a", "b"))
+    seen_full, seen_stopped = _RecordOnPolicy(), _RecordOnPolicy()
+    monkeypatch.setattr(module_mod, "sample_batch", seen_full)
+    train(full, datamodule=real_datamodule(full), export=False)
+    monkeypatch.setattr(module_mod, "sample_batch", seen_stopped)
+    with pytest.raises(TrainingInterrupted, match="SIGTERM at step 6"):
+        train(stopped, datamodule=real_datamodule(stopped), callbacks=[Terminate()], export=False)
+    before = set(seen_stopped.built)
+    assert train(stopped, datamodule=real_datamodule(stopped), export=False)["global_step"] == 10
+    after = set(seen_stopped.built) - before
+    rows = {
+        run: {int(r["step"]): r for r in metrics_rows(run_dir(cfg)) if r.get("train/loss")}
+        for run, cfg in (("a", full), ("b", stopped))
+    }
+    assert sorted(rows["a"]) == sorted(rows["b"]) == list(range(10))
+    flags = [float(rows["a"][s]["train/on_policy"]) for s in range(10)]
+    assert flags == [float(rows["b"][s]["train/on_policy"]) for s in range(10)]
+    assert 0 < sum(flags[6:]) < 4 and 0 < sum(flags[:6])  # on- and off-policy steps after the resume
+    assert seen_full.built.keys() == seen_stopped.built.keys() and len(after) == sum(flags[6:])
+    for seed, batch in seen_full.built.items():
+        for key in batch:
+            assert torch.equal(batch[key], seen_stopped.built[seed][key]), (seed, key)
+    for step in range(10):
+        for key in ("train/loss", "train/kd", "train/sense", "train/gen_tokens"):
+            assert float(rows["b"][step][key]) == pytest.approx(float(rows["a"][step][key]), abs=1e-6)
