@@ -37,6 +37,20 @@ def local_device() -> torch.device:
     return torch.device("cuda", local_rank() % torch.cuda.device_count())
 
 
+def resolve_device(value: str, key: str) -> torch.device:
+    """The device a config key names: ``auto`` (:func:`local_device`), ``cpu``, or ``cuda`` (this process's
+    GPU; a DSKDError naming ``key`` when no GPU is visible)."""
+    from dskd.errors import DSKDError
+
+    if value == "cpu":
+        return torch.device("cpu")
+    if value == "cuda" and not torch.cuda.is_available():
+        raise DSKDError(f"{key}=cuda but no CUDA GPU is visible; use {key}=auto or cpu.")
+    if value in ("auto", "cuda"):
+        return local_device()
+    raise DSKDError(f"{key} '{value}' is not a device; use auto, cpu or cuda.")
+
+
 def rank_world() -> tuple[int, int]:
     """(rank, world size) in the default torch.distributed group; (0, 1) when there is none."""
     import torch.distributed as dist

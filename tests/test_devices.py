@@ -99,3 +99,20 @@ def test_without_cuda_the_local_device_is_the_cpu():
         assert local_device() == torch.device("cuda", local_rank() % torch.cuda.device_count())
     else:
         assert local_device() == torch.device("cpu")
+
+
+def test_a_device_key_resolves_to_this_process_device():
+    from dskd.devices import resolve_device
+    from dskd.errors import DSKDError
+
+    assert resolve_device("cpu", "eval.device") == torch.device("cpu")
+    assert resolve_device("auto", "eval.device") == local_device()
+    if torch.cuda.is_available():
+        assert resolve_device("cuda", "eval.device") == local_device() != torch.device("cuda")
+    else:
+        with pytest.raises(
+            DSKDError, match=r"eval.device=cuda but no CUDA GPU is visible; use eval.device=auto"
+        ):
+            resolve_device("cuda", "eval.device")
+    with pytest.raises(DSKDError, match="'tpu' is not a device"):
+        resolve_device("tpu", "eval.device")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from dskd.ranges import ranged
 
@@ -26,7 +27,11 @@ class EvalConfig:
     word-pair benchmarks take 10x as many pairs (simlex, wordsim; antonymy 5x synonym + 5x antonym
     pairs). None: all. The same seeded subset is used for every model."""
     batch_size: int = ranged(8, ge=1)
-    """Batch size of lm-eval requests and of hidden-state forwards."""
+    """Prompts or sequences per forward: lm-eval requests, hidden-state forwards, held-out blocks and the
+    paper protocol's batched scoring and greedy generation."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the evaluated models run: auto (this process's GPU, cuda:LOCAL_RANK, when CUDA is available,
+    else the CPU) | cpu | cuda (refused without a visible GPU)."""
     seed: int = ranged(0, ge=0)
     """Seed of item sampling (WiC pairs, WSD distractors, task subsets); the same for all models."""
     models: list[str] = field(default_factory=list)

@@ -93,31 +93,39 @@ def _paper_mc(task: str, model: Any, tokenizer: Any, cfg: EvalConfig) -> list:
     prompts = []
     for q in questions:
         same = [s for s in pool if s.subject == q.subject] or pool
-        prompts.append(pp.mc_prompt(q, rng.sample(same, min(MC_SHOTS, len(same)))))
-    first = [toks[0] if toks else "" for toks in pp.greedy_continuations(model, tokenizer, prompts, 1)]
-    correct = [pp.letter_exact_match(f, q) for f, q in zip(first, questions)]
-    if task == "mmlu":  # a macro average over subjects: no per-item values to resample
-        value, metric, items = pp.macro_average([q.subject for q in questions], correct), "macro_acc", None
-    else:
-        value, metric, items = sum(correct) / len(correct), "exact_match", [float(c) for c in correct]
+        shots = [pp.as_qa_item(s) for s in rng.sample(same, min(MC_SHOTS, len(same)))]
+        prompts.append(pp.training_prompt(pp.as_qa_item(q), shots, tokenizer))
+    letters = [pp.letter_tokens(tokenizer, len(q.choices)) for q in questions]
+    greedy, letter_logp = pp.next_token_scores(model, tokenizer, prompts, letters, cfg.batch_size)
+    correct = [pp.letter_exact_match(tokenizer.decode([g]), q) for g, q in zip(greedy, questions)]
+    best = [max(range(len(lp)), key=lp.__getitem__) == q.gold for lp, q in zip(letter_logp, questions)]
     chance = sum(1 / len(q.choices) for q in questions) / len(questions)
     secs = time.perf_counter() - t0
-    return [Score(f"paper/{task}", metric, value, len(questions), chance, secs, in_average=True, items=items)]
+    names = ("macro_acc", "macro_letter_acc") if task == "mmlu" else ("exact_match", "letter_acc")
+    scores = []
+    for metric, hits, main in ((names[0], correct, True), (names[1], best, False)):
+        if task == "mmlu":  # a macro average over subjects: no per-item values to resample
+            value, items = pp.macro_average([q.subject for q in questions], hits), None
+        else:
+            value, items = sum(hits) / len(hits), [float(h) for h in hits]
+        n = len(questions)
+        scores.append(Score(f"paper/{task}", metric, value, n, chance, secs, main, True, main, items))
+    return scores
 
 
 def _paper_squad(model: Any, tokenizer: Any, cfg: EvalConfig) -> list:
+    from dskd.corpora.prompts import parse_squad_v2
     from dskd.evaluation.benchmarks import Score
 
     rows = list(_load("rajpurkar/squad_v2", None, "validation"))
     rng = random.Random(cfg.seed)
-    shot_row = next(r for r in _load("rajpurkar/squad_v2", None, "train") if r["answers"]["text"])
-    shot = (shot_row["context"], shot_row["question"], shot_row["answers"]["text"][0])
+    shot = parse_squad_v2(next(r for r in _load("rajpurkar/squad_v2", None, "train") if r["answers"]["text"]))
     if cfg.max_items is not None and cfg.max_items < len(rows):
         rows = rng.sample(rows, cfg.max_items)
     t0 = time.perf_counter()
-    prompts = [pp.squad_prompt(r["context"], r["question"], shot) for r in rows]
-    outs = pp.greedy_continuations(model, tokenizer, prompts, SQUAD_NEW_TOKENS)
-    f1 = [pp.squad_f1("".join(o).split("\n")[0], r["answers"]["text"]) for o, r in zip(outs, rows)]
+    prompts = [pp.training_prompt(parse_squad_v2(r), [shot], tokenizer) for r in rows]
+    outs = pp.greedy_texts(model, tokenizer, prompts, SQUAD_NEW_TOKENS, cfg.batch_size)
+    f1 = [pp.squad_f1(pp.squad_answer(o), r["answers"]["text"]) for o, r in zip(outs, rows)]
     secs = time.perf_counter() - t0
     return [Score("paper/squad_v2", "f1", sum(f1) / len(f1), len(rows), None, secs, items=f1)]
 

@@ -1,9 +1,12 @@
 """The paper's evaluation protocol (generation-based), for its hub-hosted tasks when online.
 
-Multiple choice (ARC-Challenge, CommonsenseQA, PIQA, MMLU): a 5-shot prompt lists the lettered
-options; the model generates greedily and the **first generated token** must be the gold letter
-(exact match). MMLU is macro-averaged over subjects. SQuAD v2: 1-shot, 10 new tokens, token F1
-(SQuAD normalisation; an unanswerable question scores 1 only for an empty answer).
+Prompts are rendered exactly as the training prompts (:mod:`dskd.corpora.prompts`: the tokenizer's
+chat template when it has one, k-shot exemplars as user/assistant turns). Multiple choice
+(ARC-Challenge, CommonsenseQA, PIQA, MMLU): 5-shot; the **first greedy token** must be the gold
+letter (exact match); MMLU is macro-averaged over subjects. SQuAD v2: 1-shot, 10 greedy new tokens,
+token F1 (SQuAD normalisation; an unanswerable question scores 1 only for an empty answer, and the
+trained answer 'unanswerable' counts as empty). Models run in batches (:func:`next_token_scores`,
+:func:`greedy_texts`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from typing import Any
 
 import torch
 
+from dskd.corpora.prompts import UNANSWERABLE, QAItem, prompt_and_answer
+from dskd.data.targets import batch_plan, greedy_batch
+
 LETTERS = "ABCDEFGH"
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -26,17 +32,6 @@ class MCQuestion:
     choices: tuple[str, ...]
     gold: int
     subject: str = ""
-
-
-def mc_block(q: MCQuestion, with_answer: bool) -> str:
-    options = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(q.choices))
-    answer = f" {LETTERS[q.gold]}" if with_answer else ""
-    return f"Question: {q.question}\n{options}\nAnswer:{answer}"
-
-
-def mc_prompt(q: MCQuestion, shots: list[MCQuestion]) -> str:
-    """k-shot prompt: solved examples, then the question with its lettered options and ``Answer:``."""
-    return "\n\n".join([*(mc_block(s, True) for s in shots), mc_block(q, False)])
 
 
 def first_token_letter(first_token: str, n_choices: int) -> str | None:
@@ -79,23 +74,73 @@ def squad_f1(prediction: str, golds: list[str]) -> float:
     return max(token_f1(prediction, g) for g in (golds or [""]))
 
 
-def squad_prompt(context: str, question: str, shot: tuple[str, str, str]) -> str:
-    """1-shot SQuAD prompt; ``shot`` is (context, question, answer)."""
-    c, q, a = shot
-    return f"Context: {c}\nQuestion: {q}\nAnswer: {a}\n\nContext: {context}\nQuestion: {question}\nAnswer:"
+def as_qa_item(q: MCQuestion) -> QAItem:
+    """The training prompts' form of a multiple-choice question (gold answer: its letter)."""
+    return QAItem(q.question, q.choices, LETTERS[q.gold], subject=q.subject)
+
+
+def training_prompt(item: QAItem, shots: list[QAItem], tokenizer: Any) -> str:
+    """The prompt exactly as training renders it (:func:`dskd.corpora.prompts.prompt_and_answer`): the
+    tokenizer's chat template when it has one, shots as user/assistant turns, ending with the assistant
+    header."""
+    return prompt_and_answer(item, shots, tokenizer)[0]
+
+
+def letter_tokens(tokenizer: Any, n_choices: int) -> list[int]:
+    """The token that starts each option letter ``A``, ``B``, ... (the trained answer turn's first token)."""
+    return [tokenizer(LETTERS[i], add_special_tokens=False)["input_ids"][0] for i in range(n_choices)]
+
+
+def _encode(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
+    """Token ids of rendered prompts; the chat template brings its own special tokens, as in training."""
+    return [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
 
 
 @torch.no_grad()
-def greedy_continuations(
-    model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int
-) -> list[list[str]]:
-    """For each prompt, the decoded greedy new tokens (one string per token), one prompt at a time."""
+def next_token_scores(
+    model: Any, tokenizer: Any, prompts: list[str], candidates: list[list[int]], batch_size: int = 8
+) -> tuple[list[int], list[list[float]]]:
+    """For each prompt: the greedy next token and the log-probabilities of its ``candidates`` tokens.
+
+    Batches are right-padded (the positions of every prompt are its own; causal attention never sees
+    the padding after it) and read at each prompt's last token, so a batch gives the scores of one
+    prompt at a time up to float rounding.
+    """
     device = next(model.parameters()).device
-    out = []
-    for p in prompts:
-        enc = tokenizer(p, return_tensors="pt").to(device)
-        gen = model.generate(
-            **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-        )
-        out.append([tokenizer.decode([t]) for t in gen[0, enc["input_ids"].shape[1] :].tolist()])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = _encode(tokenizer, prompts)
+    greedy: list[int] = [0] * len(prompts)
+    scores: list[list[float]] = [[] for _ in prompts]
+    for batch in batch_plan([len(e) for e in ids], batch_size):
+        width = max(len(ids[i]) for i in batch)
+        inputs = torch.tensor([ids[i] + [pad] * (width - len(ids[i])) for i in batch], device=device)
+        mask = torch.tensor([[1] * len(ids[i]) + [0] * (width - len(ids[i])) for i in batch], device=device)
+        last = torch.tensor([len(ids[i]) - 1 for i in batch], device=device)
+        logits = model(input_ids=inputs, attention_mask=mask, use_cache=False).logits
+        logp = torch.log_softmax(logits[torch.arange(len(batch), device=device), last].float(), dim=-1)
+        for row, i in enumerate(batch):
+            greedy[i] = int(logp[row].argmax())
+            scores[i] = logp[row, candidates[i]].tolist()
+    return greedy, scores
+
+
+def greedy_texts(
+    model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int = 8
+) -> list[str]:
+    """The decoded greedy continuation of each prompt (left-padded batches, special tokens dropped)."""
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    ids = _encode(tokenizer, prompts)
+    out: list[str] = [""] * len(prompts)
+    for batch in batch_plan([len(e) for e in ids], batch_size):
+        conts = greedy_batch(model, [ids[i] for i in batch], max_new_tokens, pad, eos)
+        for i, cont in zip(batch, conts):
+            out[i] = tokenizer.decode(cont, skip_special_tokens=True)
     return out
+
+
+def squad_answer(generated: str) -> str:
+    """The predicted span: the first line of the generation; the training answer 'unanswerable' is the
+    empty answer of SQuAD v2 scoring."""
+    line = generated.strip().split("\n")[0].strip()
+    return "" if normalize_answer(line) == UNANSWERABLE else line

@@ -98,6 +98,7 @@ def evaluate(cfg: ExperimentConfig, models: dict[str, str], overwrite: bool = Fa
     """
     import torch
 
+    from dskd.devices import resolve_device
     from dskd.evaluation.suite import build_suite, check_tasks, score_model
     from dskd.models.loading import load_causal_lm, load_tokenizer
     from dskd.outputs import mark_output
@@ -107,19 +108,23 @@ def evaluate(cfg: ExperimentConfig, models: dict[str, str], overwrite: bool = Fa
     out_dir = Path(ec.output_dir)
     if not models:
         raise ConfigError("No models to evaluate: pass --model NAME=PATH or train and export students first.")
+    device = resolve_device(ec.device, "eval.device")
     check_results_folder(out_dir, models, overwrite)
     mark_output(out_dir, "eval")
     teacher_tok = _with_pad(load_tokenizer(cfg.teacher.model, cfg.teacher.revision))
     suite = build_suite(ec, teacher_tok, out_dir / "lm_eval_tasks")
     teacher = None
     if suite.needs_teacher and students(models):
-        teacher = load_causal_lm(cfg.teacher.model, cfg.teacher.dtype, cfg.teacher.revision)
+        teacher = load_causal_lm(cfg.teacher.model, cfg.teacher.dtype, cfg.teacher.revision, device=device)
     records: list[dict[str, Any]] = []
     for name, path in models.items():
         model_name, seed = split_name(name)
         is_teacher = model_name == TEACHER
         t0 = time.perf_counter()
-        model = teacher if is_teacher and teacher is not None else load_causal_lm(path, cfg.teacher.dtype)
+        if is_teacher and teacher is not None:
+            model = teacher
+        else:
+            model = load_causal_lm(path, cfg.teacher.dtype, device=device)
         tokenizer = teacher_tok if is_teacher else _with_pad(load_tokenizer(path))
         with torch.inference_mode():
             scores = score_model(suite, model, tokenizer, None if is_teacher else teacher)
@@ -132,7 +137,9 @@ def evaluate(cfg: ExperimentConfig, models: dict[str, str], overwrite: bool = Fa
                     **asdict(s),
                 }
             )
-        print(f"[eval] {name}: {len(scores)} scores in {time.perf_counter() - t0:.0f} s", flush=True)
+        secs = time.perf_counter() - t0
+        print(f"[eval] {name}: {len(scores)} scores in {secs:.0f} s on {device}", flush=True)
+        del model  # free the device for the next model (the teacher stays referenced as `teacher`)
         write_results(records, cfg, models)
     if ec.plot:
         from dskd.evaluation.plots import plot_losses, plot_scores

@@ -1,4 +1,5 @@
-"""The paper's scoring on hand-made records: first-token letters, exact match, MMLU macro average, F1."""
+"""The paper's protocol: first-token letters, exact match, MMLU macro average, F1 on hand-made records;
+prompts rendered as in training; batched scoring and generation equal to one prompt at a time."""
 
 from __future__ import annotations
 
@@ -30,15 +31,6 @@ def test_letter_exact_match():
     assert pp.letter_exact_match(" B", Q)
     assert not pp.letter_exact_match(" A", Q)
     assert not pp.letter_exact_match(" apple", Q)
-
-
-def test_mc_prompt_lists_shots_then_open_question():
-    shot = pp.MCQuestion("2+2?", ("3", "4"), gold=1)
-    prompt = pp.mc_prompt(Q, [shot])
-    assert prompt == (
-        "Question: 2+2?\nA. 3\nB. 4\nAnswer: B\n\n"
-        "Question: Which is a fruit?\nA. car\nB. apple\nC. stone\nD. cloud\nAnswer:"
-    )
 
 
 def test_macro_average_weights_subjects_equally():
@@ -80,3 +72,74 @@ def test_online_tasks_stop_with_advice_when_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DSKDError, match=r"needs the Hugging Face hub.*suite is bigbench/\*, wsd, wic"):
         score_online("paper/mmlu", None, None, EvalConfig())
+
+
+CHAT = (
+    "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} </s> {% endfor %}"
+    "{% if add_generation_prompt %}<assistant> {% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A tiny random Llama (float32, large init so its outputs vary) and a word tokenizer."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from dskd.testing import llama_config, word_tokenizer
+
+    config = llama_config(48, 32, 2, max_len=128)
+    config.initializer_range = 0.3
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config).eval(), word_tokenizer(48)
+
+
+PROMPTS = [" ".join(f"t{3 + (7 * i + j) % 44}" for j in range(1 + (5 * i) % 13)) for i in range(11)]
+
+
+def test_prompts_are_rendered_as_training_renders_them():
+    from dskd.corpora.prompts import QAItem, prompt_and_answer
+    from dskd.testing import word_tokenizer
+
+    tok = word_tokenizer(8)
+    shot = pp.MCQuestion("2+2?", ("3", "4"), gold=1)
+    item = pp.as_qa_item(Q)
+    assert item == QAItem("Which is a fruit?", ("car", "apple", "stone", "cloud"), "B", subject="biology")
+    plain = pp.training_prompt(item, [pp.as_qa_item(shot)], tok)  # no chat template: plain turns
+    assert plain == prompt_and_answer(item, [pp.as_qa_item(shot)])[0] and plain.endswith("Assistant: ")
+    assert "User: The following is a multiple choice question about biology." in plain
+    assert "Assistant: B\n" in plain  # the shot's answer turn
+    tok.chat_template = CHAT
+    chat = pp.training_prompt(item, [pp.as_qa_item(shot)], tok)
+    assert chat.startswith("<user> Question: 2+2?\nA. 3\nB. 4\n") and chat.endswith("</s> <assistant> ")
+    assert "<assistant> B </s>" in chat and chat == prompt_and_answer(item, [pp.as_qa_item(shot)], tok)[0]
+
+
+def test_batched_next_token_scores_equal_one_prompt_at_a_time(tiny):
+    import torch
+
+    model, tok = tiny
+    cands = [[3, 4, 5 + i] for i in range(len(PROMPTS))]
+    greedy, scores = pp.next_token_scores(model, tok, PROMPTS, cands, batch_size=4)
+    for prompt, c, g, sc in zip(PROMPTS, cands, greedy, scores):
+        ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), -1)  # alone, no padding
+        assert g == int(logp.argmax())
+        torch.testing.assert_close(torch.tensor(sc), logp[c], rtol=0, atol=1e-5)
+    assert len(set(greedy)) > 3  # the prompts really differ
+
+
+def test_batched_greedy_texts_equal_one_prompt_at_a_time(tiny):
+    model, tok = tiny
+    alone = pp.greedy_texts(model, tok, PROMPTS, 5, batch_size=1)
+    assert pp.greedy_texts(model, tok, PROMPTS, 5, batch_size=4) == alone
+    assert len(set(alone)) > 3 and all(len(t.split()) <= 5 for t in alone)
+
+
+@pytest.mark.parametrize(
+    ("generated", "answer"),
+    [(" Paris\nQuestion", "Paris"), ("unanswerable", ""), (" Unanswerable.", ""), ("", "")],
+)
+def test_squad_answer(generated, answer):
+    assert pp.squad_answer(generated) == answer
