@@ -22,7 +22,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--nodes", type=int, required=True, help="number of nodes N")
     p.add_argument("--gpus-per-node", type=int, required=True, help="GPUs per node G (0: CPU job)")
     p.add_argument("--tasks-per-node", type=int, help="processes per node of a CPU job (G=0; default 1)")
-    p.add_argument("--cpus-per-task", type=int, help="CPU cores per process (default: the partition's)")
+    p.add_argument("--cpus-per-task", type=int, help="CPU cores per process (default: data.num_workers + 1)")
+    p.add_argument(
+        "--mem",
+        help="memory per node, e.g. 480G (default for GPU jobs: 0 = all of each node's memory; CPU jobs: "
+        "the partition's default)",
+    )
+    p.add_argument(
+        "--wandb-mode",
+        choices=("online", "offline", "disabled"),
+        help="WANDB_MODE of the job (default: disabled with logging.wandb=false, else this shell's "
+        "WANDB_MODE, else online with a WANDB_API_KEY in the environment, else offline)",
+    )
     p.add_argument("--partition", help="SLURM partition (default: the cluster's default)")
     p.add_argument("--time", help="time limit, e.g. 1-00:00:00 (default: the partition's)")
     p.add_argument("--job-name", help="SLURM job name (default: the experiment name)")
@@ -31,23 +42,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     from dskd.config import load_config
     from dskd.launch.slurm import (
         TEMPLATE,
         JobSpec,
+        check_mem,
         check_overrides,
         check_shape,
+        default_cpus_per_task,
         render,
         submit,
         train_command,
         train_overrides,
+        wandb_mode,
     )
 
     check_overrides(args.overrides)
     tasks = args.tasks_per_node if args.tasks_per_node is not None else (args.gpus_per_node or 1)
     check_shape(args.nodes, tasks, args.gpus_per_node, args.cpus_per_task)  # the flags before the config
+    check_mem(args.mem)
     overrides = [*args.overrides, *train_overrides(args.nodes, tasks, args.gpus_per_node)]
     cfg = load_config(args.config, overrides)  # fail here, not in the queue, on a bad config
     from dskd.outputs import check_name, check_output, mark_output
@@ -60,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
         nodes=args.nodes,
         tasks_per_node=tasks,
         gpus_per_node=args.gpus_per_node,
-        cpus_per_task=args.cpus_per_task,
+        cpus_per_task=args.cpus_per_task or default_cpus_per_task(cfg.data.num_workers),
+        mem=args.mem if args.mem is not None else ("0" if args.gpus_per_node else None),
+        wandb_mode=args.wandb_mode or wandb_mode(cfg.logging.wandb, os.environ),
         partition=args.partition,
         time=args.time,
         workdir=workdir,

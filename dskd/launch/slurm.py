@@ -42,7 +42,13 @@ class JobSpec:
     tasks_per_node: int
     """One task per device: GPUs per node, or CPU processes per node when there are no GPUs."""
     gpus_per_node: int
-    cpus_per_task: int | None
+    cpus_per_task: int
+    """CPU cores per task: the training process and its data-loader workers."""
+    mem: str | None
+    """Memory per node in sbatch's format (``0``: all of each node's memory; None: the partition's
+    default)."""
+    wandb_mode: str
+    """WANDB_MODE of the job: online | offline | disabled."""
     partition: str | None
     time: str | None
     """Time limit in any sbatch format (e.g. 2-00:00:00); None: the partition's default."""
@@ -54,6 +60,9 @@ class JobSpec:
 
     def __post_init__(self) -> None:
         check_shape(self.nodes, self.tasks_per_node, self.gpus_per_node, self.cpus_per_task)
+        check_mem(self.mem)
+        if self.wandb_mode not in WANDB_MODES:
+            raise ConfigError(f"WANDB_MODE must be one of {', '.join(WANDB_MODES)}, not {self.wandb_mode!r}.")
 
     @property
     def log_pattern(self) -> Path:
@@ -76,6 +85,36 @@ def check_shape(nodes: int, tasks_per_node: int, gpus_per_node: int, cpus_per_ta
         )
     if cpus_per_task is not None and cpus_per_task < 1:
         raise ConfigError(f"--cpus-per-task must be at least 1, got {cpus_per_task}.")
+
+
+_MEM = re.compile(r"[0-9]+[KMGT]?")
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def check_mem(mem: str | None) -> None:
+    """Refuse a memory request sbatch would not read (a number, optionally with K, M, G or T)."""
+    if mem is not None and not _MEM.fullmatch(mem):
+        raise ConfigError(
+            f"--mem={mem!r} is not a memory size sbatch reads: a number with an optional unit K, M, G or T "
+            "(e.g. 480G; 0 = all of each node's memory)."
+        )
+
+
+def default_cpus_per_task(num_workers: int) -> int:
+    """Cores per task: the training process plus its ``data.num_workers`` data-loader workers."""
+    return num_workers + 1
+
+
+def wandb_mode(logging_wandb: bool, env: Mapping[str, str]) -> str:
+    """The job's WANDB_MODE: disabled without ``logging.wandb``; else the submitting shell's WANDB_MODE
+    when set, online with a WANDB_API_KEY (the job inherits it from the environment, never the script),
+    offline otherwise (compute nodes often have no network; `wandb sync` uploads later)."""
+    if not logging_wandb:
+        return "disabled"
+    mode = env.get("WANDB_MODE", "")
+    if mode:
+        return "offline" if mode == "dryrun" else mode
+    return "online" if env.get("WANDB_API_KEY") else "offline"
 
 
 def train_overrides(nodes: int, tasks_per_node: int, gpus_per_node: int) -> list[str]:
@@ -175,6 +214,8 @@ def render(spec: JobSpec, template: Path = TEMPLATE) -> str:
         "tasks_per_node": spec.tasks_per_node,
         "gpus_per_node": spec.gpus_per_node or None,
         "cpus_per_task": spec.cpus_per_task,
+        "mem": spec.mem,
+        "wandb_mode": spec.wandb_mode,
         "partition": spec.partition,
         "time": spec.time,
         "signal": f"{REQUEUE_SIGNAL}@{SIGNAL_SECONDS}",

@@ -35,6 +35,8 @@ def srun_argv(script: str) -> list[str]:
 
 
 def test_two_nodes_of_eight_gpus(capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
     script = dry_run(
         capsys, monkeypatch, tmp_path, "seed=3", "--nodes", "2", "--gpus-per-node", "8",
         "--partition", "gpu", "--time", "1-00:00:00",
@@ -46,6 +48,8 @@ def test_two_nodes_of_eight_gpus(capsys, monkeypatch, tmp_path):
         "nodes": "2",
         "ntasks-per-node": "8",
         "gres": "gpu:8",
+        "cpus-per-task": "1",  # the process and its data.num_workers (0) loader workers
+        "mem": "0",  # a GPU job takes all of each node's memory unless --mem says otherwise
         "partition": "gpu",
         "time": "1-00:00:00",
         "signal": "USR1@90",
@@ -64,6 +68,7 @@ def test_two_nodes_of_eight_gpus(capsys, monkeypatch, tmp_path):
     assert (cfg.trainer.num_nodes, cfg.trainer.devices, cfg.trainer.accelerator) == (2, "8", "gpu")
     assert cfg.trainer.resume == "auto" and cfg.seed == 3
     assert "export MASTER_PORT=$((15000 + SLURM_JOB_ID % 10000))" in script
+    assert "\nexport WANDB_MODE=offline\n" in script  # logging.wandb on, no API key: offline, said so
     assert not (run / "slurm").exists(), "a dry run writes nothing"
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)  # bash parses it
 
@@ -75,7 +80,7 @@ def test_cpu_job_leaves_unset_options_out(capsys, monkeypatch, tmp_path):
     )  # fmt: skip
     opts = sbatch_options(script)
     assert (opts["nodes"], opts["ntasks-per-node"], opts["cpus-per-task"]) == ("3", "2", "4")
-    assert not {"gres", "partition", "time"} & set(opts)
+    assert not {"gres", "partition", "time", "mem"} & set(opts)
     overrides = srun_argv(script)[7:]
     assert overrides == [
         "trainer.num_nodes=3",
@@ -86,8 +91,36 @@ def test_cpu_job_leaves_unset_options_out(capsys, monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize(
+    "overrides, flags, env, mode",
+    [
+        ([], [], {}, "offline"),
+        ([], [], {"WANDB_API_KEY": "secret-key-1"}, "online"),
+        ([], [], {"WANDB_API_KEY": "secret-key-1", "WANDB_MODE": "disabled"}, "disabled"),
+        (["logging.wandb=false"], [], {"WANDB_MODE": "online"}, "disabled"),
+        ([], ["--wandb-mode", "online"], {}, "online"),
+    ],
+)
+def test_the_job_sets_wandb_mode_and_its_resources(
+    capsys, monkeypatch, tmp_path, overrides, flags, env, mode
+):
+    for name in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    script = dry_run(
+        capsys, monkeypatch, tmp_path, *overrides, "data.num_workers=2",
+        "--nodes", "1", "--gpus-per-node", "8", "--mem", "480G", *flags,
+    )  # fmt: skip
+    assert f"\nexport WANDB_MODE={mode}\n" in script and "secret-key" not in script  # never the key
+    opts = sbatch_options(script)
+    assert (opts["cpus-per-task"], opts["mem"]) == ("3", "480G")  # 2 loader workers + the process
+    subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+
+
+@pytest.mark.parametrize(
     "args, message",
     [
+        (["--nodes", "1", "--gpus-per-node", "8", "--mem", "4 GB"], "not a memory size sbatch reads"),
         (["trainer.devices=4", "--nodes", "1", "--gpus-per-node", "8"], "set by the SLURM job itself"),
         (["trainer.resume=never", "--nodes", "1", "--gpus-per-node", "8"], "trainer.resume=auto"),
         (["--nodes", "1", "--gpus-per-node", "8", "--tasks-per-node", "2"], "one task per GPU"),
@@ -170,16 +203,16 @@ def test_hostile_values_render_a_script_that_runs_nothing_extra(tmp_path):
 
     command = ["python", "-m", "dskd", "train", f"{tmp_path}/{HOSTILE}.yaml", f"name={HOSTILE}", "a=b c"]
     spec = JobSpec(
-        job_name=HOSTILE, nodes=1, tasks_per_node=1, gpus_per_node=0, cpus_per_task=None,
-        partition=HOSTILE, time=None, workdir=tmp_path / f"w{HOSTILE}", log_dir=tmp_path / HOSTILE / "slurm",
-        command=command,
+        job_name=HOSTILE, nodes=1, tasks_per_node=1, gpus_per_node=0, cpus_per_task=1, mem="2G",
+        wandb_mode="offline", partition=HOSTILE, time=None, workdir=tmp_path / f"w{HOSTILE}",
+        log_dir=tmp_path / HOSTILE / "slurm", command=command,
     )  # fmt: skip
     script = render(spec)
     done, argv = run_with_stub_scheduler(script, tmp_path)
     assert done.returncode == 0, done.stderr
     assert not list(tmp_path.rglob("pwned*")), "the script ran a command hidden in a value"
     assert argv == ["--kill-on-bad-exit=1", *command]
-    assert f"logs in {tmp_path / HOSTILE / 'slurm'}\n" in done.stdout
+    assert f"WANDB_MODE=offline, logs in {tmp_path / HOSTILE / 'slurm'}\n" in done.stdout
     opts = sbatch_options(script)  # sbatch reads double quotes and backslash escapes, as POSIX shlex does
     assert shlex.split(opts["job-name"]) == [HOSTILE] and shlex.split(opts["partition"]) == [HOSTILE]
     assert shlex.split(opts["chdir"]) == [str(spec.workdir)]
@@ -196,8 +229,8 @@ def test_a_newline_in_any_value_is_refused(tmp_path, field):
         "command": ["x\ntouch pwned"],
     }[field]
     spec = JobSpec(
-        nodes=1, tasks_per_node=1, gpus_per_node=0, cpus_per_task=None, partition=None, time=None,
-        log_dir=tmp_path, **values,
+        nodes=1, tasks_per_node=1, gpus_per_node=0, cpus_per_task=1, mem=None, wandb_mode="offline",
+        partition=None, time=None, log_dir=tmp_path, **values,
     )  # fmt: skip
     with pytest.raises(ConfigError, match="control character"):
         render(spec)

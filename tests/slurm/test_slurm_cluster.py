@@ -25,7 +25,18 @@ def submit(cluster, monkeypatch, capsys, root: Path, config: Path) -> tuple[str,
     """`dskd slurm submit CONFIG --nodes 1 --gpus-per-node 0 --tasks-per-node 2`; return (job id, log)."""
     monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
     monkeypatch.chdir(root)
-    args = ["--nodes", "1", "--gpus-per-node", "0", "--tasks-per-node", "2", "--cpus-per-task", "1"]
+    args = [
+        "--nodes",
+        "1",
+        "--gpus-per-node",
+        "0",
+        "--tasks-per-node",
+        "2",
+        "--cpus-per-task",
+        "1",
+        "--mem",
+        "2G",
+    ]
     assert main(["slurm", "submit", str(config), *args]) == 0
     out = capsys.readouterr().out
     job_id = re.search(r"submitted job (\d+)", out).group(1)
@@ -53,6 +64,8 @@ def test_two_task_ddp_job_trains_and_logs(slurm_cluster, monkeypatch, capsys, tm
     info = slurm_cluster.wait_job(job_id, DONE, timeout=150)
     text = read(log)
     assert info["JobState"] == "COMPLETED", text[-4000:]
+    assert ", WANDB_MODE=disabled, logs in" in text  # logging.wandb=false: set explicitly in the job
+    assert (info["NumCPUs"], info["MinMemoryNode"]) == ("2", "2G")  # 2 tasks x 1 core, --mem 2G
     port = 15000 + int(job_id) % 10000
     for rank in (0, 1):  # SLURM_PROCID/LOCALID/NODEID/NTASKS and the rendezvous, as each task saw them
         assert f"rank {rank}/2 (node 0, local {rank}), main {slurm_cluster.host}:{port}" in text
