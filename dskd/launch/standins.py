@@ -33,9 +33,13 @@ VERBS = "hold move open close find keep break build turn follow raise pull".spli
 SUBJECTS = ("astronomy", "biology", "world history", "economics")
 
 
+def _adjective(rng: random.Random) -> str:
+    return ("very " if rng.random() < 0.25 else "") + rng.choice(ADJECTIVES)
+
+
 def _sentence(rng: random.Random) -> str:
     a, b = rng.sample(NOUNS, 2)
-    return f"The {rng.choice(ADJECTIVES)} {a} {rng.choice(VERBS)}s the {rng.choice(ADJECTIVES)} {b}."
+    return f"The {_adjective(rng)} {a} {rng.choice(VERBS)}s the {_adjective(rng)} {b}."
 
 
 def _question(rng: random.Random) -> str:
@@ -245,8 +249,23 @@ SYNONYMS = (
 
 def write_standin_lexicon(path: Path) -> Path:
     """A ``tsv`` lexicon source over the stand-in words, for a run without the WordNet asset: the
-    adjective pairs of :data:`ADJECTIVES` as antonyms and :data:`SYNONYMS` as synonyms."""
-    pairs = [(a, b, "antonym") for a, b in zip(ADJECTIVES[::2], ADJECTIVES[1::2])]
-    pairs += [(a, b, "synonym") for a, b in SYNONYMS]
+    adjective pairs of :data:`ADJECTIVES` as antonyms and :data:`SYNONYMS` as synonyms, each also
+    with a two-word neighbour (``very dark``, ``the stone``: the paper presets take multi-token
+    neighbours only, ``lexicon.single_token_neighbours: false``)."""
+    pairs = []
+    for a, b in zip(ADJECTIVES[::2], ADJECTIVES[1::2]):
+        pairs += [
+            (a, b, "antonym"),
+            (b, a, "antonym"),
+            (a, f"very {b}", "antonym"),
+            (b, f"very {a}", "antonym"),
+        ]
+    for a, b in SYNONYMS:
+        pairs += [
+            (a, b, "synonym"),
+            (b, a, "synonym"),
+            (a, f"the {b}", "synonym"),
+            (b, f"the {a}", "synonym"),
+        ]
     write_text_atomic(path, "".join(f"{a}\t{b}\t{rel}\n" for a, b, rel in pairs))
     return path
