@@ -1,0 +1,35 @@
+"""scripts/gpu_check.py's bookkeeping (the checks themselves need GPUs: `make gpu-check`)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+
+
+@pytest.fixture(scope="module")
+def gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mfu_is_the_median_device_flops_over_the_peak(gpu_check):
+    rows = [{"train/device/flops_per_sec": v} for v in ("1e12", "3e12", "2e12")] + [{"train/loss": "1"}]
+    assert gpu_check._mfu(rows, peak_tflops=100.0) == pytest.approx(0.02)
+    assert gpu_check._mfu([{"train/loss": "1"}], peak_tflops=100.0) is None
+
+
+def test_stage_seconds_come_from_the_first_done_line(gpu_check):
+    out = "=== lexicon: done in 3.5 s\n=== senses: done in 1.0 s\n=== lexicon: done in 9.0 s\nother\n"
+    assert gpu_check._stage_seconds(out) == {"lexicon": 3.5, "senses": 1.0}
+
+
+def test_every_check_is_listed_rehearsals_first(gpu_check, capsys):
+    assert gpu_check.main(["--list"]) == 0
+    names = capsys.readouterr().out.split()
+    assert names[:2] == ["rehearse-paper-llama3", "rehearse-paper-mistral"] and "fsdp-bf16-mixed" in names
