@@ -49,6 +49,7 @@ BENCHMARKS: list[str] = [
     "benchmarks.lexicon:bench_lexicon_build",
     "benchmarks.training:bench_step_time",
     "benchmarks.teacher_cache:bench_cached_training",
+    "benchmarks.evaluation:bench_paper_batching",
 ]
 
 

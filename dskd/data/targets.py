@@ -134,7 +134,7 @@ def load_or_build(
         return _read(path, tokenizer_fp)
     rank, world = rank_world()
     mine = shard_continuations(load_teacher(), tokenizer, prompts, new_tokens, batch_size, rank, world)
-    _release_device_memory()
+    release_device_memory()
     merged: dict[int, list[int]] = {}
     for part in all_gather_object(mine):
         merged.update(part)
@@ -154,8 +154,8 @@ def load_or_build(
     return targets
 
 
-def _release_device_memory() -> None:
-    """Return the freed teacher's accelerator memory before training allocates its own."""
+def release_device_memory() -> None:
+    """Hand a freed teacher's accelerator memory back before training allocates its own."""
     import gc
 
     import torch
