@@ -25,9 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_stage_config(args)  # a bad config fails before the heavy imports
-    from dskd.senses.build import build
+    from dskd.senses.build import build, launcher_group
 
-    out, stats = build(cfg, progress=not args.no_progress, overwrite=args.overwrite)
+    with launcher_group():  # torchrun / srun: every process gathers a shard
+        out, stats = build(cfg, progress=not args.no_progress, overwrite=args.overwrite)
     if stats:
         print(json.dumps(stats, indent=2))
         print(f"sense dictionary written to {out}")

@@ -7,6 +7,7 @@ rank 0 clusters and writes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -286,19 +287,37 @@ def load_rows(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return t["key_ids"], t["counts"], t["rows"]
 
 
-def _join_group() -> bool:
-    """Join a gloo process group when launched with several processes (torchrun, srun) and none exists
-    yet; True when this call created it (the build then destroys it at the end). The merge moves CPU
-    tensors, hence gloo; its timeout covers rank 0's k-means while the others wait at the barrier."""
+@contextlib.contextmanager
+def launcher_group() -> Iterator[None]:
+    """Inside: the gloo process group of the processes a launcher started together (torchrun: WORLD_SIZE;
+    srun: SLURM_NTASKS, read through Lightning's SLURM environment), destroyed at the end so that a later
+    stage can start its own. Nothing when there is one process or a group exists already. The merge moves
+    CPU tensors, hence gloo; the timeout covers rank 0's k-means while the others wait at the barrier."""
     import datetime
     import os
 
     import torch.distributed as dist
+    from lightning.fabric.plugins.environments import SLURMEnvironment
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
-        dist.init_process_group("gloo", timeout=datetime.timedelta(hours=GROUP_TIMEOUT_HOURS))
-        return True
-    return False
+    timeout = datetime.timedelta(hours=GROUP_TIMEOUT_HOURS)
+    if not dist.is_available() or dist.is_initialized():
+        yield
+        return
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("gloo", timeout=timeout)
+    elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 and SLURMEnvironment.detect():
+        env = SLURMEnvironment()
+        address = f"tcp://{env.main_address}:{env.main_port}"
+        dist.init_process_group(
+            "gloo", init_method=address, rank=env.global_rank(), world_size=env.world_size(), timeout=timeout
+        )
+    else:
+        yield
+        return
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
 def _load_vid_tokens(cfg, tokenizer, vocab_size: int) -> dict[int, tuple[int, ...]] | None:
@@ -358,20 +377,15 @@ def build(cfg, progress: bool = True, overwrite: bool = False) -> StageResult:
     """The senses stage: build the sense dictionary a config describes; rank 0 writes it to
     ``cfg.senses.output_dir`` (see :func:`dskd.outputs.check_output` for ``overwrite``).
 
-    With several processes every rank gathers its shard on its own device, rank 0 merges, clusters and
-    writes, and all ranks return once the dictionary is on disk (stats are rank 0's)."""
+    In a process group (:func:`launcher_group`) every rank gathers its shard on its own device, rank 0
+    merges, clusters and writes, and all ranks return once the dictionary is on disk (stats are rank
+    0's). Without one (as in `dskd reproduce`, where the first process runs this stage) it is one
+    process."""
     sc = cfg.senses
     if not sc.sources:
         raise DSKDError("senses.sources is empty; name at least one corpus, e.g. `- kind: wordnet_corpus`.")
-    owned = _join_group()
-    try:
-        stats = _build(cfg, progress, overwrite)
-        barrier()
-    finally:
-        if owned:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+    stats = _build(cfg, progress, overwrite)
+    barrier()
     return StageResult(Path(sc.output_dir), stats)
 
 

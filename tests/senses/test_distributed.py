@@ -70,22 +70,39 @@ def test_two_ranks_merge_to_the_capped_union(smollm2_dir, tmp_path):
     assert torch.equal(merged["counts"], occ.clamp(max=2)) and torch.equal(counts, occ.clamp(max=2))
 
 
-def _build_rank(rank: int, port: int, cfg) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank)
-    )
+LAUNCHERS = {
+    "torchrun": lambda rank, port: {
+        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "RANK": str(rank),
+        "LOCAL_RANK": str(rank),
+    },
+    "srun": lambda rank, port: {
+        "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_PROCID": str(rank),
+        "SLURM_LOCALID": str(rank), "SLURM_NODEID": "0", "SLURM_NODELIST": "127.0.0.1",
+        "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "dskd", "MASTER_PORT": str(port),
+    },
+}  # fmt: skip
+"""The variables each launcher gives its processes (srun: what Lightning's SLURM environment reads)."""
+
+
+def _build_rank(rank: int, port: int, cfg, launcher: str) -> None:
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_JOB_NAME"):
+        os.environ.pop(name, None)
+    os.environ.update(LAUNCHERS[launcher](rank, port))
     import torch.distributed as dist
 
-    from dskd.senses.build import build
+    from dskd.senses.build import build, launcher_group
 
-    out, stats = build(cfg, progress=False)
+    with launcher_group():
+        assert dist.is_initialized() and dist.get_rank() == rank and dist.get_world_size() == 2
+        out, stats = build(cfg, progress=False)
     assert not dist.is_initialized()  # the build left no process group behind for training to trip on
     assert (out / "senses.safetensors").is_file()  # every rank returns once the dictionary is written
     assert bool(stats) == (rank == 0)
 
 
-def test_a_two_process_build_writes_the_one_process_dictionary(tmp_path):
-    """`dskd senses build` under two launched processes (WORLD_SIZE=2): the same dictionary as one."""
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_a_two_process_build_writes_the_one_process_dictionary(tmp_path, launcher):
+    """`dskd senses build` in two processes started by torchrun or srun: the same dictionary as one."""
     from dskd.data.config import SourceConfig
     from dskd.schema import ExperimentConfig
     from dskd.senses.build import build
@@ -106,7 +123,7 @@ def test_a_two_process_build_writes_the_one_process_dictionary(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.start_processes(_build_rank, args=(port, cfg), nprocs=2, start_method="spawn")
+    mp.start_processes(_build_rank, args=(port, cfg, launcher), nprocs=2, start_method="spawn")
     cfg.senses.output_dir = str(tmp_path / "one")
     _, stats = build(cfg, progress=False)
     one, two = (SenseDictionary.load(tmp_path / n, device="cpu") for n in ("one", "two"))
