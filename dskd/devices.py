@@ -42,13 +42,15 @@ def resolve_device(value: str, key: str) -> torch.device:
     GPU; a DSKDError naming ``key`` when no GPU is visible)."""
     from dskd.errors import DSKDError
 
-    if value == "cpu":
-        return torch.device("cpu")
-    if value == "cuda" and not torch.cuda.is_available():
-        raise DSKDError(f"{key}=cuda but no CUDA GPU is visible; use {key}=auto or cpu.")
-    if value in ("auto", "cuda"):
+    if value == "auto":
         return local_device()
-    raise DSKDError(f"{key} '{value}' is not a device; use auto, cpu or cuda.")
+    try:
+        device = torch.device(value)
+    except RuntimeError as e:
+        raise DSKDError(f"{key} '{value}' is not a device; use auto, cpu or cuda.") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DSKDError(f"{key}={value} but no CUDA GPU is visible; use {key}=auto or cpu.")
+    return local_device() if device.type == "cuda" and device.index is None else device
 
 
 def rank_world() -> tuple[int, int]:
