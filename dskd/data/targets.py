@@ -43,11 +43,22 @@ def batch_plan(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def stop_tokens(model, eos: int | None) -> list[int]:
+    """The tokens that end a continuation: the tokenizer's EOS and every EOS of the model's generation
+    config (an instruct model may end a turn with another token, e.g. Llama 3's ``<|eot_id|>``)."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if configured is None or isinstance(configured, int):
+        configured = [] if configured is None else [configured]
+    return sorted({*configured, *([] if eos is None else [eos])})
+
+
 def greedy_batch(model, ids: list[list[int]], new_tokens: int, pad: int, eos: int | None) -> list[list[int]]:
-    """Greedy continuations of token-id prompts in one left-padded batch (each ends at EOS, kept)."""
+    """Greedy continuations of token-id prompts in one left-padded batch (each ends at its first stop
+    token, kept; :func:`stop_tokens`)."""
     import torch
 
     device = next(model.parameters()).device
+    stops = stop_tokens(model, eos)
     width = max(len(e) for e in ids)
     inputs = torch.tensor([[pad] * (width - len(e)) + e for e in ids], device=device)
     mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in ids], device=device)
@@ -58,13 +69,14 @@ def greedy_batch(model, ids: list[list[int]], new_tokens: int, pad: int, eos: in
             max_new_tokens=new_tokens,
             do_sample=False,
             pad_token_id=pad,
+            eos_token_id=stops or None,
         )
     out = []
     for row in gen[:, width:].tolist():
         cont = []
         for t in row:
             cont.append(t)
-            if t == eos:
+            if t in stops:
                 break
         out.append(cont)
     return out

@@ -96,3 +96,16 @@ def test_two_processes_build_the_one_process_targets(teacher_dir, tmp_path):
         raise AssertionError("the cached targets were generated again")
 
     assert load_or_build(cache, PROMPTS, "tiny", "fp", 5, fail, tok, batch_size=2) == one  # a later run
+
+
+def test_a_continuation_ends_at_any_stop_token_of_the_model(teacher_dir):
+    """A generation-config EOS the tokenizer does not know (an instruct model's end of turn) ends it too."""
+    model, tok = _load(teacher_dir)
+    free = greedy_continuations(model, tok, PROMPTS, 6, batch_size=4)
+    turn_end = next(c[1] for c in free if len(c) > 2 and c[1] not in (c[0], tok.eos_token_id))
+    model.generation_config.eos_token_id = [turn_end]
+    stopped = greedy_continuations(model, tok, PROMPTS, 6, batch_size=4)
+    for a, b in zip(free, stopped):
+        cut = next((i for i, t in enumerate(a) if t in (turn_end, tok.eos_token_id)), len(a) - 1)
+        assert b == a[: cut + 1]  # the same tokens up to the first stop, that stop kept, nothing after
+    assert stopped != free
