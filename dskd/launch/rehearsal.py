@@ -70,6 +70,7 @@ def rehearsal_overrides(preset: str, configs: list[Any], given: list[str] = ()) 
         f"lexicon.output_dir={root}/artifacts/lexicon",
         f"senses.output_dir={root}/artifacts/senses",
         f"data.targets_cache_dir={root}/artifacts/teacher_targets",
+        f"teacher.cache_dir={root}/artifacts/teacher_cache",
     ]
     changes = [
         (f"teacher.model={teacher}", f"a random {_family(first.teacher.model)} for {first.teacher.model}"),
