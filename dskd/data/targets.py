@@ -21,7 +21,8 @@ from dskd.devices import all_gather_object, barrier, rank_world
 from dskd.errors import ArtifactMismatchError, DSKDError
 from dskd.io import provenance, read_artifact_json, write_json_atomic
 
-FORMAT = 1
+FORMAT = 2
+"""Version of the cache files (2: continuations end at any stop token of the generation config)."""
 
 
 def prompt_key(prompt: str) -> str:
