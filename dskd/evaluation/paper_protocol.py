@@ -102,9 +102,10 @@ def next_token_scores(
 ) -> tuple[list[int], list[list[float]]]:
     """For each prompt: the greedy next token and the log-probabilities of its ``candidates`` tokens.
 
-    Batches are right-padded (the positions of every prompt are its own; causal attention never sees
-    the padding after it) and read at each prompt's last token, so a batch gives the scores of one
-    prompt at a time up to float rounding.
+    Batches are left-padded with an attention mask and position ids counted from each prompt's first
+    token (as ``generate`` does), so every row sees only its own prompt at its own positions; only the
+    last position's logits are computed (``logits_to_keep=1``: [batch, vocab], not [batch, length,
+    vocab]). A batch gives the scores of one prompt at a time up to float rounding.
     """
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -113,11 +114,13 @@ def next_token_scores(
     scores: list[list[float]] = [[] for _ in prompts]
     for batch in batch_plan([len(e) for e in ids], batch_size):
         width = max(len(ids[i]) for i in batch)
-        inputs = torch.tensor([ids[i] + [pad] * (width - len(ids[i])) for i in batch], device=device)
-        mask = torch.tensor([[1] * len(ids[i]) + [0] * (width - len(ids[i])) for i in batch], device=device)
-        last = torch.tensor([len(ids[i]) - 1 for i in batch], device=device)
-        logits = model(input_ids=inputs, attention_mask=mask, use_cache=False).logits
-        logp = torch.log_softmax(logits[torch.arange(len(batch), device=device), last].float(), dim=-1)
+        inputs = torch.tensor([[pad] * (width - len(ids[i])) + ids[i] for i in batch], device=device)
+        mask = torch.tensor([[0] * (width - len(ids[i])) + [1] * len(ids[i]) for i in batch], device=device)
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)
+        out = model(
+            input_ids=inputs, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=1
+        )
+        logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
         for row, i in enumerate(batch):
             greedy[i] = int(logp[row].argmax())
             scores[i] = logp[row, candidates[i]].tolist()
