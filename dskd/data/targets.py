@@ -53,16 +53,24 @@ def stop_tokens(model, eos: int | None) -> list[int]:
     return sorted({*configured, *([] if eos is None else [eos])})
 
 
+def left_padded(ids: list[list[int]], pad: int, device):
+    """(input_ids, attention_mask) of token-id sequences, left-padded to the longest, on ``device``."""
+    import torch
+
+    width = max(len(e) for e in ids)
+    inputs = torch.tensor([[pad] * (width - len(e)) + e for e in ids], device=device)
+    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in ids], device=device)
+    return inputs, mask
+
+
 def greedy_batch(model, ids: list[list[int]], new_tokens: int, pad: int, eos: int | None) -> list[list[int]]:
     """Greedy continuations of token-id prompts in one left-padded batch (each ends at its first stop
     token, kept; :func:`stop_tokens`)."""
     import torch
 
-    device = next(model.parameters()).device
     stops = stop_tokens(model, eos)
-    width = max(len(e) for e in ids)
-    inputs = torch.tensor([[pad] * (width - len(e)) + e for e in ids], device=device)
-    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in ids], device=device)
+    inputs, mask = left_padded(ids, pad, next(model.parameters()).device)
+    width = inputs.shape[1]
     with torch.no_grad():
         gen = model.generate(
             input_ids=inputs,

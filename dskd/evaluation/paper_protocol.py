@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from dskd.corpora.prompts import UNANSWERABLE, QAItem, prompt_and_answer
-from dskd.data.targets import batch_plan, greedy_batch
+from dskd.data.targets import batch_plan, greedy_batch, left_padded
 
 LETTERS = "ABCDEFGH"
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -113,9 +113,7 @@ def next_token_scores(
     greedy: list[int] = [0] * len(prompts)
     scores: list[list[float]] = [[] for _ in prompts]
     for batch in batch_plan([len(e) for e in ids], batch_size):
-        width = max(len(ids[i]) for i in batch)
-        inputs = torch.tensor([[pad] * (width - len(ids[i])) + ids[i] for i in batch], device=device)
-        mask = torch.tensor([[0] * (width - len(ids[i])) + [1] * len(ids[i]) for i in batch], device=device)
+        inputs, mask = left_padded([ids[i] for i in batch], pad, device)
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
         out = model(
             input_ids=inputs, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=1
