@@ -50,6 +50,7 @@ BENCHMARKS: list[str] = [
     "benchmarks.training:bench_step_time",
     "benchmarks.teacher_cache:bench_cached_training",
     "benchmarks.evaluation:bench_paper_batching",
+    "benchmarks.on_policy:bench_on_policy_step_time",
 ]
 
 

@@ -26,11 +26,13 @@ def _step(module, optimizer, batch) -> tuple[float, dict[str, float]]:
     return time.perf_counter() - t0, {k: float(v) for k, v in parts.items()}
 
 
-def interleaved_steps(modules: dict, batches: list, lr: float) -> tuple[dict[str, float], dict[str, dict]]:
+def interleaved_steps(
+    modules: dict, batches: list, lr: float, reduce=statistics.median
+) -> tuple[dict[str, float], dict[str, dict]]:
     """One AdamW training step of every module per batch, the order alternating from batch to batch
     so that machine noise affects all alike. The first batch warms up allocators and caches and is
-    not timed. Returns (median step time per module, each module's loss parts on the first batch,
-    where all still start from the same weights)."""
+    not timed. Returns (``reduce`` (default: the median) of the step times per module, each module's
+    loss parts on the first batch, where all still start from the same weights)."""
     import torch
 
     opts = {
@@ -47,18 +49,19 @@ def interleaved_steps(modules: dict, batches: list, lr: float) -> tuple[dict[str
                 first[name] = parts
             else:
                 times[name].append(t)
-    return {name: statistics.median(t) for name, t in times.items()}, first
+    return {name: reduce(t) for name, t in times.items()}, first
 
 
-def preset_setup(n_batches: int, preset: str = PRESET):
-    """(cfg, tokenizer, teacher, student, projection, senses, batches) of a preset, for step benchmarks."""
+def preset_setup(n_batches: int, preset: str = PRESET, overrides: tuple[str, ...] = ()):
+    """(cfg, tokenizer, teacher, student, projection, senses, batches) of a preset (with the dotted
+    ``overrides``), for step benchmarks."""
     import itertools
 
     from dskd.config import load_config
     from dskd.data.stream import META_KEYS
     from dskd.training.run import build_datamodule, load_models, load_senses
 
-    cfg = load_config(preset)
+    cfg = load_config(preset, list(overrides))
     tokenizer, teacher, student, projection = load_models(cfg)
     senses = load_senses(cfg, tokenizer, teacher)
     dm = build_datamodule(cfg, tokenizer)

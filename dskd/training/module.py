@@ -13,12 +13,11 @@ import math
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dskd.batch import IGNORE_INDEX, PROMPT_LEN, SenseBatch, TokenBatch
+from dskd.batch import IGNORE_INDEX, SenseBatch, TokenBatch
 from dskd.errors import ConfigError
 from dskd.losses.config import SenseLossConfig
 from dskd.losses.kd import ce_and_kd_chunked, kd_loss, position_mask, validation_sums_chunked
@@ -28,7 +27,7 @@ from dskd.losses.topk import TeacherTopK, topk_kd_loss
 from dskd.models.loading import resolve_dtype
 from dskd.schema import ExperimentConfig
 from dskd.training.callbacks import check_finite, check_skip_limits
-from dskd.training.on_policy import SENSES, is_on_policy, sample_batch, sample_seed
+from dskd.training.on_policy import SenseSampler, training_batch
 from dskd.training.schedule import total_optimizer_steps, warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -90,16 +89,6 @@ def sense_margin(cfg: SenseLossConfig, senses: Any) -> float:
     margin = senses.unrelated_sense_mse_quantile(cfg.margin_quantile)
     log.info("loss.sense.margin_quantile=%s: hinge margin %.4f (MSE units)", cfg.margin_quantile, margin)
     return margin
-
-
-def _generation_logs(tokens: int, seconds: float) -> dict[str, float]:
-    """What a step's generation cost; every on-policy run logs these on every step (Lightning would
-    repeat a key's last value on steps that do not log it): 0 tokens and NaN tokens/s off-policy."""
-    return {
-        "train/gen_tokens": float(tokens),
-        "train/gen_time_s": seconds,
-        "train/gen_tokens_per_s": tokens / seconds if seconds > 0 else math.nan,
-    }
 
 
 class DistillationModule(pl.LightningModule):
@@ -296,34 +285,23 @@ class DistillationModule(pl.LightningModule):
         return loss, parts, logs
 
     def _on_policy(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """(the batch to train on, on-policy values to log): this batch with the student's own
-        continuations when it is drawn on-policy (dskd.training.on_policy), else unchanged."""
+        """(the batch to train on, on-policy values to log): see dskd.training.on_policy."""
         op, index = self.cfg.data.on_policy, self.train_batches
         self.train_batches += 1
-        data = {k: v for k, v in batch.items() if k != PROMPT_LEN}
-        if not is_on_policy(self.cfg.seed, index, op.fraction):
-            return data, ({"train/on_policy": 0.0, **_generation_logs(0, 0.0)} if op.fraction > 0 else {})
-        rank = self.trainer.global_rank
-        gen = self.student.generation_config
-        eos = gen.eos_token_id[0] if isinstance(gen.eos_token_id, list) else gen.eos_token_id
-        pad = eos if gen.pad_token_id is None else gen.pad_token_id
-        seed = sample_seed(self.cfg.seed, index, rank)
-        out = sample_batch(self.student, batch, op, eos=eos, pad=pad, seed=seed)
-        new = out.batch
-        if self.cfg.method == "dskd":
-            new |= self._on_policy_senses(new["labels"], [self.cfg.seed, SENSES, index, rank])
-        return new, {"train/on_policy": 1.0, **_generation_logs(out.new_tokens, out.seconds)}
+        senses = self._sense_sampler() if self.cfg.method == "dskd" and op.fraction > 0 else None
+        return training_batch(
+            self.student, batch, op, seed=self.cfg.seed, index=index, rank=self.global_rank, senses=senses
+        )
 
-    def _on_policy_senses(self, labels: torch.Tensor, key: list[int]) -> dict[str, torch.Tensor]:
-        """The sense sample of an on-policy batch, drawn by the DSKD data module from its labels."""
+    def _sense_sampler(self) -> SenseSampler:
+        """The DSKD data module's sampler of an on-policy batch's sense positions."""
         dm = self.trainer.datamodule
         if not hasattr(dm, "on_policy_senses"):
             raise ConfigError(
                 "method=dskd with data.on_policy.fraction > 0 needs the DSKD data module (it draws the "
                 f"sense positions of the generated text); {type(dm).__name__} cannot."
             )
-        arrays = dm.on_policy_senses(labels.cpu().numpy(), key)
-        return {k: torch.from_numpy(np.asarray(v)).to(labels.device) for k, v in arrays.items()}
+        return dm.on_policy_senses
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         self._place_teacher()

@@ -12,8 +12,10 @@ cache and left-padded prefixes; a row ends after its first EOS or at the sequenc
 
 from __future__ import annotations
 
+import math
 import time
-from typing import NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -24,6 +26,9 @@ from dskd.data.config import OnPolicyConfig
 
 DRAW, SAMPLE, SENSES = 1, 2, 3
 """Second element of the seed sequences: whether a batch is on-policy, its tokens, its sense sample."""
+
+SenseSampler = Callable[[np.ndarray, Sequence[int]], Mapping[str, np.ndarray]]
+"""``(labels [B, L], seed key) -> sense-loss arrays`` (``DSKDDataModule.on_policy_senses``)."""
 
 
 def is_on_policy(seed: int, index: int, fraction: float) -> bool:
@@ -128,3 +133,41 @@ def sample_batch(
     labels = labels.masked_fill(~targets, IGNORE_INDEX)
     fresh = {"input_ids": input_ids, "attention_mask": inside.long(), "labels": labels}
     return OnPolicyBatch(fresh, int((ends - prefix).sum()), seconds)
+
+
+def generation_logs(tokens: int, seconds: float) -> dict[str, float]:
+    """What a step's generation cost; an on-policy run logs these on every step (Lightning would
+    repeat a key's last value on steps that do not log it): 0 tokens and NaN tokens/s off-policy."""
+    return {
+        "train/gen_tokens": float(tokens),
+        "train/gen_time_s": seconds,
+        "train/gen_tokens_per_s": tokens / seconds if seconds > 0 else math.nan,
+    }
+
+
+def training_batch(
+    student: nn.Module,
+    batch: dict[str, torch.Tensor],
+    cfg: OnPolicyConfig,
+    *,
+    seed: int,
+    index: int,
+    rank: int,
+    senses: SenseSampler | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(the batch to train on, values to log) for training batch ``index`` of process ``rank``: the
+    data batch (without ``prompt_len``), or, when the batch is drawn on-policy, the student's own
+    continuations with the sense arrays ``senses`` draws for them (None: no sense loss). The logs
+    hold ``train/on_policy`` (1 or 0) and :func:`generation_logs` whenever ``cfg.fraction > 0``."""
+    data = {k: v for k, v in batch.items() if k != PROMPT_LEN}
+    if not is_on_policy(seed, index, cfg.fraction):
+        return data, ({"train/on_policy": 0.0, **generation_logs(0, 0.0)} if cfg.fraction > 0 else {})
+    gen = student.generation_config
+    eos = gen.eos_token_id[0] if isinstance(gen.eos_token_id, list) else gen.eos_token_id
+    pad = eos if gen.pad_token_id is None else gen.pad_token_id
+    out = sample_batch(student, batch, cfg, eos=eos, pad=pad, seed=sample_seed(seed, index, rank))
+    new = out.batch
+    if senses is not None:
+        arrays = senses(new["labels"].cpu().numpy(), [seed, SENSES, index, rank])
+        new |= {k: torch.from_numpy(np.asarray(v)).to(new["labels"].device) for k, v in arrays.items()}
+    return new, {"train/on_policy": 1.0, **generation_logs(out.new_tokens, out.seconds)}

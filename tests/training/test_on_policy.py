@@ -15,7 +15,7 @@ from dskd.batch import IGNORE_INDEX
 from dskd.data.config import OnPolicyConfig
 from dskd.errors import ConfigError, TrainingInterrupted
 from dskd.models.loading import load_causal_lm
-from dskd.training import module as module_mod
+from dskd.training import on_policy
 from dskd.training.on_policy import is_on_policy, prefix_lengths, sample_batch
 from dskd.training.run import run_dir, train
 
@@ -168,9 +168,9 @@ def test_sigterm_and_resume_repeat_the_on_policy_batches_of_an_uninterrupted_run
     }
     full, stopped = (corpus_config(tmp_path / n, teacher_dir, corpus, "dskd", over) for n in ("a", "b"))
     seen_full, seen_stopped = _RecordOnPolicy(), _RecordOnPolicy()
-    monkeypatch.setattr(module_mod, "sample_batch", seen_full)
+    monkeypatch.setattr(on_policy, "sample_batch", seen_full)
     train(full, datamodule=real_datamodule(full), export=False)
-    monkeypatch.setattr(module_mod, "sample_batch", seen_stopped)
+    monkeypatch.setattr(on_policy, "sample_batch", seen_stopped)
     with pytest.raises(TrainingInterrupted, match="SIGTERM at step 6"):
         train(stopped, datamodule=real_datamodule(stopped), callbacks=[Terminate()], export=False)
     before = set(seen_stopped.built)
