@@ -23,6 +23,7 @@ from torch import nn
 
 from dskd.batch import IGNORE_INDEX, PROMPT_LEN
 from dskd.data.config import OnPolicyConfig
+from dskd.data.targets import left_padded
 
 DRAW, SAMPLE, SENSES = 1, 2, 3
 """Second element of the seed sequences: whether a batch is on-policy, its tokens, its sense sample."""
@@ -68,15 +69,6 @@ class OnPolicyBatch(NamedTuple):
     """Wall time of the generation."""
 
 
-def _left_padded(ids: torch.Tensor, lengths: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``lengths[b]`` tokens of each row, left padded to the longest: (ids, attention mask)."""
-    width = int(lengths.max())
-    src = torch.arange(width, device=ids.device) - (width - lengths)[:, None]
-    mask = src >= 0
-    out = ids.gather(1, src.clamp(min=0)).masked_fill(~mask, pad)
-    return out, mask.long()
-
-
 @torch.no_grad()
 def sample_batch(
     student: nn.Module,
@@ -94,7 +86,9 @@ def sample_batch(
     L = ids.shape[1]
     prefix = prefix_lengths(am, batch.get(PROMPT_LEN), cfg.prefix_fraction)
     budget = min(cfg.max_new_tokens, L - int(prefix.min()))
-    prompt, prompt_mask = _left_padded(ids, prefix, pad)
+    prompt, prompt_mask = left_padded(
+        [row[:p] for row, p in zip(ids.tolist(), prefix.tolist())], pad, ids.device
+    )
     sampling = cfg.temperature > 0
     generation = GenerationConfig(
         do_sample=sampling,
