@@ -173,13 +173,15 @@ def _finite(x: float) -> bool:
 
 
 def _peak_flops(peak_tflops: float | None) -> float | None:
+    """--peak-tflops, else :data:`PEAK_BF16` of the first GPU's name (from nvidia-smi: this process
+    never creates a CUDA context, which would hold GPU memory during the later checks)."""
     if peak_tflops:
         return peak_tflops * 1e12
-    import torch
-
-    if not torch.cuda.is_available():
+    try:
+        query = ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"]
+        name = subprocess.run(query, capture_output=True, text=True, timeout=10).stdout.splitlines()[0]
+    except (OSError, subprocess.TimeoutExpired, IndexError):
         return None
-    name = torch.cuda.get_device_name(torch.cuda.current_device())
     return next((v for k, v in PEAK_BF16.items() if k in name), None)
 
 
