@@ -1,7 +1,8 @@
 """Benchmark: the paper protocol's batched scoring and greedy generation vs one prompt at a time.
 
 The real teacher (SmolLM2-135M-Instruct, the default asset) on 5-shot chat prompts of a BIG-bench task
-(the bigbench-mc asset; rendered as training and the paper evaluation render them). Both sides run in
+(the bigbench-mc asset; rendered as training and the paper evaluation render them), on this process's
+device (``eval.device=auto``: the GPU where there is one, else the CPU). Both sides run in
 the same process on the same prompts, one after the other: ``eval.batch_size`` 8 against 1. The two
 must also agree (greedy tokens identical); a disagreement fails the benchmark.
 """
@@ -33,11 +34,13 @@ def _timed(fn):
 def bench_paper_batching(quick: bool) -> list[Figure]:
     import torch
 
+    from dskd.devices import local_device
     from dskd.evaluation import paper_protocol as pp
     from dskd.models.loading import load_causal_lm, load_tokenizer
 
+    device = local_device()  # this process's GPU where there is one (eval.device=auto), else the CPU
     tokenizer = load_tokenizer("smollm2-135m-instruct")
-    model = load_causal_lm("smollm2-135m-instruct", "float32")
+    model = load_causal_lm("smollm2-135m-instruct", "float32", device=device)
     prompts = _prompts(tokenizer, 8 if quick else 16)
     tokens = sum(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
     letters = [pp.letter_tokens(tokenizer, 4)] * len(prompts)
@@ -48,7 +51,8 @@ def bench_paper_batching(quick: bool) -> list[Figure]:
         (g8, s8), t_batch = _timed(lambda: pp.next_token_scores(model, tokenizer, prompts, letters, BATCH))
         if g1 != g8 or not torch.allclose(torch.tensor(s1), torch.tensor(s8), atol=1e-4):
             raise AssertionError("batched next-token scores differ from one prompt at a time")
-        note = f"{len(prompts)} 5-shot chat prompts, {tokens / len(prompts):.0f} tokens on average, fp32"
+        average = tokens / len(prompts)
+        note = f"{len(prompts)} 5-shot chat prompts, {average:.0f} tokens on average, fp32, on {device}"
         figures.append(
             Figure("eval: paper MC scoring, batch 8", len(prompts) / t_batch, "prompts/s",
                    len(prompts) / t_one, "one prompt at a time", note=note)
