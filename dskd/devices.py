@@ -3,9 +3,15 @@ process of a node). A test keeps the package free of bare ``cuda`` devices (test
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
+
+GROUP_TIMEOUT_HOURS = 4
+"""Timeout of the process group :func:`launcher_group` creates: a stage's other ranks may wait that
+long while rank 0 works alone (k-means of the sense dictionary, writing results)."""
 
 
 def local_rank() -> int:
@@ -79,3 +85,35 @@ def barrier() -> None:
 
     if rank_world()[1] > 1:
         dist.barrier()
+
+
+@contextlib.contextmanager
+def launcher_group() -> Iterator[None]:
+    """Inside: the gloo process group of the processes a launcher started together (torchrun: WORLD_SIZE;
+    srun: SLURM_NTASKS, read through Lightning's SLURM environment), destroyed at the end so that a later
+    stage can start its own. Nothing when there is one process or a group exists already. Stages that
+    run outside training (`dskd senses build`, `dskd eval`) exchange CPU objects, hence gloo."""
+    import datetime
+
+    import torch.distributed as dist
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    timeout = datetime.timedelta(hours=GROUP_TIMEOUT_HOURS)
+    if not dist.is_available() or dist.is_initialized():
+        yield
+        return
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("gloo", timeout=timeout)
+    elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 and SLURMEnvironment.detect():
+        env = SLURMEnvironment()
+        address = f"tcp://{env.main_address}:{env.main_port}"
+        dist.init_process_group(
+            "gloo", init_method=address, rank=env.global_rank(), world_size=env.world_size(), timeout=timeout
+        )
+    else:
+        yield
+        return
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()

@@ -38,7 +38,12 @@ def run(args: argparse.Namespace) -> int:
             "(`dskd train CONFIG`) or pass --model NAME=PATH.",
             file=sys.stderr,
         )
-    records = evaluate(cfg, models, overwrite=args.overwrite)
+    from dskd.devices import launcher_group, rank_world
+
+    with launcher_group():  # torchrun / srun: the models are dealt to the processes
+        records = evaluate(cfg, models, overwrite=args.overwrite)
+        if rank_world()[0] != 0:
+            return 0
     print(f"[eval] {len(records)} results for {len(models)} models in {cfg.eval.output_dir}")
     print((Path(cfg.eval.output_dir) / "table.md").read_text(encoding="utf-8"))
     return 0

@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_stage_config(args)  # a bad config fails before the heavy imports
-    from dskd.senses.build import build, launcher_group
+    from dskd.devices import launcher_group
+    from dskd.senses.build import build
 
     with launcher_group():  # torchrun / srun: every process gathers a shard
         out, stats = build(cfg, progress=not args.no_progress, overwrite=args.overwrite)

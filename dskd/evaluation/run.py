@@ -95,13 +95,13 @@ def evaluate(cfg: ExperimentConfig, models: dict[str, str], overwrite: bool = Fa
     """Evaluate every model on ``cfg.eval.tasks``; write the outputs and return the result records.
 
     ``overwrite``: replace ``cfg.eval.output_dir`` whatever it holds (see :func:`check_results_folder`).
+    In a process group (``dskd eval`` under torchrun or srun, :func:`dskd.devices.launcher_group`) the
+    models are dealt to the ranks (model i to rank i mod world), each rank scores its own on its own
+    device, and rank 0 gathers the records and writes the outputs; every rank returns all records once
+    they are written.
     """
-    import torch
-
-    from dskd.devices import resolve_device
-    from dskd.evaluation.suite import build_suite, check_tasks, score_model
-    from dskd.models.loading import load_causal_lm, load_tokenizer
-    from dskd.outputs import mark_output
+    from dskd.devices import all_gather_object, barrier, rank_world, resolve_device
+    from dskd.evaluation.suite import check_tasks
 
     ec = cfg.eval
     check_tasks(ec.tasks)
@@ -109,15 +109,50 @@ def evaluate(cfg: ExperimentConfig, models: dict[str, str], overwrite: bool = Fa
     if not models:
         raise ConfigError("No models to evaluate: pass --model NAME=PATH or train and export students first.")
     device = resolve_device(ec.device, "eval.device")
-    check_results_folder(out_dir, models, overwrite)
-    mark_output(out_dir, "eval")
+    rank, world = rank_world()
+    check_results_folder(out_dir, models, overwrite)  # every rank: it only reads
+    if rank == 0:
+        from dskd.outputs import mark_output
+
+        mark_output(out_dir, "eval")
+    barrier()
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    mine = [n for i, n in enumerate(models) if i % world == rank]
+    for name, model_records in _score_models(cfg, models, mine, device):
+        by_model[name] = model_records
+        if world == 1:  # results so far survive a crash
+            write_results([r for n in models if n in by_model for r in by_model[n]], cfg, models)
+    for part in all_gather_object(by_model):
+        by_model.update(part)
+    records = [r for n in models for r in by_model[n]]
+    if rank == 0:
+        if world > 1:
+            write_results(records, cfg, models)
+        if ec.plot:
+            from dskd.evaluation.plots import plot_losses, plot_scores
+
+            plot_scores(records, out_dir / "scores.png")
+            plot_losses(_metrics_csvs(models), out_dir / "losses.png")
+        publish(cfg, records, models)
+    barrier()
+    return records
+
+
+def _score_models(cfg: ExperimentConfig, models: dict[str, str], names: list[str], device):
+    """(name, result records) of each model of ``names`` in turn, on ``device``."""
+    import torch
+
+    from dskd.evaluation.suite import build_suite, score_model
+    from dskd.models.loading import load_causal_lm, load_tokenizer
+
+    ec = cfg.eval
     teacher_tok = _with_pad(load_tokenizer(cfg.teacher.model, cfg.teacher.revision))
-    suite = build_suite(ec, teacher_tok, out_dir / "lm_eval_tasks")
+    suite = build_suite(ec, teacher_tok, Path(ec.output_dir) / "lm_eval_tasks")
     teacher = None
-    if suite.needs_teacher and students(models):
+    if suite.needs_teacher and students({n: models[n] for n in names}):
         teacher = load_causal_lm(cfg.teacher.model, cfg.teacher.dtype, cfg.teacher.revision, device=device)
-    records: list[dict[str, Any]] = []
-    for name, path in models.items():
+    for name in names:
+        path = models[name]
         model_name, seed = split_name(name)
         is_teacher = model_name == TEACHER
         t0 = time.perf_counter()
@@ -128,26 +163,11 @@ def evaluate(cfg: ExperimentConfig, models: dict[str, str], overwrite: bool = Fa
         tokenizer = teacher_tok if is_teacher else _with_pad(load_tokenizer(path))
         with torch.inference_mode():
             scores = score_model(suite, model, tokenizer, None if is_teacher else teacher)
-        for s in scores:
-            records.append(
-                {
-                    "model": model_name,
-                    "seed": seed if seed is not None else cfg.seed,
-                    "path": str(path),
-                    **asdict(s),
-                }
-            )
         secs = time.perf_counter() - t0
         print(f"[eval] {name}: {len(scores)} scores in {secs:.0f} s on {device}", flush=True)
         del model  # free the device for the next model (the teacher stays referenced as `teacher`)
-        write_results(records, cfg, models)
-    if ec.plot:
-        from dskd.evaluation.plots import plot_losses, plot_scores
-
-        plot_scores(records, out_dir / "scores.png")
-        plot_losses(_metrics_csvs(models), out_dir / "losses.png")
-    publish(cfg, records, models)
-    return records
+        seed = seed if seed is not None else cfg.seed
+        yield name, [{"model": model_name, "seed": seed, "path": str(path), **asdict(s)} for s in scores]
 
 
 def publish(cfg: ExperimentConfig, records: list[dict[str, Any]], models: dict[str, str]) -> None:

@@ -7,7 +7,6 @@ rank 0 clusters and writes.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -27,8 +26,6 @@ from dskd.senses.kmeans import kmeans_padded, pad_groups
 from dskd.senses.reservoir import KeyedReservoir
 
 ROWS_FILE = "rows.safetensors"
-GROUP_TIMEOUT_HOURS = 4
-"""Timeout of the process group the build creates (the other ranks wait while rank 0 clusters)."""
 
 
 @dataclass
@@ -287,39 +284,6 @@ def load_rows(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return t["key_ids"], t["counts"], t["rows"]
 
 
-@contextlib.contextmanager
-def launcher_group() -> Iterator[None]:
-    """Inside: the gloo process group of the processes a launcher started together (torchrun: WORLD_SIZE;
-    srun: SLURM_NTASKS, read through Lightning's SLURM environment), destroyed at the end so that a later
-    stage can start its own. Nothing when there is one process or a group exists already. The merge moves
-    CPU tensors, hence gloo; the timeout covers rank 0's k-means while the others wait at the barrier."""
-    import datetime
-    import os
-
-    import torch.distributed as dist
-    from lightning.fabric.plugins.environments import SLURMEnvironment
-
-    timeout = datetime.timedelta(hours=GROUP_TIMEOUT_HOURS)
-    if not dist.is_available() or dist.is_initialized():
-        yield
-        return
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        dist.init_process_group("gloo", timeout=timeout)
-    elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 and SLURMEnvironment.detect():
-        env = SLURMEnvironment()
-        address = f"tcp://{env.main_address}:{env.main_port}"
-        dist.init_process_group(
-            "gloo", init_method=address, rank=env.global_rank(), world_size=env.world_size(), timeout=timeout
-        )
-    else:
-        yield
-        return
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
-
-
 def _load_vid_tokens(cfg, tokenizer, vocab_size: int) -> dict[int, tuple[int, ...]] | None:
     """VID -> member tokens from the lexicon artifact (None when senses.compose_vids is off)."""
     if not cfg.senses.compose_vids:
@@ -377,10 +341,10 @@ def build(cfg, progress: bool = True, overwrite: bool = False) -> StageResult:
     """The senses stage: build the sense dictionary a config describes; rank 0 writes it to
     ``cfg.senses.output_dir`` (see :func:`dskd.outputs.check_output` for ``overwrite``).
 
-    In a process group (:func:`launcher_group`) every rank gathers its shard on its own device, rank 0
-    merges, clusters and writes, and all ranks return once the dictionary is on disk (stats are rank
-    0's). Without one (as in `dskd reproduce`, where the first process runs this stage) it is one
-    process."""
+    In a process group (:func:`dskd.devices.launcher_group`) every rank gathers its shard on its own
+    device, rank 0 merges, clusters and writes, and all ranks return once the dictionary is on disk
+    (stats are rank 0's). Without one (as in `dskd reproduce`, where the first process runs this
+    stage) it is one process."""
     sc = cfg.senses
     if not sc.sources:
         raise DSKDError("senses.sources is empty; name at least one corpus, e.g. `- kind: wordnet_corpus`.")

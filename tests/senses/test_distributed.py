@@ -90,7 +90,8 @@ def _build_rank(rank: int, port: int, cfg, launcher: str) -> None:
     os.environ.update(LAUNCHERS[launcher](rank, port))
     import torch.distributed as dist
 
-    from dskd.senses.build import build, launcher_group
+    from dskd.devices import launcher_group
+    from dskd.senses.build import build
 
     with launcher_group():
         assert dist.is_initialized() and dist.get_rank() == rank and dist.get_world_size() == 2
