@@ -1,4 +1,5 @@
-"""A 2-process DDP run on CPU (gloo), launched by test_ddp.py: `python ddp_script.py TMP TEACHER_DIR`.
+"""A 2-process DDP run on CPU (gloo), launched by test_ddp.py: `python ddp_script.py TMP TEACHER_DIR
+[on-policy]` (on-policy: method kd with every batch on-policy, each rank generating for its own).
 
 Lightning starts the second process by running this script again; each process writes its trainable
 weights (so the test can check that gradient averaging kept them identical) and the input ids of
@@ -37,5 +38,8 @@ if __name__ == "__main__":
     if not (tmp / "senses").exists():
         make_senses(tmp / "senses", teacher)
     over = {"trainer.strategy": "ddp", "trainer.devices": "2", "trainer.max_steps": 4}
-    cfg = tiny_config(tmp, teacher, "dskd", over)
+    on_policy = sys.argv[3:] == ["on-policy"]
+    if on_policy:
+        over |= {"data.on_policy.fraction": 1.0, "data.on_policy.max_new_tokens": 4}
+    cfg = tiny_config(tmp, teacher, "kd" if on_policy else "dskd", over)
     train(cfg, datamodule=random_batches(n=8), callbacks=[WriteWeightsAndBatches()], export=False)

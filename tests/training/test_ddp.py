@@ -16,17 +16,21 @@ from dskd.testing import fresh_launch_env
 from .tinyrun import random_batches
 
 
-def test_two_process_ddp_run(tmp_path, teacher_dir):
+def _launch(tmp_path, teacher_dir, *args: str) -> None:
     script = Path(__file__).with_name("ddp_script.py")
     env = fresh_launch_env(Path.cwd())  # no rank variables left by earlier tests of this process
     proc = subprocess.run(
-        [sys.executable, str(script), str(tmp_path), str(teacher_dir)],
+        [sys.executable, str(script), str(tmp_path), str(teacher_dir), *args],
         capture_output=True,
         text=True,
         timeout=300,
         env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_two_process_ddp_run(tmp_path, teacher_dir):
+    _launch(tmp_path, teacher_dir)
     run = tmp_path / "runs" / "tiny-dskd" / "seed-0"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["global_step"] == 4
@@ -41,3 +45,18 @@ def test_two_process_ddp_run(tmp_path, teacher_dir):
     with open(run / "metrics.csv", newline="") as f:
         lrs = {int(r["step"]): float(r["train/lr"]) for r in csv.DictReader(f) if r.get("train/lr")}
     assert lrs[1] == pytest.approx(2 * 1e-3, rel=1e-6)  # lr x world size, after the one warm-up step
+
+
+def test_two_process_on_policy_run_generates_on_every_rank(tmp_path, teacher_dir):
+    """Every batch on-policy: each rank samples for its own batch, gradients still average."""
+    _launch(tmp_path, teacher_dir, "on-policy")
+    run = tmp_path / "runs" / "tiny-kd" / "seed-0"
+    assert json.loads((run / "summary.json").read_text())["global_step"] == 4
+    w0, w1 = (torch.load(tmp_path / f"weights-rank{r}.pt") for r in (0, 1))
+    assert torch.equal(w0, w1)
+    with open(run / "metrics.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
+    assert len(rows) == 4
+    for r in rows:  # means over both ranks
+        assert float(r["train/on_policy"]) == 1.0 and float(r["train/gen_tokens"]) > 0
+        assert float(r["train/loss"]) == pytest.approx(float(r["train/kd"]), rel=1e-6)
