@@ -88,11 +88,12 @@ def barrier() -> None:
 
 
 @contextlib.contextmanager
-def launcher_group() -> Iterator[None]:
+def launcher_group() -> Iterator[bool]:
     """Inside: the gloo process group of the processes a launcher started together (torchrun: WORLD_SIZE;
     srun: SLURM_NTASKS, read through Lightning's SLURM environment), destroyed at the end so that a later
-    stage can start its own. Nothing when there is one process or a group exists already. Stages that
-    run outside training (`dskd senses build`, `dskd eval`) exchange CPU objects, hence gloo."""
+    stage can start its own; yields whether several processes are together in it. Nothing when there is
+    one process or a group exists already. Stages that run outside training (`dskd senses build`,
+    `dskd eval`) exchange CPU objects, hence gloo."""
     import datetime
 
     import torch.distributed as dist
@@ -100,7 +101,7 @@ def launcher_group() -> Iterator[None]:
 
     timeout = datetime.timedelta(hours=GROUP_TIMEOUT_HOURS)
     if not dist.is_available() or dist.is_initialized():
-        yield
+        yield rank_world()[1] > 1
         return
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         dist.init_process_group("gloo", timeout=timeout)
@@ -111,9 +112,9 @@ def launcher_group() -> Iterator[None]:
             "gloo", init_method=address, rank=env.global_rank(), world_size=env.world_size(), timeout=timeout
         )
     else:
-        yield
+        yield False
         return
     try:
-        yield
+        yield True
     finally:
         dist.destroy_process_group()

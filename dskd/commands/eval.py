@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
         )
     from dskd.devices import launcher_group, rank_world
 
-    with launcher_group():  # torchrun / srun: the models are dealt to the processes
-        records = evaluate(cfg, models, overwrite=args.overwrite)
+    with launcher_group() as together:  # torchrun / srun: the models are dealt to the processes
+        records = evaluate(cfg, models, overwrite=args.overwrite, together=together)
         if rank_world()[0] != 0:
             return 0
     print(f"[eval] {len(records)} results for {len(models)} models in {cfg.eval.output_dir}")

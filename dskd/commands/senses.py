@@ -28,8 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from dskd.devices import launcher_group
     from dskd.senses.build import build
 
-    with launcher_group():  # torchrun / srun: every process gathers a shard
-        out, stats = build(cfg, progress=not args.no_progress, overwrite=args.overwrite)
+    with launcher_group() as together:  # torchrun / srun: every process gathers a shard
+        out, stats = build(cfg, progress=not args.no_progress, overwrite=args.overwrite, together=together)
     if stats:
         print(json.dumps(stats, indent=2))
         print(f"sense dictionary written to {out}")

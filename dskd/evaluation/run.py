@@ -91,14 +91,17 @@ def _metrics_csvs(models: dict[str, str]) -> dict[str, Path]:
     return out
 
 
-def evaluate(cfg: ExperimentConfig, models: dict[str, str], overwrite: bool = False) -> list[dict[str, Any]]:
+def evaluate(
+    cfg: ExperimentConfig, models: dict[str, str], overwrite: bool = False, together: bool = False
+) -> list[dict[str, Any]]:
     """Evaluate every model on ``cfg.eval.tasks``; write the outputs and return the result records.
 
     ``overwrite``: replace ``cfg.eval.output_dir`` whatever it holds (see :func:`check_results_folder`).
-    In a process group (``dskd eval`` under torchrun or srun, :func:`dskd.devices.launcher_group`) the
-    models are dealt to the ranks (model i to rank i mod world), each rank scores its own on its own
-    device, and rank 0 gathers the records and writes the outputs; every rank returns all records once
-    they are written.
+    ``together``: every process of the default group calls this (``dskd eval`` under torchrun or srun,
+    :func:`dskd.devices.launcher_group`): the models are dealt to the ranks (model i to rank i mod
+    world), each rank scores its own on its own device, and rank 0 gathers the records and writes the
+    outputs; every rank returns all records once they are written. Otherwise this process evaluates
+    every model alone, whatever group it belongs to (`dskd reproduce`'s first process).
     """
     from dskd.devices import all_gather_object, barrier, rank_world, resolve_device
     from dskd.evaluation.suite import check_tasks
@@ -109,20 +112,21 @@ def evaluate(cfg: ExperimentConfig, models: dict[str, str], overwrite: bool = Fa
     if not models:
         raise ConfigError("No models to evaluate: pass --model NAME=PATH or train and export students first.")
     device = resolve_device(ec.device, "eval.device")
-    rank, world = rank_world()
+    rank, world = rank_world() if together else (0, 1)
     check_results_folder(out_dir, models, overwrite)  # every rank: it only reads
     if rank == 0:
         from dskd.outputs import mark_output
 
         mark_output(out_dir, "eval")
-    barrier()
+    if together:
+        barrier()
     by_model: dict[str, list[dict[str, Any]]] = {}
     mine = [n for i, n in enumerate(models) if i % world == rank]
     for name, model_records in _score_models(cfg, models, mine, device):
         by_model[name] = model_records
         if world == 1:  # results so far survive a crash
             write_results([r for n in models if n in by_model for r in by_model[n]], cfg, models)
-    for part in all_gather_object(by_model):
+    for part in all_gather_object(by_model) if together else []:
         by_model.update(part)
     records = [r for n in models for r in by_model[n]]
     if rank == 0:
@@ -134,7 +138,8 @@ def evaluate(cfg: ExperimentConfig, models: dict[str, str], overwrite: bool = Fa
             plot_scores(records, out_dir / "scores.png")
             plot_losses(_metrics_csvs(models), out_dir / "losses.png")
         publish(cfg, records, models)
-    barrier()
+    if together:
+        barrier()
     return records
 
 

@@ -337,23 +337,25 @@ def gather_from_config(
     )
 
 
-def build(cfg, progress: bool = True, overwrite: bool = False) -> StageResult:
+def build(cfg, progress: bool = True, overwrite: bool = False, together: bool = False) -> StageResult:
     """The senses stage: build the sense dictionary a config describes; rank 0 writes it to
     ``cfg.senses.output_dir`` (see :func:`dskd.outputs.check_output` for ``overwrite``).
 
-    In a process group (:func:`dskd.devices.launcher_group`) every rank gathers its shard on its own
-    device, rank 0 merges, clusters and writes, and all ranks return once the dictionary is on disk
-    (stats are rank 0's). Without one (as in `dskd reproduce`, where the first process runs this
-    stage) it is one process."""
+    ``together``: every process of the default group calls this (`dskd senses build` under
+    :func:`dskd.devices.launcher_group`): each rank gathers its shard on its own device, rank 0 merges,
+    clusters and writes, and all ranks return once the dictionary is on disk (stats are rank 0's).
+    Otherwise this process builds alone, whatever group it belongs to (`dskd reproduce` runs this
+    stage in its first process only)."""
     sc = cfg.senses
     if not sc.sources:
         raise DSKDError("senses.sources is empty; name at least one corpus, e.g. `- kind: wordnet_corpus`.")
-    stats = _build(cfg, progress, overwrite)
-    barrier()
+    stats = _build(cfg, progress, overwrite, together)
+    if together:
+        barrier()
     return StageResult(Path(sc.output_dir), stats)
 
 
-def _build(cfg, progress: bool, overwrite: bool) -> dict:
+def _build(cfg, progress: bool, overwrite: bool, together: bool) -> dict:
     """Gather (every rank), merge, cluster and write (rank 0); rank 0's stats, {} elsewhere."""
     from dskd.config import save_config
     from dskd.io import provenance, write_json_atomic
@@ -364,7 +366,7 @@ def _build(cfg, progress: bool, overwrite: bool) -> dict:
     inputs = [cfg.lexicon.output_dir, *([cfg.teacher.model] if Path(cfg.teacher.model).exists() else [])]
     check_output(sc.output_dir, "senses", overwrite, inputs)
     t0 = time.perf_counter()
-    rank, world = rank_world()
+    rank, world = rank_world() if together else (0, 1)
     device = local_device()
     tokenizer = load_tokenizer(cfg.teacher.model, revision=cfg.teacher.revision)
     fingerprint = tokenizer_fingerprint(tokenizer)
@@ -372,9 +374,9 @@ def _build(cfg, progress: bool, overwrite: bool) -> dict:
     model = load_causal_lm(t.model, dtype=t.dtype, revision=t.revision, device=device).requires_grad_(False)
     vocab_size = model.get_output_embeddings().weight.shape[0]
     vid_tokens = _load_vid_tokens(cfg, tokenizer, vocab_size)
-    res = merge_across_ranks(
-        gather_from_config(cfg, model, tokenizer, rank=rank, world=world, progress=progress)
-    )
+    res = gather_from_config(cfg, model, tokenizer, rank=rank, world=world, progress=progress)
+    if together:
+        res = merge_across_ranks(res)
     if rank != 0:
         return {}
     sample = overall_sample(res, sc.max_rows_per_key)

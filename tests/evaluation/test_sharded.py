@@ -56,10 +56,14 @@ def _rank(rank: int, port: int, models: dict[str, str], out_dir: str, log: str) 
         return load(spec, *args, **kwargs)
 
     loading.load_causal_lm = logged
-    with launcher_group():
-        records = evaluate(_config(models, out_dir), models)
+    with launcher_group() as together:
+        records = evaluate(_config(models, out_dir), models, together=together)
+        loaded_together = list(loaded)
+        alone = None
+        if rank == 0:  # as `dskd reproduce`'s first process after training: alone, inside the group
+            alone = evaluate(_config(models, out_dir + "-alone"), models)
     with open(f"{log}-{rank}.json", "w") as f:
-        json.dump({"loaded": loaded, "records": records}, f)
+        json.dump({"loaded": loaded_together, "records": records, "alone": alone}, f)
 
 
 @pytest.mark.integration  # the Shakespeare asset and the SmolLM2 tokenizer
@@ -81,7 +85,11 @@ def test_two_processes_write_the_one_process_results(tmp_path, smollm2_dir):
     two = json.loads((tmp_path / "two" / "results.json").read_text())["results"]
     assert ranks[0]["records"] == ranks[1]["records"] == two  # every rank returns what rank 0 wrote
     assert [(r["model"], r["metric"]) for r in two] == [(r["model"], r["metric"]) for r in one]
-    for a, b in zip(one, two):
-        assert b["value"] == pytest.approx(a["value"], rel=1e-6) and b["items"] == pytest.approx(a["items"])
+    alone = ranks[0]["alone"]  # evaluating alone inside the group: every model, no collective
+    assert [(r["model"], r["metric"]) for r in alone] == [(r["model"], r["metric"]) for r in one]
+    for a, b, c in zip(one, two, alone):
+        for x in (b, c):
+            assert x["value"] == pytest.approx(a["value"], rel=1e-6)
+            assert x["items"] == pytest.approx(a["items"])
     assert {r["model"] for r in two} == {"teacher", "KD", "DSKD"}
     assert (tmp_path / "two" / "table.md").read_text().count("DSKD") >= 1

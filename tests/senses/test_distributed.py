@@ -93,9 +93,9 @@ def _build_rank(rank: int, port: int, cfg, launcher: str) -> None:
     from dskd.devices import launcher_group
     from dskd.senses.build import build
 
-    with launcher_group():
-        assert dist.is_initialized() and dist.get_rank() == rank and dist.get_world_size() == 2
-        out, stats = build(cfg, progress=False)
+    with launcher_group() as together:
+        assert together and dist.get_rank() == rank and dist.get_world_size() == 2
+        out, stats = build(cfg, progress=False, together=True)
     assert not dist.is_initialized()  # the build left no process group behind for training to trip on
     assert (out / "senses.safetensors").is_file()  # every rank returns once the dictionary is written
     assert bool(stats) == (rank == 0)
