@@ -90,7 +90,9 @@ def barrier() -> None:
 @contextlib.contextmanager
 def launcher_group() -> Iterator[bool]:
     """Inside: the gloo process group of the processes a launcher started together (torchrun: WORLD_SIZE;
-    srun: SLURM_NTASKS, read through Lightning's SLURM environment), destroyed at the end so that a later
+    srun: SLURM_STEP_NUM_TASKS, which only srun sets, so the batch script of an allocation of several
+    tasks stays one process; ranks and address read through Lightning's SLURM environment), destroyed
+    at the end so that a later
     stage can start its own; yields whether several processes are together in it. Nothing when there is
     one process or a group exists already. Stages that run outside training (`dskd senses build`,
     `dskd eval`) exchange CPU objects, hence gloo."""
@@ -105,7 +107,7 @@ def launcher_group() -> Iterator[bool]:
         return
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         dist.init_process_group("gloo", timeout=timeout)
-    elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 and SLURMEnvironment.detect():
+    elif int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1 and SLURMEnvironment.detect():
         env = SLURMEnvironment()
         address = f"tcp://{env.main_address}:{env.main_port}"
         dist.init_process_group(

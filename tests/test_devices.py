@@ -117,3 +117,26 @@ def test_a_device_key_resolves_to_this_process_device():
             resolve_device("cuda", "eval.device")
     with pytest.raises(DSKDError, match="'tpu' is not a device"):
         resolve_device("tpu", "eval.device")
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"WORLD_SIZE": "1"},
+        {"SLURM_NTASKS": "8", "SLURM_JOB_ID": "7", "SLURM_JOB_NAME": "job", "SLURM_PROCID": "0"},  # sbatch
+        {"SLURM_NTASKS": "1", "SLURM_STEP_NUM_TASKS": "1", "SLURM_JOB_ID": "7", "SLURM_JOB_NAME": "job"},
+    ],
+)
+def test_one_process_joins_no_group(monkeypatch, env):
+    """Outside torchrun and srun (or with one task), the stages run alone: no group, nothing to wait for."""
+    import torch.distributed as dist
+
+    from dskd.devices import launcher_group
+
+    for name in ("WORLD_SIZE", "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "SLURM_JOB_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with launcher_group() as together:
+        assert not together and not dist.is_initialized()

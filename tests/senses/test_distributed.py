@@ -76,16 +76,17 @@ LAUNCHERS = {
         "LOCAL_RANK": str(rank),
     },
     "srun": lambda rank, port: {
-        "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_PROCID": str(rank),
-        "SLURM_LOCALID": str(rank), "SLURM_NODEID": "0", "SLURM_NODELIST": "127.0.0.1",
-        "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "dskd", "MASTER_PORT": str(port),
+        "SLURM_NTASKS": "2", "SLURM_STEP_NUM_TASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
+        "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank), "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "127.0.0.1", "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "dskd",
+        "MASTER_PORT": str(port),
     },
 }  # fmt: skip
 """The variables each launcher gives its processes (srun: what Lightning's SLURM environment reads)."""
 
 
 def _build_rank(rank: int, port: int, cfg, launcher: str) -> None:
-    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_JOB_NAME"):
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS", "SLURM_PROCID"):
         os.environ.pop(name, None)
     os.environ.update(LAUNCHERS[launcher](rank, port))
     import torch.distributed as dist
