@@ -29,6 +29,24 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
     return read_checkpoint(path)
 
 
+def frozen_weights(frozen: dict[str, Any]) -> dict[str, Any]:
+    """The student weights a trainable-only checkpoint left out (its ``dskd.frozen`` record), copied from
+    the teacher they were copied from in training, loaded in the same dtype."""
+    from dskd.models.loading import load_causal_lm
+
+    if not all(k.startswith(STUDENT_PREFIX) for k in frozen["keys"]):
+        raise DSKDError("The checkpoint's frozen weights are not all the student's; it is damaged.")
+    keys = [k[len(STUDENT_PREFIX) :] for k in frozen["keys"]]
+    teacher = load_causal_lm(frozen["teacher"], frozen["dtype"], frozen.get("revision")).state_dict()
+    absent = [k for k in keys if k not in teacher]
+    if absent:
+        raise DSKDError(
+            f"The teacher {frozen['teacher']} has no weights {absent[:3]} that the checkpoint's student "
+            "copied from it; export with the teacher the run was trained with."
+        )
+    return {k: teacher[k] for k in keys}
+
+
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Write the student of ``checkpoint`` to ``out_dir`` (atomically) and return ``out_dir``.
 
@@ -54,6 +72,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, overwrite: bo
         raise DSKDError(f"{checkpoint} was not written by `dskd train` (it has no 'dskd' section).")
     state = ckpt.get("state_dict") or ckpt.get("module") or {}
     student_state = {k[len(STUDENT_PREFIX) :]: v for k, v in state.items() if k.startswith(STUDENT_PREFIX)}
+    if info.get("frozen"):
+        student_state.update(frozen_weights(info["frozen"]))
     config_dict = dict(info["student_config"])
     config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
     model = AutoModelForCausalLM.from_config(config)

@@ -68,7 +68,8 @@ def build_student(cfg: StudentConfig, teacher: nn.Module) -> nn.Module:
         return truncate(teacher, cfg.num_layers, cfg.trainable_top_layers)
     from dskd.models.loading import load_causal_lm
 
-    student = load_causal_lm(cfg.model, dtype="float32")  # kind=hf; its model was checked at load
+    device = next(teacher.parameters()).device  # kind=hf; its model was checked at load
+    student = load_causal_lm(cfg.model, dtype="float32", device=device)
     student.requires_grad_(True)
     student.train()
     return student

@@ -52,6 +52,10 @@ class TrainerConfig:
     """Validation batches per validation (None: the whole validation set)."""
     checkpoint_every_n_steps: int = ranged(100, ge=1)
     """Steps between checkpoints (last.ckpt is always kept for resume)."""
+    checkpoint_weights: Literal["trainable", "full"] = "trainable"
+    """trainable: checkpoints hold the trainable weights and the optimizer state, not the student's frozen
+    weights (copies of the teacher's, restored from it on resume and export) | full: every weight.
+    DeepSpeed writes its own (full) checkpoint folders."""
     nan_policy: Literal["stop", "skip"] = "stop"
     """stop (raise naming step and component) | skip (skip the step and count it)."""
     max_skipped_steps: int = ranged(100, ge=0)

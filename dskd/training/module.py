@@ -91,6 +91,11 @@ def sense_margin(cfg: SenseLossConfig, senses: Any) -> float:
     return margin
 
 
+def frozen_state_keys(module: nn.Module) -> frozenset[str]:
+    """State-dict keys of the frozen parameters of ``module`` (a tied weight under each of its names)."""
+    return frozenset(n for n, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad)
+
+
 class DistillationModule(pl.LightningModule):
     """Trains ``student`` (and ``projection``) against a frozen ``teacher``.
 
@@ -134,6 +139,11 @@ class DistillationModule(pl.LightningModule):
         self.total_steps: int | None = None
         """Optimizer steps of the lr schedule (set by configure_optimizers)."""
         self._val_sums: torch.Tensor | None = None
+        self._frozen_keys = frozen_state_keys(self)
+        """State-dict keys of the student's frozen weights (left out of trainable-only checkpoints)."""
+        self._state_keys = frozenset(self.state_dict())
+        self._frozen_dtype = str(resolve_dtype(cfg.teacher.dtype)).removeprefix("torch.")
+        """The dtype the student's frozen weights were copied from the teacher in (as it was loaded)."""
 
     # ------------------------------------------------------------------ placement
 
@@ -462,7 +472,40 @@ class DistillationModule(pl.LightningModule):
             "train_batches": self.train_batches,
             "generation_config": self.generation_config,
         }
+        t = self.cfg.trainer
+        if t.checkpoint_weights == "trainable" and not t.strategy.startswith("deepspeed"):
+            self._drop_frozen(checkpoint)
+
+    def _drop_frozen(self, checkpoint: dict[str, Any]) -> None:
+        """Leave the student's frozen weights out of ``checkpoint`` and record where they come from."""
+        state = checkpoint.get("state_dict", {})
+        for key in self._frozen_keys:
+            state.pop(key, None)
+        checkpoint["dskd"]["frozen"] = {
+            "keys": sorted(self._frozen_keys),
+            "teacher": self.cfg.teacher.model,
+            "revision": self.cfg.teacher.revision,
+            "dtype": self._frozen_dtype,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A trainable-only checkpoint keeps this module's frozen weights (the teacher's copies, built
+        from the same teacher): it loads non-strictly, after checking that exactly those are missing."""
         self.skipped_steps = int(checkpoint.get("dskd", {}).get("skipped_steps", 0))
+        frozen = checkpoint.get("dskd", {}).get("frozen")
+        self.strict_loading = frozen is None
+        if frozen is None or "state_dict" not in checkpoint:
+            return
+        missing = self._state_keys - set(checkpoint["state_dict"])
+        if missing != set(frozen["keys"]) or missing != self._frozen_keys:
+            raise ConfigError(
+                "The checkpoint's frozen weights do not match this student's (checkpoint leaves out "
+                f"{len(frozen['keys'])} keys, this student freezes {len(self._frozen_keys)}, missing "
+                f"{len(missing)}); resume with the student config the checkpoint was written with."
+            )
+        if frozen["dtype"] != self._frozen_dtype:
+            raise ConfigError(
+                f"The checkpoint's frozen weights were copied from the teacher in {frozen['dtype']}, this "
+                f"run loads it in {self._frozen_dtype}; set teacher.dtype={frozen['dtype']} to resume."
+            )
         self.train_batches = int(checkpoint.get("dskd", {}).get("train_batches", 0))

@@ -117,6 +117,7 @@ RESUMABLE_KEYS = (
     "trainer.val_check_interval",
     "trainer.limit_val_batches",
     "trainer.checkpoint_every_n_steps",
+    "trainer.checkpoint_weights",
     "trainer.nan_policy",
     "trainer.max_skipped_steps",
     "trainer.max_consecutive_skips",
@@ -124,7 +125,8 @@ RESUMABLE_KEYS = (
     "eval",
 )
 """Config keys (and sections) a resumed run may change: labels, where runs go, how long to train (and
-the schedule's length), how often to log, validate and checkpoint, the NaN guard, logging and
+the schedule's length), how often to log, validate and checkpoint (and which weights checkpoints
+hold), the NaN guard, logging and
 evaluation. Every other key is part of the experiment's fingerprint."""
 
 

@@ -44,6 +44,7 @@ def load_models(cfg: ExperimentConfig):
     """
     import torch
 
+    from dskd.devices import local_device
     from dskd.models.loading import load_causal_lm, load_tokenizer
     from dskd.models.student import build_projection, build_student, check_vocab
 
@@ -52,10 +53,11 @@ def load_models(cfg: ExperimentConfig):
         from dskd.teacher_cache.loading import load_teacher_prefix
 
         teacher = load_teacher_prefix(cfg)
-    else:
-        teacher = load_causal_lm(cfg.teacher.model, dtype=cfg.teacher.dtype, revision=cfg.teacher.revision)
+    else:  # straight onto this process's device: no full copy of the teacher in host memory per rank
+        device = local_device() if cfg.trainer.accelerator != "cpu" else torch.device("cpu")
+        teacher = load_causal_lm(cfg.teacher.model, cfg.teacher.dtype, cfg.teacher.revision, device=device)
     teacher.requires_grad_(False)
-    student = build_student(cfg.student, teacher)
+    student = build_student(cfg.student, teacher)  # copied on the teacher's device
     if cfg.trainer.precision not in ("bf16-true",):
         student.to(torch.float32)  # master weights in fp32 (mixed precision casts per op)
     student_tok = load_tokenizer(cfg.student.model) if cfg.student.kind == "hf" else None

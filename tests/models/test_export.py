@@ -153,3 +153,26 @@ def test_push_to_hub_is_opt_in_and_fails_in_one_line_when_the_hub_is_unreachable
     line = one_line_error(capsys)  # the tests run with HF_HUB_OFFLINE=1
     assert "Could not push" in line and "someone/student" in line and "OfflineModeIsEnabled" in line
     assert (tmp_path / "out" / "README.md").is_file()  # the export itself is done
+
+
+def test_a_trainable_only_checkpoint_takes_its_frozen_weights_from_the_teacher(tmp_path, capsys):
+    """The frozen keys a trainable-only checkpoint leaves out come from the recorded teacher; a teacher
+    without them is a one-line error."""
+    from transformers import AutoModelForCausalLM
+
+    ckpt_path, model = make_checkpoint(tmp_path / "run")
+    teacher = tmp_path / "teacher"
+    model.save_pretrained(teacher)
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    frozen = sorted(k for k in ckpt["state_dict"] if ".layers.1." not in k)
+    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if k not in frozen}
+    ckpt["dskd"]["frozen"] = {"keys": frozen, "teacher": str(teacher), "revision": None, "dtype": "float32"}
+    torch.save(ckpt, ckpt_path)
+    export_checkpoint(ckpt_path, tmp_path / "out")
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "out").state_dict()
+    for key, value in model.state_dict().items():
+        assert torch.equal(exported[key], value), key
+    ckpt["dskd"]["frozen"]["keys"].append("student.model.layers.7.mlp.up_proj.weight")
+    torch.save(ckpt, ckpt_path)
+    assert main(["export", str(ckpt_path), str(tmp_path / "out2")]) == 2
+    assert "has no weights ['model.layers.7.mlp.up_proj.weight']" in one_line_error(capsys)

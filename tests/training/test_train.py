@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
@@ -114,9 +115,11 @@ def test_kd_run_writes_its_folder_and_a_loadable_export(run_tmp, teacher_dir):
     model = AutoModelForCausalLM.from_pretrained(export)
     tok = AutoTokenizer.from_pretrained(export)
     assert model.config.num_hidden_layers == 2
-    state = {k[len("student.") :]: v for k, v in ckpt["state_dict"].items()}
+    state = {k[len("student.") :]: v for k, v in ckpt["state_dict"].items()}  # the trainable weights
+    teacher = load_causal_lm(teacher_dir, dtype="float32").state_dict()  # the frozen ones: the teacher's
+    assert set(state).isdisjoint(k[len("student.") :] for k in ckpt["dskd"]["frozen"]["keys"])
     for k, v in model.state_dict().items():
-        assert torch.equal(v, state[k]), k
+        assert torch.equal(v, state[k] if k in state else teacher[k]), k
     ids = tok("t5 t6 t7", return_tensors="pt").input_ids
     gen = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=1)
     assert gen.shape == (1, 7)
@@ -198,6 +201,47 @@ def test_resume_reproduces_the_uninterrupted_run(run_tmp, teacher_dir):
     assert sorted(a) == sorted(b) == list(range(8))
     for step in a:
         assert b[step] == pytest.approx(a[step], abs=1e-6), step
+
+
+def test_trainable_only_checkpoints_resume_exactly_export_the_same_and_are_smaller(run_tmp, teacher_dir):
+    """trainer.checkpoint_weights=trainable (the default): the checkpoint leaves out the student's frozen
+    weights (restored from the teacher on resume and export). A run resumed from it logs the losses of
+    an uninterrupted run that keeps full checkpoints, exports the same weights, and its checkpoint is
+    smaller by the bytes of the frozen weights."""
+    from transformers import AutoModelForCausalLM
+
+    class Crash(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 4:
+                raise RuntimeError("simulated crash")
+
+    over = {"trainer.max_steps": 7, "trainer.checkpoint_every_n_steps": 3, "student.num_layers": 3}
+    full = tiny_config(run_tmp / "a", teacher_dir, "kd", {**over, "trainer.checkpoint_weights": "full"})
+    out_a = train(full, datamodule=random_batches(n=5))
+    lean = tiny_config(run_tmp / "b", teacher_dir, "kd", over)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(lean, datamodule=random_batches(n=5), callbacks=[Crash()], export=False)
+    out_b = train(lean, datamodule=random_batches(n=5))  # resumed from the trainable-only step 3
+    a, b = train_losses(run_tmp / "a" / "runs" / "tiny-kd" / "seed-0"), train_losses(Path(out_b["run_dir"]))
+    assert sorted(a) == sorted(b) == list(range(7))
+    for step in a:
+        assert b[step] == pytest.approx(a[step], abs=1e-6), step
+    ckpt_a, ckpt_b = (os.path.join(o["checkpoint_dir"], "last.ckpt") for o in (out_a, out_b))
+    state_a = torch.load(ckpt_a, weights_only=True)["state_dict"]
+    lean_ckpt = torch.load(ckpt_b, weights_only=True)
+    frozen = lean_ckpt["dskd"]["frozen"]
+    assert set(frozen["keys"]) == set(state_a) - set(lean_ckpt["state_dict"]) and frozen["dtype"] == "float32"
+    assert all(".layers.2." in k for k in lean_ckpt["state_dict"])  # only the top layer trains
+    frozen_bytes = sum(  # tied weights are stored once
+        {state_a[k].untyped_storage().data_ptr(): state_a[k].nbytes for k in frozen["keys"]}.values()
+    )
+    saved = os.path.getsize(ckpt_a) - os.path.getsize(ckpt_b)
+    # the frozen tensors' bytes, plus each one's zip record and pickled name (measured: ~270 bytes each)
+    assert 0 <= saved - frozen_bytes < 512 * len(frozen["keys"]), (saved, frozen_bytes)
+    models = [AutoModelForCausalLM.from_pretrained(o["export_dir"]).state_dict() for o in (out_a, out_b)]
+    assert models[0].keys() == models[1].keys()
+    for key in models[0]:
+        assert torch.equal(models[0][key], models[1][key]), key
 
 
 def test_sigterm_saves_the_step_reached_and_resume_continues(run_tmp, teacher_dir):
