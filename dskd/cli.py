@@ -23,6 +23,7 @@ STAGES = [
     "senses",
     "cache",
     "train",
+    "memory",
     "export",
     "eval",
     "reproduce",

@@ -1,0 +1,29 @@
+"""`dskd memory CONFIG [key=value ...] --gpus N`: the per-GPU memory a training run needs, before queueing."""
+
+from __future__ import annotations
+
+import argparse
+
+from dskd.commands import add_config_arguments
+
+HELP = "Estimate the per-GPU memory of a training run from the teacher's shapes (docs/training.md)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--gpus", type=int, default=8, help="GPUs of the whole job (nodes x GPUs per node)")
+    parser.add_argument("--gpu-memory", type=float, default=80.0, help="GB per GPU (default 80)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dskd.config import load_config
+    from dskd.errors import ConfigError
+    from dskd.training.memory import render, teacher_shape
+
+    if args.gpus < 1 or args.gpu_memory <= 0:
+        raise ConfigError("--gpus must be at least 1 and --gpu-memory positive.")
+    cfg = load_config(args.config, args.overrides)
+    if cfg.student.kind != "truncated":
+        raise ConfigError("dskd memory estimates student.kind=truncated (the paper's student) only.")
+    print(render(cfg, teacher_shape(cfg), args.gpus, args.gpu_memory), end="")
+    return 0

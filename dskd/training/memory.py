@@ -1,0 +1,178 @@
+"""Per-GPU memory of a training run, estimated from the teacher's shapes and the config (`dskd memory`).
+
+Every row is a formula over the shapes (docs/training.md, "Memory per GPU"); nothing is measured. The
+estimate covers steady-state training; the start-up peak (the student whole on the GPU before the
+sharding strategy splits it) is a separate row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dskd.schema import ExperimentConfig
+
+GB = 1e9
+ALLOCATOR_OVERHEAD_GB = 3.0
+"""CUDA context, NCCL buffers and allocator fragmentation: an allowance, not a formula."""
+LOSS_CHUNK_TENSORS = 6
+"""fp32 ``[chunk, V]`` tensors alive at once in a chunk of the fused CE + KD (student logits, both
+log-softmaxes, the teacher's probabilities, the logits' gradient and one temporary)."""
+SHARDED_WEIGHTS = ("fsdp", "deepspeed_stage_3")
+SHARDED_OPTIMIZER = ("fsdp", "deepspeed_stage_2", "deepspeed_stage_3")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The shapes of a Llama-like decoder (Llama, Mistral, Qwen2, SmolLM2 ...)."""
+
+    layers: int
+    hidden: int
+    ffn: int
+    vocab: int
+    heads: int
+    kv_heads: int
+    tied: bool = False
+    """Input embedding and LM head share one matrix."""
+
+    @classmethod
+    def from_hf_config(cls, config: Any) -> ModelShape:
+        """The shape of a Hugging Face config (``LlamaConfig``, ``MistralConfig``, ...)."""
+        return cls(
+            layers=config.num_hidden_layers,
+            hidden=config.hidden_size,
+            ffn=config.intermediate_size,
+            vocab=config.vocab_size,
+            heads=config.num_attention_heads,
+            kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
+            tied=bool(getattr(config, "tie_word_embeddings", False)),
+        )
+
+    @property
+    def kv_dim(self) -> int:
+        return self.hidden // self.heads * self.kv_heads
+
+    @property
+    def layer_params(self) -> int:
+        """Attention (q, k, v, o), SwiGLU MLP (gate, up, down) and the two RMSNorms of one layer."""
+        d = self.hidden
+        return 2 * d * d + 2 * d * self.kv_dim + 3 * d * self.ffn + 2 * d
+
+    @property
+    def embedding_params(self) -> int:
+        """Input embedding, LM head (once when tied) and the final norm."""
+        return self.vocab * self.hidden * (1 if self.tied else 2) + self.hidden
+
+    def params(self, layers: int | None = None) -> int:
+        """All parameters with the first ``layers`` layers (default: all)."""
+        return self.embedding_params + (self.layers if layers is None else layers) * self.layer_params
+
+
+KNOWN_SHAPES = {
+    "meta-llama/Meta-Llama-3-8B-Instruct": ModelShape(32, 4096, 14336, 128256, 32, 8),
+    "mistralai/Mistral-7B-Instruct-v0.1": ModelShape(32, 4096, 14336, 32000, 32, 8),
+}
+"""The paper teachers (their config.json), for estimates without the hub."""
+
+
+def teacher_shape(cfg: ExperimentConfig) -> ModelShape:
+    """The teacher's shape: a paper teacher from :data:`KNOWN_SHAPES`, else its config.json."""
+    if cfg.teacher.model in KNOWN_SHAPES:
+        return KNOWN_SHAPES[cfg.teacher.model]
+    from transformers import AutoConfig
+
+    from dskd.models.loading import resolve_model
+
+    return ModelShape.from_hf_config(AutoConfig.from_pretrained(resolve_model(cfg.teacher.model)))
+
+
+def _bytes(dtype: str) -> int:
+    return 4 if dtype in ("float32", "32-true") else 2
+
+
+def estimate(
+    cfg: ExperimentConfig, shape: ModelShape, world_size: int, gpu_gb: float = 80.0
+) -> list[tuple[str, float, str]]:
+    """(row, GB per GPU, formula) of a run of ``cfg`` (student.kind=truncated) on ``world_size`` GPUs.
+
+    Teacher in ``teacher.dtype`` (auto: bf16), replicated; student master weights fp32 unless
+    ``bf16-true``, sharded over the GPUs under FSDP / ZeRO-3; AdamW state and gradients fp32 for the
+    trainable layers, sharded under FSDP / ZeRO; activations saved for the trainable layers only (the
+    frozen layers below them keep none); the fused loss's chunk; the sense dictionary (``method=dskd``)
+    where ``senses.device`` puts it (auto: on the GPU when it takes at most 25% of ``gpu_gb``).
+    """
+    t, d = cfg.trainer, cfg.data
+    n_s, n_tr = cfg.student.num_layers, cfg.student.trainable_top_layers
+    w = world_size
+    shard_w = w if t.strategy in SHARDED_WEIGHTS else 1
+    shard_o = w if t.strategy in SHARDED_OPTIMIZER else 1
+    teacher_bytes = _bytes("float32" if cfg.teacher.dtype == "float32" else "bfloat16")
+    master = 2 if t.precision == "bf16-true" else 4
+    compute = 4 if t.precision == "32-true" else 2
+    p_s, p_tr = shape.params(n_s), n_tr * shape.layer_params
+    tokens = d.batch_size * d.seq_len
+    rows = [
+        (
+            "teacher weights",
+            shape.params() * teacher_bytes / GB,
+            f"P_T x {teacher_bytes} bytes, whole on every GPU",
+        ),
+        (
+            "student weights (shard)",
+            p_s * master / shard_w / GB,
+            f"P_S x {master} bytes (master weights) / {shard_w}",
+        ),
+    ]
+    if t.strategy == "fsdp":
+        gathered = (shape.embedding_params + 2 * shape.layer_params) * compute / GB
+        rows.append(("FSDP gathered units", gathered, f"(embeddings + head + 2 layers) x {compute} bytes"))
+    rows += [
+        ("gradients (shard)", p_tr * 4 / shard_o / GB, f"P_train x 4 (fp32) / {shard_o}"),
+        ("AdamW state (shard)", p_tr * 8 / shard_o / GB, f"P_train x 8 (two fp32 moments) / {shard_o}"),
+        (
+            "activations",
+            n_tr * tokens * (16 * shape.hidden + 4 * shape.kv_dim + 8 * shape.ffn) / GB,
+            "trainable layers x B x L x (16 d + 4 d_kv + 8 ffn) bytes",
+        ),
+    ]
+    chunk = min(cfg.loss.kd.chunk_size or tokens, tokens)
+    rows.append(
+        ("CE + KD loss", LOSS_CHUNK_TENSORS * chunk * shape.vocab * 4 / GB, "6 x chunk x V x 4 (fp32)")
+    )
+    if cfg.method == "dskd":
+        dictionary = shape.vocab * cfg.senses.k * shape.hidden * teacher_bytes / GB
+        device = cfg.senses.device
+        on_gpu = device not in ("cpu", "pinned") and (device != "auto" or dictionary <= 0.25 * gpu_gb)
+        where = f"V x k x d x {teacher_bytes} (+ the VIDs' rows)" if on_gpu else "in (pinned) host memory"
+        rows.append(("sense dictionary", dictionary if on_gpu else 0.0, where))
+    rows.append(("CUDA context, NCCL, fragmentation", ALLOCATOR_OVERHEAD_GB, "allowance"))
+    return rows
+
+
+def startup_peak(cfg: ExperimentConfig, shape: ModelShape) -> float:
+    """GB on a GPU before sharding: the teacher plus the whole student in its master dtype (both are
+    built on the GPU), plus a second teacher while the teacher targets are generated (first run)."""
+    teacher_bytes = _bytes("float32" if cfg.teacher.dtype == "float32" else "bfloat16")
+    master = 2 if cfg.trainer.precision == "bf16-true" else 4
+    teachers = 2 if cfg.data.targets == "teacher" else 1
+    return (teachers * shape.params() * teacher_bytes + shape.params(cfg.student.num_layers) * master) / GB
+
+
+def render(cfg: ExperimentConfig, shape: ModelShape, world_size: int, gpu_gb: float = 80.0) -> str:
+    """The estimate as a markdown table, with the total and the start-up peak."""
+    rows = estimate(cfg, shape, world_size, gpu_gb)
+    total = sum(gb for _, gb, _ in rows)
+    lines = [
+        f"{cfg.name}: teacher {cfg.teacher.model} ({shape.params() / 1e9:.2f} B parameters), student "
+        f"{cfg.student.num_layers} layers ({shape.params(cfg.student.num_layers) / 1e9:.2f} B, "
+        f"{cfg.student.trainable_top_layers * shape.layer_params / 1e9:.2f} B trainable), "
+        f"{cfg.trainer.strategy}, {cfg.trainer.precision}, {world_size} GPUs, "
+        f"batch {cfg.data.batch_size} x {cfg.data.seq_len} tokens",
+        "",
+        "| per GPU | GB | formula |",
+        "|---|---:|---|",
+        *(f"| {name} | {gb:.2f} | {formula} |" for name, gb, formula in rows),
+        f"| **total** | **{total:.1f}** | of {gpu_gb:g} GB |",
+        f"| start-up peak (before sharding) | {startup_peak(cfg, shape):.1f} | teacher(s) + whole student |",
+    ]
+    return "\n".join(lines) + "\n"

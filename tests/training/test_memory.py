@@ -1,0 +1,79 @@
+"""`dskd memory`: the per-GPU estimate against hand computations, real parameter counts and the docs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from dskd.cli import main
+from dskd.config import load_config
+from dskd.training.memory import KNOWN_SHAPES, ModelShape, estimate, render, startup_peak
+
+ROOT = Path(__file__).resolve().parents[2]
+LLAMA = "meta-llama/Meta-Llama-3-8B-Instruct"
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_parameter_counts_equal_a_real_model_and_its_truncated_student(tied):
+    from transformers import LlamaForCausalLM
+
+    from dskd.models.student import truncate
+    from dskd.testing import llama_config
+
+    config = llama_config(vocab=50, hidden=32, layers=4, heads=4, kv_heads=2)
+    config.tie_word_embeddings = tied
+    torch.manual_seed(0)
+    teacher = LlamaForCausalLM(config)
+    shape = ModelShape.from_hf_config(config)
+    assert shape.params() == sum(p.numel() for p in teacher.parameters())
+    student = truncate(teacher, 3, 1)
+    assert shape.params(3) == sum(p.numel() for p in student.parameters())
+    assert shape.layer_params == sum(p.numel() for p in student.parameters() if p.requires_grad)
+
+
+def test_the_paper_teachers_have_their_published_sizes():
+    assert KNOWN_SHAPES[LLAMA].params() == 8_030_261_248
+    assert KNOWN_SHAPES["mistralai/Mistral-7B-Instruct-v0.1"].params() == 7_241_732_096
+
+
+def test_paper_llama3_on_eight_gpus_by_hand():
+    cfg = load_config(ROOT / "experiments/paper-llama3/dskd.yaml")
+    rows = {name: gb for name, gb, _ in estimate(cfg, KNOWN_SHAPES[LLAMA], 8)}
+    layer = 2 * 4096**2 + 2 * 4096 * 1024 + 3 * 4096 * 14336 + 2 * 4096  # 218,112,000
+    embeddings = 2 * 128256 * 4096 + 4096
+    student = embeddings + 16 * layer
+    hand = {
+        "teacher weights": 8_030_261_248 * 2,
+        "student weights (shard)": student * 4 / 8,
+        "FSDP gathered units": (embeddings + 2 * layer) * 2,
+        "gradients (shard)": 2 * layer * 4 / 8,
+        "AdamW state (shard)": 2 * layer * 8 / 8,
+        "activations": 2 * 2048 * (16 * 4096 + 4 * 1024 + 8 * 14336),
+        "CE + KD loss": 6 * 512 * 128256 * 4,
+        "sense dictionary": 128256 * 10 * 4096 * 2,
+        "CUDA context, NCCL, fragmentation": 3e9,
+    }
+    assert rows == pytest.approx({k: v / 1e9 for k, v in hand.items()})
+    peak = (2 * 8_030_261_248 * 2 + student * 4) / 1e9  # two teachers while the targets are generated
+    assert startup_peak(cfg, KNOWN_SHAPES[LLAMA]) == pytest.approx(peak)
+    rows16 = {name: gb for name, gb, _ in estimate(cfg, KNOWN_SHAPES[LLAMA], 16)}  # 2 nodes: shards halve
+    assert rows16["student weights (shard)"] == pytest.approx(rows["student weights (shard)"] / 2)
+    small_gpu = {name: gb for name, gb, _ in estimate(cfg, KNOWN_SHAPES[LLAMA], 8, gpu_gb=40)}
+    assert small_gpu["sense dictionary"] == 0.0  # auto: more than 25% of 40 GB stays in pinned host memory
+
+
+def test_the_docs_show_what_the_command_prints(capsys):
+    """docs/training.md and docs/benchmarks.md hold the tables `dskd memory` prints for both presets."""
+    for preset in ("paper-llama3", "paper-mistral"):
+        config = ROOT / "experiments" / preset / "dskd.yaml"
+        assert main(["memory", str(config), "--gpus", "8"]) == 0
+        printed = capsys.readouterr().out
+        cfg = load_config(config)
+        assert printed == render(cfg, KNOWN_SHAPES[cfg.teacher.model], 8)
+        table = printed.split("\n\n", 1)[1]
+        for doc in ("training.md", "benchmarks.md"):
+            assert table in (ROOT / "docs" / doc).read_text(), f"docs/{doc}: rerun `dskd memory {config}`"
+        total = sum(gb for _, gb, _ in estimate(cfg, KNOWN_SHAPES[cfg.teacher.model], 8))
+        assert f"{total:.1f}" in (ROOT / "docs" / "slurm.md").read_text()  # its summary of the totals
