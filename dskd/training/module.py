@@ -488,24 +488,34 @@ class DistillationModule(pl.LightningModule):
             "dtype": self._frozen_dtype,
         }
 
+    @property
+    def strict_loading(self) -> bool:
+        """Lightning loads checkpoints strictly only when the student freezes nothing: a trainable-only
+        checkpoint leaves the frozen weights out (FSDP loads the weights before ``on_load_checkpoint``
+        runs), and :meth:`on_load_checkpoint` checks which keys a checkpoint holds instead."""
+        return not self._frozen_keys
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A trainable-only checkpoint keeps this module's frozen weights (the teacher's copies, built
-        from the same teacher): it loads non-strictly, after checking that exactly those are missing."""
-        self.skipped_steps = int(checkpoint.get("dskd", {}).get("skipped_steps", 0))
-        frozen = checkpoint.get("dskd", {}).get("frozen")
-        self.strict_loading = frozen is None
-        if frozen is None or "state_dict" not in checkpoint:
-            return
-        missing = self._state_keys - set(checkpoint["state_dict"])
-        if missing != set(frozen["keys"]) or missing != self._frozen_keys:
+        """Restore the counters; check the checkpoint holds every weight but, in a trainable-only one,
+        exactly this student's frozen weights (which it keeps: the teacher's copies, built from the
+        same teacher in the same dtype)."""
+        info = checkpoint.get("dskd", {})
+        self.skipped_steps = int(info.get("skipped_steps", 0))
+        self.train_batches = int(info.get("train_batches", 0))
+        frozen = info.get("frozen")
+        left_out = set(frozen["keys"]) if frozen else set()
+        if frozen and (left_out != self._frozen_keys or frozen["dtype"] != self._frozen_dtype):
             raise ConfigError(
-                "The checkpoint's frozen weights do not match this student's (checkpoint leaves out "
-                f"{len(frozen['keys'])} keys, this student freezes {len(self._frozen_keys)}, missing "
-                f"{len(missing)}); resume with the student config the checkpoint was written with."
+                f"The checkpoint leaves out {len(left_out)} frozen weights copied from the teacher in "
+                f"{frozen['dtype']}; this run's student freezes {len(self._frozen_keys)}, copied in "
+                f"{self._frozen_dtype}. Resume with the student and teacher.dtype the checkpoint was "
+                "written with."
             )
-        if frozen["dtype"] != self._frozen_dtype:
-            raise ConfigError(
-                f"The checkpoint's frozen weights were copied from the teacher in {frozen['dtype']}, this "
-                f"run loads it in {self._frozen_dtype}; set teacher.dtype={frozen['dtype']} to resume."
-            )
-        self.train_batches = int(checkpoint.get("dskd", {}).get("train_batches", 0))
+        if "state_dict" in checkpoint:  # not yet loaded (FSDP loads it before this hook)
+            held = set(checkpoint["state_dict"])
+            wrong = (self._state_keys - left_out - held) | (held - self._state_keys)
+            if wrong:
+                raise ConfigError(
+                    f"The checkpoint's weights do not fit this model (missing or unexpected: "
+                    f"{sorted(wrong)[:3]}); it is damaged or from another experiment."
+                )

@@ -244,6 +244,34 @@ def test_trainable_only_checkpoints_resume_exactly_export_the_same_and_are_small
         assert torch.equal(models[0][key], models[1][key]), key
 
 
+def test_a_checkpoint_that_does_not_fit_the_student_is_refused(run_tmp, teacher_dir):
+    """Checkpoints load non-strictly (a trainable-only one leaves the frozen weights out; FSDP loads the
+    weights before the hook), so on_load_checkpoint checks the keys: a missing trainable weight, or
+    frozen weights recorded for another student or dtype, is a ConfigError."""
+    import copy
+
+    from dskd.errors import ConfigError
+
+    cfg = tiny_config(run_tmp, teacher_dir, "kd")
+    teacher = load_causal_lm(teacher_dir, dtype="float32")
+    module = DistillationModule(cfg, build_student(cfg.student, teacher), teacher)
+    assert module.strict_loading is False
+    saved = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(saved)
+    assert set(saved["state_dict"]) == {n for n, p in module.named_parameters() if p.requires_grad}
+    module.on_load_checkpoint(copy.deepcopy(saved))  # fits
+    module.on_load_checkpoint({k: v for k, v in saved.items() if k != "state_dict"})  # FSDP: loaded before
+    broken = copy.deepcopy(saved)
+    broken["state_dict"].pop(next(iter(broken["state_dict"])))
+    with pytest.raises(ConfigError, match="missing or unexpected"):
+        module.on_load_checkpoint(broken)
+    for change in ({"dtype": "bfloat16"}, {"keys": saved["dskd"]["frozen"]["keys"][1:]}):
+        other = copy.deepcopy(saved)
+        other["dskd"]["frozen"].update(change)
+        with pytest.raises(ConfigError, match="Resume with the student and teacher.dtype"):
+            module.on_load_checkpoint(other)
+
+
 def test_sigterm_saves_the_step_reached_and_resume_continues(run_tmp, teacher_dir):
     class Terminate(pl.Callback):  # a real SIGTERM to this process, as `kill PID` sends it
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
