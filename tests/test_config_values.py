@@ -175,6 +175,7 @@ def test_interpolated_choice_names_the_choices():
         (["teacher.mode=cached", "loss.kd.divergence=js"], "teacher.cache_targets=topk"),
         (
             [
+                "teacher.mode=online",  # the smoke preset trains from the tiny teacher cache
                 "trainer.strategy=deepspeed_stage_3",
                 "loss.kd.chunk_size=64",
                 "student.kind=hf",
@@ -184,11 +185,16 @@ def test_interpolated_choice_names_the_choices():
         ),
         (["teacher.mode=cached", "data.on_policy.fraction=0.5"], "needs teacher.mode=online"),
         (
-            ["trainer.strategy=fsdp", "trainer.accelerator=gpu", "data.on_policy.fraction=0.1"],
+            [
+                "teacher.mode=online",
+                "trainer.strategy=fsdp",
+                "trainer.accelerator=gpu",
+                "data.on_policy.fraction=0.1",
+            ],
             "student generates outside its training forward",
         ),
         (
-            ["trainer.strategy=deepspeed_stage_3", "data.on_policy.fraction=1"],
+            ["teacher.mode=online", "trainer.strategy=deepspeed_stage_3", "data.on_policy.fraction=1"],
             "strategy=deepspeed_stage_3: the student generates",
         ),
         (["student.kind=hf"], "student.kind=hf needs student.model"),
@@ -216,8 +222,8 @@ def test_combinations_known_to_fail_are_refused(overrides, expected):
         ['trainer.devices="[0, 2]"'],
         ["trainer.precision=16-mixed", "trainer.accelerator=gpu"],
         ["trainer.strategy=fsdp", "trainer.accelerator=gpu", "trainer.nan_policy=skip"],
-        ["trainer.strategy=deepspeed_stage_3", "loss.kd.chunk_size=64"],  # truncated: frozen head
-        ["trainer.strategy=deepspeed_stage_2", "data.on_policy.fraction=0.5"],
+        ["teacher.mode=online", "trainer.strategy=deepspeed_stage_3", "loss.kd.chunk_size=64"],  # frozen head
+        ["teacher.mode=online", "trainer.strategy=deepspeed_stage_2", "data.on_policy.fraction=0.5"],
         ["teacher.mode=cached", "data.on_policy.fraction=0"],
         ["student.kind=hf", "student.model=m", "student.num_layers=1", "student.trainable_top_layers=2"],
         ["data.train=[{kind: shakespeare, max_records: 5, subset_seed: 0, teacher_new_tokens: 10}]"],
