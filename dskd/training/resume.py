@@ -179,7 +179,7 @@ def check_same_experiment(config_yaml: str, checkpoint: dict[str, Any], path: Pa
     )
 
 
-def resume_candidates(resume: str, checkpoint_dir: Path, run_dir: Path) -> list[Path]:
+def resume_candidates(resume: str, checkpoint_dir: Path) -> list[Path]:
     """Checkpoints to continue from, preferred first: ``auto``: the run's newest checkpoint
     (``last.ckpt`` or a SLURM ``hpc_ckpt_N.ckpt``), then ``last.ckpt`` and the one it replaced;
     ``never``: none; else the path given."""
@@ -190,7 +190,7 @@ def resume_candidates(resume: str, checkpoint_dir: Path, run_dir: Path) -> list[
         from dskd.training.checkpoints import previous_path
         from dskd.training.slurm import resume_path
 
-        newest = resume_path(run_dir, str(last) if last.exists() else None)
+        newest = resume_path(checkpoint_dir, str(last) if last.exists() else None)
         return [Path(p) for p in (newest, last, previous_path(last)) if p is not None]
     if not Path(resume).exists():
         raise ConfigError(

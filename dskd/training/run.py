@@ -153,7 +153,7 @@ def build_trainer(
             CheckpointOnInterrupt(rdir / "checkpoints" / "last.ckpt"),
             EmptyDataGuard(),
             *([ExampleIds(rdir)] if cfg.logging.example_ids else []),
-            *slurm_callbacks(),
+            *slurm_callbacks(rdir / "checkpoints"),
             *(callbacks or []),
         ],
         default_root_dir=str(rdir),
@@ -221,7 +221,7 @@ def _resume_from(cfg: ExperimentConfig, rdir: Path) -> tuple[str | None, int]:
     from dskd.training.checkpoints import pick_checkpoint
     from dskd.training.resume import check_same_experiment, resume_candidates
 
-    picked = pick_checkpoint(resume_candidates(cfg.trainer.resume, rdir / "checkpoints", rdir))
+    picked = pick_checkpoint(resume_candidates(cfg.trainer.resume, rdir / "checkpoints"))
     if picked is None:
         return None, 0
     path, ckpt = picked
@@ -275,9 +275,9 @@ def _fit(
     trainer.save_checkpoint(str(ckpt_dir / "last.ckpt"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k != "loss"}
     if has_validation(dm):
-        # an explicit checkpoint: under SLURM, Lightning would otherwise reload hpc_ckpt_N.ckpt
-        last = str(ckpt_dir / "last.ckpt")
-        trainer.validate(module, datamodule=wrapped, verbose=False, ckpt_path=last, weights_only=True)
+        # the weights in memory are those just saved; no reload (DeepSpeed ZeRO-3 cannot reload into
+        # its validation engine), and no hpc_ckpt_N.ckpt in the run folder for Lightning to pick up
+        trainer.validate(module, datamodule=wrapped, verbose=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
     summary: dict[str, Any] = {
         "name": cfg.name,

@@ -4,7 +4,7 @@ Each ``srun`` task of a job submitted by :mod:`dskd.launch.slurm` is one Lightni
 ranks come from SLURM's variables (:class:`SlurmRanks`, docs/slurm.md). :func:`slurm_plugins` gives
 the Trainer Lightning's ``SLURMEnvironment`` and :func:`slurm_callbacks` the :class:`SlurmRequeue`
 callback: on SIGUSR1 (sent 90 s before the time limit) every process saves ``hpc_ckpt_N.ckpt`` in
-the run folder at the same step, rank 0 requeues the job, and the requeued job resumes from it
+the run's checkpoint folder at the same step, rank 0 requeues the job, and the requeued job resumes from it
 (:func:`resume_path`).
 """
 
@@ -96,9 +96,9 @@ def slurm_plugins() -> list:
     return [SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1)]
 
 
-def slurm_callbacks() -> list:
+def slurm_callbacks(checkpoint_dir: str | Path) -> list:
     """``Trainer(callbacks=...)`` additions under srun: [:class:`SlurmRequeue`], else []."""
-    return [SlurmRequeue()] if under_srun() else []
+    return [SlurmRequeue(checkpoint_dir)] if under_srun() else []
 
 
 class SlurmRequeue(pl.Callback):
@@ -109,13 +109,14 @@ class SlurmRequeue(pl.Callback):
     while another process is blocked in the gradient all-reduce, the processes deadlock (seen with
     2 CPU processes on a real cluster). Here the handler only notes the signal; after each training
     batch the processes agree whether any of them got it, and if so all save ``hpc_ckpt_N.ckpt`` in
-    ``trainer.default_root_dir`` (like Lightning's ``ModelCheckpoint``, at the end of a batch) and
+    ``checkpoint_dir`` (like Lightning's ``ModelCheckpoint``, at the end of a batch) and
     rank 0 runs ``scontrol requeue``. Once that batch's metrics are logged (at the next batch start
     or the end of training) the loggers are flushed and all processes wait for SLURM to stop them
     (SIGTERM, then SIGKILL after KillWait). If the requeue fails, training goes on.
     """
 
-    def __init__(self, signum: signal.Signals = signal.SIGUSR1) -> None:
+    def __init__(self, checkpoint_dir: str | Path, signum: signal.Signals = signal.SIGUSR1) -> None:
+        self.checkpoint_dir = Path(checkpoint_dir)
         self.signum = signum
         self._received = False
         self._requeued = False
@@ -131,7 +132,7 @@ class SlurmRequeue(pl.Callback):
         if not trainer.strategy.reduce_boolean_decision(self._received, all=False):
             return
         self._received = False
-        path = next_hpc_path(trainer.default_root_dir)
+        path = next_hpc_path(self.checkpoint_dir)
         trainer.save_checkpoint(path)
         rank_zero_info(f"[dskd slurm] {self.signum.name}: saved {path} at step {trainer.global_step}")
         self._requeued = trainer.strategy.broadcast(requeue_job() if trainer.is_global_zero else False, src=0)
@@ -185,14 +186,15 @@ def next_hpc_path(folder: str | Path) -> Path:
     return Path(folder) / f"hpc_ckpt_{max(_hpc_checkpoints(folder), default=0) + 1}.ckpt"
 
 
-def resume_path(run_dir: str | Path, last: str | None) -> str | None:
+def resume_path(checkpoint_dir: str | Path, last: str | None) -> str | None:
     """What ``trainer.resume=auto`` continues from: the newest of ``last`` and the run's ``hpc_ckpt_N.ckpt``.
 
-    :class:`SlurmRequeue` saves ``hpc_ckpt_N.ckpt`` (N = 1, 2, ... per requeue) in the run folder
-    (``trainer.default_root_dir``). Lightning restores it by itself only when ``fit`` gets
-    ``ckpt_path=None``, so training code that resumes from its own ``last.ckpt`` asks here.
+    :class:`SlurmRequeue` saves ``hpc_ckpt_N.ckpt`` (N = 1, 2, ... per requeue) in the checkpoint
+    folder, not in ``trainer.default_root_dir``, where Lightning would restore the newest one by itself
+    whenever ``fit``, ``validate`` or ``test`` get ``ckpt_path=None`` under SLURM; the training code
+    resumes explicitly from what this returns.
     """
-    found = _hpc_checkpoints(run_dir)
+    found = _hpc_checkpoints(checkpoint_dir)
     if not found:
         return last
     hpc = found[max(found)]

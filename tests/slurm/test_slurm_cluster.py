@@ -93,7 +93,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes(slurm_cluster, monkeypat
     assert info["Restarts"] == "1"
 
     first, second = text.split(f"== dskd job {job_id} (restart 1)")
-    hpc = run / "hpc_ckpt_1.ckpt"
+    hpc = run / "checkpoints" / "hpc_ckpt_1.ckpt"
     assert f"[dskd slurm] SIGUSR1: saved {hpc}" in first and f"[dskd slurm] requeued job {job_id}" in first
     saved_step = global_step(hpc)
     assert 5 <= saved_step < steps

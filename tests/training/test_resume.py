@@ -37,13 +37,13 @@ def test_resume_candidates(tmp_path):
     ckpt = tmp_path / "checkpoints"
     ckpt.mkdir()
     last, prev = ckpt / "last.ckpt", ckpt / "last.prev.ckpt"
-    assert resume_candidates("auto", ckpt, tmp_path) == [last, prev]  # none exists: pick_checkpoint says None
+    assert resume_candidates("auto", ckpt) == [last, prev]  # none exists: pick_checkpoint says None
     last.write_bytes(b"x")
-    assert resume_candidates("auto", ckpt, tmp_path) == [last, last, prev]
-    assert resume_candidates("never", ckpt, tmp_path) == []
-    assert resume_candidates(str(last), ckpt, tmp_path) == [last]
+    assert resume_candidates("auto", ckpt) == [last, last, prev]
+    assert resume_candidates("never", ckpt) == []
+    assert resume_candidates(str(last), ckpt) == [last]
     with pytest.raises(ConfigError, match="trainer.resume"):
-        resume_candidates(str(tmp_path / "nope.ckpt"), ckpt, tmp_path)
+        resume_candidates(str(tmp_path / "nope.ckpt"), ckpt)
 
 
 def test_the_fingerprint_ignores_only_the_resumable_keys(tmp_path):
