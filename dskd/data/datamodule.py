@@ -234,7 +234,11 @@ class DSKDDataModule(L.LightningDataModule):
         return sense_sample(self.spec(True), labels, rngs)
 
     def val_dataloader(self) -> DataLoader:
-        return _StreamLoader(self.stream(False), self.cfg.data.num_workers, lambda stream: None)
+        """Validation in lockstep too: every validation forward under DDP is collective (buffer
+        broadcast), so a rank with one more held-out batch than another would wait forever (the
+        2-process rehearsal of paper-llama3 hung at its first validation)."""
+        workers = self.cfg.data.num_workers
+        return _StreamLoader(self.stream(False), workers, lambda stream: None, lockstep=True)
 
     # ------------------------------------------------------------ resume
     def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
