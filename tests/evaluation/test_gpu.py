@@ -14,18 +14,6 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 PROMPTS = [" ".join(f"t{3 + (7 * i + j) % 44}" for j in range(1 + (5 * i) % 13)) for i in range(11)]
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    from transformers import LlamaForCausalLM
-
-    from dskd.testing import llama_config, word_tokenizer
-
-    config = llama_config(48, 32, 2, max_len=128)
-    config.initializer_range = 0.3
-    torch.manual_seed(0)
-    return LlamaForCausalLM(config).eval(), word_tokenizer(48)
-
-
 def test_eval_device_auto_is_this_process_gpu():
     device = resolve_device("auto", "eval.device")
     assert device == local_device() and device.type == "cuda" and device.index is not None

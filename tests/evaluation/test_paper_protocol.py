@@ -80,20 +80,6 @@ CHAT = (
 )
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    """A tiny random Llama (float32, large init so its outputs vary) and a word tokenizer."""
-    import torch
-    from transformers import LlamaForCausalLM
-
-    from dskd.testing import llama_config, word_tokenizer
-
-    config = llama_config(48, 32, 2, max_len=128)
-    config.initializer_range = 0.3
-    torch.manual_seed(0)
-    return LlamaForCausalLM(config).eval(), word_tokenizer(48)
-
-
 PROMPTS = [" ".join(f"t{3 + (7 * i + j) % 44}" for j in range(1 + (5 * i) % 13)) for i in range(11)]
 
 
