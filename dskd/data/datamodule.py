@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from dskd.corpora.sources import iter_documents
 from dskd.data.sampling import NeighbourTable, max_positions_for
 from dskd.data.stream import META_KEYS, PackedStream, StreamSpec, sense_sample
-from dskd.devices import all_gather_object
+from dskd.devices import all_gather_object, rank_world
 from dskd.errors import ConfigError
 
 
@@ -53,7 +53,7 @@ def lockstep(batches: Iterator[Any]) -> Iterator[Any]:
     import torch
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if rank_world()[1] == 1:
         yield from batches
         return
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
