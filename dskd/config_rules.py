@@ -128,16 +128,6 @@ def _chunked_kd_with_zero3_trainable_head(cfg: ExperimentConfig) -> str | None:
     return None
 
 
-def _on_policy_with_cache(cfg: ExperimentConfig) -> str | None:
-    if cfg.data.on_policy.fraction > 0 and cfg.teacher.mode == "cached":
-        return (
-            f"data.on_policy.fraction={cfg.data.on_policy.fraction} needs teacher.mode=online: the teacher "
-            "must score the student's own generated text, which no cache built beforehand can hold; use "
-            "teacher.mode=online or data.on_policy.fraction=0."
-        )
-    return None
-
-
 def _on_policy_with_sharded_student(cfg: ExperimentConfig) -> str | None:
     strategy = cfg.trainer.strategy
     if cfg.data.on_policy.fraction > 0 and strategy in ("fsdp", "deepspeed_stage_3"):
@@ -197,7 +187,6 @@ RULES: tuple[Callable[[ExperimentConfig], str | None], ...] = (
     _chunked_kd_with_cache,
     _divergence_with_sampled_cache,
     _chunked_kd_with_zero3_trainable_head,
-    _on_policy_with_cache,
     _on_policy_with_sharded_student,
     _hf_student_without_model,
     _more_trainable_than_kept_layers,

@@ -183,7 +183,6 @@ def test_interpolated_choice_names_the_choices():
             ],
             "needs a frozen student LM head",
         ),
-        (["teacher.mode=cached", "data.on_policy.fraction=0.5"], "needs teacher.mode=online"),
         (
             [
                 "teacher.mode=online",
@@ -225,6 +224,7 @@ def test_combinations_known_to_fail_are_refused(overrides, expected):
         ["teacher.mode=online", "trainer.strategy=deepspeed_stage_3", "loss.kd.chunk_size=64"],  # frozen head
         ["teacher.mode=online", "trainer.strategy=deepspeed_stage_2", "data.on_policy.fraction=0.5"],
         ["teacher.mode=cached", "data.on_policy.fraction=0"],
+        ["teacher.mode=cached", "data.on_policy.fraction=0.5"],  # the live teacher scores on-policy batches
         ["student.kind=hf", "student.model=m", "student.num_layers=1", "student.trainable_top_layers=2"],
         ["data.train=[{kind: shakespeare, max_records: 5, subset_seed: 0, teacher_new_tokens: 10}]"],
         ["senses.sources=[{kind: shakespeare, max_records: 5, subset_seed: 0, reservoir_cap: 100}]"],

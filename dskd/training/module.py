@@ -47,6 +47,11 @@ def _check_teacher_mode(cfg: ExperimentConfig, teacher: nn.Module | None, cached
     mode = cfg.teacher.mode
     if mode == "online" and teacher is None:
         raise ConfigError("teacher.mode=online needs the teacher model.")
+    if mode == "cached" and cfg.data.on_policy.fraction > 0 and teacher is None:
+        raise ConfigError(
+            "teacher.mode=cached with data.on_policy.fraction > 0 needs the teacher model too: it scores "
+            "the student's generated text, which the cache cannot hold."
+        )
     if mode == "cached" and cached is None:
         raise ConfigError(
             "teacher.mode=cached needs the teacher cache (dskd.teacher_cache.build.open_cache); build it "
@@ -100,10 +105,11 @@ class DistillationModule(pl.LightningModule):
     """Trains ``student`` (and ``projection``) against a frozen ``teacher``.
 
     ``generation_config`` (the teacher's, as a dict) is stored in the checkpoints for the export.
-    With ``teacher.mode=cached``, ``teacher`` is None and ``cached`` (a
-    :class:`dskd.teacher_cache.CachedTeacher`) gives the teacher's KD targets and hidden states of
-    each batch: no teacher forward runs, and KD is estimated from the cached samples
-    (``dskd.losses.sampled``) or approximated from the top-k logits (``dskd.losses.topk``).
+    With ``teacher.mode=cached``, ``cached`` (a :class:`dskd.teacher_cache.CachedTeacher`) gives the
+    teacher's KD targets and hidden states of each fixed-text batch: no teacher forward runs, and KD
+    is estimated from the cached samples (``dskd.losses.sampled``) or approximated from the top-k
+    logits (``dskd.losses.topk``). ``teacher`` is then None, unless ``data.on_policy.fraction > 0``:
+    the live teacher scores the on-policy batches (exact KD, as online), the cache the rest.
     """
 
     def __init__(
@@ -188,13 +194,15 @@ class DistillationModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ forward and losses
 
-    def _hidden(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor | None, CachedTargets | None]:
+    def _hidden(
+        self, batch: TokenBatch, live: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, CachedTargets | None]:
         """(student, teacher) last hidden states after the final norm (the LM-head inputs), and the
         teacher's cached KD targets (None online). Cached: no teacher forward (h_t is None in a
-        KD-only cache)."""
+        KD-only cache), unless ``live`` (an on-policy batch, which no cache holds): the teacher runs."""
         ids, am = batch["input_ids"], batch["attention_mask"]
         targets = None
-        if self.cached is not None:
+        if self.cached is not None and not live:
             out = self.cached.lookup(ids, am)
             h_t, targets = out.hidden, out.targets
             if out.hidden_stored is not None and self.cfg.method == "dskd" and "sense_pos" in batch:
@@ -273,8 +281,9 @@ class DistillationModule(pl.LightningModule):
         self, batch: TokenBatch | SenseBatch, on_policy: bool = False
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(loss with gradient, detached components for the finiteness check, values to log).
-        An ``on_policy`` batch (the student's own continuation) gets no CE (and logs NaN for it)."""
-        h_s, h_t, targets = self._hidden(batch)
+        An ``on_policy`` batch (the student's own continuation) gets no CE (and logs NaN for it) and is
+        scored by the live teacher, also in a cached run."""
+        h_s, h_t, targets = self._hidden(batch, live=on_policy)
         mask = position_mask(batch["labels"], batch["attention_mask"])
         loss, ce, kd = self._ce_kd(h_s, h_t, batch["labels"], mask, targets, ce_applies=not on_policy)
         parts = {"ce": ce, "kd": kd}

@@ -36,11 +36,18 @@ def _devices(value: str) -> Any:
     return [int(x) for x in text.strip("[]").split(",") if x.strip()]
 
 
+def teacher_runs(cfg: ExperimentConfig) -> bool:
+    """Whether the run needs the whole teacher: online, or cached with on-policy batches (the cache
+    serves the fixed text, the live teacher scores the student's generations; docs/training.md)."""
+    return cfg.teacher.mode == "online" or cfg.data.on_policy.fraction > 0
+
+
 def load_models(cfg: ExperimentConfig):
     """(tokenizer, teacher, student, projection) for ``cfg``, with the vocabulary check done.
 
     With ``teacher.mode=cached`` the teacher has only the layers the student copies (see
-    :func:`dskd.teacher_cache.loading.load_teacher_prefix`); it never runs.
+    :func:`dskd.teacher_cache.loading.load_teacher_prefix`) unless it scores on-policy batches
+    (:func:`teacher_runs`): it never runs.
     """
     import torch
 
@@ -49,7 +56,7 @@ def load_models(cfg: ExperimentConfig):
     from dskd.models.student import build_projection, build_student, check_vocab
 
     tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.revision)
-    if cfg.teacher.mode == "cached":
+    if not teacher_runs(cfg):
         from dskd.teacher_cache.loading import load_teacher_prefix
 
         teacher = load_teacher_prefix(cfg)
@@ -192,10 +199,12 @@ def train(
     generation = teacher.generation_config.to_dict()  # eos ids and sampling defaults, for the export
     senses = load_senses(cfg, tokenizer, teacher) if cfg.method == "dskd" else None
     cached = None
-    if cfg.teacher.mode == "cached":  # the teacher's lower layers only served to build the student
+    if cfg.teacher.mode == "cached":
         from dskd.teacher_cache.build import open_cache
 
-        cached, teacher = open_cache(cfg, tokenizer), None
+        cached = open_cache(cfg, tokenizer)
+        if not teacher_runs(cfg):  # the teacher's lower layers only served to build the student
+            teacher = None
     module = DistillationModule(
         cfg, student, teacher, senses, projection, cached=cached, generation_config=generation
     )

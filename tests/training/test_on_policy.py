@@ -3,6 +3,8 @@ continuations (checked against a plain argmax loop), the losses of an on-policy 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 import os
 import signal
@@ -14,8 +16,14 @@ import torch
 from dskd.batch import IGNORE_INDEX
 from dskd.data.config import OnPolicyConfig
 from dskd.errors import ConfigError, TrainingInterrupted
-from dskd.models.loading import load_causal_lm
+from dskd.models.loading import load_causal_lm, load_tokenizer
+from dskd.models.student import build_student
+from dskd.senses import SenseDictionary
+from dskd.teacher_cache import CachedTeacher
+from dskd.teacher_cache.build import build, open_cache
+from dskd.testing import random_batch, write_batch_cache
 from dskd.training import on_policy
+from dskd.training.module import DistillationModule
 from dskd.training.on_policy import is_on_policy, prefix_lengths, sample_batch
 from dskd.training.run import run_dir, train
 
@@ -137,6 +145,59 @@ def test_dskd_on_policy_needs_the_dskd_data_module(run_tmp, teacher_dir):
         train(cfg, datamodule=random_batches(n=4), export=False)
 
 
+def _hybrid_modules(tmp, teacher_dir):
+    """(online, pure cached, hybrid: cached with on-policy batches) DSKD modules with identical
+    students; the cache (sampled KD targets, float32 hidden states) holds the two data batches."""
+    over = {
+        "teacher.cache_dir": str(tmp / "cache"),
+        "teacher.cache_hidden_positions": "all",
+        "data.seq_len": 12,
+        "data.on_policy.max_new_tokens": 6,
+    }
+    online_cfg = tiny_config(tmp, teacher_dir, "dskd", over)
+    cached_cfg = tiny_config(tmp, teacher_dir, "dskd", {**over, "teacher.mode": "cached"})
+    hybrid_cfg = tiny_config(
+        tmp, teacher_dir, "dskd", {**over, "teacher.mode": "cached", "data.on_policy.fraction": 0.5}
+    )
+    tok, teacher = load_tokenizer(str(teacher_dir)), load_causal_lm(teacher_dir, dtype="float32")
+    g = torch.Generator().manual_seed(0)
+    batches = [random_batch(g, 2, 12, VOCAB, positions=3, neighbours=2) for _ in range(2)]
+    write_batch_cache(cached_cfg.teacher.cache_dir, cached_cfg, tok, teacher, batches, "float32")
+    senses = SenseDictionary.load(str(tmp / "senses"))
+    student = build_student(online_cfg.student, teacher)
+    online = DistillationModule(online_cfg, student, teacher, senses)
+    cached = DistillationModule(
+        cached_cfg, copy.deepcopy(student), None, senses, cached=open_cache(cached_cfg, tok)
+    )
+    hybrid = DistillationModule(
+        hybrid_cfg, copy.deepcopy(student), teacher, senses, cached=open_cache(hybrid_cfg, tok)
+    )
+    return online, cached, hybrid, batches
+
+
+def test_a_cached_run_scores_on_policy_batches_with_the_live_teacher_and_data_from_the_cache(
+    run_tmp, teacher_dir
+):
+    online, cached, hybrid, batches = _hybrid_modules(run_tmp, teacher_dir)
+    op = hybrid.cfg.data.on_policy
+    for i, batch in enumerate(batches):
+        # a data batch: what the pure cached run computes (sampled KD: not the online value)
+        _, want, _ = cached.losses(batch)
+        _, got, _ = hybrid.losses(batch)
+        assert {k: v.item() for k, v in got.items()} == {k: v.item() for k, v in want.items()}
+        assert got["kd"].item() != online.losses(batch)[1]["kd"].item()
+        # the student's own continuation, which no cache holds: what the online run computes
+        generated = sample_batch(hybrid.student, batch, op, eos=2, pad=1, seed=i).batch
+        assert not torch.equal(generated["input_ids"], batch["input_ids"])
+        generated |= {k: v for k, v in batch.items() if k not in generated}  # the same sense sample
+        _, want, _ = online.losses(generated, on_policy=True)
+        _, got, _ = hybrid.losses(generated, on_policy=True)
+        assert {k: v.item() for k, v in got.items()} == {k: v.item() for k, v in want.items()}
+        assert got["ce"].item() == 0.0 and got["kd"].item() > 0 and got["sense"].item() > 0
+    with pytest.raises(ConfigError, match="needs the teacher model too"):
+        DistillationModule(hybrid.cfg, hybrid.student, None, hybrid.senses, cached=hybrid.cached)
+
+
 class _RecordOnPolicy:
     """Wraps the real sample_batch: the batches it built, by the seed they were sampled with."""
 
@@ -149,8 +210,11 @@ class _RecordOnPolicy:
         return out
 
 
+@pytest.mark.parametrize(
+    "mode", ["online", "cached"]
+)  # cached: a hybrid, the live teacher on on-policy batches
 def test_sigterm_and_resume_repeat_the_on_policy_batches_of_an_uninterrupted_run(
-    tmp_path, teacher_dir, monkeypatch
+    tmp_path, teacher_dir, monkeypatch, mode
 ):
     class Terminate(pl.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -165,11 +229,24 @@ def test_sigterm_and_resume_repeat_the_on_policy_batches_of_an_uninterrupted_run
         "trainer.checkpoint_every_n_steps": 4,
         "data.on_policy.fraction": 0.5,
         "data.on_policy.max_new_tokens": 6,
+        "teacher.cache_dir": str(tmp_path / "cache"),
+        "teacher.cache_hidden_positions": "all",
     }
     full, stopped = (corpus_config(tmp_path / n, teacher_dir, corpus, "dskd", over) for n in ("a", "b"))
+    if mode == "cached":  # one cache, built by the project's builder, serves both runs' data batches
+        build(full, hidden_dtype="float32", progress=False)
+        full, stopped = (
+            dataclasses.replace(c, teacher=dataclasses.replace(c.teacher, mode=mode)) for c in (full, stopped)
+        )
+    looked_up = []  # the batches the cache served in the uninterrupted run
+    lookup = CachedTeacher.lookup
+    monkeypatch.setattr(
+        CachedTeacher, "lookup", lambda c, ids, am: looked_up.append(ids) or lookup(c, ids, am)
+    )
     seen_full, seen_stopped = _RecordOnPolicy(), _RecordOnPolicy()
     monkeypatch.setattr(on_policy, "sample_batch", seen_full)
     train(full, datamodule=real_datamodule(full), export=False)
+    monkeypatch.setattr(CachedTeacher, "lookup", lookup)
     monkeypatch.setattr(on_policy, "sample_batch", seen_stopped)
     with pytest.raises(TrainingInterrupted, match="SIGTERM at step 6"):
         train(stopped, datamodule=real_datamodule(stopped), callbacks=[Terminate()], export=False)
@@ -185,6 +262,12 @@ def test_sigterm_and_resume_repeat_the_on_policy_batches_of_an_uninterrupted_run
     assert flags == [float(rows["b"][s]["train/on_policy"]) for s in range(10)]
     assert 0 < sum(flags[6:]) < 4 and 0 < sum(flags[:6])  # on- and off-policy steps after the resume
     assert seen_full.built.keys() == seen_stopped.built.keys() and len(after) == sum(flags[6:])
+    if mode == "cached":  # every data batch (and validation) from the cache, no generated one
+        assert len(looked_up) > 10 - sum(flags)
+        generated = [b["input_ids"] for b in seen_full.built.values()]
+        assert not any(torch.equal(ids, g) for ids in looked_up for g in generated)
+    else:
+        assert not looked_up
     for seed, batch in seen_full.built.items():
         for key in batch:
             assert torch.equal(batch[key], seen_stopped.built[seed][key]), (seed, key)
