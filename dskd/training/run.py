@@ -198,20 +198,16 @@ def train(
     tokenizer, teacher, student, projection = load_models(cfg)
     generation = teacher.generation_config.to_dict()  # eos ids and sampling defaults, for the export
     senses = load_senses(cfg, tokenizer, teacher) if cfg.method == "dskd" else None
-    cached = None
-    if cfg.teacher.mode == "cached":
-        from dskd.teacher_cache.build import open_cache
-
-        cached = open_cache(cfg, tokenizer)
-        if not teacher_runs(cfg):  # the teacher's lower layers only served to build the student
-            teacher = None
+    if not teacher_runs(cfg):  # the teacher's lower layers only served to build the student
+        teacher = None
+    ckpt_path, step = _resume_from(cfg, rdir)
+    flops = flops_per_token(student, teacher, projection)
+    trainer = build_trainer(cfg, rdir, student, callbacks, ckpt_path is not None, flops)
+    cached = open_or_build_cache(cfg, tokenizer, trainer.world_size) if cfg.teacher.mode == "cached" else None
     module = DistillationModule(
         cfg, student, teacher, senses, projection, cached=cached, generation_config=generation
     )
     dm = datamodule if datamodule is not None else build_datamodule(cfg, tokenizer, senses)
-    ckpt_path, step = _resume_from(cfg, rdir)
-    flops = flops_per_token(student, teacher, projection)
-    trainer = build_trainer(cfg, rdir, student, callbacks, ckpt_path is not None, flops)
     with RunLock(rdir) if trainer.is_global_zero else contextlib.nullcontext():
         if trainer.is_global_zero:
             _tidy(ckpt_dir, ckpt_path)
@@ -221,6 +217,20 @@ def train(
             tokenizer.save_pretrained(str(rdir / "tokenizer"))
             truncate_csv(rdir / "metrics.csv", step)
         return _fit(cfg, trainer, module, dm, ckpt_path, export, t0)
+
+
+def open_or_build_cache(cfg: ExperimentConfig, tokenizer, world_size: int):
+    """The run's teacher cache; a single-process run whose ``teacher.cache_dir`` holds none builds it
+    first, as ``dskd cache build CONFIG`` would (hidden states for method=dskd). Several processes
+    never build here (they would all write it): ``open_cache`` says to run ``dskd cache build``."""
+    from dskd.teacher_cache.build import build, open_cache
+    from dskd.teacher_cache.store import META_FILE
+
+    if world_size == 1 and not (Path(cfg.teacher.cache_dir) / META_FILE).is_file():
+        log.warning("no teacher cache at %s: building it (`dskd cache build`)", cfg.teacher.cache_dir)
+        hidden = "float16" if cfg.method == "dskd" else "none"
+        build(cfg, hidden_dtype=hidden, tokenizer=tokenizer, progress=False)
+    return open_cache(cfg, tokenizer)
 
 
 def _resume_from(cfg: ExperimentConfig, rdir: Path) -> tuple[str | None, int]:

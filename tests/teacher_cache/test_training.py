@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
@@ -102,3 +103,23 @@ def test_cached_run_refuses_a_stale_cache(make_cfg):
     stale = make_cfg(**{"teacher.mode": "cached", "data.seq_len": 12})
     with pytest.raises(ArtifactMismatchError, match="data_fingerprint"):
         train(stale, export=False)
+
+
+def test_a_single_process_run_builds_its_missing_cache_and_several_processes_are_told_to(make_cfg):
+    from dskd.errors import DSKDError
+    from dskd.teacher_cache.store import META_FILE
+    from dskd.training.run import open_or_build_cache
+
+    cfg = make_cfg(**{"teacher.mode": "cached"})
+    folder = Path(cfg.teacher.cache_dir)
+    with pytest.raises(DSKDError, match="dskd cache build"):
+        open_or_build_cache(cfg, load_tokenizer(cfg.teacher.model), world_size=2)
+    assert not folder.exists()
+    out = train(cfg, export=False)
+    assert out["global_step"] == 4 and (folder / META_FILE).is_file()
+    # the cache built is the one `dskd cache build` writes: a build by hand gives the same arrays
+    by_hand = folder.with_name("by-hand")
+    build(make_cfg(**{"teacher.cache_dir": str(by_hand)}), hidden_dtype="none", progress=False)
+    arrays = sorted(p.name for p in folder.glob("*.bin"))
+    assert arrays == sorted(p.name for p in by_hand.glob("*.bin")) and "keys.bin" in arrays
+    assert all((folder / n).read_bytes() == (by_hand / n).read_bytes() for n in arrays)
