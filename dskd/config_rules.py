@@ -128,9 +128,13 @@ def _chunked_kd_with_zero3_trainable_head(cfg: ExperimentConfig) -> str | None:
     return None
 
 
+SHARDED_STUDENT_STRATEGIES = ("fsdp", "deepspeed_stage_3")
+"""Strategies whose student's weights are gathered only inside its training forward (no on-policy)."""
+
+
 def _on_policy_with_sharded_student(cfg: ExperimentConfig) -> str | None:
     strategy = cfg.trainer.strategy
-    if cfg.data.on_policy.fraction > 0 and strategy in ("fsdp", "deepspeed_stage_3"):
+    if cfg.data.on_policy.fraction > 0 and strategy in SHARDED_STUDENT_STRATEGIES:
         return (
             f"data.on_policy.fraction > 0 does not work with trainer.strategy={strategy}: the student "
             "generates outside its training forward, where its sharded weights are not gathered; use "

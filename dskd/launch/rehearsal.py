@@ -6,7 +6,8 @@ start: (a) the teacher by a random model of its architecture family with a small
 (``DSKD_HUB_MIRROR``, docs/data.md), (c) the accelerator by the CPU with 2 DDP processes (DDP stands
 in for FSDP / DeepSpeed, which Lightning runs on GPUs only). Outputs go under
 ``artifacts/rehearse/<preset>/``; each step's learning rate and each rank's example ids are logged
-(``trainer.log_every_n_steps=1``, ``logging.example_ids``). Everything else runs as the preset says:
+(``trainer.log_every_n_steps=1``, ``logging.example_ids``), and one training batch is on-policy
+(``data.on_policy.fraction`` just above that batch's draw). Everything else runs as the preset says:
 epochs, warm-up and schedule, teacher targets, packing choice, chunked KD, sense dictionary, export,
 evaluation and table. Overrides given on the command line come after these and win (a GPU rehearsal:
 ``trainer.accelerator=gpu trainer.strategy=fsdp``, see scripts/gpu_check.py).
@@ -18,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dskd.config_rules import CUDA_ONLY_STRATEGIES
+from dskd.config_rules import CUDA_ONLY_STRATEGIES, SHARDED_STUDENT_STRATEGIES
 from dskd.corpora.sources import HUB_MIRROR
 from dskd.launch.stamps import run_stage, stage_key
 
@@ -26,6 +27,8 @@ TRAIN_RECORDS = 12
 """Stand-in records of a train split (per data set): 60 training prompts for the 5 paper sources."""
 HELD_OUT_RECORDS = 6
 """Stand-in records of any other split (the evaluation's shot and test splits)."""
+REHEARSAL_WORLD = 2
+"""DDP processes of a rehearsal."""
 STANDIN_EXTRA_LAYERS = 2
 """The stand-in teacher has this many layers more than the student keeps (a truncated student)."""
 
@@ -36,7 +39,10 @@ def rehearsal_root(preset: str) -> Path:
 
 def _accelerator(cfg: Any) -> list[tuple[str, str]]:
     t = cfg.trainer
-    out = [("trainer.accelerator=cpu", "CPU instead of the GPUs"), ("trainer.devices=2", "2 processes")]
+    out = [
+        ("trainer.accelerator=cpu", "CPU instead of the GPUs"),
+        (f"trainer.devices={REHEARSAL_WORLD}", f"{REHEARSAL_WORLD} processes"),
+    ]
     out.append(("trainer.num_nodes=1", "one node"))
     if t.strategy in CUDA_ONLY_STRATEGIES:
         out.append(("trainer.strategy=ddp", f"DDP stands in for {t.strategy} (GPU only)"))
@@ -80,14 +86,36 @@ def rehearsal_overrides(preset: str, configs: list[Any], given: list[str] = ()) 
     ]
     keys = {o.partition("=")[0] for o in given}
     changes = [(o, why) for o, why in changes if o.partition("=")[0] not in keys]
+    strategy = "ddp" if any(o.startswith("trainer.strategy=") for o, _ in changes) else first.trainer.strategy
+    sharded = strategy in SHARDED_STUDENT_STRATEGIES
+    if "data.on_policy.fraction" not in keys and not sharded:
+        changes.append(_one_on_policy_batch(first))
     lines = [f"=== rehearsal of {preset}: the preset as written, except"]
     lines += [f"  {o:<44} {why}" for o, why in changes]
+    if sharded:
+        lines.append(f"  no on-policy batch: trainer.strategy={strategy} cannot generate (docs/training.md)")
     lines += [f"  {o:<44} from the command line" for o in given]
     lines.append(f"  hub data sets -> offline stand-ins          {HUB_MIRROR}={mirror}")
     lines += [f"    {d}{'/' + s if s else ''} ({split})" for d, s, split in sorted(reads, key=str)]
     lines.append(f"  outputs under {root}/")
     print("\n".join(lines), flush=True)
     return [*(o for o, _ in changes), *outputs]
+
+
+def _one_on_policy_batch(cfg: Any) -> tuple[str, str]:
+    """The override that makes one training batch of the run on-policy (the presets keep fraction 0):
+    the path of docs/training.md, "On-policy distillation", runs on 2 processes. The batch is the
+    one of the smallest draw among the run's batches per process at most: ``max_steps`` times the
+    accumulation, or per epoch the stand-in prompts (one sequence each at most) over the processes."""
+    from dskd.training.on_policy import fraction_for_one
+
+    t = cfg.trainer
+    if t.max_steps > 0:
+        n = t.max_steps * t.accumulate_grad_batches
+    else:
+        n = t.max_epochs * -(-TRAIN_RECORDS * len(cfg.data.train) // (REHEARSAL_WORLD * cfg.data.batch_size))
+    fraction, index = fraction_for_one(cfg.seed, n)
+    return f"data.on_policy.fraction={fraction!r}", f"one on-policy batch (#{index} of <= {n} per process)"
 
 
 def _hub_reads(configs: list[Any]) -> set[tuple[str, str | None, str]]:

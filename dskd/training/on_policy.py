@@ -39,6 +39,14 @@ def is_on_policy(seed: int, index: int, fraction: float) -> bool:
     return bool(np.random.default_rng([seed, DRAW, index]).random() < fraction)
 
 
+def fraction_for_one(seed: int, n_batches: int) -> tuple[float, int]:
+    """(fraction, index): the smallest fraction that makes exactly one of training batches
+    ``0 .. n_batches - 1`` on-policy, and that batch's index (a rehearsal's one on-policy step)."""
+    draws = [np.random.default_rng([seed, DRAW, i]).random() for i in range(n_batches)]
+    index = int(np.argmin(draws))
+    return float(np.nextafter(draws[index], 1.0)), index
+
+
 def sample_seed(seed: int, index: int, rank: int) -> int:
     """The torch seed of the tokens that process ``rank`` samples for batch ``index``."""
     return int(np.random.default_rng([seed, SAMPLE, index, rank]).integers(2**62))

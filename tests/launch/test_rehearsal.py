@@ -61,6 +61,13 @@ def _check_run(cwd: Path, run: Path, cfg) -> None:
     top = max(range(steps), key=lambda s: rows[s][1])
     assert top == round(cfg.optim.warmup_ratio * steps) and rows[top][1] == pytest.approx(peak, rel=1e-5)
     assert rows[-1][1] < 0.01 * peak
+    # exactly one on-policy batch (the rehearsal's data.on_policy.fraction): it trained, without CE
+    with open(run / "metrics.csv", newline="") as f:
+        flags = [r for r in csv.DictReader(f) if r.get("train/on_policy")]
+    on = [r for r in flags if float(r["train/on_policy"]) == 1.0]
+    assert len(flags) == steps and len(on) == 1
+    assert math.isnan(float(on[0]["train/ce"])) and math.isfinite(float(on[0]["train/kd"]))
+    assert float(on[0]["train/gen_tokens"]) > 0
     # exactly one export: the first process's
     export = json.loads((run / STAMP).read_text())["result"]["export_dir"]
     assert (cwd / export).resolve() == (run / "export").resolve()
@@ -80,7 +87,13 @@ def test_rehearsal_of_a_paper_preset_with_two_processes(tmp_path, preset):
     # the overrides are printed first
     head = out[: out.index("=== lexicon")]
     assert f"=== rehearsal of {preset}: the preset as written, except" in head
-    for override in ("teacher.model=", "trainer.accelerator=cpu", "trainer.devices=2", "DSKD_HUB_MIRROR="):
+    for override in (
+        "teacher.model=",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "DSKD_HUB_MIRROR=",
+        "data.on_policy.fraction=",
+    ):
         assert override in head
     # one writer per single-writer stage; both processes train; no stamp written twice or torn
     for stage in ("rehearsal stand-ins", "lexicon", "senses", "eval"):

@@ -24,7 +24,7 @@ from dskd.teacher_cache.build import build, open_cache
 from dskd.testing import random_batch, write_batch_cache
 from dskd.training import on_policy
 from dskd.training.module import DistillationModule
-from dskd.training.on_policy import is_on_policy, prefix_lengths, sample_batch
+from dskd.training.on_policy import fraction_for_one, is_on_policy, prefix_lengths, sample_batch
 from dskd.training.run import run_dir, train
 
 from .tinyrun import (
@@ -55,6 +55,13 @@ def test_the_choice_of_batches_is_seeded_and_has_the_asked_fraction():
     assert abs(sum(picks) / len(picks) - 0.25) < 0.03  # 4 binomial standard deviations
     assert not any(is_on_policy(0, i, 0.0) for i in range(100))
     assert all(is_on_policy(0, i, 1.0) for i in range(100))
+
+
+@pytest.mark.parametrize(("seed", "n"), [(0, 1), (0, 60), (3, 500)])
+def test_fraction_for_one_makes_exactly_that_batch_on_policy(seed, n):
+    fraction, index = fraction_for_one(seed, n)
+    assert [i for i in range(n) if is_on_policy(seed, i, fraction)] == [index]
+    assert not is_on_policy(seed, index, math.nextafter(fraction, 0.0) - 1e-12)  # no smaller one would do
 
 
 @pytest.fixture
