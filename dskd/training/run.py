@@ -229,7 +229,7 @@ def open_or_build_cache(cfg: ExperimentConfig, tokenizer, world_size: int):
     if world_size == 1 and not (Path(cfg.teacher.cache_dir) / META_FILE).is_file():
         log.warning("no teacher cache at %s: building it (`dskd cache build`)", cfg.teacher.cache_dir)
         hidden = "float16" if cfg.method == "dskd" else "none"
-        build(cfg, hidden_dtype=hidden, tokenizer=tokenizer, progress=False)
+        build(cfg, hidden_dtype=hidden, tokenizer=tokenizer)
     return open_cache(cfg, tokenizer)
 
 
