@@ -151,7 +151,7 @@ def test_text_and_evaluation_assets():
     wordsim = _pairs(asset_path("wordsim353") / "wordsim353.tsv")
     assert len(simlex) == 999 and ("old", "new", "1.58") in simlex
     assert len(wordsim) == 353 and ("tiger", "cat", "7.35") in wordsim
-    questions = (asset_path("wordsim353") / "questions-words.txt").read_text()
+    questions = (asset_path("analogies") / "questions-words.txt").read_text()
     assert ": capital-common-countries" in questions
     bigbench = asset_path("bigbench-mc")
     for task, n in BIGBENCH_EXAMPLES.items():

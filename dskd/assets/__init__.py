@@ -143,11 +143,19 @@ ASSETS: dict[str, Asset] = {
         ),
         Asset(
             "wordsim353",
-            "WordSim-353 word-similarity pairs (+ word2vec analogy questions)",
-            "WordSim-353 (Finkelstein et al. 2002), free for research use; analogies Apache-2.0",
-            "PyPI gensim==4.4.0 wheel: gensim/test/test_data/{wordsim353.tsv,questions-words.txt}",
+            "WordSim-353 word-similarity pairs",
+            "WordSim-353 (Finkelstein et al. 2002), free for research use",
+            "PyPI gensim==4.4.0 wheel: gensim/test/test_data/wordsim353.tsv",
             (GENSIM_WHEEL,),
             _build.build_wordsim353,
+        ),
+        Asset(
+            "analogies",
+            "the word2vec analogy questions (Mikolov et al. 2013): 19,544 a:b::c:d in 14 sections",
+            "Apache-2.0 (word2vec)",
+            "PyPI gensim==4.4.0 wheel: gensim/test/test_data/questions-words.txt",
+            (GENSIM_WHEEL,),
+            _build.build_analogies,
         ),
         Asset(
             "bigbench-mc",

@@ -24,7 +24,6 @@ the tokenizer adds no BOS, the sentence is 8 tokens, so it is the mean over the 
 (``model(input_ids, labels=input_ids).loss``)."""
 BIGBENCH_TASKS = ("social_iqa", "physics", "timedial", "implicatures", "odd_one_out", "disambiguation_qa")
 GENSIM_TEST_DATA = "gensim/test/test_data/"
-GENSIM_FILES = ("simlex999.txt", "wordsim353.tsv", "questions-words.txt")
 
 
 def _write_lf(data: bytes, target: Path) -> None:
@@ -82,9 +81,23 @@ def build_simlex999(files: dict[str, Path], out: Path) -> dict[str, Any]:
 
 
 def build_wordsim353(files: dict[str, Path], out: Path) -> dict[str, Any]:
-    log("unzipping wordsim353.tsv and questions-words.txt from the gensim wheel")
-    _unzip_members(files[next(iter(files))], GENSIM_TEST_DATA, GENSIM_FILES[1:], out)
+    log("unzipping wordsim353.tsv from the gensim wheel")
+    _unzip_members(files[next(iter(files))], GENSIM_TEST_DATA, ("wordsim353.tsv",), out)
     return {"pairs": _count_pairs(out / "wordsim353.tsv")}
+
+
+def build_analogies(files: dict[str, Path], out: Path) -> dict[str, Any]:
+    log("unzipping questions-words.txt (the word2vec analogy questions) from the gensim wheel")
+    _unzip_members(files[next(iter(files))], GENSIM_TEST_DATA, ("questions-words.txt",), out)
+    lines = (out / "questions-words.txt").read_text(encoding="utf-8").splitlines()
+    sections = [line for line in lines if line.startswith(":")]
+    questions = sum(1 for line in lines if line.strip() and not line.startswith(":"))
+    if len(sections) != 14 or questions != 19544:
+        raise AssetError(
+            f"questions-words.txt has {len(sections)} sections and {questions} questions, "
+            "expected 14 and 19,544; re-run with --force."
+        )
+    return {"sections": len(sections), "questions": questions}
 
 
 def _count_pairs(path: Path) -> int:
