@@ -94,7 +94,7 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return fn(), time.perf_counter() - t0
 
 
-# ---- multiple choice through lm-eval (bigbench/<task>, wsd) ----------------------------------------
+# ---- multiple choice through lm-eval (analogy, wsd, bigbench/<task>) -------------------------------
 
 
 def multiple_choice(name: str, task: str, items: Callable[[Building], list]) -> Benchmark:
@@ -134,6 +134,14 @@ def _bigbench(task: str) -> Benchmark:
         return bigbench_items(task_json, b.cfg.max_items, b.cfg.seed)
 
     return multiple_choice(f"bigbench/{task}", task, items)
+
+
+def _analogy_items(b: Building) -> list:
+    from dskd.assets import asset_path
+    from dskd.evaluation.analogy import build_analogy, read_questions
+
+    questions = read_questions(asset_path("analogies") / "questions-words.txt")
+    return build_analogy(questions, b.cfg.max_items, b.cfg.seed)
 
 
 def _examples() -> list:
@@ -284,6 +292,7 @@ def _online(task: str) -> Benchmark:
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in (
+        multiple_choice("analogy", "analogy", _analogy_items),
         multiple_choice("wsd", "wsd", _wsd_items),
         Benchmark("wic", _wic_build, _wic_score),
         word_similarity("simlex", "simlex999", "simlex999.txt"),

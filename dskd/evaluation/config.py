@@ -7,7 +7,7 @@ from typing import Literal
 
 from dskd.ranges import ranged
 
-DEFAULT_TASKS = ["bigbench/odd_one_out", "wsd", "wic", "simlex", "wordsim", "heldout"]
+DEFAULT_TASKS = ["analogy", "wsd", "wic", "simlex", "wordsim", "heldout"]
 """Tasks on which the teacher was measured clearly above chance (docs/evaluation.md has the numbers)."""
 
 
@@ -16,8 +16,9 @@ class EvalConfig:
     output_dir: str = "results/${family}"
     """Where results.json, table.md/table.csv and the plots go."""
     tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
-    """Benchmarks to run: bigbench/<task> (offline lm-eval multiple choice on the bigbench-mc asset),
-    wsd (gloss selection), wic (Word-in-Context), simlex, wordsim, antonymy (synonym vs antonym AUC),
+    """Benchmarks to run: analogy (word2vec analogy questions, multiple choice), wsd (gloss selection),
+    bigbench/<task> (multiple choice on a user-supplied bigbench-mc asset: `dskd assets fetch
+    bigbench-mc --from DIR`), wic (Word-in-Context), simlex, wordsim, antonymy (synonym vs antonym AUC),
     heldout (perplexity, top-1 agreement and KL with the teacher on Shakespeare), and, online only,
     paper/<arc_challenge|commonsense_qa|piqa|mmlu|squad_v2> (the paper's generation protocol) and
     lmeval/<lm-eval task name> (lm-eval's own hub task, log-likelihood). docs/evaluation.md says why
@@ -33,7 +34,8 @@ class EvalConfig:
     """Where the evaluated models run: auto (this process's GPU, cuda:LOCAL_RANK, when CUDA is available,
     else the CPU) | cpu | cuda (refused without a visible GPU)."""
     seed: int = ranged(0, ge=0)
-    """Seed of item sampling (WiC pairs, WSD distractors, task subsets); the same for all models."""
+    """Seed of item sampling (WiC pairs, WSD and analogy distractors, task subsets); the same for all
+    models."""
     models: list[str] = field(default_factory=list)
     """Models as NAME=PATH (NAME may end in @SEED, e.g. dskd@1=runs/tiny/dskd-s1/export); empty: the
     teacher plus the exported students found under runs_dir (<run>/export)."""

@@ -127,7 +127,7 @@ def run_lm_eval(
     except ImportError as e:
         raise DSKDError(
             "Multiple-choice evaluation needs lm-eval: install the eval extra (`pip install -e .[eval]`) or "
-            "drop bigbench/* and wsd from eval.tasks."
+            "drop analogy, wsd and bigbench/* from eval.tasks."
         ) from e
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))

@@ -22,7 +22,7 @@ def test_dskd_eval_teacher_tiny(tmp_path, smollm2_dir, capsys):
             "eval.max_items=2",
             "eval.heldout_blocks=2",
             f"eval.output_dir={out}",
-            "eval.tasks=[bigbench/odd_one_out,wsd,wic,simlex,heldout]",
+            "eval.tasks=[analogy,wsd,wic,simlex,heldout]",
             "--model",
             f"teacher={smollm2_dir}",
         ]
@@ -31,7 +31,7 @@ def test_dskd_eval_teacher_tiny(tmp_path, smollm2_dir, capsys):
     data = json.loads((out / "results.json").read_text())
     got = {(r["benchmark"], r["metric"]) for r in data["results"]}
     assert {
-        ("bigbench/odd_one_out", "acc"),
+        ("analogy", "acc"),
         ("wsd", "acc"),
         ("wic", "acc"),
         ("simlex", "spearman"),

@@ -1,11 +1,12 @@
-"""A real offline lm-eval run on a BIG-bench local task with the real teacher, against our own scoring."""
+"""A real offline lm-eval run on the analogy task with the real teacher, against our own scoring."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from dskd.evaluation.lm_eval_tasks import MCItem, bigbench_items, chance_level, run_lm_eval, write_task
+from dskd.evaluation.analogy import build_analogy, read_questions
+from dskd.evaluation.lm_eval_tasks import MCItem, chance_level, run_lm_eval, write_task
 
 pytestmark = pytest.mark.integration
 
@@ -24,14 +25,15 @@ def _loglik_choice(model, tok, item: MCItem) -> int:
     return max(range(len(totals)), key=totals.__getitem__)
 
 
-def test_bigbench_task_runs_offline_and_matches_reference(tmp_path, smollm2_dir):
+def test_analogy_task_runs_offline_and_matches_reference(tmp_path, smollm2_dir):
     from dskd.assets import asset_path
     from dskd.models.loading import load_causal_lm, load_tokenizer
 
-    items = bigbench_items(asset_path("bigbench-mc") / "odd_one_out" / "task.json", max_items=4, seed=0)
+    questions = read_questions(asset_path("analogies") / "questions-words.txt")
+    items = build_analogy(questions, max_items=4, seed=0)
     assert len(items) == 4 and all(0 <= i.gold < len(i.choices) for i in items)
-    assert 0.0 < chance_level(items) < 1.0
-    name = write_task("odd_one_out", items, tmp_path)
+    assert chance_level(items) == 0.25
+    name = write_task("analogy", items, tmp_path)
     model, tok = load_causal_lm(smollm2_dir, "float32"), load_tokenizer(smollm2_dir)
     (score,) = run_lm_eval(model, tok, [name], tmp_path, batch_size=4)
     assert score.n_items == 4 and score.n_requests == sum(len(i.choices) for i in items)

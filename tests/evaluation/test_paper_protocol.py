@@ -70,7 +70,7 @@ def test_online_tasks_stop_with_advice_when_offline(monkeypatch):
     from dskd.evaluation.online import score_online
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(DSKDError, match=r"needs the Hugging Face hub.*suite is bigbench/\*, wsd, wic"):
+    with pytest.raises(DSKDError, match=r"needs the Hugging Face hub.*bigbench/\*, analogy, wsd, wic"):
         score_online("paper/mmlu", None, None, EvalConfig())
 
 
