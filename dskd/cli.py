@@ -5,6 +5,11 @@ Each stage lives in ``dskd/commands/<stage>.py`` with ``HELP``, ``add_arguments(
 stays fast. User errors (:class:`~dskd.errors.DSKDError`) print one paragraph and exit with 2;
 ``--debug`` (or ``DSKD_DEBUG=1``) re-raises them with the full traceback and its cause instead.
 ``key=value`` overrides may stand anywhere after the config, before or after the flags.
+
+Exit statuses: 0 done; 2 user error (bad config or input, an asset that cannot be had for a stage
+that needs it); 3 finished, but some evaluation tasks were unavailable (their asset could not be had;
+`dskd eval`, `dskd reproduce`: every other task and stage ran, results.json and the tables name the
+missing ones and why); 130 Ctrl-C; 143 SIGTERM (a training run saved its checkpoint).
 """
 
 from __future__ import annotations

@@ -73,6 +73,31 @@ def wordnet():
     return wordnet()
 
 
+@pytest.fixture
+def home_without(tmp_path, monkeypatch):
+    """``home_without(name, *needed)``: switch DSKD_HOME to a private home that links every asset of the
+    current home except ``name`` (``needed`` are fetched there first) and point pip at an index that
+    refuses connections, so ``name`` truly cannot be had and its fetch fails at once."""
+    from dskd.assets import ASSETS, asset_path, asset_status, assets_root
+
+    def switch(name: str, *needed: str):
+        for other in needed:
+            asset_path(other)
+        real, home = assets_root(), tmp_path / "dskd-home"
+        (home / "assets").mkdir(parents=True)
+        for other in ASSETS:
+            if other != name and asset_status(other)[0] == "present":
+                (home / "assets" / other).symlink_to(real / other)
+        monkeypatch.setenv("DSKD_HOME", str(home))
+        monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+        monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+        for var in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "DSKD_DOWNLOADS"):
+            monkeypatch.delenv(var, raising=False)
+        return home
+
+    return switch
+
+
 @pytest.fixture(autouse=True)
 def _restore_lightning_rank():
     """A Trainer built under a simulated cluster environment (e.g. SLURM_PROCID=3) sets Lightning's

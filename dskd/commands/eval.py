@@ -1,4 +1,8 @@
-"""`dskd eval`: evaluate the teacher and students; write results and tables."""
+"""`dskd eval`: evaluate the teacher and students; write results and tables.
+
+Exit status 0 when every task was evaluated, 3 (:data:`dskd.evaluation.run.UNAVAILABLE_EXIT`, from the
+first process) when it finished but some tasks were left out because their asset could not be had.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +31,14 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     cfg = load_stage_config(args)  # a bad config fails before the heavy imports
-    from dskd.evaluation.run import discover_models, evaluate, parse_models, students
+    from dskd.evaluation.run import (
+        discover_models,
+        evaluate,
+        parse_models,
+        report_unavailable,
+        students,
+        unavailable_tasks,
+    )
 
     entries = args.model or cfg.eval.models
     models = parse_models(entries) if entries else discover_models(cfg)
@@ -46,4 +57,4 @@ def run(args: argparse.Namespace) -> int:
             return 0
     print(f"[eval] {len(records)} results for {len(models)} models in {cfg.eval.output_dir}")
     print((Path(cfg.eval.output_dir) / "table.md").read_text(encoding="utf-8"))
-    return 0
+    return report_unavailable(unavailable_tasks(cfg.eval.output_dir))

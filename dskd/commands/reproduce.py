@@ -1,4 +1,9 @@
-"""`dskd reproduce`: run the whole pipeline of a preset and write its tables and plots."""
+"""`dskd reproduce`: run the whole pipeline of a preset and write its tables and plots.
+
+Exit status 0 when every stage and eval task ran, 2 when a training asset cannot be had (before any
+stage) or another user error, 3 (:data:`dskd.evaluation.run.UNAVAILABLE_EXIT`) when it finished but
+some eval tasks were left out because their asset could not be had.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dskd.errors import ConfigError
+    from dskd.evaluation.run import report_unavailable
     from dskd.launch.reproduce import preset_configs, reproduce
 
     if args.seeds < 1:
@@ -37,5 +43,5 @@ def run(args: argparse.Namespace) -> int:
         from dskd.launch.rehearsal import rehearsal_overrides
 
         overrides = [*rehearsal_overrides(args.preset, as_written, overrides), *overrides]
-    reproduce(preset_configs(args.preset, seeds, overrides), force=args.force)
-    return 0
+    result = reproduce(preset_configs(args.preset, seeds, overrides), force=args.force)
+    return report_unavailable(result["unavailable"])

@@ -7,6 +7,9 @@ per-item values), ``table.md`` (and the differences to ``eval.baseline``), ``tab
 ``scores.png`` and ``losses.png`` (from the runs' metrics.csv). The table also goes into the model
 card of each exported student, and everything into an ``eval`` W&B run
 (:mod:`dskd.evaluation.tracking`) when ``logging.wandb`` is on.
+A task whose asset cannot be had is left out (:func:`dskd.evaluation.suite.build_suite`) and listed in
+results.json's ``unavailable`` (``task -> reason``) and under the tables; ``dskd eval`` and
+``dskd reproduce`` then exit with :data:`UNAVAILABLE_EXIT`.
 The folder is refused when it holds anything but dskd eval results, or results of models this
 evaluation would drop (:func:`check_results_folder`), unless ``overwrite`` is given.
 """
@@ -23,6 +26,8 @@ from dskd.io import provenance, read_artifact_json, write_json_atomic, write_tex
 from dskd.schema import ExperimentConfig
 
 TEACHER = "teacher"
+UNAVAILABLE_EXIT = 3
+"""Exit status of `dskd eval` and `dskd reproduce` when they finished but some eval tasks were unavailable."""
 
 
 def split_name(name: str) -> tuple[str, int | None]:
@@ -81,6 +86,30 @@ def discover_models(cfg: ExperimentConfig) -> dict[str, str]:
     return models
 
 
+def unavailable_tasks(out_dir: str | Path) -> dict[str, str]:
+    """``task -> reason`` of the tasks the evaluation in ``out_dir`` left out (none without results.json)."""
+    results = Path(out_dir) / "results.json"
+    if not results.is_file():
+        return {}
+    return read_artifact_json(results, "Delete it or pass --overwrite.").get("unavailable", {})
+
+
+def report_unavailable(unavailable: dict[str, str]) -> int:
+    """0, or print which tasks were not evaluated and return :data:`UNAVAILABLE_EXIT`."""
+    import sys
+
+    if not unavailable:
+        return 0
+    print(
+        f"[eval] finished, but {len(unavailable)} task(s) were unavailable and not evaluated: "
+        f"{', '.join(unavailable)} (reasons above and under the table); exit status {UNAVAILABLE_EXIT}. "
+        "Supply the asset(s) and run again to add them.",
+        file=sys.stderr,
+        flush=True,
+    )
+    return UNAVAILABLE_EXIT
+
+
 def _metrics_csvs(models: dict[str, str]) -> dict[str, Path]:
     """metrics.csv of each student run (the folder above its export/)."""
     out = {}
@@ -104,7 +133,8 @@ def evaluate(
     every model alone, whatever group it belongs to (`dskd reproduce`'s first process).
     """
     from dskd.devices import all_gather_object, barrier, rank_world, resolve_device
-    from dskd.evaluation.suite import check_tasks
+    from dskd.evaluation.suite import build_suite, check_tasks
+    from dskd.models.loading import load_tokenizer
 
     ec = cfg.eval
     check_tasks(ec.tasks)
@@ -120,39 +150,41 @@ def evaluate(
         mark_output(out_dir, "eval")
     if together:
         barrier()
+    teacher_tok = _with_pad(load_tokenizer(cfg.teacher.model, cfg.teacher.revision))
+    suite = build_suite(ec, teacher_tok, out_dir / "lm_eval_tasks")
     by_model: dict[str, list[dict[str, Any]]] = {}
     mine = [n for i, n in enumerate(models) if i % world == rank]
-    for name, model_records in _score_models(cfg, models, mine, device):
+    for name, model_records in _score_models(cfg, suite, teacher_tok, models, mine, device):
         by_model[name] = model_records
         if world == 1:  # results so far survive a crash
-            write_results([r for n in models if n in by_model for r in by_model[n]], cfg, models)
+            done = [r for n in models if n in by_model for r in by_model[n]]
+            write_results(done, cfg, models, suite.unavailable)
     for part in all_gather_object(by_model) if together else []:
         by_model.update(part)
     records = [r for n in models for r in by_model[n]]
     if rank == 0:
         if world > 1:
-            write_results(records, cfg, models)
+            write_results(records, cfg, models, suite.unavailable)
         if ec.plot:
             from dskd.evaluation.plots import plot_losses, plot_scores
 
             plot_scores(records, out_dir / "scores.png")
             plot_losses(_metrics_csvs(models), out_dir / "losses.png")
-        publish(cfg, records, models)
+        publish(cfg, records, models, suite.unavailable)
     if together:
         barrier()
     return records
 
 
-def _score_models(cfg: ExperimentConfig, models: dict[str, str], names: list[str], device):
-    """(name, result records) of each model of ``names`` in turn, on ``device``."""
+def _score_models(
+    cfg: ExperimentConfig, suite: Any, teacher_tok: Any, models: dict[str, str], names: list[str], device
+):
+    """(name, result records) of each model of ``names`` in turn on ``suite``, on ``device``."""
     import torch
 
-    from dskd.evaluation.suite import build_suite, score_model
+    from dskd.evaluation.suite import score_model
     from dskd.models.loading import load_causal_lm, load_tokenizer
 
-    ec = cfg.eval
-    teacher_tok = _with_pad(load_tokenizer(cfg.teacher.model, cfg.teacher.revision))
-    suite = build_suite(ec, teacher_tok, Path(ec.output_dir) / "lm_eval_tasks")
     teacher = None
     if suite.needs_teacher and students({n: models[n] for n in names}):
         teacher = load_causal_lm(cfg.teacher.model, cfg.teacher.dtype, cfg.teacher.revision, device=device)
@@ -175,45 +207,66 @@ def _score_models(cfg: ExperimentConfig, models: dict[str, str], names: list[str
         yield name, [{"model": model_name, "seed": seed, "path": str(path), **asdict(s)} for s in scores]
 
 
-def publish(cfg: ExperimentConfig, records: list[dict[str, Any]], models: dict[str, str]) -> None:
+def publish(
+    cfg: ExperimentConfig,
+    records: list[dict[str, Any]],
+    models: dict[str, str],
+    unavailable: dict[str, str] | None = None,
+) -> None:
     """The results table into the model card of every exported student; the ``eval`` W&B run."""
     from dskd.models.card import META, write_card
 
     order = list(dict.fromkeys(split_name(n)[0] for n in models))
-    table = results_table(records, cfg, order)
+    table = results_table(records, cfg, order, unavailable)
     for path in models.values():
         if (Path(path) / META).is_file():
             write_card(path, table)
     if cfg.logging.wandb:
         from dskd.evaluation.tracking import log_evaluation
 
-        log_evaluation(cfg, records, models, order)
+        log_evaluation(cfg, records, models, order, unavailable)
 
 
-def write_results(records: list[dict[str, Any]], cfg: ExperimentConfig, models: dict[str, str]) -> None:
-    """results.json (with provenance), table.md and table.csv in ``cfg.eval.output_dir``."""
+def write_results(
+    records: list[dict[str, Any]],
+    cfg: ExperimentConfig,
+    models: dict[str, str],
+    unavailable: dict[str, str] | None = None,
+) -> None:
+    """results.json (with provenance and the ``unavailable`` tasks' reasons), table.md and table.csv in
+    ``cfg.eval.output_dir``."""
     from dskd.evaluation.tables import render_csv
 
     out_dir = Path(cfg.eval.output_dir)
     order = list(dict.fromkeys(split_name(n)[0] for n in models))
+    unavailable = unavailable or {}
     write_json_atomic(
         out_dir / "results.json",
         {
             "provenance": provenance("eval", {"models": models, "tasks": cfg.eval.tasks}),
             "config": asdict(cfg.eval),
+            "unavailable": unavailable,
             "results": records,
         },
     )
-    write_text_atomic(out_dir / "table.md", results_table(records, cfg, order))
-    write_text_atomic(out_dir / "table.csv", render_csv(records, order))
+    write_text_atomic(out_dir / "table.md", results_table(records, cfg, order, unavailable))
+    write_text_atomic(out_dir / "table.csv", render_csv(records, order, unavailable))
 
 
-def results_table(records: list[dict[str, Any]], cfg: ExperimentConfig, order: list[str]) -> str:
-    """table.md: the results table and the differences to ``eval.baseline`` (models in ``order``)."""
+def results_table(
+    records: list[dict[str, Any]],
+    cfg: ExperimentConfig,
+    order: list[str],
+    unavailable: dict[str, str] | None = None,
+) -> str:
+    """table.md: the results table (with the ``unavailable`` tasks) and the differences to
+    ``eval.baseline`` (models in ``order``)."""
     from dskd.evaluation.tables import render_markdown
 
     ec = cfg.eval
-    return render_markdown(records, order, ec.baseline, ec.bootstrap_resamples, ec.bootstrap_seed)
+    return render_markdown(
+        records, order, ec.baseline, ec.bootstrap_resamples, ec.bootstrap_seed, unavailable
+    )
 
 
 def _with_pad(tokenizer: Any) -> Any:

@@ -1,14 +1,18 @@
 """The evaluation suite: each benchmark's items are built once (seeded), then every model is scored on them.
 
-The benchmarks come from the registry (:mod:`dskd.evaluation.benchmarks`), one object each.
+The benchmarks come from the registry (:mod:`dskd.evaluation.benchmarks`), one object each. A
+benchmark whose asset cannot be had (its build raises :class:`~dskd.errors.AssetError`) is left out
+and listed in :attr:`Suite.unavailable` with the reason; the others are built and scored as usual.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dskd.errors import AssetError, DSKDError
 from dskd.evaluation.benchmarks import Benchmark, Building, Score, Scoring, benchmark
 from dskd.evaluation.config import EvalConfig
 
@@ -21,6 +25,8 @@ class Suite:
 
     cfg: EvalConfig
     items: list[tuple[Benchmark, Any]] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    """``task -> reason`` of the configured benchmarks whose assets could not be had (not scored)."""
 
     @property
     def needs_teacher(self) -> bool:
@@ -35,10 +41,23 @@ def check_tasks(tasks: list[str]) -> None:
 
 
 def build_suite(cfg: EvalConfig, tokenizer: Any, task_dir: Path) -> Suite:
-    """Build the items of every configured benchmark (the teacher's tokenizer cuts the held-out blocks)."""
-    benchmarks = [benchmark(t) for t in cfg.tasks]
+    """Build the items of every configured benchmark (the teacher's tokenizer cuts the held-out blocks).
+
+    A benchmark whose build raises AssetError goes to ``unavailable`` (one ``[eval]`` line on stderr);
+    a DSKDError when no benchmark is left.
+    """
     building = Building(cfg, tokenizer, task_dir)
-    return Suite(cfg, [(b, b.build(building)) for b in benchmarks])
+    suite = Suite(cfg)
+    for b in (benchmark(t) for t in cfg.tasks):
+        try:
+            suite.items.append((b, b.build(building)))
+        except AssetError as e:
+            suite.unavailable[b.name] = str(e)
+            print(f"[eval] {b.name}: unavailable: {e}", file=sys.stderr, flush=True)
+    if not suite.items:
+        reasons = " ".join(f"{t}: {r}" for t, r in suite.unavailable.items())
+        raise DSKDError(f"None of the eval tasks could be built, so there is nothing to evaluate. {reasons}")
+    return suite
 
 
 def score_model(suite: Suite, model: Any, tokenizer: Any, teacher: Any | None) -> list[Score]:

@@ -6,6 +6,10 @@ Records are plain dicts (as stored in ``results.json``) with ``benchmark``, ``me
 The ``average`` column is the mean of a row's ``in_average`` columns (for a model with several
 seeds: the mean and std over seeds of each seed's average).
 
+A task that could not be evaluated (its asset unavailable: ``unavailable``, ``task -> reason``, as in
+results.json) gets a column of ``unavailable`` cells and its reason under the table; the average is
+then over the available columns, and the note says so.
+
 The difference table compares every model to a baseline (``KD``) on each metric whose records carry
 per-item values (``items``, ``statistic``, ``reference``): the difference of the means over seeds
 with a 95% paired-bootstrap interval over items (:mod:`dskd.evaluation.stats`).
@@ -25,6 +29,7 @@ from dskd.evaluation.stats import Difference, paired_bootstrap, statistic
 CHANCE_ROW = "chance"
 AVERAGE = "average"
 BASELINE = "KD"
+UNAVAILABLE = "unavailable"
 
 
 def _column(r: dict[str, Any]) -> str:
@@ -90,19 +95,27 @@ def fmt(value: float | None, std: float | None = None) -> str:
 
 
 def table_rows(
-    records: list[dict[str, Any]], model_order: list[str] | None = None
+    records: list[dict[str, Any]],
+    model_order: list[str] | None = None,
+    unavailable: dict[str, str] | None = None,
 ) -> tuple[list[str], list[list[str]]]:
     """Header and rows (strings): models in ``model_order`` (default first-seen), then the chance row.
 
-    Records with ``in_table`` false (secondary metrics) stay out of the table.
+    Records with ``in_table`` false (secondary metrics) stay out of the table; each ``unavailable``
+    task is a column of ``unavailable`` cells before the average.
     """
     records = [r for r in records if r.get("in_table", True)]
-    cols = columns(records)
+    missing = list(unavailable or {})
+    cols = [*columns(records), *missing]
     has_avg = any(r["in_average"] for r in records)
     header = ["model", *cols, *([AVERAGE] if has_avg else [])]
     agg = aggregate(records)
     order = model_order or list(dict.fromkeys(r["model"] for r in records))
-    rows = [[m, *(fmt(*agg[m][c]) if c in agg[m] else "–" for c in header[1:])] for m in order if m in agg]
+
+    def cell(m: str, c: str) -> str:
+        return UNAVAILABLE if c in missing else fmt(*agg[m][c]) if c in agg[m] else "–"
+
+    rows = [[m, *(cell(m, c) for c in header[1:])] for m in order if m in agg]
     chance = chance_row(records)
     rows.append([CHANCE_ROW, *(fmt(chance.get(c)) for c in header[1:])])
     counts = item_counts(records)
@@ -189,23 +202,33 @@ def _markdown(header: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
+def _unavailable_note(unavailable: dict[str, str]) -> str:
+    """The reason of each unavailable task, one line each (empty when every task was evaluated)."""
+    lines = "".join(f"- {task}: {UNAVAILABLE} — {reason}\n" for task, reason in unavailable.items())
+    return f"\nNot evaluated (asset unavailable):\n\n{lines}" if lines else ""
+
+
 def render_markdown(
     records: list[dict[str, Any]],
     model_order: list[str] | None = None,
     baseline: str = BASELINE,
     n_resamples: int = 2000,
     seed: int = 0,
+    unavailable: dict[str, str] | None = None,
 ) -> str:
-    """Markdown table with a chance row and an item-count row (mean ± std for several seeds), then the
-    table of differences to ``baseline`` with 95% paired-bootstrap intervals (when there are any)."""
-    header, rows = table_rows(records, model_order)
+    """Markdown table with a chance row and an item-count row (mean ± std for several seeds), the reason
+    of each ``unavailable`` task, then the table of differences to ``baseline`` with 95% paired-bootstrap
+    intervals (when there are any)."""
+    unavailable = unavailable or {}
+    header, rows = table_rows(records, model_order, unavailable)
     seeds = {m: len({r["seed"] for r in records if r["model"] == m}) for m in {r["model"] for r in records}}
+    available = " of the available tasks" if unavailable else ""
     note = (
-        f"\n`{AVERAGE}`: mean of the accuracy-like columns (multiple-choice accuracy, WiC accuracy, "
-        "synonym/antonym AUC). `items`: evaluated items per benchmark. "
+        f"\n`{AVERAGE}`: mean of the accuracy-like columns{available} (multiple-choice accuracy, WiC "
+        "accuracy, synonym/antonym AUC). `items`: evaluated items per benchmark. "
         f"Seeds per model: {', '.join(f'{m} {n}' for m, n in sorted(seeds.items()))}.\n"
     )
-    text = "\n".join(_markdown(header, rows)) + "\n" + note
+    text = "\n".join(_markdown(header, rows)) + "\n" + note + _unavailable_note(unavailable)
     header, rows = difference_rows(records, model_order, baseline, n_resamples, seed)
     if not rows:
         return text
@@ -219,8 +242,13 @@ def render_markdown(
     return f"{text}\n### Difference to {baseline} (95% paired-bootstrap interval)\n\n{diff_table}\n{legend}"
 
 
-def render_csv(records: list[dict[str, Any]], model_order: list[str] | None = None) -> str:
-    header, rows = table_rows(records, model_order)
+def render_csv(
+    records: list[dict[str, Any]],
+    model_order: list[str] | None = None,
+    unavailable: dict[str, str] | None = None,
+) -> str:
+    """table.md's first table as CSV (an unavailable task's cells read ``unavailable``)."""
+    header, rows = table_rows(records, model_order, unavailable)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)

@@ -2,8 +2,9 @@
 the results table (``eval/results``, a ``wandb.Table`` like table.md; ``eval/differences``, the differences
 to the baseline with their 95% intervals, when there are any), one summary metric per model and
 benchmark metric (``MODEL/BENCHMARK/METRIC``, mean over seeds, ``_std`` beside it), the PNG plots
-(``eval/scores``, ``eval/losses``), and the lineage: the students it scored as inputs, the result files
-(results.json, table.md, table.csv, plots) as its output artifact."""
+(``eval/scores``, ``eval/losses``), the tasks left out for want of their asset (config ``unavailable``,
+``task -> reason``; their table column reads ``unavailable``), and the lineage: the students it scored
+as inputs, the result files (results.json, table.md, table.csv, plots) as its output artifact."""
 
 from __future__ import annotations
 
@@ -31,7 +32,11 @@ def summary_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def log_evaluation(
-    cfg: ExperimentConfig, records: list[dict[str, Any]], models: dict[str, str], order: list[str]
+    cfg: ExperimentConfig,
+    records: list[dict[str, Any]],
+    models: dict[str, str],
+    order: list[str],
+    unavailable: dict[str, str] | None = None,
 ) -> None:
     """Log the evaluation in ``cfg.eval.output_dir`` as an ``eval`` W&B run (offline unless W&B is online)."""
     import wandb
@@ -41,7 +46,7 @@ def log_evaluation(
     from dskd.tracking.session import finish_wandb, wandb_online
 
     out_dir = Path(cfg.eval.output_dir)
-    header, rows = table_rows(records, order)
+    header, rows = table_rows(records, order, unavailable)
     ec = cfg.eval
     tables = {"eval/results": wandb.Table(columns=header, data=rows)}
     diff_header, diff_rows = difference_rows(
@@ -57,7 +62,7 @@ def log_evaluation(
         tags=["eval", *cfg.logging.tags],
         dir=str(out_dir),
         mode="online" if wandb_online() else "offline",
-        config={"eval": asdict(cfg.eval), "models": models},
+        config={"eval": asdict(cfg.eval), "models": models, "unavailable": unavailable or {}},
     )
     try:
         plots = {

@@ -9,6 +9,11 @@ data and seed for both) -> evaluation of the teacher and every student -> ``tabl
 ``results.json`` and plots in ``eval.output_dir``.
 Stages whose outputs are up to date are skipped (:mod:`dskd.launch.stamps`).
 
+The assets of the training stages (the teacher, WordNet, the corpora of the data sources:
+:func:`training_assets`) are checked, and fetched when missing, before the first stage; one that cannot
+be had stops the pipeline there (exit status 2). An evaluation task whose asset cannot be had is left
+out and named in the results (:func:`dskd.evaluation.suite.build_suite`); the next run evaluates again.
+
 ``--rehearse`` runs a preset as written on a CPU with 2 processes, with stand-ins only for the
 teacher, the hub data and the GPUs (:mod:`dskd.launch.rehearsal`).
 """
@@ -22,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from dskd.config import load_config
+from dskd.data.config import SourceConfig
 from dskd.devices import is_global_zero
-from dskd.errors import ConfigError
+from dskd.errors import AssetError, ConfigError
 from dskd.launch.stamps import STAMP, is_current, run_stage, stage_key
 from dskd.resources import resource
 from dskd.schema import ExperimentConfig
@@ -33,6 +39,9 @@ PRESETS = resource("presets")
 METHODS = ("kd", "dskd")
 OPTIONAL_VARIANTS = ("dskd-plus",)
 """Further runs of a preset, trained and evaluated when the preset has their YAML file."""
+SOURCE_ASSETS = {"wordnet_corpus": "wordnet-corpus", "shakespeare": "shakespeare", "bigbench": "bigbench-mc"}
+"""The asset each offline data-source kind reads (:mod:`dskd.corpora.sources`; a bigbench source given
+as a ``.json`` path reads that file)."""
 
 
 def preset_dir(preset: str, root: Path = PRESETS) -> Path:
@@ -57,11 +66,60 @@ def preset_configs(
     return [load_config(path / f"{v}.yaml", [*overrides, f"seed={s}"]) for s in seeds for v in variants]
 
 
+def _source_asset(src: SourceConfig) -> str | None:
+    """The asset a data source reads, if any."""
+    if src.kind == "bigbench" and (src.path or "").endswith(".json"):
+        return None
+    return SOURCE_ASSETS.get(src.kind)
+
+
+def training_assets(configs: list[ExperimentConfig]) -> dict[str, str]:
+    """``asset -> the config key that needs it`` for the stages before the evaluation: the teacher, an hf
+    student and the lexicon's tokenizer named by an asset, WordNet for the lexicon, and the corpora of
+    the sense and training data sources."""
+    from dskd.assets import ASSETS
+
+    needs: dict[str, str] = {}
+    for cfg in configs:
+        named = [("teacher.model", cfg.teacher.model), ("lexicon.tokenizer", cfg.lexicon.tokenizer)]
+        if cfg.student.kind == "hf":
+            named.append(("student.model", cfg.student.model))
+        named += [("lexicon.sources", "wordnet") for s in cfg.lexicon.sources if s.kind == "wordnet"]
+        for key in ("senses.sources", "data.train", "data.val"):
+            section, field = key.split(".")
+            named += [(key, _source_asset(src)) for src in getattr(getattr(cfg, section), field)]
+        for key, name in named:
+            if name in ASSETS:
+                needs.setdefault(name, key)
+    return needs
+
+
+def fetch_training_assets(configs: list[ExperimentConfig]) -> None:
+    """Check (and fetch when missing) every asset of :func:`training_assets`; an AssetError naming the
+    asset and the key that needs it, before anything runs, when one cannot be had."""
+    from dskd.assets import asset_path
+
+    for name, key in training_assets(configs).items():
+        try:
+            asset_path(name)
+        except AssetError as e:
+            raise AssetError(
+                f"dskd reproduce needs the asset '{name}' ({key}) to train, and it cannot be had, so no "
+                f"stage was run. {e}"
+            ) from e
+
+
 def _teacher_key(cfg: ExperimentConfig) -> dict[str, Any]:
     """The teacher settings a sense dictionary depends on (not how training reads the teacher)."""
     return {
         k: v for k, v in dataclasses.asdict(cfg.teacher).items() if k != "mode" and not k.startswith("cache_")
     }
+
+
+def artifact_keys(cfg: ExperimentConfig) -> tuple[str, str]:
+    """The stage keys of the lexicon and of the sense dictionary of a DSKD config (what their stamps hold)."""
+    lex_key = stage_key(cfg.lexicon, cfg.teacher.model, cfg.teacher.revision)
+    return lex_key, stage_key(cfg.senses, _teacher_key(cfg), lex_key)
 
 
 def _train_key(cfg: ExperimentConfig, senses_key: str | None, cache_key: str | None = None) -> str:
@@ -84,20 +142,21 @@ def _train(cfg: ExperimentConfig, key: str, force: bool) -> dict[str, Any]:
 
 
 def reproduce(configs: list[ExperimentConfig], force: bool = False) -> dict[str, Any]:
-    """Run every stage for ``configs`` (from :func:`preset_configs`); returns the eval records."""
-    from dskd.evaluation.run import TEACHER, evaluate
+    """Run every stage for ``configs`` (from :func:`preset_configs`); returns the eval records, the runs'
+    summaries, the wall time and the ``unavailable`` eval tasks (``task -> reason``)."""
+    from dskd.evaluation.run import TEACHER
     from dskd.launch.caches import build_caches
     from dskd.lexicon.build import build as build_lexicon
     from dskd.senses.build import build as build_senses
 
     t0 = time.perf_counter()
+    fetch_training_assets(configs)
     first = configs[0]
     dskd_cfg = next((c for c in configs if c.method == "dskd"), first)
-    lex_key = stage_key(dskd_cfg.lexicon, dskd_cfg.teacher.model, dskd_cfg.teacher.revision)
+    lex_key, senses_key = artifact_keys(dskd_cfg)
     run_stage(
         "lexicon", dskd_cfg.lexicon.output_dir, lex_key, lambda: str(build_lexicon(dskd_cfg).path), force
     )
-    senses_key = stage_key(dskd_cfg.senses, _teacher_key(dskd_cfg), lex_key)
     run_stage("senses", dskd_cfg.senses.output_dir, senses_key, lambda: build_senses(dskd_cfg).stats, force)
     cache_keys = build_caches(configs, senses_key, force)
     models: dict[str, str] = {TEACHER: first.teacher.model}
@@ -108,13 +167,27 @@ def reproduce(configs: list[ExperimentConfig], force: bool = False) -> dict[str,
         summaries.append(summary)
         models[f"{cfg.label or cfg.method.upper()}@{cfg.seed}"] = summary["export_dir"]
     if not is_global_zero():  # the other processes served the collective training stages
-        return {"records": None, "runs": summaries, "wall_s": time.perf_counter() - t0}
-    eval_key = stage_key(first.eval, models, [s.get("wall_time_s") for s in summaries])
-    records = run_stage(
-        "eval", first.eval.output_dir, eval_key, lambda: evaluate(first, models, force), force
-    )
+        return {"records": None, "runs": summaries, "wall_s": time.perf_counter() - t0, "unavailable": {}}
+    records, unavailable = _evaluate(first, models, summaries, force)
     print(f"=== reproduce: finished in {time.perf_counter() - t0:.0f} s; results in {first.eval.output_dir}")
     table = Path(first.eval.output_dir) / "table.md"
     if table.is_file():
         print(table.read_text(encoding="utf-8"))
-    return {"records": records, "runs": summaries, "wall_s": time.perf_counter() - t0}
+    wall_s = time.perf_counter() - t0
+    return {"records": records, "runs": summaries, "wall_s": wall_s, "unavailable": unavailable}
+
+
+def _evaluate(
+    cfg: ExperimentConfig, models: dict[str, str], summaries: list[dict[str, Any]], force: bool
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The eval stage: (records, unavailable tasks). An evaluation that left tasks out is not up to date:
+    it runs again (retrying their assets) even when its key matches."""
+    from dskd.evaluation.run import evaluate, unavailable_tasks
+
+    out = cfg.eval.output_dir
+    key = stage_key(cfg.eval, models, [s.get("wall_time_s") for s in summaries])
+    missed = unavailable_tasks(out) if is_current(out, key) else {}
+    if missed and not force:
+        print(f"=== eval: {', '.join(missed)} could not be evaluated last time; evaluating again", flush=True)
+    records = run_stage("eval", out, key, lambda: evaluate(cfg, models, force), force or bool(missed))
+    return records, unavailable_tasks(out)

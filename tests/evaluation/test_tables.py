@@ -131,3 +131,23 @@ def test_unpaired_references_are_refused():
     b = item_rec("DSKD", 0, "simlex", "spearman", [0.1, 0.2, 0.3], "mean", reference=[3.0, 2.0, 1.0])
     with pytest.raises(DSKDError, match="'simlex spearman': models .* different items"):
         differences([a, b])
+
+
+REASON = "Could not download bigbench==1.0.0 for asset 'bigbench-mc'. Put the file in DIR and run ..."
+
+
+def test_an_unavailable_task_is_a_marked_column_with_its_reason_and_the_average_says_so():
+    available = [r for r in RECORDS if r["benchmark"] != "bigbench/odd_one_out"]
+    missing = {"bigbench/odd_one_out": REASON}
+    text = render_markdown(available, ["teacher", "dskd"], unavailable=missing)
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    assert lines[0] == "| model | wic acc | simlex spearman | bigbench/odd_one_out | average |"
+    assert lines[2] == "| teacher | 0.600 | 0.200 | unavailable | 0.600 |"  # average of wic alone
+    assert lines[3] == "| dskd | 0.530 ± 0.042 | 0.120 ± 0.028 | unavailable | 0.530 ± 0.042 |"
+    assert lines[4] == "| chance | 0.500 | 0.000 | – | 0.500 |"
+    assert lines[5] == "| items | 200 | 999 |  |  |"
+    assert f"- bigbench/odd_one_out: unavailable — {REASON}" in text
+    assert "mean of the accuracy-like columns of the available tasks" in text
+    rows = list(csv.reader(io.StringIO(render_csv(available, ["teacher", "dskd"], missing))))
+    assert rows[0][3] == "bigbench/odd_one_out" and rows[1][3] == rows[2][3] == "unavailable"
+    assert "available tasks" not in render_markdown(available)  # nothing missing: the usual note

@@ -6,7 +6,7 @@ import json
 
 from dskd.config import config_from_dict
 from dskd.evaluation.tracking import log_evaluation
-from dskd.tracking.offline import history, run_logs
+from dskd.tracking.offline import history, records, run_logs
 
 
 def _record(model: str, items: list[float]) -> dict:
@@ -34,3 +34,25 @@ def test_the_eval_run_logs_the_difference_table(tmp_path, monkeypatch):
     table = json.loads((log.parent / "files" / row["eval/differences"]["path"]).read_text())
     # identical items: a zero difference with a zero-width interval, not significant
     assert table["columns"] == ["model", "wic acc"] and table["data"] == [["DSKD", "+0.000 [+0.000, +0.000]"]]
+
+
+def test_the_eval_run_names_the_unavailable_tasks(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = config_from_dict(
+        {
+            "family": "test",
+            "eval": {"output_dir": str(tmp_path)},
+            "logging": {"wandb": True, "artifacts": "off"},
+        }
+    )
+    missing = {"analogy": "Could not download the analogies asset."}
+    log_evaluation(cfg, [_record("KD", [1.0, 0.0])], {"KD@0": "kd"}, ["KD"], missing)
+    (log,) = run_logs(tmp_path)
+    (row,) = [r for r in history(log) if "eval/results" in r]
+    table = json.loads((log.parent / "files" / row["eval/results"]["path"]).read_text())
+    assert table["columns"] == ["model", "wic acc", "analogy", "average"]
+    assert table["data"][0] == ["KD", "0.500", "unavailable", "0.500"]
+    (run,) = [r.run for r in records(log) if r.HasField("run")]
+    config = {item.key: json.loads(item.value_json) for item in run.config.update}
+    assert config["unavailable"] == missing

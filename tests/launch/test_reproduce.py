@@ -4,6 +4,7 @@ presets' 2-process rehearsal: test_rehearsal.py)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from dskd.cli import main
 from dskd.errors import ConfigError
 from dskd.io import write_json_atomic
-from dskd.launch.reproduce import preset_configs
+from dskd.launch.reproduce import preset_configs, training_assets
 from dskd.launch.stamps import STAMP, is_current, run_stage, stage_key
 
 
@@ -59,6 +60,35 @@ def test_unknown_preset_is_a_clean_error(capsys):
     assert "Known presets" in capsys.readouterr().err
 
 
+def test_the_training_assets_of_a_preset_are_named_with_the_key_that_needs_them():
+    assert training_assets(preset_configs("tiny", [0, 1], [])) == {
+        "smollm2-135m-instruct": "teacher.model",
+        "wordnet": "lexicon.sources",
+        "wordnet-corpus": "senses.sources",
+    }
+    shakespeare = preset_configs(
+        "smoke", [0], ["data.train=[{kind: shakespeare}]", "teacher.model=/my/teacher"]
+    )
+    assert training_assets(shakespeare) == {
+        "wordnet": "lexicon.sources",
+        "wordnet-corpus": "senses.sources",
+        "shakespeare": "data.train",
+    }
+
+
+def test_a_training_asset_that_cannot_be_had_stops_reproduce_before_any_stage(tmp_path, home_without, capsys):
+    home_without("smollm2-135m-instruct")  # a home without the teacher, and no index to fetch it from
+    assert main(["reproduce", "--preset", "smoke", *_overrides(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    (line,) = captured.err.strip().splitlines()[-1:]
+    assert line.startswith(
+        "dskd: error: dskd reproduce needs the asset 'smollm2-135m-instruct' (teacher.model)"
+    )
+    assert "no stage was run" in line and "dskd assets fetch smollm2-135m-instruct --from DIR" in line
+    assert "===" not in captured.out and not (tmp_path / "lexicon").exists()
+    assert not (tmp_path / "artifacts").exists() and not (tmp_path / "runs").exists()
+
+
 def _overrides(tmp_path):
     return [
         f"artifacts_dir={tmp_path}/artifacts",
@@ -84,7 +114,7 @@ def _assert_offline_wandb_runs(root):
 
 
 @pytest.mark.integration
-def test_smoke_preset_end_to_end_then_everything_is_skipped(tmp_path, capsys):
+def test_smoke_preset_end_to_end_then_everything_is_skipped(tmp_path, capsys, home_without, monkeypatch):
     assert main(["reproduce", "--preset", "smoke", *_overrides(tmp_path)]) == 0
     results = json.loads((tmp_path / "results" / "results.json").read_text())["results"]
     assert {r["model"] for r in results} == {"teacher", "KD", "DSKD"}
@@ -105,6 +135,37 @@ def test_smoke_preset_end_to_end_then_everything_is_skipped(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("up to date") == 6  # lexicon, senses, teacher cache, 2 trainings, eval
     assert "running" not in out
+    _unavailable_eval_asset_then_back(tmp_path, capsys, home_without, monkeypatch)
+
+
+def _unavailable_eval_asset_then_back(tmp_path, capsys, home_without, monkeypatch):
+    """Without the analogies asset the eval stage leaves out its task (exit 3, nothing else lost); the next
+    run evaluates again although its key is unchanged, and with the asset back completes the table."""
+    home = os.environ.get("DSKD_HOME")
+    home_without("analogies")
+    args = ["reproduce", "--preset", "smoke", *_overrides(tmp_path), "eval.max_items=2"]
+    assert main(args) == 3
+    captured = capsys.readouterr()
+    assert captured.out.count("up to date") == 5 and "=== eval: running" in captured.out
+    assert "[eval] analogy: unavailable: " in captured.err and "exit status 3" in captured.err
+    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert list(results["unavailable"]) == ["analogy"]
+    assert {(r["model"], r["benchmark"]) for r in results["results"]} == {
+        (m, b) for m in ("teacher", "KD", "DSKD") for b in ("wic", "simlex", "heldout")
+    }
+    kd_row = next(
+        x for x in (tmp_path / "results" / "table.md").read_text().splitlines() if x.startswith("| KD |")
+    )
+    assert "| unavailable |" in kd_row
+    if home:
+        monkeypatch.setenv("DSKD_HOME", home)
+    else:
+        monkeypatch.delenv("DSKD_HOME")
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "=== eval: analogy could not be evaluated last time; evaluating again" in out
+    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert results["unavailable"] == {} and "analogy" in {r["benchmark"] for r in results["results"]}
 
 
 def test_only_the_first_process_runs_a_stage_the_others_wait_for_its_stamp(tmp_path, monkeypatch):
