@@ -2,37 +2,29 @@
 
 Baseline measured in the same run: the fast tokenizer alone over the same documents (the floor of
 any pipeline). The pipeline figure covers reading, tokenizing, packing, sense sampling and tensor
-conversion, in one process (= one DataLoader worker).
+conversion, in one process (= one DataLoader worker). Neighbours come from the preset's lexicon
+(:func:`benchmarks.artifacts.preset_artifacts`).
 """
 
 from __future__ import annotations
 
 import time
 from itertools import islice
-from pathlib import Path
 
 from benchmarks.harness import Figure
 
 GOAL = 50_000
 
 
-def _table(cfg, tokenizer):
-    """Neighbours from the preset's lexicon artifact, or a random CSR table of the same vocabulary."""
-    import numpy as np
-
+def _table(cfg, tokenizer, quick: bool):
+    """Neighbours from the preset's lexicon."""
+    from benchmarks.artifacts import preset_artifacts
     from dskd.data.sampling import NeighbourTable
     from dskd.lexicon import Lexicon
 
-    if (Path(cfg.lexicon.output_dir) / "meta.json").is_file():
-        lexicon = Lexicon.load(cfg.lexicon.output_dir)
-        lexicon.check_tokenizer(tokenizer)
-        return NeighbourTable.from_lexicon(lexicon), "lexicon artifact"
-    rng = np.random.default_rng(0)
-    deg = rng.integers(1, 30, len(tokenizer)) * (rng.random(len(tokenizer)) < 0.1)
-    indptr = np.concatenate([[0], np.cumsum(deg)])
-    return NeighbourTable(
-        indptr, rng.integers(0, len(tokenizer), indptr[-1]), indptr, indptr[:0]
-    ), "random table"
+    lexicon = Lexicon.load(preset_artifacts(cfg, quick).lexicon.output_dir)
+    lexicon.check_tokenizer(tokenizer)
+    return NeighbourTable.from_lexicon(lexicon)
 
 
 def bench_data_throughput(quick: bool) -> list[Figure]:
@@ -44,7 +36,7 @@ def bench_data_throughput(quick: bool) -> list[Figure]:
 
     cfg = load_config("experiments/tiny/dskd.yaml", ["data.num_workers=0"])
     tokenizer = load_tokenizer(cfg.teacher.model)
-    table, what = _table(cfg, tokenizer)
+    table = _table(cfg, tokenizer, quick)
     n_batches = 150 if quick else 1500
     docs = [d.text for d in islice(iter_documents(cfg.data.train), 20_000)]
     figures = []
@@ -72,7 +64,7 @@ def bench_data_throughput(quick: bool) -> list[Figure]:
                 baseline_name="fast tokenizer alone",
                 goal=f">= {GOAL:,} tokens/s",
                 met=rate >= GOAL,
-                note=f"{tokens} tokens, neighbours from {what}",
+                note=f"{tokens} tokens, neighbours from the preset's lexicon",
             )
         )
     return figures

@@ -1,7 +1,9 @@
 """Benchmark: the paper protocol's batched scoring and greedy generation vs one prompt at a time.
 
-The real teacher (SmolLM2-135M-Instruct, the default asset) on 5-shot chat prompts of a BIG-bench task
-(the bigbench-mc asset; rendered as training and the paper evaluation render them), on this process's
+The real teacher (SmolLM2-135M-Instruct, the default asset) on 5-shot chat prompts of gloss-selection
+questions from the WordNet corpus (the ``wsd`` items: an example sentence and three glosses of its word;
+rendered as training and the paper evaluation render QA prompts, about as long as the 5-shot BIG-bench
+social_iqa prompts this benchmark used before that asset went away), on this process's
 device (``eval.device=auto``: the GPU where there is one, else the CPU). Both sides run in
 the same process on the same prompts, one after the other: ``eval.batch_size`` 8 against 1. The two
 must also agree (greedy tokens identical); a disagreement fails the benchmark.
@@ -10,19 +12,29 @@ must also agree (greedy tokens identical); a disagreement fails the benchmark.
 from __future__ import annotations
 
 import time
-from itertools import islice
 
 from benchmarks.harness import Figure
 
 BATCH = 8
+SHOTS, CHOICES = 5, 3
 
 
 def _prompts(tokenizer, n: int) -> list[str]:
-    from dskd.corpora.sources import iter_documents
-    from dskd.data.config import SourceConfig
+    """``n`` 5-shot chat prompts of WordNet gloss-selection questions, exemplars drawn (seeded) from the
+    first :data:`~dskd.corpora.prompts.EXEMPLAR_POOL` questions."""
+    from dskd.assets import asset_path, wordnet
+    from dskd.corpora.prompts import EXEMPLAR_POOL, LETTERS, QAItem, draw_exemplars, prompt_and_answer
+    from dskd.evaluation.wic import read_examples
+    from dskd.evaluation.wsd import build_wsd
 
-    docs = iter_documents([SourceConfig(kind="bigbench", path="social_iqa")], tokenizer)
-    return [d.meta["prompt"] for d in islice(docs, n)]
+    examples = read_examples(asset_path("wordnet-corpus") / "examples.jsonl")
+    pool = [
+        QAItem(m.query, m.choices, LETTERS[m.gold])
+        for m in build_wsd(examples, wordnet(), max(n, EXEMPLAR_POOL), CHOICES, seed=0)
+    ]
+    return [
+        prompt_and_answer(q, draw_exemplars(pool, i, SHOTS, 0), tokenizer)[0] for i, q in enumerate(pool[:n])
+    ]
 
 
 def _timed(fn):
@@ -52,7 +64,10 @@ def bench_paper_batching(quick: bool) -> list[Figure]:
         if g1 != g8 or not torch.allclose(torch.tensor(s1), torch.tensor(s8), atol=1e-4):
             raise AssertionError("batched next-token scores differ from one prompt at a time")
         average = tokens / len(prompts)
-        note = f"{len(prompts)} 5-shot chat prompts, {average:.0f} tokens on average, fp32, on {device}"
+        note = (
+            f"{len(prompts)} 5-shot chat prompts (WordNet gloss selection), {average:.0f} tokens on average, "
+            f"fp32, on {device}"
+        )
         figures.append(
             Figure("eval: paper MC scoring, batch 8", len(prompts) / t_batch, "prompts/s",
                    len(prompts) / t_one, "one prompt at a time", note=note)

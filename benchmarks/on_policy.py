@@ -58,8 +58,9 @@ def bench_on_policy_step_time(quick: bool) -> list[Figure]:
     from dskd.training.run import build_datamodule
 
     steps = QUICK_STEPS if quick else STEPS
-    over = (f"data.on_policy.fraction={FRACTION}", "teacher.mode=online")  # no cache holds generated text
-    cfg, tokenizer, teacher, student, projection, senses, batches = preset_setup(steps + 1, PRESET, over)
+    over = (f"data.on_policy.fraction={FRACTION}",)  # online teacher: no cache holds generated text
+    setup = preset_setup(steps + 1, quick, PRESET, over)
+    cfg, tokenizer, teacher, student, projection, senses, batches = setup
     dm = build_datamodule(cfg, tokenizer, senses)
     dm.setup("fit")
     off = copy.deepcopy(cfg)

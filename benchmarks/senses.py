@@ -19,23 +19,19 @@ TINY_CONFIG = "experiments/tiny/dskd.yaml"
 
 
 def _tiny_rows(quick: bool) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """(counts [keys], rows grouped by key) of the tiny preset: the saved rows.safetensors if the
-    build kept them (senses.save_rows=true), else gathered again with the same reservoir settings."""
+    """(counts [keys], rows grouped by key) the tiny preset's sense build kept (``senses.save_rows``)."""
+    from benchmarks.artifacts import preset_artifacts
     from dskd.config import load_config
-    from dskd.senses.build import ROWS_FILE, gather_from_config, load_rows, overall_sample
+    from dskd.senses.build import ROWS_FILE, load_rows
 
-    cfg = load_config(TINY_CONFIG)
+    cfg = preset_artifacts(load_config(TINY_CONFIG), quick)
     path = Path(cfg.senses.output_dir) / ROWS_FILE
-    if path.is_file():
-        _, counts, rows = load_rows(path)
-        return counts, rows, f"rows from {path}"
-    from dskd.models.loading import load_causal_lm, load_tokenizer
-
-    tok = load_tokenizer(cfg.teacher.model)
-    model = load_causal_lm(cfg.teacher.model, dtype=cfg.teacher.dtype).requires_grad_(False)
-    res = gather_from_config(cfg, model, tok, max_tokens=20_000 if quick else None)
-    _, counts, rows = overall_sample(res, cfg.senses.max_rows_per_key).grouped()
-    return counts, rows, f"rows regathered over {res.tokens} tokens"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: the k-means benchmark needs senses.save_rows: true in {TINY_CONFIG}"
+        )
+    _, counts, rows = load_rows(path)
+    return counts, rows, f"rows of the sense build over {cfg.senses.max_tokens} tokens"
 
 
 def compare_kmeans(

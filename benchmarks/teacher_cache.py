@@ -103,7 +103,7 @@ def bench_cached_training(quick: bool) -> list[Figure]:
     from dskd.training.module import DistillationModule
 
     steps = QUICK_STEPS if quick else STEPS
-    cfg, tokenizer, teacher, student, projection, senses, batches = preset_setup(steps + 1, PRESET)
+    cfg, tokenizer, teacher, student, projection, senses, batches = preset_setup(steps + 1, quick, PRESET)
     val = _val_batches(cfg, tokenizer, QUICK_VAL_BATCHES if quick else VAL_BATCHES)
     with tempfile.TemporaryDirectory() as tmp:
         cfgs, metas, build_s = _write_caches(Path(tmp), cfg, tokenizer, teacher, batches)

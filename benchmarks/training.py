@@ -1,9 +1,14 @@
 """Benchmark: DSKD training-step time relative to KD on the tiny preset (goal: ratio <= 1.05).
 
-Both methods train their own copy of the same student on the same batches against one shared
-teacher; their steps (forward, losses, backward, optimizer step) alternate, several times, and the
-median step times are compared, so machine noise affects both alike. Batches come from the DSKD
-data module of the preset (real lexicon neighbours) and the preset's sense dictionary.
+Both methods train their own copy of the same student on the same batches against one shared online
+teacher (``teacher.mode=online``: the forward of the teacher is part of both steps; the preset trains
+from a teacher cache, measured in :mod:`benchmarks.teacher_cache`); their steps (forward, losses,
+backward, optimizer step) alternate, several times, and the median step times are compared, so
+machine noise affects both alike. Batches come from the DSKD data module of the preset (real lexicon
+neighbours) and the preset's sense dictionary.
+
+The lexicon and the sense dictionary come from :func:`benchmarks.artifacts.preset_artifacts` (built
+from the assets when `dskd reproduce` has not left them).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import time
 from benchmarks.harness import Figure
 
 PRESET = "experiments/tiny/dskd.yaml"
+ONLINE = "teacher.mode=online"
+"""The step benchmarks run the teacher live; the cached modes build their own caches."""
 
 
 def _step(module, optimizer, batch) -> tuple[float, dict[str, float]]:
@@ -52,16 +59,17 @@ def interleaved_steps(
     return {name: reduce(t) for name, t in times.items()}, first
 
 
-def preset_setup(n_batches: int, preset: str = PRESET, overrides: tuple[str, ...] = ()):
-    """(cfg, tokenizer, teacher, student, projection, senses, batches) of a preset (with the dotted
-    ``overrides``), for step benchmarks."""
+def preset_setup(n_batches: int, quick: bool, preset: str = PRESET, overrides: tuple[str, ...] = ()):
+    """(cfg, tokenizer, teacher, student, projection, senses, batches) of a preset with the online teacher
+    (and the dotted ``overrides``), for step benchmarks."""
     import itertools
 
+    from benchmarks.artifacts import preset_artifacts
     from dskd.config import load_config
     from dskd.data.stream import META_KEYS
     from dskd.training.run import build_datamodule, load_models, load_senses
 
-    cfg = load_config(preset, list(overrides))
+    cfg = preset_artifacts(load_config(preset, [ONLINE, *overrides]), quick)
     tokenizer, teacher, student, projection = load_models(cfg)
     senses = load_senses(cfg, tokenizer, teacher)
     dm = build_datamodule(cfg, tokenizer)
@@ -79,7 +87,7 @@ def bench_step_time(quick: bool) -> list[Figure]:
     from dskd.training.module import DistillationModule
 
     pairs = 3 if quick else 8
-    cfg, tokenizer, teacher, student, projection, senses, batches = preset_setup(pairs + 1)
+    cfg, tokenizer, teacher, student, projection, senses, batches = preset_setup(pairs + 1, quick)
     kd_cfg = copy.deepcopy(cfg)
     kd_cfg.method = "kd"
     modules = {
@@ -98,6 +106,6 @@ def bench_step_time(quick: bool) -> list[Figure]:
             baseline_name="KD step time (same batches, same machine, interleaved)",
             goal="ratio <= 1.05",
             met=dskd / kd <= 1.05,
-            note=f"tiny preset, CPU, median; {shape}",
+            note=f"tiny preset, online teacher, CPU, median; {shape}",
         )
     ]
