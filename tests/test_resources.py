@@ -38,14 +38,33 @@ def test_experiments_and_the_packaged_presets_hold_the_same_files():
     )
 
 
+def _shipped(cfg: configparser.ConfigParser, package: str, folder: Path) -> set[Path]:
+    return {p for g in cfg["options.package_data"][package].split(",") for p in folder.glob(g.strip())}
+
+
 def test_every_resource_is_named_in_package_data():
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
-    globs = [g.strip() for g in cfg["options.package_data"]["dskd.resources"].split(",")]
-    shipped = {p for g in globs for p in PACKAGED.glob(g)}
     needed = {p for p in PACKAGED.rglob("*") if p.is_file() and p.suffix in (".json", ".yaml", ".sbatch")}
-    assert len(needed) >= 4 * 3 + 2  # 4 presets of kd, dskd and base, the template, the affixes
-    assert needed <= shipped, f"not in setup.cfg's package_data: {sorted(map(str, needed - shipped))}"
+    assert len(needed) >= 4 * 3 + 1  # 4 presets of kd, dskd and base, the template
+    missing = needed - _shipped(cfg, "dskd.resources", PACKAGED)
+    assert not missing, f"not in setup.cfg's package_data: {sorted(map(str, missing))}"
+
+
+def test_the_lexicon_folder_is_mapped_into_the_package():
+    """The top-level lexicon/ ships as dskd/resources/lexicon/ (setup.cfg's package_dir, setup.py's
+    packages); in a checkout resource("lexicon", ...) reads the folder itself."""
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    assert cfg["options"]["package_dir"].split() == ["dskd.resources.lexicon", "=", "lexicon"]
+    assert '"dskd.resources.lexicon"' in (ROOT / "setup.py").read_text()
+    lexicon = ROOT / "lexicon"
+    every = {p for p in lexicon.rglob("*") if p.is_file()}
+    assert {p.name for p in every} >= {"README.md", "negation_affixes.json", "extra_relations.tsv"}
+    missing = every - _shipped(cfg, "dskd.resources.lexicon", lexicon)
+    assert not missing, f"not in setup.cfg's package_data: {sorted(map(str, missing))}"
+    assert resource("lexicon", "negation_affixes.json") == lexicon / "negation_affixes.json"
+    assert not (PACKAGED / "lexicon").exists()  # a copy inside the checkout would shadow lexicon/
 
 
 def test_a_missing_resource_is_a_clear_error():

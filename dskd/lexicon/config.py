@@ -14,9 +14,9 @@ class LexiconSourceConfig:
 
     kind: Literal["wordnet", "wiktionary", "dict2vec", "tsv"] = "wordnet"
     """wordnet | wiktionary (wiktextract JSONL) | dict2vec (two words per line) | tsv (head, tail,
-    relation)."""
+    relation and an optional part of speech, tab-separated: the format of lexicon/README.md)."""
     path: str | None = None
-    """File for the importers (ignored for wordnet)."""
+    """File for the importers (ignored for wordnet), e.g. lexicon/extra_relations.tsv."""
     relation: Literal["synonym", "antonym"] = "synonym"
     """Relation of every pair in a dict2vec file (synonym | antonym)."""
     name: str | None = None
@@ -44,7 +44,7 @@ class LexiconConfig:
     negation_polarity: bool = True
     """Apply the negating-affix polarity rule (unhappy ~ sad adds happy vs sad)."""
     affix_rules: str | None = None
-    """JSON file of negating-affix rules; default: dskd/resources/negation_affixes.json."""
+    """JSON file of negating-affix rules; default: lexicon/negation_affixes.json (shipped in the wheel)."""
     case_variants: bool = False
     """Also map the capitalised form of a lowercase head (" Good" for " good") when it is one token and no
     source lists it itself; it gets the same neighbour keys."""

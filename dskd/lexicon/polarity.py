@@ -1,6 +1,6 @@
 """Negation polarity: a word built from a known base with an odd number of negating affixes negates it.
 
-The affix rules are data (``dskd/resources/negation_affixes.json``; see ``dskd/resources/README.md``).
+The affix rules are data (``lexicon/negation_affixes.json``; see ``lexicon/README.md``).
 A rule strips one prefix or suffix when the rest is a known word of at least ``min_base_chars``
 characters, both words have an allowed part of speech and, for prefixes, share one (a word with no
 known part of speech, e.g. one only an importer gave, passes these checks), and the word is not listed
@@ -18,7 +18,7 @@ from dskd.errors import DSKDError
 from dskd.io import read_json
 from dskd.resources import resource
 
-DEFAULT_RULES = resource("negation_affixes.json")
+DEFAULT_RULES = resource("lexicon", "negation_affixes.json")
 _ADJ = {"a", "s"}  # WordNet adjective and adjective satellite
 
 
@@ -52,7 +52,7 @@ class AffixRules:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> AffixRules:
-        """Read the rules file (default: the packaged ``negation_affixes.json``)."""
+        """Read the rules file (default: ``lexicon/negation_affixes.json``)."""
         path = Path(path) if path else DEFAULT_RULES
         try:
             data = read_json(path)
@@ -76,7 +76,7 @@ class AffixRules:
                 f"Negation affix rules '{path}' are malformed ({type(e).__name__}: {e}); expected keys "
                 "min_base_chars, prefixes, suffixes (lists of {affix, pos[, base_pos, before, "
                 "min_base_chars]}), "
-                "exceptions (see dskd/resources/README.md)."
+                "exceptions (see lexicon/README.md)."
             ) from e
 
 

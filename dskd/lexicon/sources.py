@@ -209,18 +209,41 @@ def from_dict2vec(path: Path, name: str, relation: str) -> SourceData:
     return data
 
 
+POS_LETTERS = ("n", "v", "a", "s", "r")
+"""WordNet parts of speech: noun, verb, adjective, adjective satellite, adverb."""
+
+
 def from_tsv(path: Path, name: str) -> SourceData:
-    """Tab-separated ``head<TAB>tail<TAB>relation``; ``#`` comments allowed."""
+    """Tab-separated ``head<TAB>tail<TAB>relation[<TAB>pos]`` (format: lexicon/README.md); ``#`` comments
+    allowed. ``pos``, a WordNet letter (n v a s r), is a part of speech of both words (the polarity rule
+    checks it); without it they have none of their own."""
     data = SourceData(name)
     for lineno, line in _lines(path):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         parts = line.split("\t")
-        if len(parts) != 3:
+        if len(parts) not in (3, 4):
+            spaces = len(parts) == 1 and " " in line
+            hint = " (the fields are separated by tabs, not spaces)" if spaces else ""
             raise _malformed(
-                path, lineno, f"expected 3 tab-separated fields (head, tail, relation), found {len(parts)}"
+                path,
+                lineno,
+                "expected 3 tab-separated fields (head, tail, relation) and an optional 4th (part of "
+                f"speech), found {len(parts)}{hint}",
             )
-        _add(data, parts[0], parts[1], _relation(parts[2], path, lineno))
+        head, tail = normalize_word(parts[0]), normalize_word(parts[1])
+        if not head or not tail:
+            raise _malformed(path, lineno, f"empty {'head' if not head else 'tail'} word")
+        rel = _relation(parts[2], path, lineno)
+        _add(data, head, tail, rel)
+        if len(parts) == 4:
+            pos = parts[3].strip().lower()
+            if pos not in POS_LETTERS:
+                raise _malformed(
+                    path, lineno, f"unknown part of speech '{parts[3]}' (use one of {' '.join(POS_LETTERS)})"
+                )
+            data.words[head].add(pos)
+            data.words[tail].add(pos)
     return data
 
 
