@@ -31,7 +31,7 @@ help:
 
 setup: $(STAMP_SETUP)
 
-$(STAMP_SETUP): setup.cfg pyproject.toml
+$(STAMP_SETUP): setup.cfg setup.py pyproject.toml
 	@echo ">>> creating virtual environment $(VENV)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip wheel setuptools
