@@ -308,8 +308,17 @@ class DistillationModule(pl.LightningModule):
         op, index = self.cfg.data.on_policy, self.train_batches
         self.train_batches += 1
         senses = self._sense_sampler() if self.cfg.method == "dskd" and op.fraction > 0 else None
+        # the data's tokenizer's EOS (a chat template's end of turn), where the data module has one
+        eos = getattr(getattr(self.trainer.datamodule, "tokenizer", None), "eos_token_id", None)
         return training_batch(
-            self.student, batch, op, seed=self.cfg.seed, index=index, rank=self.global_rank, senses=senses
+            self.student,
+            batch,
+            op,
+            seed=self.cfg.seed,
+            index=index,
+            rank=self.global_rank,
+            senses=senses,
+            eos=eos,
         )
 
     def _sense_sampler(self) -> SenseSampler:

@@ -7,7 +7,9 @@ resumed run regenerates exactly what an uninterrupted run generated. The prefix 
 prompt (``dskd.batch.PROMPT_LEN``) when it starts with one and leaves a token to replace, else
 ``round(prefix_fraction * n_b)`` of its ``n_b`` tokens, clamped to ``[1, n_b - 1]`` (1 for ``n_b = 1``).
 The student samples up to ``min(max_new_tokens, L - shortest prefix)`` tokens, batched with its KV
-cache and left-padded prefixes; a row ends after its first EOS or at the sequence length ``L``.
+cache and left-padded prefixes; a row ends after its first stop token (any EOS id of the student's
+generation config, and the tokenizer's EOS where the caller knows it: ``dskd.data.targets.stop_tokens``;
+Llama 3 Instruct ends a turn with ``<|eot_id|>``, the second of its EOS ids) or at the sequence length ``L``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from torch import nn
 
 from dskd.batch import IGNORE_INDEX, PROMPT_LEN
 from dskd.data.config import OnPolicyConfig
-from dskd.data.targets import left_padded
+from dskd.data.targets import left_padded, stop_tokens
 
 DRAW, SAMPLE, SENSES = 1, 2, 3
 """Second element of the seed sequences: whether a batch is on-policy, its tokens, its sense sample."""
@@ -72,7 +74,7 @@ class OnPolicyBatch(NamedTuple):
     batch: dict[str, torch.Tensor]
     """``input_ids``, ``attention_mask`` and ``labels`` (targets only where a sampled token follows)."""
     new_tokens: int
-    """Sampled tokens kept in the batch (EOS included, padding after it not)."""
+    """Sampled tokens kept in the batch (the stop token included, padding after it not)."""
     seconds: float
     """Wall time of the generation."""
 
@@ -83,11 +85,12 @@ def sample_batch(
     batch: dict[str, torch.Tensor],
     cfg: OnPolicyConfig,
     *,
-    eos: int,
+    eos: Sequence[int],
     pad: int,
     seed: int,
 ) -> OnPolicyBatch:
-    """Replace each sequence of ``batch`` after its prefix by ``student``'s sampled continuation."""
+    """Replace each sequence of ``batch`` after its prefix by ``student``'s sampled continuation, which
+    ends after its first token of ``eos`` (every id that ends a row)."""
     from transformers import GenerationConfig
 
     ids, am = batch["input_ids"], batch["attention_mask"]
@@ -104,7 +107,7 @@ def sample_batch(
         top_p=cfg.top_p if sampling else None,
         top_k=0 if sampling else None,
         max_new_tokens=budget,
-        eos_token_id=eos,
+        eos_token_id=list(eos) or None,
         pad_token_id=pad,
         use_cache=True,
     )
@@ -122,8 +125,8 @@ def sample_batch(
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     new = out[:, prompt.shape[1] :]
-    is_eos = new == eos
-    kept = (is_eos.long().cumsum(1) - is_eos.long()) == 0  # up to and including the first EOS
+    stop = torch.isin(new, torch.tensor(list(eos), dtype=new.dtype, device=device)).long()
+    kept = (stop.cumsum(1) - stop) == 0  # up to and including the first stop token
     ends = torch.clamp(prefix + kept.sum(1), max=L)
     pos = torch.arange(L, device=device)[None, :]
     from_new = new.gather(1, (pos - prefix[:, None]).clamp(0, max(new.shape[1] - 1, 0)))
@@ -156,18 +159,20 @@ def training_batch(
     index: int,
     rank: int,
     senses: SenseSampler | None = None,
+    eos: int | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(the batch to train on, values to log) for training batch ``index`` of process ``rank``: the
     data batch (without ``prompt_len``), or, when the batch is drawn on-policy, the student's own
-    continuations with the sense arrays ``senses`` draws for them (None: no sense loss). The logs
+    continuations with the sense arrays ``senses`` draws for them (None: no sense loss), each ending
+    at its first stop token (``eos``: the tokenizer's EOS, None: unknown; see the module doc). The logs
     hold ``train/on_policy`` (1 or 0) and :func:`generation_logs` whenever ``cfg.fraction > 0``."""
     data = {k: v for k, v in batch.items() if k != PROMPT_LEN}
     if not is_on_policy(seed, index, cfg.fraction):
         return data, ({"train/on_policy": 0.0, **generation_logs(0, 0.0)} if cfg.fraction > 0 else {})
     gen = student.generation_config
-    eos = gen.eos_token_id[0] if isinstance(gen.eos_token_id, list) else gen.eos_token_id
-    pad = eos if gen.pad_token_id is None else gen.pad_token_id
-    out = sample_batch(student, batch, cfg, eos=eos, pad=pad, seed=sample_seed(seed, index, rank))
+    stops = stop_tokens(student, eos)
+    pad = stops[0] if gen.pad_token_id is None else gen.pad_token_id
+    out = sample_batch(student, batch, cfg, eos=stops, pad=pad, seed=sample_seed(seed, index, rank))
     new = out.batch
     if senses is not None:
         arrays = senses(new["labels"].cpu().numpy(), [seed, SENSES, index, rank])

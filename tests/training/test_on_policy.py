@@ -12,6 +12,8 @@ import signal
 import lightning.pytorch as pl
 import pytest
 import torch
+from torch import nn
+from transformers import GenerationConfig
 
 from dskd.batch import IGNORE_INDEX
 from dskd.data.config import OnPolicyConfig
@@ -95,7 +97,7 @@ def _greedy(model, prefix: list[int], steps: int, eos: int) -> list[int]:
 def test_greedy_continuations_match_a_plain_loop_and_only_sampled_tokens_are_targets(student):
     batch = _padded_batch()
     cfg = OnPolicyConfig(fraction=1.0, temperature=0.0, max_new_tokens=5, prefix_fraction=0.5)
-    out = sample_batch(student, batch, cfg, eos=2, pad=1, seed=0)
+    out = sample_batch(student, batch, cfg, eos=[2], pad=1, seed=0)
     assert student.training  # back in training mode
     new = out.batch
     prefix = [6, 4, 2]  # half of 12, 8 and 5 tokens (2.5 rounds to 2)
@@ -116,18 +118,53 @@ def test_greedy_continuations_match_a_plain_loop_and_only_sampled_tokens_are_tar
 def test_a_row_ends_after_its_first_eos(student):
     batch = _padded_batch()
     cfg = OnPolicyConfig(fraction=1.0, temperature=0.0, max_new_tokens=5)
-    first = int(sample_batch(student, batch, cfg, eos=2, pad=1, seed=0).batch["input_ids"][0, 6])
-    out = sample_batch(student, batch, cfg, eos=first, pad=1, seed=0)  # that token now ends row 0
+    first = int(sample_batch(student, batch, cfg, eos=[2], pad=1, seed=0).batch["input_ids"][0, 6])
+    out = sample_batch(student, batch, cfg, eos=[2, first], pad=1, seed=0)  # that token now ends row 0
     assert int(out.batch["attention_mask"][0].sum()) == 7
     assert out.batch["labels"][0].ne(IGNORE_INDEX).nonzero().squeeze(1).tolist() == [5]
+
+
+class _Scripted(nn.Module):
+    """A student whose generate appends ``continuation`` to every prompt (ignoring the stop ids, as a
+    backend could), with the given generation config."""
+
+    def __init__(self, continuation: list[int], eos: int | list[int]) -> None:
+        super().__init__()
+        self.continuation = continuation
+        self.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=1)
+        self.asked: list[int] = []
+
+    def generate(self, input_ids, attention_mask, generation_config):
+        self.asked = generation_config.eos_token_id
+        tail = torch.tensor(self.continuation).expand(len(input_ids), -1)
+        return torch.cat([input_ids, tail], dim=1)
+
+
+@pytest.mark.parametrize(
+    ("config_eos", "tokenizer_eos"),
+    [([2, 7], None), (2, 7)],  # Llama 3 Instruct: [<|end_of_text|>, <|eot_id|>]; a chat template's EOS
+)
+def test_a_row_ends_at_any_stop_token_as_in_trl(config_eos, tokenizer_eos):
+    """TRL's GKD generates with every EOS id, so [5, 7, 9, 9, 9, 9] stops at [5, 7] and the padding
+    after it is out of the loss (labels -100, attention 0); taking only the first EOS id kept it all."""
+    student = _Scripted([5, 7, 9, 9, 9, 9], config_eos)
+    batch = _padded_batch()
+    cfg = OnPolicyConfig(fraction=1.0, temperature=0.0, max_new_tokens=6, prefix_fraction=0.5)
+    new, logs = on_policy.training_batch(student, batch, cfg, seed=0, index=0, rank=0, eos=tokenizer_eos)
+    assert student.asked == [2, 7] and logs["train/gen_tokens"] == 3 * 2
+    for b, p in enumerate([6, 4, 2]):
+        assert new["input_ids"][b, p : p + 2].tolist() == [5, 7] and (new["input_ids"][b, p + 2 :] == 1).all()
+        assert new["attention_mask"][b].nonzero().squeeze(1).tolist() == list(range(p + 2))
+        assert new["labels"][b].ne(IGNORE_INDEX).nonzero().squeeze(1).tolist() == [p - 1, p]
+        assert new["labels"][b, p - 1 : p + 1].tolist() == [5, 7]
 
 
 def test_sampling_is_reproducible_by_seed_and_respects_the_budget(student):
     batch = _padded_batch()
     cfg = OnPolicyConfig(fraction=1.0, temperature=1.0, top_p=0.9, max_new_tokens=30)
-    a = sample_batch(student, batch, cfg, eos=2, pad=1, seed=7).batch
-    b = sample_batch(student, batch, cfg, eos=2, pad=1, seed=7).batch
-    c = sample_batch(student, batch, cfg, eos=2, pad=1, seed=8).batch
+    a = sample_batch(student, batch, cfg, eos=[2], pad=1, seed=7).batch
+    b = sample_batch(student, batch, cfg, eos=[2], pad=1, seed=7).batch
+    c = sample_batch(student, batch, cfg, eos=[2], pad=1, seed=8).batch
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["input_ids"], c["input_ids"])
     assert a["input_ids"].shape == (3, 12)  # the sequence length caps the continuation
@@ -194,7 +231,7 @@ def test_a_cached_run_scores_on_policy_batches_with_the_live_teacher_and_data_fr
         assert {k: v.item() for k, v in got.items()} == {k: v.item() for k, v in want.items()}
         assert got["kd"].item() != online.losses(batch)[1]["kd"].item()
         # the student's own continuation, which no cache holds: what the online run computes
-        generated = sample_batch(hybrid.student, batch, op, eos=2, pad=1, seed=i).batch
+        generated = sample_batch(hybrid.student, batch, op, eos=[2], pad=1, seed=i).batch
         assert not torch.equal(generated["input_ids"], batch["input_ids"])
         generated |= {k: v for k, v in batch.items() if k not in generated}  # the same sense sample
         _, want, _ = online.losses(generated, on_policy=True)
