@@ -86,7 +86,8 @@ def sampled_kd_loss(
     """``alpha * tau^2 * mean_p [-H(p_T) - sum_v p_hat(v) log q_S(v)]`` (see the module doc).
 
     ``student_logits`` ``[..., V]``; ``teacher`` sampled at ``kd.tau``; ``mask`` ``[...]`` (None: all
-    positions). An unbiased estimate of :func:`dskd.losses.kd.kd_loss` with forward KL.
+    positions). An unbiased estimate of :func:`dskd.losses.kd.kd_loss` with forward KL. A slot with
+    count 0 contributes exactly 0 to the value and the gradient, whatever the student's logit there.
     """
     if kd.divergence not in SAMPLED_DIVERGENCES:
         raise DSKDError(
@@ -103,5 +104,6 @@ def sampled_kd_loss(
     counts = teacher.counts.to(device).float()
     weights = counts / counts.sum(-1, keepdim=True).clamp(min=1)
     log_q = torch.log_softmax(student_logits.float() / kd.tau, -1).gather(-1, teacher.ids.to(device).long())
+    log_q = torch.where(counts > 0, log_q, 0.0)  # an unused slot adds exactly 0, even at a -inf logit
     per_pos = -teacher.entropy.to(device).float() - (weights * log_q).sum(-1)
     return kd_mean(per_pos, mask, kd=kd)

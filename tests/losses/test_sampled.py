@@ -42,6 +42,26 @@ def test_hand_computed_value():
     assert sampled_kd_loss(s, samples, kd=KD).item() == pytest.approx(want, rel=1e-6)
 
 
+def test_an_unused_slot_adds_exactly_0_even_at_a_minus_inf_logit():
+    """Unused slots hold id 0 with count 0; a student logit of -inf there gave 0 * -inf = NaN."""
+    s = torch.tensor([[-math.inf, 0.3, -0.2, 1.0]])
+    padded = TeacherSamples(
+        ids=torch.tensor([[2, 1, 0, 0]]), counts=torch.tensor([[2, 1, 0, 0]]), entropy=torch.tensor([0.5]),
+        top1=torch.tensor([2]),
+    )  # fmt: skip
+    used = TeacherSamples(padded.ids[:, :2], padded.counts[:, :2], padded.entropy, padded.top1)
+    values, grads = [], []
+    for samples in (padded, used):
+        x = s.clone().requires_grad_(True)
+        loss = sampled_kd_loss(x, samples, kd=KD)
+        values.append(loss.item())
+        grads.append(torch.autograd.grad(loss, x)[0])
+    log_q = F.log_softmax(s / TAU, -1)[0]
+    want = ALPHA * TAU**2 * (-0.5 - (2 / 3 * log_q[2] + 1 / 3 * log_q[1]).item())  # the used slots alone
+    assert values[0] == values[1] == pytest.approx(want, rel=1e-6)
+    assert torch.isfinite(grads[0]).all() and torch.equal(grads[0], grads[1])
+
+
 def test_samples_are_distinct_counted_reproducible_and_entropy_exact():
     g = torch.Generator().manual_seed(1)
     z = torch.randn(2, 5, 40, generator=g) * 3
