@@ -104,7 +104,9 @@ class DataConfig:
     """Prompts per batched greedy generation of the teacher targets, on each rank's own device."""
     neighbours_with_senses: bool = False
     """Draw synonyms / antonyms only among neighbours that have senses in the sense dictionary (DSKD+);
-    false: among all lexicon neighbours, as in the released code (many then contribute no row)."""
+    false: among all lexicon neighbours, as in the released code (many then contribute no row). A
+    target none of whose neighbours has senses is then no P1 candidate: m, the number of P1 and of P2
+    positions, shrinks (docs/losses.md, DSKD+)."""
     sense_aligned_neighbours: bool = False
     """Restrict neighbours to the aligned synset's (beyond the paper; off in paper-faithful configs)."""
     max_sense_positions: int = ranged(25, ge=0)

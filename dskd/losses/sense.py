@@ -125,19 +125,23 @@ def _mean_over(x: torch.Tensor, over: torch.Tensor) -> torch.Tensor:
     return torch.where(over, x, torch.zeros_like(x)).sum() / over.sum().clamp(min=1)
 
 
-def _diagnostics(pos: Nearest, neg: Nearest, on1: torch.Tensor, width: int, margin: float, own_in_neg: bool):
-    """What the P1 terms did in this batch (docs/losses.md, "Reading the diagnostics")."""
+def _diagnostics(
+    pos: Nearest, neg: Nearest, on1: torch.Tensor, widths: tuple[int, int], margin: float, own_in_neg: bool
+):
+    """What the P1 terms did in this batch (docs/losses.md, "Reading the diagnostics"); ``widths``:
+    the synonym and antonym columns, which the target's own senses follow in each candidate set."""
+    syn_width, ant_width = widths
     with torch.no_grad():
         pos_sel, neg_sel = pos.selected & on1.unsqueeze(-1), neg.selected & on1.unsqueeze(-1)
-        pos_own = pos.column == width  # the target's own senses follow the width neighbour columns
-        neg_own = (neg.column == width) if own_in_neg else torch.zeros_like(neg_sel)
+        pos_own = pos.column == syn_width
+        neg_own = (neg.column == ant_width) if own_in_neg else torch.zeros_like(neg_sel)
         only_own = (
             pos_sel.any(-1) & neg_sel.any(-1) & (pos_own | ~pos_sel).all(-1) & (neg_own | ~neg_sel).all(-1)
         )
         return {
             "hinge_active": _fraction(neg.mse.detach() < margin, neg_sel),
-            "syn_row_fraction": _fraction(pos.rows_per_column[..., :width].sum(-1) > 0, on1),
-            "ant_row_fraction": _fraction(neg.rows_per_column[..., :width].sum(-1) > 0, on1),
+            "syn_row_fraction": _fraction(pos.rows_per_column[..., :syn_width].sum(-1) > 0, on1),
+            "ant_row_fraction": _fraction(neg.rows_per_column[..., :ant_width].sum(-1) > 0, on1),
             "own_in_positives": _fraction(pos_own, pos_sel),
             "own_in_negatives": _fraction(neg_own, neg_sel),
             "selections_coincide": _fraction(only_own, on1)
@@ -230,6 +234,6 @@ def sense_loss(
     n_p1 = on1.sum().clamp(min=1)
     out["n_pos_candidates"] = (pos.rows_per_column.sum(-1) * on1).sum().float() / n_p1
     out["n_neg_candidates"] = (neg.rows_per_column.sum(-1) * on1).sum().float() / n_p1
-    width = batch["syn_keys"].shape[-1]
-    out["diagnostics"] = _diagnostics(pos, neg, on1, width, margin, cfg.own_senses_in_negatives)
+    widths = (batch["syn_keys"].shape[-1], batch["ant_keys"].shape[-1])
+    out["diagnostics"] = _diagnostics(pos, neg, on1, widths, margin, cfg.own_senses_in_negatives)
     return out

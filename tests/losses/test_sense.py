@@ -86,14 +86,16 @@ def reference_sense_loss(hs, ht, batch, table, cfg) -> dict[str, torch.Tensor]:
 N_KEYS, K, D = 20, 4, 6
 
 
-def _problem(seed: int):
-    """Random states, a table missing some keys, and a batch with every edge case of docs/method.md §3.3."""
+def _problem(seed: int, widths: tuple[int, int] = (3, 3)):
+    """Random states, a table missing some keys, and a batch with every edge case of docs/method.md §3.3;
+    ``widths``: the synonym and antonym slots per position."""
     g = torch.Generator().manual_seed(seed)
     in_dict = [key for key in range(N_KEYS) if key % 4 != 3]  # keys 3, 7, 11, 15, 19 have no senses
     table = {
         key: torch.randn(int(torch.randint(1, K + 1, (1,), generator=g)), D, generator=g) for key in in_dict
     }
-    B, L, M, S = 4, 10, 5, 3
+    B, L, M = 4, 10, 5
+    S, A = widths
     labels = torch.randint(0, N_KEYS, (B, L), generator=g)
     labels[:, -1] = -100
     labels[0, 2] = 3  # a P1 target without senses
@@ -103,8 +105,8 @@ def _problem(seed: int):
         "sense_pos_mask": torch.rand(B, M, generator=g) < 0.8,
         "syn_keys": torch.randint(0, N_KEYS, (B, M, S), generator=g),
         "syn_mask": torch.rand(B, M, S, generator=g) < 0.7,
-        "ant_keys": torch.randint(0, N_KEYS, (B, M, S), generator=g),
-        "ant_mask": torch.rand(B, M, S, generator=g) < 0.5,
+        "ant_keys": torch.randint(0, N_KEYS, (B, M, A), generator=g),
+        "ant_mask": torch.rand(B, M, A, generator=g) < 0.5,
         "rand_pos": torch.randint(0, L, (B, M), generator=g),
         "rand_pos_mask": torch.rand(B, M, generator=g) < 0.8,
     }
@@ -298,10 +300,11 @@ def reference_diagnostics(hs, ht, batch, table, cfg) -> dict[str, float]:
     }
 
 
+@pytest.mark.parametrize("widths", [(3, 3), (5, 3), (3, 5)])  # synonym and antonym slots
 @pytest.mark.parametrize("switches", [{}, {"own_senses_in_negatives": False}, {"kappa": 1}, {"kappa": 50}])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_diagnostics_match_a_per_position_loop(switches, seed):
-    hs, ht, batch, table = _problem(seed)
+def test_diagnostics_match_a_per_position_loop(switches, seed, widths):
+    hs, ht, batch, table = _problem(seed, widths)
     targets = batch["labels"].gather(1, batch["sense_pos"]).unsqueeze(-1)
     for name in ("syn", "ant"):  # a neighbour equal to the target would tie with its own senses
         batch[f"{name}_mask"] &= batch[f"{name}_keys"] != targets

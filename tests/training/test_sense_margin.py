@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -47,6 +49,14 @@ def test_neighbours_with_senses_draws_only_keys_the_dictionary_has(run_tmp, teac
     drawn = [b[f"{kind}_keys"][b[f"{kind}_mask"]] for b in dm.train_dataloader() for kind in ("syn", "ant")]
     drawn = torch.cat(drawn)
     assert len(drawn) > 0 and set(drawn.tolist()) <= set(keys.tolist())
+    # a target whose neighbours all lack senses leaves V: fewer P1 positions, and as few P2 (docs/losses.md)
+    plain = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, neighbours_with_senses=False))
+    counts = {}
+    for name, module in (("with", dm), ("plain", DSKDDataModule(plain, make_tokenizer(), word_lexicon()))):
+        module.setup("fit")
+        batches = list(module.train_dataloader())
+        counts[name] = [sum(int(b[f"{k}_mask"].sum()) for b in batches) for k in ("sense_pos", "rand_pos")]
+    assert counts["with"][0] == counts["with"][1] < counts["plain"][0] == counts["plain"][1]
     without = DSKDDataModule(cfg, make_tokenizer(), word_lexicon())
     without.setup("fit")
     with pytest.raises(ConfigError, match="neighbours_with_senses needs"):
