@@ -79,8 +79,9 @@ TRAIN_SET_SIZES = {"arc_challenge": 1119, "commonsense_qa": 9741, "piqa": 16113,
 @pytest.mark.parametrize("preset", ["paper-llama3", "paper-mistral"])
 def test_paper_presets_follow_the_recipe(preset):
     """docs/method.md §4 and its deviations (§4.1): fp32 master weights, one prompt per sequence, the
-    teacher's continuation of 1 token (multiple choice) or 10 (SQuAD v2), seeded random 25% subsets,
-    sense-corpus caps of 50 (general text) and 100 (task data) rows per key."""
+    teacher's continuation of 1 token (multiple choice) or 10 (SQuAD v2), seeded random 25% subsets
+    trained on whole (no prompt held out for validation), sense-corpus caps of 50 (general text) and
+    100 (task data) rows per key."""
     from dskd.config import load_config
 
     for method in ("kd", "dskd"):
@@ -88,6 +89,7 @@ def test_paper_presets_follow_the_recipe(preset):
         assert cfg.trainer.precision == "bf16-mixed" and cfg.teacher.dtype == "bfloat16"
         assert (cfg.data.pack, cfg.data.batch_size, cfg.data.targets) == (False, 1, "teacher")
         assert (cfg.trainer.max_epochs, cfg.trainer.max_steps, cfg.optim.warmup_ratio) == (2, -1, 0.1)
+        assert (cfg.data.val, cfg.data.val_fraction, cfg.trainer.limit_val_batches) == ([], 0.0, 0)
         train = {s.kind: s for s in cfg.data.train}
         assert set(train) == {*TRAIN_SET_SIZES, "squad_v2"}
         for kind, src in train.items():
