@@ -17,16 +17,21 @@ def _record(model: str, items: list[float]) -> dict:
     }  # fmt: skip
 
 
-def test_the_eval_run_logs_the_difference_table(tmp_path, monkeypatch):
+def _offline_config(tmp_path, monkeypatch):
+    """A config whose eval run goes to an offline W&B run in ``tmp_path``."""
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = config_from_dict(
+    return config_from_dict(
         {
             "family": "test",
             "eval": {"output_dir": str(tmp_path)},
             "logging": {"wandb": True, "artifacts": "off"},
         }
     )
+
+
+def test_the_eval_run_logs_the_difference_table(tmp_path, monkeypatch):
+    cfg = _offline_config(tmp_path, monkeypatch)
     records = [_record("KD", [1.0, 0.0, 1.0, 0.0]), _record("DSKD", [1.0, 0.0, 1.0, 0.0])]
     log_evaluation(cfg, records, {"KD@0": "kd", "DSKD@0": "dskd"}, ["KD", "DSKD"])
     (log,) = run_logs(tmp_path)
@@ -37,15 +42,7 @@ def test_the_eval_run_logs_the_difference_table(tmp_path, monkeypatch):
 
 
 def test_the_eval_run_names_the_unavailable_tasks(tmp_path, monkeypatch):
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = config_from_dict(
-        {
-            "family": "test",
-            "eval": {"output_dir": str(tmp_path)},
-            "logging": {"wandb": True, "artifacts": "off"},
-        }
-    )
+    cfg = _offline_config(tmp_path, monkeypatch)
     missing = {"analogy": "Could not download the analogies asset."}
     log_evaluation(cfg, [_record("KD", [1.0, 0.0])], {"KD@0": "kd"}, ["KD"], missing)
     (log,) = run_logs(tmp_path)
