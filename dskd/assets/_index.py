@@ -18,7 +18,6 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from html.parser import HTMLParser
-from urllib.parse import urljoin
 
 PYPI_SIMPLE = "https://pypi.org/simple"
 INDEX_TIMEOUT_S = 20
@@ -96,7 +95,7 @@ def project_files(index: str, project: str) -> dict[str, str]:
         return {f["filename"]: f.get("hashes", {}).get("sha256", "") for f in json.loads(body)["files"]}
     parser = _Anchors()
     parser.feed(body)
-    return {name: (urljoin(url, href).partition("#sha256=")[2] or "")[:64] for name, href in parser.links}
+    return {name: href.partition("#sha256=")[2][:64] for name, href in parser.links}
 
 
 _DIST = re.compile(r"^(?P<name>.+?)-(?P<version>\d[^-]*?)(?:\.tar\.gz|\.zip|-.+\.whl)$")
