@@ -28,7 +28,7 @@ def _table(cfg, tokenizer, quick: bool):
 
 
 def bench_data_throughput(quick: bool) -> list[Figure]:
-    from dskd.config import load_config
+    from dskd.config.loading import load_config
     from dskd.corpora.sources import iter_documents
     from dskd.data.datamodule import DSKDDataModule
     from dskd.data.stream import PackedStream

@@ -46,7 +46,7 @@ def _timed(fn):
 def bench_paper_batching(quick: bool) -> list[Figure]:
     import torch
 
-    from dskd.devices import local_device
+    from dskd.core.devices import local_device
     from dskd.evaluation import paper_protocol as pp
     from dskd.models.loading import load_causal_lm, load_tokenizer
 

@@ -18,7 +18,7 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dskd.io import write_json_atomic, write_text_atomic
+from dskd.core.io import write_json_atomic, write_text_atomic
 
 
 @dataclass

@@ -6,7 +6,7 @@ and ``teacher.mode=cached`` (same seed, same batches), then scores both final st
 online teacher on the validation batches (exact CE, exact KD, top-k KD, top-1 agreement) and, on
 the first training batches, compares the exact KD with its top-k approximation for the cached
 student. Writes ``DIR/compare.json``. Minutes of CPU time: not part of ``make bench``. The cache is
-built with ``teacher.cache_targets=topk`` (the sampled mode is measured by :mod:`benchmarks.teacher_cache`).
+built with ``cache.kd_format=topk`` (the sampled mode is measured by :mod:`benchmarks.teacher_cache`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ SWEEP = (64, 256, 1024, 4096, 16384, 49152)
 
 
 def _config(out: Path, steps: int, val_batches: int, mode: str = "online"):
-    from dskd.config import load_config
+    from dskd.config.loading import load_config
 
     return load_config(
         PRESET,
@@ -32,9 +32,9 @@ def _config(out: Path, steps: int, val_batches: int, mode: str = "online"):
             "trainer.checkpoint_every_n_steps=100000",
             "logging.wandb=false",
             f"runs_dir={out / 'runs'}",
-            f"teacher.cache_dir={out / 'cache'}",
+            f"cache.dir={out / 'cache'}",
             f"teacher.mode={mode}",
-            "teacher.cache_targets=topk",  # this study measures the top-k approximation
+            "cache.kd_format=topk",  # this study measures the top-k approximation
             f"name=tiny-kd-{mode}",
         ],
     )
@@ -46,7 +46,7 @@ def _score(cfg, student_dir: Path, batches, teacher, cache, sweep=()) -> dict[st
     import torch
     import torch.nn.functional as F
 
-    from dskd.batch import IGNORE_INDEX
+    from dskd.core.batch import IGNORE_INDEX
     from dskd.losses.kd import kd_loss, position_mask
     from dskd.losses.topk import teacher_topk, topk_kd_loss
     from dskd.models.loading import load_causal_lm
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         val_cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, max_steps=10))
         batches = list(run_batches(val_cfg, tok, [cfg.seed]))
         val, train_batches = batches[: a.val_batches], batches[a.val_batches :]
-        result: dict = {"steps": a.steps, "top_k": cfg.teacher.cache_top_k, "tau": cfg.loss.kd.tau}
+        result: dict = {"steps": a.steps, "top_k": cfg.cache.top_k, "tau": cfg.loss.kd.tau}
         for mode in ("online", "cached"):
             run = run_dir(_config(a.out, a.steps, a.val_batches, mode))
             summary = json.loads((run / "summary.json").read_text())

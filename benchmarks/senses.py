@@ -21,7 +21,7 @@ TINY_CONFIG = "experiments/tiny/dskd.yaml"
 def _tiny_rows(quick: bool) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(counts [keys], rows grouped by key) the tiny preset's sense build kept (``senses.save_rows``)."""
     from benchmarks.artifacts import preset_artifacts
-    from dskd.config import load_config
+    from dskd.config.loading import load_config
     from dskd.senses.build import ROWS_FILE, load_rows
 
     cfg = preset_artifacts(load_config(TINY_CONFIG), quick)
@@ -97,7 +97,7 @@ def compare_kmeans(
 
 
 def bench_kmeans(quick: bool) -> list[Figure]:
-    from dskd.config import load_config
+    from dskd.config.loading import load_config
 
     cfg = load_config(TINY_CONFIG)
     counts, rows, origin = _tiny_rows(quick)

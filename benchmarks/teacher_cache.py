@@ -2,7 +2,7 @@
 
 Three copies of the preset's student train on the same batches of the DSKD data module (real
 lexicon neighbours, the preset's sense dictionary), from the same weights and seed: one against the
-online teacher (forward every step), one against a top-k cache (``teacher.cache_targets=topk``,
+online teacher (forward every step), one against a top-k cache (``cache.kd_format=topk``,
 k = 1,024) and one against a sampled cache (``sampled``, 64 draws per position at tau), both written
 in the same run with hidden states only where the sense loss can read them. Their AdamW steps
 alternate (:func:`benchmarks.training.interleaved_steps`), so the step-time ratios are measured side
@@ -29,7 +29,7 @@ PRESET = "experiments/tiny/dskd.yaml"
 STEPS, QUICK_STEPS = 40, 3
 VAL_BATCHES, QUICK_VAL_BATCHES = 8, 1
 PAPER_VOCAB, PAPER_HIDDEN = 128_256, 4_096
-MODES = {"topk": {"cache_targets": "topk", "cache_top_k": 1024}, "sampled": {"cache_targets": "sampled"}}
+MODES = {"topk": {"kd_format": "topk", "top_k": 1024}, "sampled": {"kd_format": "sampled"}}
 """The cache modes compared with the online teacher (the other keys: the config's defaults)."""
 
 
@@ -72,15 +72,17 @@ def heldout_kl(students: dict, teacher, batches: list[dict]) -> dict[str, float]
 
 def _write_caches(root: Path, cfg, tokenizer, teacher, batches) -> tuple[dict, dict, dict]:
     """(config, meta, build seconds) of each cache mode, written under ``root``."""
-    from dskd.io import read_json
-    from dskd.testing import write_batch_cache
+    from dskd.core.io import read_json
+    from dskd.testing.fixtures import write_batch_cache
 
     cfgs, metas, seconds = {}, {}, {}
     for mode, keys in MODES.items():
-        tc = dataclasses.replace(cfg.teacher, mode="cached", cache_dir=str(root / mode), **keys)
-        cfgs[mode] = dataclasses.replace(cfg, teacher=tc)
+        cache = dataclasses.replace(cfg.cache, dir=str(root / mode), **keys)
+        cfgs[mode] = dataclasses.replace(
+            cfg, teacher=dataclasses.replace(cfg.teacher, mode="cached"), cache=cache
+        )
         t0 = time.perf_counter()
-        write_batch_cache(tc.cache_dir, cfgs[mode], tokenizer, teacher, batches)
+        write_batch_cache(cache.dir, cfgs[mode], tokenizer, teacher, batches)
         seconds[mode] = time.perf_counter() - t0
         metas[mode] = read_json(root / mode / "meta.json")
     return cfgs, metas, seconds

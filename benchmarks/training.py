@@ -65,7 +65,7 @@ def preset_setup(n_batches: int, quick: bool, preset: str = PRESET, overrides: t
     import itertools
 
     from benchmarks.artifacts import preset_artifacts
-    from dskd.config import load_config
+    from dskd.config.loading import load_config
     from dskd.data.stream import META_KEYS
     from dskd.training.run import build_datamodule, load_models, load_senses
 

@@ -20,7 +20,7 @@ import os
 import sys
 
 from dskd import __version__
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
 
 STAGES = [
     "assets",

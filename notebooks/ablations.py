@@ -14,7 +14,7 @@
 # %% [markdown]
 # # Ablations
 #
-# Reads the training runs under `runs_root/<family>/<name>/seed-S/` (Lightning's `metrics.csv`, or the
+# Reads the training runs under `runs_root/<preset>/<name>/seed-S/` (Lightning's `metrics.csv`, or the
 # final metrics of the W&B offline run when there is no CSV) and, per family (= one ablation, e.g. what
 # `dskd ablate experiments/sweeps/tiny_kappa_weight.yaml` writes), plots each loss component over steps
 # per setting and the final metrics per setting, and shows the summary table. A run's *setting* is the
@@ -47,7 +47,7 @@ if families is not None:
     found = {f: found[f] for f in families if f in found}
 if not found:
     raise FileNotFoundError(
-        f"No runs with metrics under {runs_root}/<family>/<name>/seed-*/. Run an ablation first, e.g. "
+        f"No runs with metrics under {runs_root}/<preset>/<name>/seed-*/. Run an ablation first, e.g. "
         "`dskd ablate experiments/sweeps/tiny_kappa_weight.yaml`, or pass runs_root=... as a parameter."
     )
 for family, runs in found.items():

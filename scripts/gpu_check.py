@@ -83,7 +83,7 @@ def _shape(args: argparse.Namespace) -> dict[str, int]:
 
 def _prepare(work: Path, shape: dict[str, int]) -> None:
     """The random teacher folder and its sense dictionary, shared by all checks."""
-    from dskd.testing import llama_config, random_model_dir, random_senses
+    from dskd.testing.fixtures import llama_config, random_model_dir, random_senses
 
     if not (work / "teacher" / "config.json").exists():
         cfg = llama_config(
@@ -95,11 +95,11 @@ def _prepare(work: Path, shape: dict[str, int]) -> None:
 
 
 def _config(work: Path, name: str, steps: int, batch: int, devices: str, accelerator: str):
-    from dskd.config import config_from_dict
+    from dskd.config.loading import config_from_dict
 
     data: dict = {
         "name": name,
-        "family": "gpu-check",
+        "preset": "gpu-check",
         "method": "dskd",
         "runs_dir": str(work / "runs"),
         "teacher": {"model": str(work / "teacher"), "dtype": "bfloat16"},
@@ -128,7 +128,7 @@ def run_one(args: argparse.Namespace) -> dict:
     """Run the check ``args.run`` in this process and return its JSON record."""
     import torch
 
-    from dskd.testing import SyntheticBatches
+    from dskd.testing.fixtures import SyntheticBatches
     from dskd.training.run import run_dir, train
 
     gpu = args.accelerator == "gpu"
@@ -243,7 +243,7 @@ def _gpu_count() -> int:
 
 def rehearse(name: str, args: argparse.Namespace, work: Path, timeout: float) -> dict:
     """``dskd reproduce --preset P --rehearse`` on the GPUs (see the module doc) and its JSON record."""
-    from dskd.launch.standins import write_standin_lexicon
+    from dskd.testing.standins import write_standin_lexicon
 
     preset, gpu = REHEARSALS[name], args.accelerator == "gpu"
     folder = work / name

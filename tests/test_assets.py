@@ -14,7 +14,7 @@ import pytest
 from dskd.assets import ASSETS, asset_path, asset_status, base_forms, fetch_asset, wordnet
 from dskd.assets._store import MANIFEST
 from dskd.cli import main
-from dskd.errors import AssetError
+from dskd.core.errors import AssetError
 
 pytestmark = pytest.mark.integration
 

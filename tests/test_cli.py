@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from dskd.cli import STAGES, build_parser, main, parse_args
-from dskd.errors import ConfigError
+from dskd.core.errors import ConfigError
 
 REQUIRED_STAGES = ["assets", "lexicon", "senses", "train", "export", "eval", "reproduce", "slurm"]
 

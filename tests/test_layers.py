@@ -13,38 +13,27 @@ import dskd
 
 PACKAGE = Path(dskd.__file__).resolve().parent
 
-CORE = {
-    "dskd",
-    "devices",
-    "trusted_load",
-    "errors",
-    "io",
-    "outputs",
-    "resources",
-    "config",
-    "config_rules",
-    "ranges",
-    "schema",
-    "config_docs",
-    "assets",
-    "batch",
-}
-"""Errors, files and output folders, packaged resources, assets, the batch contract and the config
-schema, its ranges and cross-key rules (with every package's ``config`` module, see ``layer``)."""
+CORE = {"dskd", "core", "config", "resources", "assets"}
+"""Errors, files and output folders, devices and the batch contract (``core``); loading, schema, ranges,
+rules and docs of the config (``config``); packaged resources; assets."""
+SCHEMA = "dskd.config"
+"""The one core package allowed to import upwards, and only the ``config`` module of a stage package:
+the schema gathers every stage's section. A section module itself sits at its package's layer."""
 LAYERS = [
     {"corpora", "models", "losses", "tracking"},
     {"lexicon"},
     {"data", "senses"},
     {"teacher_cache"},
-    {"training", "evaluation", "testing"},
+    {"training", "evaluation"},
+    {"testing"},
     {"launch"},
     {"commands"},
     {"cli"},
     {"__main__"},
 ]
 """Lowest first: text readers, models, losses and W&B tracking (artifacts, offline run files); the
-lexicon; the training stream and the sense dictionary; the teacher cache; the stages (and the synthetic
-stand-ins); orchestration; the CLI."""
+lexicon; the training stream and the sense dictionary; the teacher cache; the stages; the synthetic
+teachers, tokenizers and rehearsal stand-ins; orchestration; the CLI."""
 
 
 def module_name(root: Path, path: Path) -> str:
@@ -79,12 +68,20 @@ def layer(module: str) -> int:
     """-1 for the core, else the index in LAYERS of the module's top-level package."""
     parts = module.split(".")
     top = parts[1] if len(parts) > 1 else "dskd"
-    if top in CORE or parts[-1] == "config":
+    if top in CORE:
         return -1
     for i, packages in enumerate(LAYERS):
         if top in packages:
             return i
     raise AssertionError(f"{module} belongs to no layer: add its package to CORE or LAYERS in {__file__}")
+
+
+def allowed(source: str, target: str) -> bool:
+    """Whether ``source`` may import ``target`` across packages (see LAYERS, CORE and SCHEMA)."""
+    if layer(source) == -1:
+        gathers_a_section = source.startswith(SCHEMA + ".") and target.endswith(".config")
+        return layer(target) == -1 or gathers_a_section
+    return layer(target) < layer(source)
 
 
 def violations(root: Path) -> list[str]:
@@ -94,11 +91,37 @@ def violations(root: Path) -> list[str]:
         source = module_name(root, path)
         for target in imports(root, path):
             same_package = source.split(".")[:2] == target.split(".")[:2]
-            if not same_package and layer(target) >= layer(source) and layer(source) != -1:
-                wrong.append(f"{source} -> {target}")
-            elif layer(source) == -1 and layer(target) != -1:
-                wrong.append(f"{source} (core) -> {target}")
+            if not same_package and not allowed(source, target):
+                kind = " (core)" if layer(source) == -1 else ""
+                wrong.append(f"{source}{kind} -> {target}")
     return wrong
+
+
+def cycles(root: Path) -> list[str]:
+    """The modules of one package that import each other in a circle, one line per circle (a strongly
+    connected set of the import graph, deferred imports and ``__init__`` included)."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        source = module_name(root, path)
+        package = source.split(".")[:2]
+        graph[source] = {t for t in imports(root, path) if t.split(".")[:2] == package and t != source}
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    reachable = {module: reach(module) for module in graph}
+    circles = {
+        frozenset({m} | {o for o in reachable[m] if m in reachable.get(o, ())})
+        for m in graph
+        if m in reachable[m]
+    }
+    return sorted(" <-> ".join(sorted(circle)) for circle in circles)
 
 
 def test_every_import_points_down():
@@ -108,24 +131,38 @@ def test_every_import_points_down():
     )
 
 
-def test_the_check_sees_upward_and_core_imports(tmp_path):
+def test_no_package_imports_itself_in_a_circle():
+    found = cycles(PACKAGE)
+    assert not found, "import cycles inside a package:\n" + "\n".join(found)
+
+
+def test_the_check_sees_upward_core_config_and_circular_imports(tmp_path):
     root = tmp_path / "dskd"
     for name, text in {
         "__init__.py": "",
-        "errors.py": "from dskd.losses import kd\n",
+        "core/errors.py": "from dskd.losses import kd\n",
+        "config/schema.py": "from dskd.data.config import DataConfig\nfrom dskd.data import stream\n",
+        "corpora/sources.py": "from dskd.data.config import SourceConfig\n",
         "losses/__init__.py": "",
-        "losses/kd.py": "from dskd.errors import DSKDError\n",
+        "losses/kd.py": "from dskd.core.errors import DSKDError\n",
         "losses/config.py": "",
         "models/__init__.py": "from . import loading\n",
         "models/loading.py": "def load():\n    from ..losses import config, kd\n",
         "training/__init__.py": "",
-        "training/run.py": "import dskd.losses.kd\nfrom dskd.models import loading\n",
+        "training/run.py": "import dskd.losses.kd\nfrom dskd.training import fit\n",
+        "training/fit.py": "def go():\n    from dskd.training.run import main\n",
+        "data/__init__.py": "",
+        "data/config.py": "from dskd.corpora import sources\n",
         "data/stream.py": "from dskd import training\n",
     }.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
     assert sorted(violations(root)) == [
+        "dskd.config.schema (core) -> dskd.data.stream",  # the schema may gather sections, nothing else
+        "dskd.core.errors (core) -> dskd.losses.kd",
+        "dskd.corpora.sources -> dskd.data.config",  # a section module sits at its package's layer
         "dskd.data.stream -> dskd.training",
-        "dskd.errors (core) -> dskd.losses.kd",
-        "dskd.models.loading -> dskd.losses.kd",  # same layer; a deferred, relative import still counts
+        "dskd.models.loading -> dskd.losses.config",  # same layer, deferred and relative: it still counts
+        "dskd.models.loading -> dskd.losses.kd",
     ]
+    assert cycles(root) == ["dskd.training.fit <-> dskd.training.run"]

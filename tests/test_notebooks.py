@@ -65,7 +65,7 @@ def _write_run(root: Path, family: str, name: str, kappa: int, losses: list[floa
     """A run folder as `dskd train` writes it: config.yaml and a Lightning metrics.csv."""
     run = root / family / name / "seed-0"
     run.mkdir(parents=True)
-    config = {"name": name, "family": family, "seed": 0, "runs_dir": f"{root}/{family}"}
+    config = {"name": name, "preset": family, "seed": 0, "runs_dir": f"{root}/{family}"}
     (run / "config.yaml").write_text(json.dumps({**config, "loss": {"sense": {"kappa": kappa}}}))
     with open(run / "metrics.csv", "w", newline="") as f:
         w = csv.DictWriter(
@@ -110,7 +110,7 @@ def test_ablations_notebook_says_what_to_run_without_runs(tmp_path):
 def tiny_senses(tmp_path_factory) -> Path:
     """A tiny sense dictionary of the real teacher (real builder) over a small corpus with 'bank'."""
     from dskd.assets import asset_path
-    from dskd.config import load_config
+    from dskd.config.loading import load_config
     from dskd.senses.build import build as build_senses
 
     tmp = tmp_path_factory.mktemp("senses")

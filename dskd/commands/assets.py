@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dskd.errors import AssetError
+from dskd.core.errors import AssetError
 
 SKIPPED = 3
 """Exit status of a fetch that left out evaluation assets it could not have (see the module doc)."""

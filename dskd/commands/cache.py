@@ -14,11 +14,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     build = sub.add_parser(
         "build",
-        help="run the teacher over the run's sequences and write teacher.cache_dir",
+        help="run the teacher over the run's sequences and write cache.dir",
         description="Writes the teacher cache of every training and validation sequence the runs of CONFIG "
-        "will see, for each seed: KD targets (teacher.cache_targets: tokens sampled from the teacher at "
+        "will see, for each seed: KD targets (cache.kd_format: tokens sampled from the teacher at "
         "loss.kd.tau, or top-k log-probs with the tail mass) and hidden states "
-        "(teacher.cache_hidden_positions: where the sense loss can read them, or everywhere). Train "
+        "(cache.hidden_positions: where the sense loss can read them, or everywhere). Train "
         "with teacher.mode=cached to use it (no teacher forward). See docs/teacher_cache.md.",
     )
     add_config_arguments(build)

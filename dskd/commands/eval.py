@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             "(`dskd train CONFIG`) or pass --model NAME=PATH.",
             file=sys.stderr,
         )
-    from dskd.devices import launcher_group, rank_world
+    from dskd.core.devices import launcher_group, rank_world
 
     with launcher_group() as together:  # torchrun / srun: the models are dealt to the processes
         records = evaluate(cfg, models, overwrite=args.overwrite, together=together)

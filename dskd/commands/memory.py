@@ -16,8 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dskd.config import load_config
-    from dskd.errors import ConfigError
+    from dskd.config.loading import load_config
+    from dskd.core.errors import ConfigError
     from dskd.training.memory import render, teacher_shape
 
     if args.gpus < 1 or args.gpu_memory <= 0:

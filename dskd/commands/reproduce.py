@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dskd.errors import ConfigError
+    from dskd.core.errors import ConfigError
     from dskd.evaluation.run import report_unavailable
     from dskd.launch.reproduce import preset_configs, reproduce
 

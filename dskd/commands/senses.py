@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_stage_config(args)  # a bad config fails before the heavy imports
-    from dskd.devices import launcher_group
+    from dskd.core.devices import launcher_group
     from dskd.senses.build import build
 
     with launcher_group() as together:  # torchrun / srun: every process gathers a shard

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from dskd.config import load_config
+    from dskd.config.loading import load_config
     from dskd.launch.slurm import (
         TEMPLATE,
         JobSpec,
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     check_mem(args.mem)
     overrides = [*args.overrides, *train_overrides(args.nodes, tasks, args.gpus_per_node)]
     cfg = load_config(args.config, overrides)  # fail here, not in the queue, on a bad config
-    from dskd.outputs import check_name, check_output, mark_output
+    from dskd.core.outputs import check_name, check_output, mark_output
     from dskd.training.run import run_dir
 
     workdir = Path.cwd()

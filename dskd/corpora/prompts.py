@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
 
 LETTERS = string.ascii_uppercase
 UNANSWERABLE = "unanswerable"

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from dskd.core.errors import DSKDError
+from dskd.corpora.config import SourceConfig
 from dskd.corpora.prompts import EXEMPLAR_POOL, PARSERS, QAItem, draw_exemplars, prompt_and_answer, shots_for
-from dskd.data.config import SourceConfig
-from dskd.errors import DSKDError
 
 log = logging.getLogger(__name__)
 

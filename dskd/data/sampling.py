@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dskd.batch import IGNORE_INDEX
+from dskd.core.batch import IGNORE_INDEX
 
 
 @dataclass

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from dskd.batch import IGNORE_INDEX, PROMPT_LEN
+from dskd.core.batch import IGNORE_INDEX, PROMPT_LEN
+from dskd.core.errors import DSKDError
+from dskd.corpora.config import SourceConfig
 from dskd.corpora.sources import Document, is_validation, iter_documents
-from dskd.data.config import SourceConfig
+from dskd.data.continuations import prompt_key
 from dskd.data.sampling import NeighbourTable, restrict_to_synset, sample_sense_batch
-from dskd.data.targets import prompt_key
-from dskd.errors import DSKDError
 
 TOKENIZE_CHUNK = 256
 """Documents tokenized per call of the (fast, batched) tokenizer."""

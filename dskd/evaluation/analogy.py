@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from dskd.errors import AssetError
+from dskd.core.errors import AssetError
 from dskd.evaluation.lm_eval_tasks import MCItem
 
 N_CHOICES = 4

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from dskd.ranges import ranged
+from dskd.config.ranges import ranged
 
 DEFAULT_TASKS = ["analogy", "wsd", "wic", "simlex", "wordsim", "heldout"]
 """Tasks on which the teacher was measured clearly above chance (docs/evaluation.md has the numbers)."""
@@ -13,7 +13,7 @@ DEFAULT_TASKS = ["analogy", "wsd", "wic", "simlex", "wordsim", "heldout"]
 
 @dataclass
 class EvalConfig:
-    output_dir: str = "results/${family}"
+    output_dir: str = "results/${preset}"
     """Where results.json, table.md/table.csv and the plots go."""
     tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
     """Benchmarks to run: analogy (word2vec analogy questions, multiple choice), wsd (gloss selection),

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from dskd.errors import AssetError, DSKDError
+from dskd.core.errors import AssetError, DSKDError
 
 TASK_PREFIX = "dskd_bb_"
 DEFAULT_INPUT_PREFIX = "\nQ: "

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from dskd.errors import AssetError
+from dskd.core.errors import AssetError
 
 
 def heldout_blocks(path: Path, tokenizer: Any, n_blocks: int, block_len: int) -> torch.Tensor:

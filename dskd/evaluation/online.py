@@ -13,7 +13,7 @@ import random
 import time
 from typing import Any
 
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
 from dskd.evaluation import paper_protocol as pp
 from dskd.evaluation.config import EvalConfig
 
@@ -23,7 +23,7 @@ PAPER_TASKS = ("arc_challenge", "commonsense_qa", "piqa", "mmlu", "squad_v2")
 
 def _require_online(task: str) -> None:
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        from dskd.evaluation.benchmarks import BENCHMARKS
+        from dskd.evaluation.tasks import BENCHMARKS
 
         offline = ", ".join(["bigbench/*", *BENCHMARKS])
         raise DSKDError(
@@ -83,7 +83,7 @@ def _mc_questions(task: str) -> tuple[list[pp.MCQuestion], list[pp.MCQuestion]]:
 
 
 def _paper_mc(task: str, model: Any, tokenizer: Any, cfg: EvalConfig) -> list:
-    from dskd.evaluation.benchmarks import Score
+    from dskd.evaluation.tasks import Score
 
     pool, questions = _mc_questions(task)
     rng = random.Random(cfg.seed)
@@ -115,7 +115,7 @@ def _paper_mc(task: str, model: Any, tokenizer: Any, cfg: EvalConfig) -> list:
 
 def _paper_squad(model: Any, tokenizer: Any, cfg: EvalConfig) -> list:
     from dskd.corpora.prompts import parse_squad_v2
-    from dskd.evaluation.benchmarks import Score
+    from dskd.evaluation.tasks import Score
 
     rows = list(_load("rajpurkar/squad_v2", None, "validation"))
     rng = random.Random(cfg.seed)
@@ -134,7 +134,7 @@ def _lm_eval_hub(task: str, model: Any, tokenizer: Any, cfg: EvalConfig) -> list
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
-    from dskd.evaluation.benchmarks import Score
+    from dskd.evaluation.tasks import Score
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size, device=str(model.device))
     t0 = time.perf_counter()

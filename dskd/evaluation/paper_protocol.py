@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from dskd.corpora.prompts import UNANSWERABLE, QAItem, prompt_and_answer
-from dskd.data.targets import batch_plan, greedy_batch, left_padded
+from dskd.data.continuations import batch_plan, greedy_batch, left_padded
 
 LETTERS = "ABCDEFGH"
 _ARTICLES = re.compile(r"\b(a|an|the)\b")

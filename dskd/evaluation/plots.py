@@ -6,8 +6,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from dskd.core.io import atomic_path
 from dskd.evaluation.tables import aggregate, chance_row, columns
-from dskd.io import atomic_path
 
 
 def _pyplot():

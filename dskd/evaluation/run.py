@@ -6,7 +6,7 @@ of one method form one table row (mean ± std). Outputs in ``cfg.eval.output_dir
 per-item values), ``table.md`` (and the differences to ``eval.baseline``), ``table.csv``,
 ``scores.png`` and ``losses.png`` (from the runs' metrics.csv). The table also goes into the model
 card of each exported student, and everything into an ``eval`` W&B run
-(:mod:`dskd.evaluation.tracking`) when ``logging.wandb`` is on.
+(:mod:`dskd.evaluation.wandb_results`) when ``logging.wandb`` is on.
 A task whose asset cannot be had is left out (:func:`dskd.evaluation.suite.build_suite`) and listed in
 results.json's ``unavailable`` (``task -> reason``) and under the tables; ``dskd eval`` and
 ``dskd reproduce`` then exit with :data:`UNAVAILABLE_EXIT`.
@@ -21,9 +21,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from dskd.errors import ConfigError, DSKDError
-from dskd.io import provenance, read_artifact_json, write_json_atomic, write_text_atomic
-from dskd.schema import ExperimentConfig
+from dskd.config.schema import ExperimentConfig
+from dskd.core.errors import ConfigError, DSKDError
+from dskd.core.io import provenance, read_artifact_json, write_json_atomic, write_text_atomic
 
 TEACHER = "teacher"
 UNAVAILABLE_EXIT = 3
@@ -59,7 +59,7 @@ def students(models: dict[str, str]) -> list[str]:
 def check_results_folder(out_dir: Path, models: dict[str, str], overwrite: bool = False) -> None:
     """Refuse ``out_dir`` unless it may take the results of ``models`` (:func:`dskd.outputs.check_output`);
     without ``overwrite`` also when its results.json holds models that ``models`` leaves out."""
-    from dskd.outputs import check_output
+    from dskd.core.outputs import check_output
 
     check_output(out_dir, "eval", overwrite, [p for p in models.values() if Path(p).exists()])
     results = out_dir / "results.json"
@@ -132,7 +132,7 @@ def evaluate(
     outputs; every rank returns all records once they are written. Otherwise this process evaluates
     every model alone, whatever group it belongs to (`dskd reproduce`'s first process).
     """
-    from dskd.devices import all_gather_object, barrier, rank_world, resolve_device
+    from dskd.core.devices import all_gather_object, barrier, rank_world, resolve_device
     from dskd.evaluation.suite import build_suite, check_tasks
     from dskd.models.loading import load_tokenizer
 
@@ -145,7 +145,7 @@ def evaluate(
     rank, world = rank_world() if together else (0, 1)
     check_results_folder(out_dir, models, overwrite)  # every rank: it only reads
     if rank == 0:
-        from dskd.outputs import mark_output
+        from dskd.core.outputs import mark_output
 
         mark_output(out_dir, "eval")
     if together:
@@ -222,7 +222,7 @@ def publish(
         if (Path(path) / META).is_file():
             write_card(path, table)
     if cfg.logging.wandb:
-        from dskd.evaluation.tracking import log_evaluation
+        from dskd.evaluation.wandb_results import log_evaluation
 
         log_evaluation(cfg, records, models, order, unavailable)
 

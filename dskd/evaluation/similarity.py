@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from scipy.stats import rankdata
 
-from dskd.errors import AssetError
+from dskd.core.errors import AssetError
 from dskd.evaluation.representations import cosine_pairs, embed_spans
 
 DEFAULT_TEMPLATE = "the word {w}"

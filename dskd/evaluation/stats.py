@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.stats import rankdata
 
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
 
 Statistic = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 """``(values, reference) -> metric`` over the last axis (items); leading axes are kept."""

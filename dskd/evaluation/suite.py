@@ -1,6 +1,6 @@
 """The evaluation suite: each benchmark's items are built once (seeded), then every model is scored on them.
 
-The benchmarks come from the registry (:mod:`dskd.evaluation.benchmarks`), one object each. A
+The benchmarks come from the registry (:mod:`dskd.evaluation.tasks`), one object each. A
 benchmark whose asset cannot be had (its build raises :class:`~dskd.errors.AssetError`) is left out
 and listed in :attr:`Suite.unavailable` with the reason; the others are built and scored as usual.
 """
@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dskd.errors import AssetError, DSKDError
-from dskd.evaluation.benchmarks import Benchmark, Building, Score, Scoring, benchmark
+from dskd.core.errors import AssetError, DSKDError
 from dskd.evaluation.config import EvalConfig
+from dskd.evaluation.tasks import Benchmark, Building, Score, Scoring, benchmark
 
 __all__ = ["Score", "Suite", "build_suite", "check_tasks", "score_model"]
 

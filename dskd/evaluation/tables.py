@@ -23,7 +23,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
 from dskd.evaluation.stats import Difference, paired_bootstrap, statistic
 
 CHANCE_ROW = "chance"

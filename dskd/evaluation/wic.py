@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from dskd.errors import AssetError
+from dskd.core.errors import AssetError
 from dskd.evaluation.representations import cosine_pairs, embed_spans
 
 

@@ -1,10 +1,10 @@
-"""Teacher caches of a set of runs (`dskd reproduce`, `dskd ablate`): one build per ``teacher.cache_dir``.
+"""Teacher caches of a set of runs (`dskd reproduce`, `dskd ablate`): one build per ``cache.dir``.
 
-Every run with ``teacher.mode=cached`` reads the cache at its ``teacher.cache_dir``; the runs that
+Every run with ``teacher.mode=cached`` reads the cache at its ``cache.dir``; the runs that
 share a folder share one cache, built once over the sequences of all their seeds (KD and DSKD of a
 preset, every point of a sweep). Runs that share a folder must agree on everything the cache depends
 on (:data:`SHARED`); a grid that varies one of those (e.g. ``loss.kd.tau`` with sampled targets)
-needs one folder per value, e.g. ``teacher.cache_dir: ${artifacts_dir}/teacher_cache-tau${loss.kd.tau}``.
+needs one folder per value, e.g. ``cache.dir: ${artifacts_dir}/teacher_cache-tau${loss.kd.tau}``.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from dskd.errors import ConfigError
+from dskd.config.schema import ExperimentConfig
+from dskd.core.errors import ConfigError
 from dskd.launch.stamps import run_stage, stage_key
-from dskd.schema import ExperimentConfig
 from dskd.teacher_cache.build import data_fingerprint
 
 SHARED: dict[str, Callable[[ExperimentConfig], object]] = {
@@ -39,19 +39,19 @@ SHARED: dict[str, Callable[[ExperimentConfig], object]] = {
 
 
 def cache_groups(configs: list[ExperimentConfig]) -> dict[str, list[ExperimentConfig]]:
-    """The cached configs by ``teacher.cache_dir``; refuses a folder whose runs need different caches."""
+    """The cached configs by ``cache.dir``; refuses a folder whose runs need different caches."""
     groups: dict[str, list[ExperimentConfig]] = {}
     for cfg in configs:
         if cfg.teacher.mode == "cached":
-            groups.setdefault(cfg.teacher.cache_dir, []).append(cfg)
+            groups.setdefault(cfg.cache.dir, []).append(cfg)
     for folder, cfgs in groups.items():
         for what, get in SHARED.items():
             values = {repr(get(c)) for c in cfgs}
             if len(values) > 1:
                 raise ConfigError(
                     f"Runs sharing the teacher cache {folder} differ in {what}, so one cache cannot serve "
-                    f"them all; give each its own teacher.cache_dir, e.g. "
-                    "teacher.cache_dir=${artifacts_dir}/teacher_cache-tau${loss.kd.tau} for a tau grid."
+                    f"them all; give each its own cache.dir, e.g. "
+                    "cache.dir=${artifacts_dir}/teacher_cache-tau${loss.kd.tau} for a tau grid."
                 )
     return groups
 

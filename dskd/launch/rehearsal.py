@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dskd.config_rules import CUDA_ONLY_STRATEGIES, SHARDED_STUDENT_STRATEGIES
+from dskd.config.rules import CUDA_ONLY_STRATEGIES, SHARDED_STUDENT_STRATEGIES
 from dskd.corpora.sources import HUB_MIRROR
 from dskd.launch.stamps import run_stage, stage_key
 
@@ -75,8 +75,8 @@ def rehearsal_overrides(preset: str, configs: list[Any], given: list[str] = ()) 
         f"eval.output_dir={root}/results",
         f"lexicon.output_dir={root}/artifacts/lexicon",
         f"senses.output_dir={root}/artifacts/senses",
-        f"data.targets_cache_dir={root}/artifacts/teacher_targets",
-        f"teacher.cache_dir={root}/artifacts/teacher_cache",
+        f"data.continuations_dir={root}/artifacts/teacher_continuations",
+        f"cache.dir={root}/artifacts/teacher_cache",
     ]
     changes = [
         (f"teacher.model={teacher}", f"a random {_family(first.teacher.model)} for {first.teacher.model}"),
@@ -119,7 +119,7 @@ def _one_on_policy_batch(cfg: Any) -> tuple[str, str]:
 
 
 def _hub_reads(configs: list[Any]) -> set[tuple[str, str | None, str]]:
-    from dskd.launch.standins import hub_datasets
+    from dskd.testing.standins import hub_datasets
 
     return hub_datasets(configs)
 
@@ -129,7 +129,7 @@ def _family(teacher_id: str) -> str:
 
 
 def _write_standins(root: Path, reads: set, teacher_id: str, layers: int) -> dict[str, str]:
-    from dskd.launch.standins import standin_tokenizer, write_hub_mirror, write_standin_teacher
+    from dskd.testing.standins import standin_tokenizer, write_hub_mirror, write_standin_teacher
 
     mirror = write_hub_mirror(root / "hub", reads, TRAIN_RECORDS, HELD_OUT_RECORDS)
     teacher = write_standin_teacher(

@@ -26,13 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dskd.config import load_config
-from dskd.data.config import SourceConfig
-from dskd.devices import is_global_zero
-from dskd.errors import AssetError, ConfigError
+from dskd.config.loading import load_config
+from dskd.config.schema import ExperimentConfig
+from dskd.core.devices import is_global_zero
+from dskd.core.errors import AssetError, ConfigError
+from dskd.corpora.config import SourceConfig
 from dskd.launch.stamps import STAMP, is_current, run_stage, stage_key
 from dskd.resources import resource
-from dskd.schema import ExperimentConfig
 
 PRESETS = resource("presets")
 """The packaged presets (``experiments/<preset>/`` in the repository holds the same files)."""
@@ -162,7 +162,7 @@ def reproduce(configs: list[ExperimentConfig], force: bool = False) -> dict[str,
     models: dict[str, str] = {TEACHER: first.teacher.model}
     summaries = []
     for cfg in configs:
-        cache_key = cache_keys.get(cfg.teacher.cache_dir) if cfg.teacher.mode == "cached" else None
+        cache_key = cache_keys.get(cfg.cache.dir) if cfg.teacher.mode == "cached" else None
         summary = _train(cfg, _train_key(cfg, senses_key if cfg.method == "dskd" else None, cache_key), force)
         summaries.append(summary)
         models[f"{cfg.label or cfg.method.upper()}@{cfg.seed}"] = summary["export_dir"]

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dskd.errors import ConfigError, DSKDError
+from dskd.core.errors import ConfigError, DSKDError
 from dskd.resources import resource
 
 TEMPLATE = resource("slurm", "train.sbatch")

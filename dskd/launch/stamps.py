@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import dskd
-from dskd.devices import is_global_zero
-from dskd.io import read_json, write_json_atomic
+from dskd.core.devices import is_global_zero
+from dskd.core.io import read_json, write_json_atomic
 
 STAMP = ".stage.json"
 

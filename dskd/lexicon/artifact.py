@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from dskd.errors import ArtifactMismatchError, DSKDError
-from dskd.io import read_artifact_json, read_json, verify_files, write_json_atomic
+from dskd.core.errors import ArtifactMismatchError, DSKDError
+from dskd.core.io import read_artifact_json, read_json, verify_files, write_json_atomic
 from dskd.lexicon.mapping import Csr, MappedLexicon
 
 FORMAT_VERSION = 1

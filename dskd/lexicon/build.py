@@ -8,14 +8,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from dskd.errors import DSKDError
-from dskd.io import sha256_file
+from dskd.core.errors import DSKDError
+from dskd.core.io import sha256_file
+from dskd.core.outputs import StageResult, check_output
 from dskd.lexicon.config import LexiconConfig
 from dskd.lexicon.mapping import MappedLexicon, map_to_tokenizer
 from dskd.lexicon.polarity import DEFAULT_RULES, AffixRules
 from dskd.lexicon.relations import combine
 from dskd.lexicon.sources import SourceData, load_source
-from dskd.outputs import StageResult, check_output
 
 
 @dataclass
@@ -111,7 +111,7 @@ def _pairs_per_source(mapped: MappedLexicon, names: list[str]) -> dict[str, dict
 
 
 def build(cfg: Any, overwrite: bool = False) -> StageResult:
-    """The lexicon stage: build the lexicon of an :class:`~dskd.schema.ExperimentConfig` and write it
+    """The lexicon stage: build the lexicon of an :class:`~dskd.config.schema.ExperimentConfig` and write it
     to ``cfg.lexicon.output_dir`` (see :func:`dskd.outputs.check_output` for ``overwrite``)."""
     from dskd.models.loading import load_tokenizer
 
@@ -129,11 +129,11 @@ def write_lexicon(
     cfg: Any, built: BuiltLexicon, tokenizer: Any, tokenizer_name: str, overwrite: bool = False
 ) -> Path:
     """Write ``built`` atomically to ``cfg.lexicon.output_dir`` with its metadata, stats and config."""
-    from dskd.config import save_config
-    from dskd.io import file_digests, provenance
+    from dskd.config.loading import save_config
+    from dskd.core.io import file_digests, provenance
+    from dskd.core.outputs import artifact_dir
     from dskd.lexicon.artifact import DATA_FILES, FORMAT_VERSION, save_arrays, write_meta
     from dskd.models.loading import tokenizer_fingerprint
-    from dskd.outputs import artifact_dir
 
     meta = {
         "format_version": FORMAT_VERSION,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from dskd.ranges import ranged
+from dskd.config.ranges import ranged
 
 
 @dataclass

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dskd.errors import DSKDError
-from dskd.io import read_json
+from dskd.core.errors import DSKDError
+from dskd.core.io import read_json
 from dskd.resources import resource
 
 DEFAULT_RULES = resource("lexicon", "negation_affixes.json")

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dskd.errors import DSKDError
-from dskd.io import sha256_file
+from dskd.core.errors import DSKDError
+from dskd.core.io import sha256_file
 from dskd.lexicon.config import LexiconConfig, LexiconSourceConfig
 
 SYN, ANT, HYP = "synonym", "antonym", "hypernym"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from dskd.errors import ConfigError
-from dskd.ranges import check_fields, ranged
+from dskd.config.ranges import check_fields, ranged
+from dskd.core.errors import ConfigError
 
 Divergence = Literal["forward_kl", "reverse_kl", "js", "skew_kl", "tv", "gjsd"]
 DIVERGENCES: tuple[str, ...] = get_args(Divergence)

@@ -26,8 +26,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from dskd.batch import IGNORE_INDEX
-from dskd.errors import DSKDError
+from dskd.core.batch import IGNORE_INDEX
+from dskd.core.errors import DSKDError
 from dskd.losses.config import DIVERGENCES, KDConfig, check_divergence
 
 __all__ = [

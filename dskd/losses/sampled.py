@@ -1,6 +1,6 @@
 """Sampled KD: an unbiased estimate of forward-KL distillation from tokens drawn from the teacher.
 
-A teacher cache with ``teacher.cache_targets=sampled`` keeps, per position, ``N`` tokens drawn
+A teacher cache with ``cache.kd_format=sampled`` keeps, per position, ``N`` tokens drawn
 (with replacement) from the teacher's distribution at the KD temperature, ``p_T = softmax(z / tau)``,
 as distinct ids with their counts ``c`` (``sum c = N``), plus the teacher's exact entropy ``H(p_T)``
 at ``tau``. With the student's ``q_S = softmax(s / tau)`` and the empirical target
@@ -14,7 +14,7 @@ with respect to the student's logits, ``tau * (q_S - p_hat)``, one of the exact 
 the sampling error shrinks as ``1 / sqrt(N)``. The exact entropy makes the *value* unbiased and
 lower-variance (it carries no gradient). Only forward KL can be estimated this way from teacher
 samples alone: reverse KL, Jensen-Shannon, skew KL and total variation need the teacher's
-probability of tokens it was not sampled on (refused at config load, :mod:`dskd.config_rules`).
+probability of tokens it was not sampled on (refused at config load, :mod:`dskd.config.rules`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import torch
 
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
 from dskd.losses.config import SAMPLED_DIVERGENCES, KDConfig
 from dskd.losses.kd import kd_mean
 
@@ -92,7 +92,7 @@ def sampled_kd_loss(
     if kd.divergence not in SAMPLED_DIVERGENCES:
         raise DSKDError(
             f"loss.kd.divergence={kd.divergence} cannot be estimated from teacher samples; sampled KD "
-            f"supports {', '.join(SAMPLED_DIVERGENCES)} (use teacher.cache_targets=topk or "
+            f"supports {', '.join(SAMPLED_DIVERGENCES)} (use cache.kd_format=topk or "
             "teacher.mode=online)."
         )
     if teacher.ids.shape[:-1] != student_logits.shape[:-1]:

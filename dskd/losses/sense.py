@@ -24,8 +24,8 @@ from typing import NamedTuple
 
 import torch
 
-from dskd.batch import IGNORE_INDEX, SENSE_LOSS_KEYS, SenseBatch
-from dskd.errors import DSKDError
+from dskd.core.batch import IGNORE_INDEX, SENSE_LOSS_KEYS, SenseBatch
+from dskd.core.errors import DSKDError
 from dskd.losses.config import SenseLossConfig
 
 Lookup = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import torch
 
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
 from dskd.losses.config import KDConfig
 from dskd.losses.kd import divergence_per_position, kd_mean
 
@@ -74,7 +74,7 @@ def teacher_topk(logits: torch.Tensor, k: int, tau: float) -> TeacherTopK:
 def teacher_topk_at(logits: torch.Tensor, k: int, taus: list[float]) -> list[TeacherTopK]:
     """:func:`teacher_topk` at several temperatures; the top-k and ``lse`` are computed once."""
     if not 1 <= k <= logits.shape[-1]:
-        raise DSKDError(f"teacher.cache_top_k={k} must lie in [1, vocabulary size {logits.shape[-1]}].")
+        raise DSKDError(f"cache.top_k={k} must lie in [1, vocabulary size {logits.shape[-1]}].")
     z = logits.detach().float()
     lse = z.logsumexp(-1)
     values, indices = z.topk(k, dim=-1)

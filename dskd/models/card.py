@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
 
 CARD = "README.md"
 META = "export_meta.json"
@@ -98,7 +98,7 @@ The generation config (end-of-sequence ids, sampling defaults) and the chat temp
 
 def write_card(export_dir: str | Path, evaluation: str | None = None) -> Path:
     """Write ``README.md`` (the model card) into ``export_dir``."""
-    from dskd.io import write_text_atomic
+    from dskd.core.io import write_text_atomic
 
     path = Path(export_dir) / CARD
     write_text_atomic(path, render_card(export_dir, evaluation))

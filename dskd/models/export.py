@@ -11,14 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
 
 STUDENT_PREFIX = "student."
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint at ``path``, loaded safely (``weights_only``: a crafted file is refused)."""
-    from dskd.trusted_load import read_checkpoint
+    from dskd.core.trusted_load import read_checkpoint
 
     if path.is_dir():  # DeepSpeed writes a folder; gather its shards into one fp32 state dict
         from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
@@ -55,10 +55,10 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, overwrite: bo
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from dskd.io import provenance, write_json_atomic
+    from dskd.core.io import provenance, write_json_atomic
+    from dskd.core.outputs import artifact_dir, check_output
     from dskd.models.card import write_card
     from dskd.models.loading import load_tokenizer
-    from dskd.outputs import artifact_dir, check_output
 
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     if not checkpoint.exists():

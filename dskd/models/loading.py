@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dskd.errors import ConfigError, DSKDError
+from dskd.core.errors import ConfigError, DSKDError
 from dskd.models.config import DTYPES
 
 

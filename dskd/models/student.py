@@ -12,7 +12,7 @@ import copy
 
 from torch import nn
 
-from dskd.errors import ConfigError, DSKDError
+from dskd.core.errors import ConfigError, DSKDError
 from dskd.models.config import StudentConfig
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
 
 CHECKOUT_LEXICON = Path(__file__).resolve().parents[2] / "lexicon"
 """The top-level ``lexicon/`` folder of a checkout (an editable install reads it from there)."""

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dskd.devices import barrier, local_device, rank_world
-from dskd.errors import DSKDError
-from dskd.outputs import StageResult
+from dskd.core.devices import barrier, local_device, rank_world
+from dskd.core.errors import DSKDError
+from dskd.core.outputs import StageResult
 from dskd.senses.compose import compose_vids
 from dskd.senses.dictionary import SenseDictionary
 from dskd.senses.gather import keyed_states, length_sorted_batches, position_priorities, token_windows
@@ -270,7 +270,7 @@ def save_rows(sample: KeyedReservoir, path: Path) -> None:
     """The raw reservoir rows (debug / benchmark artifact): key_ids, counts, rows grouped by key."""
     from safetensors.torch import save_file
 
-    from dskd.io import atomic_path
+    from dskd.core.io import atomic_path
 
     keys, counts, rows = sample.grouped()
     with atomic_path(path) as tmp:
@@ -357,10 +357,10 @@ def build(cfg, progress: bool = True, overwrite: bool = False, together: bool = 
 
 def _build(cfg, progress: bool, overwrite: bool, together: bool) -> dict:
     """Gather (every rank), merge, cluster and write (rank 0); rank 0's stats, {} elsewhere."""
-    from dskd.config import save_config
-    from dskd.io import provenance, write_json_atomic
+    from dskd.config.loading import save_config
+    from dskd.core.io import provenance, write_json_atomic
+    from dskd.core.outputs import artifact_dir, check_output
     from dskd.models.loading import load_causal_lm, load_tokenizer, tokenizer_fingerprint
-    from dskd.outputs import artifact_dir, check_output
 
     sc = cfg.senses
     inputs = [cfg.lexicon.output_dir, *([cfg.teacher.model] if Path(cfg.teacher.model).exists() else [])]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from dskd.data.config import SourceConfig
-from dskd.ranges import ranged
+from dskd.config.ranges import ranged
+from dskd.corpora.config import SourceConfig
 
 
 @dataclass

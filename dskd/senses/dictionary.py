@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from dskd.devices import local_device
-from dskd.errors import ArtifactMismatchError, DSKDError
-from dskd.io import atomic_path, verify_level, write_json_atomic
+from dskd.core.devices import local_device
+from dskd.core.errors import ArtifactMismatchError, DSKDError
+from dskd.core.io import atomic_path, verify_level, write_json_atomic
 
 FORMAT_VERSION = 1
 SENSES_FILE = "senses.safetensors"

@@ -22,14 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from dskd.devices import local_device
-from dskd.errors import DSKDError
-from dskd.io import provenance, read_json
+from dskd.config.schema import ExperimentConfig
+from dskd.core.devices import local_device
+from dskd.core.errors import DSKDError
+from dskd.core.io import provenance, read_json
+from dskd.core.outputs import StageResult
 from dskd.losses.config import SAMPLED_DIVERGENCES
 from dskd.losses.sampled import TeacherSamples, teacher_samples
 from dskd.losses.topk import TeacherTopK, teacher_topk_at
-from dskd.outputs import StageResult
-from dskd.schema import ExperimentConfig
 from dskd.teacher_cache.positions import hidden_tokens, needs_hidden
 from dskd.teacher_cache.store import CachedTeacher, CacheWriter, sequence_keys
 
@@ -57,16 +57,16 @@ def cache_identity(cfg: ExperimentConfig, tokenizer) -> dict[str, Any]:
     """The fields a cache must share with a run (checked by :meth:`CachedTeacher.open`)."""
     from dskd.models.loading import tokenizer_fingerprint
 
-    tc = cfg.teacher
-    sampled = tc.cache_targets == "sampled"
+    tc, cache = cfg.teacher, cfg.cache
+    sampled = cache.kd_format == "sampled"
     return {
         "teacher": f"{tc.model}@{tc.revision}",
         "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
         "data_fingerprint": data_fingerprint(cfg),
-        "targets": tc.cache_targets,
-        "top_k": None if sampled else tc.cache_top_k,
-        "samples": tc.cache_samples if sampled else None,
-        "seed": tc.cache_seed if sampled else None,
+        "targets": cache.kd_format,
+        "top_k": None if sampled else cache.top_k,
+        "samples": cache.samples if sampled else None,
+        "seed": cache.seed if sampled else None,
         "seq_len": cfg.data.seq_len,
     }
 
@@ -75,15 +75,15 @@ def cache_taus(cfg: ExperimentConfig) -> list[float]:
     """Temperatures a cache of ``cfg`` stores: the samples' ``loss.kd.tau`` (sampled; samples at one
     tau do not serve another), or 1 and ``loss.kd.tau`` (top-k)."""
     tau = float(cfg.loss.kd.tau)
-    return [tau] if cfg.teacher.cache_targets == "sampled" else sorted({1.0, tau})
+    return [tau] if cfg.cache.kd_format == "sampled" else sorted({1.0, tau})
 
 
 def open_cache(cfg: ExperimentConfig, tokenizer) -> CachedTeacher:
-    """The run's teacher cache (``teacher.cache_dir``), refused unless it matches ``cfg`` (for
+    """The run's teacher cache (``cache.dir``), refused unless it matches ``cfg`` (for
     method=dskd: hidden states wherever the run's sense loss can read them)."""
     need = cfg.method == "dskd"
     cache = CachedTeacher.open(
-        cfg.teacher.cache_dir, cfg.loss.kd.tau, need_hidden=need, **cache_identity(cfg, tokenizer)
+        cfg.cache.dir, cfg.loss.kd.tau, need_hidden=need, **cache_identity(cfg, tokenizer)
     )
     if need and cache.meta.get("hidden_positions") == "sense":
         cache.check_hidden_tokens(hidden_tokens(cfg, cache.meta["vocab_size"]))
@@ -106,27 +106,27 @@ def sequence_generators(keys: np.ndarray, seed: int, device: torch.device) -> li
 def teacher_outputs(
     teacher: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: ExperimentConfig, keys: np.ndarray
 ) -> tuple[list[TeacherTopK] | TeacherSamples, torch.Tensor]:
-    """(KD targets as ``cfg.teacher.cache_targets`` asks: top-k at each of :func:`cache_taus` or
+    """(KD targets as ``cfg.cache.kd_format`` asks: top-k at each of :func:`cache_taus` or
     samples at ``loss.kd.tau``; last hidden states [B, L, d]) of the teacher on one batch whose
     sequence keys are ``keys``."""
     device = next(teacher.parameters()).device
     ids, am = batch["input_ids"].to(device), batch["attention_mask"].to(device)
     hidden = teacher.get_decoder()(input_ids=ids, attention_mask=am).last_hidden_state
     logits = teacher.get_output_embeddings()(hidden)
-    tc = cfg.teacher
-    if tc.cache_targets == "topk":
-        return teacher_topk_at(logits, tc.cache_top_k, cache_taus(cfg)), hidden
-    generators = sequence_generators(keys, tc.cache_seed, logits.device)
-    return teacher_samples(logits, tc.cache_samples, cfg.loss.kd.tau, generators), hidden
+    cache = cfg.cache
+    if cache.kd_format == "topk":
+        return teacher_topk_at(logits, cache.top_k, cache_taus(cfg)), hidden
+    generators = sequence_generators(keys, cache.seed, logits.device)
+    return teacher_samples(logits, cache.samples, cfg.loss.kd.tau, generators), hidden
 
 
 def check_buildable(cfg: ExperimentConfig) -> None:
     """Refuse a cache whose targets the config's KD cannot use (sampled: forward KL only)."""
     kd = cfg.loss.kd
-    if cfg.teacher.cache_targets == "sampled" and kd.divergence not in SAMPLED_DIVERGENCES:
+    if cfg.cache.kd_format == "sampled" and kd.divergence not in SAMPLED_DIVERGENCES:
         raise DSKDError(
-            f"teacher.cache_targets=sampled estimates forward-KL KD only, but loss.kd.divergence="
-            f"{kd.divergence}; build with teacher.cache_targets=topk, or use loss.kd.divergence=forward_kl."
+            f"cache.kd_format=sampled estimates forward-KL KD only, but loss.kd.divergence="
+            f"{kd.divergence}; build with cache.kd_format=topk, or use loss.kd.divergence=forward_kl."
         )
 
 
@@ -138,7 +138,7 @@ def writer_tokens(
 ) -> np.ndarray | None:
     """``hidden_tokens`` of a new cache: the union over ``positions_of`` (default ``[cfg]``) of
     :func:`hidden_tokens` (None: hidden states at all positions, or none at all)."""
-    if hidden_dtype == "none" or cfg.teacher.cache_hidden_positions == "all":
+    if hidden_dtype == "none" or cfg.cache.hidden_positions == "all":
         return None
     table = np.zeros(vocab_size, dtype=bool)
     for c in positions_of or [cfg]:
@@ -146,10 +146,10 @@ def writer_tokens(
             table |= hidden_tokens(c, vocab_size)
         except DSKDError as e:
             raise DSKDError(
-                "teacher.cache_hidden_positions=sense stores hidden states only where the target has senses "
+                "cache.hidden_positions=sense stores hidden states only where the target has senses "
                 "or lexicon neighbours, so it needs the lexicon and the sense dictionary: build them first "
                 "(`dskd lexicon build CONFIG`, `dskd senses build CONFIG`), or set "
-                f"teacher.cache_hidden_positions=all, or --hidden-dtype none (a KD-only cache). ({e})"
+                f"cache.hidden_positions=all, or --hidden-dtype none (a KD-only cache). ({e})"
             ) from e
     return table
 
@@ -228,7 +228,7 @@ def build(
     overwrite: bool = False,
     positions_of: list[ExperimentConfig] | None = None,
 ) -> StageResult:
-    """The teacher cache stage: write the teacher cache of ``cfg`` to ``teacher.cache_dir``.
+    """The teacher cache stage: write the teacher cache of ``cfg`` to ``cache.dir``.
 
     ``seeds`` (default ``[cfg.seed]``): runs whose sequences to cover. ``hidden_dtype``: float16
     (default; half the size, the sense loss then differs from online by fp16 rounding), float32
@@ -255,7 +255,7 @@ def build(
         "provenance": provenance("cache", {"teacher": tc.model, "revision": tc.revision}),
         "taus": cache_taus(cfg),
         "hidden_dtype": hidden_dtype,
-        "hidden_positions": tc.cache_hidden_positions if hidden_dtype != "none" else "none",
+        "hidden_positions": cfg.cache.hidden_positions if hidden_dtype != "none" else "none",
         "hidden_size": int(head.shape[1]),
         "vocab_size": int(head.shape[0]),
         "seeds": seeds,
@@ -269,7 +269,7 @@ def build(
     tokens = 0
     inputs = [tc.model] if Path(tc.model).exists() else []
     positions = writer_tokens(cfg, hidden_dtype, meta["vocab_size"], positions_of)
-    with CacheWriter(tc.cache_dir, meta, overwrite, inputs, positions) as writer:
+    with CacheWriter(cfg.cache.dir, meta, overwrite, inputs, positions) as writer:
         for batch in tqdm(
             run_batches(cfg, tokenizer, seeds),
             desc="teacher cache",
@@ -280,4 +280,4 @@ def build(
             if add_batch(writer, teacher, batch, cfg):
                 tokens += int(batch["attention_mask"].sum())
         writer.extra_stats = {"seconds": round(time.perf_counter() - t0, 2), "tokens": tokens}
-    return StageResult(Path(tc.cache_dir), read_json(Path(tc.cache_dir) / "stats.json"))
+    return StageResult(Path(cfg.cache.dir), read_json(Path(cfg.cache.dir) / "stats.json"))

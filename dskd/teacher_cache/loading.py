@@ -11,8 +11,8 @@ import logging
 
 from torch import nn
 
-from dskd.errors import DSKDError
-from dskd.schema import ExperimentConfig
+from dskd.config.schema import ExperimentConfig
+from dskd.core.errors import DSKDError
 
 
 def load_teacher_prefix(cfg: ExperimentConfig) -> nn.Module:

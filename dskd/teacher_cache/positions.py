@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dskd.batch import IGNORE_INDEX
-from dskd.schema import ExperimentConfig
+from dskd.config.schema import ExperimentConfig
+from dskd.core.batch import IGNORE_INDEX
 
 
 def hidden_tokens(cfg: ExperimentConfig, vocab_size: int) -> np.ndarray:

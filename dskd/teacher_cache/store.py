@@ -1,7 +1,7 @@
 """The teacher cache on disk: memory-mapped arrays keyed by a hash of each sequence's tokens.
 
-Layout of ``teacher.cache_dir`` (written atomically as one folder, see :class:`CacheWriter`);
-N sequences of L tokens, T stored temperatures, S = ``teacher.cache_samples``, R stored hidden rows::
+Layout of ``cache.dir`` (written atomically as one folder, see :class:`CacheWriter`);
+N sequences of L tokens, T stored temperatures, S = ``cache.samples``, R stored hidden rows::
 
     meta.json                 format, provenance, compatibility fields, array shapes and dtypes
     stats.json                rows, duplicates, bytes, build time (top-k: mean teacher tail mass per tau)
@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dskd.errors import ArtifactMismatchError, DSKDError
-from dskd.io import read_artifact_json, verify_files, verify_level, write_json_atomic
+from dskd.core.errors import ArtifactMismatchError, DSKDError
+from dskd.core.io import read_artifact_json, verify_files, verify_level, write_json_atomic
 from dskd.losses.sampled import TeacherSamples
 from dskd.losses.topk import TeacherTopK
 
@@ -210,7 +210,7 @@ class CacheWriter:
         inputs: Iterable[str] = (),
         hidden_tokens: np.ndarray | None = None,
     ) -> None:
-        from dskd.outputs import artifact_dir
+        from dskd.core.outputs import artifact_dir
 
         if meta["hidden_dtype"] not in HIDDEN_DTYPES:
             raise DSKDError(
@@ -221,7 +221,7 @@ class CacheWriter:
         if meta["targets"] == "sampled" and meta["vocab_size"] > 256**ID_BYTES:
             raise DSKDError(
                 f"A vocabulary of {meta['vocab_size']} tokens does not fit the sampled cache's "
-                f"{8 * ID_BYTES}-bit ids; use teacher.cache_targets=topk."
+                f"{8 * ID_BYTES}-bit ids; use cache.kd_format=topk."
             )
         sparse = meta["hidden_dtype"] != "none" and meta.get("hidden_positions", "all") == "sense"
         if sparse and (hidden_tokens is None or len(hidden_tokens) != meta["vocab_size"]):
@@ -374,12 +374,12 @@ class CachedTeacher:
         directory = Path(directory)
         if not (directory / META_FILE).is_file():
             raise DSKDError(
-                f"No teacher cache at {directory} (teacher.cache_dir). Build it with "
+                f"No teacher cache at {directory} (cache.dir). Build it with "
                 "`dskd cache build CONFIG`, or use teacher.mode=online."
             )
         meta = read_artifact_json(directory / META_FILE, _REBUILD)
         advice = (
-            "Rebuild it for this run with `dskd cache build CONFIG` (or point teacher.cache_dir at the "
+            "Rebuild it for this run with `dskd cache build CONFIG` (or point cache.dir at the "
             "matching cache)."
         )
 
@@ -423,7 +423,7 @@ class CachedTeacher:
             return
         fix = (
             "Rebuild it with the run's lexicon and sense dictionary (`dskd cache build CONFIG`), or with "
-            "teacher.cache_hidden_positions=all."
+            "cache.hidden_positions=all."
         )
         if tokens is None:
             raise ArtifactMismatchError(

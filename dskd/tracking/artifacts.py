@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from dskd.schema import ExperimentConfig
+from dskd.config.schema import ExperimentConfig
 
 
 def _name(text: str) -> str:
@@ -59,8 +59,8 @@ def training_inputs(cfg: ExperimentConfig) -> list[Any]:
     if cfg.method != "dskd" or cfg.logging.artifacts == "off":
         return []
     inputs = (
-        (f"{cfg.family}-lexicon", "lexicon", cfg.lexicon.output_dir, {"teacher": cfg.teacher.model}),
-        (f"{cfg.family}-senses", "sense-dictionary", cfg.senses.output_dir, {"k": cfg.senses.k}),
+        (f"{cfg.preset}-lexicon", "lexicon", cfg.lexicon.output_dir, {"teacher": cfg.teacher.model}),
+        (f"{cfg.preset}-senses", "sense-dictionary", cfg.senses.output_dir, {"k": cfg.senses.k}),
     )
     mode = cfg.logging.artifacts
     return [folder_artifact(n, kind, d, mode, meta) for n, kind, d, meta in inputs if Path(d).is_dir()]

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
 
 BLOCK = 32768
 HEADER = 7  # ':W&B' + 2-byte version + 1-byte magic at the start; crc (4), length (2), kind (1) per record

@@ -25,7 +25,7 @@ from typing import Any
 
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from dskd.trusted_load import CheckpointError, read_checkpoint
+from dskd.core.trusted_load import CheckpointError, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def save_atomic(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
     """``torch.save`` ``checkpoint`` to ``path`` crash-safely (see the module docstring)."""
     import torch
 
-    from dskd.io import atomic_path
+    from dskd.core.io import atomic_path
 
     path = Path(path)
     if path.exists():  # at most two checkpoints on disk, also while saving: the current one and the new

@@ -16,7 +16,7 @@ from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dskd.schema import ExperimentConfig
+from dskd.config.schema import ExperimentConfig
 from dskd.tracking.session import wandb_online
 
 
@@ -54,7 +54,7 @@ def truncate_csv(path: Path, from_step: int) -> None:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         header, rows = reader.fieldnames or [], [r for r in reader if int(r["step"]) < from_step]
-    from dskd.io import atomic_path
+    from dskd.core.io import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=header)
@@ -91,7 +91,7 @@ RUN_ID_FILE = "wandb_run.json"
 
 def config_fingerprint(cfg: ExperimentConfig) -> str:
     """SHA-256 of the resolved config, ``trainer.resume`` aside (how a run starts is not what it is)."""
-    from dskd.config import config_to_yaml
+    from dskd.config.loading import config_to_yaml
 
     return hashlib.sha256(
         config_to_yaml(replace(cfg, trainer=replace(cfg.trainer, resume=""))).encode()
@@ -104,7 +104,7 @@ def wandb_run_id(cfg: ExperimentConfig, run_dir: Path, resuming: bool) -> tuple[
     import json
     import secrets
 
-    from dskd.io import write_json_atomic
+    from dskd.core.io import write_json_atomic
 
     path, fingerprint = run_dir / RUN_ID_FILE, config_fingerprint(cfg)
     if resuming and path.is_file():
@@ -144,7 +144,7 @@ def build_loggers(cfg: ExperimentConfig, run_dir: Path, resuming: bool = False) 
         from lightning.pytorch.utilities import rank_zero_only
         from omegaconf import OmegaConf
 
-        from dskd.config import to_dictconfig
+        from dskd.config.loading import to_dictconfig
 
         run_id, resume = None, False
         if rank_zero_only.rank == 0:  # the only process with a W&B run
@@ -154,7 +154,7 @@ def build_loggers(cfg: ExperimentConfig, run_dir: Path, resuming: bool = False) 
             _wandb_logger(
                 name=f"{cfg.name}-seed{cfg.seed}",
                 project=cfg.logging.project,
-                group=cfg.family,
+                group=cfg.preset,
                 job_type="train",
                 tags=run_tags(cfg),
                 save_dir=str(run_dir),

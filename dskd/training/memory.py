@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dskd.schema import ExperimentConfig
+from dskd.config.schema import ExperimentConfig
 
 GB = 1e9
 ALLOCATOR_OVERHEAD_GB = 3.0

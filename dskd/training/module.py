@@ -17,15 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dskd.batch import IGNORE_INDEX, SenseBatch, TokenBatch
-from dskd.errors import ConfigError
+from dskd.config.schema import ExperimentConfig
+from dskd.core.batch import IGNORE_INDEX, SenseBatch, TokenBatch
+from dskd.core.errors import ConfigError
 from dskd.losses.config import SenseLossConfig
 from dskd.losses.kd import ce_and_kd_chunked, kd_loss, position_mask, validation_sums_chunked
 from dskd.losses.sampled import TeacherSamples, sampled_kd_loss
 from dskd.losses.sense import sense_loss
 from dskd.losses.topk import TeacherTopK, topk_kd_loss
 from dskd.models.loading import resolve_dtype
-from dskd.schema import ExperimentConfig
 from dskd.training.callbacks import check_finite, check_skip_limits
 from dskd.training.on_policy import SenseSampler, training_batch
 from dskd.training.schedule import total_optimizer_steps, warmup_cosine
@@ -71,9 +71,9 @@ def _check_sense_positions_stored(batch: SenseBatch, stored: torch.Tensor) -> No
     if missing.any():
         raise ConfigError(
             f"{int(missing.sum())} sense-loss positions of this batch have no teacher hidden state in the "
-            "teacher cache (teacher.cache_hidden_positions=sense covers only targets with senses or "
+            "teacher cache (cache.hidden_positions=sense covers only targets with senses or "
             "neighbours of the lexicon and sense dictionary it was built with); rebuild the cache with "
-            "`dskd cache build CONFIG` or teacher.cache_hidden_positions=all."
+            "`dskd cache build CONFIG` or cache.hidden_positions=all."
         )
 
 
@@ -229,7 +229,7 @@ class DistillationModule(pl.LightningModule):
         kd_cfg, ce_weight = self.cfg.loss.kd, self.cfg.loss.ce_weight
         labels = labels.masked_fill(~mask if ce_applies else torch.ones_like(mask), IGNORE_INDEX)
         s_head = self.student.get_output_embeddings()
-        if kd_cfg.chunk_size:  # online only; with ZeRO-3 only for a frozen head (dskd.config_rules)
+        if kd_cfg.chunk_size:  # online only; with ZeRO-3 only for a frozen head (dskd.config.rules)
             t_head = self.teacher.get_output_embeddings()
             with _gathered(s_head):
                 out = ce_and_kd_chunked(
@@ -477,7 +477,7 @@ class DistillationModule(pl.LightningModule):
     # ------------------------------------------------------------------ checkpoints
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from dskd.config import config_to_yaml
+        from dskd.config.loading import config_to_yaml
         from dskd.training.resume import fingerprint
 
         config = config_to_yaml(self.cfg)

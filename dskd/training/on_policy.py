@@ -8,7 +8,7 @@ prompt (``dskd.batch.PROMPT_LEN``) when it starts with one and leaves a token to
 ``round(prefix_fraction * n_b)`` of its ``n_b`` tokens, clamped to ``[1, n_b - 1]`` (1 for ``n_b = 1``).
 The student samples up to ``min(max_new_tokens, L - shortest prefix)`` tokens, batched with its KV
 cache and left-padded prefixes; a row ends after its first stop token (any EOS id of the student's
-generation config, and the tokenizer's EOS where the caller knows it: ``dskd.data.targets.stop_tokens``;
+generation config, and the tokenizer's EOS where the caller knows it: ``dskd.data.continuations.stop_tokens``;
 Llama 3 Instruct ends a turn with ``<|eot_id|>``, the second of its EOS ids) or at the sequence length ``L``.
 """
 
@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from dskd.batch import IGNORE_INDEX, PROMPT_LEN
+from dskd.core.batch import IGNORE_INDEX, PROMPT_LEN
 from dskd.data.config import OnPolicyConfig
-from dskd.data.targets import left_padded, stop_tokens
+from dskd.data.continuations import left_padded, stop_tokens
 
 DRAW, SAMPLE, SENSES = 1, 2, 3
 """Second element of the seed sequences: whether a batch is on-policy, its tokens, its sense sample."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-from dskd.errors import ConfigError
+from dskd.core.errors import ConfigError
 
 
 class ResumableLoader:
@@ -107,7 +107,7 @@ def has_validation(dm: pl.LightningDataModule) -> bool:
 
 RESUMABLE_KEYS = (
     "name",
-    "family",
+    "preset",
     "runs_dir",
     "trainer.resume",
     "trainer.max_steps",

@@ -14,15 +14,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dskd.errors import TrainingInterrupted
-from dskd.schema import ExperimentConfig
+from dskd.config.schema import ExperimentConfig
+from dskd.core.errors import TrainingInterrupted
 
 log = logging.getLogger(__name__)
 
 
 def run_dir(cfg: ExperimentConfig) -> Path:
     """``runs_dir/name/seed-S``; a ``name`` that is not one safe path component is a ConfigError."""
-    from dskd.outputs import check_name
+    from dskd.core.outputs import check_name
 
     return Path(cfg.runs_dir) / check_name(cfg.name, "The run name (name)") / f"seed-{cfg.seed}"
 
@@ -51,7 +51,7 @@ def load_models(cfg: ExperimentConfig):
     """
     import torch
 
-    from dskd.devices import local_device
+    from dskd.core.devices import local_device
     from dskd.models.loading import load_causal_lm, load_tokenizer
     from dskd.models.student import build_projection, build_student, check_vocab
 
@@ -182,8 +182,8 @@ def train(
     """
     import lightning.pytorch as pl
 
-    from dskd.config import save_config
-    from dskd.outputs import check_output, mark_output
+    from dskd.config.loading import save_config
+    from dskd.core.outputs import check_output, mark_output
     from dskd.training.loggers import truncate_csv
     from dskd.training.module import DistillationModule
     from dskd.training.progress import flops_per_token
@@ -220,14 +220,14 @@ def train(
 
 
 def open_or_build_cache(cfg: ExperimentConfig, tokenizer, world_size: int):
-    """The run's teacher cache; a single-process run whose ``teacher.cache_dir`` holds none builds it
+    """The run's teacher cache; a single-process run whose ``cache.dir`` holds none builds it
     first, as ``dskd cache build CONFIG`` would (hidden states for method=dskd). Several processes
     never build here (they would all write it): ``open_cache`` says to run ``dskd cache build``."""
     from dskd.teacher_cache.build import build, open_cache
     from dskd.teacher_cache.store import META_FILE
 
-    if world_size == 1 and not (Path(cfg.teacher.cache_dir) / META_FILE).is_file():
-        log.warning("no teacher cache at %s: building it (`dskd cache build`)", cfg.teacher.cache_dir)
+    if world_size == 1 and not (Path(cfg.cache.dir) / META_FILE).is_file():
+        log.warning("no teacher cache at %s: building it (`dskd cache build`)", cfg.cache.dir)
         hidden = "float16" if cfg.method == "dskd" else "none"
         build(cfg, hidden_dtype=hidden, tokenizer=tokenizer)
     return open_cache(cfg, tokenizer)
@@ -236,7 +236,7 @@ def open_or_build_cache(cfg: ExperimentConfig, tokenizer, world_size: int):
 def _resume_from(cfg: ExperimentConfig, rdir: Path) -> tuple[str | None, int]:
     """(checkpoint to continue from, its step): the first usable one ``trainer.resume`` allows, checked
     to be of this experiment (nothing is written)."""
-    from dskd.config import config_to_yaml
+    from dskd.config.loading import config_to_yaml
     from dskd.training.checkpoints import pick_checkpoint
     from dskd.training.resume import check_same_experiment, resume_candidates
 
@@ -266,7 +266,7 @@ def _fit(
     cfg: ExperimentConfig, trainer, module, dm, ckpt_path: str | None, export: bool, t0: float
 ) -> dict[str, Any]:
     """Fit (from ``ckpt_path`` if given), validate, export; the summary of :func:`train`."""
-    from dskd.io import write_json_atomic
+    from dskd.core.io import write_json_atomic
     from dskd.tracking.session import finish_wandb
     from dskd.training.callbacks import CheckpointOnInterrupt
     from dskd.training.loggers import wandb_experiment

@@ -16,8 +16,8 @@ import socket
 from pathlib import Path
 from types import TracebackType
 
-from dskd.errors import DSKDError
-from dskd.outputs import LOCK_NAME
+from dskd.core.errors import DSKDError
+from dskd.core.outputs import LOCK_NAME
 
 log = logging.getLogger(__name__)
 

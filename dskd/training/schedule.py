@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from dskd.errors import ConfigError
+from dskd.core.errors import ConfigError
 
 
 def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:

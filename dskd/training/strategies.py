@@ -3,7 +3,7 @@
 Only the student (and the projection) belongs to the LightningModule; the teacher is held outside
 it, so FSDP and DeepSpeed shard the student alone and the teacher stays whole on every device. The
 names and precisions were checked when the config loaded (their ``Literal`` types in
-:mod:`dskd.training.config`; combinations Lightning refuses in :mod:`dskd.config_rules`).
+:mod:`dskd.training.config`; combinations Lightning refuses in :mod:`dskd.config.rules`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from dskd.errors import ConfigError
+from dskd.core.errors import ConfigError
 from dskd.training.config import TrainerConfig
 
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from dskd.core.errors import DSKDError
+from dskd.corpora.config import SourceConfig
 from dskd.corpora.prompts import PARSERS, QAItem, apply_chat, draw_exemplars, question_text
 from dskd.corpora.sources import iter_documents, qa_documents
-from dskd.data.config import SourceConfig
-from dskd.errors import DSKDError
 
 from .conftest import FIXTURES, records
 

@@ -7,6 +7,8 @@ import logging
 
 import pytest
 
+from dskd.core.errors import DSKDError
+from dskd.corpora.config import SOURCE_KINDS, SourceConfig
 from dskd.corpora.sources import (
     _READERS,
     MAX_LINE_CHARS,
@@ -16,8 +18,6 @@ from dskd.corpora.sources import (
     random_subset,
     split_long,
 )
-from dskd.data.config import SOURCE_KINDS, SourceConfig
-from dskd.errors import DSKDError
 
 
 def texts(sources, **kw):

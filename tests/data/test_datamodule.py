@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from dskd.data.config import SourceConfig
+from dskd.config.schema import ExperimentConfig
+from dskd.core.errors import ArtifactMismatchError
+from dskd.corpora.config import SourceConfig
 from dskd.data.datamodule import DSKDDataModule
-from dskd.errors import ArtifactMismatchError
 from dskd.lexicon import Lexicon
 from dskd.models.loading import tokenizer_fingerprint
-from dskd.schema import ExperimentConfig
 
 from .conftest import random_table
 
@@ -43,7 +43,7 @@ def config(tmp_path, n_docs=200, **data) -> ExperimentConfig:
     (tmp_path / "corpus.txt").write_text("\n\n".join(lines) + "\n")
     cfg = ExperimentConfig()
     cfg.data.train = [SourceConfig(kind="text", path=str(tmp_path / "corpus.txt"))]
-    cfg.data.targets_cache_dir = str(tmp_path / "targets")
+    cfg.data.continuations_dir = str(tmp_path / "targets")
     for k, v in {"seq_len": 32, "batch_size": 2, "num_workers": 2, "val_fraction": 0.2, **data}.items():
         setattr(cfg.data, k, v)
     return cfg

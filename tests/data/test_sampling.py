@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dskd.batch import IGNORE_INDEX as IGNORE
+from dskd.core.batch import IGNORE_INDEX as IGNORE
 from dskd.data.sampling import (
     NeighbourTable,
     max_positions_for,

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dskd.batch import IGNORE_INDEX
-from dskd.data.config import SourceConfig
+from dskd.core.batch import IGNORE_INDEX
+from dskd.corpora.config import SourceConfig
 from dskd.data.stream import PackedStream, StreamSpec
 
 from .conftest import random_table
@@ -110,7 +110,7 @@ def test_unpacked_sequences_give_each_prompt_its_own_positions_and_context(tmp_p
     where the second document attends to the first."""
     from transformers import LlamaForCausalLM
 
-    from dskd.testing import llama_config
+    from dskd.testing.fixtures import llama_config
 
     docs, sources = corpus(tmp_path, n=2, long_every=100)
     torch.manual_seed(0)

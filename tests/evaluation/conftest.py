@@ -9,7 +9,7 @@ def tiny():
     import torch
     from transformers import LlamaForCausalLM
 
-    from dskd.testing import llama_config, word_tokenizer
+    from dskd.testing.fixtures import llama_config, word_tokenizer
 
     config = llama_config(48, 32, 2, max_len=128)
     config.initializer_range = 0.3

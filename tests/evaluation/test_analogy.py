@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 import yaml
 
-from dskd.errors import AssetError
+from dskd.core.errors import AssetError
 from dskd.evaluation.analogy import analogy_query, build_analogy, read_questions, stratified
 from dskd.evaluation.lm_eval_tasks import chance_level, write_task
 

@@ -5,8 +5,8 @@ greedy generation and teacher targets give on the GPU what they give on the CPU 
 import pytest
 import torch
 
-from dskd.data.targets import greedy_continuations
-from dskd.devices import local_device, resolve_device
+from dskd.core.devices import local_device, resolve_device
+from dskd.data.continuations import greedy_continuations
 from dskd.evaluation import paper_protocol as pp
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (make gpu-check)")

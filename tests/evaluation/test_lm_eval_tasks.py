@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dskd.errors import AssetError
+from dskd.core.errors import AssetError
 from dskd.evaluation.lm_eval_tasks import bigbench_items, chance_level
 
 TOY = Path(__file__).resolve().parents[1] / "corpora" / "fixtures" / "bigbench" / "toy_mc" / "task.json"

@@ -16,8 +16,8 @@ def offline_paper(tmp_path_factory):
     from transformers import LlamaForCausalLM
 
     from dskd.launch.reproduce import preset_configs
-    from dskd.launch.standins import hub_datasets, standin_tokenizer, write_hub_mirror
-    from dskd.testing import llama_config
+    from dskd.testing.fixtures import llama_config
+    from dskd.testing.standins import hub_datasets, standin_tokenizer, write_hub_mirror
 
     root = tmp_path_factory.mktemp("hub")
     write_hub_mirror(root, hub_datasets(preset_configs("paper-llama3", [0], [])), train=12, held_out=6)

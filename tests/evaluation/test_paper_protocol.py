@@ -65,7 +65,7 @@ def test_normalize_answer():
 
 
 def test_online_tasks_stop_with_advice_when_offline(monkeypatch):
-    from dskd.errors import DSKDError
+    from dskd.core.errors import DSKDError
     from dskd.evaluation.config import EvalConfig
     from dskd.evaluation.online import score_online
 
@@ -85,7 +85,7 @@ PROMPTS = [" ".join(f"t{3 + (7 * i + j) % 44}" for j in range(1 + (5 * i) % 13))
 
 def test_prompts_are_rendered_as_training_renders_them():
     from dskd.corpora.prompts import QAItem, prompt_and_answer
-    from dskd.testing import word_tokenizer
+    from dskd.testing.fixtures import word_tokenizer
 
     tok = word_tokenizer(8)
     shot = pp.MCQuestion("2+2?", ("3", "4"), gold=1)

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from dskd.cli import main
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
+from dskd.core.io import provenance, write_json_atomic
+from dskd.core.outputs import mark_output
 from dskd.evaluation.run import check_results_folder
-from dskd.io import provenance, write_json_atomic
-from dskd.outputs import mark_output
 
 CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "tiny" / "dskd.yaml"
 EARLIER = {"teacher": "t", "KD@0": "runs/kd/seed-0/export", "DSKD@0": "runs/dskd/seed-0/export"}

@@ -10,7 +10,7 @@ import socket
 import pytest
 import torch.multiprocessing as mp
 
-from dskd.schema import ExperimentConfig
+from dskd.config.schema import ExperimentConfig
 
 
 def _models(root, smollm2_dir) -> dict[str, str]:
@@ -18,7 +18,7 @@ def _models(root, smollm2_dir) -> dict[str, str]:
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from dskd.testing import llama_config
+    from dskd.testing.fixtures import llama_config
 
     tok = AutoTokenizer.from_pretrained(smollm2_dir)
     out = {}
@@ -46,7 +46,7 @@ def _rank(rank: int, port: int, models: dict[str, str], out_dir: str, log: str) 
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank)
     )
     import dskd.models.loading as loading
-    from dskd.devices import launcher_group
+    from dskd.core.devices import launcher_group
     from dskd.evaluation.run import evaluate
 
     loaded, load = [], loading.load_causal_lm

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
 from dskd.evaluation.stats import STATISTICS, paired_bootstrap, statistic
 
 MEAN = STATISTICS["mean"]

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
 from dskd.evaluation.tables import aggregate, difference_rows, differences, render_csv, render_markdown
 
 

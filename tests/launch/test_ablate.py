@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from dskd.cli import main
-from dskd.errors import ArtifactMismatchError, ConfigError, DSKDError
+from dskd.core.errors import ArtifactMismatchError, ConfigError, DSKDError
 from dskd.launch import ablate
 from tests.test_notebooks import assert_png, execute_notebook
 
@@ -45,7 +45,7 @@ def test_shipped_sweeps_cover_the_paper_knobs():
         knobs |= set(sweep.knobs)
         points = ablate.point_configs(sweep)
         assert len({p.run_dir for p in points}) == len(points) == math.prod(map(len, sweep.knobs.values()))
-        assert {p.cfg.family for p in points} == {sweep.name}
+        assert {p.cfg.preset for p in points} == {sweep.name}
         assert {p.cfg.artifacts_dir for p in points} == {"artifacts/tiny"}  # the tiny preset's artifacts
         if "senses.k" in sweep.knobs:  # one dictionary per k
             assert len({p.cfg.senses.output_dir for p in points}) == len(points)
@@ -61,7 +61,7 @@ def test_a_wandb_agent_command_gives_the_same_config_as_the_local_grid(path):
     """W&B's own macro expansion of `${args_no_hyphens}` run through `dskd train`'s loader."""
     from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
-    from dskd.config import load_config
+    from dskd.config.loading import load_config
 
     data = yaml.safe_load(path.read_text())
     assert data["program"] and data["method"] == "grid"
@@ -124,7 +124,7 @@ def test_points_get_fixed_and_extra_overrides_and_distinct_names(tmp_path):
 
 @pytest.mark.parametrize("value", ["true", "3", "", "a: b: c", "x y", 0.5, True, None, [{"kind": "tsv"}]])
 def test_override_values_survive_the_round_trip_through_the_config_loader(value):
-    from dskd.config import load_config
+    from dskd.config.loading import load_config
 
     item = ablate.format_override("k", value).split("=", 1)[1]
     assert (yaml.safe_load(item) if item else "") == value  # the loader reads values as YAML
@@ -168,7 +168,7 @@ def test_sweep_without_a_dskd_train_command_is_refused(tmp_path):
 def test_a_dictionary_built_with_another_k_is_refused_before_building_anything(tmp_path):
     import torch
 
-    from dskd.config import save_config
+    from dskd.config.loading import save_config
     from dskd.senses import SenseDictionary
 
     path = _sweep_file(tmp_path, {"senses.k": {"values": [5, 3]}, "seed": {"values": [0, 1]}})
@@ -292,8 +292,8 @@ def test_dskd_ablate_runs_a_2x2_grid_with_a_dictionary_per_k(tmp_path, capsys):
     (tmp_path / "val.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[300:]))
     fixed = {
         "artifacts_dir": str(tmp_path / "art"),
-        "runs_dir": str(tmp_path / "runs" / "${family}"),
-        "family": "abl",
+        "runs_dir": str(tmp_path / "runs" / "${preset}"),
+        "preset": "abl",
         "name": "k${senses.k}-w${loss.sense.weight}",
         "senses.output_dir": "${artifacts_dir}/senses-k${senses.k}",
         "lexicon.sources": [{"kind": "tsv", "path": str(tmp_path / "pairs.tsv")}],

@@ -20,7 +20,7 @@ import pytest
 from dskd.evaluation.online import PAPER_TASKS
 from dskd.launch.reproduce import preset_configs
 from dskd.launch.stamps import STAMP
-from dskd.testing import fresh_launch_env
+from dskd.testing.fixtures import fresh_launch_env
 from dskd.training.examples import read_example_ids
 
 REPO = Path(__file__).resolve().parents[2]

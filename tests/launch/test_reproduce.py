@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from dskd.cli import main
-from dskd.errors import ConfigError
-from dskd.io import write_json_atomic
+from dskd.core.errors import ConfigError
+from dskd.core.io import write_json_atomic
 from dskd.launch.reproduce import preset_configs, training_assets
 from dskd.launch.stamps import STAMP, is_current, run_stage, stage_key
 

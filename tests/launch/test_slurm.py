@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from dskd.cli import main
-from dskd.config import load_config
-from dskd.errors import ConfigError
+from dskd.config.loading import load_config
+from dskd.core.errors import ConfigError
 from dskd.launch.slurm import TEMPLATE, render_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,7 +151,7 @@ def test_submit_marks_the_run_folder_it_logs_into_and_refuses_a_foreign_one(caps
     assert "files not written by dskd" in capsys.readouterr().err and (run / "notes.txt").is_file()
     (run / "notes.txt").unlink()
     assert main(["slurm", "submit", str(CONFIG), "--nodes", "1", "--gpus-per-node", "1"]) == 2  # no sbatch
-    from dskd.outputs import artifact_kind
+    from dskd.core.outputs import artifact_kind
 
     assert artifact_kind(run) == "run"  # the job's log folder inside it will not make it foreign
 

@@ -9,7 +9,7 @@ from dskd.corpora.prompts import PARSERS
 from dskd.corpora.sources import HUB_MIRROR, HUB_QA, hub_records, mirror_file
 from dskd.evaluation import online
 from dskd.launch.reproduce import preset_configs
-from dskd.launch.standins import family_config, hub_datasets, standin_tokenizer, write_hub_mirror
+from dskd.testing.standins import family_config, hub_datasets, standin_tokenizer, write_hub_mirror
 
 
 @pytest.fixture

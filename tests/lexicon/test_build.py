@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from dskd.cli import main
-from dskd.errors import ArtifactMismatchError, DSKDError
+from dskd.core.errors import ArtifactMismatchError, DSKDError
 from dskd.lexicon import Lexicon
 from dskd.lexicon.build import build_lexicon
 from dskd.lexicon.config import LexiconConfig, LexiconSourceConfig

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from dskd.config import load_config
-from dskd.errors import DSKDError
-from dskd.io import sha256_file
+from dskd.config.loading import load_config
+from dskd.core.errors import DSKDError
+from dskd.core.io import sha256_file
 from dskd.lexicon import Lexicon
 from dskd.lexicon.build import build_lexicon, write_lexicon
 from dskd.lexicon.config import LexiconConfig, LexiconSourceConfig

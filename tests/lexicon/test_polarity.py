@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
 from dskd.lexicon.polarity import AffixRules, Polarity
 
 KNOWN = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
 from dskd.lexicon.config import LexiconConfig, LexiconSourceConfig
 from dskd.lexicon.sources import ANT, HYP, SYN, load_source
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import pytest
 
-from dskd.errors import ArtifactMismatchError
+from dskd.config.schema import ExperimentConfig
+from dskd.core.errors import ArtifactMismatchError
 from dskd.lexicon import Lexicon
 from dskd.lexicon.build import build_from_sources, write_lexicon
 from dskd.lexicon.config import LexiconConfig, LexiconSourceConfig
 from dskd.lexicon.relations import POLARITY_SOURCE
 from dskd.lexicon.sources import ANT, HYP, from_wordnet, load_source
-from dskd.schema import ExperimentConfig
 
 from .conftest import FIXTURES, WORDS, make_word_tokenizer
 

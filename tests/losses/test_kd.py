@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dskd.errors import ConfigError, DSKDError
+from dskd.core.errors import ConfigError, DSKDError
 from dskd.losses.config import KDConfig
 from dskd.losses.kd import DIVERGENCES, ce_and_kd_chunked, divergence_per_position, kd_loss, position_mask
 

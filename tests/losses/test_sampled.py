@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
 from dskd.losses.config import KDConfig
 from dskd.losses.sampled import TeacherSamples, sampled_kd_loss, teacher_samples
 

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
 from dskd.losses.config import SenseLossConfig
 from dskd.losses.sense import sense_loss
 

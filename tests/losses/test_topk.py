@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
 from dskd.losses.config import KDConfig
 from dskd.losses.kd import DIVERGENCES, kd_loss
 from dskd.losses.topk import teacher_topk, topk_kd_loss
@@ -82,7 +82,7 @@ def test_bucket_probabilities_sum_to_one_and_tail_is_exact():
 
 def test_bad_k_and_mismatched_positions_are_refused():
     z = torch.randn(2, 8)
-    with pytest.raises(DSKDError, match="cache_top_k"):
+    with pytest.raises(DSKDError, match="cache.top_k"):
         teacher_topk(z, 9, 1.0)
     with pytest.raises(DSKDError, match="different positions"):
         topk_kd_loss(torch.randn(3, 8), teacher_topk(z, 2, 1.0), kd=KDConfig(tau=1.0))

@@ -11,10 +11,10 @@ from huggingface_hub import ModelCard
 from transformers import AutoTokenizer, GenerationConfig
 
 from dskd.cli import main
-from dskd.config import config_from_dict, config_to_yaml
+from dskd.config.loading import config_from_dict, config_to_yaml
 from dskd.models.card import render_card
 from dskd.models.export import export_checkpoint
-from dskd.testing import llama_config, word_tokenizer
+from dskd.testing.fixtures import llama_config, word_tokenizer
 from dskd.training.run import train
 
 from ..training.tinyrun import make_model_dir, make_tokenizer, random_batches, tiny_config

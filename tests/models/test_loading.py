@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dskd.assets import asset_path
-from dskd.errors import ConfigError, DSKDError
+from dskd.core.errors import ConfigError, DSKDError
 from dskd.models.loading import (
     load_causal_lm,
     load_tokenizer,

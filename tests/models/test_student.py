@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dskd.errors import ConfigError, DSKDError
+from dskd.core.errors import ConfigError, DSKDError
 from dskd.models.config import StudentConfig
 from dskd.models.student import build_projection, check_vocab, truncate
 

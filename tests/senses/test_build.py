@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
 from dskd.senses.build import assemble, cluster, gather, overall_sample
 from dskd.senses.dictionary import SenseDictionary
 
@@ -95,8 +95,8 @@ def test_sense_mse_statistics_against_a_per_row_loop():
 def test_reservoir_cap_per_source(teacher, tmp_path):
     """senses.sources[].reservoir_cap (the paper: 50 general text, 100 task data) caps the rows per key
     of its source; the other sources keep senses.cap_per_source."""
-    from dskd.data.config import SourceConfig
-    from dskd.schema import ExperimentConfig
+    from dskd.config.schema import ExperimentConfig
+    from dskd.corpora.config import SourceConfig
     from dskd.senses.build import gather_from_config
 
     model, tok = teacher

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from dskd.errors import ArtifactMismatchError, DSKDError
+from dskd.core.errors import ArtifactMismatchError, DSKDError
 from dskd.senses.dictionary import META_FILE, SENSES_FILE, SenseDictionary
 
 META = {"teacher": "tiny", "tokenizer_fingerprint": "abc", "keying": "predicted", "table_size": 12}

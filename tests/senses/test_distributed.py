@@ -91,7 +91,7 @@ def _build_rank(rank: int, port: int, cfg, launcher: str) -> None:
     os.environ.update(LAUNCHERS[launcher](rank, port))
     import torch.distributed as dist
 
-    from dskd.devices import launcher_group
+    from dskd.core.devices import launcher_group
     from dskd.senses.build import build
 
     with launcher_group() as together:
@@ -105,11 +105,11 @@ def _build_rank(rank: int, port: int, cfg, launcher: str) -> None:
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
 def test_a_two_process_build_writes_the_one_process_dictionary(tmp_path, launcher):
     """`dskd senses build` in two processes started by torchrun or srun: the same dictionary as one."""
-    from dskd.data.config import SourceConfig
-    from dskd.schema import ExperimentConfig
+    from dskd.config.schema import ExperimentConfig
+    from dskd.corpora.config import SourceConfig
     from dskd.senses.build import build
     from dskd.senses.dictionary import SenseDictionary
-    from dskd.testing import llama_config, random_model_dir
+    from dskd.testing.fixtures import llama_config, random_model_dir
 
     config = llama_config(40, 32, 2, max_len=64)
     config.initializer_range = 0.3

@@ -18,7 +18,7 @@ def make_experiment(root: Path, max_steps: int, checkpoint_every: int, docs: int
     (root / "corpus.txt").write_text("\n\n".join(texts))
     config = {
         "name": "slurm-kd",
-        "family": "test",
+        "preset": "test",
         "method": "kd",
         "runs_dir": str(root / "runs"),
         "artifacts_dir": str(root / "artifacts"),

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from dskd.testing import llama_config, random_model_dir
+from dskd.testing.fixtures import llama_config, random_model_dir
 
 VOCAB, HIDDEN = 64, 32
 
@@ -29,21 +29,21 @@ def corpus(tmp_path_factory):
 @pytest.fixture
 def make_cfg(tmp_path, teacher_dir, corpus):
     """Factory of experiment configs over ``corpus`` (``over``: dotted keys -> values)."""
-    from dskd.config import config_from_dict
+    from dskd.config.loading import config_from_dict
 
     def make(**over):
         data = {
             "name": "cache-test",
-            "family": "test",
+            "preset": "test",
             "method": "kd",
             "runs_dir": str(tmp_path / "runs"),
             "artifacts_dir": str(tmp_path / "artifacts"),
-            "teacher": {
-                "model": str(teacher_dir),
-                "cache_targets": "topk",
-                "cache_top_k": 8,
-                "cache_hidden_positions": "all",
-                "cache_dir": str(tmp_path / "cache"),
+            "teacher": {"model": str(teacher_dir)},
+            "cache": {
+                "kd_format": "topk",
+                "top_k": 8,
+                "hidden_positions": "all",
+                "dir": str(tmp_path / "cache"),
             },
             "student": {"kind": "truncated", "num_layers": 2, "trainable_top_layers": 1},
             "senses": {"output_dir": str(tmp_path / "senses"), "device": "cpu"},

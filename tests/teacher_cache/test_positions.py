@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from dskd.batch import IGNORE_INDEX
-from dskd.errors import ArtifactMismatchError, ConfigError
-from dskd.io import read_json
+from dskd.core.batch import IGNORE_INDEX
+from dskd.core.errors import ArtifactMismatchError, ConfigError
+from dskd.core.io import read_json
 from dskd.lexicon import Lexicon
 from dskd.models.loading import load_causal_lm, load_tokenizer
 from dskd.models.student import build_student
 from dskd.senses import SenseDictionary
 from dskd.teacher_cache import build as cache_build
 from dskd.teacher_cache.positions import needs_hidden, token_table
-from dskd.testing import random_batch, random_senses, write_batch_cache
+from dskd.testing.fixtures import random_batch, random_senses, write_batch_cache
 from dskd.training.module import DistillationModule
 
 from .conftest import HIDDEN, VOCAB
@@ -63,7 +63,7 @@ def _table(batches) -> np.ndarray:
 
 
 def _setup(make_cfg, monkeypatch):
-    cfg = make_cfg(method="dskd", **{"teacher.cache_hidden_positions": "sense", "teacher.cache_top_k": VOCAB})
+    cfg = make_cfg(method="dskd", **{"cache.hidden_positions": "sense", "cache.top_k": VOCAB})
     tok = load_tokenizer(cfg.teacher.model)
     teacher = load_causal_lm(cfg.teacher.model, dtype="float32")
     senses = SenseDictionary.load(random_senses(cfg.senses.output_dir, VOCAB, HIDDEN))
@@ -72,14 +72,14 @@ def _setup(make_cfg, monkeypatch):
     table = _table(batches)
     monkeypatch.setattr(cache_build, "hidden_tokens", lambda cfg, vocab: table)  # stands in for the lexicon
     cached_cfg = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, mode="cached"))
-    write_batch_cache(cfg.teacher.cache_dir, cached_cfg, tok, teacher, batches, "float32")
+    write_batch_cache(cfg.cache.dir, cached_cfg, tok, teacher, batches, "float32")
     return cfg, cached_cfg, tok, teacher, senses, batches, table
 
 
 def test_sparse_hidden_states_give_the_online_sense_loss(make_cfg, monkeypatch):
     cfg, cached_cfg, tok, teacher, senses, batches, table = _setup(make_cfg, monkeypatch)
     cache = cache_build.open_cache(cached_cfg, tok)
-    meta = read_json(f"{cfg.teacher.cache_dir}/meta.json")
+    meta = read_json(f"{cfg.cache.dir}/meta.json")
     assert meta["hidden_positions"] == "sense" and 0 < meta["hidden_rows"] < 4 * cfg.data.seq_len
     student = build_student(cfg.student, teacher)
     online = DistillationModule(cfg, student, teacher, senses)

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dskd.errors import ArtifactMismatchError, DSKDError
-from dskd.io import read_json
+from dskd.core.errors import ArtifactMismatchError, DSKDError
+from dskd.core.io import read_json
 from dskd.models.loading import load_causal_lm, load_tokenizer
 from dskd.teacher_cache.build import build, open_cache, run_batches, teacher_outputs
 from dskd.teacher_cache.store import pack_ids, sequence_keys, unpack_ids
 
-SAMPLED = {"teacher.cache_targets": "sampled", "teacher.cache_samples": 16, "loss.kd.tau": 2.0}
+SAMPLED = {"cache.kd_format": "sampled", "cache.samples": 16, "loss.kd.tau": 2.0}
 
 
 def _build(cfg, **kw):
@@ -29,7 +29,7 @@ def test_ids_pack_into_three_bytes():
 def test_round_trip_matches_the_teachers_seeded_draws(make_cfg):
     cfg = make_cfg(**SAMPLED)
     stats = _build(cfg, hidden_dtype="none")
-    meta = read_json(f"{cfg.teacher.cache_dir}/meta.json")
+    meta = read_json(f"{cfg.cache.dir}/meta.json")
     assert meta["taus"] == [2.0] and meta["targets"] == "sampled" and meta["samples"] == 16
     tok = load_tokenizer(cfg.teacher.model)
     teacher = load_causal_lm(cfg.teacher.model, dtype="float32")
@@ -51,11 +51,11 @@ def test_round_trip_matches_the_teachers_seeded_draws(make_cfg):
 def test_a_rebuild_draws_the_same_samples_and_another_seed_others(make_cfg):
     cfg = make_cfg(**SAMPLED)
     _build(cfg, hidden_dtype="none")
-    first = read_json(f"{cfg.teacher.cache_dir}/meta.json")["files"]
+    first = read_json(f"{cfg.cache.dir}/meta.json")["files"]
     _build(cfg, hidden_dtype="none", overwrite=True)
-    assert read_json(f"{cfg.teacher.cache_dir}/meta.json")["files"] == first
-    _build(make_cfg(**SAMPLED, **{"teacher.cache_seed": 1}), hidden_dtype="none", overwrite=True)
-    other = read_json(f"{cfg.teacher.cache_dir}/meta.json")["files"]
+    assert read_json(f"{cfg.cache.dir}/meta.json")["files"] == first
+    _build(make_cfg(**SAMPLED, **{"cache.seed": 1}), hidden_dtype="none", overwrite=True)
+    other = read_json(f"{cfg.cache.dir}/meta.json")["files"]
     assert other["sample_ids.bin"]["sha256"] != first["sample_ids.bin"]["sha256"]
     assert other["entropy.bin"] == first["entropy.bin"]  # exact, not sampled
 
@@ -63,10 +63,10 @@ def test_a_rebuild_draws_the_same_samples_and_another_seed_others(make_cfg):
 @pytest.mark.parametrize(
     ("field", "over"),
     [
-        ("samples", {"teacher.cache_samples": 32}),
-        ("seed", {"teacher.cache_seed": 3}),
+        ("samples", {"cache.samples": 32}),
+        ("seed", {"cache.seed": 3}),
         ("tau", {"loss.kd.tau": 1.0}),  # samples at one tau do not serve another
-        ("targets", {"teacher.cache_targets": "topk"}),
+        ("targets", {"cache.kd_format": "topk"}),
     ],
 )
 def test_a_sampled_cache_refuses_other_settings(make_cfg, field, over):
@@ -78,7 +78,7 @@ def test_a_sampled_cache_refuses_other_settings(make_cfg, field, over):
 
 def test_a_divergence_samples_cannot_estimate_is_not_built(make_cfg):
     cfg = make_cfg(**SAMPLED, **{"loss.kd.divergence": "reverse_kl"})
-    with pytest.raises(DSKDError, match="estimates forward-KL KD only.*cache_targets=topk"):
+    with pytest.raises(DSKDError, match="estimates forward-KL KD only.*kd_format=topk"):
         _build(cfg, hidden_dtype="none")
 
 

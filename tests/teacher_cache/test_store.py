@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dskd.errors import ArtifactMismatchError, DSKDError
-from dskd.io import read_json
+from dskd.core.errors import ArtifactMismatchError, DSKDError
+from dskd.core.io import read_json
 from dskd.models.loading import load_causal_lm, load_tokenizer
 from dskd.teacher_cache.build import build, open_cache, run_batches, teacher_outputs
 from dskd.teacher_cache.store import FORMAT_VERSION, sequence_keys
@@ -27,7 +27,7 @@ def test_round_trip_matches_the_online_teacher(make_cfg):
     assert (
         stats["rows"] == len(cache) == sum(len(b["input_ids"]) for b in batches) - stats["duplicates_skipped"]
     )
-    meta = read_json(f"{cfg.teacher.cache_dir}/meta.json")
+    meta = read_json(f"{cfg.cache.dir}/meta.json")
     assert meta["taus"] == [1.0, 2.0] and meta["provenance"]["stage"] == "cache"
     for batch in batches:
         keys = sequence_keys(batch["input_ids"], batch["attention_mask"])
@@ -59,8 +59,8 @@ def test_float16_hidden_states_within_half_precision(make_cfg):
     [
         ("data_fingerprint", {"data.seq_len": 12}),
         ("data_fingerprint", {"data.shuffle_buffer": 0}),
-        ("top_k", {"teacher.cache_top_k": 4}),
-        ("targets", {"teacher.cache_targets": "sampled"}),
+        ("top_k", {"cache.top_k": 4}),
+        ("targets", {"cache.kd_format": "sampled"}),
         ("teacher", {"teacher.revision": "other"}),
         ("tau", {"loss.kd.tau": 3.0}),
     ],
@@ -73,7 +73,7 @@ def test_mismatched_cache_is_refused_naming_the_field(make_cfg, field, over):
 
 
 def test_other_tokenizer_is_refused(make_cfg, tmp_path):
-    from dskd.testing import word_tokenizer
+    from dskd.testing.fixtures import word_tokenizer
 
     cfg = make_cfg()
     _build(cfg)
@@ -89,7 +89,7 @@ def test_kd_only_cache_is_refused_for_dskd_and_missing_cache_explained(make_cfg)
     with pytest.raises(ArtifactMismatchError, match="field 'hidden_dtype'"):
         open_cache(make_cfg(method="dskd"), tok)
     with pytest.raises(DSKDError, match="dskd cache build"):
-        open_cache(make_cfg(**{"teacher.cache_dir": cfg.teacher.cache_dir + "-absent"}), tok)
+        open_cache(make_cfg(**{"cache.dir": cfg.cache.dir + "-absent"}), tok)
 
 
 def test_seeds_share_one_cache_and_a_missing_sequence_is_a_clear_error(make_cfg):
@@ -118,11 +118,9 @@ def _poke(cfg, name: str, value: float, row: int = 0) -> None:
     """Write ``value`` into row ``row`` of the cache array ``name`` (in place, same size)."""
     import numpy as np
 
-    meta = read_json(f"{cfg.teacher.cache_dir}/meta.json")
+    meta = read_json(f"{cfg.cache.dir}/meta.json")
     spec = meta["arrays"][name]
-    arr = np.memmap(
-        f"{cfg.teacher.cache_dir}/{name}.bin", dtype=spec["dtype"], mode="r+", shape=tuple(spec["shape"])
-    )
+    arr = np.memmap(f"{cfg.cache.dir}/{name}.bin", dtype=spec["dtype"], mode="r+", shape=tuple(spec["shape"]))
     arr[row] = value
     arr.flush()
 
@@ -156,9 +154,9 @@ def test_the_full_scan_names_the_damaged_rows(make_cfg, monkeypatch):
     _build(cfg)
     _poke(cfg, "lse", float("inf"), 1)
     monkeypatch.setenv("DSKD_VERIFY", "full")
-    meta = read_json(f"{cfg.teacher.cache_dir}/meta.json")
+    meta = read_json(f"{cfg.cache.dir}/meta.json")
     with pytest.raises(DSKDError, match=r"array 'lse' has NaN or infinite values in rows 0\.\."):
-        CachedTeacher(cfg.teacher.cache_dir, meta, 1.0).scan()
+        CachedTeacher(cfg.cache.dir, meta, 1.0).scan()
 
 
 def test_truncated_file_and_damaged_metadata_are_one_line(make_cfg):
@@ -168,11 +166,11 @@ def test_truncated_file_and_damaged_metadata_are_one_line(make_cfg):
     cfg = make_cfg()
     _build(cfg)
     tok = load_tokenizer(cfg.teacher.model)
-    lse = Path(cfg.teacher.cache_dir) / "lse.bin"
+    lse = Path(cfg.cache.dir) / "lse.bin"
     lse.write_bytes(lse.read_bytes()[:-8])
     with pytest.raises(DSKDError, match=r"lse.bin has \d+ bytes, its metadata records \d+"):
         open_cache(cfg, tok)
-    meta_path = Path(cfg.teacher.cache_dir) / "meta.json"
+    meta_path = Path(cfg.cache.dir) / "meta.json"
     meta_path.write_text(meta_path.read_text()[:40])
     with pytest.raises(DSKDError, match="meta.json .JSONDecodeError.*dskd cache build") as err:
         open_cache(cfg, tok)
@@ -186,8 +184,8 @@ def test_a_foreign_cache_dir_is_refused(make_cfg):
     from pathlib import Path
 
     cfg = make_cfg()
-    Path(cfg.teacher.cache_dir).mkdir(parents=True)
-    (Path(cfg.teacher.cache_dir) / "notes.txt").write_text("mine")
+    Path(cfg.cache.dir).mkdir(parents=True)
+    (Path(cfg.cache.dir) / "notes.txt").write_text("mine")
     with pytest.raises(DSKDError, match="holds files not written by dskd"):
         _build(cfg)
-    assert [p.name for p in Path(cfg.teacher.cache_dir).iterdir()] == ["notes.txt"]
+    assert [p.name for p in Path(cfg.cache.dir).iterdir()] == ["notes.txt"]

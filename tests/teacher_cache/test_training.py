@@ -14,7 +14,7 @@ from dskd.models.loading import load_causal_lm, load_tokenizer
 from dskd.models.student import build_student
 from dskd.senses import SenseDictionary
 from dskd.teacher_cache.build import build, open_cache
-from dskd.testing import random_batch, random_senses, write_batch_cache
+from dskd.testing.fixtures import random_batch, random_senses, write_batch_cache
 from dskd.training.module import DistillationModule
 from dskd.training.run import train
 
@@ -29,7 +29,7 @@ def _modules(cfg, hidden_dtype):
     g = torch.Generator().manual_seed(0)
     batches = [random_batch(g, 2, cfg.data.seq_len, VOCAB, positions=4, neighbours=3) for _ in range(2)]
     cached_cfg = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, mode="cached"))
-    write_batch_cache(cfg.teacher.cache_dir, cached_cfg, tok, teacher, batches, hidden_dtype)
+    write_batch_cache(cfg.cache.dir, cached_cfg, tok, teacher, batches, hidden_dtype)
     student = build_student(cfg.student, teacher)
     online = DistillationModule(cfg, student, teacher, senses)
     cached = DistillationModule(
@@ -40,7 +40,7 @@ def _modules(cfg, hidden_dtype):
 
 @pytest.mark.parametrize(("hidden_dtype", "tol"), [("float32", 0.0), ("float16", 2e-3)])
 def test_cached_losses_equal_online_ones(make_cfg, hidden_dtype, tol):
-    cfg = make_cfg(method="dskd", **{"teacher.cache_top_k": VOCAB})  # k = V: top-k KD is exact
+    cfg = make_cfg(method="dskd", **{"cache.top_k": VOCAB})  # k = V: top-k KD is exact
     online, cached, batches = _modules(cfg, hidden_dtype)
     for batch in batches:
         _, want, _ = online.losses(batch)
@@ -59,7 +59,7 @@ def test_top_k_kd_of_a_cached_step_is_a_lower_bound(make_cfg):
 
 
 def test_sampled_kd_of_a_cached_step_estimates_the_online_kd(make_cfg):
-    over = {"teacher.cache_targets": "sampled", "teacher.cache_samples": 255}
+    over = {"cache.kd_format": "sampled", "cache.samples": 255}
     online, cached, batches = _modules(make_cfg(method="dskd", **over), "float32")
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():  # the same perturbation of both students, so that KD is far from 0
@@ -86,7 +86,7 @@ class _NoTeacher(pl.Callback):
 
 @pytest.mark.parametrize("targets", ["topk", "sampled"])
 def test_cached_run_trains_without_a_teacher(make_cfg, targets):
-    cfg = make_cfg(**{"teacher.cache_targets": targets})
+    cfg = make_cfg(**{"cache.kd_format": targets})
     build(cfg, hidden_dtype="none", progress=False)
     check = _NoTeacher()
     cached_cfg = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, mode="cached"))
@@ -96,7 +96,7 @@ def test_cached_run_trains_without_a_teacher(make_cfg, targets):
 
 
 def test_cached_run_refuses_a_stale_cache(make_cfg):
-    from dskd.errors import ArtifactMismatchError
+    from dskd.core.errors import ArtifactMismatchError
 
     cfg = make_cfg()
     build(cfg, hidden_dtype="none", progress=False)
@@ -106,12 +106,12 @@ def test_cached_run_refuses_a_stale_cache(make_cfg):
 
 
 def test_a_single_process_run_builds_its_missing_cache_and_several_processes_are_told_to(make_cfg):
-    from dskd.errors import DSKDError
+    from dskd.core.errors import DSKDError
     from dskd.teacher_cache.store import META_FILE
     from dskd.training.run import open_or_build_cache
 
     cfg = make_cfg(**{"teacher.mode": "cached"})
-    folder = Path(cfg.teacher.cache_dir)
+    folder = Path(cfg.cache.dir)
     with pytest.raises(DSKDError, match="dskd cache build"):
         open_or_build_cache(cfg, load_tokenizer(cfg.teacher.model), world_size=2)
     assert not folder.exists()
@@ -119,7 +119,7 @@ def test_a_single_process_run_builds_its_missing_cache_and_several_processes_are
     assert out["global_step"] == 4 and (folder / META_FILE).is_file()
     # the cache built is the one `dskd cache build` writes: a build by hand gives the same arrays
     by_hand = folder.with_name("by-hand")
-    build(make_cfg(**{"teacher.cache_dir": str(by_hand)}), hidden_dtype="none", progress=False)
+    build(make_cfg(**{"cache.dir": str(by_hand)}), hidden_dtype="none", progress=False)
     arrays = sorted(p.name for p in folder.glob("*.bin"))
     assert arrays == sorted(p.name for p in by_hand.glob("*.bin")) and "keys.bin" in arrays
     assert all((folder / n).read_bytes() == (by_hand / n).read_bytes() for n in arrays)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dskd.io import DiskFullError
+from dskd.core.io import DiskFullError
 from dskd.training.checkpoints import (
     AtomicCheckpointIO,
     CheckpointError,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dskd.testing import fresh_launch_env
+from dskd.testing.fixtures import fresh_launch_env
 
 from .tinyrun import random_batches
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dskd.batch import IGNORE_INDEX
+from dskd.core.batch import IGNORE_INDEX
 from dskd.losses.kd import position_mask
 from dskd.models.loading import load_causal_lm
 from dskd.models.student import build_projection, build_student
 from dskd.senses import SenseDictionary
-from dskd.testing import random_batch
+from dskd.testing.fixtures import random_batch
 from dskd.training.module import DistillationModule
 from dskd.training.run import run_dir, train
 

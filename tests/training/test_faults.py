@@ -10,7 +10,7 @@ import signal
 import lightning.pytorch as pl
 import pytest
 
-from dskd.errors import ConfigError, DSKDError, TrainingInterrupted
+from dskd.core.errors import ConfigError, DSKDError, TrainingInterrupted
 from dskd.training.checkpoints import CheckpointError, read_checkpoint
 from dskd.training.run import train
 from dskd.training.runlock import RunLocked

@@ -9,7 +9,7 @@ import signal
 import lightning.pytorch as pl
 import pytest
 
-from dskd.errors import TrainingInterrupted
+from dskd.core.errors import TrainingInterrupted
 from dskd.tracking.offline import history, run_id, run_logs
 from dskd.training.loggers import RUN_ID_FILE
 from dskd.training.run import train

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dskd.cli import main
-from dskd.config import load_config
+from dskd.config.loading import load_config
 from dskd.training.memory import KNOWN_SHAPES, ModelShape, estimate, render, startup_peak
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,7 +20,7 @@ def test_parameter_counts_equal_a_real_model_and_its_truncated_student(tied):
     from transformers import LlamaForCausalLM
 
     from dskd.models.student import truncate
-    from dskd.testing import llama_config
+    from dskd.testing.fixtures import llama_config
 
     config = llama_config(vocab=50, hidden=32, layers=4, heads=4, kv_heads=2)
     config.tie_word_embeddings = tied

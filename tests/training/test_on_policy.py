@@ -15,15 +15,15 @@ import torch
 from torch import nn
 from transformers import GenerationConfig
 
-from dskd.batch import IGNORE_INDEX
+from dskd.core.batch import IGNORE_INDEX
+from dskd.core.errors import ConfigError, TrainingInterrupted
 from dskd.data.config import OnPolicyConfig
-from dskd.errors import ConfigError, TrainingInterrupted
 from dskd.models.loading import load_causal_lm, load_tokenizer
 from dskd.models.student import build_student
 from dskd.senses import SenseDictionary
-from dskd.teacher_cache import CachedTeacher
 from dskd.teacher_cache.build import build, open_cache
-from dskd.testing import random_batch, write_batch_cache
+from dskd.teacher_cache.store import CachedTeacher
+from dskd.testing.fixtures import random_batch, write_batch_cache
 from dskd.training import on_policy
 from dskd.training.module import DistillationModule
 from dskd.training.on_policy import fraction_for_one, is_on_policy, prefix_lengths, sample_batch
@@ -193,8 +193,8 @@ def _hybrid_modules(tmp, teacher_dir):
     """(online, pure cached, hybrid: cached with on-policy batches) DSKD modules with identical
     students; the cache (sampled KD targets, float32 hidden states) holds the two data batches."""
     over = {
-        "teacher.cache_dir": str(tmp / "cache"),
-        "teacher.cache_hidden_positions": "all",
+        "cache.dir": str(tmp / "cache"),
+        "cache.hidden_positions": "all",
         "data.seq_len": 12,
         "data.on_policy.max_new_tokens": 6,
     }
@@ -206,7 +206,7 @@ def _hybrid_modules(tmp, teacher_dir):
     tok, teacher = load_tokenizer(str(teacher_dir)), load_causal_lm(teacher_dir, dtype="float32")
     g = torch.Generator().manual_seed(0)
     batches = [random_batch(g, 2, 12, VOCAB, positions=3, neighbours=2) for _ in range(2)]
-    write_batch_cache(cached_cfg.teacher.cache_dir, cached_cfg, tok, teacher, batches, "float32")
+    write_batch_cache(cached_cfg.cache.dir, cached_cfg, tok, teacher, batches, "float32")
     senses = SenseDictionary.load(str(tmp / "senses"))
     student = build_student(online_cfg.student, teacher)
     online = DistillationModule(online_cfg, student, teacher, senses)
@@ -273,8 +273,8 @@ def test_sigterm_and_resume_repeat_the_on_policy_batches_of_an_uninterrupted_run
         "trainer.checkpoint_every_n_steps": 4,
         "data.on_policy.fraction": 0.5,
         "data.on_policy.max_new_tokens": 6,
-        "teacher.cache_dir": str(tmp_path / "cache"),
-        "teacher.cache_hidden_positions": "all",
+        "cache.dir": str(tmp_path / "cache"),
+        "cache.hidden_positions": "all",
     }
     full, stopped = (corpus_config(tmp_path / n, teacher_dir, corpus, "dskd", over) for n in ("a", "b"))
     if mode == "cached":  # one cache, built by the project's builder, serves both runs' data batches

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from dskd.errors import ConfigError
+from dskd.core.errors import ConfigError
 from dskd.training.resume import ResumableLoader, check_same_experiment, fingerprint, resume_candidates
 
 
@@ -47,7 +47,7 @@ def test_resume_candidates(tmp_path):
 
 
 def test_the_fingerprint_ignores_only_the_resumable_keys(tmp_path):
-    from dskd.config import config_to_yaml
+    from dskd.config.loading import config_to_yaml
 
     from .tinyrun import tiny_config
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dskd.config import load_config
-from dskd.errors import ConfigError, DSKDError
+from dskd.config.loading import load_config
+from dskd.core.errors import ConfigError, DSKDError
 from dskd.training.run import run_dir, train
 
 CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "tiny" / "kd.yaml"

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from dskd.errors import ConfigError
+from dskd.core.errors import ConfigError
 from dskd.training.run import run_dir, train
 from dskd.training.schedule import total_optimizer_steps, warmup_cosine
 

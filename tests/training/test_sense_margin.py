@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
 from dskd.losses.config import SenseLossConfig
 from dskd.senses import SenseDictionary
 from dskd.training.module import sense_margin
@@ -36,8 +36,8 @@ def test_a_dictionary_without_statistics_is_refused_with_advice():
 def test_neighbours_with_senses_draws_only_keys_the_dictionary_has(run_tmp, teacher_dir, tmp_path):
     import numpy as np
 
+    from dskd.core.errors import ConfigError
     from dskd.data.datamodule import DSKDDataModule
-    from dskd.errors import ConfigError
 
     from .tinyrun import corpus_config, make_tokenizer, word_lexicon, write_corpus
 

@@ -56,7 +56,7 @@ def test_wandb_mode(monkeypatch):
 
 
 def test_run_tags_name_method_and_changed_switches():
-    from dskd.config import config_from_dict
+    from dskd.config.loading import config_from_dict
 
     cfg = config_from_dict(
         {"method": "kd", "loss": {"sense": {"negatives": False}}, "logging": {"tags": ["mine", "kd"]}}

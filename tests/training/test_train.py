@@ -12,7 +12,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from dskd.errors import DSKDError, TrainingInterrupted
+from dskd.core.errors import DSKDError, TrainingInterrupted
 from dskd.models.loading import load_causal_lm
 from dskd.models.student import build_projection, build_student
 from dskd.senses import SenseDictionary
@@ -250,7 +250,7 @@ def test_a_checkpoint_that_does_not_fit_the_student_is_refused(run_tmp, teacher_
     frozen weights recorded for another student or dtype, is a ConfigError."""
     import copy
 
-    from dskd.errors import ConfigError
+    from dskd.core.errors import ConfigError
 
     cfg = tiny_config(run_tmp, teacher_dir, "kd")
     teacher = load_causal_lm(teacher_dir, dtype="float32")

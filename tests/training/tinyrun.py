@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from dskd.testing import (
+from dskd.testing.fixtures import (
     SyntheticBatches,
     llama_config,
     random_model_dir,
@@ -40,11 +40,11 @@ def random_batches(n: int = 8, seed: int = 0, val: int = 2) -> SyntheticBatches:
 
 def tiny_config(tmp: Path, teacher_dir: Path, method: str = "kd", over: dict | None = None):
     """An experiment config for a tiny CPU run in ``tmp`` (``over``: dotted keys -> values)."""
-    from dskd.config import config_from_dict
+    from dskd.config.loading import config_from_dict
 
     data = {
         "name": f"tiny-{method}",
-        "family": "test",
+        "preset": "test",
         "method": method,
         "runs_dir": str(tmp / "runs"),
         "artifacts_dir": str(tmp / "artifacts"),

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
 from dskd.launch.ablate.results import TAIL_FRACTION, RunResult, collect
 from dskd.launch.ablate.sweep import Point, Sweep
 
@@ -69,7 +69,7 @@ def markdown_table(results: list[RunResult]) -> str:
 
 def write_table(results: list[RunResult], out_dir: str | Path, title: str) -> tuple[Path, Path]:
     """``summary.md`` and ``summary.csv`` (one row per setting) in ``out_dir``."""
-    from dskd.io import atomic_path, write_text_atomic
+    from dskd.core.io import atomic_path, write_text_atomic
 
     md = Path(out_dir) / "summary.md"
     write_text_atomic(md, f"# {title}\n\n{markdown_table(results)}")
@@ -103,7 +103,7 @@ def plot(results: list[RunResult], path: str | Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dskd.io import atomic_path
+    from dskd.core.io import atomic_path
 
     curves, finals = panels(results)
     n = max(1, len(curves) + len(finals))
@@ -142,7 +142,7 @@ def plot(results: list[RunResult], path: str | Path, title: str) -> Path:
 
 def write_manifest(sweep: Sweep, points: list[Point], out_dir: str | Path) -> Path:
     """``ablation.json``: the sweep, and per point its settings, overrides and run folder."""
-    from dskd.io import write_json_atomic
+    from dskd.core.io import write_json_atomic
 
     path = Path(out_dir) / "ablation.json"
     write_json_atomic(
@@ -150,7 +150,7 @@ def write_manifest(sweep: Sweep, points: list[Point], out_dir: str | Path) -> Pa
         {
             "sweep": str(sweep.path),
             "name": sweep.name,
-            "group": points[0].cfg.family if points else None,
+            "group": points[0].cfg.preset if points else None,
             "knobs": sweep.knobs,
             "points": [
                 {"settings": p.settings, "overrides": p.overrides, "run_dir": str(p.run_dir)} for p in points
@@ -177,7 +177,7 @@ def default_out_dir(sweep: Sweep) -> Path:
 STEP = "trainer/global_step"
 """The x axis of the curves: every run logs it (and uses it as W&B step), so resumed runs line up."""
 EVAL_TABLES = ("eval/results", "eval/differences")
-"""The tables an ``eval`` run of the group logs (:mod:`dskd.evaluation.tracking`): the results (mean ±
+"""The tables an ``eval`` run of the group logs (:mod:`dskd.evaluation.wandb_results`): the results (mean ±
 std over seeds) and the paired differences to the baseline with their 95% intervals."""
 
 
@@ -240,6 +240,6 @@ def create_dashboard(sweep: Sweep, points: list[Point], out_dir: str | Path) -> 
     import wandb
 
     entity = os.environ.get("WANDB_ENTITY") or wandb.Api().default_entity
-    report = build_report(sweep, cfg.family, cfg.logging.project, entity)
+    report = build_report(sweep, cfg.preset, cfg.logging.project, entity)
     report.save()
     return str(report.url)

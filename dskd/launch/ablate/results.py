@@ -97,7 +97,7 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def discover(runs_root: str | Path) -> dict[str, list[RunResult]]:
-    """Runs under ``runs_root/<family>/<name>/seed-S/`` per family, with the config keys that vary
+    """Runs under ``runs_root/<preset>/<name>/seed-S/`` per family, with the config keys that vary
     between a family's runs (from each run's config.yaml; names and folders aside) as their settings."""
     families: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
     for cfg_path in sorted(Path(runs_root).glob("*/*/seed-*/config.yaml")):

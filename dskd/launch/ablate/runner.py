@@ -8,9 +8,9 @@ from typing import Any
 
 import yaml
 
-from dskd.errors import ArtifactMismatchError
+from dskd.config.schema import ExperimentConfig
+from dskd.core.errors import ArtifactMismatchError
 from dskd.launch.ablate.sweep import Point
-from dskd.schema import ExperimentConfig
 
 _SENSES_BUILD_KEYS = (
     "k",
@@ -61,7 +61,7 @@ def _check_senses(p: Point) -> str | None:
 def prepare(points: list[Point], progress: bool = True) -> list[str]:
     """Build the lexicon and the sense dictionaries the DSKD points need and lack (returns those
     folders), then the teacher cache of the points with ``teacher.mode=cached``, one per
-    ``teacher.cache_dir`` over all their seeds (:mod:`dskd.launch.caches`; skipped when up to date).
+    ``cache.dir`` over all their seeds (:mod:`dskd.launch.caches`; skipped when up to date).
 
     Every point is checked first, so an existing dictionary that does not fit a point (e.g. another
     ``senses.k``) is refused before anything is built.

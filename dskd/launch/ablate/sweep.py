@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from dskd.errors import ConfigError, DSKDError
-from dskd.outputs import check_name
-from dskd.schema import ExperimentConfig
+from dskd.config.schema import ExperimentConfig
+from dskd.core.errors import ConfigError, DSKDError
+from dskd.core.outputs import check_name
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def _default_name(sweep: Sweep) -> str:
 
 def point_configs(sweep: Sweep, extra: list[str] | None = None, base: str | None = None) -> list[Point]:
     """The resolved config of every grid point; ``extra`` key=value overrides apply last to all points."""
-    from dskd.config import load_config
+    from dskd.config.loading import load_config
 
     extra = list(extra or [])
     clash = sorted({item.split("=", 1)[0] for item in extra} & set(sweep.knobs))

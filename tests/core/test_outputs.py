@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from dskd.errors import ConfigError, DSKDError
-from dskd.outputs import MARKER, artifact_dir, artifact_kind, check_name, check_output
+from dskd.core.errors import ConfigError, DSKDError
+from dskd.core.outputs import MARKER, artifact_dir, artifact_kind, check_name, check_output
 
 
 @pytest.mark.parametrize(

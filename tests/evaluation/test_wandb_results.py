@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from dskd.config import config_from_dict
-from dskd.evaluation.tracking import log_evaluation
+from dskd.config.loading import config_from_dict
+from dskd.evaluation.wandb_results import log_evaluation
 from dskd.tracking.offline import history, records, run_logs
 
 
@@ -23,7 +23,7 @@ def _offline_config(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     return config_from_dict(
         {
-            "family": "test",
+            "preset": "test",
             "eval": {"output_dir": str(tmp_path)},
             "logging": {"wandb": True, "artifacts": "off"},
         }

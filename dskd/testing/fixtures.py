@@ -14,7 +14,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dskd.batch import IGNORE_INDEX, SenseBatch
+from dskd.core.batch import IGNORE_INDEX, SenseBatch
 
 
 def word_tokenizer(vocab: int):
@@ -142,7 +142,7 @@ def write_batch_cache(directory, cfg, tokenizer, teacher, batches, hidden_dtype:
         **cache_identity(cfg, tokenizer),
         "taus": cache_taus(cfg),
         "hidden_dtype": hidden_dtype,
-        "hidden_positions": cfg.teacher.cache_hidden_positions,
+        "hidden_positions": cfg.cache.hidden_positions,
         "hidden_size": int(head.shape[1]),
         "vocab_size": int(head.shape[0]),
         "seeds": [cfg.seed],

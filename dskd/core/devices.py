@@ -46,7 +46,7 @@ def local_device() -> torch.device:
 def resolve_device(value: str, key: str) -> torch.device:
     """The device a config key names: ``auto`` (:func:`local_device`), ``cpu``, or ``cuda`` (this process's
     GPU; a DSKDError naming ``key`` when no GPU is visible)."""
-    from dskd.errors import DSKDError
+    from dskd.core.errors import DSKDError
 
     if value == "auto":
         return local_device()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dskd.config_docs import render, rows
+from dskd.config.docs import render, rows
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "config.md"
 
 
 def test_every_key_has_a_docstring():
@@ -15,4 +15,4 @@ def test_every_key_has_a_docstring():
 
 
 def test_reference_is_current():
-    assert DOC.read_text(encoding="utf-8") == render(), "run: python -m dskd.config_docs > docs/config.md"
+    assert DOC.read_text(encoding="utf-8") == render(), "run: python -m dskd.config.docs > docs/config.md"

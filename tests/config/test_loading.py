@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from dskd.config import config_from_dict, load_config, save_config
-from dskd.errors import ConfigError
+from dskd.config.loading import config_from_dict, load_config, save_config
+from dskd.core.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write(path: Path, text: str) -> Path:
@@ -18,7 +18,7 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_defaults_resolve_interpolations():
-    cfg = config_from_dict({"family": "abc"})
+    cfg = config_from_dict({"preset": "abc"})
     assert cfg.artifacts_dir == "artifacts/abc"
     assert cfg.lexicon.output_dir == "artifacts/abc/lexicon"
     assert cfg.loss.kd.tau == 2.0 and cfg.loss.kd.alpha == 0.7 and cfg.loss.sense.kappa == 5
@@ -115,3 +115,21 @@ def test_number_for_a_string_key_is_kept_as_text(tmp_path):
     assert load_config(leaf, ["trainer.devices=2"]).trainer.devices == "2"
     with pytest.raises(ConfigError, match="trainer.devices"):
         load_config(leaf, ["trainer.devices=true"])
+
+
+def test_a_renamed_key_is_read_under_its_new_name_with_a_message(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text(
+        "family: mine\nartifacts_dir: art/${family}\nteacher:\n  cache_targets: topk\n  cache_top_k: 16\n"
+    )
+    with pytest.warns(FutureWarning, match="'teacher.cache_targets' is now 'cache.kd_format'"):
+        cfg = load_config(path, ["data.targets_cache_dir=conts"])
+    assert (cfg.preset, cfg.artifacts_dir) == ("mine", "art/mine")
+    assert (cfg.cache.kd_format, cfg.cache.top_k, cfg.data.continuations_dir) == ("topk", 16, "conts")
+
+
+def test_a_key_set_under_both_names_is_refused(tmp_path):
+    path = tmp_path / "both.yaml"
+    path.write_text("family: a\npreset: b\n")
+    with pytest.raises(ConfigError, match="both 'family' and its new name 'preset'"):
+        load_config(path)

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from dskd.schema import ExperimentConfig
+from dskd.config.schema import ExperimentConfig
 
 RESULT_FILES = ("results.json", "table.md", "table.csv", "scores.png", "losses.png")
 
@@ -56,9 +56,9 @@ def log_evaluation(
         tables["eval/differences"] = wandb.Table(columns=diff_header, data=diff_rows)
     run = wandb.init(
         project=cfg.logging.project,
-        group=cfg.family,
+        group=cfg.preset,
         job_type="eval",
-        name=f"eval-{cfg.family}",
+        name=f"eval-{cfg.preset}",
         tags=["eval", *cfg.logging.tags],
         dir=str(out_dir),
         mode="online" if wandb_online() else "offline",
@@ -76,7 +76,7 @@ def log_evaluation(
             for path in models.values():
                 if (Path(path) / "export_meta.json").is_file():
                     use(run, student_artifact(path, cfg.logging.artifacts))
-            results = wandb.Artifact(f"{cfg.family}-results", type="evaluation", metadata={"models": models})
+            results = wandb.Artifact(f"{cfg.preset}-results", type="evaluation", metadata={"models": models})
             for name in RESULT_FILES:
                 if (out_dir / name).is_file():
                     results.add_file(str(out_dir / name))

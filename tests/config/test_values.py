@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from dskd.config import config_from_dict, load_config
-from dskd.errors import ConfigError
-from dskd.ranges import range_of
-from dskd.schema import ExperimentConfig
+from dskd.config.loading import config_from_dict, load_config
+from dskd.config.ranges import range_of
+from dskd.config.schema import ExperimentConfig
+from dskd.core.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "experiments/smoke/dskd.yaml"
 
 
@@ -88,7 +88,9 @@ def test_the_walk_finds_the_keys_it_must():
 
 def _out_of_range(leaf: Leaf) -> list[Any]:
     rng = range_of(leaf.field)
-    assert rng is not None, f"numeric config key {leaf.key} has no declared range (use dskd.ranges.ranged)"
+    assert rng is not None, (
+        f"numeric config key {leaf.key} has no declared range (use dskd.config.ranges.ranged)"
+    )
     bad = [rng.low - 1] if rng.low is not None else []
     bad += [rng.high + 1] if rng.high is not None else []
     return bad
@@ -172,7 +174,7 @@ def test_interpolated_choice_names_the_choices():
             ["teacher.mode=cached", "loss.kd.divergence=reverse_kl"],
             "reverse_kl cannot be estimated without bias",
         ),
-        (["teacher.mode=cached", "loss.kd.divergence=js"], "teacher.cache_targets=topk"),
+        (["teacher.mode=cached", "loss.kd.divergence=js"], "cache.kd_format=topk"),
         (
             [
                 "teacher.mode=online",  # the smoke preset trains from the tiny teacher cache
@@ -228,7 +230,7 @@ def test_combinations_known_to_fail_are_refused(overrides, expected):
         ["student.kind=hf", "student.model=m", "student.num_layers=1", "student.trainable_top_layers=2"],
         ["data.train=[{kind: shakespeare, max_records: 5, subset_seed: 0, teacher_new_tokens: 10}]"],
         ["senses.sources=[{kind: shakespeare, max_records: 5, subset_seed: 0, reservoir_cap: 100}]"],
-        ["teacher.mode=cached", "teacher.cache_targets=topk", "loss.kd.divergence=reverse_kl"],
+        ["teacher.mode=cached", "cache.kd_format=topk", "loss.kd.divergence=reverse_kl"],
         ["teacher.mode=online", "loss.kd.divergence=js"],  # the default sampled targets matter only cached
     ],
 )

@@ -9,13 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from dskd.config.ranges import ranged
 from dskd.data.config import DataConfig
 from dskd.evaluation.config import EvalConfig
 from dskd.lexicon.config import LexiconConfig
 from dskd.losses.config import LossConfig
 from dskd.models.config import StudentConfig, TeacherConfig
-from dskd.ranges import ranged
 from dskd.senses.config import SensesConfig
+from dskd.teacher_cache.config import CacheConfig
 from dskd.training.config import LoggingConfig, OptimConfig, TrainerConfig
 
 
@@ -23,8 +24,9 @@ from dskd.training.config import LoggingConfig, OptimConfig, TrainerConfig
 class ExperimentConfig:
     name: str = "tiny-dskd"
     """Run name (W&B run name, folder under runs_dir)."""
-    family: str = "tiny"
-    """Experiment family / preset (W&B group, results folder)."""
+    preset: str = "tiny"
+    """The preset (or sweep) the run belongs to: W&B group, and the folder of artifacts, runs and results
+    (`family` before 0.2: still read, with a message)."""
     method: Literal["kd", "dskd"] = "dskd"
     """kd (CE + KD) | dskd (CE + KD + sense loss)."""
     label: str = ""
@@ -32,11 +34,12 @@ class ExperimentConfig:
     e.g. DSKD+ for the DSKD variant with the calibrated sense loss (docs/losses.md)."""
     seed: int = ranged(0, ge=0, le=2**32 - 1)
     """Seed of everything random (data order, sampling, initialisation)."""
-    artifacts_dir: str = "artifacts/${family}"
+    artifacts_dir: str = "artifacts/${preset}"
     """Root of the shared artifacts of a preset (lexicon, senses, teacher cache)."""
-    runs_dir: str = "runs/${family}"
+    runs_dir: str = "runs/${preset}"
     """Root of training runs (checkpoints, logs, exported students)."""
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     lexicon: LexiconConfig = field(default_factory=LexiconConfig)
     senses: SensesConfig = field(default_factory=SensesConfig)

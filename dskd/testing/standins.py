@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from dskd.io import write_text_atomic
+from dskd.core.io import write_text_atomic
 
 NOUNS = (
     "bank plant bat spring cell crane light key bark seal match bass pitch ring date fan nail rock "
@@ -220,7 +220,7 @@ def write_standin_teacher(
     import torch
     from transformers import AutoModelForCausalLM
 
-    from dskd.outputs import artifact_dir
+    from dskd.core.outputs import artifact_dir
 
     config = family_config(teacher_id, len(tokenizer), hidden, layers)
     config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id

@@ -1,8 +1,8 @@
 """Valid ranges of numeric config keys, declared next to the fields they constrain.
 
 ``lr: float = ranged(5e-5, gt=0)`` is a dataclass field whose metadata holds a :class:`Range`;
-``dskd.config`` checks every such range when a config loads (:func:`check_value`), and
-``dskd.config_docs`` prints it. A config section that is also built in code checks its own fields
+``dskd.config.loading`` checks every such range when a config loads (:func:`check_value`), and
+``dskd.config.docs`` prints it. A config section that is also built in code checks its own fields
 in ``__post_init__`` with :func:`check_fields`.
 """
 
@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from dskd.errors import ConfigError
+from dskd.core.errors import ConfigError
 
 RANGE = "range"
 """Key of the :class:`Range` in a dataclass field's metadata."""

@@ -7,14 +7,14 @@ import json
 import pytest
 import torch
 
-from dskd.config import config_from_dict
-from dskd.errors import ConfigError
-from dskd.evaluation import benchmarks as registry
-from dskd.evaluation.benchmarks import Benchmark, Building, Score, Scoring, register
+from dskd.config.loading import config_from_dict
+from dskd.core.errors import ConfigError
+from dskd.evaluation import tasks as registry
 from dskd.evaluation.run import evaluate
 from dskd.evaluation.suite import check_tasks
+from dskd.evaluation.tasks import Benchmark, Building, Score, Scoring, register
 from dskd.models.loading import load_causal_lm
-from dskd.testing import llama_config, random_model_dir, word_tokenizer
+from dskd.testing.fixtures import llama_config, random_model_dir, word_tokenizer
 
 VOCAB = 48
 

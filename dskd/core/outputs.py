@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from dskd.errors import ConfigError, DSKDError
+from dskd.core.errors import ConfigError, DSKDError
 
 MARKER = ".dskd-artifact.json"
 LOCK_NAME = "run.lock"
@@ -66,7 +66,7 @@ def artifact_kind(folder: str | os.PathLike) -> str | None:
 
 
 def _ours_in_progress(path: Path) -> bool:
-    """A temporary file or folder of :mod:`dskd.io` (``.NAME.XXXX.tmp``), not yet renamed into place, or
+    """A temporary file or folder of :mod:`dskd.core.io` (``.NAME.XXXX.tmp``), not yet renamed into place, or
     the lock of a run that is starting (:mod:`dskd.training.runlock`)."""
     return (path.name.startswith(".") and path.name.endswith(".tmp")) or path.name == LOCK_NAME
 
@@ -107,7 +107,7 @@ def check_output(
 
 def mark_output(folder: str | os.PathLike, kind: str) -> None:
     """Write ``folder/.dskd-artifact.json`` recording that ``folder`` holds a ``kind`` artifact."""
-    from dskd.io import provenance, write_json_atomic
+    from dskd.core.io import provenance, write_json_atomic
 
     write_json_atomic(Path(folder) / MARKER, provenance(kind))
 
@@ -117,7 +117,7 @@ def artifact_dir(
     folder: str | os.PathLike, kind: str, overwrite: bool = False, inputs: Iterable[str | os.PathLike] = ()
 ) -> Iterator[Path]:
     """:func:`dskd.io.atomic_dir` for a ``kind`` artifact after :func:`check_output`; marks the new folder."""
-    from dskd.io import atomic_dir
+    from dskd.core.io import atomic_dir
 
     check_output(folder, kind, overwrite, inputs)
     with atomic_dir(folder) as tmp:

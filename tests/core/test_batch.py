@@ -1,4 +1,4 @@
-"""The batch contract: what the streaming data module emits is exactly what dskd.batch declares."""
+"""The batch contract: what the streaming data module emits is exactly what dskd.core.batch declares."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from dskd.batch import IGNORE_INDEX, SENSE_LOSS_KEYS, SENSE_SAMPLE_KEYS, SenseBatch, TokenBatch
-from dskd.data.config import SourceConfig
+from dskd.core.batch import IGNORE_INDEX, SENSE_LOSS_KEYS, SENSE_SAMPLE_KEYS, SenseBatch, TokenBatch
+from dskd.core.errors import DSKDError
+from dskd.corpora.config import SourceConfig
 from dskd.data.sampling import NeighbourTable
 from dskd.data.stream import META_KEYS, PackedStream, StreamSpec
-from dskd.errors import DSKDError
 from dskd.losses.config import SenseLossConfig
 from dskd.losses.sense import sense_loss
-from dskd.testing import word_tokenizer
+from dskd.testing.fixtures import word_tokenizer
 
 VOCAB = 40
 

@@ -3,8 +3,8 @@
 ``load_config("experiments/tiny/dskd.yaml", ["loss.sense.kappa=3"])`` returns a validated
 :class:`ExperimentConfig`. Unknown keys name the closest valid key; wrong types name the key, the
 expected and the given type; a value outside a key's choices (its ``Literal`` type) names the closest
-choice; a number outside its declared range (:mod:`dskd.ranges`) names the range; combinations known
-to fail are refused by :mod:`dskd.config_rules`. All of it runs before any model loads, and every
+choice; a number outside its declared range (:mod:`dskd.config.ranges`) names the range; combinations known
+to fail are refused by :mod:`dskd.config.rules`. All of it runs before any model loads, and every
 error is a :class:`~dskd.errors.ConfigError`.
 """
 
@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,25 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dskd.config_rules import check_rules
-from dskd.errors import ConfigError
-from dskd.io import write_text_atomic
-from dskd.ranges import check_value
-from dskd.schema import ExperimentConfig
+from dskd.config.ranges import check_value
+from dskd.config.rules import check_rules
+from dskd.config.schema import ExperimentConfig
+from dskd.core.errors import ConfigError
+from dskd.core.io import write_text_atomic
 
 BASE_KEY = "base"
+MOVED_KEYS = {
+    "family": "preset",
+    "teacher.cache_dir": "cache.dir",
+    "teacher.cache_targets": "cache.kd_format",
+    "teacher.cache_samples": "cache.samples",
+    "teacher.cache_seed": "cache.seed",
+    "teacher.cache_top_k": "cache.top_k",
+    "teacher.cache_hidden_positions": "cache.hidden_positions",
+    "data.targets_cache_dir": "data.continuations_dir",
+    "data.targets_batch_size": "data.continuations_batch_size",
+}
+"""Keys renamed in 0.2 (old -> new): an old key is still read, moved to its new name with a message."""
 
 
 def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -245,8 +258,49 @@ def _given(data: dict[str, Any], key: str) -> Any:
     return node
 
 
+def _move_renamed_keys(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """``data`` with every key of :data:`MOVED_KEYS` under its new name (and ``${old}`` interpolations
+    rewritten), warning once per key; a file that sets both names is refused."""
+    out = _deep_merge({}, data)
+    for old, new in MOVED_KEYS.items():
+        *old_path, old_leaf = old.split(".")
+        parent = out
+        for part in old_path:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict) or old_leaf not in parent:
+            continue
+        value = parent.pop(old_leaf)
+        *new_path, new_leaf = new.split(".")
+        node = out
+        for part in new_path:
+            node = node.setdefault(part, {})
+        if new_leaf in node:
+            raise ConfigError(
+                f"Config sets both '{old}' and its new name '{new}' (in {source}); keep only '{new}'."
+            )
+        node[new_leaf] = value
+        warnings.warn(
+            f"Config key '{old}' is now '{new}' (in {source}); rename it, the old name goes in 0.3.",
+            FutureWarning,
+            stacklevel=3,
+        )
+    return _rewrite_interpolations(out)
+
+
+def _rewrite_interpolations(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _rewrite_interpolations(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_rewrite_interpolations(v) for v in node]
+    if isinstance(node, str) and "${" in node:
+        for old, new in MOVED_KEYS.items():
+            node = node.replace("${" + old + "}", "${" + new + "}")
+    return node
+
+
 def config_from_dict(data: dict[str, Any], source: str = "config") -> ExperimentConfig:
     """Validate a plain dict against the schema and return the typed config."""
+    data = _move_renamed_keys(data, source)
     _check_keys(data, ExperimentConfig, "", source)
     schema = OmegaConf.structured(ExperimentConfig)
     try:
@@ -268,7 +322,7 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Experiment
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Load an experiment YAML (following ``base:``), apply ``key=value`` overrides and validate."""
     data = _read_yaml(Path(path))
-    over = _parse_overrides(list(overrides or []))
+    over = _move_renamed_keys(_parse_overrides(list(overrides or [])), "command-line overrides")
     if over:
         _check_keys(over, ExperimentConfig, "", "command-line overrides")
     source = f"{path} with command-line overrides" if over else str(path)

@@ -17,9 +17,9 @@ import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from dskd.devices import all_gather_object, barrier, rank_world
-from dskd.errors import ArtifactMismatchError, DSKDError
-from dskd.io import provenance, read_artifact_json, write_json_atomic
+from dskd.core.devices import all_gather_object, barrier, rank_world
+from dskd.core.errors import ArtifactMismatchError, DSKDError
+from dskd.core.io import provenance, read_artifact_json, write_json_atomic
 
 FORMAT = 2
 """Version of the cache files (2: continuations end at any stop token of the generation config)."""

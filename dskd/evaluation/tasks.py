@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dskd.errors import ConfigError
+from dskd.core.errors import ConfigError
 from dskd.evaluation.config import EvalConfig
 
 WORD_PAIRS_PER_ITEM = 10

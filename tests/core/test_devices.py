@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import dskd
-from dskd.devices import local_device, local_rank
+from dskd.core.devices import local_device, local_rank
 
 PACKAGE = Path(dskd.__file__).resolve().parent
 BARE_CUDA = [
@@ -103,8 +103,8 @@ def test_without_cuda_the_local_device_is_the_cpu():
 
 
 def test_a_device_key_resolves_to_this_process_device():
-    from dskd.devices import resolve_device
-    from dskd.errors import DSKDError
+    from dskd.core.devices import resolve_device
+    from dskd.core.errors import DSKDError
 
     assert resolve_device("cpu", "eval.device") == torch.device("cpu")
     assert resolve_device("auto", "eval.device") == local_device()
@@ -132,7 +132,7 @@ def test_one_process_joins_no_group(monkeypatch, env):
     """Outside torchrun and srun (or with one task), the stages run alone: no group, nothing to wait for."""
     import torch.distributed as dist
 
-    from dskd.devices import launcher_group
+    from dskd.core.devices import launcher_group
 
     for name in ("WORLD_SIZE", "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "SLURM_JOB_NAME"):
         monkeypatch.delenv(name, raising=False)

@@ -1,7 +1,7 @@
 """Cross-key rules: combinations of valid values that are known to fail, refused when a config loads.
 
 Each rule reads a typed config and returns why it cannot work (with the fix), or None. The single
-values were checked before (choices and ranges in :mod:`dskd.config`); these catch what only a pair
+values were checked before (choices and ranges in :mod:`dskd.config.loading`); these catch what only a pair
 or triple of keys gets wrong, so that it fails in a second instead of after the teacher has loaded.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from dskd.errors import ConfigError
-from dskd.schema import ExperimentConfig
+from dskd.config.schema import ExperimentConfig
+from dskd.core.errors import ConfigError
 
 CUDA_ONLY_STRATEGIES = ("fsdp", "deepspeed_stage_2", "deepspeed_stage_3")
 """Strategies Lightning runs on CUDA GPUs only (it refuses FSDP and DeepSpeed on a CPU accelerator)."""
@@ -102,13 +102,17 @@ def _chunked_kd_with_cache(cfg: ExperimentConfig) -> str | None:
 def _divergence_with_sampled_cache(cfg: ExperimentConfig) -> str | None:
     from dskd.losses.config import SAMPLED_DIVERGENCES
 
-    kd, tc = cfg.loss.kd, cfg.teacher
-    if tc.mode == "cached" and tc.cache_targets == "sampled" and kd.divergence not in SAMPLED_DIVERGENCES:
+    kd = cfg.loss.kd
+    if (
+        cfg.teacher.mode == "cached"
+        and cfg.cache.kd_format == "sampled"
+        and kd.divergence not in SAMPLED_DIVERGENCES
+    ):
         return (
             f"loss.kd.divergence={kd.divergence} cannot be estimated without bias from tokens sampled from "
-            "the teacher (teacher.cache_targets=sampled estimates forward_kl only: the others need the "
+            "the teacher (cache.kd_format=sampled estimates forward_kl only: the others need the "
             "teacher's probability of tokens it was not sampled on); use loss.kd.divergence=forward_kl, "
-            "teacher.cache_targets=topk (a biased top-k approximation) or teacher.mode=online."
+            "cache.kd_format=topk (a biased top-k approximation) or teacher.mode=online."
         )
     return None
 

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from dskd.batch import IGNORE_INDEX
+from dskd.core.batch import IGNORE_INDEX
+from dskd.core.errors import DSKDError
+from dskd.corpora.config import SourceConfig
 from dskd.corpora.prompts import QAItem, prompt_and_answer
 from dskd.corpora.sources import iter_documents
-from dskd.data.config import SourceConfig
+from dskd.data.continuations import cache_key, greedy_continuations, load_or_build, prompt_key
 from dskd.data.stream import PackedStream, StreamSpec
-from dskd.data.targets import cache_key, greedy_continuations, load_or_build, prompt_key
-from dskd.errors import DSKDError
 
 pytestmark = pytest.mark.integration  # the real SmolLM2 tokenizer
 
@@ -109,8 +109,8 @@ def test_stream_trains_on_prompt_plus_teacher_continuation(tmp_path, tokenizer):
 def test_datamodule_teacher_targets(tmp_path, tokenizer, tiny_teacher, monkeypatch):
     """Paper recipe on BIG-bench fixture prompts: setup runs the teacher (a saved tiny Llama folder,
     loaded like any teacher) once; a later run (or a requeued job) reads the cache."""
+    from dskd.config.schema import ExperimentConfig
     from dskd.data.datamodule import DSKDDataModule
-    from dskd.schema import ExperimentConfig
 
     from ..corpora.conftest import FIXTURES
 
@@ -122,7 +122,7 @@ def test_datamodule_teacher_targets(tmp_path, tokenizer, tiny_teacher, monkeypat
         SourceConfig(kind="bigbench", path=str(FIXTURES / "bigbench/toy_mc/task.json"), shots=1)
     ]
     cfg.data.targets, cfg.data.teacher_new_tokens = "teacher", 2
-    cfg.data.targets_cache_dir, cfg.data.val_fraction = str(tmp_path / "targets"), 0.0
+    cfg.data.continuations_dir, cfg.data.val_fraction = str(tmp_path / "targets"), 0.0
     cfg.data.seq_len, cfg.data.pack, cfg.data.batch_size = 256, False, 6
     dm = DSKDDataModule(cfg, tokenizer)
     dm.setup("fit")
@@ -150,8 +150,8 @@ def test_teacher_new_tokens_per_source(tmp_path, tokenizer, tiny_teacher, monkey
     of its prompts' continuations; the others take data.teacher_new_tokens. One cache file per length,
     one teacher load for both."""
     import dskd.models.loading
+    from dskd.config.schema import ExperimentConfig
     from dskd.data.datamodule import DSKDDataModule
-    from dskd.schema import ExperimentConfig
 
     from ..corpora.conftest import FIXTURES
 
@@ -165,7 +165,7 @@ def test_teacher_new_tokens_per_source(tmp_path, tokenizer, tiny_teacher, monkey
         SourceConfig(kind="bigbench", path=task, shots=0, teacher_new_tokens=4),
     ]
     cfg.data.targets, cfg.data.teacher_new_tokens = "teacher", 1
-    cfg.data.targets_cache_dir, cfg.data.val_fraction = str(tmp_path / "targets"), 0.0
+    cfg.data.continuations_dir, cfg.data.val_fraction = str(tmp_path / "targets"), 0.0
     loads, load = [], dskd.models.loading.load_causal_lm
 
     def counted(*args, **kwargs):

@@ -10,8 +10,14 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from dskd.data.targets import batch_plan, greedy_continuations, load_or_build, prompt_key, shard_continuations
-from dskd.testing import llama_config, random_model_dir
+from dskd.data.continuations import (
+    batch_plan,
+    greedy_continuations,
+    load_or_build,
+    prompt_key,
+    shard_continuations,
+)
+from dskd.testing.fixtures import llama_config, random_model_dir
 
 VOCAB = 40
 PROMPTS = [" ".join(f"t{3 + (7 * i + j) % 37}" for j in range(1 + (5 * i) % 11)) for i in range(13)]

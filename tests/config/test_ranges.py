@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from dskd.ranges import Range, range_of, ranged
+from dskd.config.ranges import Range, range_of, ranged
 
 
 @pytest.mark.parametrize(

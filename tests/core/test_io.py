@@ -8,8 +8,8 @@ import os
 import pytest
 import torch
 
-from dskd.errors import DSKDError
-from dskd.io import (
+from dskd.core.errors import DSKDError
+from dskd.core.io import (
     DiskFullError,
     atomic_dir,
     atomic_path,

@@ -8,7 +8,7 @@ import os
 import pickle
 from typing import Any
 
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
 
 
 class CheckpointError(DSKDError):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import dskd
-from dskd.errors import DSKDError
+from dskd.core.errors import DSKDError
 
 VERIFY_ENV = "DSKD_VERIFY"
 VERIFY_LEVELS = ("fast", "full")
