@@ -1,8 +1,9 @@
 """Cross-key rules: combinations of valid values that are known to fail, refused when a config loads.
 
-Each rule reads a typed config and returns why it cannot work (with the fix), or None. The single
-values were checked before (choices and ranges in :mod:`dskd.config.loading`); these catch what only a pair
-or triple of keys gets wrong, so that it fails in a second instead of after the teacher has loaded.
+Each rule reads the config sections it names and returns why it cannot work (with the fix), or None.
+The single values were checked before (choices and ranges in :mod:`dskd.config.loading`); these catch
+what only a pair or triple of keys gets wrong, so that it fails in a second instead of after the
+teacher has loaded.
 """
 
 from __future__ import annotations
@@ -12,6 +13,12 @@ from collections.abc import Callable
 
 from dskd.config.schema import ExperimentConfig
 from dskd.core.errors import ConfigError
+from dskd.data.config import DataConfig
+from dskd.losses.config import SAMPLED_DIVERGENCES, LossConfig
+from dskd.models.config import StudentConfig, TeacherConfig
+from dskd.senses.config import SensesConfig
+from dskd.teacher_cache.config import CacheConfig
+from dskd.training.config import TrainerConfig
 
 CUDA_ONLY_STRATEGIES = ("fsdp", "deepspeed_stage_2", "deepspeed_stage_3")
 """Strategies Lightning runs on CUDA GPUs only (it refuses FSDP and DeepSpeed on a CPU accelerator)."""
@@ -19,8 +26,8 @@ _DEVICES = re.compile(r"auto|-1|[1-9][0-9]*|\[\s*[0-9]+(\s*,\s*[0-9]+)*\s*,?\s*\
 """What trainer.devices may hold: auto, a count (-1: all), or a list of device indices like [0, 2]."""
 
 
-def _devices_format(cfg: ExperimentConfig) -> str | None:
-    devices = str(cfg.trainer.devices).strip()
+def _devices_format(t: TrainerConfig) -> str | None:
+    devices = str(t.devices).strip()
     if not _DEVICES.fullmatch(devices):
         return (
             f"trainer.devices={devices!r} is not auto, a device count (-1: all) or a list of device "
@@ -29,8 +36,7 @@ def _devices_format(cfg: ExperimentConfig) -> str | None:
     return None
 
 
-def _sharded_strategy_on_cpu(cfg: ExperimentConfig) -> str | None:
-    t = cfg.trainer
+def _sharded_strategy_on_cpu(t: TrainerConfig) -> str | None:
     if t.strategy in CUDA_ONLY_STRATEGIES and t.accelerator == "cpu":
         return (
             f"trainer.strategy={t.strategy} runs on CUDA GPUs only, but trainer.accelerator=cpu; use "
@@ -39,8 +45,7 @@ def _sharded_strategy_on_cpu(cfg: ExperimentConfig) -> str | None:
     return None
 
 
-def _device_list_on_cpu(cfg: ExperimentConfig) -> str | None:
-    t = cfg.trainer
+def _device_list_on_cpu(t: TrainerConfig) -> str | None:
     devices = str(t.devices).strip()
     if t.accelerator == "cpu" and (devices == "-1" or devices.startswith("[")):
         return (
@@ -50,8 +55,8 @@ def _device_list_on_cpu(cfg: ExperimentConfig) -> str | None:
     return None
 
 
-def _gpu_senses_on_cpu(cfg: ExperimentConfig) -> str | None:
-    if cfg.method == "dskd" and cfg.senses.device == "cuda" and cfg.trainer.accelerator == "cpu":
+def _gpu_senses_on_cpu(method: str, senses: SensesConfig, t: TrainerConfig) -> str | None:
+    if method == "dskd" and senses.device == "cuda" and t.accelerator == "cpu":
         return (
             "senses.device=cuda puts the sense dictionary on a GPU, but trainer.accelerator=cpu trains on "
             "the CPU; use senses.device=auto (or cpu)."
@@ -59,9 +64,8 @@ def _gpu_senses_on_cpu(cfg: ExperimentConfig) -> str | None:
     return None
 
 
-def _nothing_to_train(cfg: ExperimentConfig) -> str | None:
-    s = cfg.student
-    projection = cfg.method == "dskd" and s.projection == "linear"  # a learned map (the only one then)
+def _nothing_to_train(method: str, s: StudentConfig) -> str | None:
+    projection = method == "dskd" and s.projection == "linear"  # a learned map (the only one then)
     if s.kind == "truncated" and s.trainable_top_layers == 0 and not projection:
         return (
             "student.trainable_top_layers=0 leaves the truncated student without a trainable parameter "
@@ -70,8 +74,7 @@ def _nothing_to_train(cfg: ExperimentConfig) -> str | None:
     return None
 
 
-def _fp16_amp_on_cpu(cfg: ExperimentConfig) -> str | None:
-    t = cfg.trainer
+def _fp16_amp_on_cpu(t: TrainerConfig) -> str | None:
     if t.precision == "16-mixed" and t.accelerator == "cpu":
         return (
             "trainer.precision=16-mixed is not supported on trainer.accelerator=cpu (Lightning would "
@@ -80,8 +83,7 @@ def _fp16_amp_on_cpu(cfg: ExperimentConfig) -> str | None:
     return None
 
 
-def _skip_with_deepspeed(cfg: ExperimentConfig) -> str | None:
-    t = cfg.trainer
+def _skip_with_deepspeed(t: TrainerConfig) -> str | None:
     if t.nan_policy == "skip" and t.strategy.startswith("deepspeed"):
         return (
             f"trainer.nan_policy=skip does not work with trainer.strategy={t.strategy} (DeepSpeed cannot "
@@ -90,8 +92,8 @@ def _skip_with_deepspeed(cfg: ExperimentConfig) -> str | None:
     return None
 
 
-def _chunked_kd_with_cache(cfg: ExperimentConfig) -> str | None:
-    if cfg.teacher.mode == "cached" and cfg.loss.kd.chunk_size is not None:
+def _chunked_kd_with_cache(teacher: TeacherConfig, loss: LossConfig) -> str | None:
+    if teacher.mode == "cached" and loss.kd.chunk_size is not None:
         return (
             "loss.kd.chunk_size (chunked KD from the teacher's hidden states) does not combine with "
             "teacher.mode=cached (KD from the cache's targets); unset loss.kd.chunk_size."
@@ -99,15 +101,11 @@ def _chunked_kd_with_cache(cfg: ExperimentConfig) -> str | None:
     return None
 
 
-def _divergence_with_sampled_cache(cfg: ExperimentConfig) -> str | None:
-    from dskd.losses.config import SAMPLED_DIVERGENCES
-
-    kd = cfg.loss.kd
-    if (
-        cfg.teacher.mode == "cached"
-        and cfg.cache.kd_format == "sampled"
-        and kd.divergence not in SAMPLED_DIVERGENCES
-    ):
+def _divergence_with_sampled_cache(
+    teacher: TeacherConfig, cache: CacheConfig, loss: LossConfig
+) -> str | None:
+    kd = loss.kd
+    if teacher.mode == "cached" and cache.kd_format == "sampled" and kd.divergence not in SAMPLED_DIVERGENCES:
         return (
             f"loss.kd.divergence={kd.divergence} cannot be estimated without bias from tokens sampled from "
             "the teacher (cache.kd_format=sampled estimates forward_kl only: the others need the "
@@ -117,13 +115,9 @@ def _divergence_with_sampled_cache(cfg: ExperimentConfig) -> str | None:
     return None
 
 
-def _chunked_kd_with_zero3_trainable_head(cfg: ExperimentConfig) -> str | None:
+def _chunked_kd_with_zero3_trainable_head(loss: LossConfig, t: TrainerConfig, s: StudentConfig) -> str | None:
     # kind=truncated freezes the LM head; kind=hf trains every weight, the head included.
-    if (
-        cfg.loss.kd.chunk_size is not None
-        and cfg.trainer.strategy == "deepspeed_stage_3"
-        and cfg.student.kind == "hf"
-    ):
+    if loss.kd.chunk_size is not None and t.strategy == "deepspeed_stage_3" and s.kind == "hf":
         return (
             "loss.kd.chunk_size with trainer.strategy=deepspeed_stage_3 needs a frozen student LM head (the "
             "chunked loss reads the head's weight outside its forward), but student.kind=hf trains it; "
@@ -136,9 +130,9 @@ SHARDED_STUDENT_STRATEGIES = ("fsdp", "deepspeed_stage_3")
 """Strategies whose student's weights are gathered only inside its training forward (no on-policy)."""
 
 
-def _on_policy_with_sharded_student(cfg: ExperimentConfig) -> str | None:
-    strategy = cfg.trainer.strategy
-    if cfg.data.on_policy.fraction > 0 and strategy in SHARDED_STUDENT_STRATEGIES:
+def _on_policy_with_sharded_student(data: DataConfig, t: TrainerConfig) -> str | None:
+    strategy = t.strategy
+    if data.on_policy.fraction > 0 and strategy in SHARDED_STUDENT_STRATEGIES:
         return (
             f"data.on_policy.fraction > 0 does not work with trainer.strategy={strategy}: the student "
             "generates outside its training forward, where its sharded weights are not gathered; use "
@@ -147,14 +141,13 @@ def _on_policy_with_sharded_student(cfg: ExperimentConfig) -> str | None:
     return None
 
 
-def _hf_student_without_model(cfg: ExperimentConfig) -> str | None:
-    if cfg.student.kind == "hf" and not cfg.student.model:
+def _hf_student_without_model(s: StudentConfig) -> str | None:
+    if s.kind == "hf" and not s.model:
         return "student.kind=hf needs student.model (asset name, folder or hub id)."
     return None
 
 
-def _more_trainable_than_kept_layers(cfg: ExperimentConfig) -> str | None:
-    s = cfg.student
+def _more_trainable_than_kept_layers(s: StudentConfig) -> str | None:
     if s.kind == "truncated" and s.trainable_top_layers > s.num_layers:
         return (
             f"student.trainable_top_layers={s.trainable_top_layers} exceeds student.num_layers="
@@ -163,9 +156,9 @@ def _more_trainable_than_kept_layers(cfg: ExperimentConfig) -> str | None:
     return None
 
 
-def _source_keys_out_of_place(cfg: ExperimentConfig) -> str | None:
+def _source_keys_out_of_place(data: DataConfig, senses: SensesConfig) -> str | None:
     """Source keys that only one list reads, or that need another key of the same source."""
-    lists = {"data.train": cfg.data.train, "data.val": cfg.data.val, "senses.sources": cfg.senses.sources}
+    lists = {"data.train": data.train, "data.val": data.val, "senses.sources": senses.sources}
     for name, sources in lists.items():
         for i, src in enumerate(sources):
             where = f"{name}[{i}] ({src.kind})"
@@ -184,28 +177,29 @@ def _source_keys_out_of_place(cfg: ExperimentConfig) -> str | None:
     return None
 
 
-RULES: tuple[Callable[[ExperimentConfig], str | None], ...] = (
-    _devices_format,
-    _sharded_strategy_on_cpu,
-    _device_list_on_cpu,
-    _gpu_senses_on_cpu,
-    _nothing_to_train,
-    _fp16_amp_on_cpu,
-    _skip_with_deepspeed,
-    _chunked_kd_with_cache,
-    _divergence_with_sampled_cache,
-    _chunked_kd_with_zero3_trainable_head,
-    _on_policy_with_sharded_student,
-    _hf_student_without_model,
-    _more_trainable_than_kept_layers,
-    _source_keys_out_of_place,
+RULES: tuple[tuple[Callable[..., str | None], tuple[str, ...]], ...] = (
+    (_devices_format, ("trainer",)),
+    (_sharded_strategy_on_cpu, ("trainer",)),
+    (_device_list_on_cpu, ("trainer",)),
+    (_gpu_senses_on_cpu, ("method", "senses", "trainer")),
+    (_nothing_to_train, ("method", "student")),
+    (_fp16_amp_on_cpu, ("trainer",)),
+    (_skip_with_deepspeed, ("trainer",)),
+    (_chunked_kd_with_cache, ("teacher", "loss")),
+    (_divergence_with_sampled_cache, ("teacher", "cache", "loss")),
+    (_chunked_kd_with_zero3_trainable_head, ("loss", "trainer", "student")),
+    (_on_policy_with_sharded_student, ("data", "trainer")),
+    (_hf_student_without_model, ("student",)),
+    (_more_trainable_than_kept_layers, ("student",)),
+    (_source_keys_out_of_place, ("data", "senses")),
 )
-"""Every cross-key rule, checked in this order by :func:`check_rules`."""
+"""Every cross-key rule with the config sections it reads (passed in this order), checked in this order
+by :func:`check_rules`."""
 
 
 def check_rules(cfg: ExperimentConfig, source: str = "config") -> None:
     """Raise :class:`ConfigError` for the first combination of keys in ``cfg`` that cannot work."""
-    for rule in RULES:
-        problem = rule(cfg)
+    for rule, sections in RULES:
+        problem = rule(*(getattr(cfg, name) for name in sections))
         if problem is not None:
             raise ConfigError(f"Config {source}: {problem}")
