@@ -1,170 +1,37 @@
-"""`dskd senses build`: gather keyed teacher states, cluster them per key, compose VIDs, save.
+"""`dskd senses build`: gather keyed teacher states (:mod:`dskd.senses.gather`), cluster them per
+key, compose VIDs, save.
 
-Under several processes (``torchrun``; ``torch.distributed`` initialised) each rank reads every
+Under several processes (``torchrun``; ``torch.distributed`` initialised) each rank gathers every
 ``world``-th document, and the reservoirs are merged exactly (see :mod:`dskd.senses.reservoir`);
 rank 0 clusters and writes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
+from dskd.config.loading import save_config
+from dskd.config.schema import ExperimentConfig
 from dskd.core.devices import barrier, local_device, rank_world
 from dskd.core.errors import DSKDError
-from dskd.core.outputs import StageResult
+from dskd.core.io import atomic_path, provenance, write_json_atomic
+from dskd.core.outputs import StageResult, artifact_dir, check_output
+from dskd.lexicon.artifact import Lexicon
+from dskd.models.loading import load_causal_lm, load_tokenizer, tokenizer_fingerprint
 from dskd.senses.compose import compose_vids
 from dskd.senses.dictionary import SenseDictionary
-from dskd.senses.gather import keyed_states, length_sorted_batches, position_priorities, token_windows
+from dskd.senses.gather import GatherResult, gather_from_config, merge_across_ranks
 from dskd.senses.kmeans import kmeans_padded, pad_groups
 from dskd.senses.reservoir import KeyedReservoir
 
 ROWS_FILE = "rows.safetensors"
-
-
-@dataclass
-class GatherResult:
-    """Per-source reservoirs plus what the stats need."""
-
-    reservoirs: list[KeyedReservoir]
-    occurrences: torch.Tensor
-    """[vocab] observed next-token counts over the corpus."""
-    tokens: int = 0
-    positions: int = 0
-    fingerprint: int = 0
-    """XOR of :func:`corpus_fingerprint` over the documents read."""
-    seconds: float = 0.0
-    hidden_size: int = 0
-    extra: dict = field(default_factory=dict)
-
-    def merge(self, other: GatherResult) -> None:
-        for mine, theirs in zip(self.reservoirs, other.reservoirs, strict=True):
-            mine.merge(theirs)
-        self.occurrences = self.occurrences + other.occurrences
-        self.tokens += other.tokens
-        self.positions += other.positions
-        self.fingerprint ^= other.fingerprint
-        self.seconds = max(self.seconds, other.seconds)
-
-
-def _windows(
-    docs: Iterable[tuple[int, str]], tokenizer, max_length: int, chunk: int = 1024
-) -> Iterator[tuple[list[int], tuple[int, int]]]:
-    """(window ids, (document index, first token)) of each (index, text) document."""
-    buf: list[tuple[int, str]] = []
-
-    def flush() -> Iterator[tuple[list[int], tuple[int, int]]]:
-        encoded = tokenizer([text for _, text in buf], add_special_tokens=True)["input_ids"]
-        for (index, _), ids in zip(buf, encoded):
-            for w, window in enumerate(token_windows(ids, max_length)):
-                yield window, (index, w * max_length)
-
-    for doc in docs:
-        buf.append(doc)
-        if len(buf) >= chunk:
-            yield from flush()
-            buf = []
-    if buf:
-        yield from flush()
-
-
-def corpus_fingerprint(source: int, index: int, text: str) -> int:
-    """A document's share of the corpus fingerprint; the fingerprint XORs them, so it does not depend
-    on which process read which document."""
-    digest = hashlib.sha256(f"{source}:{index}:".encode() + text.encode("utf-8")).digest()
-    return int.from_bytes(digest, "big")
-
-
-def gather(
-    model,
-    tokenizer,
-    sources: Sequence[Iterable[str]],
-    *,
-    keying: str,
-    max_length: int,
-    batch_tokens: int,
-    cap_per_source: int | Sequence[int],
-    max_tokens: int | None = None,
-    seed: int = 0,
-    rank: int = 0,
-    world: int = 1,
-    progress: bool = True,
-) -> GatherResult:
-    """Stream each source's texts through the teacher; one uniform reservoir per source and key.
-
-    ``sources`` are iterables of texts; this rank takes texts ``rank, rank + world, ...`` of each.
-    ``cap_per_source``: the reservoir size per key, one for all sources or one per source.
-    Each row's priority is a hash of its position in the corpus (:func:`position_priorities`), so
-    without ``max_tokens`` the merged reservoirs of any number of ranks equal one process's.
-    """
-    from tqdm.auto import tqdm
-
-    device = next(model.parameters()).device
-    vocab = model.get_output_embeddings().weight.shape[0]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    caps = [cap_per_source] * len(sources) if isinstance(cap_per_source, int) else list(cap_per_source)
-    if len(caps) != len(sources):
-        raise ValueError(f"{len(caps)} reservoir caps for {len(sources)} sources")
-    res = GatherResult([KeyedReservoir(cap) for cap in caps], torch.zeros(vocab, dtype=torch.long))
-    seen = torch.zeros(vocab, dtype=torch.bool)
-    budget = None if max_tokens is None else max(1, max_tokens // world)
-    t0 = time.perf_counter()
-    bar = tqdm(total=budget, unit="tok", unit_scale=True, desc="gather", disable=not progress or rank != 0)
-    for s, texts in enumerate(sources):
-        shard = ((i, t) for i, t in enumerate(texts) if i % world == rank)
-        for ids, mask, tags in length_sorted_batches(
-            _windows(_fingerprinted(shard, s, res), tokenizer, max_length), batch_tokens, pad
-        ):
-            if budget is not None and res.tokens >= budget:
-                break
-            kd = keyed_states(model, ids.to(device), mask.to(device), keying)
-            keys, observed = kd.keys.cpu(), kd.observed.cpu()
-            res.reservoirs[s].add(keys, kd.rows, position_priorities(seed, s, tags, mask))
-            res.occurrences += torch.bincount(observed, minlength=vocab)[:vocab]
-            seen[keys] = True
-            n = int(mask.sum())
-            res.tokens += n
-            res.positions += len(keys)
-            res.hidden_size = kd.rows.shape[-1]
-            bar.update(n)
-            bar.set_postfix(keys=int(seen.sum()), refresh=False)
-    bar.close()
-    res.seconds = time.perf_counter() - t0
-    return res
-
-
-def _fingerprinted(docs: Iterable[tuple[int, str]], source: int, res: GatherResult):
-    """Pass (index, text) documents through, folding each into ``res.fingerprint`` as it is read."""
-    for index, text in docs:
-        res.fingerprint ^= corpus_fingerprint(source, index, text)
-        yield index, text
-
-
-def merge_across_ranks(res: GatherResult) -> GatherResult:
-    """On rank 0: every rank's reservoirs merged into its own, received one rank at a time (rank 0
-    holds its sample and one other at once); on the other ranks: their own result, after sending it.
-    The identity without torch.distributed."""
-    import torch.distributed as dist
-
-    rank, world = rank_world()
-    if world == 1:
-        return res
-    for r in res.reservoirs:
-        r.compact()
-    for src in range(1, world):
-        if rank == src:
-            dist.send_object_list([res], dst=0)
-        elif rank == 0:
-            box: list = [None]
-            dist.recv_object_list(box, src=src)
-            res.merge(box[0])
-    return res
 
 
 def overall_sample(res: GatherResult, max_rows_per_key: int) -> KeyedReservoir:
@@ -179,8 +46,6 @@ def cluster(
     sample: KeyedReservoir, k: int, iters: int, seed: int, device: torch.device, out_dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """k-means per key over a reservoir. Returns (key ids, centroids [n, k, d], counts, mean inertia)."""
-    from tqdm.auto import tqdm
-
     keys, counts, rows = sample.grouped()
     if len(keys) == 0:
         raise DSKDError(
@@ -268,29 +133,19 @@ def assemble(
 
 def save_rows(sample: KeyedReservoir, path: Path) -> None:
     """The raw reservoir rows (debug / benchmark artifact): key_ids, counts, rows grouped by key."""
-    from safetensors.torch import save_file
-
-    from dskd.core.io import atomic_path
-
     keys, counts, rows = sample.grouped()
     with atomic_path(path) as tmp:
         save_file({"key_ids": keys, "counts": counts, "rows": rows.contiguous()}, str(tmp))
 
 
 def load_rows(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    from safetensors.torch import load_file
-
     t = load_file(str(path))
     return t["key_ids"], t["counts"], t["rows"]
 
 
-def _load_vid_tokens(cfg, tokenizer, vocab_size: int) -> dict[int, tuple[int, ...]] | None:
-    """VID -> member tokens from the lexicon artifact (None when senses.compose_vids is off)."""
-    if not cfg.senses.compose_vids:
-        return None
-    from dskd.lexicon import Lexicon
-
-    directory = Path(cfg.lexicon.output_dir)
+def _load_vid_tokens(lexicon_dir: str, tokenizer, vocab_size: int) -> dict[int, tuple[int, ...]]:
+    """VID -> member tokens from the lexicon artifact at ``lexicon_dir``."""
+    directory = Path(lexicon_dir)
     if not directory.exists():
         raise DSKDError(
             f"No lexicon at {directory}; VID senses are composed from it. Run `dskd lexicon build CONFIG` "
@@ -307,37 +162,9 @@ def _load_vid_tokens(cfg, tokenizer, vocab_size: int) -> dict[int, tuple[int, ..
     return vids
 
 
-def gather_from_config(
-    cfg,
-    model,
-    tokenizer,
-    max_tokens: int | None = None,
-    rank: int = 0,
-    world: int = 1,
-    progress: bool = False,
-) -> GatherResult:
-    """This rank's reservoirs over ``cfg.senses.sources`` with the config's settings (``max_tokens``
-    overrides ``senses.max_tokens``)."""
-    from dskd.corpora.sources import iter_documents
-
-    sc = cfg.senses
-    return gather(
-        model,
-        tokenizer,
-        [(doc.text for doc in iter_documents([src], tokenizer, seed=cfg.seed)) for src in sc.sources],
-        keying=sc.keying,
-        max_length=sc.max_length,
-        batch_tokens=sc.batch_size * sc.max_length,
-        cap_per_source=[src.reservoir_cap or sc.cap_per_source for src in sc.sources],
-        max_tokens=sc.max_tokens if max_tokens is None else max_tokens,
-        seed=cfg.seed,
-        rank=rank,
-        world=world,
-        progress=progress,
-    )
-
-
-def build(cfg, progress: bool = True, overwrite: bool = False, together: bool = False) -> StageResult:
+def build(
+    cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False, together: bool = False
+) -> StageResult:
     """The senses stage: build the sense dictionary a config describes; rank 0 writes it to
     ``cfg.senses.output_dir`` (see :func:`dskd.outputs.check_output` for ``overwrite``).
 
@@ -355,13 +182,8 @@ def build(cfg, progress: bool = True, overwrite: bool = False, together: bool = 
     return StageResult(Path(sc.output_dir), stats)
 
 
-def _build(cfg, progress: bool, overwrite: bool, together: bool) -> dict:
+def _build(cfg: ExperimentConfig, progress: bool, overwrite: bool, together: bool) -> dict:
     """Gather (every rank), merge, cluster and write (rank 0); rank 0's stats, {} elsewhere."""
-    from dskd.config.loading import save_config
-    from dskd.core.io import provenance, write_json_atomic
-    from dskd.core.outputs import artifact_dir, check_output
-    from dskd.models.loading import load_causal_lm, load_tokenizer, tokenizer_fingerprint
-
     sc = cfg.senses
     inputs = [cfg.lexicon.output_dir, *([cfg.teacher.model] if Path(cfg.teacher.model).exists() else [])]
     check_output(sc.output_dir, "senses", overwrite, inputs)
@@ -373,8 +195,8 @@ def _build(cfg, progress: bool, overwrite: bool, together: bool) -> dict:
     t = cfg.teacher
     model = load_causal_lm(t.model, dtype=t.dtype, revision=t.revision, device=device).requires_grad_(False)
     vocab_size = model.get_output_embeddings().weight.shape[0]
-    vid_tokens = _load_vid_tokens(cfg, tokenizer, vocab_size)
-    res = gather_from_config(cfg, model, tokenizer, rank=rank, world=world, progress=progress)
+    vid_tokens = _load_vid_tokens(cfg.lexicon.output_dir, tokenizer, vocab_size) if sc.compose_vids else None
+    res = gather_from_config(model, tokenizer, sc, cfg.seed, (rank, world), progress)
     if together:
         res = merge_across_ranks(res)
     if rank != 0:

@@ -4,9 +4,13 @@ import numpy as np
 import pytest
 import torch
 
+from dskd.config.schema import ExperimentConfig
 from dskd.core.errors import DSKDError
-from dskd.senses.build import assemble, cluster, gather, overall_sample
+from dskd.corpora.config import SourceConfig
+from dskd.senses.build import assemble, cluster, overall_sample, sense_mse_statistics
 from dskd.senses.dictionary import SenseDictionary
+from dskd.senses.gather import GatherSettings, gather, gather_from_config
+from dskd.senses.reservoir import KeyedReservoir
 
 TEXTS = [
     "The bank of the river was covered in reeds.",
@@ -27,8 +31,8 @@ def teacher(smollm2_dir):
 @pytest.mark.integration
 def test_build_save_load_on_the_real_teacher(teacher, tmp_path):
     model, tok = teacher
-    kw = dict(keying="observed", max_length=16, batch_tokens=64, cap_per_source=3, progress=False)
-    res = gather(model, tok, [TEXTS[:6], TEXTS[6:]], **kw)
+    settings = GatherSettings(keying="observed", max_length=16, batch_tokens=64, cap_per_source=3)
+    res = gather(model, tok, [TEXTS[:6], TEXTS[6:]], settings, progress=False)
     ids = tok(TEXTS, add_special_tokens=True)["input_ids"]
     assert res.tokens == sum(len(i) for i in ids)
     assert int(res.occurrences.sum()) == res.positions == sum(len(i) - 1 for i in ids)
@@ -55,15 +59,13 @@ def test_build_save_load_on_the_real_teacher(teacher, tmp_path):
 @pytest.mark.integration
 def test_a_corpus_without_positions_is_an_error(teacher):
     model, tok = teacher
-    res = gather(model, tok, [["a"]], keying="predicted", max_length=16, batch_tokens=64, cap_per_source=3)
+    settings = GatherSettings(keying="predicted", max_length=16, batch_tokens=64, cap_per_source=3)
+    res = gather(model, tok, [["a"]], settings)
     with pytest.raises(DSKDError, match="no key"):
         cluster(overall_sample(res, 4), 2, 5, 0, torch.device("cpu"), torch.float32)
 
 
 def test_sense_mse_statistics_against_a_per_row_loop():
-    from dskd.senses.build import sense_mse_statistics
-    from dskd.senses.reservoir import KeyedReservoir
-
     g = torch.Generator().manual_seed(0)
     keys = torch.tensor([4] * 7 + [9] * 3 + [2] * 1)
     rows = torch.randn(len(keys), 5, generator=g)
@@ -95,10 +97,6 @@ def test_sense_mse_statistics_against_a_per_row_loop():
 def test_reservoir_cap_per_source(teacher, tmp_path):
     """senses.sources[].reservoir_cap (the paper: 50 general text, 100 task data) caps the rows per key
     of its source; the other sources keep senses.cap_per_source."""
-    from dskd.config.schema import ExperimentConfig
-    from dskd.corpora.config import SourceConfig
-    from dskd.senses.build import gather_from_config
-
     model, tok = teacher
     (tmp_path / "a.txt").write_text("\n\n".join(TEXTS) + "\n")
     cfg = ExperimentConfig()
@@ -109,7 +107,7 @@ def test_reservoir_cap_per_source(teacher, tmp_path):
         SourceConfig(kind="text", path=text),
     ]
     cfg.senses.cap_per_source, cfg.senses.keying, cfg.senses.max_length = 2, "observed", 16
-    res = gather_from_config(cfg, model, tok)
+    res = gather_from_config(model, tok, cfg.senses, cfg.seed)
     # " bank" is the observed next token 6 times in each source: every reservoir is full for it
     counts = [dict(zip(*[t.tolist() for t in r.grouped()[:2]])) for r in res.reservoirs]
     bank = tok(" bank", add_special_tokens=False)["input_ids"][0]

@@ -26,13 +26,13 @@ def _worker(rank: int, world: int, port: int, tok_dir: str, out: str) -> None:
     import torch.distributed as dist
     from transformers import AutoTokenizer
 
-    from dskd.senses.build import gather, merge_across_ranks
+    from dskd.senses.gather import GatherSettings, gather, merge_across_ranks
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     tok = AutoTokenizer.from_pretrained(tok_dir)
-    res = gather(_model(), tok, [TEXTS], keying="observed", max_length=32, batch_tokens=128,
-                 cap_per_source=2, rank=rank, world=world, progress=False)  # fmt: skip
+    settings = GatherSettings(keying="observed", max_length=32, batch_tokens=128, cap_per_source=2)
+    res = gather(_model(), tok, [TEXTS], settings, (rank, world), progress=False)
     own = res.tokens
     merged = merge_across_ranks(res)
     if rank == 0:
@@ -49,7 +49,7 @@ def _worker(rank: int, world: int, port: int, tok_dir: str, out: str) -> None:
 def test_two_ranks_merge_to_the_capped_union(smollm2_dir, tmp_path):
     from transformers import AutoTokenizer
 
-    from dskd.senses.build import gather
+    from dskd.senses.gather import GatherSettings, gather
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -58,8 +58,8 @@ def test_two_ranks_merge_to_the_capped_union(smollm2_dir, tmp_path):
     mp.start_processes(_worker, args=(2, port, str(smollm2_dir), out), nprocs=2, start_method="spawn")
     merged = torch.load(out)
     tok = AutoTokenizer.from_pretrained(smollm2_dir)
-    one = gather(_model(), tok, [TEXTS], keying="observed", max_length=32, batch_tokens=128,
-                 cap_per_source=2, progress=False)  # fmt: skip
+    settings = GatherSettings(keying="observed", max_length=32, batch_tokens=128, cap_per_source=2)
+    one = gather(_model(), tok, [TEXTS], settings, progress=False)
     keys, counts, rows = one.reservoirs[0].grouped()
     assert 0 < merged["own"] < merged["tokens"] == one.tokens  # rank 0 read only its shard
     assert merged["fingerprint"] == one.fingerprint != 0
