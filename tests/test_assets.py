@@ -70,7 +70,7 @@ def test_path_prints_a_folder_that_transformers_loads(capsys):
     import torch.nn.functional as F
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dskd.assets._build import SMOLLM2_CHECK_LOSS, SMOLLM2_CHECK_TEXT
+    from dskd.assets._smollm2 import SMOLLM2_CHECK_LOSS, SMOLLM2_CHECK_TEXT
 
     assert main(["assets", "path", "smollm2-135m-instruct"]) == 0
     folder = Path(capsys.readouterr().out.strip())

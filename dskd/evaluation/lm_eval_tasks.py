@@ -121,21 +121,25 @@ def run_lm_eval(
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     try:
-        from lm_eval import simple_evaluate
-        from lm_eval.models.huggingface import HFLM
-        from lm_eval.tasks import TaskManager
+        # deferred: lm-eval is optional (the eval extra) and takes 2 s to import
+        import lm_eval.models.huggingface
+
+        # deferred: as above (lm-eval's task manager)
+        import lm_eval.tasks
     except ImportError as e:
         raise DSKDError(
             "Multiple-choice evaluation needs lm-eval: install the eval extra (`pip install -e .[eval]`) or "
             "drop analogy, wsd and bigbench/* from eval.tasks."
         ) from e
 
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
-    manager = TaskManager(include_path=str(folder), include_defaults=False)
+    lm = lm_eval.models.huggingface.HFLM(
+        pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device)
+    )
+    manager = lm_eval.tasks.TaskManager(include_path=str(folder), include_defaults=False)
     scores = []
     for task in task_names:
         start = time.perf_counter()
-        out = simple_evaluate(
+        out = lm_eval.simple_evaluate(
             model=lm,
             tasks=[task],
             task_manager=manager,

@@ -3,7 +3,8 @@
 ``paper/<task>`` loads the task from the Hugging Face hub with ``datasets`` (or from the local mirror
 folder ``$DSKD_HUB_MIRROR``, see :func:`dskd.corpora.sources.mirror_file`) and scores it with
 :mod:`dskd.evaluation.paper_protocol`; ``lmeval/<task>`` runs lm-eval's own task of that name.
-Without the hub (and no mirror) they raise a :class:`~dskd.errors.DSKDError` saying so.
+Without the hub (and no mirror) they raise :class:`HubOffline` (a :class:`~dskd.core.errors.DSKDError`),
+which the registry (:mod:`dskd.evaluation.tasks`) completes with the tasks that run offline.
 """
 
 from __future__ import annotations
@@ -14,31 +15,30 @@ import time
 from typing import Any
 
 from dskd.core.errors import DSKDError
+from dskd.corpora.prompts import parse_squad_v2
+from dskd.corpora.sources import hub_records, mirror_file
 from dskd.evaluation import paper_protocol as pp
 from dskd.evaluation.config import EvalConfig
+from dskd.evaluation.scores import Score
 
 MC_SHOTS, SQUAD_SHOTS, SQUAD_NEW_TOKENS = 5, 1, 10
 PAPER_TASKS = ("arc_challenge", "commonsense_qa", "piqa", "mmlu", "squad_v2")
 
 
+class HubOffline(DSKDError):
+    """An online task was asked for while HF_HUB_OFFLINE is set (the registry adds what runs offline)."""
+
+
 def _require_online(task: str) -> None:
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        from dskd.evaluation.tasks import BENCHMARKS
-
-        offline = ", ".join(["bigbench/*", *BENCHMARKS])
-        raise DSKDError(
-            f"Eval task '{task}' needs the Hugging Face hub, but HF_HUB_OFFLINE is set. Run it on a machine "
-            "that reaches the hub with HF_HUB_OFFLINE unset, give a local copy (DSKD_HUB_MIRROR, "
-            f"docs/data.md), or remove it from eval.tasks (the offline suite is {offline})."
-        )
+        raise HubOffline(f"Eval task '{task}' needs the Hugging Face hub, but HF_HUB_OFFLINE is set.")
 
 
 def _load(path: str, name: str | None, split: str):
-    from dskd.corpora.sources import hub_records, mirror_file
-
     if mirror_file(path, name, split) is not None:  # a local copy ($DSKD_HUB_MIRROR)
         return list(hub_records(path, name, split))
     _require_online(f"{path} ({split})")
+    # deferred: datasets comes with the eval extra (lm-eval); the mirror path above runs without it
     from datasets import load_dataset
 
     try:
@@ -83,8 +83,6 @@ def _mc_questions(task: str) -> tuple[list[pp.MCQuestion], list[pp.MCQuestion]]:
 
 
 def _paper_mc(task: str, model: Any, tokenizer: Any, cfg: EvalConfig) -> list:
-    from dskd.evaluation.tasks import Score
-
     pool, questions = _mc_questions(task)
     rng = random.Random(cfg.seed)
     if cfg.max_items is not None and cfg.max_items < len(questions):
@@ -114,9 +112,6 @@ def _paper_mc(task: str, model: Any, tokenizer: Any, cfg: EvalConfig) -> list:
 
 
 def _paper_squad(model: Any, tokenizer: Any, cfg: EvalConfig) -> list:
-    from dskd.corpora.prompts import parse_squad_v2
-    from dskd.evaluation.tasks import Score
-
     rows = list(_load("rajpurkar/squad_v2", None, "validation"))
     rng = random.Random(cfg.seed)
     shot = parse_squad_v2(next(r for r in _load("rajpurkar/squad_v2", None, "train") if r["answers"]["text"]))
@@ -131,14 +126,16 @@ def _paper_squad(model: Any, tokenizer: Any, cfg: EvalConfig) -> list:
 
 
 def _lm_eval_hub(task: str, model: Any, tokenizer: Any, cfg: EvalConfig) -> list:
-    from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
+    # deferred: lm-eval is optional (the eval extra) and takes 2 s to import
+    import lm_eval.models.huggingface
 
-    from dskd.evaluation.tasks import Score
-
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size, device=str(model.device))
+    lm = lm_eval.models.huggingface.HFLM(
+        pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size, device=str(model.device)
+    )
     t0 = time.perf_counter()
-    out = simple_evaluate(model=lm, tasks=[task], limit=cfg.max_items, bootstrap_iters=0, log_samples=False)
+    out = lm_eval.simple_evaluate(
+        model=lm, tasks=[task], limit=cfg.max_items, bootstrap_iters=0, log_samples=False
+    )
     secs, scores = time.perf_counter() - t0, []
     for name, res in out["results"].items():
         n = int(out["n-samples"].get(name, {}).get("effective", 0))

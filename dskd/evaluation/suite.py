@@ -14,7 +14,8 @@ from typing import Any
 
 from dskd.core.errors import AssetError, DSKDError
 from dskd.evaluation.config import EvalConfig
-from dskd.evaluation.tasks import Benchmark, Building, Score, Scoring, benchmark
+from dskd.evaluation.scores import Score
+from dskd.evaluation.tasks import Benchmark, Building, Scoring, benchmark
 
 __all__ = ["Score", "Suite", "build_suite", "check_tasks", "score_model"]
 

@@ -20,37 +20,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dskd.core.errors import ConfigError
+from dskd.assets import asset_path, wordnet
+from dskd.core.errors import ConfigError, DSKDError
+from dskd.evaluation.analogy import build_analogy, read_questions
 from dskd.evaluation.config import EvalConfig
+from dskd.evaluation.lm_eval_tasks import bigbench_items, chance_level, run_lm_eval, write_task
+from dskd.evaluation.lm_metrics import heldout_blocks, lm_scores
+from dskd.evaluation.online import HubOffline, score_online
+from dskd.evaluation.scores import Score
+from dskd.evaluation.similarity import (
+    auc,
+    lexical_pairs,
+    read_pairs,
+    similarity_cosines,
+    spearman,
+    synonym_antonym_cosines,
+)
+from dskd.evaluation.wic import build_wic, read_examples, wic_correct
+from dskd.evaluation.wsd import build_wsd
 
 WORD_PAIRS_PER_ITEM = 10
 """A word pair (two forwards of a few tokens) costs about a tenth of a multiple-choice item, so the
 word-pair benchmarks take ``max_items * 10`` pairs (all of SimLex-999 and WordSim-353 at 100)."""
-
-
-@dataclass
-class Score:
-    """One number of one model on one benchmark."""
-
-    benchmark: str
-    metric: str
-    value: float
-    n_items: int
-    chance: float | None
-    seconds: float
-    in_average: bool = False
-    higher_is_better: bool = True
-    in_table: bool = True
-    """False for secondary metrics kept only in results.json (acc_norm, cos_gap)."""
-    items: list[float] | None = None
-    """Per-item values in the benchmark's item order (the same for every model), from which
-    ``statistic`` recomputes ``value``: the paired bootstrap of the difference table resamples them.
-    None: no per-item values (no interval)."""
-    statistic: str = "mean"
-    """How ``value`` follows from ``items`` (a name in :data:`dskd.evaluation.stats.STATISTICS`)."""
-    reference: list[float] | None = None
-    """Per-item values shared by every model that ``statistic`` needs (human ratings for ``spearman``,
-    1/0 synonym/antonym labels for ``auc``)."""
 
 
 @dataclass(frozen=True)
@@ -102,16 +93,12 @@ def multiple_choice(name: str, task: str, items: Callable[[Building], list]) -> 
     (accuracy, and length-normalised accuracy kept out of the table); ``task``: lm-eval task name."""
 
     def build(b: Building) -> tuple[str, Path, int, float]:
-        from dskd.evaluation import lm_eval_tasks as lmt
-
         built = items(b)
-        return lmt.write_task(task, built, b.task_dir), b.task_dir, len(built), lmt.chance_level(built)
+        return write_task(task, built, b.task_dir), b.task_dir, len(built), chance_level(built)
 
     def score(built: tuple[str, Path, int, float], s: Scoring) -> list[Score]:
-        from dskd.evaluation import lm_eval_tasks as lmt
-
         task_name, folder, _, chance = built
-        (ts,) = lmt.run_lm_eval(s.model, s.tokenizer, [task_name], folder, s.cfg.batch_size)
+        (ts,) = run_lm_eval(s.model, s.tokenizer, [task_name], folder, s.cfg.batch_size)
         return [
             Score(name, "acc", ts.acc, ts.n_items, chance, ts.seconds, in_average=True, items=ts.correct),
             Score(name, "acc_norm", ts.acc_norm, ts.n_items, chance, ts.seconds, in_table=False),
@@ -122,9 +109,6 @@ def multiple_choice(name: str, task: str, items: Callable[[Building], list]) -> 
 
 def _bigbench(task: str) -> Benchmark:
     def items(b: Building) -> list:
-        from dskd.assets import asset_path
-        from dskd.evaluation.lm_eval_tasks import bigbench_items
-
         task_json = asset_path("bigbench-mc") / task / "task.json"
         if not task_json.is_file():
             raise ConfigError(
@@ -137,24 +121,15 @@ def _bigbench(task: str) -> Benchmark:
 
 
 def _analogy_items(b: Building) -> list:
-    from dskd.assets import asset_path
-    from dskd.evaluation.analogy import build_analogy, read_questions
-
     questions = read_questions(asset_path("analogies") / "questions-words.txt")
     return build_analogy(questions, b.cfg.max_items, b.cfg.seed)
 
 
 def _examples() -> list:
-    from dskd.assets import asset_path
-    from dskd.evaluation.wic import read_examples
-
     return read_examples(asset_path("wordnet-corpus") / "examples.jsonl")
 
 
 def _wsd_items(b: Building) -> list:
-    from dskd.assets import wordnet
-    from dskd.evaluation.wsd import build_wsd
-
     return build_wsd(_examples(), wordnet(), b.cfg.max_items, b.cfg.wsd_choices, b.cfg.seed)
 
 
@@ -162,14 +137,10 @@ def _wsd_items(b: Building) -> list:
 
 
 def _wic_build(b: Building) -> tuple[list, list]:
-    from dskd.evaluation.wic import build_wic
-
     return build_wic(_examples(), b.cfg.max_items or 10**9, b.cfg.seed)
 
 
 def _wic_score(built: tuple[list, list], s: Scoring) -> list[Score]:
-    from dskd.evaluation.wic import wic_correct
-
     correct, secs = _timed(lambda: wic_correct(s.model, s.tokenizer, *built, s.cfg.batch_size))
     acc = sum(correct) / len(correct)
     return [Score("wic", "acc", acc, len(correct), 0.5, secs, in_average=True, items=correct)]
@@ -179,9 +150,6 @@ def word_similarity(name: str, asset: str, file: str) -> Benchmark:
     """Spearman correlation of the model's word cosines with human ratings of the pairs in ``file``."""
 
     def build(b: Building) -> list[tuple[str, str, float]]:
-        from dskd.assets import asset_path
-        from dskd.evaluation.similarity import read_pairs
-
         pairs = read_pairs(asset_path(asset) / file)
         n = b.cfg.max_items
         return random.Random(b.cfg.seed).sample(
@@ -189,8 +157,6 @@ def word_similarity(name: str, asset: str, file: str) -> Benchmark:
         )
 
     def score(pairs: list[tuple[str, str, float]], s: Scoring) -> list[Score]:
-        from dskd.evaluation.similarity import similarity_cosines, spearman
-
         cosines, secs = _timed(
             lambda: similarity_cosines(s.model, s.tokenizer, pairs, s.cfg.word_template, s.cfg.batch_size)
         )
@@ -214,16 +180,11 @@ def word_similarity(name: str, asset: str, file: str) -> Benchmark:
 
 
 def _antonymy_build(b: Building) -> tuple[list, list]:
-    from dskd.assets import wordnet
-    from dskd.evaluation.similarity import lexical_pairs
-
     n = b.cfg.max_items
     return lexical_pairs(wordnet(), n * WORD_PAIRS_PER_ITEM // 2 if n else 10**9, b.cfg.seed)
 
 
 def _antonymy_score(built: tuple[list, list], s: Scoring) -> list[Score]:
-    from dskd.evaluation.similarity import auc, synonym_antonym_cosines
-
     syn, ant = built
     (s_cos, a_cos), secs = _timed(
         lambda: synonym_antonym_cosines(s.model, s.tokenizer, syn, ant, s.cfg.word_template, s.cfg.batch_size)
@@ -251,16 +212,11 @@ def _antonymy_score(built: tuple[list, list], s: Scoring) -> list[Score]:
 
 
 def _heldout_build(b: Building) -> Any:
-    from dskd.assets import asset_path
-    from dskd.evaluation.lm_metrics import heldout_blocks
-
     path = asset_path("shakespeare") / "shakespeare.txt"
     return heldout_blocks(path, b.tokenizer, b.cfg.heldout_blocks, b.cfg.heldout_block_len)
 
 
 def _heldout_score(blocks: Any, s: Scoring) -> list[Score]:
-    from dskd.evaluation.lm_metrics import lm_scores
-
     lm, secs = _timed(lambda: lm_scores(s.model, blocks, s.teacher, s.cfg.batch_size))
     n, vocab = len(blocks), s.model.config.vocab_size
     nll = {"items": lm.block_nll, "statistic": "exp_mean"}  # perplexity = exp(mean block NLL)
@@ -280,9 +236,15 @@ def _heldout_score(blocks: Any, s: Scoring) -> list[Score]:
 
 def _online(task: str) -> Benchmark:
     def score(_: None, s: Scoring) -> list[Score]:
-        from dskd.evaluation.online import score_online
-
-        return score_online(task, s.model, s.tokenizer, s.cfg)
+        try:
+            return score_online(task, s.model, s.tokenizer, s.cfg)
+        except HubOffline as e:  # the registry knows what runs without the hub
+            offline = ", ".join(["bigbench/*", *BENCHMARKS])
+            raise DSKDError(
+                f"{e} Run it on a machine that reaches the hub with HF_HUB_OFFLINE unset, give a local copy "
+                "(DSKD_HUB_MIRROR, docs/data.md), or remove it from eval.tasks (the offline suite is "
+                f"{offline})."
+            ) from e
 
     return Benchmark(task, lambda b: None, score)
 

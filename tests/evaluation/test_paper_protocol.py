@@ -67,11 +67,11 @@ def test_normalize_answer():
 def test_online_tasks_stop_with_advice_when_offline(monkeypatch):
     from dskd.core.errors import DSKDError
     from dskd.evaluation.config import EvalConfig
-    from dskd.evaluation.online import score_online
+    from dskd.evaluation.tasks import Scoring, benchmark
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DSKDError, match=r"needs the Hugging Face hub.*bigbench/\*, analogy, wsd, wic"):
-        score_online("paper/mmlu", None, None, EvalConfig())
+        benchmark("paper/mmlu").score(None, Scoring(None, None, None, EvalConfig()))
 
 
 CHAT = (
