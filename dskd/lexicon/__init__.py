@@ -12,8 +12,8 @@ __all__ = ["Lexicon"]
 
 
 def __getattr__(name: str):
-    # lazy, so that importing the config schema does not import numpy
     if name == "Lexicon":
+        # deferred: importing the config schema (dskd.lexicon.config) must not import numpy or torch
         from dskd.lexicon.artifact import Lexicon
 
         return Lexicon

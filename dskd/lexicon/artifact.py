@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
 from dskd.core.errors import ArtifactMismatchError, DSKDError
 from dskd.core.io import read_artifact_json, read_json, verify_files, write_json_atomic
 from dskd.lexicon.mapping import Csr, MappedLexicon
+from dskd.models.loading import tokenizer_fingerprint
 
 FORMAT_VERSION = 1
 ARRAYS = "lexicon.safetensors"
@@ -32,8 +34,6 @@ _EMPTY = np.zeros(0, dtype=np.int64)
 
 def save_arrays(mapped: MappedLexicon, directory: Path) -> None:
     """Write the arrays and JSON tables of ``mapped`` into ``directory`` (a fresh temporary folder)."""
-    from safetensors.numpy import save_file
-
     tensors: dict[str, np.ndarray] = {}
     for name in ("syn", "ant", "hyp"):
         csr: Csr = getattr(mapped, name)
@@ -76,8 +76,6 @@ class Lexicon:
 
     @classmethod
     def load(cls, directory: str | Path) -> Lexicon:
-        from safetensors.numpy import load_file
-
         directory = Path(directory)
         if not (directory / "meta.json").is_file() or not (directory / ARRAYS).is_file():
             raise DSKDError(
@@ -167,8 +165,6 @@ class Lexicon:
 
     def check_tokenizer(self, tokenizer: Any) -> None:
         """Raise ArtifactMismatchError unless ``tokenizer`` is the one this lexicon was built for."""
-        from dskd.models.loading import tokenizer_fingerprint
-
         if tokenizer_fingerprint(tokenizer) != self.fingerprint:
             raise ArtifactMismatchError(
                 f"The lexicon at '{self.directory}' was built for tokenizer '{self.tokenizer_name}' "

@@ -8,14 +8,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dskd.assets import wordnet as asset_wordnet
+from dskd.config.loading import config_to_yaml
+from dskd.config.schema import ExperimentConfig
 from dskd.core.errors import DSKDError
-from dskd.core.io import sha256_file
-from dskd.core.outputs import StageResult, check_output
+from dskd.core.io import file_digests, provenance, sha256_file, write_text_atomic
+from dskd.core.outputs import StageResult, artifact_dir, check_output
+from dskd.lexicon.artifact import DATA_FILES, FORMAT_VERSION, save_arrays, write_meta
 from dskd.lexicon.config import LexiconConfig
 from dskd.lexicon.mapping import MappedLexicon, map_to_tokenizer
 from dskd.lexicon.polarity import DEFAULT_RULES, AffixRules
 from dskd.lexicon.relations import combine
 from dskd.lexicon.sources import SourceData, load_source
+from dskd.models.loading import load_tokenizer, tokenizer_fingerprint
 
 
 @dataclass
@@ -26,13 +31,7 @@ class BuiltLexicon:
     """Name, kind, path and sha256 of each source; bit i of a source mask is sources[i]."""
 
 
-def _default_wordnet() -> Any:
-    from dskd.assets import wordnet
-
-    return wordnet()
-
-
-def load_sources(cfg: LexiconConfig, wordnet: Callable[[], Any] = _default_wordnet) -> list[SourceData]:
+def load_sources(cfg: LexiconConfig, wordnet: Callable[[], Any] = asset_wordnet) -> list[SourceData]:
     """Read every configured source (``wordnet`` is called only when a WordNet source is configured)."""
     if not cfg.sources:
         raise DSKDError("`lexicon.sources` is empty: list at least one source (e.g. `- kind: wordnet`).")
@@ -47,7 +46,7 @@ def build_lexicon(
     cfg: LexiconConfig,
     tokenizer: Any,
     tokenizer_name: str,
-    wordnet: Callable[[], Any] = _default_wordnet,
+    wordnet: Callable[[], Any] = asset_wordnet,
 ) -> BuiltLexicon:
     """Build the lexicon of ``cfg`` for ``tokenizer`` in memory; raise DSKDError when it is empty."""
     t0 = time.perf_counter()
@@ -110,11 +109,9 @@ def _pairs_per_source(mapped: MappedLexicon, names: list[str]) -> dict[str, dict
     return out
 
 
-def build(cfg: Any, overwrite: bool = False) -> StageResult:
-    """The lexicon stage: build the lexicon of an :class:`~dskd.config.schema.ExperimentConfig` and write it
-    to ``cfg.lexicon.output_dir`` (see :func:`dskd.outputs.check_output` for ``overwrite``)."""
-    from dskd.models.loading import load_tokenizer
-
+def build(cfg: ExperimentConfig, overwrite: bool = False) -> StageResult:
+    """The lexicon stage: build the lexicon of a config and write it to ``cfg.lexicon.output_dir`` (see
+    :func:`dskd.outputs.check_output` for ``overwrite``)."""
     check_output(cfg.lexicon.output_dir, "lexicon", overwrite)
 
     tokenizer_name = cfg.lexicon.tokenizer or cfg.teacher.model
@@ -122,19 +119,20 @@ def build(cfg: Any, overwrite: bool = False) -> StageResult:
     if not getattr(tokenizer, "is_fast", False):
         raise DSKDError(f"Tokenizer '{tokenizer_name}' has no fast (Rust) version; the lexicon needs one.")
     built = build_lexicon(cfg.lexicon, tokenizer, tokenizer_name)
-    return StageResult(write_lexicon(cfg, built, tokenizer, tokenizer_name, overwrite), built.stats)
+    out = write_lexicon(cfg.lexicon, built, tokenizer, tokenizer_name, config_to_yaml(cfg), overwrite)
+    return StageResult(out, built.stats)
 
 
 def write_lexicon(
-    cfg: Any, built: BuiltLexicon, tokenizer: Any, tokenizer_name: str, overwrite: bool = False
+    lexicon: LexiconConfig,
+    built: BuiltLexicon,
+    tokenizer: Any,
+    tokenizer_name: str,
+    config_yaml: str,
+    overwrite: bool = False,
 ) -> Path:
-    """Write ``built`` atomically to ``cfg.lexicon.output_dir`` with its metadata, stats and config."""
-    from dskd.config.loading import save_config
-    from dskd.core.io import file_digests, provenance
-    from dskd.core.outputs import artifact_dir
-    from dskd.lexicon.artifact import DATA_FILES, FORMAT_VERSION, save_arrays, write_meta
-    from dskd.models.loading import tokenizer_fingerprint
-
+    """Write ``built`` atomically to ``lexicon.output_dir`` with its metadata, stats and the experiment's
+    resolved config (``config_yaml``, as config.yaml)."""
     meta = {
         "format_version": FORMAT_VERSION,
         "tokenizer": {
@@ -143,14 +141,14 @@ def write_lexicon(
             "fingerprint": tokenizer_fingerprint(tokenizer),
         },
         "sources": built.sources,
-        "lexicon_config": asdict(cfg.lexicon),
+        "lexicon_config": asdict(lexicon),
         "provenance": provenance("lexicon", {s["name"]: s["sha256"] or s["kind"] for s in built.sources}),
     }
-    out = Path(cfg.lexicon.output_dir)
+    out = Path(lexicon.output_dir)
     inputs = [s["path"] for s in built.sources if s.get("path")]
     with artifact_dir(out, "lexicon", overwrite, inputs) as tmp:
         save_arrays(built.mapped, tmp)
         meta["files"] = file_digests(tmp, list(DATA_FILES))
         write_meta(tmp, meta, built.stats)
-        save_config(cfg, tmp)
+        write_text_atomic(tmp / "config.yaml", config_yaml)
     return out

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from dskd.core.errors import DSKDError
 from dskd.core.io import sha256_file
 from dskd.lexicon.config import LexiconConfig, LexiconSourceConfig
@@ -75,8 +77,6 @@ def from_wordnet(
         synsets = list(reader.all_synsets() if synsets is None else synsets)
     except (LookupError, OSError) as e:
         raise _wordnet_missing(e) from e
-    from tqdm import tqdm
-
     for s in tqdm(synsets, desc="wordnet", unit="synset", mininterval=2.0, leave=False):
         lemmas = s.lemmas()
         names = [normalize_word(lm.name()) for lm in lemmas]

@@ -13,8 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from huggingface_hub import HfApi, ModelCard, ModelCardData
+from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
 from dskd.core.errors import DSKDError
+from dskd.core.io import write_text_atomic
 
 CARD = "README.md"
 META = "export_meta.json"
@@ -52,8 +55,6 @@ def _recipe(cfg: dict[str, Any]) -> str:
 def render_card(export_dir: str | Path, evaluation: str | None = None) -> str:
     """The card of the export in ``export_dir`` (from its ``export_meta.json``); ``evaluation``: a
     Markdown results table."""
-    from huggingface_hub import ModelCard, ModelCardData
-
     meta = json.loads((Path(export_dir) / META).read_text())
     cfg_yaml = meta["experiment_config"]
     cfg = yaml.safe_load(cfg_yaml)
@@ -98,8 +99,6 @@ The generation config (end-of-sequence ids, sampling defaults) and the chat temp
 
 def write_card(export_dir: str | Path, evaluation: str | None = None) -> Path:
     """Write ``README.md`` (the model card) into ``export_dir``."""
-    from dskd.core.io import write_text_atomic
-
     path = Path(export_dir) / CARD
     write_text_atomic(path, render_card(export_dir, evaluation))
     return path
@@ -107,9 +106,6 @@ def write_card(export_dir: str | Path, evaluation: str | None = None) -> Path:
 
 def push_to_hub(export_dir: str | Path, repo_id: str, private: bool = True) -> str:
     """Upload ``export_dir`` to the hub model repo ``repo_id`` (created if missing); returns its URL."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
-
     api = HfApi()
     try:
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)

@@ -11,18 +11,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
 from dskd.core.errors import DSKDError
+from dskd.core.io import provenance, write_json_atomic
+from dskd.core.outputs import artifact_dir, check_output
+from dskd.core.trusted_load import read_checkpoint
+from dskd.models.card import write_card
+from dskd.models.loading import load_causal_lm, load_tokenizer
 
 STUDENT_PREFIX = "student."
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint at ``path``, loaded safely (``weights_only``: a crafted file is refused)."""
-    from dskd.core.trusted_load import read_checkpoint
-
     if path.is_dir():  # DeepSpeed writes a folder; gather its shards into one fp32 state dict
-        from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
-
         single = path.with_name(path.name + ".fp32.pt")
         convert_zero_checkpoint_to_fp32_state_dict(str(path), str(single))
         path = single
@@ -32,8 +36,6 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
 def frozen_weights(frozen: dict[str, Any]) -> dict[str, Any]:
     """The student weights a trainable-only checkpoint left out (its ``dskd.frozen`` record), copied from
     the teacher they were copied from in training, loaded in the same dtype."""
-    from dskd.models.loading import load_causal_lm
-
     if not all(k.startswith(STUDENT_PREFIX) for k in frozen["keys"]):
         raise DSKDError("The checkpoint's frozen weights are not all the student's; it is damaged.")
     keys = [k[len(STUDENT_PREFIX) :] for k in frozen["keys"]]
@@ -53,13 +55,6 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, overwrite: bo
     ``out_dir`` is replaced only if it is absent, empty or an earlier export (or with ``overwrite``,
     unless it holds the checkpoint); see :func:`dskd.outputs.check_output`.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from dskd.core.io import provenance, write_json_atomic
-    from dskd.core.outputs import artifact_dir, check_output
-    from dskd.models.card import write_card
-    from dskd.models.loading import load_tokenizer
-
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     if not checkpoint.exists():
         raise DSKDError(
@@ -86,8 +81,6 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, overwrite: bo
     model.tie_weights()
     model.eval()
     if info.get("generation_config"):  # the teacher's: eos ids, sampling defaults
-        from transformers import GenerationConfig
-
         model.generation_config = GenerationConfig.from_dict(info["generation_config"])
     tokenizer_dir = checkpoint.parent.parent / "tokenizer"
     tokenizer = load_tokenizer(tokenizer_dir if tokenizer_dir.is_dir() else info["tokenizer"])

@@ -11,14 +11,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from dskd.assets import ASSETS, asset_path
 from dskd.core.errors import ConfigError, DSKDError
 from dskd.models.config import DTYPES
 
 
 def resolve_model(spec: str | Path) -> str | Path:
     """Asset name -> its folder, existing folder -> that path, anything else -> a hub id (str)."""
-    from dskd.assets import ASSETS, asset_path
-
     text = str(spec)
     if text in ASSETS:
         return asset_path(text)
@@ -35,8 +37,6 @@ def resolve_model(spec: str | Path) -> str | Path:
 
 def resolve_dtype(dtype: Any):
     """``"auto"`` is bfloat16 on CUDA and float32 on CPU; a ``torch.dtype`` passes through."""
-    import torch
-
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
@@ -63,8 +63,6 @@ def _hub_kwargs(resolved: str | Path, revision: str | None) -> dict[str, Any]:
 
 def load_tokenizer(spec: str | Path, revision: str | None = None):
     """The tokenizer of ``spec`` via ``AutoTokenizer.from_pretrained``."""
-    from transformers import AutoTokenizer
-
     resolved = resolve_model(spec)
     try:
         return AutoTokenizer.from_pretrained(resolved, **_hub_kwargs(resolved, revision))
@@ -75,8 +73,6 @@ def load_tokenizer(spec: str | Path, revision: str | None = None):
 def load_causal_lm(spec: str | Path, dtype: Any = "auto", revision: str | None = None, device: Any = None):
     """A causal LM (eval mode) via ``AutoModelForCausalLM.from_pretrained`` in ``dtype``; ``device``:
     load the weights straight onto that device (no full copy on the host first; default: the CPU)."""
-    from transformers import AutoModelForCausalLM
-
     torch_dtype = resolve_dtype(dtype)
     resolved = resolve_model(spec)
     try:

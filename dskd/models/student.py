@@ -14,6 +14,7 @@ from torch import nn
 
 from dskd.core.errors import ConfigError, DSKDError
 from dskd.models.config import StudentConfig
+from dskd.models.loading import load_causal_lm, tokenizer_fingerprint
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -66,8 +67,6 @@ def build_student(cfg: StudentConfig, teacher: nn.Module) -> nn.Module:
     """The student described by ``cfg`` (kind=truncated copies ``teacher``; kind=hf loads a model)."""
     if cfg.kind == "truncated":
         return truncate(teacher, cfg.num_layers, cfg.trainable_top_layers)
-    from dskd.models.loading import load_causal_lm
-
     device = next(teacher.parameters()).device  # kind=hf; its model was checked at load
     student = load_causal_lm(cfg.model, dtype="float32", device=device)
     student.requires_grad_(True)
@@ -97,8 +96,6 @@ def build_projection(cfg: StudentConfig, student: nn.Module, teacher: nn.Module)
 
 def check_vocab(teacher: nn.Module, student: nn.Module, tokenizer, student_tokenizer=None) -> None:
     """Refuse a student and teacher that do not share the tokenizer's vocabulary."""
-    from dskd.models.loading import tokenizer_fingerprint
-
     rows_t = teacher.get_output_embeddings().weight.shape[0]
     rows_s = student.get_output_embeddings().weight.shape[0]
     n_tok = len(tokenizer)

@@ -11,8 +11,8 @@ __all__ = ["SenseDictionary"]
 
 
 def __getattr__(name: str):
-    # lazy, so that importing the config schema (dskd.senses.config) does not import torch
     if name == "SenseDictionary":
+        # deferred: importing the config schema (dskd.senses.config) must not import torch
         from dskd.senses.dictionary import SenseDictionary
 
         return SenseDictionary

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from dskd.core.devices import local_device
 from dskd.core.errors import ArtifactMismatchError, DSKDError
@@ -188,8 +190,6 @@ class SenseDictionary:
 
     def save(self, directory: str | Path) -> Path:
         """Write senses.safetensors (atomically) and meta.json into ``directory``."""
-        from safetensors.torch import save_file
-
         directory = Path(directory)
         meta = dict(
             self.meta, format_version=FORMAT_VERSION, dtype=str(self.centroids.dtype).removeprefix("torch.")
@@ -211,8 +211,6 @@ class SenseDictionary:
     @classmethod
     def read_meta(cls, directory: str | Path) -> dict[str, Any]:
         """The metadata of a saved dictionary (from the safetensors header)."""
-        from safetensors import safe_open
-
         path = cls._path(directory)
         try:
             with safe_open(str(path), framework="pt") as f:
@@ -247,8 +245,6 @@ class SenseDictionary:
 
         device: cpu | cuda | auto (GPU when it fits comfortably, else pinned CPU) | pinned.
         """
-        from safetensors.torch import load_file
-
         path = cls._path(directory)
         meta = cls.read_meta(directory)
         try:

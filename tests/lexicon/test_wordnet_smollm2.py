@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from dskd.config.loading import config_to_yaml
 from dskd.config.schema import ExperimentConfig
 from dskd.core.errors import ArtifactMismatchError
 from dskd.lexicon import Lexicon
@@ -37,7 +38,10 @@ def built(wn_data, smollm2_tokenizer):
 def lex(built, smollm2_tokenizer, tmp_path_factory):
     cfg = ExperimentConfig()
     cfg.lexicon.output_dir = str(tmp_path_factory.mktemp("lex") / "lexicon")
-    return Lexicon.load(write_lexicon(cfg, built, smollm2_tokenizer, "smollm2-135m-instruct"))
+    written = write_lexicon(
+        cfg.lexicon, built, smollm2_tokenizer, "smollm2-135m-instruct", config_to_yaml(cfg)
+    )
+    return Lexicon.load(written)
 
 
 def tok1(tokenizer, word: str) -> int:

@@ -78,14 +78,14 @@ def test_truncated_or_corrupt_file_gives_a_clear_error(tmp_path):
 
 
 def test_interrupted_write_leaves_no_file_under_the_final_name(tmp_path, monkeypatch):
-    import safetensors.torch
+    import dskd.senses.dictionary
 
     def fail(tensors, filename, metadata=None):
         with open(filename, "wb") as f:
             f.write(b"half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(safetensors.torch, "save_file", fail)
+    monkeypatch.setattr(dskd.senses.dictionary, "save_file", fail)
     with pytest.raises(KeyboardInterrupt):
         _dictionary().save(tmp_path)
     assert list(tmp_path.iterdir()) == []
