@@ -4,10 +4,14 @@ process of a node). A test keeps the package free of bare ``cuda`` devices (test
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 from collections.abc import Iterator
 
 import torch
+import torch.distributed as dist
+
+from dskd.core.errors import DSKDError
 
 GROUP_TIMEOUT_HOURS = 4
 """Timeout of the process group :func:`launcher_group` creates: a stage's other ranks may wait that
@@ -46,8 +50,6 @@ def local_device() -> torch.device:
 def resolve_device(value: str, key: str) -> torch.device:
     """The device a config key names: ``auto`` (:func:`local_device`), ``cpu``, or ``cuda`` (this process's
     GPU; a DSKDError naming ``key`` when no GPU is visible)."""
-    from dskd.core.errors import DSKDError
-
     if value == "auto":
         return local_device()
     try:
@@ -61,8 +63,6 @@ def resolve_device(value: str, key: str) -> torch.device:
 
 def rank_world() -> tuple[int, int]:
     """(rank, world size) in the default torch.distributed group; (0, 1) when there is none."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -70,8 +70,6 @@ def rank_world() -> tuple[int, int]:
 
 def all_gather_object(obj):
     """Every process's ``obj`` in rank order (``[obj]`` without a process group)."""
-    import torch.distributed as dist
-
     if rank_world()[1] == 1:
         return [obj]
     out = [None] * dist.get_world_size()
@@ -81,8 +79,6 @@ def all_gather_object(obj):
 
 def barrier() -> None:
     """Wait for every process of the default group (nothing without one)."""
-    import torch.distributed as dist
-
     if rank_world()[1] > 1:
         dist.barrier()
 
@@ -92,13 +88,10 @@ def launcher_group() -> Iterator[bool]:
     """Inside: the gloo process group of the processes a launcher started together (torchrun: WORLD_SIZE;
     srun: SLURM_STEP_NUM_TASKS, which only srun sets, so the batch script of an allocation of several
     tasks stays one process; ranks and address read through Lightning's SLURM environment), destroyed
-    at the end so that a later
-    stage can start its own; yields whether several processes are together in it. Nothing when there is
-    one process or a group exists already. Stages that run outside training (`dskd senses build`,
-    `dskd eval`) exchange CPU objects, hence gloo."""
-    import datetime
-
-    import torch.distributed as dist
+    at the end so that a later stage can start its own; yields whether several processes are together
+    in it. Nothing when there is one process or a group exists already. Stages that run outside
+    training (`dskd senses build`, `dskd eval`) exchange CPU objects, hence gloo."""
+    # deferred: lightning takes 3 s to import; only `dskd senses build` and `dskd eval` open this group
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
     timeout = datetime.timedelta(hours=GROUP_TIMEOUT_HOURS)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from dskd.core.errors import ConfigError, DSKDError
+from dskd.core.io import atomic_dir, provenance, write_json_atomic
 
 MARKER = ".dskd-artifact.json"
 LOCK_NAME = "run.lock"
@@ -107,8 +108,6 @@ def check_output(
 
 def mark_output(folder: str | os.PathLike, kind: str) -> None:
     """Write ``folder/.dskd-artifact.json`` recording that ``folder`` holds a ``kind`` artifact."""
-    from dskd.core.io import provenance, write_json_atomic
-
     write_json_atomic(Path(folder) / MARKER, provenance(kind))
 
 
@@ -117,8 +116,6 @@ def artifact_dir(
     folder: str | os.PathLike, kind: str, overwrite: bool = False, inputs: Iterable[str | os.PathLike] = ()
 ) -> Iterator[Path]:
     """:func:`dskd.io.atomic_dir` for a ``kind`` artifact after :func:`check_output`; marks the new folder."""
-    from dskd.core.io import atomic_dir
-
     check_output(folder, kind, overwrite, inputs)
     with atomic_dir(folder) as tmp:
         mark_output(tmp, kind)

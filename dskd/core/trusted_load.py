@@ -8,6 +8,8 @@ import os
 import pickle
 from typing import Any
 
+import torch
+
 from dskd.core.errors import DSKDError
 
 
@@ -29,8 +31,6 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, An
     Raises :class:`CheckpointError` (one line, nothing executed) when the file holds anything but
     tensors and plain values, or cannot be read.
     """
-    import torch
-
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:

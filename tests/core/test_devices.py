@@ -44,7 +44,8 @@ NOT_A_DEVICE = [
     re.compile(r'torch\.device\(\s*"cuda"\s*,\s*\S'),  # an indexed device: cuda:<index>
     re.compile(r'\.type\s*[!=]=\s*"cuda"'),  # comparing a device's type
     re.compile(r'Literal\[[^]]*"cuda"'),  # a config choice (the dictionary resolves it to cuda:LOCAL_RANK)
-    re.compile(r'cfg\.[\w.]*device\s*[!=]=\s*"cuda"'),  # reading a config key's choice (a load-time rule)
+    # reading a config key's choice from the config or its section (a load-time rule)
+    re.compile(r'\b(?:cfg\.[\w.]*|senses\.)device\s*[!=]=\s*"cuda"'),
 ]
 
 
