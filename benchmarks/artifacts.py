@@ -21,8 +21,8 @@ _BUILT: dict[tuple[str, bool], tempfile.TemporaryDirectory] = {}
 
 def preset_artifacts(cfg, quick: bool):
     """``cfg`` reading a lexicon and a sense dictionary built for its settings (see the module)."""
+    from dskd.core.stamps import is_current
     from dskd.launch.reproduce import artifact_keys
-    from dskd.launch.stamps import is_current
 
     lex_key, senses_key = artifact_keys(cfg)
     if is_current(cfg.lexicon.output_dir, lex_key) and is_current(cfg.senses.output_dir, senses_key):

@@ -42,7 +42,7 @@ def bench_data_throughput(quick: bool) -> list[Figure]:
     figures = []
     for aligned in (False, True) if table.synset_keys else (False,):
         cfg.data.sense_aligned_neighbours = aligned
-        spec = DSKDDataModule(cfg, tokenizer, lexicon=None).spec(train=True)
+        spec = DSKDDataModule(cfg.data, cfg.seed, tokenizer).spec(train=True)
         spec.table = table
         it = iter(PackedStream(spec, tokenizer))
         next(it)  # warm-up: first documents, lazy imports

@@ -96,14 +96,14 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(train(_config(a.out, a.steps, a.val_batches, mode)), indent=2))
     if "eval" in stages:
         from dskd.models.loading import load_causal_lm, load_tokenizer
-        from dskd.teacher_cache.build import open_cache, run_batches
+        from dskd.teacher_cache.build import CacheSpec, open_cache, run_batches
         from dskd.training.run import run_dir
 
         tok = load_tokenizer(cfg.teacher.model)
         teacher = load_causal_lm(cfg.teacher.model, dtype="float32")
-        cache = open_cache(cfg, tok)
+        cache = open_cache(CacheSpec.of(cfg), tok)
         val_cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, max_steps=10))
-        batches = list(run_batches(val_cfg, tok, [cfg.seed]))
+        batches = list(run_batches(CacheSpec.of(val_cfg), tok, [cfg.seed]))
         val, train_batches = batches[: a.val_batches], batches[a.val_batches :]
         result: dict = {"steps": a.steps, "top_k": cfg.cache.top_k, "tau": cfg.loss.kd.tau}
         for mode in ("online", "cached"):

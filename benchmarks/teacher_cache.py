@@ -100,7 +100,7 @@ def _vs_online(
 def bench_cached_training(quick: bool) -> list[Figure]:
     from benchmarks.hardware import DecoderShape, matmul_peak_gflops, training_step_flops
     from benchmarks.training import interleaved_steps, preset_setup
-    from dskd.teacher_cache.build import open_cache
+    from dskd.teacher_cache.build import CacheSpec, open_cache
     from dskd.teacher_cache.store import bytes_per_position
     from dskd.training.module import DistillationModule
 
@@ -117,7 +117,7 @@ def bench_cached_training(quick: bool) -> list[Figure]:
                 None,
                 senses,
                 copy.deepcopy(projection),
-                cached=open_cache(c, tokenizer),
+                cached=open_cache(CacheSpec.of(c), tokenizer),
             )
         medians, _ = interleaved_steps(modules, batches, cfg.optim.lr)
     kl = heldout_kl({name: m.student for name, m in modules.items()}, teacher, val)

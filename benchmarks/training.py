@@ -71,7 +71,7 @@ def preset_setup(n_batches: int, quick: bool, preset: str = PRESET, overrides: t
 
     cfg = preset_artifacts(load_config(preset, [ONLINE, *overrides]), quick)
     tokenizer, teacher, student, projection = load_models(cfg)
-    senses = load_senses(cfg, tokenizer, teacher)
+    senses = load_senses(cfg.senses, cfg.lexicon.output_dir, tokenizer, teacher)
     dm = build_datamodule(cfg, tokenizer)
     dm.prepare_data()
     dm.setup("fit")

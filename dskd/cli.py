@@ -26,6 +26,7 @@ STAGES = [
     "assets",
     "lexicon",
     "senses",
+    "continuations",
     "cache",
     "train",
     "memory",

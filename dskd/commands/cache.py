@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "will see, for each seed: KD targets (cache.kd_format: tokens sampled from the teacher at "
         "loss.kd.tau, or top-k log-probs with the tail mass) and hidden states "
         "(cache.hidden_positions: where the sense loss can read them, or everywhere). Train "
-        "with teacher.mode=cached to use it (no teacher forward). See docs/teacher_cache.md.",
+        "with teacher.mode=cached to use it (no teacher forward). With data.targets=teacher the teacher's "
+        "continuations come first (`dskd continuations build`). `dskd train` builds a missing cache itself "
+        "on one process and refuses to start several without it. See docs/teacher_cache.md.",
     )
     add_config_arguments(build)
     add_overwrite_argument(build)

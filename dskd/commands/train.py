@@ -8,9 +8,17 @@ import json
 from dskd.commands import add_config_arguments, load_stage_config
 
 HELP = "Distil a student with KD or DSKD."
+DESCRIPTION = (
+    "Distil a student with KD or DSKD. What the run reads and lacks is built first, each by its own "
+    "stage with its progress line and stamp: the teacher's continuations (data.targets=teacher, `dskd "
+    "continuations build`) and the teacher cache (teacher.mode=cached, `dskd cache build`). A run of "
+    "several processes (trainer.devices x trainer.num_nodes > 1) does not build them: it stops with the "
+    "command that does. See docs/training.md."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
     add_config_arguments(parser)
     parser.add_argument("--no-export", action="store_true", help="skip writing the Hugging Face folder")
 

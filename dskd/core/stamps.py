@@ -1,4 +1,5 @@
-"""Stage bookkeeping for `dskd reproduce`: skip stages whose artifacts are up to date.
+"""Stage bookkeeping (`dskd reproduce`, `dskd ablate`, `dskd train`): skip stages whose artifacts are up
+to date, say when a stage runs, stamp what it wrote.
 
 A stage's *key* is everything its output depends on (its config section, upstream stage keys, the
 dskd version). After a stage succeeds, ``<out>/.stage.json`` records that key; a later run with

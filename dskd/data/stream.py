@@ -9,8 +9,8 @@ Packing (one *unit* per document): the document's tokens followed by EOS. Labels
 inside the document, EOS for its last token, and ``IGNORE_INDEX`` on the EOS (no target crosses into another
 document). With ``pack`` a sequence holds as many whole units as fit (then right padding); a unit
 longer than a sequence is split into sequence-sized pieces (its labels still run across the cut).
-Without ``pack`` each unit starts a new sequence. With teacher targets a unit is the prompt followed
-by the teacher's cached greedy continuation, labels over all positions, ``IGNORE_INDEX`` on the last token.
+Without ``pack`` each unit starts a new sequence. With ``targets=teacher`` a unit is the prompt
+followed by the teacher's greedy continuation, labels over all positions, ``IGNORE_INDEX`` on the last token.
 
 Each shard yields whole batches (dicts of tensors) numbered 0, 1, ...; batch b of shard s holds the
 shard's sequences ``b * batch_size ...``, sequence k drawing its sense sample from the generator
@@ -32,6 +32,7 @@ from dskd.core.batch import IGNORE_INDEX, PROMPT_LEN
 from dskd.core.errors import DSKDError
 from dskd.corpora.config import SourceConfig
 from dskd.corpora.sources import Document, is_validation, iter_documents
+from dskd.data.align import span_tokens
 from dskd.data.continuations import prompt_key
 from dskd.data.sampling import NeighbourTable, restrict_to_synset, sample_sense_batch
 
@@ -62,7 +63,7 @@ class StreamSpec:
     max_neighbours: int = 25
     aligned: bool = False
     """Restrict neighbours of targets with a gold synset to that synset (sense_aligned_neighbours)."""
-    teacher_targets: dict[str, list[int]] | None = None
+    teacher_continuations: dict[str, list[int]] | None = None
     """prompt_key(prompt) -> teacher continuation ids (targets=teacher); None: observed targets."""
     prompt_lengths: bool = False
     """Add ``prompt_len`` to each batch (the on-policy prefix, ``dskd.batch.PROMPT_LEN``)."""
@@ -116,18 +117,18 @@ class PackedStream(IterableDataset):
 
     # ------------------------------------------------------------ units and sequences
     def units(self, docs: Iterator[Document]) -> Iterator[_Unit]:
-        teacher = self.spec.teacher_targets is not None
+        teacher = self.spec.teacher_continuations is not None
         backend = self.tokenizer.backend_tokenizer  # the Rust tokenizer: no per-call Python conversion
         while chunk := [d for _, d in zip(range(TOKENIZE_CHUNK), docs)]:
             texts = [d.meta.get("prompt", d.text) if teacher else d.text for d in chunk]
             for doc, text, enc in zip(chunk, texts, backend.encode_batch(texts, add_special_tokens=False)):
                 ids = enc.ids
                 if teacher:
-                    cont = self.spec.teacher_targets.get(prompt_key(text))
+                    cont = self.spec.teacher_continuations.get(prompt_key(text))
                     if cont is None:
                         raise DSKDError(
-                            "A training prompt has no cached teacher continuation. Run the teacher-targets "
-                            "pass again for this data (`dskd cache` / DSKDDataModule.setup)."
+                            "A training prompt has no teacher continuation: build the continuations of this "
+                            "data again (`dskd continuations build CONFIG`)."
                         )
                     prompt = len(ids)
                     ids = ids + list(cont)
@@ -236,8 +237,6 @@ def prompt_tokens(doc: Document, offsets) -> int:
 
 def gold_labels(doc: Document, offsets) -> list[tuple[int, str]]:
     """Label positions (inside the unit) whose target token lies in the document's gold span."""
-    from dskd.data.align import span_tokens
-
     inside = span_tokens(
         doc.text, np.asarray(offsets, dtype=np.int64).reshape(-1, 2), tuple(doc.meta["span"])
     )

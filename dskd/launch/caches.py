@@ -1,4 +1,10 @@
-"""Teacher caches of a set of runs (`dskd reproduce`, `dskd ablate`): one build per ``cache.dir``.
+"""The teacher's continuations and teacher caches of a set of runs (`dskd reproduce`, `dskd ablate`).
+
+Continuations (``data.targets=teacher``): one stage per ``data.continuations_dir``, over the prompts
+of every seed of the runs that read it (each file is keyed by its prompts, so runs of other data can
+share the folder).
+
+Teacher caches: one build per ``cache.dir``.
 
 Every run with ``teacher.mode=cached`` reads the cache at its ``cache.dir``; the runs that
 share a folder share one cache, built once over the sequences of all their seeds (KD and DSKD of a
@@ -14,13 +20,15 @@ from collections.abc import Callable
 
 from dskd.config.schema import ExperimentConfig
 from dskd.core.errors import ConfigError
-from dskd.launch.stamps import run_stage, stage_key
-from dskd.teacher_cache.build import data_fingerprint
+from dskd.core.stamps import run_stage, stage_key
+from dskd.data.continuations import build as build_continuation_files
+from dskd.data.continuations import continuations_key
+from dskd.teacher_cache.build import build, data_fingerprint
 
 SHARED: dict[str, Callable[[ExperimentConfig], object]] = {
     "teacher": lambda c: dataclasses.replace(c.teacher, mode="cached"),
     "data (the sequences: data.train, val, seq_len, pack, shuffle, targets, batch size, workers)": lambda c: (
-        data_fingerprint(c),
+        data_fingerprint(c.data),
         c.data.batch_size,
         c.data.num_workers,
     ),
@@ -56,15 +64,39 @@ def cache_groups(configs: list[ExperimentConfig]) -> dict[str, list[ExperimentCo
     return groups
 
 
+def build_continuations(configs: list[ExperimentConfig], force: bool = False) -> dict[str, str]:
+    """The teacher-continuations stage of every ``data.continuations_dir`` the runs with
+    ``data.targets=teacher`` read, over the seeds of all of them (up to date: skipped). Returns each
+    folder's stage key. (A cache's and a run's keys hold the teacher and data sections the
+    continuations depend on, so new continuations rebuild and retrain what reads them.)"""
+    groups: dict[str, list[ExperimentConfig]] = {}
+    for cfg in configs:
+        if cfg.data.targets == "teacher":
+            groups.setdefault(cfg.data.continuations_dir, []).append(cfg)
+    keys: dict[str, str] = {}
+    for folder, cfgs in groups.items():
+        seeds = sorted({c.seed for c in cfgs})
+        key = stage_key(*sorted({continuations_key(c.data, c.teacher, seeds) for c in cfgs}))
+
+        def run(cfgs=cfgs, seeds=seeds):
+            stats = {}
+            for c in cfgs:  # a file built for one config is found by the next: each builds what it lacks
+                stats = build_continuation_files(c, seeds).stats
+            return stats
+
+        run_stage(f"teacher continuations (seeds {seeds})", folder, key, run, force)
+        keys[folder] = key
+    return keys
+
+
 def build_caches(
     configs: list[ExperimentConfig], upstream: str | None, force: bool = False, progress: bool = True
 ) -> dict[str, str]:
     """Build (or find up to date) the cache of every group of :func:`cache_groups`: over the seeds of
     all its runs, with hidden states (float16, at the positions of every DSKD run's lexicon and
     dictionary) when one of them trains the sense loss. ``upstream``: the stage key of the lexicon and
-    dictionary. Returns each folder's stage key (a run's key includes it: a rebuilt cache retrains)."""
-    from dskd.teacher_cache.build import build
-
+    dictionary. Returns each folder's stage key (a run's key
+    includes it: a rebuilt cache retrains)."""
     keys: dict[str, str] = {}
     for folder, cfgs in cache_groups(configs).items():
         dskd_cfgs = [c for c in cfgs if c.method == "dskd"]

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from dskd.config.rules import CUDA_ONLY_STRATEGIES, SHARDED_STUDENT_STRATEGIES
+from dskd.core.stamps import run_stage, stage_key
 from dskd.corpora.sources import HUB_MIRROR
-from dskd.launch.stamps import run_stage, stage_key
+from dskd.testing.standins import hub_datasets, standin_tokenizer, write_hub_mirror, write_standin_teacher
+from dskd.training.on_policy import fraction_for_one
 
 TRAIN_RECORDS = 12
 """Stand-in records of a train split (per data set): 60 training prompts for the 5 paper sources."""
@@ -107,8 +109,6 @@ def _one_on_policy_batch(cfg: Any) -> tuple[str, str]:
     the path of docs/training.md, "On-policy distillation", runs on 2 processes. The batch is the
     one of the smallest draw among the run's batches per process at most: ``max_steps`` times the
     accumulation, or per epoch the stand-in prompts (one sequence each at most) over the processes."""
-    from dskd.training.on_policy import fraction_for_one
-
     t = cfg.trainer
     if t.max_steps > 0:
         n = t.max_steps * t.accumulate_grad_batches
@@ -119,8 +119,6 @@ def _one_on_policy_batch(cfg: Any) -> tuple[str, str]:
 
 
 def _hub_reads(configs: list[Any]) -> set[tuple[str, str | None, str]]:
-    from dskd.testing.standins import hub_datasets
-
     return hub_datasets(configs)
 
 
@@ -129,8 +127,6 @@ def _family(teacher_id: str) -> str:
 
 
 def _write_standins(root: Path, reads: set, teacher_id: str, layers: int) -> dict[str, str]:
-    from dskd.testing.standins import standin_tokenizer, write_hub_mirror, write_standin_teacher
-
     mirror = write_hub_mirror(root / "hub", reads, TRAIN_RECORDS, HELD_OUT_RECORDS)
     teacher = write_standin_teacher(
         root / "standin-teacher", teacher_id, standin_tokenizer(mirror), layers=layers

@@ -3,11 +3,12 @@
 A preset is a folder with ``kd.yaml`` and ``dskd.yaml`` (which share a ``base.yaml``): a name picks
 a packaged preset (``dskd/resources/presets/<name>/``, the same files as ``experiments/<name>/`` in
 the repository), a path with a ``/`` any folder, e.g. an edited copy. The pipeline runs: lexicon ->
-sense dictionary -> teacher cache (when the preset trains with ``teacher.mode: cached``: one cache
+sense dictionary -> the teacher's continuations (when the preset trains with ``data.targets: teacher``)
+-> teacher cache (when the preset trains with ``teacher.mode: cached``: one cache
 for every method and seed, :mod:`dskd.launch.caches`) -> KD and DSKD training for each seed (same
 data and seed for both) -> evaluation of the teacher and every student -> ``table.md``,
 ``results.json`` and plots in ``eval.output_dir``.
-Stages whose outputs are up to date are skipped (:mod:`dskd.launch.stamps`).
+Stages whose outputs are up to date are skipped (:mod:`dskd.core.stamps`).
 
 The assets of the training stages (the teacher, WordNet, the corpora of the data sources:
 :func:`training_assets`) are checked, and fetched when missing, before the first stage; one that cannot
@@ -26,13 +27,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dskd.assets import ASSETS, asset_path
 from dskd.config.loading import load_config
 from dskd.config.schema import ExperimentConfig
 from dskd.core.devices import is_global_zero
 from dskd.core.errors import AssetError, ConfigError
+from dskd.core.stamps import STAMP, is_current, run_stage, stage_key
 from dskd.corpora.config import SourceConfig
-from dskd.launch.stamps import STAMP, is_current, run_stage, stage_key
+from dskd.evaluation.run import TEACHER, evaluate, unavailable_tasks
+from dskd.launch.caches import build_caches, build_continuations
+from dskd.lexicon.build import build as build_lexicon
 from dskd.resources import resource
+from dskd.senses.build import build as build_senses
+from dskd.training.run import run_dir, train
 
 PRESETS = resource("presets")
 """The packaged presets (``experiments/<preset>/`` in the repository holds the same files)."""
@@ -77,8 +84,6 @@ def training_assets(configs: list[ExperimentConfig]) -> dict[str, str]:
     """``asset -> the config key that needs it`` for the stages before the evaluation: the teacher, an hf
     student and the lexicon's tokenizer named by an asset, WordNet for the lexicon, and the corpora of
     the sense and training data sources."""
-    from dskd.assets import ASSETS
-
     needs: dict[str, str] = {}
     for cfg in configs:
         named = [("teacher.model", cfg.teacher.model), ("lexicon.tokenizer", cfg.lexicon.tokenizer)]
@@ -97,8 +102,6 @@ def training_assets(configs: list[ExperimentConfig]) -> dict[str, str]:
 def fetch_training_assets(configs: list[ExperimentConfig]) -> None:
     """Check (and fetch when missing) every asset of :func:`training_assets`; an AssetError naming the
     asset and the key that needs it, before anything runs, when one cannot be had."""
-    from dskd.assets import asset_path
-
     for name, key in training_assets(configs).items():
         try:
             asset_path(name)
@@ -128,8 +131,6 @@ def _train_key(cfg: ExperimentConfig, senses_key: str | None, cache_key: str | N
 
 
 def _train(cfg: ExperimentConfig, key: str, force: bool) -> dict[str, Any]:
-    from dskd.training.run import run_dir, train
-
     rdir = run_dir(cfg)
     first = is_global_zero()
     if first and rdir.exists() and (rdir / STAMP).exists() and not is_current(rdir, key):
@@ -144,11 +145,6 @@ def _train(cfg: ExperimentConfig, key: str, force: bool) -> dict[str, Any]:
 def reproduce(configs: list[ExperimentConfig], force: bool = False) -> dict[str, Any]:
     """Run every stage for ``configs`` (from :func:`preset_configs`); returns the eval records, the runs'
     summaries, the wall time and the ``unavailable`` eval tasks (``task -> reason``)."""
-    from dskd.evaluation.run import TEACHER
-    from dskd.launch.caches import build_caches
-    from dskd.lexicon.build import build as build_lexicon
-    from dskd.senses.build import build as build_senses
-
     t0 = time.perf_counter()
     fetch_training_assets(configs)
     first = configs[0]
@@ -158,6 +154,7 @@ def reproduce(configs: list[ExperimentConfig], force: bool = False) -> dict[str,
         "lexicon", dskd_cfg.lexicon.output_dir, lex_key, lambda: str(build_lexicon(dskd_cfg).path), force
     )
     run_stage("senses", dskd_cfg.senses.output_dir, senses_key, lambda: build_senses(dskd_cfg).stats, force)
+    build_continuations(configs, force)
     cache_keys = build_caches(configs, senses_key, force)
     models: dict[str, str] = {TEACHER: first.teacher.model}
     summaries = []
@@ -182,8 +179,6 @@ def _evaluate(
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """The eval stage: (records, unavailable tasks). An evaluation that left tasks out is not up to date:
     it runs again (retrying their assets) even when its key matches."""
-    from dskd.evaluation.run import evaluate, unavailable_tasks
-
     out = cfg.eval.output_dir
     key = stage_key(cfg.eval, models, [s.get("wall_time_s") for s in summaries])
     missed = unavailable_tasks(out) if is_current(out, key) else {}

@@ -201,7 +201,8 @@ def render_template(text: str, values: Mapping[str, Value]) -> str:
 
 def render(spec: JobSpec, template: Path = TEMPLATE) -> str:
     """The sbatch script of a job, from ``template``."""
-    from dskd.training.slurm import REQUEUE_SIGNAL, SIGNAL_SECONDS  # imports Lightning: not before the config
+    # deferred: dskd.training.slurm imports Lightning, and `dskd slurm` checks the config before that
+    from dskd.training.slurm import REQUEUE_SIGNAL, SIGNAL_SECONDS
 
     if not template.is_file():
         raise ConfigError(

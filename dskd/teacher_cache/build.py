@@ -16,20 +16,30 @@ import itertools
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from dskd.config.schema import ExperimentConfig
 from dskd.core.devices import local_device
 from dskd.core.errors import DSKDError
 from dskd.core.io import provenance, read_json
 from dskd.core.outputs import StageResult
-from dskd.losses.config import SAMPLED_DIVERGENCES
+from dskd.data.config import DataConfig
+from dskd.data.continuations import read_continuations
+from dskd.data.datamodule import DSKDDataModule
+from dskd.data.stream import META_KEYS, PackedStream
+from dskd.losses.config import SAMPLED_DIVERGENCES, KDConfig
 from dskd.losses.sampled import TeacherSamples, teacher_samples
 from dskd.losses.topk import TeacherTopK, teacher_topk_at
+from dskd.models.config import TeacherConfig
+from dskd.models.loading import load_causal_lm, load_tokenizer, tokenizer_fingerprint
+from dskd.teacher_cache.config import CacheConfig
 from dskd.teacher_cache.positions import hidden_tokens, needs_hidden
 from dskd.teacher_cache.store import CachedTeacher, CacheWriter, sequence_keys
 
@@ -46,47 +56,77 @@ DATA_FIELDS = (
 """Fields of ``cfg.data`` that decide which token sequences the stream yields (besides seed and sharding)."""
 
 
-def data_fingerprint(cfg: ExperimentConfig) -> str:
+class RunShape(Protocol):
+    """The trainer settings that decide which batches a run draws (:class:`TrainerConfig` of
+    ``dskd.training.config``, a layer above the cache, has them)."""
+
+    accelerator: str
+    devices: str
+    num_nodes: int
+    max_steps: int
+    max_epochs: int
+    accumulate_grad_batches: int
+    limit_val_batches: int | None
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """The sections a teacher cache of a run depends on (what it holds, over which sequences)."""
+
+    teacher: TeacherConfig
+    cache: CacheConfig
+    data: DataConfig
+    kd: KDConfig
+    trainer: RunShape
+    seed: int
+    sense_dirs: tuple[str, str] | None = None
+    """(lexicon.output_dir, senses.output_dir) of a run with the sense loss (method=dskd); None: KD only."""
+
+    @classmethod
+    def of(cls, cfg: ExperimentConfig) -> CacheSpec:
+        dirs = (cfg.lexicon.output_dir, cfg.senses.output_dir) if cfg.method == "dskd" else None
+        return cls(cfg.teacher, cfg.cache, cfg.data, cfg.loss.kd, cfg.trainer, cfg.seed, dirs)
+
+
+def data_fingerprint(data: DataConfig) -> str:
     """sha256 of the data settings that decide the sequences' content (see :data:`DATA_FIELDS`)."""
-    d = dataclasses.asdict(cfg.data)
+    d = dataclasses.asdict(data)
     payload = json.dumps({k: d[k] for k in DATA_FIELDS}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def cache_identity(cfg: ExperimentConfig, tokenizer) -> dict[str, Any]:
+def cache_identity(spec: CacheSpec, tokenizer) -> dict[str, Any]:
     """The fields a cache must share with a run (checked by :meth:`CachedTeacher.open`)."""
-    from dskd.models.loading import tokenizer_fingerprint
-
-    tc, cache = cfg.teacher, cfg.cache
+    tc, cache = spec.teacher, spec.cache
     sampled = cache.kd_format == "sampled"
     return {
         "teacher": f"{tc.model}@{tc.revision}",
         "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
-        "data_fingerprint": data_fingerprint(cfg),
+        "data_fingerprint": data_fingerprint(spec.data),
         "targets": cache.kd_format,
         "top_k": None if sampled else cache.top_k,
         "samples": cache.samples if sampled else None,
         "seed": cache.seed if sampled else None,
-        "seq_len": cfg.data.seq_len,
+        "seq_len": spec.data.seq_len,
     }
 
 
-def cache_taus(cfg: ExperimentConfig) -> list[float]:
-    """Temperatures a cache of ``cfg`` stores: the samples' ``loss.kd.tau`` (sampled; samples at one
-    tau do not serve another), or 1 and ``loss.kd.tau`` (top-k)."""
-    tau = float(cfg.loss.kd.tau)
-    return [tau] if cfg.cache.kd_format == "sampled" else sorted({1.0, tau})
+def cache_taus(cache: CacheConfig, kd: KDConfig) -> list[float]:
+    """Temperatures a cache stores: the samples' ``loss.kd.tau`` (sampled; samples at one tau do not
+    serve another), or 1 and ``loss.kd.tau`` (top-k)."""
+    tau = float(kd.tau)
+    return [tau] if cache.kd_format == "sampled" else sorted({1.0, tau})
 
 
-def open_cache(cfg: ExperimentConfig, tokenizer) -> CachedTeacher:
-    """The run's teacher cache (``cache.dir``), refused unless it matches ``cfg`` (for
-    method=dskd: hidden states wherever the run's sense loss can read them)."""
-    need = cfg.method == "dskd"
+def open_cache(spec: CacheSpec, tokenizer) -> CachedTeacher:
+    """The run's teacher cache (``cache.dir``), refused unless it matches ``spec`` (with the sense
+    loss: hidden states wherever it can read them)."""
+    need = spec.sense_dirs is not None
     cache = CachedTeacher.open(
-        cfg.cache.dir, cfg.loss.kd.tau, need_hidden=need, **cache_identity(cfg, tokenizer)
+        spec.cache.dir, spec.kd.tau, need_hidden=need, **cache_identity(spec, tokenizer)
     )
     if need and cache.meta.get("hidden_positions") == "sense":
-        cache.check_hidden_tokens(hidden_tokens(cfg, cache.meta["vocab_size"]))
+        cache.check_hidden_tokens(hidden_tokens(*spec.sense_dirs, cache.meta["vocab_size"]))
     return cache
 
 
@@ -104,26 +144,25 @@ def sequence_generators(keys: np.ndarray, seed: int, device: torch.device) -> li
 
 @torch.inference_mode()
 def teacher_outputs(
-    teacher: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: ExperimentConfig, keys: np.ndarray
+    teacher: torch.nn.Module, batch: dict[str, torch.Tensor], spec: CacheSpec, keys: np.ndarray
 ) -> tuple[list[TeacherTopK] | TeacherSamples, torch.Tensor]:
-    """(KD targets as ``cfg.cache.kd_format`` asks: top-k at each of :func:`cache_taus` or
-    samples at ``loss.kd.tau``; last hidden states [B, L, d]) of the teacher on one batch whose
-    sequence keys are ``keys``."""
+    """(KD targets as ``cache.kd_format`` asks: top-k at each of :func:`cache_taus` or samples at
+    ``loss.kd.tau``; last hidden states [B, L, d]) of the teacher on one batch whose sequence keys are
+    ``keys``."""
     device = next(teacher.parameters()).device
     ids, am = batch["input_ids"].to(device), batch["attention_mask"].to(device)
     hidden = teacher.get_decoder()(input_ids=ids, attention_mask=am).last_hidden_state
     logits = teacher.get_output_embeddings()(hidden)
-    cache = cfg.cache
+    cache = spec.cache
     if cache.kd_format == "topk":
-        return teacher_topk_at(logits, cache.top_k, cache_taus(cfg)), hidden
+        return teacher_topk_at(logits, cache.top_k, cache_taus(cache, spec.kd)), hidden
     generators = sequence_generators(keys, cache.seed, logits.device)
-    return teacher_samples(logits, cache.samples, cfg.loss.kd.tau, generators), hidden
+    return teacher_samples(logits, cache.samples, spec.kd.tau, generators), hidden
 
 
-def check_buildable(cfg: ExperimentConfig) -> None:
+def check_buildable(cache: CacheConfig, kd: KDConfig) -> None:
     """Refuse a cache whose targets the config's KD cannot use (sampled: forward KL only)."""
-    kd = cfg.loss.kd
-    if cfg.cache.kd_format == "sampled" and kd.divergence not in SAMPLED_DIVERGENCES:
+    if cache.kd_format == "sampled" and kd.divergence not in SAMPLED_DIVERGENCES:
         raise DSKDError(
             f"cache.kd_format=sampled estimates forward-KL KD only, but loss.kd.divergence="
             f"{kd.divergence}; build with cache.kd_format=topk, or use loss.kd.divergence=forward_kl."
@@ -131,19 +170,16 @@ def check_buildable(cfg: ExperimentConfig) -> None:
 
 
 def writer_tokens(
-    cfg: ExperimentConfig,
-    hidden_dtype: str,
-    vocab_size: int,
-    positions_of: list[ExperimentConfig] | None = None,
+    cache: CacheConfig, hidden_dtype: str, vocab_size: int, sense_dirs: list[tuple[str, str]]
 ) -> np.ndarray | None:
-    """``hidden_tokens`` of a new cache: the union over ``positions_of`` (default ``[cfg]``) of
-    :func:`hidden_tokens` (None: hidden states at all positions, or none at all)."""
-    if hidden_dtype == "none" or cfg.cache.hidden_positions == "all":
+    """``hidden_tokens`` of a new cache: the union over the runs' (lexicon, sense dictionary) folders
+    ``sense_dirs`` of :func:`hidden_tokens` (None: hidden states at all positions, or none at all)."""
+    if hidden_dtype == "none" or cache.hidden_positions == "all":
         return None
     table = np.zeros(vocab_size, dtype=bool)
-    for c in positions_of or [cfg]:
+    for lexicon_dir, senses_dir in sense_dirs:
         try:
-            table |= hidden_tokens(c, vocab_size)
+            table |= hidden_tokens(lexicon_dir, senses_dir, vocab_size)
         except DSKDError as e:
             raise DSKDError(
                 "cache.hidden_positions=sense stores hidden states only where the target has senses "
@@ -155,50 +191,46 @@ def writer_tokens(
 
 
 def add_batch(
-    writer: CacheWriter, teacher: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: ExperimentConfig
+    writer: CacheWriter, teacher: torch.nn.Module, batch: dict[str, torch.Tensor], spec: CacheSpec
 ) -> int:
     """Run the teacher on ``batch`` and append its new sequences to ``writer``; returns rows added."""
     keys = sequence_keys(batch["input_ids"], batch["attention_mask"])
     if all(int(key) in writer.seen for key in keys):
         writer.duplicates += len(keys)
         return 0
-    targets, hidden = teacher_outputs(teacher, batch, cfg, keys)
+    targets, hidden = teacher_outputs(teacher, batch, spec, keys)
     keep = None if writer.hidden_tokens is None else needs_hidden(batch["labels"], writer.hidden_tokens)
     return writer.add(keys, targets, hidden, keep)
 
 
-def world_size(cfg: ExperimentConfig) -> int:
+def world_size(trainer: RunShape) -> int:
     """Processes of the configured run (``devices`` x ``num_nodes``; ``auto``: visible GPUs or 1)."""
-    t = cfg.trainer
-    text = str(t.devices).strip()
+    text = str(trainer.devices).strip()
     if text.isdigit():
         per_node = int(text)
     elif text.startswith("["):
         per_node = len([x for x in text.strip("[]").split(",") if x.strip()])
     else:
-        gpu = t.accelerator != "cpu" and torch.cuda.is_available()
+        gpu = trainer.accelerator != "cpu" and torch.cuda.is_available()
         per_node = torch.cuda.device_count() if gpu else 1
-    return per_node * t.num_nodes
+    return per_node * trainer.num_nodes
 
 
-def train_batches_per_rank(cfg: ExperimentConfig) -> int | None:
+def train_batches_per_rank(trainer: RunShape) -> int | None:
     """Training batches each rank draws (None: ``max_epochs`` whole epochs)."""
-    t = cfg.trainer
-    return t.max_steps * t.accumulate_grad_batches if t.max_steps > 0 else None
+    return trainer.max_steps * trainer.accumulate_grad_batches if trainer.max_steps > 0 else None
 
 
-def run_batches(cfg: ExperimentConfig, tokenizer, seeds: list[int]) -> Iterator[dict[str, torch.Tensor]]:
-    """Every training and validation batch of the runs of ``cfg`` with these seeds (all ranks)."""
-    from torch.utils.data import DataLoader
-
-    from dskd.data.datamodule import DSKDDataModule
-    from dskd.data.stream import META_KEYS, PackedStream
-
-    world, t = world_size(cfg), cfg.trainer
-    need = train_batches_per_rank(cfg)
+def run_batches(spec: CacheSpec, tokenizer, seeds: list[int]) -> Iterator[dict[str, torch.Tensor]]:
+    """Every training and validation batch of the runs of ``spec`` with these seeds (all ranks)."""
+    data, t = spec.data, spec.trainer
+    world, need = world_size(t), train_batches_per_rank(t)
     for seed in seeds:
-        # method=kd: the same sequences without the sense sampling (and without loading the lexicon)
-        dm = DSKDDataModule(dataclasses.replace(cfg, seed=seed, method="kd"), tokenizer)
+        # the same sequences as the run, without the sense sampling (no lexicon: it never changes them)
+        teacher = (
+            read_continuations(data, spec.teacher, tokenizer, seed) if data.targets == "teacher" else None
+        )
+        dm = DSKDDataModule(data, seed, tokenizer, continuations=teacher)
         dm.setup("fit")
         for rank in range(world):
             epochs = range(t.max_epochs) if need is None else itertools.count()
@@ -208,7 +240,7 @@ def run_batches(cfg: ExperimentConfig, tokenizer, seeds: list[int]) -> Iterator[
                 stream = PackedStream(dm.spec(train), tokenizer, rank, world)
                 stream.epoch = epoch
                 n = 0
-                for batch in DataLoader(stream, batch_size=None, num_workers=cfg.data.num_workers):
+                for batch in DataLoader(stream, batch_size=None, num_workers=data.num_workers):
                     if limit is not None and (taken if train else n) >= limit:
                         break
                     n += 1
@@ -222,8 +254,6 @@ def build(
     cfg: ExperimentConfig,
     seeds: list[int] | None = None,
     hidden_dtype: str = "float16",
-    teacher: torch.nn.Module | None = None,
-    tokenizer=None,
     progress: bool = True,
     overwrite: bool = False,
     positions_of: list[ExperimentConfig] | None = None,
@@ -232,52 +262,43 @@ def build(
 
     ``seeds`` (default ``[cfg.seed]``): runs whose sequences to cover. ``hidden_dtype``: float16
     (default; half the size, the sense loss then differs from online by fp16 rounding), float32
-    (exact) or none (a KD-only cache). ``teacher``/``tokenizer`` default to those of ``cfg.teacher``.
-    ``overwrite``: see :func:`dskd.outputs.check_output`. ``positions_of``: the configs whose sense
-    positions the hidden states cover (default ``[cfg]``; hidden positions sense).
+    (exact) or none (a KD-only cache). ``overwrite``: see :func:`dskd.core.outputs.check_output`.
+    ``positions_of``: the configs whose sense positions the hidden states cover (default ``[cfg]``;
+    hidden positions sense). With ``data.targets=teacher`` the teacher's continuations must be built
+    first (the sequences hold them).
     """
-    from tqdm.auto import tqdm
-
-    from dskd.models.loading import load_causal_lm, load_tokenizer
-
     t0 = time.perf_counter()
-    check_buildable(cfg)
+    spec = CacheSpec.of(cfg)
+    check_buildable(spec.cache, spec.kd)
     seeds = list(seeds) if seeds else [cfg.seed]
-    tc = cfg.teacher
-    tokenizer = tokenizer or load_tokenizer(tc.model, tc.revision)
-    if teacher is None:
-        teacher = load_causal_lm(tc.model, tc.dtype, tc.revision)
-        teacher.to(local_device())
-    teacher.eval()
+    tc, trainer = spec.teacher, spec.trainer
+    tokenizer = load_tokenizer(tc.model, tc.revision)
+    teacher = load_causal_lm(tc.model, tc.dtype, tc.revision).to(local_device()).eval()
     head = teacher.get_output_embeddings().weight
     meta = {
-        **cache_identity(cfg, tokenizer),
+        **cache_identity(spec, tokenizer),
         "provenance": provenance("cache", {"teacher": tc.model, "revision": tc.revision}),
-        "taus": cache_taus(cfg),
+        "taus": cache_taus(spec.cache, spec.kd),
         "hidden_dtype": hidden_dtype,
-        "hidden_positions": cfg.cache.hidden_positions if hidden_dtype != "none" else "none",
+        "hidden_positions": spec.cache.hidden_positions if hidden_dtype != "none" else "none",
         "hidden_size": int(head.shape[1]),
         "vocab_size": int(head.shape[0]),
         "seeds": seeds,
-        "world_size": world_size(cfg),
-        "num_workers": cfg.data.num_workers,
-        "train_batches": train_batches_per_rank(cfg) or f"{cfg.trainer.max_epochs} epochs",
-        "val_batches": cfg.trainer.limit_val_batches,
+        "world_size": world_size(trainer),
+        "num_workers": spec.data.num_workers,
+        "train_batches": train_batches_per_rank(trainer) or f"{trainer.max_epochs} epochs",
+        "val_batches": trainer.limit_val_batches,
     }
-    need, val = train_batches_per_rank(cfg), cfg.trainer.limit_val_batches
+    need, val = train_batches_per_rank(trainer), trainer.limit_val_batches
     total = len(seeds) * meta["world_size"] * (need + val) if need is not None and val is not None else None
     tokens = 0
     inputs = [tc.model] if Path(tc.model).exists() else []
-    positions = writer_tokens(cfg, hidden_dtype, meta["vocab_size"], positions_of)
-    with CacheWriter(cfg.cache.dir, meta, overwrite, inputs, positions) as writer:
-        for batch in tqdm(
-            run_batches(cfg, tokenizer, seeds),
-            desc="teacher cache",
-            unit="batch",
-            total=total,
-            disable=not progress,
-        ):
-            if add_batch(writer, teacher, batch, cfg):
+    sense_dirs = [(c.lexicon.output_dir, c.senses.output_dir) for c in positions_of or [cfg]]
+    positions = writer_tokens(spec.cache, hidden_dtype, meta["vocab_size"], sense_dirs)
+    with CacheWriter(spec.cache.dir, meta, overwrite, inputs, positions) as writer:
+        batches = run_batches(spec, tokenizer, seeds)
+        for batch in tqdm(batches, desc="teacher cache", unit="batch", total=total, disable=not progress):
+            if add_batch(writer, teacher, batch, spec):
                 tokens += int(batch["attention_mask"].sum())
         writer.extra_stats = {"seconds": round(time.perf_counter() - t0, 2), "tokens": tokens}
-    return StageResult(Path(cfg.cache.dir), read_json(Path(cfg.cache.dir) / "stats.json"))
+    return StageResult(Path(spec.cache.dir), read_json(Path(spec.cache.dir) / "stats.json"))

@@ -9,23 +9,21 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
+from transformers.utils import logging as hf_logging
 
-from dskd.config.schema import ExperimentConfig
 from dskd.core.errors import DSKDError
+from dskd.models.config import StudentConfig, TeacherConfig
+from dskd.models.loading import resolve_model
 
 
-def load_teacher_prefix(cfg: ExperimentConfig) -> nn.Module:
-    """The teacher with only its first ``student.num_layers`` layers (float32, eval, frozen)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
-
-    from dskd.models.loading import resolve_model
-
-    resolved = resolve_model(cfg.teacher.model)
-    kw = {"revision": cfg.teacher.revision} if cfg.teacher.revision and isinstance(resolved, str) else {}
-    layers = cfg.student.num_layers if cfg.student.kind == "truncated" else 1
+def load_teacher_prefix(teacher: TeacherConfig, student: StudentConfig) -> nn.Module:
+    """The teacher with only the layers ``student`` copies (float32, eval, frozen)."""
+    resolved = resolve_model(teacher.model)
+    kw = {"revision": teacher.revision} if teacher.revision and isinstance(resolved, str) else {}
+    layers = student.num_layers if student.kind == "truncated" else 1
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity(logging.ERROR)  # the skipped upper layers are reported as unused weights
     try:
@@ -40,7 +38,7 @@ def load_teacher_prefix(cfg: ExperimentConfig) -> nn.Module:
             config.layer_types = list(config.layer_types)[:layers]
         model = AutoModelForCausalLM.from_pretrained(resolved, config=config, dtype=torch.float32, **kw)
     except (OSError, ValueError, KeyError) as e:
-        raise DSKDError(f"Could not load the teacher '{cfg.teacher.model}' ({resolved}): {e}") from e
+        raise DSKDError(f"Could not load the teacher '{teacher.model}' ({resolved}): {e}") from e
     finally:
         hf_logging.set_verbosity(verbosity)
     model.requires_grad_(False)

@@ -15,18 +15,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from dskd.config.schema import ExperimentConfig
 from dskd.core.batch import IGNORE_INDEX
+from dskd.lexicon import Lexicon
+from dskd.senses import SenseDictionary
 
 
-def hidden_tokens(cfg: ExperimentConfig, vocab_size: int) -> np.ndarray:
-    """:func:`token_table` of the lexicon (``lexicon.output_dir``) and the sense dictionary
-    (``senses.output_dir``) of ``cfg``; raises the artifacts' own errors when they are missing."""
-    from dskd.lexicon import Lexicon
-    from dskd.senses import SenseDictionary
-
-    keys = SenseDictionary.load(cfg.senses.output_dir).key_ids.numpy()
-    return token_table(Lexicon.load(cfg.lexicon.output_dir), keys, vocab_size)
+def hidden_tokens(lexicon_dir: str, senses_dir: str, vocab_size: int) -> np.ndarray:
+    """:func:`token_table` of the lexicon in ``lexicon_dir`` and the sense dictionary in ``senses_dir``
+    (a run's ``lexicon.output_dir`` and ``senses.output_dir``); raises the artifacts' own errors when
+    they are missing."""
+    keys = SenseDictionary.load(senses_dir).key_ids.numpy()
+    return token_table(Lexicon.load(lexicon_dir), keys, vocab_size)
 
 
 def token_table(lexicon: Any, sense_keys: np.ndarray, vocab_size: int) -> np.ndarray:

@@ -45,6 +45,7 @@ import torch
 
 from dskd.core.errors import ArtifactMismatchError, DSKDError
 from dskd.core.io import read_artifact_json, verify_files, verify_level, write_json_atomic
+from dskd.core.outputs import artifact_dir
 from dskd.losses.sampled import TeacherSamples
 from dskd.losses.topk import TeacherTopK
 
@@ -210,8 +211,6 @@ class CacheWriter:
         inputs: Iterable[str] = (),
         hidden_tokens: np.ndarray | None = None,
     ) -> None:
-        from dskd.core.outputs import artifact_dir
-
         if meta["hidden_dtype"] not in HIDDEN_DTYPES:
             raise DSKDError(
                 f"hidden dtype {meta['hidden_dtype']!r} is not one of {', '.join(HIDDEN_DTYPES)}."

@@ -134,13 +134,15 @@ class SyntheticBatches(pl.LightningDataModule):
 def write_batch_cache(directory, cfg, tokenizer, teacher, batches, hidden_dtype: str = "float16"):
     """A teacher cache of exactly ``batches`` in ``directory`` (tests, benchmarks and comparisons),
     with ``cfg.teacher``'s targets and hidden positions."""
-    from dskd.teacher_cache.build import add_batch, cache_identity, cache_taus, writer_tokens
+    from dskd.teacher_cache.build import CacheSpec, add_batch, cache_identity, cache_taus, writer_tokens
     from dskd.teacher_cache.store import CacheWriter
 
+    spec = CacheSpec.of(cfg)
+    sense_dirs = (cfg.lexicon.output_dir, cfg.senses.output_dir)
     head = teacher.get_output_embeddings().weight
     meta = {
-        **cache_identity(cfg, tokenizer),
-        "taus": cache_taus(cfg),
+        **cache_identity(spec, tokenizer),
+        "taus": cache_taus(cfg.cache, cfg.loss.kd),
         "hidden_dtype": hidden_dtype,
         "hidden_positions": cfg.cache.hidden_positions,
         "hidden_size": int(head.shape[1]),
@@ -148,10 +150,12 @@ def write_batch_cache(directory, cfg, tokenizer, teacher, batches, hidden_dtype:
         "seeds": [cfg.seed],
     }
     with CacheWriter(
-        directory, meta, hidden_tokens=writer_tokens(cfg, hidden_dtype, meta["vocab_size"])
+        directory,
+        meta,
+        hidden_tokens=writer_tokens(cfg.cache, hidden_dtype, meta["vocab_size"], [sense_dirs]),
     ) as writer:
         for batch in batches:
-            add_batch(writer, teacher, batch, cfg)
+            add_batch(writer, teacher, batch, spec)
 
 
 LAUNCH_VARIABLES = ("MASTER_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "PL_", "SLURM_")

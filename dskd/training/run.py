@@ -10,20 +10,54 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from dskd.config.loading import config_to_yaml, save_config
 from dskd.config.schema import ExperimentConfig
-from dskd.core.errors import TrainingInterrupted
+from dskd.core.devices import local_device
+from dskd.core.errors import DSKDError, TrainingInterrupted
+from dskd.core.io import write_json_atomic
+from dskd.core.outputs import check_name, check_output, mark_output
+from dskd.core.stamps import run_stage, stage_key
+from dskd.data.continuations import build as build_continuations
+from dskd.data.continuations import continuations_key, missing_continuations, read_continuations
+from dskd.data.datamodule import DSKDDataModule
+from dskd.lexicon import Lexicon
+from dskd.models.export import export_checkpoint
+from dskd.models.loading import load_causal_lm, load_tokenizer, tokenizer_fingerprint
+from dskd.models.student import build_projection, build_student, check_vocab, decoder_layer_class, hidden_size
+from dskd.senses import SenseDictionary
+from dskd.senses.config import SensesConfig
+from dskd.teacher_cache.build import CacheSpec, open_cache, world_size
+from dskd.teacher_cache.build import build as build_cache
+from dskd.teacher_cache.loading import load_teacher_prefix
+from dskd.teacher_cache.store import META_FILE
+from dskd.tracking.artifacts import log_training
+from dskd.tracking.session import finish_wandb
+from dskd.training.callbacks import CheckpointOnInterrupt, EmptyDataGuard
+from dskd.training.checkpoints import AtomicCheckpointIO, pick_checkpoint, previous_path, remove_staging
+from dskd.training.examples import ExampleIds
+from dskd.training.loggers import build_loggers, truncate_csv, wandb_experiment
+from dskd.training.module import DistillationModule, DistillationParts, DistillationSettings
+from dskd.training.progress import ProgressLines, StepProgressBar, TokenThroughput, flops_per_token
+from dskd.training.resume import check_same_experiment, has_validation, resumable, resume_candidates
+from dskd.training.runlock import RunLock
+from dskd.training.slurm import slurm_callbacks, slurm_plugins
+from dskd.training.strategies import build_strategy
 
 log = logging.getLogger(__name__)
 
 
 def run_dir(cfg: ExperimentConfig) -> Path:
     """``runs_dir/name/seed-S``; a ``name`` that is not one safe path component is a ConfigError."""
-    from dskd.core.outputs import check_name
-
     return Path(cfg.runs_dir) / check_name(cfg.name, "The run name (name)") / f"seed-{cfg.seed}"
 
 
@@ -49,17 +83,9 @@ def load_models(cfg: ExperimentConfig):
     :func:`dskd.teacher_cache.loading.load_teacher_prefix`) unless it scores on-policy batches
     (:func:`teacher_runs`): it never runs.
     """
-    import torch
-
-    from dskd.core.devices import local_device
-    from dskd.models.loading import load_causal_lm, load_tokenizer
-    from dskd.models.student import build_projection, build_student, check_vocab
-
     tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.revision)
     if not teacher_runs(cfg):
-        from dskd.teacher_cache.loading import load_teacher_prefix
-
-        teacher = load_teacher_prefix(cfg)
+        teacher = load_teacher_prefix(cfg.teacher, cfg.student)
     else:  # straight onto this process's device: no full copy of the teacher in host memory per rank
         device = local_device() if cfg.trainer.accelerator != "cpu" else torch.device("cpu")
         teacher = load_causal_lm(cfg.teacher.model, cfg.teacher.dtype, cfg.teacher.revision, device=device)
@@ -73,19 +99,13 @@ def load_models(cfg: ExperimentConfig):
     return tokenizer, teacher, student, projection
 
 
-def load_senses(cfg: ExperimentConfig, tokenizer, teacher):
-    from dskd.models.loading import tokenizer_fingerprint
-    from dskd.models.student import hidden_size
-    from dskd.senses import SenseDictionary
-
+def load_senses(senses_cfg: SensesConfig, lexicon_dir: str, tokenizer, teacher) -> SenseDictionary:
+    """The sense dictionary of ``senses_cfg`` (only the keys of the lexicon in ``lexicon_dir`` with
+    ``senses.restrict_to_lexicon``), checked against the run's tokenizer and teacher."""
     keys = None
-    if cfg.senses.restrict_to_lexicon:
-        import torch
-
-        from dskd.lexicon import Lexicon
-
-        keys = torch.from_numpy(Lexicon.load(cfg.lexicon.output_dir).sense_keys())
-    senses = SenseDictionary.load(cfg.senses.output_dir, device=cfg.senses.device, keys=keys)
+    if senses_cfg.restrict_to_lexicon:
+        keys = torch.from_numpy(Lexicon.load(lexicon_dir).sense_keys())
+    senses = SenseDictionary.load(senses_cfg.output_dir, device=senses_cfg.device, keys=keys)
     if keys is not None:
         log.info("senses.restrict_to_lexicon: kept %d of the lexicon's %d keys", len(senses), len(keys))
     senses.check_compatible(
@@ -94,12 +114,16 @@ def load_senses(cfg: ExperimentConfig, tokenizer, teacher):
     return senses
 
 
-def build_datamodule(cfg: ExperimentConfig, tokenizer, senses=None):
-    """The DSKD data module; ``senses`` (the loaded dictionary) tells which neighbours have senses."""
-    from dskd.data.datamodule import DSKDDataModule
-
+def build_datamodule(
+    cfg: ExperimentConfig, tokenizer, senses: SenseDictionary | None = None
+) -> DSKDDataModule:
+    """The DSKD data module of a run: the lexicon with method=dskd, the teacher's continuations with
+    data.targets=teacher; ``senses`` (the loaded dictionary) tells which neighbours have senses."""
     keys = senses.key_ids.cpu().numpy() if senses is not None else None
-    return DSKDDataModule(cfg, tokenizer, sense_keys=keys)
+    lexicon = Lexicon.load(cfg.lexicon.output_dir) if cfg.method == "dskd" else None
+    teacher = cfg.data.targets == "teacher"
+    continuations = read_continuations(cfg.data, cfg.teacher, tokenizer, cfg.seed) if teacher else None
+    return DSKDDataModule(cfg.data, cfg.seed, tokenizer, lexicon, keys, continuations)
 
 
 def build_trainer(
@@ -112,16 +136,6 @@ def build_trainer(
 ):
     """The Lightning trainer of a run; ``resuming``: it continues a checkpoint (the W&B run continues
     too); ``flops_per_token``: model FLOPs per training token (for the MFU)."""
-    import sys
-
-    import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from dskd.models.student import decoder_layer_class
-    from dskd.training.loggers import build_loggers
-    from dskd.training.progress import ProgressLines, StepProgressBar, TokenThroughput
-    from dskd.training.strategies import build_strategy
-
     t = cfg.trainer
     checkpoint = ModelCheckpoint(
         dirpath=str(rdir / "checkpoints"),
@@ -129,11 +143,6 @@ def build_trainer(
         save_top_k=0,
         save_last=True,
     )
-    from dskd.training.callbacks import CheckpointOnInterrupt, EmptyDataGuard
-    from dskd.training.checkpoints import AtomicCheckpointIO
-    from dskd.training.examples import ExampleIds
-    from dskd.training.slurm import slurm_callbacks, slurm_plugins
-
     tty = sys.stdout.isatty()  # elsewhere (a SLURM .out file, a redirected log): plain progress lines
     val = {}
     if t.val_check_interval is not None:
@@ -177,36 +186,30 @@ def train(
 ) -> dict[str, Any]:
     """Run one distillation; returns the summary (also written to ``summary.json``).
 
-    ``datamodule`` replaces the DSKD data module built from ``cfg.data`` (custom data, tests);
-    ``callbacks`` are added to the trainer's; ``export`` writes the Hugging Face folder at the end.
+    The stages the run reads and lacks run first (:func:`build_inputs`). ``datamodule`` replaces the
+    DSKD data module built from ``cfg.data`` (custom data, tests); ``callbacks`` are added to the
+    trainer's; ``export`` writes the Hugging Face folder at the end.
     """
-    import lightning.pytorch as pl
-
-    from dskd.config.loading import save_config
-    from dskd.core.outputs import check_output, mark_output
-    from dskd.training.loggers import truncate_csv
-    from dskd.training.module import DistillationModule
-    from dskd.training.progress import flops_per_token
-    from dskd.training.runlock import RunLock
-
     t0 = time.perf_counter()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     rdir = run_dir(cfg)
     check_output(rdir, "run")  # a folder of something else under runs_dir is never written into
+    build_inputs(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # after the stages: the same run either way
     ckpt_dir = rdir / "checkpoints"
     tokenizer, teacher, student, projection = load_models(cfg)
     generation = teacher.generation_config.to_dict()  # eos ids and sampling defaults, for the export
-    senses = load_senses(cfg, tokenizer, teacher) if cfg.method == "dskd" else None
+    senses = (
+        load_senses(cfg.senses, cfg.lexicon.output_dir, tokenizer, teacher) if cfg.method == "dskd" else None
+    )
     if not teacher_runs(cfg):  # the teacher's lower layers only served to build the student
         teacher = None
     ckpt_path, step = _resume_from(cfg, rdir)
     flops = flops_per_token(student, teacher, projection)
     trainer = build_trainer(cfg, rdir, student, callbacks, ckpt_path is not None, flops)
-    cached = open_or_build_cache(cfg, tokenizer, trainer.world_size) if cfg.teacher.mode == "cached" else None
-    module = DistillationModule(
-        cfg, student, teacher, senses, projection, cached=cached, generation_config=generation
-    )
+    cached = open_cache(CacheSpec.of(cfg), tokenizer) if cfg.teacher.mode == "cached" else None
+    parts = DistillationParts(student, teacher, senses, projection, cached, generation)
+    module = DistillationModule(DistillationSettings.of(cfg), parts)
     dm = datamodule if datamodule is not None else build_datamodule(cfg, tokenizer, senses)
     with RunLock(rdir) if trainer.is_global_zero else contextlib.nullcontext():
         if trainer.is_global_zero:
@@ -216,30 +219,52 @@ def train(
             save_config(cfg, ckpt_dir)
             tokenizer.save_pretrained(str(rdir / "tokenizer"))
             truncate_csv(rdir / "metrics.csv", step)
-        return _fit(cfg, trainer, module, dm, ckpt_path, export, t0)
+        return _fit(cfg, trainer, module, dm, FitOptions(ckpt_path, export, t0))
 
 
-def open_or_build_cache(cfg: ExperimentConfig, tokenizer, world_size: int):
-    """The run's teacher cache; a single-process run whose ``cache.dir`` holds none builds it
-    first, as ``dskd cache build CONFIG`` would (hidden states for method=dskd). Several processes
-    never build here (they would all write it): ``open_cache`` says to run ``dskd cache build``."""
-    from dskd.teacher_cache.build import build, open_cache
-    from dskd.teacher_cache.store import META_FILE
-
-    if world_size == 1 and not (Path(cfg.cache.dir) / META_FILE).is_file():
-        log.warning("no teacher cache at %s: building it (`dskd cache build`)", cfg.cache.dir)
+def build_inputs(cfg: ExperimentConfig) -> None:
+    """The stages a run reads and lacks, run here in the open (their progress line, their stamp; the
+    stage functions `dskd reproduce` calls): the teacher's continuations (``data.targets=teacher``)
+    and the teacher cache (``teacher.mode=cached``; hidden states for method=dskd). A run of several
+    processes never builds them (every process would write them): it is refused with the command
+    that does. Present inputs are not checked here (the data module and the cache check them)."""
+    several = world_size(cfg.trainer) > 1
+    if cfg.data.targets == "teacher":
+        tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.revision)
+        if missing_continuations(cfg.data, cfg.teacher, tokenizer, cfg.seed):
+            if several:
+                read_continuations(cfg.data, cfg.teacher, tokenizer, cfg.seed)  # its error names the command
+            key = continuations_key(cfg.data, cfg.teacher, [cfg.seed])
+            run_stage(
+                "teacher continuations",
+                cfg.data.continuations_dir,
+                key,
+                lambda: build_continuations(cfg).stats,
+                force=True,
+            )
+    if cfg.teacher.mode == "cached" and not (Path(cfg.cache.dir) / META_FILE).is_file():
         hidden = "float16" if cfg.method == "dskd" else "none"
-        build(cfg, hidden_dtype=hidden, tokenizer=tokenizer)
-    return open_cache(cfg, tokenizer)
+        if several:
+            flag = "" if hidden == "float16" else " --hidden-dtype none"
+            raise DSKDError(
+                f"teacher.mode=cached reads the teacher cache at {cfg.cache.dir}, and there is none. A run "
+                f"of {world_size(cfg.trainer)} processes does not build it (every process would write it): "
+                f"build it first with `dskd cache build CONFIG [key=value ...]{flag}` (the run's config and "
+                "overrides), then start the run again."
+            )
+        key = stage_key("teacher-cache", CacheSpec.of(cfg), [cfg.seed], hidden)
+        run_stage(
+            "teacher cache",
+            cfg.cache.dir,
+            key,
+            lambda: build_cache(cfg, hidden_dtype=hidden).stats,
+            force=True,
+        )
 
 
 def _resume_from(cfg: ExperimentConfig, rdir: Path) -> tuple[str | None, int]:
     """(checkpoint to continue from, its step): the first usable one ``trainer.resume`` allows, checked
     to be of this experiment (nothing is written)."""
-    from dskd.config.loading import config_to_yaml
-    from dskd.training.checkpoints import pick_checkpoint
-    from dskd.training.resume import check_same_experiment, resume_candidates
-
     picked = pick_checkpoint(resume_candidates(cfg.trainer.resume, rdir / "checkpoints"))
     if picked is None:
         return None, 0
@@ -253,8 +278,6 @@ def _resume_from(cfg: ExperimentConfig, rdir: Path) -> tuple[str | None, int]:
 def _tidy(ckpt_dir: Path, ckpt_path: str | None) -> None:
     """Remove killed saves' staging files; set an unusable last.ckpt aside when resuming from the one
     before it (the next save would otherwise replace the checkpoint resumed from)."""
-    from dskd.training.checkpoints import previous_path, remove_staging
-
     for path in remove_staging(ckpt_dir, ckpt_dir.parent):
         log.warning("note: removed %s (the staging file of a checkpoint save that was killed)", path)
     last = ckpt_dir / "last.ckpt"
@@ -262,24 +285,23 @@ def _tidy(ckpt_dir: Path, ckpt_path: str | None) -> None:
         os.replace(last, last.with_name("last.ckpt.unusable"))
 
 
-def _fit(
-    cfg: ExperimentConfig, trainer, module, dm, ckpt_path: str | None, export: bool, t0: float
-) -> dict[str, Any]:
-    """Fit (from ``ckpt_path`` if given), validate, export; the summary of :func:`train`."""
-    from dskd.core.io import write_json_atomic
-    from dskd.tracking.session import finish_wandb
-    from dskd.training.callbacks import CheckpointOnInterrupt
-    from dskd.training.loggers import wandb_experiment
-    from dskd.training.resume import has_validation, resumable
+class FitOptions(NamedTuple):
+    """How :func:`_fit` runs: from which checkpoint, whether it exports, since when it is timed."""
 
+    ckpt_path: str | None
+    export: bool
+    t0: float
+
+
+def _fit(cfg: ExperimentConfig, trainer: pl.Trainer, module, dm, options: FitOptions) -> dict[str, Any]:
+    """Fit (from ``options.ckpt_path`` if given), validate, export; the summary of :func:`train`."""
+    ckpt_path, export, t0 = options
     rdir = run_dir(cfg)
     ckpt_dir = rdir / "checkpoints"
     wrapped = resumable(dm)
     try:
         trainer.fit(module, datamodule=wrapped, ckpt_path=ckpt_path, weights_only=True)
     except SystemExit as e:  # Lightning's SIGTERMException (also after Ctrl-C): the callback saved last.ckpt
-        from lightning.pytorch.utilities.exceptions import SIGTERMException
-
         if not isinstance(e, SIGTERMException):
             raise
         finish_wandb()
@@ -312,14 +334,10 @@ def _fit(
     }
     if trainer.is_global_zero:
         if export:
-            from dskd.models.export import export_checkpoint
-
             summary["export_dir"] = str(export_checkpoint(ckpt_dir / "last.ckpt", rdir / "export"))
         summary["wall_time_s"] = round(time.perf_counter() - t0, 2)
         write_json_atomic(rdir / "summary.json", summary)
         if cfg.logging.wandb:
-            from dskd.tracking.artifacts import log_training
-
             log_training(wandb_experiment(trainer), cfg, summary["export_dir"], trainer.global_step)
     finish_wandb()
     return summary

@@ -1,4 +1,5 @@
-"""Teacher greedy continuation targets: equal to a plain argmax loop, cached once, used by the stream."""
+"""The teacher's greedy continuations (data.targets=teacher): equal to a plain argmax loop, built once by
+their stage, refused with the command when missing, used by the stream."""
 
 from __future__ import annotations
 
@@ -8,12 +9,21 @@ import numpy as np
 import pytest
 import torch
 
+import dskd.data.continuations
 from dskd.core.batch import IGNORE_INDEX
 from dskd.core.errors import DSKDError
 from dskd.corpora.config import SourceConfig
 from dskd.corpora.prompts import QAItem, prompt_and_answer
 from dskd.corpora.sources import iter_documents
-from dskd.data.continuations import cache_key, greedy_continuations, load_or_build, prompt_key
+from dskd.data.continuations import (
+    ContinuationSet,
+    build,
+    cache_key,
+    greedy_continuations,
+    load_or_build,
+    prompt_key,
+    read_continuations,
+)
 from dskd.data.stream import PackedStream, StreamSpec
 
 pytestmark = pytest.mark.integration  # the real SmolLM2 tokenizer
@@ -55,8 +65,9 @@ def test_cache_is_built_once_and_keyed(tmp_path, tiny_teacher, tokenizer):
         return tiny_teacher
 
     prompts = ["one prompt", "another prompt"]
-    a = load_or_build(tmp_path, prompts, "tiny", "fp", 3, load, tokenizer)
-    b = load_or_build(tmp_path, prompts, "tiny", "fp", 3, load, tokenizer)
+    wanted = ContinuationSet(tuple(prompts), "tiny", "fp", 3)
+    a = load_or_build(tmp_path, wanted, load, tokenizer)
+    b = load_or_build(tmp_path, wanted, load, tokenizer)
     assert a == b and len(calls) == 1 and set(a) == {prompt_key(p) for p in prompts}
     assert all(1 <= len(v) <= 3 for v in a.values())
     keys = {cache_key("tiny", "fp", prompts, 3), cache_key("tiny", "fp", prompts, 2)}
@@ -78,7 +89,7 @@ def test_a_damaged_cache_file_is_one_line(tmp_path, tokenizer, text, error):
     prompts = ["one prompt"]
     (tmp_path / f"{cache_key('tiny', 'fp', prompts, 3)}.json").write_text(text)
     with pytest.raises(DSKDError, match=error) as err:
-        load_or_build(tmp_path, prompts, "tiny", "fp", 3, lambda: None, tokenizer)
+        load_or_build(tmp_path, ContinuationSet(tuple(prompts), "tiny", "fp", 3), lambda: None, tokenizer)
     assert "Delete it" in str(err.value) and "\n" not in str(err.value)
 
 
@@ -92,7 +103,7 @@ def test_stream_trains_on_prompt_plus_teacher_continuation(tmp_path, tokenizer):
         seq_len=128,
         batch_size=3,
         pack=False,
-        teacher_targets=conts,
+        teacher_continuations=conts,
     )
     (batch,) = list(PackedStream(spec, tokenizer))
     for ids, att, lab, p in zip(batch["input_ids"], batch["attention_mask"], batch["labels"], prompts):
@@ -100,15 +111,18 @@ def test_stream_trains_on_prompt_plus_teacher_continuation(tmp_path, tokenizer):
         want = tokenizer(p, add_special_tokens=False)["input_ids"] + conts[prompt_key(p)]
         assert ids[:n].tolist() == want
         assert lab[: n - 1].tolist() == want[1:] and lab[n - 1] == IGNORE_INDEX  # labels over all positions
-    spec.teacher_targets = {}
-    with pytest.raises(DSKDError, match="no cached teacher continuation"):
+    spec.teacher_continuations = {}
+    with pytest.raises(DSKDError, match="no teacher continuation"):
         list(PackedStream(spec, tokenizer))
     assert np.all(batch["labels"].numpy()[:, -1] == IGNORE_INDEX)
 
 
-def test_datamodule_teacher_targets(tmp_path, tokenizer, tiny_teacher, monkeypatch):
-    """Paper recipe on BIG-bench fixture prompts: setup runs the teacher (a saved tiny Llama folder,
-    loaded like any teacher) once; a later run (or a requeued job) reads the cache."""
+def test_the_continuations_stage_builds_once_and_the_datamodule_trains_on_them(
+    tmp_path, tokenizer, tiny_teacher, monkeypatch
+):
+    """Paper recipe on BIG-bench fixture prompts: the stage runs the teacher (a saved tiny Llama folder,
+    loaded like any teacher) once; reading them before that names the command, a second build and
+    a later run (or a requeued job) read the files."""
     from dskd.config.schema import ExperimentConfig
     from dskd.data.datamodule import DSKDDataModule
 
@@ -124,18 +138,25 @@ def test_datamodule_teacher_targets(tmp_path, tokenizer, tiny_teacher, monkeypat
     cfg.data.targets, cfg.data.teacher_new_tokens = "teacher", 2
     cfg.data.continuations_dir, cfg.data.val_fraction = str(tmp_path / "targets"), 0.0
     cfg.data.seq_len, cfg.data.pack, cfg.data.batch_size = 256, False, 6
-    dm = DSKDDataModule(cfg, tokenizer)
-    dm.setup("fit")
-    (cache,) = (tmp_path / "targets").glob("*.json")
+    with pytest.raises(DSKDError, match="`dskd continuations build CONFIG"):
+        read_continuations(cfg.data, cfg.teacher, tokenizer, cfg.seed)
+    with pytest.raises(DSKDError, match="needs the teacher's continuations"):
+        DSKDDataModule(cfg.data, cfg.seed, tokenizer).setup("fit")
+    out, stats = build(cfg)
+    (cache,) = out.glob("????????????????????????.json")
     assert json.loads(cache.read_text())["meta"]["prompts"] == 6
+    assert stats["generated_files"] == 1 and stats["prompts"] == 6
+    assert json.loads((out / "stats.json").read_text()) == stats
 
     def no_teacher(*args, **kwargs):
         raise AssertionError("the teacher was loaded again")
 
-    monkeypatch.setattr("dskd.models.loading.load_causal_lm", no_teacher)
-    again = DSKDDataModule(cfg, tokenizer)
-    again.setup("fit")
-    assert again.teacher_targets == dm.teacher_targets
+    monkeypatch.setattr(dskd.data.continuations, "load_causal_lm", no_teacher)
+    assert build(cfg).stats["generated_files"] == 0
+    continuations = read_continuations(cfg.data, cfg.teacher, tokenizer, cfg.seed)
+    assert continuations == json.loads(cache.read_text())["targets"]
+    dm = DSKDDataModule(cfg.data, cfg.seed, tokenizer, continuations=continuations)
+    dm.setup("fit")
     (batch,) = [dm.on_before_batch_transfer(b, 0) for b in dm.train_dataloader()]
     for ids, att, lab in zip(batch["input_ids"], batch["attention_mask"], batch["labels"]):
         n = int(att.sum())
@@ -147,11 +168,9 @@ def test_datamodule_teacher_targets(tmp_path, tokenizer, tiny_teacher, monkeypat
 
 def test_teacher_new_tokens_per_source(tmp_path, tokenizer, tiny_teacher, monkeypatch):
     """A source's own teacher_new_tokens (the paper: 1 for multiple choice, 10 for SQuAD) sets the length
-    of its prompts' continuations; the others take data.teacher_new_tokens. One cache file per length,
+    of its prompts' continuations; the others take data.teacher_new_tokens. One file per length,
     one teacher load for both."""
-    import dskd.models.loading
     from dskd.config.schema import ExperimentConfig
-    from dskd.data.datamodule import DSKDDataModule
 
     from ..corpora.conftest import FIXTURES
 
@@ -166,21 +185,24 @@ def test_teacher_new_tokens_per_source(tmp_path, tokenizer, tiny_teacher, monkey
     ]
     cfg.data.targets, cfg.data.teacher_new_tokens = "teacher", 1
     cfg.data.continuations_dir, cfg.data.val_fraction = str(tmp_path / "targets"), 0.0
-    loads, load = [], dskd.models.loading.load_causal_lm
+    loads, load = [], dskd.data.continuations.load_causal_lm
 
     def counted(*args, **kwargs):
         loads.append(1)
         return load(*args, **kwargs)
 
-    monkeypatch.setattr(dskd.models.loading, "load_causal_lm", counted)
-    dm = DSKDDataModule(cfg, tokenizer)
-    dm.setup("fit")
-    metas = [json.loads(p.read_text())["meta"] for p in (tmp_path / "targets").glob("*.json")]
+    monkeypatch.setattr(dskd.data.continuations, "load_causal_lm", counted)
+    build(cfg)
+    continuations = read_continuations(cfg.data, cfg.teacher, tokenizer, cfg.seed)
+    metas = [
+        json.loads(p.read_text())["meta"]
+        for p in (tmp_path / "targets").glob("????????????????????????.json")
+    ]
     assert sorted((m["new_tokens"], m["prompts"]) for m in metas) == [(1, 6), (4, 6)] and len(loads) == 1
     eos = tokenizer.eos_token_id
     for src, n in zip(cfg.data.train, (1, 4)):
         for doc in iter_documents([src], tokenizer):
-            cont = dm.teacher_targets[prompt_key(doc.meta["prompt"])]
+            cont = continuations[prompt_key(doc.meta["prompt"])]
             ids = tokenizer(doc.meta["prompt"], add_special_tokens=False)["input_ids"]
             ref = argmax_loop(tiny_teacher, ids, n)
             assert cont == (ref[: ref.index(eos) + 1] if eos in ref else ref)

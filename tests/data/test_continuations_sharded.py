@@ -11,6 +11,7 @@ import torch
 import torch.multiprocessing as mp
 
 from dskd.data.continuations import (
+    ContinuationSet,
     batch_plan,
     greedy_continuations,
     load_or_build,
@@ -21,6 +22,8 @@ from dskd.testing.fixtures import llama_config, random_model_dir
 
 VOCAB = 40
 PROMPTS = [" ".join(f"t{3 + (7 * i + j) % 37}" for j in range(1 + (5 * i) % 11)) for i in range(13)]
+WANTED = ContinuationSet(tuple(dict.fromkeys(PROMPTS)), "tiny", "fp", 5)
+"""Five new tokens after each prompt of a teacher named tiny (the fingerprint only names the file)."""
 """Thirteen word-tokenizer prompts of 1..11 tokens."""
 
 
@@ -55,7 +58,7 @@ def test_batched_generation_equals_one_prompt_at_a_time(teacher_dir):
 def test_rank_slices_partition_the_prompts(teacher_dir):
     model, tok = _load(teacher_dir)
     whole = dict(enumerate(greedy_continuations(model, tok, PROMPTS, 4, batch_size=2)))
-    slices = [shard_continuations(model, tok, PROMPTS, 4, 2, rank=r, world=3) for r in range(3)]
+    slices = [shard_continuations(model, tok, PROMPTS, 4, 2, shard=(r, 3)) for r in range(3)]
     assert sum(len(s) for s in slices) == len(PROMPTS)
     assert {k: v for s in slices for k, v in s.items()} == whole
     assert all(len(s) >= 4 for s in slices)  # 7 batches of 2 dealt round-robin: 3, 2, 2 batches
@@ -73,8 +76,8 @@ def _worker(rank: int, port: int, teacher: str, cache: str, out: str) -> None:
             loads.append(rank)
             return model
 
-        targets = load_or_build(cache, PROMPTS, "tiny", "fp", 5, load_teacher, tok, batch_size=2)
-        again = load_or_build(cache, PROMPTS, "tiny", "fp", 5, load_teacher, tok, batch_size=2)
+        targets = load_or_build(cache, WANTED, load_teacher, tok, batch_size=2)
+        again = load_or_build(cache, WANTED, load_teacher, tok, batch_size=2)
         torch.save({"targets": targets, "again": again, "loads": loads}, f"{out}-{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -88,7 +91,7 @@ def test_two_processes_build_the_one_process_targets(teacher_dir, tmp_path):
     mp.spawn(_worker, args=(port, str(teacher_dir), str(cache), out), nprocs=2, join=True)
     ranks = [torch.load(f"{out}-{r}.pt") for r in (0, 1)]
     model, tok = _load(teacher_dir)
-    one = load_or_build(tmp_path / "one", PROMPTS, "tiny", "fp", 5, lambda: model, tok, batch_size=2)
+    one = load_or_build(tmp_path / "one", WANTED, lambda: model, tok, batch_size=2)
     assert one == {prompt_key(p): c for p, c in zip(PROMPTS, greedy_continuations(model, tok, PROMPTS, 5))}
     for r in ranks:
         assert r["targets"] == one and r["again"] == one
@@ -99,9 +102,9 @@ def test_two_processes_build_the_one_process_targets(teacher_dir, tmp_path):
     assert data["targets"] == one and data["meta"]["world_size"] == 2
 
     def fail():
-        raise AssertionError("the cached targets were generated again")
+        raise AssertionError("the continuations were generated again")
 
-    assert load_or_build(cache, PROMPTS, "tiny", "fp", 5, fail, tok, batch_size=2) == one  # a later run
+    assert load_or_build(cache, WANTED, fail, tok, batch_size=2) == one  # a later run
 
 
 def test_a_continuation_ends_at_any_stop_token_of_the_model(teacher_dir):

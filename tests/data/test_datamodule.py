@@ -49,6 +49,11 @@ def config(tmp_path, n_docs=200, **data) -> ExperimentConfig:
     return cfg
 
 
+def sections(cfg: ExperimentConfig) -> tuple:
+    """What a data module takes of ``cfg``: its data section and seed."""
+    return cfg.data, cfg.seed
+
+
 def take(dm, loader, n=None):
     out = []
     for batch in loader:
@@ -65,7 +70,7 @@ def equal(a, b):
 
 
 def test_batches_have_the_agreed_keys_and_static_shapes(tmp_path, tokenizer):
-    dm = DSKDDataModule(config(tmp_path), tokenizer, make_lexicon(tokenizer))
+    dm = DSKDDataModule(*sections(config(tmp_path)), tokenizer, make_lexicon(tokenizer))
     dm.setup("fit")
     batches = take(dm, dm.train_dataloader())
     M = 25  # max(25, floor(0.4 * 32))
@@ -79,7 +84,7 @@ def test_batches_have_the_agreed_keys_and_static_shapes(tmp_path, tokenizer):
 
 
 def test_validation_holds_out_documents(tmp_path, tokenizer):
-    dm = DSKDDataModule(config(tmp_path, num_workers=0), tokenizer, make_lexicon(tokenizer))
+    dm = DSKDDataModule(*sections(config(tmp_path, num_workers=0)), tokenizer, make_lexicon(tokenizer))
     dm.setup("fit")
 
     def texts(loader):
@@ -96,7 +101,7 @@ def test_validation_holds_out_documents(tmp_path, tokenizer):
 
 
 def test_lexicon_for_another_tokenizer_is_refused(tmp_path, tokenizer):
-    dm = DSKDDataModule(config(tmp_path), tokenizer, make_lexicon(tokenizer, fingerprint="0" * 64))
+    dm = DSKDDataModule(*sections(config(tmp_path)), tokenizer, make_lexicon(tokenizer, fingerprint="0" * 64))
     with pytest.raises(ArtifactMismatchError, match="built for tokenizer"):
         dm.setup("fit")
 
@@ -104,17 +109,17 @@ def test_lexicon_for_another_tokenizer_is_refused(tmp_path, tokenizer):
 def test_resume_with_workers_sees_exactly_the_same_batches(tmp_path, tokenizer):
     cfg = config(tmp_path, shuffle_buffer=16)
     lex = make_lexicon(tokenizer)
-    ref = DSKDDataModule(cfg, tokenizer, lex)
+    ref = DSKDDataModule(*sections(cfg), tokenizer, lex)
     ref.setup("fit")
     full = take(ref, ref.train_dataloader())
     for k in (5,):  # odd: the resumed loader must start with the second worker's shard
-        first = DSKDDataModule(cfg, tokenizer, lex)
+        first = DSKDDataModule(*sections(cfg), tokenizer, lex)
         first.setup("fit")
         it = iter(first.train_dataloader())
         head = [first.on_before_batch_transfer(next(it), 0) for _ in range(k)]
         next(it)  # prefetched by the loop but never trained on
         state = first.state_dict()
-        second = DSKDDataModule(cfg, tokenizer, lex)
+        second = DSKDDataModule(*sections(cfg), tokenizer, lex)
         second.setup("fit")
         second.load_state_dict(state)
         rest = take(second, second.train_dataloader())
@@ -138,7 +143,7 @@ class _Recorder(L.LightningModule):
 
 
 def _fit(cfg, tokenizer, lex, root, ckpt=None, every=None):
-    dm = DSKDDataModule(cfg, tokenizer, lex)
+    dm = DSKDDataModule(*sections(cfg), tokenizer, lex)
     model = _Recorder()
     saver = L.pytorch.callbacks.ModelCheckpoint(root, "{step}", every_n_train_steps=every, save_top_k=-1)
     trainer = L.Trainer(

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from dskd.core.stamps import STAMP
 from dskd.evaluation.online import PAPER_TASKS
 from dskd.launch.reproduce import preset_configs
-from dskd.launch.stamps import STAMP
 from dskd.testing.fixtures import fresh_launch_env
 from dskd.training.examples import read_example_ids
 

@@ -12,8 +12,8 @@ import pytest
 from dskd.cli import main
 from dskd.core.errors import ConfigError
 from dskd.core.io import write_json_atomic
+from dskd.core.stamps import STAMP, is_current, run_stage, stage_key
 from dskd.launch.reproduce import preset_configs, training_assets
-from dskd.launch.stamps import STAMP, is_current, run_stage, stage_key
 
 
 def test_run_stage_skips_when_key_matches(tmp_path):

@@ -70,7 +70,9 @@ def _setup(make_cfg, monkeypatch):
     g = torch.Generator().manual_seed(0)
     batches = [random_batch(g, 2, cfg.data.seq_len, VOCAB, positions=4, neighbours=3) for _ in range(2)]
     table = _table(batches)
-    monkeypatch.setattr(cache_build, "hidden_tokens", lambda cfg, vocab: table)  # stands in for the lexicon
+    monkeypatch.setattr(
+        cache_build, "hidden_tokens", lambda lexicon_dir, senses_dir, vocab: table
+    )  # stands in for the lexicon
     cached_cfg = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, mode="cached"))
     write_batch_cache(cfg.cache.dir, cached_cfg, tok, teacher, batches, "float32")
     return cfg, cached_cfg, tok, teacher, senses, batches, table
@@ -78,7 +80,7 @@ def _setup(make_cfg, monkeypatch):
 
 def test_sparse_hidden_states_give_the_online_sense_loss(make_cfg, monkeypatch):
     cfg, cached_cfg, tok, teacher, senses, batches, table = _setup(make_cfg, monkeypatch)
-    cache = cache_build.open_cache(cached_cfg, tok)
+    cache = cache_build.open_cache(cache_build.CacheSpec.of(cached_cfg), tok)
     meta = read_json(f"{cfg.cache.dir}/meta.json")
     assert meta["hidden_positions"] == "sense" and 0 < meta["hidden_rows"] < 4 * cfg.data.seq_len
     student = build_student(cfg.student, teacher)
@@ -101,11 +103,11 @@ def test_a_run_needing_other_positions_is_refused(make_cfg, monkeypatch):
     cfg, cached_cfg, tok, teacher, senses, batches, table = _setup(make_cfg, monkeypatch)
     more = table.copy()
     more[np.flatnonzero(~table)[:3]] = True  # a run whose lexicon has neighbours for 3 more tokens
-    monkeypatch.setattr(cache_build, "hidden_tokens", lambda cfg, vocab: more)
+    monkeypatch.setattr(cache_build, "hidden_tokens", lambda lexicon_dir, senses_dir, vocab: more)
     with pytest.raises(ArtifactMismatchError, match="field 'hidden_tokens' lacks 3 target tokens"):
-        cache_build.open_cache(cached_cfg, tok)
-    monkeypatch.setattr(cache_build, "hidden_tokens", lambda cfg, vocab: table)
-    cache = cache_build.open_cache(cached_cfg, tok)
+        cache_build.open_cache(cache_build.CacheSpec.of(cached_cfg), tok)
+    monkeypatch.setattr(cache_build, "hidden_tokens", lambda lexicon_dir, senses_dir, vocab: table)
+    cache = cache_build.open_cache(cache_build.CacheSpec.of(cached_cfg), tok)
     with pytest.raises(ArtifactMismatchError, match="'hidden_positions' is 'sense'"):
         cache.check_hidden_tokens(None)  # a caller that needs every position
     module = DistillationModule(cached_cfg, build_student(cfg.student, teacher), None, senses, cached=cache)

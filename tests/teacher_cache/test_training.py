@@ -13,7 +13,7 @@ import torch
 from dskd.models.loading import load_causal_lm, load_tokenizer
 from dskd.models.student import build_student
 from dskd.senses import SenseDictionary
-from dskd.teacher_cache.build import build, open_cache
+from dskd.teacher_cache.build import CacheSpec, build, open_cache
 from dskd.testing.fixtures import random_batch, random_senses, write_batch_cache
 from dskd.training.module import DistillationModule
 from dskd.training.run import train
@@ -33,7 +33,7 @@ def _modules(cfg, hidden_dtype):
     student = build_student(cfg.student, teacher)
     online = DistillationModule(cfg, student, teacher, senses)
     cached = DistillationModule(
-        cached_cfg, copy.deepcopy(student), None, senses, cached=open_cache(cached_cfg, tok)
+        cached_cfg, copy.deepcopy(student), None, senses, cached=open_cache(CacheSpec.of(cached_cfg), tok)
     )
     return online, cached, batches
 
@@ -105,17 +105,18 @@ def test_cached_run_refuses_a_stale_cache(make_cfg):
         train(stale, export=False)
 
 
-def test_a_single_process_run_builds_its_missing_cache_and_several_processes_are_told_to(make_cfg):
+def test_a_single_process_run_builds_its_missing_cache_and_several_processes_are_told_to(make_cfg, capsys):
     from dskd.core.errors import DSKDError
+    from dskd.core.stamps import STAMP
     from dskd.teacher_cache.store import META_FILE
-    from dskd.training.run import open_or_build_cache
 
     cfg = make_cfg(**{"teacher.mode": "cached"})
     folder = Path(cfg.cache.dir)
-    with pytest.raises(DSKDError, match="dskd cache build"):
-        open_or_build_cache(cfg, load_tokenizer(cfg.teacher.model), world_size=2)
+    with pytest.raises(DSKDError, match="dskd cache build CONFIG .* --hidden-dtype none"):
+        train(make_cfg(**{"teacher.mode": "cached", "trainer.devices": "2"}), export=False)
     assert not folder.exists()
     out = train(cfg, export=False)
+    assert f"=== teacher cache: running -> {folder}" in capsys.readouterr().out and (folder / STAMP).is_file()
     assert out["global_step"] == 4 and (folder / META_FILE).is_file()
     # the cache built is the one `dskd cache build` writes: a build by hand gives the same arrays
     by_hand = folder.with_name("by-hand")

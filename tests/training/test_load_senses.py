@@ -54,7 +54,7 @@ def test_restrict_to_lexicon_keeps_only_the_lexicons_keys(run_tmp, teacher_dir):
     cfg = tiny_config(run_tmp, teacher_dir, "dskd", over)
     tokenizer, teacher = make_tokenizer(), load_causal_lm(str(teacher_dir))
     full = SenseDictionary.load(run_tmp / "senses")
-    small = load_senses(cfg, tokenizer, teacher)
+    small = load_senses(cfg.senses, cfg.lexicon.output_dir, tokenizer, teacher)
     # the random dictionary holds the even keys below VOCAB + 4
     assert small.key_ids.tolist() == [4, 8, 10, 12, 20, 22, VOCAB]
     keys = torch.tensor([4, 8, 6, VOCAB, VOCAB + 2])
@@ -63,4 +63,4 @@ def test_restrict_to_lexicon_keeps_only_the_lexicons_keys(run_tmp, teacher_dir):
     assert torch.equal(s_small[kept], s_full[kept]) and torch.equal(m_small[kept], m_full[kept])
     assert not m_small[~kept].any() and m_full[~kept].any()
     cfg.senses.restrict_to_lexicon = False
-    assert len(load_senses(cfg, tokenizer, teacher)) == len(full)
+    assert len(load_senses(cfg.senses, cfg.lexicon.output_dir, tokenizer, teacher)) == len(full)

@@ -21,7 +21,7 @@ from dskd.data.config import OnPolicyConfig
 from dskd.models.loading import load_causal_lm, load_tokenizer
 from dskd.models.student import build_student
 from dskd.senses import SenseDictionary
-from dskd.teacher_cache.build import build, open_cache
+from dskd.teacher_cache.build import CacheSpec, build, open_cache
 from dskd.teacher_cache.store import CachedTeacher
 from dskd.testing.fixtures import random_batch, write_batch_cache
 from dskd.training import on_policy
@@ -211,10 +211,10 @@ def _hybrid_modules(tmp, teacher_dir):
     student = build_student(online_cfg.student, teacher)
     online = DistillationModule(online_cfg, student, teacher, senses)
     cached = DistillationModule(
-        cached_cfg, copy.deepcopy(student), None, senses, cached=open_cache(cached_cfg, tok)
+        cached_cfg, copy.deepcopy(student), None, senses, cached=open_cache(CacheSpec.of(cached_cfg), tok)
     )
     hybrid = DistillationModule(
-        hybrid_cfg, copy.deepcopy(student), teacher, senses, cached=open_cache(hybrid_cfg, tok)
+        hybrid_cfg, copy.deepcopy(student), teacher, senses, cached=open_cache(CacheSpec.of(hybrid_cfg), tok)
     )
     return online, cached, hybrid, batches
 

@@ -44,7 +44,7 @@ def test_neighbours_with_senses_draws_only_keys_the_dictionary_has(run_tmp, teac
     cfg = corpus_config(run_tmp, teacher_dir, write_corpus(tmp_path / "c.txt"), "dskd",
                         {"data.neighbours_with_senses": True, "data.max_sense_positions": 8})  # fmt: skip
     keys = np.arange(3, 60, 2)  # odd tokens have senses
-    dm = DSKDDataModule(cfg, make_tokenizer(), word_lexicon(), sense_keys=keys)
+    dm = DSKDDataModule(cfg.data, cfg.seed, make_tokenizer(), word_lexicon(), sense_keys=keys)
     dm.setup("fit")
     drawn = [b[f"{kind}_keys"][b[f"{kind}_mask"]] for b in dm.train_dataloader() for kind in ("syn", "ant")]
     drawn = torch.cat(drawn)
@@ -52,12 +52,13 @@ def test_neighbours_with_senses_draws_only_keys_the_dictionary_has(run_tmp, teac
     # a target whose neighbours all lack senses leaves V: fewer P1 positions, and as few P2 (docs/losses.md)
     plain = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, neighbours_with_senses=False))
     counts = {}
-    for name, module in (("with", dm), ("plain", DSKDDataModule(plain, make_tokenizer(), word_lexicon()))):
+    plain_dm = DSKDDataModule(plain.data, plain.seed, make_tokenizer(), word_lexicon())
+    for name, module in (("with", dm), ("plain", plain_dm)):
         module.setup("fit")
         batches = list(module.train_dataloader())
         counts[name] = [sum(int(b[f"{k}_mask"].sum()) for b in batches) for k in ("sense_pos", "rand_pos")]
     assert counts["with"][0] == counts["with"][1] < counts["plain"][0] == counts["plain"][1]
-    without = DSKDDataModule(cfg, make_tokenizer(), word_lexicon())
+    without = DSKDDataModule(cfg.data, cfg.seed, make_tokenizer(), word_lexicon())
     without.setup("fit")
     with pytest.raises(ConfigError, match="neighbours_with_senses needs"):
         next(iter(without.train_dataloader()))

@@ -101,7 +101,9 @@ def real_datamodule(cfg):
     """The real streaming DSKDDataModule over ``cfg.data`` with the word tokenizer and lexicon."""
     from dskd.data.datamodule import DSKDDataModule
 
-    return DSKDDataModule(cfg, make_tokenizer(), word_lexicon() if cfg.method == "dskd" else None)
+    return DSKDDataModule(
+        cfg.data, cfg.seed, make_tokenizer(), word_lexicon() if cfg.method == "dskd" else None
+    )
 
 
 def corpus_config(tmp: Path, teacher_dir: Path, corpus: Path, method: str = "dskd", over: dict | None = None):

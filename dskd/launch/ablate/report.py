@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 from dskd.core.errors import DSKDError
+from dskd.core.io import atomic_path, write_json_atomic, write_text_atomic
 from dskd.launch.ablate.results import TAIL_FRACTION, RunResult, collect
 from dskd.launch.ablate.sweep import Point, Sweep
+from dskd.tracking.session import wandb_online
 
 CURVES = (
     "train/loss",
@@ -69,8 +72,6 @@ def markdown_table(results: list[RunResult]) -> str:
 
 def write_table(results: list[RunResult], out_dir: str | Path, title: str) -> tuple[Path, Path]:
     """``summary.md`` and ``summary.csv`` (one row per setting) in ``out_dir``."""
-    from dskd.core.io import atomic_path, write_text_atomic
-
     md = Path(out_dir) / "summary.md"
     write_text_atomic(md, f"# {title}\n\n{markdown_table(results)}")
     header, rows = table_rows(results)
@@ -98,12 +99,11 @@ def _smooth(values: list[float]) -> list[float]:
 
 def plot(results: list[RunResult], path: str | Path, title: str) -> Path:
     """One PNG: a panel per loss component over steps (a line per setting), a bar panel per final metric."""
+    # deferred: matplotlib is heavy and optional; only the plot needs it (headless backend first)
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from dskd.core.io import atomic_path
 
     curves, finals = panels(results)
     n = max(1, len(curves) + len(finals))
@@ -142,8 +142,6 @@ def plot(results: list[RunResult], path: str | Path, title: str) -> Path:
 
 def write_manifest(sweep: Sweep, points: list[Point], out_dir: str | Path) -> Path:
     """``ablation.json``: the sweep, and per point its settings, overrides and run folder."""
-    from dskd.core.io import write_json_atomic
-
     path = Path(out_dir) / "ablation.json"
     write_json_atomic(
         path,
@@ -185,7 +183,7 @@ def build_report(sweep: Sweep, group: str, project: str, entity: str) -> Any:
     """A W&B report of the ablation group: the panels of :func:`plot` over ``trainer/global_step``, a
     parallel-coordinates view, and the results and difference tables of the group's evaluation (when it
     has one)."""
-    try:
+    try:  # deferred: wandb-workspaces is optional, needed only for the online dashboard
         import wandb_workspaces.reports.v2 as wr
         from wandb_workspaces import expr
     except ImportError as e:
@@ -222,10 +220,6 @@ def build_report(sweep: Sweep, group: str, project: str, entity: str) -> Any:
 
 def create_dashboard(sweep: Sweep, points: list[Point], out_dir: str | Path) -> str:
     """Save the W&B report of the ablation group and return its URL (needs W&B online)."""
-    import os
-
-    from dskd.tracking.session import wandb_online
-
     cfg = points[0].cfg
     if not wandb_online():
         local = Path(out_dir) / "summary.md"
@@ -237,6 +231,7 @@ def create_dashboard(sweep: Sweep, points: list[Point], out_dir: str | Path) -> 
             f"{where}. To get the dashboard: upload the runs with `wandb sync {cfg.runs_dir}/*/seed-*/wandb/"
             f"offline-run-*`, then rerun `dskd ablate {sweep.path} --dashboard` with WANDB_API_KEY set."
         )
+    # deferred: wandb is an optional heavy library, needed only for the online dashboard
     import wandb
 
     entity = os.environ.get("WANDB_ENTITY") or wandb.Api().default_entity

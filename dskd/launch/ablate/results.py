@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from dskd.launch.ablate.sweep import Point
+from dskd.tracking.offline import history, run_id, run_logs
 
 TAIL_FRACTION = 0.25
 """A train/* final metric is the mean over this last fraction of its logged steps."""
@@ -44,8 +45,6 @@ def read_wandb_history(run_dir: str | Path) -> dict[str, list[tuple[int, float]]
     """Logged numeric metrics (with ``/`` in the name) of the latest W&B run under ``run_dir/wandb``
     (all its segments, when it was resumed), as metric -> [(trainer step, value)]; reads offline
     runs, no server needed."""
-    from dskd.tracking.offline import history, run_id, run_logs
-
     logs = run_logs(run_dir)
     latest = run_id(logs[-1]) if logs else None
     series: dict[str, list[tuple[int, float]]] = {}

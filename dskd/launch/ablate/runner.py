@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,11 @@ import yaml
 from dskd.config.schema import ExperimentConfig
 from dskd.core.errors import ArtifactMismatchError
 from dskd.launch.ablate.sweep import Point
+from dskd.launch.caches import build_caches, build_continuations, cache_groups
+from dskd.lexicon.build import build as build_lexicon
+from dskd.senses.build import build as build_senses
+from dskd.tracking.session import finish_wandb
+from dskd.training.run import train
 
 _SENSES_BUILD_KEYS = (
     "k",
@@ -26,8 +32,6 @@ _SENSES_BUILD_KEYS = (
 
 def _senses_mismatch(cfg: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
     """senses key -> (built, needed) where the dictionary at ``senses.output_dir`` differs from ``cfg``."""
-    from dataclasses import asdict
-
     built = Path(cfg.senses.output_dir) / "config.yaml"
     if built.is_file():
         have = (yaml.safe_load(built.read_text()) or {}).get("senses", {})
@@ -60,14 +64,13 @@ def _check_senses(p: Point) -> str | None:
 
 def prepare(points: list[Point], progress: bool = True) -> list[str]:
     """Build the lexicon and the sense dictionaries the DSKD points need and lack (returns those
-    folders), then the teacher cache of the points with ``teacher.mode=cached``, one per
+    folders), then the teacher's continuations of the points with ``data.targets=teacher`` and the
+    teacher cache of the points with ``teacher.mode=cached``, one per
     ``cache.dir`` over all their seeds (:mod:`dskd.launch.caches`; skipped when up to date).
 
     Every point is checked first, so an existing dictionary that does not fit a point (e.g. another
     ``senses.k``) is refused before anything is built.
     """
-    from dskd.launch.caches import build_caches, cache_groups
-
     cache_groups([p.cfg for p in points])  # points that cannot share their cache folder: refused first
     dskd_points = [p for p in points if p.cfg.method == "dskd"]
     warnings = [
@@ -79,29 +82,24 @@ def prepare(points: list[Point], progress: bool = True) -> list[str]:
     for p in dskd_points:
         cfg = p.cfg
         if not (Path(cfg.lexicon.output_dir) / "meta.json").is_file():
-            from dskd.lexicon.build import build as build_lexicon
-
             print(f"=== building the lexicon -> {cfg.lexicon.output_dir}", flush=True)
             build_lexicon(cfg)
             built.append(cfg.lexicon.output_dir)
         if not (Path(cfg.senses.output_dir) / "meta.json").is_file():
-            from dskd.senses.build import build as build_senses
-
             print(
                 f"=== building the sense dictionary (k={cfg.senses.k}) -> {cfg.senses.output_dir}", flush=True
             )
             stats = build_senses(cfg, progress=progress).stats
             print(f"=== sense dictionary built in {stats.get('build_seconds', '?')} s", flush=True)
             built.append(cfg.senses.output_dir)
-    build_caches([p.cfg for p in points], None, progress=progress)  # points with teacher.mode=cached
+    configs = [p.cfg for p in points]
+    build_continuations(configs)  # points with data.targets=teacher
+    build_caches(configs, None, progress=progress)  # points with teacher.mode=cached
     return built
 
 
 def run_points(points: list[Point], export: bool = False) -> None:
     """Train every point whose run has no ``summary.json`` yet (an interrupted one resumes)."""
-
-    from dskd.tracking.session import finish_wandb
-    from dskd.training.run import train
 
     for i, p in enumerate(points, 1):
         if (p.run_dir / "summary.json").is_file():

@@ -15,9 +15,11 @@ from typing import Any
 
 import yaml
 
+from dskd.config.loading import load_config
 from dskd.config.schema import ExperimentConfig
 from dskd.core.errors import ConfigError, DSKDError
 from dskd.core.outputs import check_name
+from dskd.training.run import run_dir
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,6 @@ class Point:
 
     @property
     def run_dir(self) -> Path:
-        from dskd.training.run import run_dir
-
         return run_dir(self.cfg)
 
 
@@ -121,8 +121,6 @@ def _default_name(sweep: Sweep) -> str:
 
 def point_configs(sweep: Sweep, extra: list[str] | None = None, base: str | None = None) -> list[Point]:
     """The resolved config of every grid point; ``extra`` key=value overrides apply last to all points."""
-    from dskd.config.loading import load_config
-
     extra = list(extra or [])
     clash = sorted({item.split("=", 1)[0] for item in extra} & set(sweep.knobs))
     if clash:
