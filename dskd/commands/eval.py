@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     entries = args.model or cfg.eval.models
-    models = parse_models(entries) if entries else discover_models(cfg)
+    models = parse_models(entries) if entries else discover_models(cfg.teacher.model, cfg.runs_dir)
     if not students(models):
         print(
             f"[eval] no students to evaluate: none given and no exported student under "

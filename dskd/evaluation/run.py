@@ -16,14 +16,28 @@ evaluation would drop (:func:`check_results_folder`), unless ``overwrite`` is gi
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from dskd.config.schema import ExperimentConfig
+from dskd.core.devices import all_gather_object, barrier, rank_world, resolve_device
 from dskd.core.errors import ConfigError, DSKDError
 from dskd.core.io import provenance, read_artifact_json, write_json_atomic, write_text_atomic
+from dskd.core.outputs import check_output, mark_output
+from dskd.evaluation.config import EvalConfig
+from dskd.evaluation.plots import plot_losses, plot_scores
+from dskd.evaluation.suite import Suite, build_suite, check_tasks, score_model
+from dskd.evaluation.tables import render_csv, render_markdown
+from dskd.evaluation.wandb_results import EvalRun, log_evaluation
+from dskd.models.card import META, write_card
+from dskd.models.config import TeacherConfig
+from dskd.models.loading import load_causal_lm, load_tokenizer
 
 TEACHER = "teacher"
 UNAVAILABLE_EXIT = 3
@@ -59,8 +73,6 @@ def students(models: dict[str, str]) -> list[str]:
 def check_results_folder(out_dir: Path, models: dict[str, str], overwrite: bool = False) -> None:
     """Refuse ``out_dir`` unless it may take the results of ``models`` (:func:`dskd.outputs.check_output`);
     without ``overwrite`` also when its results.json holds models that ``models`` leaves out."""
-    from dskd.core.outputs import check_output
-
     check_output(out_dir, "eval", overwrite, [p for p in models.values() if Path(p).exists()])
     results = out_dir / "results.json"
     if overwrite or not results.is_file():
@@ -76,10 +88,11 @@ def check_results_folder(out_dir: Path, models: dict[str, str], overwrite: bool 
         )
 
 
-def discover_models(cfg: ExperimentConfig) -> dict[str, str]:
-    """The teacher plus every exported student under ``runs_dir`` (``<run>/seed-S/export``) as ``run@S``."""
-    models = {TEACHER: cfg.teacher.model}
-    for export in sorted(Path(cfg.runs_dir).glob("*/seed-*/export")):
+def discover_models(teacher: str, runs_dir: str) -> dict[str, str]:
+    """The ``teacher`` plus every exported student under ``runs_dir`` (``<run>/seed-S/export``) as
+    ``run@S``."""
+    models = {TEACHER: teacher}
+    for export in sorted(Path(runs_dir).glob("*/seed-*/export")):
         if (export / "config.json").is_file():
             seed = export.parent.name.removeprefix("seed-")
             models[f"{export.parent.parent.name}@{seed}"] = str(export)
@@ -96,8 +109,6 @@ def unavailable_tasks(out_dir: str | Path) -> dict[str, str]:
 
 def report_unavailable(unavailable: dict[str, str]) -> int:
     """0, or print which tasks were not evaluated and return :data:`UNAVAILABLE_EXIT`."""
-    import sys
-
     if not unavailable:
         return 0
     print(
@@ -132,10 +143,6 @@ def evaluate(
     outputs; every rank returns all records once they are written. Otherwise this process evaluates
     every model alone, whatever group it belongs to (`dskd reproduce`'s first process).
     """
-    from dskd.core.devices import all_gather_object, barrier, rank_world, resolve_device
-    from dskd.evaluation.suite import build_suite, check_tasks
-    from dskd.models.loading import load_tokenizer
-
     ec = cfg.eval
     check_tasks(ec.tasks)
     out_dir = Path(ec.output_dir)
@@ -145,125 +152,119 @@ def evaluate(
     rank, world = rank_world() if together else (0, 1)
     check_results_folder(out_dir, models, overwrite)  # every rank: it only reads
     if rank == 0:
-        from dskd.core.outputs import mark_output
-
         mark_output(out_dir, "eval")
     if together:
         barrier()
     teacher_tok = _with_pad(load_tokenizer(cfg.teacher.model, cfg.teacher.revision))
     suite = build_suite(ec, teacher_tok, out_dir / "lm_eval_tasks")
     by_model: dict[str, list[dict[str, Any]]] = {}
-    mine = [n for i, n in enumerate(models) if i % world == rank]
-    for name, model_records in _score_models(cfg, suite, teacher_tok, models, mine, device):
+    mine = {n: path for i, (n, path) in enumerate(models.items()) if i % world == rank}
+    for name, model_records in _score_models(cfg.teacher, cfg.seed, suite, teacher_tok, mine, device):
         by_model[name] = model_records
         if world == 1:  # results so far survive a crash
             done = [r for n in models if n in by_model for r in by_model[n]]
-            write_results(done, cfg, models, suite.unavailable)
+            write_results(done, ec, models, suite.unavailable)
     for part in all_gather_object(by_model) if together else []:
         by_model.update(part)
     records = [r for n in models for r in by_model[n]]
     if rank == 0:
         if world > 1:
-            write_results(records, cfg, models, suite.unavailable)
+            write_results(records, ec, models, suite.unavailable)
         if ec.plot:
-            from dskd.evaluation.plots import plot_losses, plot_scores
-
             plot_scores(records, out_dir / "scores.png")
             plot_losses(_metrics_csvs(models), out_dir / "losses.png")
-        publish(cfg, records, models, suite.unavailable)
+        wandb_run = EvalRun.from_config(cfg) if cfg.logging.wandb else None
+        publish(ec, wandb_run, records, models, suite.unavailable)
     if together:
         barrier()
     return records
 
 
 def _score_models(
-    cfg: ExperimentConfig, suite: Any, teacher_tok: Any, models: dict[str, str], names: list[str], device
-):
-    """(name, result records) of each model of ``names`` in turn on ``suite``, on ``device``."""
-    import torch
-
-    from dskd.evaluation.suite import score_model
-    from dskd.models.loading import load_causal_lm, load_tokenizer
-
+    teacher_cfg: TeacherConfig,
+    seed: int,
+    suite: Suite,
+    teacher_tok: Any,
+    models: dict[str, str],
+    device: torch.device,
+) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """(name, result records) of each of ``models`` in turn on ``suite``, on ``device``; ``seed``: that
+    of the records of a model named without ``@SEED``."""
+    t = teacher_cfg
     teacher = None
-    if suite.needs_teacher and students({n: models[n] for n in names}):
-        teacher = load_causal_lm(cfg.teacher.model, cfg.teacher.dtype, cfg.teacher.revision, device=device)
-    for name in names:
-        path = models[name]
-        model_name, seed = split_name(name)
+    if suite.needs_teacher and students(models):
+        teacher = load_causal_lm(t.model, t.dtype, t.revision, device=device)
+    for name, path in models.items():
+        model_name, model_seed = split_name(name)
         is_teacher = model_name == TEACHER
         t0 = time.perf_counter()
         if is_teacher and teacher is not None:
             model = teacher
         else:
-            model = load_causal_lm(path, cfg.teacher.dtype, device=device)
+            model = load_causal_lm(path, t.dtype, device=device)
         tokenizer = teacher_tok if is_teacher else _with_pad(load_tokenizer(path))
         with torch.inference_mode():
             scores = score_model(suite, model, tokenizer, None if is_teacher else teacher)
         secs = time.perf_counter() - t0
         print(f"[eval] {name}: {len(scores)} scores in {secs:.0f} s on {device}", flush=True)
         del model  # free the device for the next model (the teacher stays referenced as `teacher`)
-        seed = seed if seed is not None else cfg.seed
-        yield name, [{"model": model_name, "seed": seed, "path": str(path), **asdict(s)} for s in scores]
+        record_seed = model_seed if model_seed is not None else seed
+        yield (
+            name,
+            [{"model": model_name, "seed": record_seed, "path": str(path), **asdict(s)} for s in scores],
+        )
 
 
 def publish(
-    cfg: ExperimentConfig,
+    ec: EvalConfig,
+    wandb_run: EvalRun | None,
     records: list[dict[str, Any]],
     models: dict[str, str],
     unavailable: dict[str, str] | None = None,
 ) -> None:
-    """The results table into the model card of every exported student; the ``eval`` W&B run."""
-    from dskd.models.card import META, write_card
-
+    """The results table into the model card of every exported student; the ``eval`` W&B run
+    ``wandb_run`` (None: logging.wandb is off)."""
     order = list(dict.fromkeys(split_name(n)[0] for n in models))
-    table = results_table(records, cfg, order, unavailable)
+    table = results_table(records, ec, order, unavailable)
     for path in models.values():
         if (Path(path) / META).is_file():
             write_card(path, table)
-    if cfg.logging.wandb:
-        from dskd.evaluation.wandb_results import log_evaluation
-
-        log_evaluation(cfg, records, models, order, unavailable)
+    if wandb_run is not None:
+        log_evaluation(ec, wandb_run, records, models, order, unavailable)
 
 
 def write_results(
     records: list[dict[str, Any]],
-    cfg: ExperimentConfig,
+    ec: EvalConfig,
     models: dict[str, str],
     unavailable: dict[str, str] | None = None,
 ) -> None:
     """results.json (with provenance and the ``unavailable`` tasks' reasons), table.md and table.csv in
-    ``cfg.eval.output_dir``."""
-    from dskd.evaluation.tables import render_csv
-
-    out_dir = Path(cfg.eval.output_dir)
+    ``ec.output_dir``."""
+    out_dir = Path(ec.output_dir)
     order = list(dict.fromkeys(split_name(n)[0] for n in models))
     unavailable = unavailable or {}
     write_json_atomic(
         out_dir / "results.json",
         {
-            "provenance": provenance("eval", {"models": models, "tasks": cfg.eval.tasks}),
-            "config": asdict(cfg.eval),
+            "provenance": provenance("eval", {"models": models, "tasks": ec.tasks}),
+            "config": asdict(ec),
             "unavailable": unavailable,
             "results": records,
         },
     )
-    write_text_atomic(out_dir / "table.md", results_table(records, cfg, order, unavailable))
+    write_text_atomic(out_dir / "table.md", results_table(records, ec, order, unavailable))
     write_text_atomic(out_dir / "table.csv", render_csv(records, order, unavailable))
 
 
 def results_table(
     records: list[dict[str, Any]],
-    cfg: ExperimentConfig,
+    ec: EvalConfig,
     order: list[str],
     unavailable: dict[str, str] | None = None,
 ) -> str:
     """table.md: the results table (with the ``unavailable`` tasks) and the differences to
     ``eval.baseline`` (models in ``order``)."""
-    from dskd.evaluation.tables import render_markdown
-
-    ec = cfg.eval
     return render_markdown(
         records, order, ec.baseline, ec.bootstrap_resamples, ec.bootstrap_seed, unavailable
     )

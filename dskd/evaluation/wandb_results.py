@@ -8,19 +8,38 @@ as inputs, the result files (results.json, table.md, table.csv, plots) as its ou
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from dskd.config.schema import ExperimentConfig
+from dskd.evaluation.config import EvalConfig
+from dskd.evaluation.tables import aggregate, difference_rows, table_rows
+from dskd.tracking.artifacts import student_artifact, use
+from dskd.tracking.session import finish_wandb, wandb_online
 
 RESULT_FILES = ("results.json", "table.md", "table.csv", "scores.png", "losses.png")
 
 
+@dataclass(frozen=True)
+class EvalRun:
+    """Where the ``eval`` W&B run goes and what it records (from ``logging:`` and the preset)."""
+
+    project: str
+    group: str
+    """The preset: the eval run sits in the group of its training runs."""
+    tags: list[str]
+    artifacts: str
+    """logging.artifacts: reference | upload | off."""
+
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig) -> EvalRun:
+        lg = cfg.logging
+        return cls(project=lg.project, group=cfg.preset, tags=list(lg.tags), artifacts=lg.artifacts)
+
+
 def summary_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
     """``MODEL/BENCHMARK/METRIC`` -> mean over seeds (and ``..._std`` with several seeds)."""
-    from dskd.evaluation.tables import aggregate
-
     out: dict[str, float] = {}
     for model, columns in aggregate(records).items():
         for column, (mean, std) in columns.items():
@@ -32,22 +51,20 @@ def summary_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def log_evaluation(
-    cfg: ExperimentConfig,
+    ec: EvalConfig,
+    target: EvalRun,
     records: list[dict[str, Any]],
     models: dict[str, str],
     order: list[str],
     unavailable: dict[str, str] | None = None,
 ) -> None:
-    """Log the evaluation in ``cfg.eval.output_dir`` as an ``eval`` W&B run (offline unless W&B is online)."""
+    """Log the evaluation in ``ec.output_dir`` as the ``eval`` W&B run ``target`` (offline unless W&B is
+    online)."""
+    # deferred: wandb (heavy, imported only when a run logs to W&B)
     import wandb
 
-    from dskd.evaluation.tables import difference_rows, table_rows
-    from dskd.tracking.artifacts import student_artifact, use
-    from dskd.tracking.session import finish_wandb, wandb_online
-
-    out_dir = Path(cfg.eval.output_dir)
+    out_dir = Path(ec.output_dir)
     header, rows = table_rows(records, order, unavailable)
-    ec = cfg.eval
     tables = {"eval/results": wandb.Table(columns=header, data=rows)}
     diff_header, diff_rows = difference_rows(
         records, order, ec.baseline, ec.bootstrap_resamples, ec.bootstrap_seed
@@ -55,14 +72,14 @@ def log_evaluation(
     if diff_rows:
         tables["eval/differences"] = wandb.Table(columns=diff_header, data=diff_rows)
     run = wandb.init(
-        project=cfg.logging.project,
-        group=cfg.preset,
+        project=target.project,
+        group=target.group,
         job_type="eval",
-        name=f"eval-{cfg.preset}",
-        tags=["eval", *cfg.logging.tags],
+        name=f"eval-{target.group}",
+        tags=["eval", *target.tags],
         dir=str(out_dir),
         mode="online" if wandb_online() else "offline",
-        config={"eval": asdict(cfg.eval), "models": models, "unavailable": unavailable or {}},
+        config={"eval": asdict(ec), "models": models, "unavailable": unavailable or {}},
     )
     try:
         plots = {
@@ -72,11 +89,13 @@ def log_evaluation(
         }
         run.log({**tables, **plots})
         run.summary.update(summary_metrics(records))
-        if cfg.logging.artifacts != "off":
+        if target.artifacts != "off":
             for path in models.values():
                 if (Path(path) / "export_meta.json").is_file():
-                    use(run, student_artifact(path, cfg.logging.artifacts))
-            results = wandb.Artifact(f"{cfg.preset}-results", type="evaluation", metadata={"models": models})
+                    use(run, student_artifact(path, target.artifacts))
+            results = wandb.Artifact(
+                f"{target.group}-results", type="evaluation", metadata={"models": models}
+            )
             for name in RESULT_FILES:
                 if (out_dir / name).is_file():
                     results.add_file(str(out_dir / name))

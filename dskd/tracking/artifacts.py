@@ -1,5 +1,6 @@
 """W&B artifacts with lineage: the lexicon and the sense dictionary a training used, the student it
-exported, the students an evaluation scored and the results it wrote.
+exported (logged by :func:`dskd.training.loggers.log_training`), the students an evaluation scored and
+the results it wrote.
 
 ``logging.artifacts=reference`` (default) records each folder's files by ``file://`` reference with
 their checksums (nothing is copied, however large the model); ``upload`` copies the files into the
@@ -13,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from dskd.config.schema import ExperimentConfig
+import yaml
 
 
 def _name(text: str) -> str:
@@ -23,6 +24,7 @@ def _name(text: str) -> str:
 
 def folder_artifact(name: str, kind: str, folder: str | Path, mode: str, metadata: dict[str, Any]) -> Any:
     """A W&B artifact of ``folder`` (by reference or with its files, see ``mode``)."""
+    # deferred: wandb (heavy, imported only when a run logs to W&B)
     import wandb
 
     artifact = wandb.Artifact(_name(name), type=kind, metadata=metadata)
@@ -36,8 +38,6 @@ def folder_artifact(name: str, kind: str, folder: str | Path, mode: str, metadat
 
 def student_artifact(export_dir: str | Path, mode: str) -> Any:
     """The artifact (type ``model``) of an exported student, named after its experiment and seed."""
-    import yaml
-
     meta = json.loads((Path(export_dir) / "export_meta.json").read_text())
     cfg = yaml.safe_load(meta["experiment_config"])
     info = {"method": cfg["method"], "teacher": cfg["teacher"]["model"], **meta["inputs"]}
@@ -51,28 +51,3 @@ def use(run: Any, artifact: Any) -> None:
         run.use_artifact(artifact)
     else:
         run._log_artifact(artifact, is_user_created=True, use_after_commit=True)
-
-
-def training_inputs(cfg: ExperimentConfig) -> list[Any]:
-    """The artifacts of the lexicon and sense dictionary folders a DSKD run used (none for KD; a run on
-    custom data may have no lexicon folder)."""
-    if cfg.method != "dskd" or cfg.logging.artifacts == "off":
-        return []
-    inputs = (
-        (f"{cfg.preset}-lexicon", "lexicon", cfg.lexicon.output_dir, {"teacher": cfg.teacher.model}),
-        (f"{cfg.preset}-senses", "sense-dictionary", cfg.senses.output_dir, {"k": cfg.senses.k}),
-    )
-    mode = cfg.logging.artifacts
-    return [folder_artifact(n, kind, d, mode, meta) for n, kind, d, meta in inputs if Path(d).is_dir()]
-
-
-def log_training(run: Any, cfg: ExperimentConfig, export_dir: str | Path | None, step: int) -> None:
-    """Lineage of a training run: its inputs (lexicon, sense dictionary) and its exported student."""
-    if cfg.logging.artifacts == "off":
-        return
-    for artifact in training_inputs(cfg):
-        use(run, artifact)
-    if export_dir is not None:
-        run.log_artifact(
-            student_artifact(export_dir, cfg.logging.artifacts), aliases=["latest", f"step-{step}"]
-        )

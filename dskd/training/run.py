@@ -40,12 +40,11 @@ from dskd.teacher_cache.build import CacheSpec, open_cache, world_size
 from dskd.teacher_cache.build import build as build_cache
 from dskd.teacher_cache.loading import load_teacher_prefix
 from dskd.teacher_cache.store import META_FILE
-from dskd.tracking.artifacts import log_training
 from dskd.tracking.session import finish_wandb
 from dskd.training.callbacks import CheckpointOnInterrupt, EmptyDataGuard
 from dskd.training.checkpoints import AtomicCheckpointIO, pick_checkpoint, previous_path, remove_staging
 from dskd.training.examples import ExampleIds
-from dskd.training.loggers import build_loggers, truncate_csv, wandb_experiment
+from dskd.training.loggers import WandbRun, build_loggers, log_training, truncate_csv, wandb_experiment
 from dskd.training.module import DistillationModule, DistillationParts, DistillationSettings
 from dskd.training.progress import ProgressLines, StepProgressBar, TokenThroughput, flops_per_token
 from dskd.training.resume import check_same_experiment, has_validation, resumable, resume_candidates
@@ -158,7 +157,7 @@ def build_trainer(
         accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=None if t.strategy == "fsdp" else cfg.optim.grad_clip,  # FSDP: the module clips
         log_every_n_steps=t.log_every_n_steps,
-        logger=build_loggers(cfg, rdir, resuming),
+        logger=build_loggers(cfg.logging, WandbRun.from_config(cfg), rdir, t.log_every_n_steps, resuming),
         # DeepSpeed writes its checkpoint folders itself
         plugins=slurm_plugins() + ([] if t.strategy.startswith("deepspeed") else [AtomicCheckpointIO()]),
         enable_progress_bar=tty,
@@ -338,6 +337,7 @@ def _fit(cfg: ExperimentConfig, trainer: pl.Trainer, module, dm, options: FitOpt
         summary["wall_time_s"] = round(time.perf_counter() - t0, 2)
         write_json_atomic(rdir / "summary.json", summary)
         if cfg.logging.wandb:
-            log_training(wandb_experiment(trainer), cfg, summary["export_dir"], trainer.global_step)
+            run = WandbRun.from_config(cfg)
+            log_training(wandb_experiment(trainer), run, summary["export_dir"], trainer.global_step)
     finish_wandb()
     return summary

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from dskd.config.loading import config_from_dict
-from dskd.evaluation.wandb_results import log_evaluation
+from dskd.evaluation.wandb_results import EvalRun, log_evaluation
 from dskd.tracking.offline import history, records, run_logs
 
 
@@ -33,7 +33,9 @@ def _offline_config(tmp_path, monkeypatch):
 def test_the_eval_run_logs_the_difference_table(tmp_path, monkeypatch):
     cfg = _offline_config(tmp_path, monkeypatch)
     records = [_record("KD", [1.0, 0.0, 1.0, 0.0]), _record("DSKD", [1.0, 0.0, 1.0, 0.0])]
-    log_evaluation(cfg, records, {"KD@0": "kd", "DSKD@0": "dskd"}, ["KD", "DSKD"])
+    log_evaluation(
+        cfg.eval, EvalRun.from_config(cfg), records, {"KD@0": "kd", "DSKD@0": "dskd"}, ["KD", "DSKD"]
+    )
     (log,) = run_logs(tmp_path)
     (row,) = [r for r in history(log) if "eval/differences" in r]
     table = json.loads((log.parent / "files" / row["eval/differences"]["path"]).read_text())
@@ -44,7 +46,9 @@ def test_the_eval_run_logs_the_difference_table(tmp_path, monkeypatch):
 def test_the_eval_run_names_the_unavailable_tasks(tmp_path, monkeypatch):
     cfg = _offline_config(tmp_path, monkeypatch)
     missing = {"analogy": "Could not download the analogies asset."}
-    log_evaluation(cfg, [_record("KD", [1.0, 0.0])], {"KD@0": "kd"}, ["KD"], missing)
+    log_evaluation(
+        cfg.eval, EvalRun.from_config(cfg), [_record("KD", [1.0, 0.0])], {"KD@0": "kd"}, ["KD"], missing
+    )
     (log,) = run_logs(tmp_path)
     (row,) = [r for r in history(log) if "eval/results" in r]
     table = json.loads((log.parent / "files" / row["eval/results"]["path"]).read_text())

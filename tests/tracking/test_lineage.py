@@ -9,6 +9,7 @@ import pytest
 
 from dskd.evaluation.plots import plot_scores
 from dskd.evaluation.run import publish, write_results
+from dskd.evaluation.wandb_results import EvalRun
 from dskd.tracking.offline import history, records, run_logs
 from dskd.training.run import train
 
@@ -55,9 +56,9 @@ def test_training_and_evaluation_runs_hold_lineage_table_and_plots(tmp_path, tea
     recs = [_record("teacher", 0, "wic", "acc", 0.7)]
     recs += [_record("DSKD", s, "wic", "acc", v) for s, v in ((0, 0.6), (1, 0.8))]
     cfg.eval.output_dir = str(tmp_path / "results")
-    write_results(recs, cfg, models)
+    write_results(recs, cfg.eval, models)
     plot_scores(recs, tmp_path / "results" / "scores.png")
-    publish(cfg, recs, models)
+    publish(cfg.eval, EvalRun.from_config(cfg), recs, models)
 
     (log,) = run_logs(tmp_path / "results")
     run = next(r.run for r in records(log) if r.HasField("run"))

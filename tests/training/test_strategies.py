@@ -61,6 +61,6 @@ def test_run_tags_name_method_and_changed_switches():
     cfg = config_from_dict(
         {"method": "kd", "loss": {"sense": {"negatives": False}}, "logging": {"tags": ["mine", "kd"]}}
     )
-    tags = run_tags(cfg)
+    tags = run_tags(cfg.method, cfg.student, cfg.loss, cfg.data, cfg.logging.tags)
     assert tags[0] == "kd" and "loss.sense.negatives=false" in tags and tags.count("kd") == 1
     assert "mine" in tags and not any("positives" in t for t in tags)
