@@ -18,12 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dskd.config.loading import load_config
     from dskd.core.errors import ConfigError
-    from dskd.training.memory import render, teacher_shape
+    from dskd.training.memory import MemoryInputs, render, teacher_shape
 
     if args.gpus < 1 or args.gpu_memory <= 0:
         raise ConfigError("--gpus must be at least 1 and --gpu-memory positive.")
     cfg = load_config(args.config, args.overrides)
     if cfg.student.kind != "truncated":
         raise ConfigError("dskd memory estimates student.kind=truncated (the paper's student) only.")
-    print(render(cfg, teacher_shape(cfg), args.gpus, args.gpu_memory), end="")
+    inputs = MemoryInputs.from_config(cfg)
+    print(render(inputs, teacher_shape(cfg.teacher), args.gpus, args.gpu_memory), end="")
     return 0

@@ -42,6 +42,7 @@ def _payloads(path: Path) -> Iterator[bytes]:
 
 def records(path: str | Path) -> Iterator[Any]:
     """The ``Record`` messages of one ``run-*.wandb`` file, in the order they were written."""
+    # deferred: wandb (heavy; only a reader of run files needs its protobuf)
     from wandb.proto import wandb_internal_pb2 as pb
 
     for payload in _payloads(Path(path)):

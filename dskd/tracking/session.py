@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 
 def wandb_online() -> bool:
@@ -16,8 +17,6 @@ def wandb_online() -> bool:
 def finish_wandb() -> None:
     """Close this process's W&B run, so that the next run in the same process starts its own, and wait
     until its files are written (``wandb.finish`` alone returns before the offline log is complete)."""
-    import sys
-
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
         wandb.finish()

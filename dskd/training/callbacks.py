@@ -12,6 +12,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from dskd.core.errors import DSKDError
 from dskd.training.config import TrainerConfig
@@ -143,9 +145,6 @@ class CheckpointOnInterrupt(pl.Callback):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        from lightning.pytorch.utilities import rank_zero_info
-        from lightning.pytorch.utilities.exceptions import SIGTERMException
-
         self._restore()  # Lightning calls teardown hooks only after a normal end
         if not isinstance(exception, SIGTERMException) or not trainer.training:
             return

@@ -10,7 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from transformers import AutoConfig
+
 from dskd.config.schema import ExperimentConfig
+from dskd.data.config import DataConfig
+from dskd.losses.config import LossConfig
+from dskd.models.config import StudentConfig, TeacherConfig
+from dskd.models.loading import resolve_model
+from dskd.senses.config import SensesConfig
+from dskd.training.config import TrainerConfig
 
 GB = 1e9
 ALLOCATOR_OVERHEAD_GB = 3.0
@@ -68,6 +76,26 @@ class ModelShape:
         return self.embedding_params + (self.layers if layers is None else layers) * self.layer_params
 
 
+@dataclass(frozen=True)
+class MemoryInputs:
+    """The config sections a memory estimate reads."""
+
+    name: str
+    method: str
+    teacher: TeacherConfig
+    student: StudentConfig
+    trainer: TrainerConfig
+    data: DataConfig
+    loss: LossConfig
+    senses: SensesConfig
+
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig) -> MemoryInputs:
+        return cls(
+            cfg.name, cfg.method, cfg.teacher, cfg.student, cfg.trainer, cfg.data, cfg.loss, cfg.senses
+        )
+
+
 KNOWN_SHAPES = {
     "meta-llama/Meta-Llama-3-8B-Instruct": ModelShape(32, 4096, 14336, 128256, 32, 8),
     "mistralai/Mistral-7B-Instruct-v0.1": ModelShape(32, 4096, 14336, 32000, 32, 8),
@@ -75,15 +103,11 @@ KNOWN_SHAPES = {
 """The paper teachers (their config.json), for estimates without the hub."""
 
 
-def teacher_shape(cfg: ExperimentConfig) -> ModelShape:
+def teacher_shape(teacher: TeacherConfig) -> ModelShape:
     """The teacher's shape: a paper teacher from :data:`KNOWN_SHAPES`, else its config.json."""
-    if cfg.teacher.model in KNOWN_SHAPES:
-        return KNOWN_SHAPES[cfg.teacher.model]
-    from transformers import AutoConfig
-
-    from dskd.models.loading import resolve_model
-
-    return ModelShape.from_hf_config(AutoConfig.from_pretrained(resolve_model(cfg.teacher.model)))
+    if teacher.model in KNOWN_SHAPES:
+        return KNOWN_SHAPES[teacher.model]
+    return ModelShape.from_hf_config(AutoConfig.from_pretrained(resolve_model(teacher.model)))
 
 
 def _bytes(dtype: str) -> int:
@@ -91,7 +115,7 @@ def _bytes(dtype: str) -> int:
 
 
 def estimate(
-    cfg: ExperimentConfig, shape: ModelShape, world_size: int, gpu_gb: float = 80.0
+    cfg: MemoryInputs, shape: ModelShape, world_size: int, gpu_gb: float = 80.0
 ) -> list[tuple[str, float, str]]:
     """(row, GB per GPU, formula) of a run of ``cfg`` (student.kind=truncated) on ``world_size`` GPUs.
 
@@ -149,7 +173,7 @@ def estimate(
     return rows
 
 
-def startup_peak(cfg: ExperimentConfig, shape: ModelShape) -> float:
+def startup_peak(cfg: MemoryInputs, shape: ModelShape) -> float:
     """GB on a GPU before sharding: the teacher plus the whole student in its master dtype (both are
     built on the GPU), plus a second teacher while the teacher targets are generated (first run)."""
     teacher_bytes = _bytes("float32" if cfg.teacher.dtype == "float32" else "bfloat16")
@@ -158,7 +182,7 @@ def startup_peak(cfg: ExperimentConfig, shape: ModelShape) -> float:
     return (teachers * shape.params() * teacher_bytes + shape.params(cfg.student.num_layers) * master) / GB
 
 
-def render(cfg: ExperimentConfig, shape: ModelShape, world_size: int, gpu_gb: float = 80.0) -> str:
+def render(cfg: MemoryInputs, shape: ModelShape, world_size: int, gpu_gb: float = 80.0) -> str:
     """The estimate as a markdown table, with the total and the start-up peak."""
     rows = estimate(cfg, shape, world_size, gpu_gb)
     total = sum(gb for _, gb, _ in rows)

@@ -11,13 +11,18 @@ that saves its own resume state and shards by rank (DSKDDataModule) is used as i
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import yaml
 
 from dskd.core.errors import ConfigError
+from dskd.training.checkpoints import previous_path
+from dskd.training.slurm import resume_path
 
 
 class ResumableLoader:
@@ -141,17 +146,12 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 def experiment_keys(config_yaml: str) -> dict[str, Any]:
     """The flattened config of ``config_yaml`` without the :data:`RESUMABLE_KEYS`."""
-    import yaml
-
     flat = {k.rstrip("."): v for k, v in _flat(yaml.safe_load(config_yaml)).items()}
     return {k: v for k, v in flat.items() if not any(k == r or k.startswith(f"{r}.") for r in RESUMABLE_KEYS)}
 
 
 def fingerprint(config_yaml: str) -> str:
     """A short hash of the experiment a config describes (its keys other than :data:`RESUMABLE_KEYS`)."""
-    import hashlib
-    import json
-
     text = json.dumps(experiment_keys(config_yaml), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -187,9 +187,6 @@ def resume_candidates(resume: str, checkpoint_dir: Path) -> list[Path]:
         return []
     last = checkpoint_dir / "last.ckpt"
     if resume == "auto":
-        from dskd.training.checkpoints import previous_path
-        from dskd.training.slurm import resume_path
-
         newest = resume_path(checkpoint_dir, str(last) if last.exists() else None)
         return [Path(p) for p in (newest, last, previous_path(last)) if p is not None]
     if not Path(resume).exists():

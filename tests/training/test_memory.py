@@ -9,7 +9,7 @@ import torch
 
 from dskd.cli import main
 from dskd.config.loading import load_config
-from dskd.training.memory import KNOWN_SHAPES, ModelShape, estimate, render, startup_peak
+from dskd.training.memory import KNOWN_SHAPES, MemoryInputs, ModelShape, estimate, render, startup_peak
 
 ROOT = Path(__file__).resolve().parents[2]
 LLAMA = "meta-llama/Meta-Llama-3-8B-Instruct"
@@ -39,7 +39,7 @@ def test_the_paper_teachers_have_their_published_sizes():
 
 
 def test_paper_llama3_on_eight_gpus_by_hand():
-    cfg = load_config(ROOT / "experiments/paper-llama3/dskd.yaml")
+    cfg = MemoryInputs.from_config(load_config(ROOT / "experiments/paper-llama3/dskd.yaml"))
     rows = {name: gb for name, gb, _ in estimate(cfg, KNOWN_SHAPES[LLAMA], 8)}
     layer = 2 * 4096**2 + 2 * 4096 * 1024 + 3 * 4096 * 14336 + 2 * 4096  # 218,112,000
     embeddings = 2 * 128256 * 4096 + 4096
@@ -70,7 +70,7 @@ def test_the_docs_show_what_the_command_prints(capsys):
         config = ROOT / "experiments" / preset / "dskd.yaml"
         assert main(["memory", str(config), "--gpus", "8"]) == 0
         printed = capsys.readouterr().out
-        cfg = load_config(config)
+        cfg = MemoryInputs.from_config(load_config(config))
         assert printed == render(cfg, KNOWN_SHAPES[cfg.teacher.model], 8)
         table = printed.split("\n\n", 1)[1]
         for doc in ("training.md", "benchmarks.md"):
