@@ -131,15 +131,24 @@ def _draw(values, lens, draws: np.ndarray, rows: int, width: int) -> tuple[np.nd
     return out, mask
 
 
+@dataclass(frozen=True)
+class SenseDraw:
+    """How many sense positions and neighbours :func:`sample_sense_batch` draws (docs/method.md §3.1)."""
+
+    width: int
+    """Padded number of position slots per sequence (at least :func:`max_positions_for` the length)."""
+    max_positions: int = 25
+    fraction: float = 0.4
+    """With ``max_positions``: how many positions are drawn (:func:`num_positions`)."""
+    max_neighbours: int = 25
+    """Neighbours drawn per position and relation."""
+
+
 def sample_sense_batch(
     labels: np.ndarray,
     table: NeighbourTable,
     rngs: Sequence[np.random.Generator],
-    *,
-    width: int,
-    max_positions: int = 25,
-    fraction: float = 0.4,
-    max_neighbours: int = 25,
+    draw: SenseDraw,
     overrides: Sequence[Mapping[int, tuple[np.ndarray, np.ndarray]]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Sense-loss arrays of a batch ``labels`` [B, L], sequence b drawing from ``rngs[b]``.
@@ -148,6 +157,7 @@ def sample_sense_batch(
     target's full rows (sense-aligned neighbours). The keys are ``dskd.batch.SENSE_SAMPLE_KEYS``,
     with the shapes of :class:`dskd.batch.SenseBatch`.
     """
+    width, max_neighbours = draw.width, draw.max_neighbours
     labels = np.asarray(labels, dtype=np.int64)
     B = len(labels)
     overrides = overrides or [{}] * B
@@ -161,7 +171,7 @@ def sample_sense_batch(
     counts = np.zeros(B, dtype=np.int64)
     for b in range(B):  # a few small draws per sequence; everything else is batched below
         V, everywhere = np.flatnonzero(has[b]), np.flatnonzero(valid[b])
-        m = num_positions(len(V), max_positions, fraction)
+        m = num_positions(len(V), draw.max_positions, draw.fraction)
         if m > width:
             raise ValueError(f"{m} sense positions do not fit the padded width {width}")
         if m:

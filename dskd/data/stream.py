@@ -34,7 +34,7 @@ from dskd.corpora.config import SourceConfig
 from dskd.corpora.sources import Document, is_validation, iter_documents
 from dskd.data.align import span_tokens
 from dskd.data.continuations import prompt_key
-from dskd.data.sampling import NeighbourTable, restrict_to_synset, sample_sense_batch
+from dskd.data.sampling import NeighbourTable, SenseDraw, restrict_to_synset, sample_sense_batch
 
 TOKENIZE_CHUNK = 256
 """Documents tokenized per call of the (fast, batched) tokenizer."""
@@ -215,16 +215,8 @@ def sense_sample(
 ) -> dict[str, np.ndarray]:
     """The sense-loss arrays of ``labels`` [B, L] under ``spec`` (``spec.table`` must be set), sequence
     b drawing from ``rngs[b]`` (see :func:`dskd.data.sampling.sample_sense_batch`)."""
-    return sample_sense_batch(
-        labels,
-        spec.table,
-        rngs,
-        width=spec.width,
-        max_positions=spec.max_positions,
-        fraction=spec.fraction,
-        max_neighbours=spec.max_neighbours,
-        overrides=overrides,
-    )
+    draw = SenseDraw(spec.width, spec.max_positions, spec.fraction, spec.max_neighbours)
+    return sample_sense_batch(labels, spec.table, rngs, draw, overrides)
 
 
 def prompt_tokens(doc: Document, offsets) -> int:

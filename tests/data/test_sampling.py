@@ -10,6 +10,7 @@ import pytest
 from dskd.core.batch import IGNORE_INDEX as IGNORE
 from dskd.data.sampling import (
     NeighbourTable,
+    SenseDraw,
     max_positions_for,
     num_positions,
     restrict_to_synset,
@@ -30,7 +31,7 @@ def sample_sense_positions(
     **kw,
 ) -> dict[str, np.ndarray]:
     """:func:`sample_sense_batch` of one sequence (arrays without the batch dimension)."""
-    out = sample_sense_batch(np.asarray(labels)[None], table, [rng], overrides=[overrides or {}], **kw)
+    out = sample_sense_batch(np.asarray(labels)[None], table, [rng], SenseDraw(**kw), [overrides or {}])
     return {k: v[0] for k, v in out.items()}
 
 
@@ -172,7 +173,9 @@ def test_batch_equals_sequences_one_by_one():
     labels = np.random.default_rng(9).integers(0, VOCAB, (4, 128))
     labels[2, :100] = IGNORE
     labels[3] = IGNORE  # no targets at all
-    batch = sample_sense_batch(labels, table, [np.random.default_rng([0, b]) for b in range(4)], width=51)
+    batch = sample_sense_batch(
+        labels, table, [np.random.default_rng([0, b]) for b in range(4)], SenseDraw(51)
+    )
     for b in range(4):
         one = sample_sense_positions(labels[b], table, np.random.default_rng([0, b]), width=51)
         assert all(np.array_equal(batch[k][b], one[k]) for k in one)
@@ -189,7 +192,7 @@ def test_with_senses_only_keeps_exactly_the_neighbours_that_have_senses():
             want = [k for k in table.row(kind, t) if k < len(has) and has[k]]
             assert kept.row(kind, t).tolist() == want
     labels = np.random.default_rng(1).integers(0, VOCAB, (3, 60))
-    out = sample_sense_batch(labels, kept, [np.random.default_rng(s) for s in range(3)], width=30)
+    out = sample_sense_batch(labels, kept, [np.random.default_rng(s) for s in range(3)], SenseDraw(30))
     for kind in ("syn", "ant"):
         drawn = out[f"{kind}_keys"][out[f"{kind}_mask"]]
         assert len(drawn) > 0 and has[drawn].all()
