@@ -26,6 +26,8 @@ from dskd.core.errors import DSKDError
 Statistic = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 """``(values, reference) -> metric`` over the last axis (items); leading axes are kept."""
 
+CONFIDENCE = 0.95
+"""Coverage of the percentile interval (the tables and docs report 95% intervals)."""
 CHUNK_ELEMENTS = 4_000_000
 """Resampled values held in memory at once (resamples are drawn in chunks of this many elements)."""
 
@@ -106,7 +108,6 @@ def paired_bootstrap(
     n_resamples: int = 2000,
     seed: int = 0,
     reference: np.ndarray | list | None = None,
-    confidence: float = 0.95,
 ) -> Difference:
     """Difference of ``metric_fn`` between model ``a`` and model ``b`` with a paired percentile interval.
 
@@ -114,7 +115,7 @@ def paired_bootstrap(
     for one seed); every row holds the same items in the same order. The metric of a model is the
     mean over its seeds of ``metric_fn(row, reference)``. Each of ``n_resamples`` resamples draws
     ``n_items`` indices with replacement (``numpy.random.default_rng(seed)``) and applies them to
-    every row of both models and to ``reference``.
+    every row of both models and to ``reference``; the interval covers :data:`CONFIDENCE`.
     """
     a, b = _seeds(a_items, "model a"), _seeds(b_items, "model b")
     n = a.shape[1]
@@ -138,6 +139,6 @@ def paired_bootstrap(
             for start in range(0, n_resamples, chunk)
         ]
     )
-    alpha = (1 - confidence) / 2 * 100
+    alpha = (1 - CONFIDENCE) / 2 * 100
     lo, hi = np.nanpercentile(resampled, [alpha, 100 - alpha])
     return Difference(float(diff(np.arange(n))), float(lo), float(hi))
