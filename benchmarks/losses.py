@@ -65,7 +65,7 @@ def _step(method: str, s: Setting, inputs) -> None:
     import torch.nn.functional as F
 
     from dskd.losses.config import KDConfig
-    from dskd.losses.kd import ce_and_kd_chunked, kd_loss, position_mask
+    from dskd.losses.kd import HeadInput, ce_and_kd_chunked, kd_loss, position_mask
 
     h_s, w_s, h_t, w_t, labels = inputs
     h_s.grad = None
@@ -75,7 +75,8 @@ def _step(method: str, s: Setting, inputs) -> None:
         ce = F.cross_entropy(student_logits.float().reshape(-1, s.vocab), labels.reshape(-1))
         loss = ce + kd_loss(student_logits, teacher_logits, position_mask(labels), kd=KDConfig())
     else:
-        loss = ce_and_kd_chunked(h_s, w_s, h_t, w_t, labels, kd=KDConfig(chunk_size=s.chunk_size)).total
+        kd = KDConfig(chunk_size=s.chunk_size)
+        loss = ce_and_kd_chunked(HeadInput(h_s, w_s), HeadInput(h_t, w_t), labels, kd=kd).total
     loss.backward()
 
 

@@ -35,18 +35,11 @@ class _Steps:
         return self.module.parameters()
 
     def losses(self, batch):
-        from dskd.training.on_policy import training_batch
+        from dskd.training.on_policy import BatchKey, training_batch
 
         m = self.module
-        batch, logs = training_batch(
-            m.student,
-            batch,
-            m.cfg.data.on_policy,
-            seed=m.cfg.seed,
-            index=self.index,
-            rank=0,
-            senses=self.senses,
-        )
+        key = BatchKey(m.settings.seed, self.index, 0)
+        batch, logs = training_batch(m.student, batch, m.settings.on_policy, key, senses=self.senses)
         self.index += 1
         self.logs.append(logs)
         return m.losses(batch, on_policy=bool(logs.get("train/on_policy")))
@@ -54,7 +47,7 @@ class _Steps:
 
 def bench_on_policy_step_time(quick: bool) -> list[Figure]:
     from benchmarks.training import interleaved_steps, preset_setup
-    from dskd.training.module import DistillationModule
+    from dskd.training.module import DistillationModule, DistillationParts, DistillationSettings
     from dskd.training.run import build_datamodule
 
     steps = QUICK_STEPS if quick else STEPS
@@ -67,10 +60,17 @@ def bench_on_policy_step_time(quick: bool) -> list[Figure]:
     off.data.on_policy.fraction = 0.0
     runs = {
         "lambda=0": _Steps(
-            DistillationModule(off, copy.deepcopy(student), teacher, senses, copy.deepcopy(projection)), None
+            DistillationModule(
+                DistillationSettings.of(off),
+                DistillationParts(copy.deepcopy(student), teacher, senses, copy.deepcopy(projection)),
+            ),
+            None,
         ),
         "lambda=0.5": _Steps(
-            DistillationModule(cfg, student, teacher, senses, projection), dm.on_policy_senses
+            DistillationModule(
+                DistillationSettings.of(cfg), DistillationParts(student, teacher, senses, projection)
+            ),
+            dm.on_policy_senses,
         ),
     }
     means, _ = interleaved_steps(runs, batches, cfg.optim.lr, reduce=statistics.fmean)

@@ -102,23 +102,19 @@ def bench_cached_training(quick: bool) -> list[Figure]:
     from benchmarks.training import interleaved_steps, preset_setup
     from dskd.teacher_cache.build import CacheSpec, open_cache
     from dskd.teacher_cache.store import bytes_per_position
-    from dskd.training.module import DistillationModule
+    from dskd.training.module import DistillationModule, DistillationParts, DistillationSettings
 
     steps = QUICK_STEPS if quick else STEPS
     cfg, tokenizer, teacher, student, projection, senses, batches = preset_setup(steps + 1, quick, PRESET)
     val = _val_batches(cfg, tokenizer, QUICK_VAL_BATCHES if quick else VAL_BATCHES)
     with tempfile.TemporaryDirectory() as tmp:
         cfgs, metas, build_s = _write_caches(Path(tmp), cfg, tokenizer, teacher, batches)
-        modules = {"online": DistillationModule(cfg, copy.deepcopy(student), teacher, senses, projection)}
+        online = DistillationParts(copy.deepcopy(student), teacher, senses, projection)
+        modules = {"online": DistillationModule(DistillationSettings.of(cfg), online)}
         for mode, c in cfgs.items():
-            modules[mode] = DistillationModule(
-                c,
-                copy.deepcopy(student),
-                None,
-                senses,
-                copy.deepcopy(projection),
-                cached=open_cache(CacheSpec.of(c), tokenizer),
-            )
+            cache = open_cache(CacheSpec.of(c), tokenizer)
+            parts = DistillationParts(copy.deepcopy(student), None, senses, copy.deepcopy(projection), cache)
+            modules[mode] = DistillationModule(DistillationSettings.of(c), parts)
         medians, _ = interleaved_steps(modules, batches, cfg.optim.lr)
     kl = heldout_kl({name: m.student for name, m in modules.items()}, teacher, val)
     layout = {mode: bytes_per_position(meta, hidden_size=PAPER_HIDDEN) for mode, meta in metas.items()}

@@ -84,15 +84,19 @@ def preset_setup(n_batches: int, quick: bool, preset: str = PRESET, overrides: t
 
 def bench_step_time(quick: bool) -> list[Figure]:
 
-    from dskd.training.module import DistillationModule
+    from dskd.training.module import DistillationModule, DistillationParts, DistillationSettings
 
     pairs = 3 if quick else 8
     cfg, tokenizer, teacher, student, projection, senses, batches = preset_setup(pairs + 1, quick)
     kd_cfg = copy.deepcopy(cfg)
     kd_cfg.method = "kd"
     modules = {
-        "kd": DistillationModule(kd_cfg, copy.deepcopy(student), teacher),
-        "dskd": DistillationModule(cfg, student, teacher, senses, projection),
+        "kd": DistillationModule(
+            DistillationSettings.of(kd_cfg), DistillationParts(copy.deepcopy(student), teacher)
+        ),
+        "dskd": DistillationModule(
+            DistillationSettings.of(cfg), DistillationParts(student, teacher, senses, projection)
+        ),
     }
     medians, _ = interleaved_steps(modules, batches, cfg.optim.lr)
     kd, dskd = medians["kd"], medians["dskd"]

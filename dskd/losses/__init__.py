@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from dskd.losses.kd import (
         CEKD,
         DIVERGENCES,
+        HeadInput,
         ce_and_kd_chunked,
         divergence_per_position,
         kd_loss,
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CEKD",
     "DIVERGENCES",
+    "HeadInput",
     "ce_and_kd_chunked",
     "divergence_per_position",
     "kd_loss",

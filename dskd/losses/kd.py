@@ -33,12 +33,14 @@ from dskd.losses.config import DIVERGENCES, KDConfig, check_divergence
 __all__ = [
     "CEKD",
     "DIVERGENCES",
+    "HeadInput",
     "ce_and_kd_chunked",
     "check_divergence",
     "divergence_per_position",
     "kd_loss",
     "kd_mean",
     "position_mask",
+    "validation_sums_chunked",
 ]
 
 
@@ -145,15 +147,20 @@ class CEKD(NamedTuple):
     kd: torch.Tensor
 
 
-class _Head(NamedTuple):
-    """Flattened inputs of one model's LM head: hidden states [N, d] and weight [V, d] (or logits)."""
+class HeadInput(NamedTuple):
+    """One model's LM head and what it projects: hidden states ``[..., d]``, weight ``[V, d]`` and
+    bias ``[V]`` (or None); a weight of None means ``hidden`` already holds the logits ``[..., V]``."""
 
     hidden: torch.Tensor
     weight: torch.Tensor | None
-    bias: torch.Tensor | None
+    bias: torch.Tensor | None = None
+
+    def flat(self, n: int) -> HeadInput:
+        """The same head over the hidden states flattened to ``[n, d]``."""
+        return self._replace(hidden=self.hidden.reshape(n, -1))
 
     def logits(self, index: torch.Tensor) -> torch.Tensor:
-        """Logits of the positions ``index``."""
+        """Logits of the (flat) positions ``index``."""
         return self.project(self.hidden.index_select(0, index))
 
     def project(self, h: torch.Tensor) -> torch.Tensor:
@@ -168,7 +175,7 @@ class _Head(NamedTuple):
 class _Spec(NamedTuple):
     """Everything a chunk needs besides the student's differentiable tensors."""
 
-    teacher: _Head
+    teacher: HeadInput  # flat [N, d] (or [N, V] logits), a constant
     labels: torch.Tensor  # [N], IGNORE_INDEX where CE ignores the position
     kd_valid: torch.Tensor  # [N] bool
     index: torch.Tensor  # [n] positions where CE or KD counts
@@ -222,7 +229,7 @@ class _FusedCEKD(torch.autograd.Function):
         for idx in _chunks(spec):
             with torch.enable_grad():
                 h = hidden.index_select(0, idx).detach().requires_grad_(True)
-                logits = _Head(hidden, w, b).project(h)
+                logits = HeadInput(hidden, w, b).project(h)
                 ce, kd = _chunk_sums(logits, spec, idx)
                 leaves = [h] + ([w] if need_w else []) + ([b] if need_b else [])
                 grads = torch.autograd.grad(spec.ce_scale * ce + spec.kd_scale * kd, leaves)
@@ -251,18 +258,16 @@ class _FusedCEKD(torch.autograd.Function):
 
 def _spec(
     student_weight: torch.Tensor,
-    teacher: torch.Tensor,
-    teacher_weight: torch.Tensor | None,
+    teacher: HeadInput,
     labels: torch.Tensor,
     kd: KDConfig,
     kd_mask: torch.Tensor | None,
-    teacher_bias: torch.Tensor | None,
     ce_weight: float,
 ) -> tuple[_Spec, int]:
     """The chunking spec of :func:`ce_and_kd_chunked` and the number of CE positions (arguments checked)."""
     check_divergence(kd.divergence, kd.skew)
     vocab = student_weight.shape[0]
-    teacher_vocab = teacher.shape[-1] if teacher_weight is None else teacher_weight.shape[0]
+    teacher_vocab = teacher.hidden.shape[-1] if teacher.weight is None else teacher.weight.shape[0]
     if vocab != teacher_vocab:
         raise DSKDError(
             f"The student's LM head has {vocab} rows but the teacher's vocabulary has {teacher_vocab}; "
@@ -276,7 +281,7 @@ def _spec(
     n_kd = int(kd_valid.sum())
     index = (ce_valid | kd_valid).nonzero().squeeze(1)
     spec = _Spec(
-        teacher=_Head(teacher.detach().reshape(n, -1), teacher_weight, teacher_bias),
+        teacher=teacher._replace(hidden=teacher.hidden.detach()).flat(n),
         labels=flat_labels,
         kd_valid=kd_valid,
         index=index,
@@ -289,26 +294,21 @@ def _spec(
 
 
 def ce_and_kd_chunked(
-    h_student: torch.Tensor,
-    student_weight: torch.Tensor,
-    teacher: torch.Tensor,
-    teacher_weight: torch.Tensor | None,
+    student: HeadInput,
+    teacher: HeadInput,
     labels: torch.Tensor,
     *,
     kd: KDConfig,
     kd_mask: torch.Tensor | None = None,
-    student_bias: torch.Tensor | None = None,
-    teacher_bias: torch.Tensor | None = None,
     ce_weight: float = 1.0,
 ) -> CEKD:
     """Next-token CE and KD computed from hidden states, ``kd.chunk_size`` positions at a time.
 
     Args:
-        h_student: student LM-head input ``[B, L, d_S]``.
-        student_weight: student LM head ``[V, d_S]`` (bias ``student_bias`` ``[V]``); gets gradients
-            if it requires grad (a frozen head costs nothing extra).
-        teacher: teacher LM-head input ``[B, L, d_T]`` with ``teacher_weight`` ``[V, d_T]``, or, when
-            ``teacher_weight`` is None, the teacher's logits ``[B, L, V]``. Always a constant.
+        student: the student's LM-head input ``[B, L, d_S]`` and head ``[V, d_S]`` (and bias ``[V]``);
+            the weight and bias get gradients if they require grad (a frozen head costs nothing extra).
+        teacher: the teacher's LM-head input ``[B, L, d_T]`` and head ``[V, d_T]``, or (weight None)
+            the teacher's logits ``[B, L, V]``. Always a constant.
         labels: ``[B, L]`` target of each position (already shifted), ``IGNORE_INDEX`` where CE
             ignores it.
         kd: the KD settings; ``kd.chunk_size`` positions per chunk (None: all valid positions in
@@ -323,47 +323,37 @@ def ce_and_kd_chunked(
     With grad enabled the gradients are computed during this call (see :class:`_FusedCEKD`), so
     ``total`` must be backpropagated at most once.
     """
-    spec, n_ce = _spec(student_weight, teacher, teacher_weight, labels, kd, kd_mask, teacher_bias, ce_weight)
-    hidden = h_student.reshape(labels.numel(), -1)
+    spec, n_ce = _spec(student.weight, teacher, labels, kd, kd_mask, ce_weight)
+    head = student.flat(labels.numel())
+    hidden, weight, bias = head
     needs_grad = torch.is_grad_enabled() and (
-        hidden.requires_grad
-        or student_weight.requires_grad
-        or (student_bias is not None and student_bias.requires_grad)
+        hidden.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     )
     if needs_grad:
-        total, ce_sum, kd_sum = _FusedCEKD.apply(hidden, student_weight, student_bias, spec)
+        total, ce_sum, kd_sum = _FusedCEKD.apply(hidden, weight, bias, spec)
     else:
         ce_sum = hidden.new_zeros((), dtype=torch.float32)
         kd_sum = hidden.new_zeros((), dtype=torch.float32)
-        head = _Head(hidden, student_weight, student_bias)
         for idx in _chunks(spec):
-            ce, kd = _chunk_sums(head.logits(idx), spec, idx)
-            ce_sum, kd_sum = ce_sum + ce, kd_sum + kd
+            ce, d = _chunk_sums(head.logits(idx), spec, idx)
+            ce_sum, kd_sum = ce_sum + ce, kd_sum + d
         total = spec.ce_scale * ce_sum + spec.kd_scale * kd_sum
     return CEKD(total, (ce_sum / max(n_ce, 1)).detach(), (spec.kd_scale * kd_sum).detach())
 
 
 def validation_sums_chunked(
-    h_student: torch.Tensor,
-    student_weight: torch.Tensor,
-    h_teacher: torch.Tensor,
-    teacher_weight: torch.Tensor,
-    labels: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    kd: KDConfig,
-    student_bias: torch.Tensor | None = None,
-    teacher_bias: torch.Tensor | None = None,
+    student: HeadInput, teacher: HeadInput, labels: torch.Tensor, mask: torch.Tensor, *, kd: KDConfig
 ) -> torch.Tensor:
     """[sum of CE, sum of ``alpha * tau^2 * D``, top-1 agreements, positions] over the positions of
     ``mask`` (``labels`` -100 elsewhere), ``kd.chunk_size`` positions at a time and without gradient:
-    the validation metrics of the training loss without either model's full ``[B, L, V]`` logits."""
-    spec, _ = _spec(student_weight, h_teacher, teacher_weight, labels, kd, mask, teacher_bias, 1.0)
-    student = _Head(h_student.detach().reshape(labels.numel(), -1), student_weight, student_bias)
-    sums = torch.zeros(4, dtype=torch.float32, device=h_student.device)
+    the validation metrics of the training loss without either model's full ``[B, L, V]`` logits.
+    ``student`` and ``teacher`` as in :func:`ce_and_kd_chunked` (the teacher with its head weight)."""
+    spec, _ = _spec(student.weight, teacher, labels, kd, mask, 1.0)
+    head = student._replace(hidden=student.hidden.detach()).flat(labels.numel())
+    sums = torch.zeros(4, dtype=torch.float32, device=student.hidden.device)
     with torch.no_grad():
         for idx in _chunks(spec):
-            s_logits, t_logits = student.logits(idx), spec.teacher.logits(idx)
+            s_logits, t_logits = head.logits(idx), spec.teacher.logits(idx)
             ce, d = _chunk_sums(s_logits, spec, idx, t_logits)
             agree = ((s_logits.argmax(-1) == t_logits.argmax(-1)) & spec.kd_valid.index_select(0, idx)).sum()
             sums += torch.stack(

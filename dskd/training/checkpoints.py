@@ -14,6 +14,11 @@ values only, so a crafted checkpoint cannot run code; it is refused with a one-l
 
 Resuming (:func:`pick_checkpoint`) reads each candidate and takes the first usable one, with a
 one-line note for each one passed over.
+
+What the training module writes into its checkpoints and checks when it loads one
+(:class:`RunCheckpoint`): the run's record under ``"dskd"`` (config, fingerprint, student config,
+tokenizer, counters, the teacher's generation config) and, in a trainable-only checkpoint, which
+frozen weights were left out and which teacher and dtype they are copied from.
 """
 
 from __future__ import annotations
@@ -23,9 +28,16 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from torch import nn
 
+from dskd.core.errors import ConfigError
+from dskd.core.io import atomic_path
 from dskd.core.trusted_load import CheckpointError, read_checkpoint
+from dskd.models.config import TeacherConfig
+from dskd.models.loading import resolve_dtype
+from dskd.training.config import TrainerConfig
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +68,6 @@ def _os_error(error: BaseException | None) -> OSError | None:
 
 def save_atomic(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
     """``torch.save`` ``checkpoint`` to ``path`` crash-safely (see the module docstring)."""
-    import torch
-
-    from dskd.core.io import atomic_path
-
     path = Path(path)
     if path.exists():  # at most two checkpoints on disk, also while saving: the current one and the new
         previous_path(path).unlink(missing_ok=True)
@@ -130,3 +138,64 @@ def remove_staging(*folders: Path) -> list[Path]:
     for p in removed:
         p.unlink(missing_ok=True)
     return removed
+
+
+def frozen_state_keys(module: nn.Module) -> frozenset[str]:
+    """State-dict keys of the frozen parameters of ``module`` (a tied weight under each of its names)."""
+    return frozenset(n for n, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad)
+
+
+class RunCheckpoint:
+    """What :class:`~dskd.training.module.DistillationModule` adds to its checkpoints and checks in
+    them (see the module docstring), for ``module`` as it is built (its frozen and all state keys)."""
+
+    def __init__(self, module: nn.Module, teacher: TeacherConfig, trainer: TrainerConfig) -> None:
+        self.frozen_keys = frozen_state_keys(module)
+        """State-dict keys of the student's frozen weights (left out of trainable-only checkpoints)."""
+        self.state_keys = frozenset(module.state_dict())
+        self.frozen_dtype = str(resolve_dtype(teacher.dtype)).removeprefix("torch.")
+        """The dtype the student's frozen weights were copied from the teacher in (as it was loaded)."""
+        self.teacher = teacher
+        # DeepSpeed saves its own sharded folders from the engine, not this state dict: nothing to drop
+        self.trainable_only = trainer.checkpoint_weights == "trainable" and not trainer.strategy.startswith(
+            "deepspeed"
+        )
+
+    def save(self, checkpoint: dict[str, Any], record: dict[str, Any]) -> None:
+        """Add the run's ``record`` to ``checkpoint``; leave the frozen weights out if trainable-only."""
+        checkpoint["dskd"] = record
+        if not self.trainable_only:
+            return
+        state = checkpoint.get("state_dict", {})
+        for key in self.frozen_keys:
+            state.pop(key, None)
+        record["frozen"] = {
+            "keys": sorted(self.frozen_keys),
+            "teacher": self.teacher.model,
+            "revision": self.teacher.revision,
+            "dtype": self.frozen_dtype,
+        }
+
+    def load(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
+        """The run's record of ``checkpoint``, after checking it holds every weight but, in a
+        trainable-only one, exactly this student's frozen weights (which the student keeps: the
+        teacher's copies, built from the same teacher in the same dtype)."""
+        record = checkpoint.get("dskd", {})
+        frozen = record.get("frozen")
+        left_out = set(frozen["keys"]) if frozen else set()
+        if frozen and (left_out != self.frozen_keys or frozen["dtype"] != self.frozen_dtype):
+            raise ConfigError(
+                f"The checkpoint leaves out {len(left_out)} frozen weights copied from the teacher in "
+                f"{frozen['dtype']}; this run's student freezes {len(self.frozen_keys)}, copied in "
+                f"{self.frozen_dtype}. Resume with the student and teacher.dtype the checkpoint was "
+                "written with."
+            )
+        if "state_dict" in checkpoint:  # not yet loaded (FSDP loads it before this hook)
+            held = set(checkpoint["state_dict"])
+            wrong = (self.state_keys - left_out - held) | (held - self.state_keys)
+            if wrong:
+                raise ConfigError(
+                    f"The checkpoint's weights do not fit this model (missing or unexpected: "
+                    f"{sorted(wrong)[:3]}); it is damaged or from another experiment."
+                )
+        return record

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from torch import nn
+from transformers import GenerationConfig
 
 from dskd.core.batch import IGNORE_INDEX, PROMPT_LEN
 from dskd.data.config import OnPolicyConfig
@@ -32,6 +33,17 @@ DRAW, SAMPLE, SENSES = 1, 2, 3
 
 SenseSampler = Callable[[np.ndarray, Sequence[int]], Mapping[str, np.ndarray]]
 """``(labels [B, L], seed key) -> sense-loss arrays`` (``DSKDDataModule.on_policy_senses``)."""
+
+
+class BatchKey(NamedTuple):
+    """What a training batch's on-policy draws are seeded by."""
+
+    seed: int
+    """The run's seed."""
+    index: int
+    """The training batch's index, counted from 0 over the whole run (resumes included)."""
+    rank: int
+    """The process's rank (each samples its own tokens)."""
 
 
 def is_on_policy(seed: int, index: int, fraction: float) -> bool:
@@ -91,8 +103,6 @@ def sample_batch(
 ) -> OnPolicyBatch:
     """Replace each sequence of ``batch`` after its prefix by ``student``'s sampled continuation, which
     ends after its first token of ``eos`` (every id that ends a row)."""
-    from transformers import GenerationConfig
-
     ids, am = batch["input_ids"], batch["attention_mask"]
     L = ids.shape[1]
     prefix = prefix_lengths(am, batch.get(PROMPT_LEN), cfg.prefix_fraction)
@@ -154,18 +164,16 @@ def training_batch(
     student: nn.Module,
     batch: dict[str, torch.Tensor],
     cfg: OnPolicyConfig,
-    *,
-    seed: int,
-    index: int,
-    rank: int,
+    key: BatchKey,
     senses: SenseSampler | None = None,
     eos: int | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(the batch to train on, values to log) for training batch ``index`` of process ``rank``: the
-    data batch (without ``prompt_len``), or, when the batch is drawn on-policy, the student's own
-    continuations with the sense arrays ``senses`` draws for them (None: no sense loss), each ending
-    at its first stop token (``eos``: the tokenizer's EOS, None: unknown; see the module doc). The logs
-    hold ``train/on_policy`` (1 or 0) and :func:`generation_logs` whenever ``cfg.fraction > 0``."""
+    """(the batch to train on, values to log) for the training batch ``key``: the data batch (without
+    ``prompt_len``), or, when the batch is drawn on-policy, the student's own continuations with the
+    sense arrays ``senses`` draws for them (None: no sense loss), each ending at its first stop token
+    (``eos``: the tokenizer's EOS, None: unknown; see the module doc). The logs hold
+    ``train/on_policy`` (1 or 0) and :func:`generation_logs` whenever ``cfg.fraction > 0``."""
+    seed, index, rank = key
     data = {k: v for k, v in batch.items() if k != PROMPT_LEN}
     if not is_on_policy(seed, index, cfg.fraction):
         return data, ({"train/on_policy": 0.0, **generation_logs(0, 0.0)} if cfg.fraction > 0 else {})

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+
+import lightning.pytorch as pl
 
 from dskd.core.errors import ConfigError
+from dskd.training.config import OptimConfig
 
 
 def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
@@ -31,12 +33,12 @@ def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def total_optimizer_steps(trainer: Any, cfg: Any) -> int:
+def total_optimizer_steps(trainer: pl.Trainer, optim: OptimConfig) -> int:
     """Optimizer steps the schedule spans for this run (see the module doc)."""
     if trainer.max_steps is not None and trainer.max_steps > 0:
         return int(trainer.max_steps)
-    if cfg.optim.total_steps is not None:
-        return int(cfg.optim.total_steps)
+    if optim.total_steps is not None:
+        return int(optim.total_steps)
     epochs = trainer.max_epochs
     count = getattr(trainer.datamodule, "batches_per_epoch", None)
     if count is not None and epochs is not None and epochs > 0:

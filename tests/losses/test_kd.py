@@ -11,7 +11,14 @@ import torch.nn.functional as F
 
 from dskd.core.errors import ConfigError, DSKDError
 from dskd.losses.config import KDConfig
-from dskd.losses.kd import DIVERGENCES, ce_and_kd_chunked, divergence_per_position, kd_loss, position_mask
+from dskd.losses.kd import (
+    DIVERGENCES,
+    HeadInput,
+    ce_and_kd_chunked,
+    divergence_per_position,
+    kd_loss,
+    position_mask,
+)
 
 P_T = [0.5, 0.25, 0.25]
 P_S = [0.25, 0.5, 0.25]
@@ -232,8 +239,8 @@ def test_chunked_matches_unchunked_values_and_gradients(divergence, chunk_size):
     total, ce, kd = _unchunked(h_s, w_s, b_s, h_t, w_t, b_t, labels, kd_mask, divergence, ce_weight=0.5)
     want_grads = torch.autograd.grad(total, [h_s, w_s, b_s])
     out = ce_and_kd_chunked(
-        h_s, w_s, h_t, w_t, labels, kd=_settings(divergence, chunk_size), kd_mask=kd_mask,
-        student_bias=b_s, teacher_bias=b_t, ce_weight=0.5,
+        HeadInput(h_s, w_s, b_s), HeadInput(h_t, w_t, b_t), labels,
+        kd=_settings(divergence, chunk_size), kd_mask=kd_mask, ce_weight=0.5,
     )  # fmt: skip
     torch.testing.assert_close(out.total, total.detach())
     torch.testing.assert_close(out.ce, ce.detach())
@@ -250,7 +257,7 @@ def test_chunked_with_teacher_logits_frozen_head_and_scaled_backward():
     ref = ref + F.cross_entropy((h_s @ w_s.T).reshape(-1, V), labels.reshape(-1), ignore_index=-100)
     (want,) = torch.autograd.grad(3.0 * ref, [h_s])
     kd = KDConfig(divergence="reverse_kl", chunk_size=2)
-    out = ce_and_kd_chunked(h_s, w_s, teacher_logits, None, labels, kd=kd)
+    out = ce_and_kd_chunked(HeadInput(h_s, w_s), HeadInput(teacher_logits, None), labels, kd=kd)
     (got,) = torch.autograd.grad(3.0 * out.total, [h_s])  # an outer scale (grad accumulation, AMP)
     torch.testing.assert_close(out.total, ref.detach())
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
@@ -261,12 +268,13 @@ def test_chunked_without_grad_and_in_bfloat16():
     with torch.no_grad():
         total, _, _ = _unchunked(h_s, w_s, b_s, h_t, w_t, b_t, labels, kd_mask, "js", ce_weight=1.0)
         out = ce_and_kd_chunked(
-            h_s, w_s, h_t, w_t, labels, kd=KDConfig(divergence="js", chunk_size=3), kd_mask=kd_mask,
-            student_bias=b_s, teacher_bias=b_t,
+            HeadInput(h_s, w_s, b_s), HeadInput(h_t, w_t, b_t), labels,
+            kd=KDConfig(divergence="js", chunk_size=3), kd_mask=kd_mask,
         )  # fmt: skip
     torch.testing.assert_close(out.total, total)
     h16 = h_s.detach().bfloat16().requires_grad_(True)
-    out16 = ce_and_kd_chunked(h16, w_s.detach().bfloat16(), h_t, w_t, labels, kd=KDConfig(chunk_size=4))
+    student16 = HeadInput(h16, w_s.detach().bfloat16())
+    out16 = ce_and_kd_chunked(student16, HeadInput(h_t, w_t), labels, kd=KDConfig(chunk_size=4))
     out16.total.backward()
     assert out16.total.dtype == torch.float32 and h16.grad.dtype == torch.bfloat16
     assert torch.isfinite(h16.grad.float()).all()
@@ -274,7 +282,8 @@ def test_chunked_without_grad_and_in_bfloat16():
 
 def test_chunked_without_valid_positions_is_zero_with_zero_gradient():
     h_s, w_s, _, h_t, w_t, _, labels, _ = _problem(8)
-    out = ce_and_kd_chunked(h_s, w_s, h_t, w_t, torch.full_like(labels, -100), kd=KDConfig(chunk_size=3))
+    no_labels = torch.full_like(labels, -100)
+    out = ce_and_kd_chunked(HeadInput(h_s, w_s), HeadInput(h_t, w_t), no_labels, kd=KDConfig(chunk_size=3))
     out.total.backward()
     assert out.total.item() == 0.0 and out.ce.item() == 0.0 and out.kd.item() == 0.0
     assert h_s.grad.abs().sum().item() == 0.0
@@ -283,4 +292,4 @@ def test_chunked_without_valid_positions_is_zero_with_zero_gradient():
 def test_chunked_rejects_vocabulary_mismatch():
     h_s, w_s, _, h_t, w_t, _, labels, _ = _problem(9)
     with pytest.raises(DSKDError, match="vocabulary"):
-        ce_and_kd_chunked(h_s, w_s, h_t, w_t[:-1], labels, kd=KDConfig())
+        ce_and_kd_chunked(HeadInput(h_s, w_s), HeadInput(h_t, w_t[:-1]), labels, kd=KDConfig())

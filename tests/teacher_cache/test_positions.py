@@ -21,7 +21,7 @@ from dskd.senses import SenseDictionary
 from dskd.teacher_cache import build as cache_build
 from dskd.teacher_cache.positions import needs_hidden, token_table
 from dskd.testing.fixtures import random_batch, random_senses, write_batch_cache
-from dskd.training.module import DistillationModule
+from dskd.training.module import DistillationModule, DistillationParts, DistillationSettings
 
 from .conftest import HIDDEN, VOCAB
 
@@ -84,8 +84,11 @@ def test_sparse_hidden_states_give_the_online_sense_loss(make_cfg, monkeypatch):
     meta = read_json(f"{cfg.cache.dir}/meta.json")
     assert meta["hidden_positions"] == "sense" and 0 < meta["hidden_rows"] < 4 * cfg.data.seq_len
     student = build_student(cfg.student, teacher)
-    online = DistillationModule(cfg, student, teacher, senses)
-    cached = DistillationModule(cached_cfg, copy.deepcopy(student), None, senses, cached=cache)
+    online = DistillationModule(DistillationSettings.of(cfg), DistillationParts(student, teacher, senses))
+    cached = DistillationModule(
+        DistillationSettings.of(cached_cfg),
+        DistillationParts(copy.deepcopy(student), None, senses, cache=cache),
+    )
     for batch in batches:
         out = cache.lookup(batch["input_ids"], batch["attention_mask"])
         assert torch.equal(out.hidden_stored, needs_hidden(batch["labels"], table))
@@ -110,7 +113,8 @@ def test_a_run_needing_other_positions_is_refused(make_cfg, monkeypatch):
     cache = cache_build.open_cache(cache_build.CacheSpec.of(cached_cfg), tok)
     with pytest.raises(ArtifactMismatchError, match="'hidden_positions' is 'sense'"):
         cache.check_hidden_tokens(None)  # a caller that needs every position
-    module = DistillationModule(cached_cfg, build_student(cfg.student, teacher), None, senses, cached=cache)
+    parts = DistillationParts(build_student(cfg.student, teacher), None, senses, cache=cache)
+    module = DistillationModule(DistillationSettings.of(cached_cfg), parts)
     bad = dict(batches[0])
     stored = cache.lookup(bad["input_ids"], bad["attention_mask"]).hidden_stored
     free = (~stored[0]).nonzero()[0]  # a position without a stored state

@@ -15,8 +15,9 @@ from dskd.models.student import build_student
 from dskd.senses import SenseDictionary
 from dskd.teacher_cache.build import CacheSpec, build, open_cache
 from dskd.testing.fixtures import random_batch, random_senses, write_batch_cache
-from dskd.training.module import DistillationModule
+from dskd.training.module import DistillationModule, DistillationParts, DistillationSettings
 from dskd.training.run import train
+from dskd.training.teacher_signals import CachedSamples, CachedTopK
 
 from .conftest import HIDDEN, VOCAB
 
@@ -31,10 +32,11 @@ def _modules(cfg, hidden_dtype):
     cached_cfg = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, mode="cached"))
     write_batch_cache(cfg.cache.dir, cached_cfg, tok, teacher, batches, hidden_dtype)
     student = build_student(cfg.student, teacher)
-    online = DistillationModule(cfg, student, teacher, senses)
-    cached = DistillationModule(
-        cached_cfg, copy.deepcopy(student), None, senses, cached=open_cache(CacheSpec.of(cached_cfg), tok)
+    online = DistillationModule(DistillationSettings.of(cfg), DistillationParts(student, teacher, senses))
+    parts = DistillationParts(
+        copy.deepcopy(student), None, senses, cache=open_cache(CacheSpec.of(cached_cfg), tok)
     )
+    cached = DistillationModule(DistillationSettings.of(cached_cfg), parts)
     return online, cached, batches
 
 
@@ -80,7 +82,7 @@ class _NoTeacher(pl.Callback):
         self.steps = 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        assert pl_module.teacher is None and pl_module.cached is not None
+        assert pl_module.teacher is None and isinstance(pl_module.signals.data, CachedTopK | CachedSamples)
         self.steps += 1
 
 

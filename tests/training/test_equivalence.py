@@ -17,8 +17,9 @@ from dskd.models.loading import load_causal_lm
 from dskd.models.student import build_projection, build_student
 from dskd.senses import SenseDictionary
 from dskd.testing.fixtures import random_batch
-from dskd.training.module import DistillationModule
+from dskd.training.module import DistillationModule, DistillationParts, DistillationSettings
 from dskd.training.run import run_dir, train
+from dskd.training.teacher_signals import TeacherSignal
 
 from .tinyrun import VOCAB, corpus_config, make_senses, real_datamodule, tiny_config, write_corpus
 
@@ -192,9 +193,8 @@ def test_chunked_kd_in_the_module_matches_full_logits(run_tmp, teacher_dir):
         cfg = tiny_config(run_tmp, teacher_dir, "dskd", over)
         torch.manual_seed(0)
         student = build_student(cfg.student, teacher)
-        module = DistillationModule(
-            cfg, student, teacher, senses, build_projection(cfg.student, student, teacher)
-        )
+        parts = DistillationParts(student, teacher, senses, build_projection(cfg.student, student, teacher))
+        module = DistillationModule(DistillationSettings.of(cfg), parts)
         loss, parts, _ = module.losses(copy.deepcopy(batch))
         loss.backward()
         grads = {n: p.grad for n, p in module.named_parameters() if p.requires_grad}
@@ -217,7 +217,8 @@ def test_validation_with_chunked_kd_matches_full_logits_and_never_builds_them(ru
     batch["attention_mask"][0, 12:] = 0  # some padding
     cfg = tiny_config(run_tmp, teacher_dir, "kd", {"loss.kd.chunk_size": 5, "loss.kd.divergence": "js"})
     torch.manual_seed(0)
-    module = DistillationModule(cfg, build_student(cfg.student, teacher), teacher)
+    parts = DistillationParts(build_student(cfg.student, teacher), teacher)
+    module = DistillationModule(DistillationSettings.of(cfg), parts)
     module._place_teacher = lambda: None  # no trainer: the teacher is already on the CPU
     heads, caches = [], []
     for model in (module.student, teacher):
@@ -229,12 +230,17 @@ def test_validation_with_chunked_kd_matches_full_logits_and_never_builds_them(ru
     with torch.no_grad():
         module.validation_step(copy.deepcopy(batch), 0)
         chunked = module._val_sums.clone()
-        h_s, h_t, _ = module._hidden(batch)
+        h_s = module.student.get_decoder()(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+        ).last_hidden_state
+        reading = module.signals.data.read(batch)
     assert heads == [] and caches == [False] * 4
     mask = position_mask(batch["labels"], batch["attention_mask"])
     labels = batch["labels"].masked_fill(~mask, IGNORE_INDEX)
-    with torch.no_grad():
-        full = module._validation_sums(h_s, h_t, labels, mask, None)
+    with torch.no_grad():  # the full-logits sums every teacher signal shares (no chunking)
+        full = TeacherSignal.validation_sums(
+            module.signals.data, reading, h_s, module.student.get_output_embeddings(), labels, mask
+        )
     assert heads and int(full[3]) == int(mask.sum()) and full[2] > 0
     torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-5)
 

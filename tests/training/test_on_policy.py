@@ -25,7 +25,7 @@ from dskd.teacher_cache.build import CacheSpec, build, open_cache
 from dskd.teacher_cache.store import CachedTeacher
 from dskd.testing.fixtures import random_batch, write_batch_cache
 from dskd.training import on_policy
-from dskd.training.module import DistillationModule
+from dskd.training.module import DistillationModule, DistillationParts, DistillationSettings
 from dskd.training.on_policy import fraction_for_one, is_on_policy, prefix_lengths, sample_batch
 from dskd.training.run import run_dir, train
 
@@ -150,7 +150,7 @@ def test_a_row_ends_at_any_stop_token_as_in_trl(config_eos, tokenizer_eos):
     student = _Scripted([5, 7, 9, 9, 9, 9], config_eos)
     batch = _padded_batch()
     cfg = OnPolicyConfig(fraction=1.0, temperature=0.0, max_new_tokens=6, prefix_fraction=0.5)
-    new, logs = on_policy.training_batch(student, batch, cfg, seed=0, index=0, rank=0, eos=tokenizer_eos)
+    new, logs = on_policy.training_batch(student, batch, cfg, on_policy.BatchKey(0, 0, 0), eos=tokenizer_eos)
     assert student.asked == [2, 7] and logs["train/gen_tokens"] == 3 * 2
     for b, p in enumerate([6, 4, 2]):
         assert new["input_ids"][b, p : p + 2].tolist() == [5, 7] and (new["input_ids"][b, p + 2 :] == 1).all()
@@ -209,13 +209,15 @@ def _hybrid_modules(tmp, teacher_dir):
     write_batch_cache(cached_cfg.cache.dir, cached_cfg, tok, teacher, batches, "float32")
     senses = SenseDictionary.load(str(tmp / "senses"))
     student = build_student(online_cfg.student, teacher)
-    online = DistillationModule(online_cfg, student, teacher, senses)
-    cached = DistillationModule(
-        cached_cfg, copy.deepcopy(student), None, senses, cached=open_cache(CacheSpec.of(cached_cfg), tok)
+    online = DistillationModule(
+        DistillationSettings.of(online_cfg), DistillationParts(student, teacher, senses)
     )
-    hybrid = DistillationModule(
-        hybrid_cfg, copy.deepcopy(student), teacher, senses, cached=open_cache(CacheSpec.of(hybrid_cfg), tok)
-    )
+    cache = open_cache(CacheSpec.of(cached_cfg), tok)
+    cached_parts = DistillationParts(copy.deepcopy(student), None, senses, cache=cache)
+    cached = DistillationModule(DistillationSettings.of(cached_cfg), cached_parts)
+    cache = open_cache(CacheSpec.of(hybrid_cfg), tok)
+    hybrid_parts = DistillationParts(copy.deepcopy(student), teacher, senses, cache=cache)
+    hybrid = DistillationModule(DistillationSettings.of(hybrid_cfg), hybrid_parts)
     return online, cached, hybrid, batches
 
 
@@ -223,7 +225,7 @@ def test_a_cached_run_scores_on_policy_batches_with_the_live_teacher_and_data_fr
     run_tmp, teacher_dir
 ):
     online, cached, hybrid, batches = _hybrid_modules(run_tmp, teacher_dir)
-    op = hybrid.cfg.data.on_policy
+    op = hybrid.settings.on_policy
     for i, batch in enumerate(batches):
         # a data batch: what the pure cached run computes (sampled KD: not the online value)
         _, want, _ = cached.losses(batch)
@@ -239,7 +241,8 @@ def test_a_cached_run_scores_on_policy_batches_with_the_live_teacher_and_data_fr
         assert {k: v.item() for k, v in got.items()} == {k: v.item() for k, v in want.items()}
         assert got["ce"].item() == 0.0 and got["kd"].item() > 0 and got["sense"].item() > 0
     with pytest.raises(ConfigError, match="needs the teacher model too"):
-        DistillationModule(hybrid.cfg, hybrid.student, None, hybrid.senses, cached=hybrid.cached)
+        parts = DistillationParts(hybrid.student, None, hybrid.senses, cache=hybrid.signals.data.cache)
+        DistillationModule(hybrid.settings, parts)
 
 
 class _RecordOnPolicy:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dskd.core.errors import ConfigError
+from dskd.training.config import OptimConfig
 from dskd.training.run import run_dir, train
 from dskd.training.schedule import total_optimizer_steps, warmup_cosine
 
@@ -34,8 +35,8 @@ def _trainer(**kw) -> SimpleNamespace:
     return SimpleNamespace(**{**base, **kw, "estimated_stepping_batches": kw.get("estimated", math.inf)})
 
 
-def _cfg(total_steps=None) -> SimpleNamespace:
-    return SimpleNamespace(optim=SimpleNamespace(total_steps=total_steps))
+def _cfg(total_steps=None) -> OptimConfig:
+    return OptimConfig(total_steps=total_steps)
 
 
 def test_total_steps_come_from_max_steps_config_or_the_data():
