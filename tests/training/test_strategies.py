@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
+import torch
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
 from dskd.tracking.session import wandb_online
 from dskd.training.config import TrainerConfig
 from dskd.training.loggers import run_tags
-from dskd.training.strategies import build_strategy
+from dskd.training.strategies import build_strategy, deepspeed_gradient_norm, gathered, gradient_norm
 
 
 def test_auto_and_ddp():
@@ -40,6 +43,40 @@ def test_deepspeed_zero_stage(stage):
     assert isinstance(ds, DeepSpeedStrategy)
     assert ds.config["zero_optimization"]["stage"] == stage
     assert ds.config["train_micro_batch_size_per_gpu"] == 4
+
+
+def test_gradient_norm_outside_fsdp_and_deepspeed_is_the_norm_of_the_trainable_gradients():
+    layer, frozen = torch.nn.Linear(3, 2), torch.nn.Linear(2, 2).requires_grad_(False)
+    params = [*layer.parameters(), *frozen.parameters()]
+    assert gradient_norm(None, TrainerConfig(strategy="ddp"), 1.0, params) is None  # no gradient yet
+    layer(torch.ones(4, 3)).square().sum().backward()
+    want = torch.cat([p.grad.flatten() for p in layer.parameters()]).norm()
+    got = gradient_norm(None, TrainerConfig(strategy="auto"), 1.0, params)
+    torch.testing.assert_close(got, want)
+    assert all(p.grad is not None for p in layer.parameters())  # measured only: Lightning clips
+
+
+def test_fsdp_clips_through_its_root_module_and_deepspeed_reports_its_engines_norm():
+    class Root:
+        def clip_grad_norm_(self, max_norm):
+            self.max_norm = max_norm
+            return torch.tensor(2.5)
+
+    root = Root()
+    fsdp = SimpleNamespace(model=root)
+    assert gradient_norm(fsdp, TrainerConfig(strategy="fsdp"), None, []).item() == 2.5
+    assert root.max_norm == float("inf")  # no clipping asked: measured only
+    gradient_norm(fsdp, TrainerConfig(strategy="fsdp"), 0.5, [])
+    assert root.max_norm == 0.5
+    engine = SimpleNamespace(get_global_grad_norm=lambda: torch.tensor(1.25))
+    assert deepspeed_gradient_norm(SimpleNamespace(deepspeed_engine=engine)) == 1.25
+    assert deepspeed_gradient_norm(SimpleNamespace()) is None
+
+
+def test_gathering_a_module_without_zero_3_partitions_is_a_no_op():
+    layer = torch.nn.Linear(2, 2)
+    with gathered(layer):
+        assert layer.weight.shape == (2, 2)
 
 
 def test_wandb_mode(monkeypatch):
