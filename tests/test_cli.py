@@ -11,7 +11,18 @@ import yaml
 from dskd.cli import STAGES, build_parser, main, parse_args
 from dskd.core.errors import ConfigError
 
-REQUIRED_STAGES = ["assets", "lexicon", "senses", "train", "export", "eval", "reproduce", "slurm"]
+REQUIRED_STAGES = [
+    "assets",
+    "lexicon",
+    "senses",
+    "continuations",
+    "cache",
+    "train",
+    "export",
+    "eval",
+    "reproduce",
+    "slurm",
+]
 
 
 def test_help_lists_every_stage():

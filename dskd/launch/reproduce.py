@@ -37,6 +37,7 @@ from dskd.corpora.config import SourceConfig
 from dskd.evaluation.run import TEACHER, evaluate, unavailable_tasks
 from dskd.launch.caches import build_caches, build_continuations
 from dskd.lexicon.build import build as build_lexicon
+from dskd.models.config import TeacherConfig
 from dskd.resources import resource
 from dskd.senses.build import build as build_senses
 from dskd.training.run import run_dir, train
@@ -112,17 +113,17 @@ def fetch_training_assets(configs: list[ExperimentConfig]) -> None:
             ) from e
 
 
-def _teacher_key(cfg: ExperimentConfig) -> dict[str, Any]:
+def _teacher_key(teacher: TeacherConfig) -> dict[str, Any]:
     """The teacher settings a sense dictionary depends on (not how training reads the teacher)."""
     return {
-        k: v for k, v in dataclasses.asdict(cfg.teacher).items() if k != "mode" and not k.startswith("cache_")
+        k: v for k, v in dataclasses.asdict(teacher).items() if k != "mode" and not k.startswith("cache_")
     }
 
 
 def artifact_keys(cfg: ExperimentConfig) -> tuple[str, str]:
     """The stage keys of the lexicon and of the sense dictionary of a DSKD config (what their stamps hold)."""
     lex_key = stage_key(cfg.lexicon, cfg.teacher.model, cfg.teacher.revision)
-    return lex_key, stage_key(cfg.senses, _teacher_key(cfg), lex_key)
+    return lex_key, stage_key(cfg.senses, _teacher_key(cfg.teacher), lex_key)
 
 
 def _train_key(cfg: ExperimentConfig, senses_key: str | None, cache_key: str | None = None) -> str:

@@ -27,10 +27,12 @@ from dskd.core.errors import DSKDError, TrainingInterrupted
 from dskd.core.io import write_json_atomic
 from dskd.core.outputs import check_name, check_output, mark_output
 from dskd.core.stamps import run_stage, stage_key
+from dskd.data.config import OnPolicyConfig
 from dskd.data.continuations import build as build_continuations
 from dskd.data.continuations import continuations_key, missing_continuations, read_continuations
 from dskd.data.datamodule import DSKDDataModule
 from dskd.lexicon import Lexicon
+from dskd.models.config import TeacherConfig
 from dskd.models.export import export_checkpoint
 from dskd.models.loading import load_causal_lm, load_tokenizer, tokenizer_fingerprint
 from dskd.models.student import build_projection, build_student, check_vocab, decoder_layer_class, hidden_size
@@ -69,10 +71,10 @@ def _devices(value: str) -> Any:
     return [int(x) for x in text.strip("[]").split(",") if x.strip()]
 
 
-def teacher_runs(cfg: ExperimentConfig) -> bool:
+def teacher_runs(teacher: TeacherConfig, on_policy: OnPolicyConfig) -> bool:
     """Whether the run needs the whole teacher: online, or cached with on-policy batches (the cache
     serves the fixed text, the live teacher scores the student's generations; docs/training.md)."""
-    return cfg.teacher.mode == "online" or cfg.data.on_policy.fraction > 0
+    return teacher.mode == "online" or on_policy.fraction > 0
 
 
 def load_models(cfg: ExperimentConfig):
@@ -83,7 +85,7 @@ def load_models(cfg: ExperimentConfig):
     (:func:`teacher_runs`): it never runs.
     """
     tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.revision)
-    if not teacher_runs(cfg):
+    if not teacher_runs(cfg.teacher, cfg.data.on_policy):
         teacher = load_teacher_prefix(cfg.teacher, cfg.student)
     else:  # straight onto this process's device: no full copy of the teacher in host memory per rank
         device = local_device() if cfg.trainer.accelerator != "cpu" else torch.device("cpu")
@@ -201,9 +203,9 @@ def train(
     senses = (
         load_senses(cfg.senses, cfg.lexicon.output_dir, tokenizer, teacher) if cfg.method == "dskd" else None
     )
-    if not teacher_runs(cfg):  # the teacher's lower layers only served to build the student
-        teacher = None
-    ckpt_path, step = _resume_from(cfg, rdir)
+    if not teacher_runs(cfg.teacher, cfg.data.on_policy):
+        teacher = None  # its lower layers only served to build the student
+    ckpt_path, step = _resume_from(cfg.trainer.resume, config_to_yaml(cfg), rdir)
     flops = flops_per_token(student, teacher, projection)
     trainer = build_trainer(cfg, rdir, student, callbacks, ckpt_path is not None, flops)
     cached = open_cache(CacheSpec.of(cfg), tokenizer) if cfg.teacher.mode == "cached" else None
@@ -261,16 +263,17 @@ def build_inputs(cfg: ExperimentConfig) -> None:
         )
 
 
-def _resume_from(cfg: ExperimentConfig, rdir: Path) -> tuple[str | None, int]:
-    """(checkpoint to continue from, its step): the first usable one ``trainer.resume`` allows, checked
-    to be of this experiment (nothing is written)."""
-    picked = pick_checkpoint(resume_candidates(cfg.trainer.resume, rdir / "checkpoints"))
+def _resume_from(resume: str, config_yaml: str, rdir: Path) -> tuple[str | None, int]:
+    """(checkpoint to continue from, its step): the first usable one ``resume`` (``trainer.resume``)
+    allows, checked to be of the experiment whose resolved config is ``config_yaml`` (nothing is
+    written)."""
+    picked = pick_checkpoint(resume_candidates(resume, rdir / "checkpoints"))
     if picked is None:
         return None, 0
     path, ckpt = picked
     if ckpt is None:  # a DeepSpeed checkpoint folder: keep the whole log
         return str(path), 2**62
-    check_same_experiment(config_to_yaml(cfg), ckpt, path)
+    check_same_experiment(config_yaml, ckpt, path)
     return str(path), int(ckpt["global_step"])
 
 

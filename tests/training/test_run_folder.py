@@ -1,4 +1,5 @@
-"""`dskd train` never writes into a run folder that holds something other than a dskd run."""
+"""`dskd train` never writes into a run folder that holds something other than a dskd run, and builds
+the inputs it lacks by their own stages (one process) or names the command (several)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import pytest
 
 from dskd.config.loading import load_config
 from dskd.core.errors import ConfigError, DSKDError
+from dskd.core.io import read_json
+from dskd.core.stamps import STAMP
 from dskd.training.run import run_dir, train
+
+from .tinyrun import corpus_config, write_corpus
 
 CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "tiny" / "kd.yaml"
 
@@ -28,3 +33,22 @@ def test_an_unsafe_name_never_becomes_a_folder(tmp_path):
     with pytest.raises(ConfigError, match="not a safe name"):
         run_dir(cfg)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_single_process_run_builds_its_continuations_and_several_processes_are_told_to(
+    run_tmp, teacher_dir, capsys
+):
+    corpus = write_corpus(run_tmp / "corpus.txt")
+    over = {"data.targets": "teacher", "data.teacher_new_tokens": 2, "trainer.max_steps": 2}
+    several = corpus_config(run_tmp, teacher_dir, corpus, "kd", {**over, "trainer.devices": "2"})
+    with pytest.raises(DSKDError, match=r"`dskd continuations build CONFIG \[key=value \.\.\.\]`"):
+        train(several, export=False)
+    cfg = corpus_config(run_tmp, teacher_dir, corpus, "kd", over)
+    folder = Path(cfg.data.continuations_dir)
+    assert not folder.exists()
+    out = train(cfg, export=False)
+    printed = capsys.readouterr().out
+    assert f"=== teacher continuations: running -> {folder}" in printed and (folder / STAMP).is_file()
+    assert out["global_step"] == 2 and read_json(folder / "stats.json")["generated_files"] == 1
+    train(cfg, export=False)  # a second run finds them: no stage
+    assert "=== teacher continuations" not in capsys.readouterr().out

@@ -103,7 +103,7 @@ def plot(results: list[RunResult], path: str | Path, title: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: after the backend is chosen
 
     curves, finals = panels(results)
     n = max(1, len(curves) + len(finals))
@@ -183,9 +183,9 @@ def build_report(sweep: Sweep, group: str, project: str, entity: str) -> Any:
     """A W&B report of the ablation group: the panels of :func:`plot` over ``trainer/global_step``, a
     parallel-coordinates view, and the results and difference tables of the group's evaluation (when it
     has one)."""
-    try:  # deferred: wandb-workspaces is optional, needed only for the online dashboard
-        import wandb_workspaces.reports.v2 as wr
-        from wandb_workspaces import expr
+    try:
+        import wandb_workspaces.reports.v2 as wr  # deferred: optional, only the online dashboard needs it
+        from wandb_workspaces import expr  # deferred: as above
     except ImportError as e:
         raise DSKDError(
             "Creating a W&B dashboard needs the wandb-workspaces package: pip install wandb-workspaces."

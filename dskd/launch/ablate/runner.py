@@ -9,12 +9,12 @@ from typing import Any
 
 import yaml
 
-from dskd.config.schema import ExperimentConfig
 from dskd.core.errors import ArtifactMismatchError
 from dskd.launch.ablate.sweep import Point
 from dskd.launch.caches import build_caches, build_continuations, cache_groups
 from dskd.lexicon.build import build as build_lexicon
 from dskd.senses.build import build as build_senses
+from dskd.senses.config import SensesConfig
 from dskd.tracking.session import finish_wandb
 from dskd.training.run import train
 
@@ -30,21 +30,21 @@ _SENSES_BUILD_KEYS = (
 """senses.* keys a built dictionary depends on (compared with its saved config.yaml)."""
 
 
-def _senses_mismatch(cfg: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
-    """senses key -> (built, needed) where the dictionary at ``senses.output_dir`` differs from ``cfg``."""
-    built = Path(cfg.senses.output_dir) / "config.yaml"
+def _senses_mismatch(senses: SensesConfig) -> dict[str, tuple[Any, Any]]:
+    """senses key -> (built, needed) where the dictionary at ``senses.output_dir`` differs from ``senses``."""
+    built = Path(senses.output_dir) / "config.yaml"
     if built.is_file():
         have = (yaml.safe_load(built.read_text()) or {}).get("senses", {})
     else:
-        meta = json.loads((Path(cfg.senses.output_dir) / "meta.json").read_text())
+        meta = json.loads((Path(senses.output_dir) / "meta.json").read_text())
         have = {"k": meta.get("k"), "keying": meta.get("keying")}
-    want = asdict(cfg.senses)
+    want = asdict(senses)
     return {k: (have[k], want[k]) for k in _SENSES_BUILD_KEYS if k in have and have[k] != want[k]}
 
 
 def _check_senses(p: Point) -> str | None:
     """Refuse a dictionary of another k, keying or swept senses.* value; other differences -> a warning."""
-    diffs = _senses_mismatch(p.cfg)
+    diffs = _senses_mismatch(p.cfg.senses)
     hard = {k for k in diffs if k in ("k", "keying") or f"senses.{k}" in p.settings}
     text = "; ".join(f"senses.{k}: built {b!r}, needed {w!r}" for k, (b, w) in diffs.items())
     where = p.cfg.senses.output_dir
