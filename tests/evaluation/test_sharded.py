@@ -45,17 +45,17 @@ def _rank(rank: int, port: int, models: dict[str, str], out_dir: str, log: str) 
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank)
     )
-    import dskd.models.loading as loading
+    import dskd.evaluation.run as run
     from dskd.core.devices import launcher_group
     from dskd.evaluation.run import evaluate
 
-    loaded, load = [], loading.load_causal_lm
+    loaded, load = [], run.load_causal_lm
 
     def logged(spec, *args, **kwargs):
         loaded.append(spec)
         return load(spec, *args, **kwargs)
 
-    loading.load_causal_lm = logged
+    run.load_causal_lm = logged  # the name the evaluation calls (imported at the top of its module)
     with launcher_group() as together:
         records = evaluate(_config(models, out_dir), models, together=together)
         loaded_together = list(loaded)
