@@ -96,7 +96,7 @@ def test_rehearsal_of_a_paper_preset_with_two_processes(tmp_path, preset):
     ):
         assert override in head
     # one writer per single-writer stage; both processes train; no stamp written twice or torn
-    for stage in ("rehearsal stand-ins", "lexicon", "senses", "eval"):
+    for stage in ("rehearsal stand-ins", "lexicon", "senses", "teacher continuations (seeds [0])", "eval"):
         assert out.count(f"=== {stage}: running") == 1, stage
     root = tmp_path / "artifacts/rehearse" / preset
     kd, dskd = preset_configs(preset, [0], [])[:2]
