@@ -25,6 +25,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if cfg.student.kind != "truncated":
         raise ConfigError("dskd memory estimates student.kind=truncated (the paper's student) only.")
-    inputs = MemoryInputs.from_config(cfg)
+    inputs = MemoryInputs(
+        cfg.name, cfg.method, cfg.teacher, cfg.student, cfg.trainer, cfg.data, cfg.loss, cfg.senses
+    )
     print(render(inputs, teacher_shape(cfg.teacher), args.gpus, args.gpu_memory), end="")
     return 0

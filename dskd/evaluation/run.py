@@ -173,7 +173,8 @@ def evaluate(
         if ec.plot:
             plot_scores(records, out_dir / "scores.png")
             plot_losses(_metrics_csvs(models), out_dir / "losses.png")
-        wandb_run = EvalRun.from_config(cfg) if cfg.logging.wandb else None
+        lg = cfg.logging
+        wandb_run = EvalRun(lg.project, cfg.preset, lg.tags, lg.artifacts) if lg.wandb else None
         publish(ec, wandb_run, records, models, suite.unavailable)
     if together:
         barrier()

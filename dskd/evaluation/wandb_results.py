@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from dskd.config.schema import ExperimentConfig
 from dskd.evaluation.config import EvalConfig
 from dskd.evaluation.tables import aggregate, difference_rows, table_rows
 from dskd.tracking.artifacts import student_artifact, use
@@ -31,11 +30,6 @@ class EvalRun:
     tags: list[str]
     artifacts: str
     """logging.artifacts: reference | upload | off."""
-
-    @classmethod
-    def from_config(cls, cfg: ExperimentConfig) -> EvalRun:
-        lg = cfg.logging
-        return cls(project=lg.project, group=cfg.preset, tags=list(lg.tags), artifacts=lg.artifacts)
 
 
 def summary_metrics(records: list[dict[str, Any]]) -> dict[str, float]:

@@ -12,7 +12,6 @@ from typing import Any
 
 from transformers import AutoConfig
 
-from dskd.config.schema import ExperimentConfig
 from dskd.data.config import DataConfig
 from dskd.losses.config import LossConfig
 from dskd.models.config import StudentConfig, TeacherConfig
@@ -88,12 +87,6 @@ class MemoryInputs:
     data: DataConfig
     loss: LossConfig
     senses: SensesConfig
-
-    @classmethod
-    def from_config(cls, cfg: ExperimentConfig) -> MemoryInputs:
-        return cls(
-            cfg.name, cfg.method, cfg.teacher, cfg.student, cfg.trainer, cfg.data, cfg.loss, cfg.senses
-        )
 
 
 KNOWN_SHAPES = {

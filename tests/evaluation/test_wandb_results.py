@@ -18,24 +18,19 @@ def _record(model: str, items: list[float]) -> dict:
 
 
 def _offline_config(tmp_path, monkeypatch):
-    """A config whose eval run goes to an offline W&B run in ``tmp_path``."""
+    """A config whose eval run (:data:`RUN`) goes to an offline W&B run in ``tmp_path``."""
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
-    return config_from_dict(
-        {
-            "preset": "test",
-            "eval": {"output_dir": str(tmp_path)},
-            "logging": {"wandb": True, "artifacts": "off"},
-        }
-    )
+    return config_from_dict({"preset": "test", "eval": {"output_dir": str(tmp_path)}})
+
+
+RUN = EvalRun(project="dskd", group="test", tags=[], artifacts="off")
 
 
 def test_the_eval_run_logs_the_difference_table(tmp_path, monkeypatch):
     cfg = _offline_config(tmp_path, monkeypatch)
     records = [_record("KD", [1.0, 0.0, 1.0, 0.0]), _record("DSKD", [1.0, 0.0, 1.0, 0.0])]
-    log_evaluation(
-        cfg.eval, EvalRun.from_config(cfg), records, {"KD@0": "kd", "DSKD@0": "dskd"}, ["KD", "DSKD"]
-    )
+    log_evaluation(cfg.eval, RUN, records, {"KD@0": "kd", "DSKD@0": "dskd"}, ["KD", "DSKD"])
     (log,) = run_logs(tmp_path)
     (row,) = [r for r in history(log) if "eval/differences" in r]
     table = json.loads((log.parent / "files" / row["eval/differences"]["path"]).read_text())
@@ -46,9 +41,7 @@ def test_the_eval_run_logs_the_difference_table(tmp_path, monkeypatch):
 def test_the_eval_run_names_the_unavailable_tasks(tmp_path, monkeypatch):
     cfg = _offline_config(tmp_path, monkeypatch)
     missing = {"analogy": "Could not download the analogies asset."}
-    log_evaluation(
-        cfg.eval, EvalRun.from_config(cfg), [_record("KD", [1.0, 0.0])], {"KD@0": "kd"}, ["KD"], missing
-    )
+    log_evaluation(cfg.eval, RUN, [_record("KD", [1.0, 0.0])], {"KD@0": "kd"}, ["KD"], missing)
     (log,) = run_logs(tmp_path)
     (row,) = [r for r in history(log) if "eval/results" in r]
     table = json.loads((log.parent / "files" / row["eval/results"]["path"]).read_text())

@@ -58,7 +58,12 @@ def test_training_and_evaluation_runs_hold_lineage_table_and_plots(tmp_path, tea
     cfg.eval.output_dir = str(tmp_path / "results")
     write_results(recs, cfg.eval, models)
     plot_scores(recs, tmp_path / "results" / "scores.png")
-    publish(cfg.eval, EvalRun.from_config(cfg), recs, models)
+    publish(
+        cfg.eval,
+        EvalRun(cfg.logging.project, cfg.preset, cfg.logging.tags, cfg.logging.artifacts),
+        recs,
+        models,
+    )
 
     (log,) = run_logs(tmp_path / "results")
     run = next(r.run for r in records(log) if r.HasField("run"))

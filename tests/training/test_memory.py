@@ -9,6 +9,7 @@ import torch
 
 from dskd.cli import main
 from dskd.config.loading import load_config
+from dskd.config.schema import ExperimentConfig
 from dskd.training.memory import KNOWN_SHAPES, MemoryInputs, ModelShape, estimate, render, startup_peak
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,13 +34,20 @@ def test_parameter_counts_equal_a_real_model_and_its_truncated_student(tied):
     assert shape.layer_params == sum(p.numel() for p in student.parameters() if p.requires_grad)
 
 
+def _inputs(cfg: ExperimentConfig) -> MemoryInputs:
+    """The sections of ``cfg`` that the estimate reads."""
+    return MemoryInputs(
+        cfg.name, cfg.method, cfg.teacher, cfg.student, cfg.trainer, cfg.data, cfg.loss, cfg.senses
+    )
+
+
 def test_the_paper_teachers_have_their_published_sizes():
     assert KNOWN_SHAPES[LLAMA].params() == 8_030_261_248
     assert KNOWN_SHAPES["mistralai/Mistral-7B-Instruct-v0.1"].params() == 7_241_732_096
 
 
 def test_paper_llama3_on_eight_gpus_by_hand():
-    cfg = MemoryInputs.from_config(load_config(ROOT / "experiments/paper-llama3/dskd.yaml"))
+    cfg = _inputs(load_config(ROOT / "experiments/paper-llama3/dskd.yaml"))
     rows = {name: gb for name, gb, _ in estimate(cfg, KNOWN_SHAPES[LLAMA], 8)}
     layer = 2 * 4096**2 + 2 * 4096 * 1024 + 3 * 4096 * 14336 + 2 * 4096  # 218,112,000
     embeddings = 2 * 128256 * 4096 + 4096
@@ -70,7 +78,7 @@ def test_the_docs_show_what_the_command_prints(capsys):
         config = ROOT / "experiments" / preset / "dskd.yaml"
         assert main(["memory", str(config), "--gpus", "8"]) == 0
         printed = capsys.readouterr().out
-        cfg = MemoryInputs.from_config(load_config(config))
+        cfg = _inputs(load_config(config))
         assert printed == render(cfg, KNOWN_SHAPES[cfg.teacher.model], 8)
         table = printed.split("\n\n", 1)[1]
         for doc in ("training.md", "benchmarks.md"):
