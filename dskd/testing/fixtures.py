@@ -12,24 +12,25 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
 from torch.utils.data import DataLoader, Dataset
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from dskd.core.batch import IGNORE_INDEX, SenseBatch
+from dskd.models.loading import tokenizer_fingerprint
+from dskd.senses import SenseDictionary
+from dskd.teacher_cache.build import CacheSpec, add_batch, cache_identity, cache_taus, writer_tokens
+from dskd.teacher_cache.store import CacheWriter
 
 
 def word_tokenizer(vocab: int):
     """A word-level tokenizer over the words t0..t{vocab-1} (t0 unknown, t1 padding, t2 end)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0", pad_token="t1", eos_token="t2")
 
 
 def llama_config(vocab: int, hidden: int, layers: int, heads: int = 4, kv_heads: int = 2, max_len: int = 64):
-    from transformers import LlamaConfig
-
     return LlamaConfig(
         vocab_size=vocab,
         hidden_size=hidden,
@@ -44,8 +45,6 @@ def llama_config(vocab: int, hidden: int, layers: int, heads: int = 4, kv_heads:
 
 def random_model_dir(path: Path, config, seed: int = 0) -> Path:
     """Save a random Llama of ``config`` and a matching word tokenizer as a Hugging Face folder."""
-    from transformers import LlamaForCausalLM
-
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(path)
     word_tokenizer(config.vocab_size).save_pretrained(path)
@@ -56,9 +55,6 @@ def random_senses(
     path: Path, vocab: int, hidden: int, k: int = 3, extra_keys: int = 4, seed: int = 1
 ) -> Path:
     """A random sense dictionary over the even keys below ``vocab + extra_keys`` (the last are VIDs)."""
-    from dskd.models.loading import tokenizer_fingerprint
-    from dskd.senses import SenseDictionary
-
     g = torch.Generator().manual_seed(seed)
     keys = torch.arange(0, vocab + extra_keys, 2)
     counts = torch.randint(1, k + 1, (len(keys),), generator=g)
@@ -134,9 +130,6 @@ class SyntheticBatches(pl.LightningDataModule):
 def write_batch_cache(directory, cfg, tokenizer, teacher, batches, hidden_dtype: str = "float16"):
     """A teacher cache of exactly ``batches`` in ``directory`` (tests, benchmarks and comparisons),
     with ``cfg.teacher``'s targets and hidden positions."""
-    from dskd.teacher_cache.build import CacheSpec, add_batch, cache_identity, cache_taus, writer_tokens
-    from dskd.teacher_cache.store import CacheWriter
-
     spec = CacheSpec.of(cfg)
     sense_dirs = (cfg.lexicon.output_dir, cfg.senses.output_dir)
     head = teacher.get_output_embeddings().weight

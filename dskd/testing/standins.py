@@ -118,7 +118,6 @@ MAKERS: dict[str, Callable[[random.Random, int], dict[str, Any]]] = {
 def hub_datasets(configs: list[Any]) -> set[tuple[str, str | None, str]]:
     """(dataset id, subset, split) of every hub read of ``configs``: training and validation data,
     the sense corpus and the ``paper/<task>`` evaluation (shot and evaluation splits)."""
-
     reads = set()
     for cfg in configs:
         for src in [*cfg.data.train, *cfg.data.val, *cfg.senses.sources]:
@@ -176,7 +175,6 @@ SPECIAL_TOKENS = [
 def standin_tokenizer(corpus: Path, vocab_size: int = 2048):
     """A byte-level BPE trained on the stand-in files under ``corpus`` (and more of the same words), with a
     Llama-3-style chat template."""
-
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -218,7 +216,6 @@ def write_standin_teacher(
     out_dir: Path, teacher_id: str, tokenizer, hidden: int = 64, layers: int = 32
 ) -> Path:
     """Save a random model of ``teacher_id``'s family with ``tokenizer`` as a Hugging Face folder."""
-
     config = family_config(teacher_id, len(tokenizer), hidden, layers)
     config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
     config.pad_token_id = tokenizer.pad_token_id
