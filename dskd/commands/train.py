@@ -11,9 +11,9 @@ HELP = "Distil a student with KD or DSKD."
 DESCRIPTION = (
     "Distil a student with KD or DSKD. What the run reads and lacks is built first, each by its own "
     "stage with its progress line and stamp: the teacher's continuations (data.targets=teacher, `dskd "
-    "continuations build`) and the teacher cache (teacher.mode=cached, `dskd cache build`). A run of "
-    "several processes (trainer.devices x trainer.num_nodes > 1) does not build them: it stops with the "
-    "command that does. See docs/training.md."
+    "continuations build`) and the teacher cache (teacher.mode=cached, `dskd cache build`). Processes a "
+    "launcher started together (torchrun, srun) do not build them: they stop with the command that does. "
+    "See docs/training.md."
 )
 
 

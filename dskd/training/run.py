@@ -38,7 +38,7 @@ from dskd.models.loading import load_causal_lm, load_tokenizer, tokenizer_finger
 from dskd.models.student import build_projection, build_student, check_vocab, decoder_layer_class, hidden_size
 from dskd.senses import SenseDictionary
 from dskd.senses.config import SensesConfig
-from dskd.teacher_cache.build import CacheSpec, open_cache, world_size
+from dskd.teacher_cache.build import CacheSpec, open_cache
 from dskd.teacher_cache.build import build as build_cache
 from dskd.teacher_cache.loading import load_teacher_prefix
 from dskd.teacher_cache.store import META_FILE
@@ -223,44 +223,40 @@ def train(
         return _fit(cfg, trainer, module, dm, FitOptions(ckpt_path, export, t0))
 
 
+LAUNCHED_TOGETHER = ("WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
+"""Variables by which torchrun and srun tell a process that the launcher started several at once."""
+
+
 def build_inputs(cfg: ExperimentConfig) -> None:
     """The stages a run reads and lacks, run here in the open (their progress line, their stamp; the
     stage functions `dskd reproduce` calls): the teacher's continuations (``data.targets=teacher``)
-    and the teacher cache (``teacher.mode=cached``; hidden states for method=dskd). A run of several
-    processes never builds them (every process would write them): it is refused with the command
-    that does. Present inputs are not checked here (the data module and the cache check them)."""
-    several = world_size(cfg.trainer) > 1
+    and the teacher cache (``teacher.mode=cached``; hidden states for method=dskd). Only a process
+    that is alone so far builds them (Lightning starts a run's other processes later, at fit, and
+    they find them); processes a launcher started together (torchrun, srun) would all write them:
+    they are refused with the command that builds them. Present inputs are not checked here (the
+    data module and the cache check them)."""
+    together = any(int(os.environ.get(name) or 1) > 1 for name in LAUNCHED_TOGETHER)
     if cfg.data.targets == "teacher":
         tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.revision)
         if missing_continuations(cfg.data, cfg.teacher, tokenizer, cfg.seed):
-            if several:
+            if together:
                 read_continuations(cfg.data, cfg.teacher, tokenizer, cfg.seed)  # its error names the command
             key = continuations_key(cfg.data, cfg.teacher, [cfg.seed])
-            run_stage(
-                "teacher continuations",
-                cfg.data.continuations_dir,
-                key,
-                lambda: build_continuations(cfg).stats,
-                force=True,
-            )
+            build = lambda: build_continuations(cfg).stats  # noqa: E731
+            run_stage("teacher continuations", cfg.data.continuations_dir, key, build, force=True)
     if cfg.teacher.mode == "cached" and not (Path(cfg.cache.dir) / META_FILE).is_file():
         hidden = "float16" if cfg.method == "dskd" else "none"
-        if several:
+        if together:
             flag = "" if hidden == "float16" else " --hidden-dtype none"
             raise DSKDError(
-                f"teacher.mode=cached reads the teacher cache at {cfg.cache.dir}, and there is none. A run "
-                f"of {world_size(cfg.trainer)} processes does not build it (every process would write it): "
-                f"build it first with `dskd cache build CONFIG [key=value ...]{flag}` (the run's config and "
-                "overrides), then start the run again."
+                f"teacher.mode=cached reads the teacher cache at {cfg.cache.dir}, and there is none. "
+                "Processes started together (torchrun, srun) do not build it (every one would write "
+                f"it): build it first with `dskd cache build CONFIG [key=value ...]{flag}` (the run's "
+                "config and overrides), then start the run again."
             )
         key = stage_key("teacher-cache", CacheSpec.of(cfg), [cfg.seed], hidden)
-        run_stage(
-            "teacher cache",
-            cfg.cache.dir,
-            key,
-            lambda: build_cache(cfg, hidden_dtype=hidden).stats,
-            force=True,
-        )
+        build = lambda: build_cache(cfg, hidden_dtype=hidden).stats  # noqa: E731
+        run_stage("teacher cache", cfg.cache.dir, key, build, force=True)
 
 
 def _resume_from(resume: str, config_yaml: str, rdir: Path) -> tuple[str | None, int]:

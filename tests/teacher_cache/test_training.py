@@ -107,15 +107,19 @@ def test_cached_run_refuses_a_stale_cache(make_cfg):
         train(stale, export=False)
 
 
-def test_a_single_process_run_builds_its_missing_cache_and_several_processes_are_told_to(make_cfg, capsys):
+def test_a_single_process_run_builds_its_missing_cache_and_several_processes_are_told_to(
+    make_cfg, capsys, monkeypatch
+):
     from dskd.core.errors import DSKDError
     from dskd.core.stamps import STAMP
     from dskd.teacher_cache.store import META_FILE
 
     cfg = make_cfg(**{"teacher.mode": "cached"})
     folder = Path(cfg.cache.dir)
-    with pytest.raises(DSKDError, match="dskd cache build CONFIG .* --hidden-dtype none"):
-        train(make_cfg(**{"teacher.mode": "cached", "trainer.devices": "2"}), export=False)
+    with monkeypatch.context() as started_together:  # as torchrun starts 2 processes
+        started_together.setenv("WORLD_SIZE", "2")
+        with pytest.raises(DSKDError, match="dskd cache build CONFIG .* --hidden-dtype none"):
+            train(cfg, export=False)
     assert not folder.exists()
     out = train(cfg, export=False)
     assert f"=== teacher cache: running -> {folder}" in capsys.readouterr().out and (folder / STAMP).is_file()

@@ -36,14 +36,15 @@ def test_an_unsafe_name_never_becomes_a_folder(tmp_path):
 
 
 def test_a_single_process_run_builds_its_continuations_and_several_processes_are_told_to(
-    run_tmp, teacher_dir, capsys
+    run_tmp, teacher_dir, capsys, monkeypatch
 ):
     corpus = write_corpus(run_tmp / "corpus.txt")
     over = {"data.targets": "teacher", "data.teacher_new_tokens": 2, "trainer.max_steps": 2}
-    several = corpus_config(run_tmp, teacher_dir, corpus, "kd", {**over, "trainer.devices": "2"})
-    with pytest.raises(DSKDError, match=r"`dskd continuations build CONFIG \[key=value \.\.\.\]`"):
-        train(several, export=False)
     cfg = corpus_config(run_tmp, teacher_dir, corpus, "kd", over)
+    with monkeypatch.context() as started_together:  # as srun starts 2 tasks
+        started_together.setenv("SLURM_STEP_NUM_TASKS", "2")
+        with pytest.raises(DSKDError, match=r"`dskd continuations build CONFIG \[key=value \.\.\.\]`"):
+            train(cfg, export=False)
     folder = Path(cfg.data.continuations_dir)
     assert not folder.exists()
     out = train(cfg, export=False)
