@@ -223,8 +223,12 @@ def train(
         return _fit(cfg, trainer, module, dm, FitOptions(ckpt_path, export, t0))
 
 
-LAUNCHED_TOGETHER = ("WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
-"""Variables by which torchrun and srun tell a process that the launcher started several at once."""
+def started_together() -> bool:
+    """Whether a launcher started this process with others at once: torchrun (RANK and WORLD_SIZE; not
+    Lightning, which sets WORLD_SIZE in the first process when it starts the others at fit) or srun
+    (SLURM_STEP_NUM_TASKS, which only srun sets)."""
+    torchrun = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE") or 1) > 1
+    return torchrun or int(os.environ.get("SLURM_STEP_NUM_TASKS") or 1) > 1
 
 
 def build_inputs(cfg: ExperimentConfig) -> None:
@@ -235,7 +239,7 @@ def build_inputs(cfg: ExperimentConfig) -> None:
     they find them); processes a launcher started together (torchrun, srun) would all write them:
     they are refused with the command that builds them. Present inputs are not checked here (the
     data module and the cache check them)."""
-    together = any(int(os.environ.get(name) or 1) > 1 for name in LAUNCHED_TOGETHER)
+    together = started_together()
     if cfg.data.targets == "teacher":
         tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.revision)
         if missing_continuations(cfg.data, cfg.teacher, tokenizer, cfg.seed):

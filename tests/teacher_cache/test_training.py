@@ -117,6 +117,7 @@ def test_a_single_process_run_builds_its_missing_cache_and_several_processes_are
     cfg = make_cfg(**{"teacher.mode": "cached"})
     folder = Path(cfg.cache.dir)
     with monkeypatch.context() as started_together:  # as torchrun starts 2 processes
+        started_together.setenv("RANK", "0")
         started_together.setenv("WORLD_SIZE", "2")
         with pytest.raises(DSKDError, match="dskd cache build CONFIG .* --hidden-dtype none"):
             train(cfg, export=False)

@@ -11,7 +11,7 @@ from dskd.config.loading import load_config
 from dskd.core.errors import ConfigError, DSKDError
 from dskd.core.io import read_json
 from dskd.core.stamps import STAMP
-from dskd.training.run import run_dir, train
+from dskd.training.run import run_dir, started_together, train
 
 from .tinyrun import corpus_config, write_corpus
 
@@ -53,3 +53,16 @@ def test_a_single_process_run_builds_its_continuations_and_several_processes_are
     assert out["global_step"] == 2 and read_json(folder / "stats.json")["generated_files"] == 1
     train(cfg, export=False)  # a second run finds them: no stage
     assert "=== teacher continuations" not in capsys.readouterr().out
+
+
+def test_only_processes_a_launcher_started_together_count_as_started_together(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "SLURM_STEP_NUM_TASKS"):
+        monkeypatch.delenv(name, raising=False)
+    assert not started_together()
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what Lightning sets in the first process at fit
+    assert not started_together()
+    monkeypatch.setenv("RANK", "1")  # torchrun
+    assert started_together()
+    monkeypatch.delenv("RANK")
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")  # srun
+    assert started_together()
