@@ -11,8 +11,8 @@ from dskd.config.loading import config_from_dict
 from dskd.core.errors import ConfigError
 from dskd.evaluation import tasks as registry
 from dskd.evaluation.run import evaluate
-from dskd.evaluation.suite import check_tasks
 from dskd.evaluation.scores import Score
+from dskd.evaluation.suite import check_tasks
 from dskd.evaluation.tasks import Benchmark, Building, Scoring, register
 from dskd.models.loading import load_causal_lm
 from dskd.testing.fixtures import llama_config, random_model_dir, word_tokenizer
