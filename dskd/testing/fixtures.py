@@ -111,14 +111,13 @@ class _Batches(Dataset):
 
 
 class SyntheticBatches(pl.LightningDataModule):
-    """The same ``n`` deterministic random training batches every epoch, and ``val`` validation batches."""
+    """The same ``n`` deterministic random training batches every epoch, and ``val`` validation batches;
+    ``shape`` goes to :func:`random_batch` (default 2 sequences of 16 tokens)."""
 
-    def __init__(
-        self, vocab: int, n: int = 8, val: int = 2, batch: int = 2, seq: int = 16, seed: int = 0, **shape
-    ) -> None:
+    def __init__(self, vocab: int, n: int = 8, val: int = 2, seed: int = 0, **shape: int) -> None:
         super().__init__()
         self.n, self.val, self.seed = n, val, seed
-        self.shape = {"batch": batch, "seq": seq, "vocab": vocab, **shape}
+        self.shape = {"batch": 2, "seq": 16, **shape, "vocab": vocab}
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(_Batches(self.n, self.seed, self.shape), batch_size=None)
