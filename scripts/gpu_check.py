@@ -3,7 +3,7 @@ ZeRO-2/3 and bf16 throughput on random Llama-shaped models. Nothing needs the hu
 
 * ``rehearse-paper-llama3``, ``rehearse-paper-mistral``: ``dskd reproduce --preset P --rehearse``
   (docs/training.md) on every visible GPU with ``trainer.strategy=fsdp`` and the preset's bf16-mixed,
-  chunked KD, teacher targets, sense dictionary (``senses.device=auto``) and paper-protocol
+  chunked KD, teacher continuations, sense dictionary (``senses.device=auto``) and paper-protocol
   evaluation; a stand-in ``tsv`` lexicon replaces WordNet and W&B is off. It passes when the pipeline
   exits 0 with both students exported and the results table holding every paper task.
 * the throughput checks: a truncated student of a random teacher trained for a few steps with the
@@ -200,7 +200,7 @@ def _metrics(path: Path) -> list[dict]:
 
 class MemoryPoller:
     """Per-GPU peak of ``nvidia-smi``'s used memory (GiB) while a child process runs (all its processes
-    and stages: teacher targets, senses, training, evaluation); empty without nvidia-smi."""
+    and stages: teacher continuations, senses, training, evaluation); empty without nvidia-smi."""
 
     def __init__(self, every_s: float = 0.2) -> None:
         self.peak: dict[int, float] = {}

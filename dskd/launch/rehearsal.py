@@ -8,7 +8,7 @@ in for FSDP / DeepSpeed, which Lightning runs on GPUs only). Outputs go under
 ``artifacts/rehearse/<preset>/``; each step's learning rate and each rank's example ids are logged
 (``trainer.log_every_n_steps=1``, ``logging.example_ids``), and one training batch is on-policy
 (``data.on_policy.fraction`` just above that batch's draw). Everything else runs as the preset says:
-epochs, warm-up and schedule, teacher targets, packing choice, chunked KD, sense dictionary, export,
+epochs, warm-up and schedule, teacher continuations, packing choice, chunked KD, sense dictionary, export,
 evaluation and table. Overrides given on the command line come after these and win (a GPU rehearsal:
 ``trainer.accelerator=gpu trainer.strategy=fsdp``, see scripts/gpu_check.py).
 """

@@ -1,6 +1,6 @@
-"""CUDA-only checks of the accelerator paths of evaluation and teacher targets (skipped, with the reason
+"""CUDA-only checks of the accelerator paths of evaluation and teacher continuations (skipped, with the reason
 shown, on CPU machines): eval.device=auto is this process's GPU, and the batched paper-protocol scoring,
-greedy generation and teacher targets give on the GPU what they give on the CPU (float32)."""
+greedy generation and teacher continuations give on the GPU what they give on the CPU (float32)."""
 
 import pytest
 import torch
