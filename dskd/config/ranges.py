@@ -9,6 +9,7 @@ in ``__post_init__`` with :func:`check_fields`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,8 @@ class Range:
     also: tuple[float, ...] = ()
 
     def __contains__(self, value: float) -> bool:
+        if math.isnan(value):  # NaN fails no comparison: without this it would lie in every range
+            return False
         if value in self.also:
             return True
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
@@ -85,11 +88,14 @@ def range_of(f: dataclasses.Field) -> Range | None:
 
 def check_value(key: str, value: Any, f: dataclasses.Field, source: str | None = None) -> None:
     """Raise :class:`ConfigError` naming ``key``, ``value`` and the range when ``value`` lies outside
-    the range declared for ``f`` (None and fields without a range pass)."""
+    the range declared for ``f`` (None and fields without a range pass), or is not finite: no key
+    accepts NaN or infinity (a NaN passes every comparison, so a range alone would let it through)."""
     rng = range_of(f)
     number = isinstance(value, int | float) and not isinstance(value, bool)
+    where = f" (in {source})" if source else ""
+    if number and not math.isfinite(value):
+        raise ConfigError(f"Config key '{key}'{where} is {value!r}; it takes a finite number.")
     if rng is not None and number and value not in rng:
-        where = f" (in {source})" if source else ""
         raise ConfigError(f"Config key '{key}'{where} is {value!r}, outside its valid range: {rng}.")
 
 

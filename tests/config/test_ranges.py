@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+from pathlib import Path
 
 import pytest
 
+from dskd.config.loading import load_config
 from dskd.config.ranges import Range, range_of, ranged
+from dskd.core.errors import ConfigError
+
+PRESET = Path(__file__).resolve().parents[2] / "experiments" / "tiny" / "dskd.yaml"
 
 
 @pytest.mark.parametrize(
@@ -44,3 +50,30 @@ def test_field_without_range():
         x: int = 3
 
     assert range_of(dataclasses.fields(C)[0]) is None
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "optim.lr=.nan",
+        "optim.lr=1e400",
+        "loss.kd.alpha=.nan",
+        "loss.sense.weight=.nan",
+        "optim.grad_clip=.nan",
+        "loss.kd.tau=.inf",
+        "optim.weight_decay=.inf",
+        "data.on_policy.temperature=.nan",
+        "loss.kd.tau=-.inf",
+    ],
+)
+def test_a_non_finite_number_is_refused_at_load(override):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"'{key}' .* is (nan|inf|-inf); it takes a finite number"):
+        load_config(PRESET, [override])
+
+
+def test_nan_and_infinity_lie_outside_every_range():
+    assert math.nan not in Range(low=0, high=1)
+    assert math.nan not in Range()
+    assert math.inf not in Range(low=0, high=1)
+    assert math.inf in Range(low=0)  # no upper bound: check_value refuses it as not finite
