@@ -3,7 +3,8 @@
 Layout of ``<dir>/senses.safetensors``: ``centroids [keys, k, d]`` (rows past a key's count are
 zero), ``counts [keys]`` (int32) and ``key_ids [keys]`` (int64, token ids or VIDs, ascending). The
 metadata is stored in the safetensors header (the source of truth) and copied to ``meta.json``;
-it records the sha256 of each tensor. Loading refuses non-finite centroids (NaN or inf in any row
+it records the sha256 of each tensor. Loading refuses key ids outside ``0..table_size-1`` (one pass
+over the key ids, with the default ``DSKD_VERIFY=fast``), non-finite centroids (NaN or inf in any row
 it loads) and, with ``DSKD_VERIFY=full``, tensors whose sha256 differs (see :func:`dskd.io.verify_level`).
 Lookup is one ``index_select`` through a dense key -> row table (``-1`` for keys without senses).
 """
@@ -57,6 +58,18 @@ def nonfinite_rows(centroids: torch.Tensor) -> torch.Tensor:
     return torch.cat(bad) if bad else torch.zeros(0, dtype=torch.long)
 
 
+def key_ids_problem(key_ids: torch.Tensor, table_size: int) -> str | None:
+    """What is wrong with a dictionary's ``key_ids`` for its key table of ``table_size`` entries
+    (None: nothing): ids must lie in ``0..table_size-1``, else the table cannot be built."""
+    bad = key_ids[(key_ids < 0) | (key_ids >= table_size)]
+    if len(bad):
+        return (
+            f"{len(bad)} of its {len(key_ids)} key ids lie outside the key table 0..{table_size - 1} "
+            f"(table_size {table_size}), e.g. {int(bad[0])}"
+        )
+    return None
+
+
 def _resolve_device(device: str | torch.device, nbytes: int) -> tuple[torch.device, bool]:
     """(storage device, pinned). auto: the GPU when the dictionary takes <= 25% of its memory,
     else pinned CPU memory; pinned: CPU pinned memory (per-batch gathers go to the keys' device)."""
@@ -100,6 +113,9 @@ class SenseDictionary:
             )
         size = int(self.meta.get("table_size", int(self.key_ids.max()) + 1 if n else 0))
         self.meta.setdefault("table_size", size)
+        problem = key_ids_problem(self.key_ids, size)
+        if problem:
+            raise DSKDError(f"The sense dictionary is inconsistent: {problem}. {_REBUILD}")
         dev = self.centroids.device
         self._table = torch.full((size,), -1, dtype=torch.long, device=dev)
         self._table[self.key_ids.to(dev)] = torch.arange(n, device=dev)
@@ -257,6 +273,9 @@ class SenseDictionary:
             )
         if verify_level() == "full":
             cls._check_sha256(path, t, meta)
+        problem = key_ids_problem(t["key_ids"], int(meta["table_size"]))
+        if problem:
+            raise DSKDError(f"The sense dictionary {path} is damaged: {problem}. {_REBUILD}")
         d = cls(t["centroids"], t["counts"], t["key_ids"], meta)
         if keys is not None:
             d = d.restrict(keys)

@@ -189,3 +189,38 @@ def test_nonfinite_rows_are_exact_when_sums_overflow():
     mixed = torch.zeros(5, 1, 2)
     mixed[4, 0] = torch.tensor([float("inf"), float("-inf")])  # a sum of NaN
     assert nonfinite_rows(mixed).tolist() == [4]
+
+
+@pytest.mark.parametrize(("ids", "bad"), [([2, 5, 12], 12), ([2, -1, 11], -1)])
+def test_key_ids_outside_the_table_are_refused_at_load(tmp_path, ids, bad):
+    _dictionary().save(tmp_path)
+    _rewrite(tmp_path, lambda t: t["key_ids"].copy_(torch.tensor(ids)))  # same size: fast mode's check
+    with pytest.raises(DSKDError) as err:
+        SenseDictionary.load(tmp_path)
+    message = str(err.value)
+    assert "\n" not in message and f"{SENSES_FILE} is damaged" in message
+    assert f"1 of its 3 key ids lie outside the key table 0..11 (table_size 12), e.g. {bad}" in message
+    assert message.endswith("rebuild with `dskd senses build CONFIG`.")
+
+
+def test_a_table_size_smaller_than_the_key_ids_is_refused_at_load(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    _dictionary().save(tmp_path)
+    path = str(tmp_path / SENSES_FILE)
+    with safe_open(path, framework="pt") as f:
+        header = f.metadata()
+    meta = json.loads(header["dskd_senses_meta"])
+    header["dskd_senses_meta"] = json.dumps(dict(meta, table_size=6))
+    save_file(load_file(path), path, metadata=header)
+    with pytest.raises(DSKDError, match=r"1 of its 3 key ids lie outside the key table 0..5 .*e.g. 11"):
+        SenseDictionary.load(tmp_path)
+
+
+def test_an_intact_dictionary_passes_the_key_check_and_a_bad_one_is_not_built(tmp_path):
+    d = _dictionary()
+    d.save(tmp_path)
+    assert SenseDictionary.load(tmp_path).key_ids.tolist() == [2, 5, 11]  # no false alarm at the edge
+    with pytest.raises(DSKDError, match=r"inconsistent: 1 of its 3 key ids .* e\.g\. 11"):
+        SenseDictionary(d.centroids, d.counts, d.key_ids, dict(META, table_size=11))
