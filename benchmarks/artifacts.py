@@ -24,7 +24,7 @@ def preset_artifacts(cfg, quick: bool):
     from dskd.core.stamps import is_current
     from dskd.launch.reproduce import artifact_keys
 
-    lex_key, senses_key = artifact_keys(cfg)
+    lex_key, senses_key = artifact_keys(cfg.lexicon, cfg.senses, cfg.teacher)
     if is_current(cfg.lexicon.output_dir, lex_key) and is_current(cfg.senses.output_dir, senses_key):
         return cfg
     if quick:

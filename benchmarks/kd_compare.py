@@ -96,18 +96,20 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(train(_config(a.out, a.steps, a.val_batches, mode)), indent=2))
     if "eval" in stages:
         from dskd.models.loading import load_causal_lm, load_tokenizer
-        from dskd.teacher_cache.build import CacheSpec, open_cache, run_batches
+        from dskd.teacher_cache.build import open_cache, run_batches
         from dskd.training.run import run_dir
+        from tests.sections import spec_of
 
         tok = load_tokenizer(cfg.teacher.model)
         teacher = load_causal_lm(cfg.teacher.model, dtype="float32")
-        cache = open_cache(CacheSpec.of(cfg), tok)
+        cache = open_cache(spec_of(cfg), tok)
         val_cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, max_steps=10))
-        batches = list(run_batches(CacheSpec.of(val_cfg), tok, [cfg.seed]))
+        batches = list(run_batches(spec_of(val_cfg), tok, [cfg.seed]))
         val, train_batches = batches[: a.val_batches], batches[a.val_batches :]
         result: dict = {"steps": a.steps, "top_k": cfg.cache.top_k, "tau": cfg.loss.kd.tau}
         for mode in ("online", "cached"):
-            run = run_dir(_config(a.out, a.steps, a.val_batches, mode))
+            run_cfg = _config(a.out, a.steps, a.val_batches, mode)
+            run = run_dir(run_cfg.runs_dir, run_cfg.name, run_cfg.seed)
             summary = json.loads((run / "summary.json").read_text())
             result[mode] = {
                 "wall_time_s": summary["wall_time_s"],

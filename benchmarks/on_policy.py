@@ -47,29 +47,29 @@ class _Steps:
 
 def bench_on_policy_step_time(quick: bool) -> list[Figure]:
     from benchmarks.training import interleaved_steps, preset_setup
-    from dskd.training.module import DistillationModule, DistillationParts, DistillationSettings
+    from dskd.training.module import DistillationModule, DistillationParts
     from dskd.training.run import build_datamodule
+    from tests.sections import settings_of
 
     steps = QUICK_STEPS if quick else STEPS
     over = (f"data.on_policy.fraction={FRACTION}",)  # online teacher: no cache holds generated text
     setup = preset_setup(steps + 1, quick, PRESET, over)
     cfg, tokenizer, teacher, student, projection, senses, batches = setup
-    dm = build_datamodule(cfg, tokenizer, senses)
+    lexicon_dir = cfg.lexicon.output_dir if cfg.method == "dskd" else None
+    dm = build_datamodule(cfg.data, cfg.teacher, cfg.seed, tokenizer, lexicon_dir, senses)
     dm.setup("fit")
     off = copy.deepcopy(cfg)
     off.data.on_policy.fraction = 0.0
     runs = {
         "lambda=0": _Steps(
             DistillationModule(
-                DistillationSettings.of(off),
+                settings_of(off),
                 DistillationParts(copy.deepcopy(student), teacher, senses, copy.deepcopy(projection)),
             ),
             None,
         ),
         "lambda=0.5": _Steps(
-            DistillationModule(
-                DistillationSettings.of(cfg), DistillationParts(student, teacher, senses, projection)
-            ),
+            DistillationModule(settings_of(cfg), DistillationParts(student, teacher, senses, projection)),
             dm.on_policy_senses,
         ),
     }

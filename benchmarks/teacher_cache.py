@@ -39,7 +39,7 @@ def _val_batches(cfg, tokenizer, n: int) -> list[dict]:
     from dskd.data.stream import META_KEYS
     from dskd.training.run import build_datamodule
 
-    dm = build_datamodule(dataclasses.replace(cfg, method="kd"), tokenizer)
+    dm = build_datamodule(cfg.data, cfg.teacher, cfg.seed, tokenizer)
     dm.prepare_data()
     dm.setup("fit")
     return [
@@ -100,9 +100,10 @@ def _vs_online(
 def bench_cached_training(quick: bool) -> list[Figure]:
     from benchmarks.hardware import DecoderShape, matmul_peak_gflops, training_step_flops
     from benchmarks.training import interleaved_steps, preset_setup
-    from dskd.teacher_cache.build import CacheSpec, open_cache
+    from dskd.teacher_cache.build import open_cache
     from dskd.teacher_cache.store import bytes_per_position
-    from dskd.training.module import DistillationModule, DistillationParts, DistillationSettings
+    from dskd.training.module import DistillationModule, DistillationParts
+    from tests.sections import settings_of, spec_of
 
     steps = QUICK_STEPS if quick else STEPS
     cfg, tokenizer, teacher, student, projection, senses, batches = preset_setup(steps + 1, quick, PRESET)
@@ -110,11 +111,11 @@ def bench_cached_training(quick: bool) -> list[Figure]:
     with tempfile.TemporaryDirectory() as tmp:
         cfgs, metas, build_s = _write_caches(Path(tmp), cfg, tokenizer, teacher, batches)
         online = DistillationParts(copy.deepcopy(student), teacher, senses, projection)
-        modules = {"online": DistillationModule(DistillationSettings.of(cfg), online)}
+        modules = {"online": DistillationModule(settings_of(cfg), online)}
         for mode, c in cfgs.items():
-            cache = open_cache(CacheSpec.of(c), tokenizer)
+            cache = open_cache(spec_of(c), tokenizer)
             parts = DistillationParts(copy.deepcopy(student), None, senses, copy.deepcopy(projection), cache)
-            modules[mode] = DistillationModule(DistillationSettings.of(c), parts)
+            modules[mode] = DistillationModule(settings_of(c), parts)
         medians, _ = interleaved_steps(modules, batches, cfg.optim.lr)
     kl = heldout_kl({name: m.student for name, m in modules.items()}, teacher, val)
     layout = {mode: bytes_per_position(meta, hidden_size=PAPER_HIDDEN) for mode, meta in metas.items()}

@@ -70,9 +70,12 @@ def preset_setup(n_batches: int, quick: bool, preset: str = PRESET, overrides: t
     from dskd.training.run import build_datamodule, load_models, load_senses
 
     cfg = preset_artifacts(load_config(preset, [ONLINE, *overrides]), quick)
-    tokenizer, teacher, student, projection = load_models(cfg)
+    tokenizer, teacher, student, projection = load_models(
+        cfg.teacher, cfg.student, cfg.trainer, cfg.data.on_policy, cfg.method
+    )
     senses = load_senses(cfg.senses, cfg.lexicon.output_dir, tokenizer, teacher)
-    dm = build_datamodule(cfg, tokenizer)
+    lexicon_dir = cfg.lexicon.output_dir if cfg.method == "dskd" else None
+    dm = build_datamodule(cfg.data, cfg.teacher, cfg.seed, tokenizer, lexicon_dir)
     dm.prepare_data()
     dm.setup("fit")
     batches = [
@@ -84,19 +87,16 @@ def preset_setup(n_batches: int, quick: bool, preset: str = PRESET, overrides: t
 
 def bench_step_time(quick: bool) -> list[Figure]:
 
-    from dskd.training.module import DistillationModule, DistillationParts, DistillationSettings
+    from dskd.training.module import DistillationModule, DistillationParts
+    from tests.sections import settings_of
 
     pairs = 3 if quick else 8
     cfg, tokenizer, teacher, student, projection, senses, batches = preset_setup(pairs + 1, quick)
     kd_cfg = copy.deepcopy(cfg)
     kd_cfg.method = "kd"
     modules = {
-        "kd": DistillationModule(
-            DistillationSettings.of(kd_cfg), DistillationParts(copy.deepcopy(student), teacher)
-        ),
-        "dskd": DistillationModule(
-            DistillationSettings.of(cfg), DistillationParts(student, teacher, senses, projection)
-        ),
+        "kd": DistillationModule(settings_of(kd_cfg), DistillationParts(copy.deepcopy(student), teacher)),
+        "dskd": DistillationModule(settings_of(cfg), DistillationParts(student, teacher, senses, projection)),
     }
     medians, _ = interleaved_steps(modules, batches, cfg.optim.lr)
     kd, dskd = medians["kd"], medians["dskd"]

@@ -144,7 +144,7 @@ def run_one(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     summary = train(cfg, datamodule=data)
     wall = time.perf_counter() - t0
-    with open(run_dir(cfg) / "metrics.csv", newline="") as f:
+    with open(run_dir(cfg.runs_dir, cfg.name, cfg.seed) / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     key = (
         "train/items_per_sec"

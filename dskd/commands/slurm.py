@@ -70,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
     from dskd.training.run import run_dir
 
     workdir = Path.cwd()
-    log_dir = (workdir / run_dir(cfg) / "slurm").resolve()  # run_dir refuses an unsafe name
+    log_dir = (
+        workdir / run_dir(cfg.runs_dir, cfg.name, cfg.seed) / "slurm"
+    ).resolve()  # run_dir refuses an unsafe name
     spec = JobSpec(
         job_name=check_name(args.job_name, "--job-name") if args.job_name else cfg.name,
         nodes=args.nodes,

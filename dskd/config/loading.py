@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dskd.config.ranges import check_value
 from dskd.config.rules import check_rules
 from dskd.config.schema import ExperimentConfig
 from dskd.core.errors import ConfigError
-from dskd.core.io import write_text_atomic
 
 BASE_KEY = "base"
 MOVED_KEYS = {
@@ -327,18 +326,3 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         _check_keys(over, ExperimentConfig, "", "command-line overrides")
     source = f"{path} with command-line overrides" if over else str(path)
     return config_from_dict(_deep_merge(data, over), source=source)
-
-
-def config_to_yaml(cfg: ExperimentConfig) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
-
-
-def save_config(cfg: ExperimentConfig, directory: str | Path, name: str = "config.yaml") -> Path:
-    """Write the resolved config next to an artifact (atomically) and return its path."""
-    path = Path(directory) / name
-    write_text_atomic(path, config_to_yaml(cfg))
-    return path
-
-
-def to_dictconfig(cfg: ExperimentConfig) -> DictConfig:
-    return OmegaConf.structured(cfg)

@@ -7,9 +7,13 @@ from lexicon to evaluation. Keys are documented where they are defined.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
+from omegaconf import OmegaConf
+
 from dskd.config.ranges import ranged
+from dskd.core.io import write_text_atomic
 from dskd.data.config import DataConfig
 from dskd.evaluation.config import EvalConfig
 from dskd.lexicon.config import LexiconConfig
@@ -49,3 +53,13 @@ class ExperimentConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML (what ``config.yaml``, checkpoints and stamps record)."""
+        return OmegaConf.to_yaml(OmegaConf.structured(self))
+
+    def save(self, directory: str | Path, name: str = "config.yaml") -> Path:
+        """Write the resolved config next to an artifact (atomically) and return its path."""
+        path = Path(directory) / name
+        write_text_atomic(path, self.to_yaml())
+        return path

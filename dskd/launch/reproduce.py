@@ -37,9 +37,11 @@ from dskd.corpora.config import SourceConfig
 from dskd.evaluation.run import TEACHER, evaluate, unavailable_tasks
 from dskd.launch.caches import build_caches, build_continuations
 from dskd.lexicon.build import build as build_lexicon
+from dskd.lexicon.config import LexiconConfig
 from dskd.models.config import TeacherConfig
 from dskd.resources import resource
 from dskd.senses.build import build as build_senses
+from dskd.senses.config import SensesConfig
 from dskd.training.run import run_dir, train
 
 PRESETS = resource("presets")
@@ -120,19 +122,20 @@ def _teacher_key(teacher: TeacherConfig) -> dict[str, Any]:
     }
 
 
-def artifact_keys(cfg: ExperimentConfig) -> tuple[str, str]:
-    """The stage keys of the lexicon and of the sense dictionary of a DSKD config (what their stamps hold)."""
-    lex_key = stage_key(cfg.lexicon, cfg.teacher.model, cfg.teacher.revision)
-    return lex_key, stage_key(cfg.senses, _teacher_key(cfg.teacher), lex_key)
+def artifact_keys(lexicon: LexiconConfig, senses: SensesConfig, teacher: TeacherConfig) -> tuple[str, str]:
+    """The stage keys of the lexicon and of the sense dictionary of a DSKD run (what their stamps hold)."""
+    lex_key = stage_key(lexicon, teacher.model, teacher.revision)
+    return lex_key, stage_key(senses, _teacher_key(teacher), lex_key)
 
 
-def _train_key(cfg: ExperimentConfig, senses_key: str | None, cache_key: str | None = None) -> str:
+def _train(
+    cfg: ExperimentConfig, senses_key: str | None, cache_key: str | None, force: bool
+) -> dict[str, Any]:
+    """The training stage of one config, keyed by all of it but ``eval`` and by the artifacts it reads
+    (the sense dictionary of a DSKD run, the teacher cache of a cached one)."""
     parts = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "eval"}
-    return stage_key(parts, senses_key) if cache_key is None else stage_key(parts, senses_key, cache_key)
-
-
-def _train(cfg: ExperimentConfig, key: str, force: bool) -> dict[str, Any]:
-    rdir = run_dir(cfg)
+    key = stage_key(parts, senses_key) if cache_key is None else stage_key(parts, senses_key, cache_key)
+    rdir = run_dir(cfg.runs_dir, cfg.name, cfg.seed)
     first = is_global_zero()
     if first and rdir.exists() and (rdir / STAMP).exists() and not is_current(rdir, key):
         shutil.rmtree(rdir)  # a finished run of another config: never resume from it
@@ -150,7 +153,7 @@ def reproduce(configs: list[ExperimentConfig], force: bool = False) -> dict[str,
     fetch_training_assets(configs)
     first = configs[0]
     dskd_cfg = next((c for c in configs if c.method == "dskd"), first)
-    lex_key, senses_key = artifact_keys(dskd_cfg)
+    lex_key, senses_key = artifact_keys(dskd_cfg.lexicon, dskd_cfg.senses, dskd_cfg.teacher)
     run_stage(
         "lexicon", dskd_cfg.lexicon.output_dir, lex_key, lambda: str(build_lexicon(dskd_cfg).path), force
     )
@@ -161,7 +164,7 @@ def reproduce(configs: list[ExperimentConfig], force: bool = False) -> dict[str,
     summaries = []
     for cfg in configs:
         cache_key = cache_keys.get(cfg.cache.dir) if cfg.teacher.mode == "cached" else None
-        summary = _train(cfg, _train_key(cfg, senses_key if cfg.method == "dskd" else None, cache_key), force)
+        summary = _train(cfg, senses_key if cfg.method == "dskd" else None, cache_key, force)
         summaries.append(summary)
         models[f"{cfg.label or cfg.method.upper()}@{cfg.seed}"] = summary["export_dir"]
     if not is_global_zero():  # the other processes served the collective training stages

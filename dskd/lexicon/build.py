@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from dskd.assets import wordnet as asset_wordnet
-from dskd.config.loading import config_to_yaml
 from dskd.config.schema import ExperimentConfig
 from dskd.core.errors import DSKDError
 from dskd.core.io import file_digests, provenance, sha256_file, write_text_atomic
@@ -119,7 +118,7 @@ def build(cfg: ExperimentConfig, overwrite: bool = False) -> StageResult:
     if not getattr(tokenizer, "is_fast", False):
         raise DSKDError(f"Tokenizer '{tokenizer_name}' has no fast (Rust) version; the lexicon needs one.")
     built = build_lexicon(cfg.lexicon, tokenizer, tokenizer_name)
-    out = write_lexicon(cfg.lexicon, built, tokenizer, tokenizer_name, config_to_yaml(cfg), overwrite)
+    out = write_lexicon(cfg.lexicon, built, tokenizer, tokenizer_name, cfg.to_yaml(), overwrite)
     return StageResult(out, built.stats)
 
 

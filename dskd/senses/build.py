@@ -8,8 +8,9 @@ rank 0 clusters and writes.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from dskd.config.loading import save_config
 from dskd.config.schema import ExperimentConfig
 from dskd.core.devices import barrier, local_device, rank_world
 from dskd.core.errors import DSKDError
@@ -176,76 +176,82 @@ def build(
     sc = cfg.senses
     if not sc.sources:
         raise DSKDError("senses.sources is empty; name at least one corpus, e.g. `- kind: wordnet_corpus`.")
-    stats = _build(cfg, progress, overwrite, together)
+    with _barrier_after(together):  # every rank returns once rank 0 has written
+        inputs = [cfg.lexicon.output_dir, *([cfg.teacher.model] if Path(cfg.teacher.model).exists() else [])]
+        check_output(sc.output_dir, "senses", overwrite, inputs)
+        t0 = time.perf_counter()
+        rank, world = rank_world() if together else (0, 1)
+        device = local_device()
+        tokenizer = load_tokenizer(cfg.teacher.model, revision=cfg.teacher.revision)
+        fingerprint = tokenizer_fingerprint(tokenizer)
+        t = cfg.teacher
+        model = load_causal_lm(t.model, dtype=t.dtype, revision=t.revision, device=device).requires_grad_(
+            False
+        )
+        vocab_size = model.get_output_embeddings().weight.shape[0]
+        vid_tokens = (
+            _load_vid_tokens(cfg.lexicon.output_dir, tokenizer, vocab_size) if sc.compose_vids else None
+        )
+        res = gather_from_config(model, tokenizer, sc, cfg.seed, (rank, world), progress)
+        if together:
+            res = merge_across_ranks(res)
+        if rank != 0:
+            return StageResult(Path(sc.output_dir), {})
+        sample = overall_sample(res, sc.max_rows_per_key)
+        t1 = time.perf_counter()
+        out_dtype = next(model.parameters()).dtype
+        keys, centroids, counts, inertia = cluster(sample, sc.k, sc.kmeans_iters, cfg.seed, device, out_dtype)
+        t2 = time.perf_counter()
+        meta = {
+            **sense_mse_statistics(sample, centroids, counts, cfg.seed),
+            "teacher": cfg.teacher.model,
+            "revision": cfg.teacher.revision,
+            "tokenizer_fingerprint": fingerprint,
+            "layer": "last (after the final norm)",
+            "vocab_size": vocab_size,
+            "keying": sc.keying,
+            "corpus_fingerprint": f"{res.fingerprint:064x}",
+            "sources": [vars(s) for s in sc.sources],
+            "provenance": provenance(
+                "senses", {"lexicon": str(cfg.lexicon.output_dir) if vid_tokens else None}
+            ),
+        }
+        dictionary, n_vids = assemble(keys, centroids, counts, meta, vid_tokens)
+        has = torch.zeros(res.occurrences.shape[0], dtype=torch.bool)
+        has[keys] = True
+        occ = res.occurrences
+        stats = {
+            "keys": len(dictionary),
+            "token_keys": len(keys),
+            "vids_composed": n_vids,
+            "vids_in_lexicon": len(vid_tokens or {}),
+            "rows_gathered": len(sample),
+            "mean_senses_per_key": float(dictionary.counts.float().mean()),
+            "coverage": float(occ[has].sum() / occ.sum().clamp_min(1)),
+            "tokens_processed": res.tokens,
+            "positions_keyed": res.positions,
+            "mean_inertia": inertia,
+            "own_sense_mse_median": meta["own_sense_mse_percentiles"][50],
+            "unrelated_sense_mse_median": meta["unrelated_sense_mse_percentiles"][50],
+            "gather_seconds": round(res.seconds, 2),
+            "kmeans_seconds": round(t2 - t1, 2),
+            "build_seconds": round(time.perf_counter() - t0, 2),
+            "world_size": world,
+            "device": str(device),
+        }
+        with artifact_dir(sc.output_dir, "senses", overwrite, inputs) as tmp:
+            dictionary.save(tmp)
+            if sc.save_rows:
+                save_rows(sample, tmp / ROWS_FILE)
+            stats["build_seconds"] = round(time.perf_counter() - t0, 2)
+            write_json_atomic(tmp / "stats.json", stats)
+            cfg.save(tmp)
+        return StageResult(Path(sc.output_dir), stats)
+
+
+@contextlib.contextmanager
+def _barrier_after(together: bool) -> Iterator[None]:
+    """Wait for every rank of a build ``together`` when the block ends; a failure raises at once."""
+    yield
     if together:
         barrier()
-    return StageResult(Path(sc.output_dir), stats)
-
-
-def _build(cfg: ExperimentConfig, progress: bool, overwrite: bool, together: bool) -> dict:
-    """Gather (every rank), merge, cluster and write (rank 0); rank 0's stats, {} elsewhere."""
-    sc = cfg.senses
-    inputs = [cfg.lexicon.output_dir, *([cfg.teacher.model] if Path(cfg.teacher.model).exists() else [])]
-    check_output(sc.output_dir, "senses", overwrite, inputs)
-    t0 = time.perf_counter()
-    rank, world = rank_world() if together else (0, 1)
-    device = local_device()
-    tokenizer = load_tokenizer(cfg.teacher.model, revision=cfg.teacher.revision)
-    fingerprint = tokenizer_fingerprint(tokenizer)
-    t = cfg.teacher
-    model = load_causal_lm(t.model, dtype=t.dtype, revision=t.revision, device=device).requires_grad_(False)
-    vocab_size = model.get_output_embeddings().weight.shape[0]
-    vid_tokens = _load_vid_tokens(cfg.lexicon.output_dir, tokenizer, vocab_size) if sc.compose_vids else None
-    res = gather_from_config(model, tokenizer, sc, cfg.seed, (rank, world), progress)
-    if together:
-        res = merge_across_ranks(res)
-    if rank != 0:
-        return {}
-    sample = overall_sample(res, sc.max_rows_per_key)
-    t1 = time.perf_counter()
-    out_dtype = next(model.parameters()).dtype
-    keys, centroids, counts, inertia = cluster(sample, sc.k, sc.kmeans_iters, cfg.seed, device, out_dtype)
-    t2 = time.perf_counter()
-    meta = {
-        **sense_mse_statistics(sample, centroids, counts, cfg.seed),
-        "teacher": cfg.teacher.model,
-        "revision": cfg.teacher.revision,
-        "tokenizer_fingerprint": fingerprint,
-        "layer": "last (after the final norm)",
-        "vocab_size": vocab_size,
-        "keying": sc.keying,
-        "corpus_fingerprint": f"{res.fingerprint:064x}",
-        "sources": [vars(s) for s in sc.sources],
-        "provenance": provenance("senses", {"lexicon": str(cfg.lexicon.output_dir) if vid_tokens else None}),
-    }
-    dictionary, n_vids = assemble(keys, centroids, counts, meta, vid_tokens)
-    has = torch.zeros(res.occurrences.shape[0], dtype=torch.bool)
-    has[keys] = True
-    occ = res.occurrences
-    stats = {
-        "keys": len(dictionary),
-        "token_keys": len(keys),
-        "vids_composed": n_vids,
-        "vids_in_lexicon": len(vid_tokens or {}),
-        "rows_gathered": len(sample),
-        "mean_senses_per_key": float(dictionary.counts.float().mean()),
-        "coverage": float(occ[has].sum() / occ.sum().clamp_min(1)),
-        "tokens_processed": res.tokens,
-        "positions_keyed": res.positions,
-        "mean_inertia": inertia,
-        "own_sense_mse_median": meta["own_sense_mse_percentiles"][50],
-        "unrelated_sense_mse_median": meta["unrelated_sense_mse_percentiles"][50],
-        "gather_seconds": round(res.seconds, 2),
-        "kmeans_seconds": round(t2 - t1, 2),
-        "build_seconds": round(time.perf_counter() - t0, 2),
-        "world_size": world,
-        "device": str(device),
-    }
-    with artifact_dir(sc.output_dir, "senses", overwrite, inputs) as tmp:
-        dictionary.save(tmp)
-        if sc.save_rows:
-            save_rows(sample, tmp / ROWS_FILE)
-        stats["build_seconds"] = round(time.perf_counter() - t0, 2)
-        write_json_atomic(tmp / "stats.json", stats)
-        save_config(cfg, tmp)
-    return stats

@@ -82,11 +82,6 @@ class CacheSpec:
     sense_dirs: tuple[str, str] | None = None
     """(lexicon.output_dir, senses.output_dir) of a run with the sense loss (method=dskd); None: KD only."""
 
-    @classmethod
-    def of(cls, cfg: ExperimentConfig) -> CacheSpec:
-        dirs = (cfg.lexicon.output_dir, cfg.senses.output_dir) if cfg.method == "dskd" else None
-        return cls(cfg.teacher, cfg.cache, cfg.data, cfg.loss.kd, cfg.trainer, cfg.seed, dirs)
-
 
 def data_fingerprint(data: DataConfig) -> str:
     """sha256 of the data settings that decide the sequences' content (see :data:`DATA_FIELDS`)."""
@@ -268,7 +263,8 @@ def build(
     first (the sequences hold them).
     """
     t0 = time.perf_counter()
-    spec = CacheSpec.of(cfg)
+    dirs = (cfg.lexicon.output_dir, cfg.senses.output_dir) if cfg.method == "dskd" else None
+    spec = CacheSpec(cfg.teacher, cfg.cache, cfg.data, cfg.loss.kd, cfg.trainer, cfg.seed, dirs)
     check_buildable(spec.cache, spec.kd)
     seeds = list(seeds) if seeds else [cfg.seed]
     tc, trainer = spec.teacher, spec.trainer

@@ -129,8 +129,9 @@ class SyntheticBatches(pl.LightningDataModule):
 def write_batch_cache(directory, cfg, tokenizer, teacher, batches, hidden_dtype: str = "float16"):
     """A teacher cache of exactly ``batches`` in ``directory`` (tests, benchmarks and comparisons),
     with ``cfg.teacher``'s targets and hidden positions."""
-    spec = CacheSpec.of(cfg)
     sense_dirs = (cfg.lexicon.output_dir, cfg.senses.output_dir)
+    spec_dirs = sense_dirs if cfg.method == "dskd" else None
+    spec = CacheSpec(cfg.teacher, cfg.cache, cfg.data, cfg.loss.kd, cfg.trainer, cfg.seed, spec_dirs)
     head = teacher.get_output_embeddings().weight
     meta = {
         **cache_identity(spec, tokenizer),

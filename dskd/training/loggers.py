@@ -10,11 +10,10 @@ reused only when the same config resumes its checkpoint; its steps are the train
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import secrets
-from dataclasses import dataclass, fields, is_dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,12 @@ from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import OmegaConf
 
-from dskd.config.loading import config_to_yaml, to_dictconfig
-from dskd.config.schema import ExperimentConfig
 from dskd.core.io import atomic_path, write_json_atomic
 from dskd.data.config import DataConfig
 from dskd.losses.config import LossConfig
 from dskd.models.config import StudentConfig
+from dskd.senses.config import SensesConfig
 from dskd.tracking.artifacts import folder_artifact, student_artifact, use
 from dskd.tracking.session import wandb_online
 from dskd.training.config import LoggingConfig
@@ -119,26 +116,15 @@ class WandbRun:
     inputs: list[FolderInput]
     """The lexicon and sense dictionary folders of a DSKD run (none for KD)."""
 
-    @classmethod
-    def from_config(cls, cfg: ExperimentConfig) -> WandbRun:
-        unresumed = replace(cfg, trainer=replace(cfg.trainer, resume=""))
-        inputs = [
-            FolderInput(
-                f"{cfg.preset}-lexicon", "lexicon", cfg.lexicon.output_dir, {"teacher": cfg.teacher.model}
-            ),
-            FolderInput(
-                f"{cfg.preset}-senses", "sense-dictionary", cfg.senses.output_dir, {"k": cfg.senses.k}
-            ),
-        ]
-        return cls(
-            name=f"{cfg.name}-seed{cfg.seed}",
-            group=cfg.preset,
-            tags=run_tags(cfg.method, cfg.student, cfg.loss, cfg.data, cfg.logging.tags),
-            config=OmegaConf.to_container(to_dictconfig(cfg), resolve=True),
-            fingerprint=hashlib.sha256(config_to_yaml(unresumed).encode()).hexdigest(),
-            artifacts=cfg.logging.artifacts,
-            inputs=inputs if cfg.method == "dskd" else [],
-        )
+
+def folder_inputs(
+    preset: str, lexicon_dir: str, senses: SensesConfig, teacher_model: str
+) -> list[FolderInput]:
+    """The lexicon and sense dictionary folders a DSKD run reads, as its W&B artifacts name them."""
+    return [
+        FolderInput(f"{preset}-lexicon", "lexicon", lexicon_dir, {"teacher": teacher_model}),
+        FolderInput(f"{preset}-senses", "sense-dictionary", senses.output_dir, {"k": senses.k}),
+    ]
 
 
 def wandb_run_id(fingerprint: str, run_dir: Path, resuming: bool) -> tuple[str, bool]:

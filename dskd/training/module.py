@@ -19,8 +19,6 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from dskd.config.loading import config_to_yaml
-from dskd.config.schema import ExperimentConfig
 from dskd.core.batch import SenseBatch, TokenBatch
 from dskd.core.errors import ConfigError
 from dskd.data.config import OnPolicyConfig
@@ -55,19 +53,6 @@ class DistillationSettings:
     seed: int
     config: str
     """The whole experiment config as YAML: each checkpoint records it (a resume compares it)."""
-
-    @classmethod
-    def of(cls, cfg: ExperimentConfig) -> DistillationSettings:
-        return cls(
-            cfg.method,
-            cfg.loss,
-            cfg.optim,
-            cfg.trainer,
-            cfg.teacher,
-            cfg.data.on_policy,
-            cfg.seed,
-            config_to_yaml(cfg),
-        )
 
 
 @dataclass

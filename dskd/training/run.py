@@ -8,10 +8,13 @@ Hugging Face folder of the student) and ``summary.json`` (final metrics, wall ti
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,19 +23,18 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from dskd.config.loading import config_to_yaml, save_config
 from dskd.config.schema import ExperimentConfig
 from dskd.core.devices import local_device
 from dskd.core.errors import DSKDError, TrainingInterrupted
 from dskd.core.io import write_json_atomic
-from dskd.core.outputs import check_name, check_output, mark_output
+from dskd.core.outputs import StageResult, check_name, check_output, mark_output
 from dskd.core.stamps import run_stage, stage_key
-from dskd.data.config import OnPolicyConfig
+from dskd.data.config import DataConfig, OnPolicyConfig
 from dskd.data.continuations import build as build_continuations
 from dskd.data.continuations import continuations_key, missing_continuations, read_continuations
 from dskd.data.datamodule import DSKDDataModule
 from dskd.lexicon import Lexicon
-from dskd.models.config import TeacherConfig
+from dskd.models.config import StudentConfig, TeacherConfig
 from dskd.models.export import export_checkpoint
 from dskd.models.loading import load_causal_lm, load_tokenizer, tokenizer_fingerprint
 from dskd.models.student import build_projection, build_student, check_vocab, decoder_layer_class, hidden_size
@@ -45,8 +47,17 @@ from dskd.teacher_cache.store import META_FILE
 from dskd.tracking.session import finish_wandb
 from dskd.training.callbacks import CheckpointOnInterrupt, EmptyDataGuard
 from dskd.training.checkpoints import AtomicCheckpointIO, pick_checkpoint, previous_path, remove_staging
+from dskd.training.config import TrainerConfig
 from dskd.training.examples import ExampleIds
-from dskd.training.loggers import WandbRun, build_loggers, log_training, truncate_csv, wandb_experiment
+from dskd.training.loggers import (
+    WandbRun,
+    build_loggers,
+    folder_inputs,
+    log_training,
+    run_tags,
+    truncate_csv,
+    wandb_experiment,
+)
 from dskd.training.module import DistillationModule, DistillationParts, DistillationSettings
 from dskd.training.progress import ProgressLines, StepProgressBar, TokenThroughput, flops_per_token
 from dskd.training.resume import check_same_experiment, has_validation, resumable, resume_candidates
@@ -57,9 +68,9 @@ from dskd.training.strategies import build_strategy
 log = logging.getLogger(__name__)
 
 
-def run_dir(cfg: ExperimentConfig) -> Path:
+def run_dir(runs_dir: str, name: str, seed: int) -> Path:
     """``runs_dir/name/seed-S``; a ``name`` that is not one safe path component is a ConfigError."""
-    return Path(cfg.runs_dir) / check_name(cfg.name, "The run name (name)") / f"seed-{cfg.seed}"
+    return Path(runs_dir) / check_name(name, "The run name (name)") / f"seed-{seed}"
 
 
 def _devices(value: str) -> Any:
@@ -77,26 +88,34 @@ def teacher_runs(teacher: TeacherConfig, on_policy: OnPolicyConfig) -> bool:
     return teacher.mode == "online" or on_policy.fraction > 0
 
 
-def load_models(cfg: ExperimentConfig):
-    """(tokenizer, teacher, student, projection) for ``cfg``, with the vocabulary check done.
+def load_models(
+    teacher_cfg: TeacherConfig,
+    student_cfg: StudentConfig,
+    trainer: TrainerConfig,
+    on_policy: OnPolicyConfig,
+    method: str,
+):
+    """(tokenizer, teacher, student, projection) of a run, with the vocabulary check done; the
+    projection only with method=dskd.
 
     With ``teacher.mode=cached`` the teacher has only the layers the student copies (see
     :func:`dskd.teacher_cache.loading.load_teacher_prefix`) unless it scores on-policy batches
     (:func:`teacher_runs`): it never runs.
     """
-    tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.revision)
-    if not teacher_runs(cfg.teacher, cfg.data.on_policy):
-        teacher = load_teacher_prefix(cfg.teacher, cfg.student)
+    tc = teacher_cfg
+    tokenizer = load_tokenizer(tc.model, tc.revision)
+    if not teacher_runs(tc, on_policy):
+        teacher = load_teacher_prefix(tc, student_cfg)
     else:  # straight onto this process's device: no full copy of the teacher in host memory per rank
-        device = local_device() if cfg.trainer.accelerator != "cpu" else torch.device("cpu")
-        teacher = load_causal_lm(cfg.teacher.model, cfg.teacher.dtype, cfg.teacher.revision, device=device)
+        device = local_device() if trainer.accelerator != "cpu" else torch.device("cpu")
+        teacher = load_causal_lm(tc.model, tc.dtype, tc.revision, device=device)
     teacher.requires_grad_(False)
-    student = build_student(cfg.student, teacher)  # copied on the teacher's device
-    if cfg.trainer.precision not in ("bf16-true",):
+    student = build_student(student_cfg, teacher)  # copied on the teacher's device
+    if trainer.precision not in ("bf16-true",):
         student.to(torch.float32)  # master weights in fp32 (mixed precision casts per op)
-    student_tok = load_tokenizer(cfg.student.model) if cfg.student.kind == "hf" else None
+    student_tok = load_tokenizer(student_cfg.model) if student_cfg.kind == "hf" else None
     check_vocab(teacher, student, tokenizer, student_tok)
-    projection = build_projection(cfg.student, student, teacher) if cfg.method == "dskd" else None
+    projection = build_projection(student_cfg, student, teacher) if method == "dskd" else None
     return tokenizer, teacher, student, projection
 
 
@@ -116,28 +135,39 @@ def load_senses(senses_cfg: SensesConfig, lexicon_dir: str, tokenizer, teacher) 
 
 
 def build_datamodule(
-    cfg: ExperimentConfig, tokenizer, senses: SenseDictionary | None = None
+    data: DataConfig,
+    teacher: TeacherConfig,
+    seed: int,
+    tokenizer,
+    lexicon_dir: str | None = None,
+    senses: SenseDictionary | None = None,
 ) -> DSKDDataModule:
-    """The DSKD data module of a run: the lexicon with method=dskd, the teacher's continuations with
-    data.targets=teacher; ``senses`` (the loaded dictionary) tells which neighbours have senses."""
+    """The DSKD data module of a run: the lexicon in ``lexicon_dir`` (a run with the sense loss; None
+    without), the teacher's continuations with data.targets=teacher; ``senses`` (the loaded
+    dictionary) tells which neighbours have senses."""
     keys = senses.key_ids.cpu().numpy() if senses is not None else None
-    lexicon = Lexicon.load(cfg.lexicon.output_dir) if cfg.method == "dskd" else None
-    teacher = cfg.data.targets == "teacher"
-    continuations = read_continuations(cfg.data, cfg.teacher, tokenizer, cfg.seed) if teacher else None
-    return DSKDDataModule(cfg.data, cfg.seed, tokenizer, lexicon, keys, continuations)
+    lexicon = Lexicon.load(lexicon_dir) if lexicon_dir is not None else None
+    continuations = read_continuations(data, teacher, tokenizer, seed) if data.targets == "teacher" else None
+    return DSKDDataModule(data, seed, tokenizer, lexicon, keys, continuations)
 
 
-def build_trainer(
-    cfg: ExperimentConfig,
-    rdir: Path,
-    student,
-    callbacks: list | None = None,
-    resuming: bool = False,
-    flops_per_token: int = 0,
-):
-    """The Lightning trainer of a run; ``resuming``: it continues a checkpoint (the W&B run continues
-    too); ``flops_per_token``: model FLOPs per training token (for the MFU)."""
-    t = cfg.trainer
+class TrainerParts(NamedTuple):
+    """What the trainer of a run is built with besides its ``trainer:`` section."""
+
+    strategy: Any
+    grad_clip: float
+    """optim.grad_clip (FSDP: the module clips, not the trainer)."""
+    loggers: list
+    flops_per_token: int
+    """Model FLOPs per training token (for the MFU)."""
+    example_ids: bool
+    """logging.example_ids."""
+    callbacks: list
+    """Added after the run's own."""
+
+
+def build_trainer(t: TrainerConfig, rdir: Path, parts: TrainerParts) -> pl.Trainer:
+    """The Lightning trainer of a run writing to ``rdir``."""
     checkpoint = ModelCheckpoint(
         dirpath=str(rdir / "checkpoints"),
         every_n_train_steps=t.checkpoint_every_n_steps,
@@ -152,26 +182,26 @@ def build_trainer(
         accelerator=t.accelerator,
         devices=_devices(t.devices),
         num_nodes=t.num_nodes,
-        strategy=build_strategy(t, decoder_layer_class(student), cfg.data.batch_size),
+        strategy=parts.strategy,
         precision=t.precision,
         max_steps=t.max_steps,
         max_epochs=t.max_epochs if t.max_steps == -1 else None,
         accumulate_grad_batches=t.accumulate_grad_batches,
-        gradient_clip_val=None if t.strategy == "fsdp" else cfg.optim.grad_clip,  # FSDP: the module clips
+        gradient_clip_val=None if t.strategy == "fsdp" else parts.grad_clip,  # FSDP: the module clips
         log_every_n_steps=t.log_every_n_steps,
-        logger=build_loggers(cfg.logging, WandbRun.from_config(cfg), rdir, t.log_every_n_steps, resuming),
+        logger=parts.loggers,
         # DeepSpeed writes its checkpoint folders itself
         plugins=slurm_plugins() + ([] if t.strategy.startswith("deepspeed") else [AtomicCheckpointIO()]),
         enable_progress_bar=tty,
         callbacks=[
             checkpoint,
-            TokenThroughput(flops_per_token, t.log_every_n_steps),
+            TokenThroughput(parts.flops_per_token, t.log_every_n_steps),
             StepProgressBar() if tty else ProgressLines(t.log_every_n_steps),
             CheckpointOnInterrupt(rdir / "checkpoints" / "last.ckpt"),
             EmptyDataGuard(),
-            *([ExampleIds(rdir)] if cfg.logging.example_ids else []),
+            *([ExampleIds(rdir)] if parts.example_ids else []),
             *slurm_callbacks(rdir / "checkpoints"),
-            *(callbacks or []),
+            *parts.callbacks,
         ],
         default_root_dir=str(rdir),
         use_distributed_sampler=False,  # ResumableLoader deals batches to the processes
@@ -193,34 +223,71 @@ def train(
     """
     t0 = time.perf_counter()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    rdir = run_dir(cfg)
+    rdir = run_dir(cfg.runs_dir, cfg.name, cfg.seed)
     check_output(rdir, "run")  # a folder of something else under runs_dir is never written into
-    build_inputs(cfg)
+    dskd = cfg.method == "dskd"
+    sense_dirs = (cfg.lexicon.output_dir, cfg.senses.output_dir) if dskd else None
+    spec = CacheSpec(cfg.teacher, cfg.cache, cfg.data, cfg.loss.kd, cfg.trainer, cfg.seed, sense_dirs)
+    together = started_together()
+    if cfg.data.targets == "teacher":
+        build_continuations_if_missing(
+            cfg.data, cfg.teacher, cfg.seed, together, lambda: build_continuations(cfg)
+        )
+    if cfg.teacher.mode == "cached":
+        hidden = "float16" if dskd else "none"
+        build_cache_if_missing(spec, hidden, together, lambda: build_cache(cfg, hidden_dtype=hidden))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # after the stages: the same run either way
     ckpt_dir = rdir / "checkpoints"
-    tokenizer, teacher, student, projection = load_models(cfg)
+    models = load_models(cfg.teacher, cfg.student, cfg.trainer, cfg.data.on_policy, cfg.method)
+    tokenizer, teacher, student, projection = models
     generation = teacher.generation_config.to_dict()  # eos ids and sampling defaults, for the export
-    senses = (
-        load_senses(cfg.senses, cfg.lexicon.output_dir, tokenizer, teacher) if cfg.method == "dskd" else None
-    )
+    senses = load_senses(cfg.senses, cfg.lexicon.output_dir, tokenizer, teacher) if dskd else None
     if not teacher_runs(cfg.teacher, cfg.data.on_policy):
         teacher = None  # its lower layers only served to build the student
-    ckpt_path, step = _resume_from(cfg.trainer.resume, config_to_yaml(cfg), rdir)
-    flops = flops_per_token(student, teacher, projection)
-    trainer = build_trainer(cfg, rdir, student, callbacks, ckpt_path is not None, flops)
-    cached = open_cache(CacheSpec.of(cfg), tokenizer) if cfg.teacher.mode == "cached" else None
+    config_yaml = cfg.to_yaml()
+    ckpt_path, step = _resume_from(cfg.trainer.resume, config_yaml, rdir)
+    t = cfg.trainer
+    unresumed = dataclasses.replace(cfg, trainer=dataclasses.replace(t, resume=""))
+    wandb = WandbRun(
+        name=f"{cfg.name}-seed{cfg.seed}",
+        group=cfg.preset,
+        tags=run_tags(cfg.method, cfg.student, cfg.loss, cfg.data, cfg.logging.tags),
+        config=dataclasses.asdict(cfg),
+        fingerprint=hashlib.sha256(unresumed.to_yaml().encode()).hexdigest(),
+        artifacts=cfg.logging.artifacts,
+        inputs=folder_inputs(cfg.preset, sense_dirs[0], cfg.senses, cfg.teacher.model) if sense_dirs else [],
+    )
+    trainer = build_trainer(
+        t,
+        rdir,
+        TrainerParts(
+            strategy=build_strategy(t, decoder_layer_class(student), cfg.data.batch_size),
+            grad_clip=cfg.optim.grad_clip,
+            loggers=build_loggers(cfg.logging, wandb, rdir, t.log_every_n_steps, ckpt_path is not None),
+            flops_per_token=flops_per_token(student, teacher, projection),
+            example_ids=cfg.logging.example_ids,
+            callbacks=callbacks or [],
+        ),
+    )
+    cached = open_cache(spec, tokenizer) if cfg.teacher.mode == "cached" else None
     parts = DistillationParts(student, teacher, senses, projection, cached, generation)
-    module = DistillationModule(DistillationSettings.of(cfg), parts)
-    dm = datamodule if datamodule is not None else build_datamodule(cfg, tokenizer, senses)
+    settings = DistillationSettings(
+        cfg.method, cfg.loss, cfg.optim, t, cfg.teacher, cfg.data.on_policy, cfg.seed, config_yaml
+    )
+    module = DistillationModule(settings, parts)
+    lexicon_dir = cfg.lexicon.output_dir if dskd else None
+    dm = datamodule or build_datamodule(cfg.data, cfg.teacher, cfg.seed, tokenizer, lexicon_dir, senses)
     with RunLock(rdir) if trainer.is_global_zero else contextlib.nullcontext():
         if trainer.is_global_zero:
             _tidy(ckpt_dir, ckpt_path)
             mark_output(rdir, "run")
-            save_config(cfg, rdir)
-            save_config(cfg, ckpt_dir)
+            cfg.save(rdir)
+            cfg.save(ckpt_dir)
             tokenizer.save_pretrained(str(rdir / "tokenizer"))
             truncate_csv(rdir / "metrics.csv", step)
-        return _fit(cfg, trainer, module, dm, FitOptions(ckpt_path, export, t0))
+        identity = {"name": cfg.name, "method": cfg.method, "seed": cfg.seed}
+        options = FitOptions(ckpt_path, export, t0, rdir, identity, wandb if cfg.logging.wandb else None)
+        return _fit(trainer, module, dm, options)
 
 
 def started_together() -> bool:
@@ -231,36 +298,43 @@ def started_together() -> bool:
     return torchrun or int(os.environ.get("SLURM_STEP_NUM_TASKS") or 1) > 1
 
 
-def build_inputs(cfg: ExperimentConfig) -> None:
-    """The stages a run reads and lacks, run here in the open (their progress line, their stamp; the
-    stage functions `dskd reproduce` calls): the teacher's continuations (``data.targets=teacher``)
-    and the teacher cache (``teacher.mode=cached``; hidden states for method=dskd). Only a process
-    that is alone so far builds them (Lightning starts a run's other processes later, at fit, and
-    they find them); processes a launcher started together (torchrun, srun) would all write them:
-    they are refused with the command that builds them. Present inputs are not checked here (the
-    data module and the cache check them)."""
-    together = started_together()
-    if cfg.data.targets == "teacher":
-        tokenizer = load_tokenizer(cfg.teacher.model, cfg.teacher.revision)
-        if missing_continuations(cfg.data, cfg.teacher, tokenizer, cfg.seed):
-            if together:
-                read_continuations(cfg.data, cfg.teacher, tokenizer, cfg.seed)  # its error names the command
-            key = continuations_key(cfg.data, cfg.teacher, [cfg.seed])
-            build = lambda: build_continuations(cfg).stats  # noqa: E731
-            run_stage("teacher continuations", cfg.data.continuations_dir, key, build, force=True)
-    if cfg.teacher.mode == "cached" and not (Path(cfg.cache.dir) / META_FILE).is_file():
-        hidden = "float16" if cfg.method == "dskd" else "none"
-        if together:
-            flag = "" if hidden == "float16" else " --hidden-dtype none"
-            raise DSKDError(
-                f"teacher.mode=cached reads the teacher cache at {cfg.cache.dir}, and there is none. "
-                "Processes started together (torchrun, srun) do not build it (every one would write "
-                f"it): build it first with `dskd cache build CONFIG [key=value ...]{flag}` (the run's "
-                "config and overrides), then start the run again."
-            )
-        key = stage_key("teacher-cache", CacheSpec.of(cfg), [cfg.seed], hidden)
-        build = lambda: build_cache(cfg, hidden_dtype=hidden).stats  # noqa: E731
-        run_stage("teacher cache", cfg.cache.dir, key, build, force=True)
+def build_continuations_if_missing(
+    data: DataConfig, teacher: TeacherConfig, seed: int, together: bool, build: Callable[[], StageResult]
+) -> None:
+    """Run the continuations stage (``build``) in the open (its progress line, its stamp) when the
+    continuations a run reads (``data.targets=teacher``) are missing. Only a process that is alone
+    so far builds them (Lightning starts a run's other processes later, at fit, and they find them);
+    processes a launcher started together (``together``: torchrun, srun) would all write them: they
+    are refused with the command that builds them. Present continuations are checked by the data
+    module."""
+    tokenizer = load_tokenizer(teacher.model, teacher.revision)
+    if not missing_continuations(data, teacher, tokenizer, seed):
+        return
+    if together:
+        read_continuations(data, teacher, tokenizer, seed)  # its error names the command
+    key = continuations_key(data, teacher, [seed])
+    run_stage("teacher continuations", data.continuations_dir, key, lambda: build().stats, force=True)
+
+
+def build_cache_if_missing(
+    spec: CacheSpec, hidden: str, together: bool, build: Callable[[], StageResult]
+) -> None:
+    """Run the teacher cache stage (``build``; ``hidden``: the dtype of its hidden states, float16 for
+    method=dskd, else none) in the open when ``cache.dir`` holds no cache, as
+    :func:`build_continuations_if_missing` does. A present cache is checked when it opens."""
+    cache = spec.cache
+    if (Path(cache.dir) / META_FILE).is_file():
+        return
+    if together:
+        flag = "" if hidden == "float16" else " --hidden-dtype none"
+        raise DSKDError(
+            f"teacher.mode=cached reads the teacher cache at {cache.dir}, and there is none. "
+            "Processes started together (torchrun, srun) do not build it (every one would write "
+            f"it): build it first with `dskd cache build CONFIG [key=value ...]{flag}` (the run's "
+            "config and overrides), then start the run again."
+        )
+    key = stage_key("teacher-cache", spec, [spec.seed], hidden)
+    run_stage("teacher cache", cache.dir, key, lambda: build().stats, force=True)
 
 
 def _resume_from(resume: str, config_yaml: str, rdir: Path) -> tuple[str | None, int]:
@@ -288,17 +362,21 @@ def _tidy(ckpt_dir: Path, ckpt_path: str | None) -> None:
 
 
 class FitOptions(NamedTuple):
-    """How :func:`_fit` runs: from which checkpoint, whether it exports, since when it is timed."""
+    """How :func:`_fit` runs: from which checkpoint, whether it exports, since when it is timed, into
+    which run folder, what the summary names the run by, and its W&B run (None: no W&B)."""
 
     ckpt_path: str | None
     export: bool
     t0: float
+    rdir: Path
+    identity: dict[str, Any]
+    """name, method and seed of the run (the first keys of its summary)."""
+    wandb: WandbRun | None
 
 
-def _fit(cfg: ExperimentConfig, trainer: pl.Trainer, module, dm, options: FitOptions) -> dict[str, Any]:
+def _fit(trainer: pl.Trainer, module, dm, options: FitOptions) -> dict[str, Any]:
     """Fit (from ``options.ckpt_path`` if given), validate, export; the summary of :func:`train`."""
-    ckpt_path, export, t0 = options
-    rdir = run_dir(cfg)
+    ckpt_path, export, t0, rdir, identity, wandb = options
     ckpt_dir = rdir / "checkpoints"
     wrapped = resumable(dm)
     try:
@@ -323,9 +401,7 @@ def _fit(cfg: ExperimentConfig, trainer: pl.Trainer, module, dm, options: FitOpt
         trainer.validate(module, datamodule=wrapped, verbose=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
     summary: dict[str, Any] = {
-        "name": cfg.name,
-        "method": cfg.method,
-        "seed": cfg.seed,
+        **identity,
         "global_step": trainer.global_step,
         "skipped_steps": module.skipped_steps,
         "metrics": metrics,
@@ -339,8 +415,7 @@ def _fit(cfg: ExperimentConfig, trainer: pl.Trainer, module, dm, options: FitOpt
             summary["export_dir"] = str(export_checkpoint(ckpt_dir / "last.ckpt", rdir / "export"))
         summary["wall_time_s"] = round(time.perf_counter() - t0, 2)
         write_json_atomic(rdir / "summary.json", summary)
-        if cfg.logging.wandb:
-            run = WandbRun.from_config(cfg)
-            log_training(wandb_experiment(trainer), run, summary["export_dir"], trainer.global_step)
+        if wandb is not None:
+            log_training(wandb_experiment(trainer), wandb, summary["export_dir"], trainer.global_step)
     finish_wandb()
     return summary

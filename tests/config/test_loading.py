@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dskd.config.loading import config_from_dict, load_config, save_config
+from dskd.config.loading import config_from_dict, load_config
 from dskd.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,7 +100,7 @@ def test_malformed_override(tmp_path):
 
 def test_saved_config_round_trips(tmp_path):
     cfg = load_config(ROOT / "experiments/tiny/dskd.yaml", ["seed=7"])
-    path = save_config(cfg, tmp_path)
+    path = cfg.save(tmp_path)
     assert load_config(path) == cfg
 
 

@@ -168,7 +168,6 @@ def test_sweep_without_a_dskd_train_command_is_refused(tmp_path):
 def test_a_dictionary_built_with_another_k_is_refused_before_building_anything(tmp_path):
     import torch
 
-    from dskd.config.loading import save_config
     from dskd.senses import SenseDictionary
 
     path = _sweep_file(tmp_path, {"senses.k": {"values": [5, 3]}, "seed": {"values": [0, 1]}})
@@ -176,7 +175,7 @@ def test_a_dictionary_built_with_another_k_is_refused_before_building_anything(t
     senses_dir = Path(points[0].cfg.senses.output_dir)  # shared by all points: only k=5 fits
     meta = {"teacher": "t", "tokenizer_fingerprint": "f", "hidden_size": 4, "k": 5, "keying": "predicted"}
     SenseDictionary(torch.zeros(1, 5, 4), torch.tensor([5]), torch.tensor([7]), meta).save(senses_dir)
-    save_config(points[0].cfg, senses_dir)
+    points[0].cfg.save(senses_dir)
     with pytest.raises(ArtifactMismatchError, match=r"senses.k: built 5, needed 3.*senses-k\$\{senses.k\}"):
         ablate.prepare(points)
     assert not (tmp_path / "art" / "lexicon").exists()  # refused before the lexicon was built

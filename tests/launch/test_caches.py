@@ -9,7 +9,8 @@ from dskd.core.errors import ConfigError
 from dskd.core.io import read_json
 from dskd.launch.caches import build_caches, cache_groups
 from dskd.models.loading import load_tokenizer
-from dskd.teacher_cache.build import CacheSpec, open_cache, run_batches
+from dskd.teacher_cache.build import open_cache, run_batches
+from tests.sections import spec_of
 from tests.teacher_cache.conftest import corpus, make_cfg, teacher_dir  # noqa: F401  (fixtures)
 
 CACHED = {"teacher.mode": "cached", "cache.kd_format": "sampled", "cache.samples": 8}
@@ -37,8 +38,8 @@ def test_one_cache_serves_every_seed_and_method_and_is_then_up_to_date(make_cfg,
     assert meta["hidden_dtype"] == "float16"  # a DSKD run is among them
     tok = load_tokenizer(cfgs[0].teacher.model)
     for cfg in cfgs:
-        cache = open_cache(CacheSpec.of(cfg), tok)
-        for batch in run_batches(CacheSpec.of(cfg), tok, [cfg.seed]):
+        cache = open_cache(spec_of(cfg), tok)
+        for batch in run_batches(spec_of(cfg), tok, [cfg.seed]):
             cache.lookup(batch["input_ids"], batch["attention_mask"])
     capsys.readouterr()
     assert build_caches(cfgs, upstream="senses-key", progress=False) == keys

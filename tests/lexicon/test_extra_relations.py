@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from dskd.config.loading import config_to_yaml, load_config
+from dskd.config.loading import load_config
 from dskd.core.errors import DSKDError
 from dskd.core.io import sha256_file
 from dskd.lexicon import Lexicon
@@ -72,7 +72,7 @@ def test_the_example_file_is_merged_with_wordnet_and_recorded(tmp_path):
         [f"artifacts_dir={tmp_path / 'art'}", f"lexicon.sources={sources}"],
     )
     built = build_lexicon(cfg.lexicon, tok, "words", small_wordnet)
-    lex = Lexicon.load(write_lexicon(cfg.lexicon, built, tok, "words", config_to_yaml(cfg)))
+    lex = Lexicon.load(write_lexicon(cfg.lexicon, built, tok, "words", cfg.to_yaml()))
     # WordNet's relations and the file's, both directions; the file adds to a WordNet head (big ~ huge)
     assert _keys(lex, tok, "big") == (["huge", "large"], ["little", "small"])
     assert _keys(lex, tok, "huge") == (["big"], [])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pytest
 
-from dskd.config.loading import config_to_yaml
 from dskd.config.schema import ExperimentConfig
 from dskd.core.errors import ArtifactMismatchError
 from dskd.lexicon import Lexicon
@@ -38,9 +37,7 @@ def built(wn_data, smollm2_tokenizer):
 def lex(built, smollm2_tokenizer, tmp_path_factory):
     cfg = ExperimentConfig()
     cfg.lexicon.output_dir = str(tmp_path_factory.mktemp("lex") / "lexicon")
-    written = write_lexicon(
-        cfg.lexicon, built, smollm2_tokenizer, "smollm2-135m-instruct", config_to_yaml(cfg)
-    )
+    written = write_lexicon(cfg.lexicon, built, smollm2_tokenizer, "smollm2-135m-instruct", cfg.to_yaml())
     return Lexicon.load(written)
 
 

@@ -11,7 +11,7 @@ from huggingface_hub import ModelCard
 from transformers import AutoTokenizer, GenerationConfig
 
 from dskd.cli import main
-from dskd.config.loading import config_from_dict, config_to_yaml
+from dskd.config.loading import config_from_dict
 from dskd.models.card import render_card
 from dskd.models.export import export_checkpoint
 from dskd.testing.fixtures import llama_config, word_tokenizer
@@ -19,7 +19,7 @@ from dskd.training.run import train
 
 from ..training.tinyrun import make_model_dir, make_tokenizer, random_batches, tiny_config
 
-CONFIG = config_to_yaml(config_from_dict({"name": "stub"}))
+CONFIG = config_from_dict({"name": "stub"}).to_yaml()
 
 
 def make_checkpoint(root, hidden: int = 32):

@@ -21,7 +21,8 @@ from dskd.senses import SenseDictionary
 from dskd.teacher_cache import build as cache_build
 from dskd.teacher_cache.positions import needs_hidden, token_table
 from dskd.testing.fixtures import random_batch, random_senses, write_batch_cache
-from dskd.training.module import DistillationModule, DistillationParts, DistillationSettings
+from dskd.training.module import DistillationModule, DistillationParts
+from tests.sections import settings_of, spec_of
 
 from .conftest import HIDDEN, VOCAB
 
@@ -80,13 +81,13 @@ def _setup(make_cfg, monkeypatch):
 
 def test_sparse_hidden_states_give_the_online_sense_loss(make_cfg, monkeypatch):
     cfg, cached_cfg, tok, teacher, senses, batches, table = _setup(make_cfg, monkeypatch)
-    cache = cache_build.open_cache(cache_build.CacheSpec.of(cached_cfg), tok)
+    cache = cache_build.open_cache(spec_of(cached_cfg), tok)
     meta = read_json(f"{cfg.cache.dir}/meta.json")
     assert meta["hidden_positions"] == "sense" and 0 < meta["hidden_rows"] < 4 * cfg.data.seq_len
     student = build_student(cfg.student, teacher)
-    online = DistillationModule(DistillationSettings.of(cfg), DistillationParts(student, teacher, senses))
+    online = DistillationModule(settings_of(cfg), DistillationParts(student, teacher, senses))
     cached = DistillationModule(
-        DistillationSettings.of(cached_cfg),
+        settings_of(cached_cfg),
         DistillationParts(copy.deepcopy(student), None, senses, cache=cache),
     )
     for batch in batches:
@@ -108,13 +109,13 @@ def test_a_run_needing_other_positions_is_refused(make_cfg, monkeypatch):
     more[np.flatnonzero(~table)[:3]] = True  # a run whose lexicon has neighbours for 3 more tokens
     monkeypatch.setattr(cache_build, "hidden_tokens", lambda lexicon_dir, senses_dir, vocab: more)
     with pytest.raises(ArtifactMismatchError, match="field 'hidden_tokens' lacks 3 target tokens"):
-        cache_build.open_cache(cache_build.CacheSpec.of(cached_cfg), tok)
+        cache_build.open_cache(spec_of(cached_cfg), tok)
     monkeypatch.setattr(cache_build, "hidden_tokens", lambda lexicon_dir, senses_dir, vocab: table)
-    cache = cache_build.open_cache(cache_build.CacheSpec.of(cached_cfg), tok)
+    cache = cache_build.open_cache(spec_of(cached_cfg), tok)
     with pytest.raises(ArtifactMismatchError, match="'hidden_positions' is 'sense'"):
         cache.check_hidden_tokens(None)  # a caller that needs every position
     parts = DistillationParts(build_student(cfg.student, teacher), None, senses, cache=cache)
-    module = DistillationModule(DistillationSettings.of(cached_cfg), parts)
+    module = DistillationModule(settings_of(cached_cfg), parts)
     bad = dict(batches[0])
     stored = cache.lookup(bad["input_ids"], bad["attention_mask"]).hidden_stored
     free = (~stored[0]).nonzero()[0]  # a position without a stored state

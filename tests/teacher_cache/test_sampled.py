@@ -9,8 +9,9 @@ import torch
 from dskd.core.errors import ArtifactMismatchError, DSKDError
 from dskd.core.io import read_json
 from dskd.models.loading import load_causal_lm, load_tokenizer
-from dskd.teacher_cache.build import CacheSpec, build, open_cache, run_batches, teacher_outputs
+from dskd.teacher_cache.build import build, open_cache, run_batches, teacher_outputs
 from dskd.teacher_cache.store import pack_ids, sequence_keys, unpack_ids
+from tests.sections import spec_of
 
 SAMPLED = {"cache.kd_format": "sampled", "cache.samples": 16, "loss.kd.tau": 2.0}
 
@@ -33,10 +34,10 @@ def test_round_trip_matches_the_teachers_seeded_draws(make_cfg):
     assert meta["taus"] == [2.0] and meta["targets"] == "sampled" and meta["samples"] == 16
     tok = load_tokenizer(cfg.teacher.model)
     teacher = load_causal_lm(cfg.teacher.model, dtype="float32")
-    cache = open_cache(CacheSpec.of(cfg), tok)
-    for batch in run_batches(CacheSpec.of(cfg), tok, [cfg.seed]):
+    cache = open_cache(spec_of(cfg), tok)
+    for batch in run_batches(spec_of(cfg), tok, [cfg.seed]):
         keys = sequence_keys(batch["input_ids"], batch["attention_mask"])
-        want, _ = teacher_outputs(teacher, batch, CacheSpec.of(cfg), keys)
+        want, _ = teacher_outputs(teacher, batch, spec_of(cfg), keys)
         got = cache.lookup(batch["input_ids"], batch["attention_mask"]).targets
         assert torch.equal(got.ids, want.ids) and torch.equal(got.counts, want.counts)
         assert torch.equal(got.top1, want.top1)
@@ -73,7 +74,7 @@ def test_a_sampled_cache_refuses_other_settings(make_cfg, field, over):
     _build(make_cfg(**SAMPLED), hidden_dtype="none")
     cfg = make_cfg(**{**SAMPLED, **over})
     with pytest.raises(ArtifactMismatchError, match=f"field '{field}'"):
-        open_cache(CacheSpec.of(cfg), load_tokenizer(cfg.teacher.model))
+        open_cache(spec_of(cfg), load_tokenizer(cfg.teacher.model))
 
 
 def test_a_divergence_samples_cannot_estimate_is_not_built(make_cfg):

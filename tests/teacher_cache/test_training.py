@@ -13,11 +13,12 @@ import torch
 from dskd.models.loading import load_causal_lm, load_tokenizer
 from dskd.models.student import build_student
 from dskd.senses import SenseDictionary
-from dskd.teacher_cache.build import CacheSpec, build, open_cache
+from dskd.teacher_cache.build import build, open_cache
 from dskd.testing.fixtures import random_batch, random_senses, write_batch_cache
-from dskd.training.module import DistillationModule, DistillationParts, DistillationSettings
+from dskd.training.module import DistillationModule, DistillationParts
 from dskd.training.run import train
 from dskd.training.teacher_signals import CachedSamples, CachedTopK
+from tests.sections import settings_of, spec_of
 
 from .conftest import HIDDEN, VOCAB
 
@@ -32,11 +33,11 @@ def _modules(cfg, hidden_dtype):
     cached_cfg = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, mode="cached"))
     write_batch_cache(cfg.cache.dir, cached_cfg, tok, teacher, batches, hidden_dtype)
     student = build_student(cfg.student, teacher)
-    online = DistillationModule(DistillationSettings.of(cfg), DistillationParts(student, teacher, senses))
+    online = DistillationModule(settings_of(cfg), DistillationParts(student, teacher, senses))
     parts = DistillationParts(
-        copy.deepcopy(student), None, senses, cache=open_cache(CacheSpec.of(cached_cfg), tok)
+        copy.deepcopy(student), None, senses, cache=open_cache(spec_of(cached_cfg), tok)
     )
-    cached = DistillationModule(DistillationSettings.of(cached_cfg), parts)
+    cached = DistillationModule(settings_of(cached_cfg), parts)
     return online, cached, batches
 
 

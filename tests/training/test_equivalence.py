@@ -17,15 +17,16 @@ from dskd.models.loading import load_causal_lm
 from dskd.models.student import build_projection, build_student
 from dskd.senses import SenseDictionary
 from dskd.testing.fixtures import random_batch
-from dskd.training.module import DistillationModule, DistillationParts, DistillationSettings
+from dskd.training.module import DistillationModule, DistillationParts
 from dskd.training.run import run_dir, train
 from dskd.training.teacher_signals import TeacherSignal
+from tests.sections import settings_of
 
 from .tinyrun import VOCAB, corpus_config, make_senses, real_datamodule, tiny_config, write_corpus
 
 
 def _rows(cfg) -> list[dict[str, str]]:
-    with open(run_dir(cfg) / "metrics.csv", newline="") as f:
+    with open(run_dir(cfg.runs_dir, cfg.name, cfg.seed) / "metrics.csv", newline="") as f:
         return list(csv.DictReader(f))
 
 
@@ -86,7 +87,9 @@ def resumed(tmp_path_factory, teacher_dir):
             callbacks=[seen_broken, _Crash(CRASH_AT)],
             export=False,
         )
-    checkpoint = torch.load(run_dir(broken) / "checkpoints" / "last.ckpt", weights_only=False)
+    checkpoint = torch.load(
+        run_dir(broken.runs_dir, broken.name, broken.seed) / "checkpoints" / "last.ckpt", weights_only=False
+    )
     summary = train(broken, datamodule=real_datamodule(broken), callbacks=[seen_broken], export=False)
     return {
         "full": full,
@@ -194,7 +197,7 @@ def test_chunked_kd_in_the_module_matches_full_logits(run_tmp, teacher_dir):
         torch.manual_seed(0)
         student = build_student(cfg.student, teacher)
         parts = DistillationParts(student, teacher, senses, build_projection(cfg.student, student, teacher))
-        module = DistillationModule(DistillationSettings.of(cfg), parts)
+        module = DistillationModule(settings_of(cfg), parts)
         loss, parts, _ = module.losses(copy.deepcopy(batch))
         loss.backward()
         grads = {n: p.grad for n, p in module.named_parameters() if p.requires_grad}
@@ -218,7 +221,7 @@ def test_validation_with_chunked_kd_matches_full_logits_and_never_builds_them(ru
     cfg = tiny_config(run_tmp, teacher_dir, "kd", {"loss.kd.chunk_size": 5, "loss.kd.divergence": "js"})
     torch.manual_seed(0)
     parts = DistillationParts(build_student(cfg.student, teacher), teacher)
-    module = DistillationModule(DistillationSettings.of(cfg), parts)
+    module = DistillationModule(settings_of(cfg), parts)
     module._place_teacher = lambda: None  # no trainer: the teacher is already on the CPU
     heads, caches = [], []
     for model in (module.student, teacher):

@@ -21,13 +21,14 @@ from dskd.data.config import OnPolicyConfig
 from dskd.models.loading import load_causal_lm, load_tokenizer
 from dskd.models.student import build_student
 from dskd.senses import SenseDictionary
-from dskd.teacher_cache.build import CacheSpec, build, open_cache
+from dskd.teacher_cache.build import build, open_cache
 from dskd.teacher_cache.store import CachedTeacher
 from dskd.testing.fixtures import random_batch, write_batch_cache
 from dskd.training import on_policy
-from dskd.training.module import DistillationModule, DistillationParts, DistillationSettings
+from dskd.training.module import DistillationModule, DistillationParts
 from dskd.training.on_policy import fraction_for_one, is_on_policy, prefix_lengths, sample_batch
 from dskd.training.run import run_dir, train
+from tests.sections import settings_of, spec_of
 
 from .tinyrun import (
     VOCAB,
@@ -174,7 +175,7 @@ def test_an_on_policy_kd_step_has_no_ce_and_logs_its_generation(run_tmp, teacher
     over = {"data.on_policy.fraction": 1.0, "data.on_policy.max_new_tokens": 4, "trainer.max_steps": 3}
     cfg = tiny_config(run_tmp, teacher_dir, "kd", over)
     train(cfg, datamodule=random_batches(n=4), export=False)
-    rows = [r for r in metrics_rows(run_dir(cfg)) if r.get("train/loss")]
+    rows = [r for r in metrics_rows(run_dir(cfg.runs_dir, cfg.name, cfg.seed)) if r.get("train/loss")]
     assert len(rows) == 3
     for r in rows:
         assert float(r["train/on_policy"]) == 1.0 and math.isnan(float(r["train/ce"]))
@@ -209,15 +210,13 @@ def _hybrid_modules(tmp, teacher_dir):
     write_batch_cache(cached_cfg.cache.dir, cached_cfg, tok, teacher, batches, "float32")
     senses = SenseDictionary.load(str(tmp / "senses"))
     student = build_student(online_cfg.student, teacher)
-    online = DistillationModule(
-        DistillationSettings.of(online_cfg), DistillationParts(student, teacher, senses)
-    )
-    cache = open_cache(CacheSpec.of(cached_cfg), tok)
+    online = DistillationModule(settings_of(online_cfg), DistillationParts(student, teacher, senses))
+    cache = open_cache(spec_of(cached_cfg), tok)
     cached_parts = DistillationParts(copy.deepcopy(student), None, senses, cache=cache)
-    cached = DistillationModule(DistillationSettings.of(cached_cfg), cached_parts)
-    cache = open_cache(CacheSpec.of(hybrid_cfg), tok)
+    cached = DistillationModule(settings_of(cached_cfg), cached_parts)
+    cache = open_cache(spec_of(hybrid_cfg), tok)
     hybrid_parts = DistillationParts(copy.deepcopy(student), teacher, senses, cache=cache)
-    hybrid = DistillationModule(DistillationSettings.of(hybrid_cfg), hybrid_parts)
+    hybrid = DistillationModule(settings_of(hybrid_cfg), hybrid_parts)
     return online, cached, hybrid, batches
 
 
@@ -301,7 +300,11 @@ def test_sigterm_and_resume_repeat_the_on_policy_batches_of_an_uninterrupted_run
     assert train(stopped, datamodule=real_datamodule(stopped), export=False)["global_step"] == 10
     after = set(seen_stopped.built) - before
     rows = {
-        run: {int(r["step"]): r for r in metrics_rows(run_dir(cfg)) if r.get("train/loss")}
+        run: {
+            int(r["step"]): r
+            for r in metrics_rows(run_dir(cfg.runs_dir, cfg.name, cfg.seed))
+            if r.get("train/loss")
+        }
         for run, cfg in (("a", full), ("b", stopped))
     }
     assert sorted(rows["a"]) == sorted(rows["b"]) == list(range(10))

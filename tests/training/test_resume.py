@@ -47,12 +47,11 @@ def test_resume_candidates(tmp_path):
 
 
 def test_the_fingerprint_ignores_only_the_resumable_keys(tmp_path):
-    from dskd.config.loading import config_to_yaml
 
     from .tinyrun import tiny_config
 
     def yaml(over=None):
-        return config_to_yaml(tiny_config(tmp_path, tmp_path / "teacher", "kd", over))
+        return tiny_config(tmp_path, tmp_path / "teacher", "kd", over).to_yaml()
 
     base = yaml()
     extended = yaml({"trainer.max_steps": 99, "trainer.log_every_n_steps": 5, "logging.wandb": True})

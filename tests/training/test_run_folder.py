@@ -20,7 +20,7 @@ CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "tiny" / "kd.yaml
 
 def test_a_foreign_run_folder_is_refused_before_anything_is_loaded(tmp_path):
     cfg = load_config(CONFIG, [f"runs_dir={tmp_path}"])
-    folder = run_dir(cfg)
+    folder = run_dir(cfg.runs_dir, cfg.name, cfg.seed)
     folder.mkdir(parents=True)
     (folder / "data.csv").write_text("mine")
     with pytest.raises(DSKDError, match=r"seed-0 holds files not written by dskd; writing the run artifact"):
@@ -31,7 +31,7 @@ def test_a_foreign_run_folder_is_refused_before_anything_is_loaded(tmp_path):
 def test_an_unsafe_name_never_becomes_a_folder(tmp_path):
     cfg = load_config(CONFIG, [f"runs_dir={tmp_path / 'runs'}", "name=../../escaped"])
     with pytest.raises(ConfigError, match="not a safe name"):
-        run_dir(cfg)
+        run_dir(cfg.runs_dir, cfg.name, cfg.seed)
     assert not (tmp_path / "runs").exists()
 
 

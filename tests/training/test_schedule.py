@@ -59,7 +59,7 @@ def test_an_epoch_based_run_warms_up_and_decays_over_its_true_number_of_steps(ru
             "optim.warmup_ratio": 0.2, "optim.lr": 1e-3, "optim.scale_lr": False}  # fmt: skip
     cfg = corpus_config(run_tmp, teacher_dir, write_corpus(tmp_path / "c.txt", docs=40), "kd", over)
     summary = train(cfg, datamodule=real_datamodule(cfg), export=False)
-    with open(run_dir(cfg) / "metrics.csv", newline="") as f:
+    with open(run_dir(cfg.runs_dir, cfg.name, cfg.seed) / "metrics.csv", newline="") as f:
         lr = {int(r["step"]): float(r["train/lr"]) for r in csv.DictReader(f) if r.get("train/lr")}
     steps = summary["global_step"]
     assert steps >= 10 and sorted(lr) == list(range(steps))  # every step logged, epochs 1..3

@@ -14,7 +14,7 @@ from dskd.models.student import build_student
 from dskd.senses import SenseDictionary
 from dskd.teacher_cache.store import META_FILE, CachedTeacher
 from dskd.testing.fixtures import random_batch, write_batch_cache
-from dskd.training.module import DistillationModule, DistillationParts, DistillationSettings
+from dskd.training.module import DistillationModule, DistillationParts
 from dskd.training.teacher_signals import (
     CachedSamples,
     CachedTopK,
@@ -23,6 +23,7 @@ from dskd.training.teacher_signals import (
     TeacherReading,
     TeacherSignal,
 )
+from tests.sections import settings_of
 
 from .tinyrun import VOCAB, tiny_config
 
@@ -128,7 +129,7 @@ def test_the_step_reads_every_source_through_the_same_calls(run_tmp, teacher_dir
         run_tmp, teacher_dir, "sampled" if source == "sampled" else "topk"
     )
     signal = OnlineTeacher(teacher, cfg.loss, cfg.teacher.dtype) if source == "online" else cached
-    module = DistillationModule(DistillationSettings.of(cfg), DistillationParts(student, teacher, senses))
+    module = DistillationModule(settings_of(cfg), DistillationParts(student, teacher, senses))
     calls: list[str] = []
     module.signals = Signals(_Spy(signal, calls), None)
     loss, parts, _ = module.losses(batch)
@@ -147,7 +148,7 @@ class _Halved(OnlineTeacher):
 
 def test_a_new_source_is_one_class(run_tmp, teacher_dir):
     cfg, teacher, student, senses, batch, _ = _setup(run_tmp, teacher_dir, "topk")
-    module = DistillationModule(DistillationSettings.of(cfg), DistillationParts(student, teacher, senses))
+    module = DistillationModule(settings_of(cfg), DistillationParts(student, teacher, senses))
     _, want, _ = module.losses(batch)
     halved = _Halved(teacher, cfg.loss, cfg.teacher.dtype)
     module.signals = Signals(halved, halved)

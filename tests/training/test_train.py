@@ -16,8 +16,9 @@ from dskd.core.errors import DSKDError, TrainingInterrupted
 from dskd.models.loading import load_causal_lm
 from dskd.models.student import build_projection, build_student
 from dskd.senses import SenseDictionary
-from dskd.training.module import DistillationModule, DistillationParts, DistillationSettings
+from dskd.training.module import DistillationModule, DistillationParts
 from dskd.training.run import train
+from tests.sections import settings_of
 
 from .tinyrun import (
     VOCAB,
@@ -47,7 +48,7 @@ def test_gradients_reach_only_trainable_parameters_and_teacher_stays_unchanged(r
     student_before = {k: v.clone() for k, v in student.state_dict().items()}
     senses = SenseDictionary.load(run_tmp / "senses")
     parts = DistillationParts(student, teacher, senses, build_projection(cfg.student, student, teacher))
-    module = DistillationModule(DistillationSettings.of(cfg), parts)
+    module = DistillationModule(settings_of(cfg), parts)
     assert not any("teacher" in n for n, _ in module.named_modules())
     assert not any(k.startswith("teacher") for k in module.state_dict())
     record = _RecordGrads()
@@ -254,7 +255,7 @@ def test_a_checkpoint_that_does_not_fit_the_student_is_refused(run_tmp, teacher_
     cfg = tiny_config(run_tmp, teacher_dir, "kd")
     teacher = load_causal_lm(teacher_dir, dtype="float32")
     module = DistillationModule(
-        DistillationSettings.of(cfg), DistillationParts(build_student(cfg.student, teacher), teacher)
+        settings_of(cfg), DistillationParts(build_student(cfg.student, teacher), teacher)
     )
     assert module.strict_loading is False
     saved = {"state_dict": module.state_dict()}

@@ -44,7 +44,7 @@ class Point:
 
     @property
     def run_dir(self) -> Path:
-        return run_dir(self.cfg)
+        return run_dir(self.cfg.runs_dir, self.cfg.name, self.cfg.seed)
 
 
 def load_sweep(path: str | Path) -> Sweep:
