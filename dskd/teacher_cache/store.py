@@ -28,8 +28,11 @@ as the same sequences were cached.
 
 Integrity: meta.json records the size and sha256 of every ``.bin`` file. Opening checks the sizes
 (with ``DSKD_VERIFY=full``: every sha256 and a scan of all values); every looked-up batch is checked
-for NaN (and for infinities, except the -inf a log-probability or tail mass may legitimately be), so
-a damaged row is refused before it reaches a loss.
+for NaN (and for infinities, except the -inf a log-probability or tail mass may legitimately be) and
+for its structure (:func:`structure_problem`: sample counts summing to ``cache.samples``, token ids
+below the vocabulary size, hidden rows that exist), so a damaged row is refused before it reaches a
+loss. These per-batch checks read only the rows the batch reads anyway (a full scan at open would read
+the whole memory-mapped cache); ``benchmarks/cache_checks.py`` measures their cost.
 """
 
 from __future__ import annotations
@@ -190,6 +193,35 @@ def damaged(name: str, values: np.ndarray) -> bool:
     if name not in LOG_SPACE:
         bad |= values == -np.inf
     return bool(bad.any())
+
+
+def structure_problem(name: str, values: torch.Tensor, meta: dict[str, Any]) -> str | None:
+    """What is structurally wrong with cached ``values`` of array ``name`` (ids unpacked), or None:
+    sample counts not summing to ``samples`` at a position (every position holds ``samples`` draws),
+    token ids outside the vocabulary, hidden-state rows that do not exist (``-1``: none stored)."""
+    if name == "sample_counts":
+        sums = values.sum(-1)
+        bad = sums != meta["samples"]
+        if bad.any():
+            return (
+                f"sample counts sum to {int(sums[bad][0])} at {int(bad.sum())} positions, not "
+                f"cache.samples={meta['samples']}"
+            )
+        return None
+    limits = {
+        "sample_ids": (0, meta["vocab_size"], "vocabulary"),
+        "top1": (0, meta["vocab_size"], "vocabulary"),
+        "topk_indices": (0, meta["vocab_size"], "vocabulary"),
+        "hidden_index": (-1, meta.get("hidden_rows", 0), "stored hidden rows"),
+    }
+    if name not in limits or not values.numel():
+        return None
+    low, high, what = limits[name]
+    lo, hi = values.aminmax()
+    if lo < low or hi >= high:
+        bad = values[(values < low) | (values >= high)]
+        return f"{bad.numel()} values lie outside the {what} {low}..{high - 1}, e.g. {int(bad[0])}"
+    return None
 
 
 class CacheWriter:
@@ -447,12 +479,33 @@ class CachedTeacher:
             f"{_REBUILD}"
         )
 
+    def checked(self, name: str, values: np.ndarray, rows: str) -> torch.Tensor:
+        """``values`` of array ``name`` (ids unpacked) as a CPU tensor; a :class:`DSKDError` naming the
+        file and ``rows`` if they hold NaN, a forbidden infinity or a :func:`structure_problem`."""
+        if damaged(name, values):
+            raise self._damaged(name, rows)
+        x = (
+            unpack_ids(values)
+            if name in ("sample_ids", "top1")
+            else torch.from_numpy(np.ascontiguousarray(values))
+        )
+        problem = structure_problem(name, x, self.meta)
+        if problem:
+            raise DSKDError(
+                f"The teacher cache at {self.directory} is damaged: {name}.bin {problem} in {rows}. "
+                f"{_REBUILD}"
+            )
+        return x
+
     def scan(self) -> None:
         """Refuse the cache if any stored row is damaged (reads every value; ``DSKD_VERIFY=full``)."""
         for name, arr in self.arrays.items():
             for start in range(0, len(arr), _SCAN_ROWS):
-                if damaged(name, arr[start : start + _SCAN_ROWS]):
-                    raise self._damaged(name, f"rows {start}..{min(start + _SCAN_ROWS, len(arr)) - 1}")
+                self.checked(
+                    name,
+                    np.array(arr[start : start + _SCAN_ROWS]),
+                    f"rows {start}..{min(start + _SCAN_ROWS, len(arr)) - 1}",
+                )
 
     def __len__(self) -> int:
         return len(self._sorted)
@@ -488,20 +541,15 @@ class CachedTeacher:
         rows = self.rows(sequence_keys(input_ids, attention_mask))
         device = device or input_ids.device
         a = self.arrays
+        where = f"rows {sorted(rows.tolist())} of this batch"
 
         def take(name: str, *tail) -> torch.Tensor:
-            values = a[name][rows]
-            if damaged(name, values):
-                raise self._damaged(name, f"rows {sorted(rows.tolist())} of this batch")
-            x = torch.from_numpy(np.ascontiguousarray(values[(..., *tail)]))
-            return x.to(device, non_blocking=True)
+            x = self.checked(name, a[name][rows], where)
+            return x[(..., *tail)].contiguous().to(device, non_blocking=True)
 
         if self.meta["targets"] == "sampled":
             targets: Targets = TeacherSamples(
-                unpack_ids(take("sample_ids").numpy()).to(device),
-                take("sample_counts").long(),
-                take("entropy"),
-                unpack_ids(take("top1").numpy()).to(device),
+                take("sample_ids"), take("sample_counts").long(), take("entropy"), take("top1")
             )
         else:
             t = self.tau_index
@@ -516,11 +564,11 @@ class CachedTeacher:
             return CachedOutputs(targets, None, None)
         if "hidden_index" not in a:
             return CachedOutputs(targets, take("hidden").float(), None)
-        index = torch.from_numpy(np.ascontiguousarray(a["hidden_index"][rows]))
+        index = self.checked("hidden_index", a["hidden_index"][rows], where)
         stored = index >= 0
         values = a["hidden"][index[stored].numpy()]
         if damaged("hidden", values):
-            raise self._damaged("hidden", f"rows {sorted(rows.tolist())} of this batch")
+            raise self._damaged("hidden", where)
         hidden = torch.zeros(*index.shape, self.meta["hidden_size"])
         hidden[stored] = torch.from_numpy(np.ascontiguousarray(values)).float()
         return CachedOutputs(targets, hidden.to(device), stored.to(device))
