@@ -49,6 +49,7 @@ BENCHMARKS: list[str] = [
     "benchmarks.lexicon:bench_lexicon_build",
     "benchmarks.training:bench_step_time",
     "benchmarks.teacher_cache:bench_cached_training",
+    "benchmarks.cache_checks:bench_cache_checks",
     "benchmarks.evaluation:bench_paper_batching",
     "benchmarks.on_policy:bench_on_policy_step_time",
 ]

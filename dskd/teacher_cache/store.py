@@ -195,12 +195,13 @@ def damaged(name: str, values: np.ndarray) -> bool:
     return bool(bad.any())
 
 
-def structure_problem(name: str, values: torch.Tensor, meta: dict[str, Any]) -> str | None:
+def structure_problem(name: str, values: np.ndarray, meta: dict[str, Any]) -> str | None:
     """What is structurally wrong with cached ``values`` of array ``name`` (ids unpacked), or None:
     sample counts not summing to ``samples`` at a position (every position holds ``samples`` draws),
-    token ids outside the vocabulary, hidden-state rows that do not exist (``-1``: none stored)."""
+    token ids outside the vocabulary, hidden-state rows that do not exist (``-1``: none stored).
+    NumPy, not torch: a sum or max over a batch's values is several times faster on the CPU."""
     if name == "sample_counts":
-        sums = values.sum(-1)
+        sums = values.sum(-1, dtype=np.uint16)  # at most 255 slots x 255 draws
         bad = sums != meta["samples"]
         if bad.any():
             return (
@@ -214,13 +215,16 @@ def structure_problem(name: str, values: torch.Tensor, meta: dict[str, Any]) -> 
         "topk_indices": (0, meta["vocab_size"], "vocabulary"),
         "hidden_index": (-1, meta.get("hidden_rows", 0), "stored hidden rows"),
     }
-    if name not in limits or not values.numel():
+    if name not in limits or not values.size:
         return None
     low, high, what = limits[name]
-    lo, hi = values.aminmax()
-    if lo < low or hi >= high:
+    if low == 0 and values.dtype.kind == "i":  # one pass: a negative id is a huge unsigned one
+        outside = values.view(values.dtype.str.replace("i", "u")).max() >= high
+    else:
+        outside = values.min() < low or values.max() >= high
+    if outside:
         bad = values[(values < low) | (values >= high)]
-        return f"{bad.numel()} values lie outside the {what} {low}..{high - 1}, e.g. {int(bad[0])}"
+        return f"{bad.size} values lie outside the {what} {low}..{high - 1}, e.g. {int(bad[0])}"
     return None
 
 
@@ -489,7 +493,7 @@ class CachedTeacher:
             if name in ("sample_ids", "top1")
             else torch.from_numpy(np.ascontiguousarray(values))
         )
-        problem = structure_problem(name, x, self.meta)
+        problem = structure_problem(name, x.numpy(), self.meta)
         if problem:
             raise DSKDError(
                 f"The teacher cache at {self.directory} is damaged: {name}.bin {problem} in {rows}. "
