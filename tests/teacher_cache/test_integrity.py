@@ -4,6 +4,7 @@ wrong and the rebuild command; ``DSKD_VERIFY=full`` refuses it at open. An intac
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ from dskd.core.errors import DSKDError
 from dskd.core.io import read_json
 from dskd.models.loading import load_tokenizer
 from dskd.teacher_cache.build import build, open_cache, run_batches
-from dskd.teacher_cache.store import CachedTeacher
+from dskd.teacher_cache.store import CachedTeacher, structure_problem
+from dskd.training.run import train
 from tests.sections import spec_of
 
 from .conftest import VOCAB
@@ -91,3 +93,19 @@ def test_the_full_check_refuses_zeroed_counts_at_open(make_cfg, monkeypatch):
         DSKDError, match=r"sample_counts\.bin sample counts sum to 0 at \d+ positions.* rows 0\.\."
     ):
         CachedTeacher(cfg.cache.dir, meta, 2.0).scan()
+
+
+def test_a_cached_run_on_zeroed_sample_counts_stops_at_its_first_batch(make_cfg):
+    cfg = make_cfg(**SAMPLED)
+    _built(cfg)
+    _overwrite(cfg, "sample_counts", np.zeros(1))
+    cached = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, mode="cached"))
+    with pytest.raises(DSKDError, match=r"sample_counts\.bin sample counts sum to 0 .*dskd cache build"):
+        train(cached, export=False)  # before: exit 0 with train/kd < 0
+
+
+def test_hidden_index_past_the_stored_rows_is_a_problem_and_minus_one_is_not():
+    meta = {"vocab_size": VOCAB, "hidden_rows": 5}
+    assert structure_problem("hidden_index", np.array([[-1, 0, 4]], dtype=np.int32), meta) is None
+    problem = structure_problem("hidden_index", np.array([[-1, 5, -2]], dtype=np.int32), meta)
+    assert problem == "2 values lie outside the stored hidden rows -1..4, e.g. 5"
