@@ -168,11 +168,12 @@ def estimate(
 
 def startup_peak(cfg: MemoryInputs, shape: ModelShape) -> float:
     """GB on a GPU before sharding: the teacher plus the whole student in its master dtype (both are
-    built on the GPU), plus a second teacher while the teacher targets are generated (first run)."""
+    built on the GPU). The teacher's continuations are their own stage (``dskd continuations build``),
+    whose teacher is gone before training loads its own: one teacher, as in the rows of
+    :func:`estimate` (a cached run without on-policy batches holds only the copied layers, on the CPU)."""
     teacher_bytes = _bytes("float32" if cfg.teacher.dtype == "float32" else "bfloat16")
     master = 2 if cfg.trainer.precision == "bf16-true" else 4
-    teachers = 2 if cfg.data.targets == "teacher" else 1
-    return (teachers * shape.params() * teacher_bytes + shape.params(cfg.student.num_layers) * master) / GB
+    return (shape.params() * teacher_bytes + shape.params(cfg.student.num_layers) * master) / GB
 
 
 def render(cfg: MemoryInputs, shape: ModelShape, world_size: int, gpu_gb: float = 80.0) -> str:
@@ -190,6 +191,6 @@ def render(cfg: MemoryInputs, shape: ModelShape, world_size: int, gpu_gb: float 
         "|---|---:|---|",
         *(f"| {name} | {gb:.2f} | {formula} |" for name, gb, formula in rows),
         f"| **total** | **{total:.1f}** | of {gpu_gb:g} GB |",
-        f"| start-up peak (before sharding) | {startup_peak(cfg, shape):.1f} | teacher(s) + whole student |",
+        f"| start-up peak (before sharding) | {startup_peak(cfg, shape):.1f} | teacher + whole student |",
     ]
     return "\n".join(lines) + "\n"

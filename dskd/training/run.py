@@ -217,9 +217,10 @@ def train(
 ) -> dict[str, Any]:
     """Run one distillation; returns the summary (also written to ``summary.json``).
 
-    The stages the run reads and lacks run first (:func:`build_inputs`). ``datamodule`` replaces the
-    DSKD data module built from ``cfg.data`` (custom data, tests); ``callbacks`` are added to the
-    trainer's; ``export`` writes the Hugging Face folder at the end.
+    The stages the run reads and lacks run first (:func:`build_continuations_if_missing`,
+    :func:`build_cache_if_missing`). ``datamodule`` replaces the DSKD data module built from
+    ``cfg.data`` (custom data, tests); ``callbacks`` are added to the trainer's; ``export`` writes the
+    Hugging Face folder at the end.
     """
     t0 = time.perf_counter()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
