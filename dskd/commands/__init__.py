@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The common `CONFIG.yaml key=value ...` arguments of a stage."""
     parser.add_argument("config", help="experiment YAML, e.g. experiments/tiny/dskd.yaml")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seed=1")
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number above 0 (``nan``, ``inf`` and ``0`` are refused by name)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number above 0")
+    return value
 
 
 def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dskd.commands import add_config_arguments
+from dskd.commands import add_config_arguments, positive_number
 
 HELP = "Estimate the per-GPU memory of a training run from the teacher's shapes (docs/training.md)."
 
@@ -12,7 +12,7 @@ HELP = "Estimate the per-GPU memory of a training run from the teacher's shapes 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--gpus", type=int, default=8, help="GPUs of the whole job (nodes x GPUs per node)")
-    parser.add_argument("--gpu-memory", type=float, default=80.0, help="GB per GPU (default 80)")
+    parser.add_argument("--gpu-memory", type=positive_number, default=80.0, help="GB per GPU (default 80)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,8 +20,8 @@ def run(args: argparse.Namespace) -> int:
     from dskd.core.errors import ConfigError
     from dskd.training.memory import MemoryInputs, render, teacher_shape
 
-    if args.gpus < 1 or args.gpu_memory <= 0:
-        raise ConfigError("--gpus must be at least 1 and --gpu-memory positive.")
+    if args.gpus < 1:
+        raise ConfigError(f"--gpus is {args.gpus}; give at least 1 (the GPUs of the whole job).")
     cfg = load_config(args.config, args.overrides)
     if cfg.student.kind != "truncated":
         raise ConfigError("dskd memory estimates student.kind=truncated (the paper's student) only.")

@@ -177,9 +177,9 @@ def startup_peak(cfg: MemoryInputs, shape: ModelShape) -> float:
 
 
 def render(cfg: MemoryInputs, shape: ModelShape, world_size: int, gpu_gb: float = 80.0) -> str:
-    """The estimate as a markdown table, with the total and the start-up peak."""
+    """The estimate as a markdown table, with the total and the start-up peak, and whether it fits."""
     rows = estimate(cfg, shape, world_size, gpu_gb)
-    total = sum(gb for _, gb, _ in rows)
+    total, peak = sum(gb for _, gb, _ in rows), startup_peak(cfg, shape)
     lines = [
         f"{cfg.name}: teacher {cfg.teacher.model} ({shape.params() / 1e9:.2f} B parameters), student "
         f"{cfg.student.num_layers} layers ({shape.params(cfg.student.num_layers) / 1e9:.2f} B, "
@@ -191,6 +191,19 @@ def render(cfg: MemoryInputs, shape: ModelShape, world_size: int, gpu_gb: float 
         "|---|---:|---|",
         *(f"| {name} | {gb:.2f} | {formula} |" for name, gb, formula in rows),
         f"| **total** | **{total:.1f}** | of {gpu_gb:g} GB |",
-        f"| start-up peak (before sharding) | {startup_peak(cfg, shape):.1f} | teacher + whole student |",
+        f"| start-up peak (before sharding) | {peak:.1f} | teacher + whole student |",
+        "",
+        _verdict(max(total, peak), gpu_gb),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _verdict(need: float, gpu_gb: float) -> str:
+    """Whether the larger of the total and the start-up peak fits ``gpu_gb`` per GPU."""
+    if need <= gpu_gb:
+        return f"Fits: at most {need:.1f} of {gpu_gb:g} GB per GPU ({gpu_gb - need:.1f} GB to spare)."
+    return (
+        f"Does not fit: {need:.1f} GB per GPU needed, {gpu_gb:g} GB available ({need - gpu_gb:.1f} GB over); "
+        "more GPUs (trainer.strategy shards the student) or a smaller data.batch_size or data.seq_len "
+        "lower it."
+    )

@@ -85,3 +85,27 @@ def test_the_docs_show_what_the_command_prints(capsys):
             assert table in (ROOT / "docs" / doc).read_text(), f"docs/{doc}: rerun `dskd memory {config}`"
         total = sum(gb for _, gb, _ in estimate(cfg, KNOWN_SHAPES[cfg.teacher.model], 8))
         assert f"{total:.1f}" in (ROOT / "docs" / "slurm.md").read_text()  # its summary of the totals
+
+
+def test_the_command_says_whether_the_run_fits(capsys):
+    config = ROOT / "experiments" / "paper-llama3" / "dskd.yaml"
+    cfg = _inputs(load_config(config))
+    rows = estimate(cfg, KNOWN_SHAPES[LLAMA], 1, gpu_gb=40)
+    need = max(sum(gb for _, gb, _ in rows), startup_peak(cfg, KNOWN_SHAPES[LLAMA]))
+    assert main(["memory", str(config), "--gpus", "1", "--gpu-memory", "40"]) == 0
+    verdict = capsys.readouterr().out.strip().splitlines()[-1]
+    assert need > 40  # one 40 GB GPU is too small for the 8B teacher's run
+    assert verdict.startswith(
+        f"Does not fit: {need:.1f} GB per GPU needed, 40 GB available ({need - 40:.1f} GB over)"
+    )
+    assert main(["memory", str(config), "--gpus", "8", "--gpu-memory", f"{need + 1:.1f}"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("Fits: at most")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-5", "lots"])
+def test_a_gpu_memory_that_is_not_a_finite_positive_number_is_refused(value, capsys):
+    config = ROOT / "experiments" / "paper-llama3" / "dskd.yaml"
+    with pytest.raises(SystemExit) as exit_:
+        main(["memory", str(config), "--gpu-memory", value])
+    assert exit_.value.code == 2
+    assert f"argument --gpu-memory: '{value}' is not a" in capsys.readouterr().err
