@@ -16,8 +16,8 @@ def positive_number(text: str) -> float:
     """An argparse type: a finite number above 0 (``nan``, ``inf`` and ``0`` are refused by name)."""
     try:
         value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from e
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number above 0")
     return value
