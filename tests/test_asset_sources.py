@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +62,24 @@ def test_check_sources_passes_when_every_pinned_file_is_served(fake_index, capsy
     assert out.count("\nok   ") + out.startswith("ok   ") == len(SERVED) == 3
     assert f"all {len(SERVED)} pinned files are served with their sha256" in out
     assert "bigbench-mc: not checked, built only from a file you supply" in out
+
+
+def test_check_sources_runs_on_the_standard_library_alone(fake_index):
+    """CI's first stage runs `make check-sources` on the system Python before any venv exists: the
+    command must import nothing outside the standard library (``-S``: no site-packages at all)."""
+    root, url = fake_index
+    _write_index(root, _pinned(SERVED))
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-S", "-m", "dskd", "assets", "check-sources", "--index-url", url],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"all {len(SERVED)} pinned files are served with their sha256" in done.stdout
 
 
 def test_check_sources_names_the_missing_file(fake_index, capsys):

@@ -13,8 +13,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from dskd.assets._wordnet import base_forms
 
 WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")
@@ -74,6 +72,8 @@ def find_lemma(wn, text: str, lemmas: list[str], pos: str) -> tuple[str, int, in
 
 def build_wordnet_corpus(wn, out: Path) -> dict[str, Any]:
     """Write ``glosses.jsonl`` and ``examples.jsonl`` to ``out``; returns the record counts."""
+    from tqdm import tqdm  # deferred: `make check-sources` imports dskd.assets on the bare system Python
+
     n_gloss = n_ex = n_found = 0
     with open(out / "glosses.jsonl", "w", encoding="utf-8") as fg, open(out / "examples.jsonl", "w") as fe:
         for synset in tqdm(
