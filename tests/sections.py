@@ -11,7 +11,15 @@ from dskd.training.module import DistillationSettings
 def settings_of(cfg: ExperimentConfig) -> DistillationSettings:
     """The sections of ``cfg`` the training module reads, as :func:`dskd.training.run.train` passes them."""
     return DistillationSettings(
-        cfg.method, cfg.loss, cfg.optim, cfg.trainer, cfg.teacher, cfg.data.on_policy, cfg.seed, cfg.to_yaml()
+        cfg.method,
+        cfg.loss,
+        cfg.optim,
+        cfg.trainer,
+        cfg.teacher,
+        cfg.data.on_policy,
+        cfg.seed,
+        cfg.to_yaml(),
+        cfg.data.seq_len,
     )
 
 

@@ -9,6 +9,7 @@ from dskd.config.ranges import ranged
 from dskd.corpora.config import SourceConfig
 
 Targets = Literal["observed", "teacher"]
+PadTo = Literal["longest", "seq_len"]
 
 
 @dataclass
@@ -46,6 +47,10 @@ class DataConfig:
     pack: bool = True
     """Pack several whole documents into one sequence, which attend to each other (False: one document per
     sequence, padded; the paper presets)."""
+    pad_to: PadTo = "longest"
+    """longest: each batch is right-padded to its longest sequence, and with pack off and batch_size > 1
+    its sequences are bucketed by length (no compute on padding; docs/data.md) | seq_len: every batch is
+    seq_len wide (the same per-token losses, more compute)."""
     shuffle_buffer: int = ranged(1000, ge=0)
     """Documents in the seeded shuffle buffer of each shard (0 or 1: stream order)."""
     targets: Targets = "observed"

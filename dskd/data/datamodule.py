@@ -154,6 +154,7 @@ class DSKDDataModule(L.LightningDataModule):
             aligned=d.sense_aligned_neighbours,
             teacher_continuations=self.teacher_continuations,
             prompt_lengths=d.on_policy.fraction > 0,
+            pad_to=d.pad_to,
         )
 
     def stream(self, train: bool) -> PackedStream:

@@ -12,15 +12,21 @@ longer than a sequence is split into sequence-sized pieces (its labels still run
 Without ``pack`` each unit starts a new sequence. With ``targets=teacher`` a unit is the prompt
 followed by the teacher's greedy continuation, labels over all positions, ``IGNORE_INDEX`` on the last token.
 
+Padding (``pad_to``): a batch is right-padded to its longest sequence (``longest``) or to ``seq_len``.
 Each shard yields whole batches (dicts of tensors) numbered 0, 1, ...; batch b of shard s holds the
-shard's sequences ``b * batch_size ...``, sequence k drawing its sense sample from the generator
-seeded by (seed, epoch, shard, k). Resume: ``skip[shard]`` batches are regenerated but not emitted.
+shard's sequences ``b * batch_size ...``, except that with ``pad_to=longest``, ``pack`` off and
+``batch_size > 1`` they are bucketed by length: each window of ``BUCKET_BATCHES * batch_size``
+consecutive sequences is sorted by length, cut into batches, and those batches come in an order
+drawn from (seed, epoch, shard, 2, window). Sequence k of the shard (in stream order) draws its sense
+sample from the generator seeded by (seed, epoch, shard, k), whichever batch it lands in. Resume:
+``skip[shard]`` batches are regenerated but not emitted.
 Metadata keys ``stream_shard``, ``stream_batch``, ``stream_epoch`` ride along for the DataModule to
 record consumption (it removes them before the batch reaches the model).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -39,6 +45,10 @@ from dskd.data.sampling import NeighbourTable, SenseDraw, restrict_to_synset, sa
 TOKENIZE_CHUNK = 256
 """Documents tokenized per call of the (fast, batched) tokenizer."""
 META_KEYS = ("stream_shard", "stream_batch", "stream_epoch")
+BUCKET_BATCHES = 64
+"""Batches per length-bucketing window: long enough that most batches hold similar lengths, short
+enough that a window's sequences stay close in the shuffled stream order."""
+PAD_TO = ("longest", "seq_len")
 
 
 @dataclass
@@ -67,6 +77,13 @@ class StreamSpec:
     """prompt_key(prompt) -> teacher continuation ids (targets=teacher); None: observed targets."""
     prompt_lengths: bool = False
     """Add ``prompt_len`` to each batch (the on-policy prefix, ``dskd.batch.PROMPT_LEN``)."""
+    pad_to: str = "longest"
+    """longest (a batch is as wide as its longest sequence) | seq_len (every batch is seq_len wide)."""
+
+    @property
+    def bucketed(self) -> bool:
+        """Whether batches are bucketed by length (see the module doc)."""
+        return self.pad_to == "longest" and not self.pack and self.batch_size > 1
 
 
 @dataclass
@@ -162,9 +179,10 @@ class PackedStream(IterableDataset):
         if cur.ids:
             yield cur
 
-    def collate(self, seqs: list[_Unit], shard: int, first: int) -> dict[str, torch.Tensor]:
-        spec, L = self.spec, self.spec.seq_len
-        B = len(seqs)
+    def collate(self, seqs: list[_Unit], shard: int, index: list[int]) -> dict[str, torch.Tensor]:
+        """The batch of ``seqs``, sequence i being sequence ``index[i]`` of ``shard`` (its sense draw)."""
+        spec, B = self.spec, len(seqs)
+        L = max(len(s.ids) for s in seqs) if spec.pad_to == "longest" else spec.seq_len
         ids = np.full((B, L), self.pad, dtype=np.int64)
         labels = np.full((B, L), IGNORE_INDEX, dtype=np.int64)
         att = np.zeros((B, L), dtype=np.int64)
@@ -177,7 +195,7 @@ class PackedStream(IterableDataset):
             batch |= sense_sample(
                 spec,
                 labels,
-                [np.random.default_rng([spec.seed, self.epoch, shard, first + i]) for i in range(B)],
+                [np.random.default_rng([spec.seed, self.epoch, shard, k]) for k in index],
                 overrides=[
                     {p: restrict_to_synset(spec.table, int(labels[i, p]), syn) for p, syn in s.gold}
                     for i, s in enumerate(seqs)
@@ -190,21 +208,38 @@ class PackedStream(IterableDataset):
         sequences = sum(1 for _ in self.sequences(self.units(self.documents(shard, num_shards))))
         return -(-sequences // self.spec.batch_size)
 
+    def batches(self, shard: int, num_shards: int) -> Iterator[list[tuple[int, _Unit]]]:
+        """The shard's batches as (index in the shard, sequence) pairs (bucketed: see the module doc)."""
+        seqs = enumerate(self.sequences(self.units(self.documents(shard, num_shards))))
+        B = self.spec.batch_size
+        if not self.spec.bucketed:
+            while chunk := [s for _, s in zip(range(B), seqs)]:
+                yield chunk
+            return
+        for window in itertools.count():
+            pool = [s for _, s in zip(range(BUCKET_BATCHES * B), seqs)]
+            if not pool:
+                return
+            pool.sort(key=lambda s: len(s[1].ids))  # stable: equal lengths keep stream order
+            chunks = [pool[i : i + B] for i in range(0, len(pool), B)]
+            order = np.random.default_rng([self.spec.seed, self.epoch, shard, 2, window]).permutation(
+                len(chunks)
+            )
+            yield from (chunks[j] for j in order)
+
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         shard, num_shards = self.shard()
-        seqs = self.sequences(self.units(self.documents(shard, num_shards)))
         skip = self.skip.get(shard, 0)
-        b = 0
-        while chunk := [s for _, s in zip(range(self.spec.batch_size), seqs)]:
-            if b >= skip:
-                batch = self.collate(chunk, shard, b * self.spec.batch_size)
-                batch.update(
-                    stream_shard=torch.tensor(shard),
-                    stream_batch=torch.tensor(b),
-                    stream_epoch=torch.tensor(self.epoch),
-                )
-                yield batch
-            b += 1
+        for b, chunk in enumerate(self.batches(shard, num_shards)):
+            if b < skip:
+                continue
+            batch = self.collate([s for _, s in chunk], shard, [k for k, _ in chunk])
+            batch.update(
+                stream_shard=torch.tensor(shard),
+                stream_batch=torch.tensor(b),
+                stream_epoch=torch.tensor(self.epoch),
+            )
+            yield batch
 
 
 def sense_sample(

@@ -189,7 +189,7 @@ def add_batch(
     writer: CacheWriter, teacher: torch.nn.Module, batch: dict[str, torch.Tensor], spec: CacheSpec
 ) -> int:
     """Run the teacher on ``batch`` and append its new sequences to ``writer``; returns rows added."""
-    keys = sequence_keys(batch["input_ids"], batch["attention_mask"])
+    keys = sequence_keys(batch["input_ids"], batch["attention_mask"], spec.data.seq_len)
     if all(int(key) in writer.seen for key in keys):
         writer.duplicates += len(keys)
         return 0

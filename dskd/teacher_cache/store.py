@@ -78,9 +78,16 @@ _SCAN_ROWS = 256
 Targets = TeacherTopK | TeacherSamples
 
 
-def sequence_keys(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> np.ndarray:
-    """uint64 key of each row of ``input_ids [B, L]`` (positions with ``attention_mask == 0`` as -1)."""
-    ids = torch.where(attention_mask.bool(), input_ids, -1).to("cpu", torch.int32).numpy().astype("<i4")
+def sequence_keys(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, width: int | None = None
+) -> np.ndarray:
+    """uint64 key of each row of ``input_ids [B, W]`` (positions with ``attention_mask == 0`` as -1),
+    hashed as if right-padded to ``width`` (the cache's ``seq_len``; default ``W``), so a sequence has
+    one key whatever the width of the batch that holds it."""
+    ids = torch.where(attention_mask.bool(), input_ids, -1).to("cpu", torch.int32)
+    if width is not None and width > ids.shape[-1]:
+        ids = torch.nn.functional.pad(ids, (0, width - ids.shape[-1]), value=-1)
+    ids = ids.numpy().astype("<i4")
     return np.array(
         [int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little") for row in ids],
         dtype=np.uint64,
@@ -183,6 +190,21 @@ def encode_targets(targets: list[TeacherTopK] | TeacherSamples, keep: torch.Tens
         "lse_tau": torch.stack([t.lse_tau[keep] for t in targets], -1).float(),
         "tail_tau": torch.stack([t.tail_tau[keep] for t in targets], -1).float(),
     }
+
+
+def pad_positions(name: str, values: np.ndarray, length: int, samples: int | None) -> np.ndarray:
+    """``values`` ``[n, W, ...]`` of array ``name`` right-padded to ``length`` positions with values
+    that pass the integrity checks (token id 0, all ``samples`` draws on the first slot, no hidden row,
+    zeros elsewhere): padding positions are never read by a loss, but are checked when looked up."""
+    extra = length - values.shape[1]
+    if extra <= 0:
+        return values
+    fill = np.zeros((values.shape[0], extra, *values.shape[2:]), dtype=values.dtype)
+    if name == "sample_counts":
+        fill[..., 0] = samples
+    elif name == "hidden_index":
+        fill[...] = -1
+    return np.concatenate([values, fill], axis=1)
 
 
 def damaged(name: str, values: np.ndarray) -> bool:
@@ -295,8 +317,10 @@ class CacheWriter:
         hidden: torch.Tensor | None,
         hidden_keep: torch.Tensor | None = None,
     ) -> int:
-        """Append the rows whose key is new. ``targets``: top-k (one entry per stored tau) or samples;
-        ``hidden_keep`` ``[B, L]`` bool: positions whose hidden state to store (positions sense).
+        """Append the rows whose key is new. ``targets``: top-k (one entry per stored tau) or samples,
+        ``[B, W, ...]`` for a batch ``W <= seq_len`` wide (stored right-padded to ``seq_len``, see
+        :func:`pad_positions`); ``hidden_keep`` ``[B, W]`` bool: positions whose hidden state to store
+        (positions sense).
         Returns rows added."""
         keep = []
         for i, key in enumerate(keys.tolist()):
@@ -330,8 +354,11 @@ class CacheWriter:
                     "--hidden-dtype float32."
                 )
             rows["hidden"] = h.to(getattr(torch, self.meta["hidden_dtype"]))
+        L, samples = self.meta["seq_len"], self.meta.get("samples")
+        per_row = {"keys"} | ({"hidden"} if self.hidden_tokens is not None else set())
         for name, value in rows.items():
-            self._write(name, value)
+            arr = value if isinstance(value, np.ndarray) else value.cpu().numpy()
+            self._write(name, arr if name in per_row else pad_positions(name, arr, L, samples))
         if isinstance(targets, list):
             self.tail_mass += torch.stack(
                 [(t.tail_tau[idx] - t.lse_tau[idx]).exp().mean() for t in targets]
@@ -533,22 +560,24 @@ class CachedTeacher:
     def lookup(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, device: torch.device | None = None
     ) -> CachedOutputs:
-        """The cached teacher outputs of a batch ``[B, L]`` (on ``device``, default the ids' device).
+        """The cached teacher outputs of a batch ``[B, W]``, ``W <= seq_len`` (on ``device``, default
+        the ids' device): the first ``W`` positions of each sequence's rows.
 
         Hidden states stored only at some positions (positions sense) are zeros elsewhere, flagged by
         ``hidden_stored``."""
-        if input_ids.shape[-1] != self.meta["seq_len"]:
+        L, W = self.meta["seq_len"], input_ids.shape[-1]
+        if W > L:
             raise ArtifactMismatchError(
-                f"The teacher cache holds sequences of {self.meta['seq_len']} tokens but the batch has "
-                f"{input_ids.shape[-1]}; field 'seq_len' differs. Rebuild the cache for data.seq_len."
+                f"The teacher cache holds sequences of {L} tokens but the batch has {W}; field 'seq_len' "
+                "differs. Rebuild the cache for data.seq_len."
             )
-        rows = self.rows(sequence_keys(input_ids, attention_mask))
+        rows = self.rows(sequence_keys(input_ids, attention_mask, L))
         device = device or input_ids.device
         a = self.arrays
         where = f"rows {sorted(rows.tolist())} of this batch"
 
         def take(name: str, *tail) -> torch.Tensor:
-            x = self.checked(name, a[name][rows], where)
+            x = self.checked(name, a[name][rows, :W], where)
             return x[(..., *tail)].contiguous().to(device, non_blocking=True)
 
         if self.meta["targets"] == "sampled":
@@ -568,7 +597,7 @@ class CachedTeacher:
             return CachedOutputs(targets, None, None)
         if "hidden_index" not in a:
             return CachedOutputs(targets, take("hidden").float(), None)
-        index = self.checked("hidden_index", a["hidden_index"][rows], where)
+        index = self.checked("hidden_index", a["hidden_index"][rows, :W], where)
         stored = index >= 0
         values = a["hidden"][index[stored].numpy()]
         if damaged("hidden", values):

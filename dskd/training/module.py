@@ -53,6 +53,9 @@ class DistillationSettings:
     seed: int
     config: str
     """The whole experiment config as YAML: each checkpoint records it (a resume compares it)."""
+    seq_len: int | None = None
+    """``data.seq_len``: how long an on-policy row may grow (a batch padded to its longest sequence is
+    narrower; None: the batch's width)."""
 
 
 @dataclass
@@ -176,7 +179,9 @@ class DistillationModule(pl.LightningModule):
         senses = self._sense_sampler() if self.settings.method == "dskd" and op.fraction > 0 else None
         # the data's tokenizer's EOS (a chat template's end of turn), where the data module has one
         eos = getattr(getattr(self.trainer.datamodule, "tokenizer", None), "eos_token_id", None)
-        return training_batch(self.student, batch, op, key, senses=senses, eos=eos)
+        return training_batch(
+            self.student, batch, op, key, senses=senses, eos=eos, seq_len=self.settings.seq_len
+        )
 
     def _sense_sampler(self) -> SenseSampler:
         """The DSKD data module's sampler of an on-policy batch's sense positions."""

@@ -9,7 +9,8 @@ prompt (``dskd.batch.PROMPT_LEN``) when it starts with one and leaves a token to
 The student samples up to ``min(max_new_tokens, L - shortest prefix)`` tokens, batched with its KV
 cache and left-padded prefixes; a row ends after its first stop token (any EOS id of the student's
 generation config, and the tokenizer's EOS where the caller knows it: ``dskd.data.continuations.stop_tokens``;
-Llama 3 Instruct ends a turn with ``<|eot_id|>``, the second of its EOS ids) or at the sequence length ``L``.
+Llama 3 Instruct ends a turn with ``<|eot_id|>``, the second of its EOS ids) or at ``L`` tokens
+(``data.seq_len``, also when the data batch is padded only to its longest sequence).
 """
 
 from __future__ import annotations
@@ -100,11 +101,13 @@ def sample_batch(
     eos: Sequence[int],
     pad: int,
     seed: int,
+    seq_len: int | None = None,
 ) -> OnPolicyBatch:
     """Replace each sequence of ``batch`` after its prefix by ``student``'s sampled continuation, which
-    ends after its first token of ``eos`` (every id that ends a row)."""
+    ends after its first token of ``eos`` (every id that ends a row) or at ``seq_len`` tokens (default:
+    the batch's width). The new batch is as wide as the batch or its longest new row, if longer."""
     ids, am = batch["input_ids"], batch["attention_mask"]
-    L = ids.shape[1]
+    L = max(ids.shape[1], seq_len or 0)
     prefix = prefix_lengths(am, batch.get(PROMPT_LEN), cfg.prefix_fraction)
     budget = min(cfg.max_new_tokens, L - int(prefix.min()))
     prompt, prompt_mask = left_padded(
@@ -138,7 +141,9 @@ def sample_batch(
     stop = torch.isin(new, torch.tensor(list(eos), dtype=new.dtype, device=device)).long()
     kept = (stop.cumsum(1) - stop) == 0  # up to and including the first stop token
     ends = torch.clamp(prefix + kept.sum(1), max=L)
-    pos = torch.arange(L, device=device)[None, :]
+    width = max(ids.shape[1], int(ends.max()))
+    ids = torch.nn.functional.pad(ids, (0, width - ids.shape[1]), value=pad)
+    pos = torch.arange(width, device=device)[None, :]
     from_new = new.gather(1, (pos - prefix[:, None]).clamp(0, max(new.shape[1] - 1, 0)))
     in_prefix, inside = pos < prefix[:, None], pos < ends[:, None]
     input_ids = torch.where(in_prefix, ids, torch.where(inside, from_new, torch.full_like(ids, pad)))
@@ -167,11 +172,13 @@ def training_batch(
     key: BatchKey,
     senses: SenseSampler | None = None,
     eos: int | None = None,
+    seq_len: int | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(the batch to train on, values to log) for the training batch ``key``: the data batch (without
     ``prompt_len``), or, when the batch is drawn on-policy, the student's own continuations with the
     sense arrays ``senses`` draws for them (None: no sense loss), each ending at its first stop token
-    (``eos``: the tokenizer's EOS, None: unknown; see the module doc). The logs hold
+    (``eos``: the tokenizer's EOS, None: unknown; see the module doc) or at ``seq_len`` tokens
+    (``data.seq_len``; None: the batch's width). The logs hold
     ``train/on_policy`` (1 or 0) and :func:`generation_logs` whenever ``cfg.fraction > 0``."""
     seed, index, rank = key
     data = {k: v for k, v in batch.items() if k != PROMPT_LEN}
@@ -180,7 +187,9 @@ def training_batch(
     gen = student.generation_config
     stops = stop_tokens(student, eos)
     pad = stops[0] if gen.pad_token_id is None else gen.pad_token_id
-    out = sample_batch(student, batch, cfg, eos=stops, pad=pad, seed=sample_seed(seed, index, rank))
+    out = sample_batch(
+        student, batch, cfg, eos=stops, pad=pad, seed=sample_seed(seed, index, rank), seq_len=seq_len
+    )
     new = out.batch
     if senses is not None:
         arrays = senses(new["labels"].cpu().numpy(), [seed, SENSES, index, rank])

@@ -273,7 +273,15 @@ def train(
     cached = open_cache(spec, tokenizer) if cfg.teacher.mode == "cached" else None
     parts = DistillationParts(student, teacher, senses, projection, cached, generation)
     settings = DistillationSettings(
-        cfg.method, cfg.loss, cfg.optim, t, cfg.teacher, cfg.data.on_policy, cfg.seed, config_yaml
+        cfg.method,
+        cfg.loss,
+        cfg.optim,
+        t,
+        cfg.teacher,
+        cfg.data.on_policy,
+        cfg.seed,
+        config_yaml,
+        cfg.data.seq_len,
     )
     module = DistillationModule(settings, parts)
     lexicon_dir = cfg.lexicon.output_dir if dskd else None

@@ -258,5 +258,5 @@ def test_prompt_lengths_follow_the_unit_that_starts_a_sequence(tokenizer):
         ([0, 1, 2, 3, 4, 5], 6),
         ([6, 7, 8], 0),
     ]
-    batch = stream.collate(seqs, 0, 0)
+    batch = stream.collate(seqs, 0, [0, 1, 2])
     assert batch["prompt_len"].tolist() == [2, 6, 0]
