@@ -260,3 +260,74 @@ def test_prompt_lengths_follow_the_unit_that_starts_a_sequence(tokenizer):
     ]
     batch = stream.collate(seqs, 0, [0, 1, 2])
     assert batch["prompt_len"].tolist() == [2, 6, 0]
+
+
+SENSE_KEYS = ("sense_pos", "sense_pos_mask", "syn_keys", "ant_keys", "rand_pos")
+
+
+def by_sequence(bs):
+    """Every row of ``bs`` as (shard, tokens, labels, its sense arrays), sorted."""
+    out = []
+    for b in bs:
+        for i, (ids, att) in enumerate(zip(b["input_ids"], b["attention_mask"])):
+            n = int(att.sum())
+            sense = [b[k][i].tolist() for k in SENSE_KEYS if k in b]
+            out.append((int(b["stream_shard"]), ids[:n].tolist(), b["labels"][i, :n].tolist(), sense))
+    return sorted(out)
+
+
+def test_pad_to_longest_batch_one_has_no_padding_and_the_same_sequences(tmp_path, tokenizer):
+    _, sources = corpus(tmp_path, n=40)
+    spec = dict(seq_len=32, batch_size=1, pack=False, table=random_table(len(tokenizer), p=0.8), width=25)
+    longest = batches(PackedStream(StreamSpec(sources, pad_to="longest", **spec), tokenizer))
+    full = batches(PackedStream(StreamSpec(sources, pad_to="seq_len", **spec), tokenizer))
+    assert len(longest) == len(full) > 40  # documents longer than 32 tokens are cut into pieces
+    widths = {b["input_ids"].shape[1] for b in longest}
+    assert len(widths) > 5 and max(widths) == 32
+    for a, b in zip(longest, full):
+        W = a["input_ids"].shape[1]
+        assert b["input_ids"].shape[1] == 32 and a["attention_mask"].all()
+        assert int(b["attention_mask"].sum()) == W
+        for k in ("input_ids", "attention_mask", "labels"):
+            assert torch.equal(a[k], b[k][:, :W])
+        for k in SENSE_KEYS:
+            assert torch.equal(a[k], b[k])
+
+
+def test_bucketing_keeps_every_sequence_and_its_sense_draw_and_cuts_the_padding(tmp_path, tokenizer):
+    _, sources = corpus(tmp_path, n=120)
+    spec = dict(seq_len=32, batch_size=4, pack=False, shuffle_buffer=16, table=random_table(len(tokenizer)))
+    spec["width"] = 25
+    bucketed = batches(PackedStream(StreamSpec(sources, pad_to="longest", **spec), tokenizer), num_workers=2)
+    plain = batches(PackedStream(StreamSpec(sources, pad_to="seq_len", **spec), tokenizer), num_workers=2)
+    assert len(bucketed) == len(plain)
+    # the same sequences, each with the same labels and the same sense draw, in other batches
+    assert by_sequence(bucketed) == by_sequence(plain)
+    assert [b["input_ids"][:, 0].tolist() for b in bucketed] != [b["input_ids"][:, 0].tolist() for b in plain]
+    real = sum(int(b["attention_mask"].sum()) for b in bucketed)
+    padded = sum(b["input_ids"].numel() for b in bucketed)
+    unbucketed = sum(4 * max(int(r.sum()) for r in b["attention_mask"]) for b in plain)  # longest, no buckets
+    assert real / padded > 0.9 and padded < unbucketed
+
+
+def test_bucketed_batches_are_seeded_and_resume_lands_on_the_same_batch(tmp_path, tokenizer):
+    _, sources = corpus(tmp_path, n=120)
+    spec = StreamSpec(sources, seq_len=32, batch_size=3, pack=False, shuffle_buffer=8, seed=5)
+    first = batches(PackedStream(spec, tokenizer))
+    again = batches(PackedStream(spec, tokenizer))
+    assert len(first) == len(again) > 10
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(first, again))
+    resumed_stream = PackedStream(spec, tokenizer)
+    resumed_stream.skip = {0: 7}
+    resumed = batches(resumed_stream)
+    assert [int(b["stream_batch"]) for b in resumed] == list(range(7, len(first)))
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(first[7:], resumed))
+    other = batches(
+        PackedStream(
+            StreamSpec(sources, seq_len=32, batch_size=3, pack=False, shuffle_buffer=8, seed=6), tokenizer
+        )
+    )
+    assert [b["input_ids"].shape for b in other] != [b["input_ids"].shape for b in first]
+    epoch1 = PackedStream(spec, tokenizer)
+    epoch1.epoch = 1
+    assert [b["input_ids"].shape for b in batches(epoch1)] != [b["input_ids"].shape for b in first]

@@ -132,3 +132,57 @@ def test_a_single_process_run_builds_its_missing_cache_and_several_processes_are
     arrays = sorted(p.name for p in folder.glob("*.bin"))
     assert arrays == sorted(p.name for p in by_hand.glob("*.bin")) and "keys.bin" in arrays
     assert all((folder / n).read_bytes() == (by_hand / n).read_bytes() for n in arrays)
+
+
+WIDTH = 12
+"""The longest row of :func:`_ragged`'s batches."""
+
+
+def _ragged(batch):
+    """``batch`` (16 wide) with rows of 12 and 9 tokens: padded to seq_len, as with data.pad_to=seq_len."""
+    am = torch.zeros_like(batch["attention_mask"])
+    am[0, :WIDTH], am[1, :9] = 1, 1
+    labels = batch["labels"].clone()
+    labels[am == 0] = -100
+    labels[0, WIDTH - 1] = labels[1, 8] = -100  # each row's last token has no target
+    return batch | {"attention_mask": am, "labels": labels}
+
+
+def _narrow(batch):
+    """The same rows padded to the longest (data.pad_to=longest)."""
+    return batch | {k: batch[k][:, :WIDTH] for k in ("input_ids", "attention_mask", "labels")}
+
+
+@pytest.mark.parametrize(
+    ("kd_format", "chunk_size", "cached_from"),
+    [("topk", None, "seq_len"), ("topk", 5, "longest"), ("sampled", None, "longest"), ("sampled", 5, "seq_len")],
+)
+def test_padding_to_the_longest_gives_the_losses_of_padding_to_seq_len(
+    make_cfg, kd_format, chunk_size, cached_from
+):
+    """Online and cached (a cache built from batches of either width), chunked CE + KD or not, with
+    the sense loss: the same CE, KD, sense loss and total in float32."""
+    over = {"cache.kd_format": kd_format, "cache.samples": 16, "loss.kd.chunk_size": chunk_size}
+    cfg = make_cfg(method="dskd", **over)
+    tok = load_tokenizer(cfg.teacher.model)
+    teacher = load_causal_lm(cfg.teacher.model, dtype="float32")
+    senses = SenseDictionary.load(random_senses(cfg.senses.output_dir, VOCAB, HIDDEN))
+    g = torch.Generator().manual_seed(3)
+    full = [_ragged(random_batch(g, 2, cfg.data.seq_len, VOCAB, positions=4, neighbours=3)) for _ in range(2)]
+    assert all(int(b["sense_pos"].max()) < WIDTH for b in full)
+    cached_cfg = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, mode="cached"))
+    written = full if cached_from == "seq_len" else [_narrow(b) for b in full]
+    write_batch_cache(cfg.cache.dir, cached_cfg, tok, teacher, written, "float32")
+    student = build_student(cfg.student, teacher)
+    cache = open_cache(spec_of(cached_cfg), tok)
+    modules = [
+        DistillationModule(settings_of(cfg), DistillationParts(student, teacher, senses)),
+        DistillationModule(settings_of(cached_cfg), DistillationParts(student, None, senses, cache=cache)),
+    ]
+    for module in modules:
+        for batch in full:
+            _, want, _ = module.losses(batch)
+            _, got, _ = module.losses(_narrow(batch))
+            assert set(got) == {"ce", "kd", "sense", "loss"}
+            for key, value in want.items():
+                assert got[key].item() == pytest.approx(value.item(), rel=1e-5, abs=1e-6), key
