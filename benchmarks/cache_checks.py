@@ -68,7 +68,7 @@ def _write(directory: Path, mode: str, seq_len: int, batch: int = BATCH) -> tupl
         "hidden_size": 0,
     }
     with CacheWriter(directory, meta) as writer:
-        writer.add(sequence_keys(ids, mask), _targets(mode, (batch, seq_len), gen), None)
+        writer.add(sequence_keys(ids, mask, seq_len), _targets(mode, (batch, seq_len), gen), None)
     return ids, mask
 
 
@@ -86,7 +86,7 @@ def _measure(cache: CachedTeacher, batch: tuple[torch.Tensor, torch.Tensor], rep
     """Median seconds of the lookup with and without the checks (alternating) and of the checks alone."""
     ids, mask = batch
     names = [n for n in cache.arrays if n != "keys"]
-    rows = cache.rows(sequence_keys(ids, mask))
+    rows = cache.rows(sequence_keys(ids, mask, ids.shape[1]))
     values = {n: cache.checked(n, cache.arrays[n][rows], "rows").numpy() for n in names}
     times: dict[str, list[float]] = {"with": [], "without": [], "checks": []}
     cache.lookup(ids, mask)  # warm the page cache and allocators
@@ -109,7 +109,7 @@ def _checks_vs_step(directory: Path, seq_len: int) -> tuple[float, float]:
     step on it: cached lookup, forward, sampled KD loss, backward, AdamW), measured alternately."""
     ids, mask = _write(directory, "sampled", seq_len, batch=1)
     cache = CachedTeacher(directory, read_json(directory / store.META_FILE), 1.0)
-    rows = cache.rows(sequence_keys(ids, mask))
+    rows = cache.rows(sequence_keys(ids, mask, seq_len))
     values = {n: cache.checked(n, cache.arrays[n][rows], "rows").numpy() for n in cache.arrays if n != "keys"}
     student = torch.nn.Sequential(torch.nn.Embedding(VOCAB, STEP_HIDDEN), torch.nn.Linear(STEP_HIDDEN, VOCAB))
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)

@@ -1,10 +1,14 @@
 """`DSKDDataModule`: the training and validation streams of an experiment config, with exact resume.
 
-Resume state (saved in Lightning checkpoints through ``state_dict``): the epoch, the batches consumed
-per shard (counted in ``on_before_batch_transfer``, i.e. when the training loop takes a batch, not when
-the loader prefetches it) and each rank's worker rotation, so that a resumed loader continues every
-shard where it stopped and in the same worker order. The number of ranks and workers must stay the
-same across a resume. Validation holds out documents by a hash of their text (``data.val_fraction``)
+Resume state (saved in Lightning checkpoints through ``state_dict``): the data's epoch, the batches
+consumed per shard (counted in ``on_before_batch_transfer``, i.e. when the training loop takes a batch,
+not when the loader prefetches it), each rank's worker rotation, whether the epoch's stream ran out,
+and the offset between Lightning's epoch counter and the data's, so that a resumed loader continues
+every shard where it stopped and in the same worker order. A run stopped by ``trainer.max_steps`` in
+the middle of an epoch is marked by Lightning as having finished it; extended (a larger ``max_steps``),
+it resumes in Lightning's next epoch, where the data module continues the unfinished one (the offset;
+``max_epochs`` then counts the data's epochs). The number of ranks and workers must stay the same across
+a resume. Validation holds out documents by a hash of their text (``data.val_fraction``)
 unless ``data.val`` names its own sources. With ``data.targets=teacher`` the module trains on the
 teacher's continuations it is given (:func:`dskd.data.continuations.read_continuations`); it never runs
 the teacher itself.
@@ -36,15 +40,25 @@ class _StreamLoader(DataLoader):
     exhausted (see :func:`lockstep`).
     """
 
-    def __init__(self, stream: PackedStream, num_workers: int, before_iter, lockstep: bool = False):
+    def __init__(
+        self, stream: PackedStream, num_workers: int, before_iter, lockstep: bool = False, ran_out=None
+    ):
         super().__init__(stream, batch_size=None, num_workers=num_workers)
         self._before_iter = before_iter
         self._lockstep = lockstep
+        self._ran_out = ran_out
 
     def __iter__(self):
         self._before_iter(self.dataset)
         batches = super().__iter__()
-        return lockstep(batches) if self._lockstep else batches
+        batches = lockstep(batches) if self._lockstep else batches
+        return batches if self._ran_out is None else _then(batches, self._ran_out)
+
+
+def _then(batches: Iterator[Any], done) -> Iterator[Any]:
+    """Yield ``batches``, then call ``done()`` once they ran out (not when the consumer stops early)."""
+    yield from batches
+    done()
 
 
 def lockstep(batches: Iterator[Any]) -> Iterator[Any]:
@@ -94,6 +108,10 @@ class DSKDDataModule(L.LightningDataModule):
         self._epoch = 0
         self._taken = 0
         self._rotation_start = 0
+        self._ran_out = False
+        """Whether the training stream of ``_epoch`` ran out (the epoch is over, not merely stopped)."""
+        self._offset = 0
+        """Lightning's epoch minus the data's (see the module doc)."""
         self._resume: dict[str, Any] | None = None
 
     # ------------------------------------------------------------ setup
@@ -165,19 +183,37 @@ class DSKDDataModule(L.LightningDataModule):
         return self.trainer.current_epoch if self.trainer is not None else self._epoch
 
     def _before_train_iter(self, stream: PackedStream) -> None:
-        epoch = self._current_epoch()
-        stream.epoch = epoch
         stream.skip, stream.rotation = {}, 0
-        if self._resume is not None and self._resume["epoch"] == epoch:
-            stream.skip = dict(self._resume["consumed"])
-            stream.rotation = self._resume["rotation"]
-        self._resume = None
-        self._epoch, self._consumed = epoch, dict(stream.skip)
+        resume, self._resume = self._resume, None
+        if resume is not None:
+            self._resume_offset(resume)
+        epoch = self._current_epoch() - self._offset
+        stream.epoch = epoch
+        if resume is not None and resume["epoch"] == epoch:
+            stream.skip = dict(resume["consumed"])
+            stream.rotation = resume["rotation"]
+        self._epoch, self._consumed, self._ran_out = epoch, dict(stream.skip), False
         self._taken, self._rotation_start = 0, stream.rotation
+
+    def _resume_offset(self, resume: dict[str, Any]) -> None:
+        """Set the epoch offset of a resumed run: the saved one, or, when Lightning counts the saved
+        epoch as done though its stream had not run out (a run stopped by ``max_steps``, then
+        extended), the one that continues it. ``max_epochs`` is raised by the offset."""
+        self._offset = resume["offset"]
+        if not resume["ran_out"] and resume["epoch"] + self._offset < self._current_epoch():
+            self._offset = self._current_epoch() - resume["epoch"]
+        loop = self.trainer.fit_loop if self.trainer is not None else None
+        if self._offset and loop is not None and loop.max_epochs not in (None, -1):
+            loop.max_epochs += self._offset
+
+    def _training_ran_out(self) -> None:
+        self._ran_out = True
 
     def train_dataloader(self) -> DataLoader:
         workers = self.data.num_workers
-        return _StreamLoader(self.stream(True), workers, self._before_train_iter, lockstep=True)
+        return _StreamLoader(
+            self.stream(True), workers, self._before_train_iter, lockstep=True, ran_out=self._training_ran_out
+        )
 
     def batches_per_epoch(self, world_size: int, epoch: int) -> int:
         """Training batches of ``epoch`` per rank: the shortest rank's count (ranks stop together, see
@@ -228,6 +264,8 @@ class DSKDDataModule(L.LightningDataModule):
             "epoch": self._epoch,
             "consumed": consumed,
             "rotation": {r["rank"]: r["rotation"] for r in per_rank},
+            "ran_out": self._ran_out,
+            "offset": self._offset,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -236,4 +274,7 @@ class DSKDDataModule(L.LightningDataModule):
             "epoch": int(state["epoch"]),
             "consumed": {int(k): int(v) for k, v in state["consumed"].items()},
             "rotation": int({int(k): v for k, v in state["rotation"].items()}.get(rank, 0)),
+            # checkpoints written before these were recorded: an epoch counted done by Lightning was
+            "ran_out": bool(state.get("ran_out", True)),
+            "offset": int(state.get("offset", 0)),
         }

@@ -78,14 +78,12 @@ _SCAN_ROWS = 256
 Targets = TeacherTopK | TeacherSamples
 
 
-def sequence_keys(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, width: int | None = None
-) -> np.ndarray:
+def sequence_keys(input_ids: torch.Tensor, attention_mask: torch.Tensor, width: int) -> np.ndarray:
     """uint64 key of each row of ``input_ids [B, W]`` (positions with ``attention_mask == 0`` as -1),
-    hashed as if right-padded to ``width`` (the cache's ``seq_len``; default ``W``), so a sequence has
-    one key whatever the width of the batch that holds it."""
+    hashed as if right-padded to ``width`` (the cache's ``seq_len``), so a sequence has one key whatever
+    the width of the batch that holds it."""
     ids = torch.where(attention_mask.bool(), input_ids, -1).to("cpu", torch.int32)
-    if width is not None and width > ids.shape[-1]:
+    if width > ids.shape[-1]:
         ids = torch.nn.functional.pad(ids, (0, width - ids.shape[-1]), value=-1)
     ids = ids.numpy().astype("<i4")
     return np.array(

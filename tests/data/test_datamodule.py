@@ -69,16 +69,20 @@ def equal(a, b):
     )
 
 
-def test_batches_have_the_agreed_keys_and_static_shapes(tmp_path, tokenizer):
-    dm = DSKDDataModule(*sections(config(tmp_path)), tokenizer, make_lexicon(tokenizer))
+@pytest.mark.parametrize("pad_to", ["seq_len", "longest"])
+def test_batches_have_the_agreed_keys_and_static_shapes(tmp_path, tokenizer, pad_to):
+    """Static shapes with data.pad_to=seq_len; padded to the longest row, the token arrays are as wide
+    as the batch's longest sequence (the sense arrays keep their shapes)."""
+    dm = DSKDDataModule(*sections(config(tmp_path, pad_to=pad_to)), tokenizer, make_lexicon(tokenizer))
     dm.setup("fit")
     batches = take(dm, dm.train_dataloader())
     M = 25  # max(25, floor(0.4 * 32))
-    expected = {"input_ids": (2, 32), "attention_mask": (2, 32), "labels": (2, 32), "sense_pos": (2, M)}
-    expected |= {"sense_pos_mask": (2, M), "rand_pos": (2, M), "rand_pos_mask": (2, M)}
-    expected |= {k: (2, M, 25) for k in ("syn_keys", "syn_mask", "ant_keys", "ant_mask")}
-    expected |= {"n_neighbour_positions": (2,)}
     for b in batches[:-2]:
+        W = 32 if pad_to == "seq_len" else int(b["attention_mask"].sum(1).max())
+        expected = {"input_ids": (2, W), "attention_mask": (2, W), "labels": (2, W), "sense_pos": (2, M)}
+        expected |= {"sense_pos_mask": (2, M), "rand_pos": (2, M), "rand_pos_mask": (2, M)}
+        expected |= {k: (2, M, 25) for k in ("syn_keys", "syn_mask", "ant_keys", "ant_mask")}
+        expected |= {"n_neighbour_positions": (2,)}
         assert {k: tuple(v.shape) for k, v in b.items()} == expected  # stream_* metadata removed
     assert batches[0]["sense_pos_mask"].dtype == torch.bool and batches[0]["syn_keys"].dtype == torch.int64
 

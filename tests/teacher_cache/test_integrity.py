@@ -62,7 +62,7 @@ def test_zeroed_sample_counts_are_refused_at_lookup(make_cfg):
     cfg = make_cfg(**SAMPLED)
     tok = _built(cfg)
     _overwrite(cfg, "sample_counts", np.zeros(1))  # trained to a negative KL before the check
-    _refused(cfg, tok, r"sample_counts\.bin sample counts sum to 0 at 32 positions, not cache\.samples=16")
+    _refused(cfg, tok, r"sample_counts\.bin sample counts sum to 0 at \d+ positions, not cache\.samples=16")
 
 
 @pytest.mark.parametrize("name", ["sample_ids", "top1"])

@@ -36,7 +36,7 @@ def test_round_trip_matches_the_teachers_seeded_draws(make_cfg):
     teacher = load_causal_lm(cfg.teacher.model, dtype="float32")
     cache = open_cache(spec_of(cfg), tok)
     for batch in run_batches(spec_of(cfg), tok, [cfg.seed]):
-        keys = sequence_keys(batch["input_ids"], batch["attention_mask"])
+        keys = sequence_keys(batch["input_ids"], batch["attention_mask"], cfg.data.seq_len)
         want, _ = teacher_outputs(teacher, batch, spec_of(cfg), keys)
         got = cache.lookup(batch["input_ids"], batch["attention_mask"]).targets
         assert torch.equal(got.ids, want.ids) and torch.equal(got.counts, want.counts)

@@ -31,7 +31,7 @@ def test_round_trip_matches_the_online_teacher(make_cfg):
     meta = read_json(f"{cfg.cache.dir}/meta.json")
     assert meta["taus"] == [1.0, 2.0] and meta["provenance"]["stage"] == "cache"
     for batch in batches:
-        keys = sequence_keys(batch["input_ids"], batch["attention_mask"])
+        keys = sequence_keys(batch["input_ids"], batch["attention_mask"], cfg.data.seq_len)
         (want, at_tau), hidden = teacher_outputs(teacher, batch, spec_of(cfg), keys)  # taus 1 and 2
         got = cache.lookup(batch["input_ids"], batch["attention_mask"])
         assert torch.equal(got.hidden, hidden)  # float32 hidden states: exact
@@ -49,7 +49,7 @@ def test_float16_hidden_states_within_half_precision(make_cfg):
     teacher = load_causal_lm(cfg.teacher.model, dtype="float32")
     batch = next(run_batches(spec_of(cfg), tok, [cfg.seed]))
     got = open_cache(spec_of(cfg), tok).lookup(batch["input_ids"], batch["attention_mask"])
-    keys = sequence_keys(batch["input_ids"], batch["attention_mask"])
+    keys = sequence_keys(batch["input_ids"], batch["attention_mask"], cfg.data.seq_len)
     torch.testing.assert_close(
         got.hidden, teacher_outputs(teacher, batch, spec_of(cfg), keys)[1], rtol=1e-3, atol=1e-3
     )
@@ -136,7 +136,7 @@ def test_damaged_rows_are_refused_at_lookup_and_by_a_full_check_at_open(make_cfg
     tok = load_tokenizer(cfg.teacher.model)
     cache = open_cache(spec_of(cfg), tok)
     batch = _first_batch(cfg, tok)
-    row = int(cache.rows(sequence_keys(batch["input_ids"], batch["attention_mask"]))[0])
+    row = int(cache.rows(sequence_keys(batch["input_ids"], batch["attention_mask"], cfg.data.seq_len))[0])
     _poke(cfg, "tail_tau", float("-inf"), row)  # no teacher mass outside the top-k: a valid value
     open_cache(spec_of(cfg), tok).lookup(batch["input_ids"], batch["attention_mask"])
     _poke(cfg, "hidden", float("nan"), row)

@@ -155,7 +155,12 @@ def _narrow(batch):
 
 @pytest.mark.parametrize(
     ("kd_format", "chunk_size", "cached_from"),
-    [("topk", None, "seq_len"), ("topk", 5, "longest"), ("sampled", None, "longest"), ("sampled", 5, "seq_len")],
+    [
+        ("topk", None, "seq_len"),
+        ("topk", 5, "longest"),
+        ("sampled", None, "longest"),
+        ("sampled", 5, "seq_len"),
+    ],
 )
 def test_padding_to_the_longest_gives_the_losses_of_padding_to_seq_len(
     make_cfg, kd_format, chunk_size, cached_from

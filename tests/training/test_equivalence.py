@@ -126,6 +126,37 @@ def test_validation_runs_at_the_same_steps_across_a_resume(resumed):
         assert b[step] == pytest.approx(a[step], abs=1e-6), step
 
 
+def _extended(tmp, teacher_dir, steps: int, then: int | None) -> tuple[dict, dict, int]:
+    """(batch by step, train/loss by step, batches of the data's first epoch) of a run of ``steps``
+    steps, extended to ``then`` steps by a resume with a larger trainer.max_steps (None: not extended)."""
+    corpus = write_corpus(tmp / "corpus.txt", docs=24)
+    over = {"senses.output_dir": str(tmp / "senses"), "trainer.checkpoint_every_n_steps": 100}
+    make_senses(tmp / "senses")
+    seen = _RecordBatches()
+    cfg = corpus_config(tmp, teacher_dir, corpus, "dskd", {**over, "trainer.max_steps": steps})
+    train(cfg, datamodule=real_datamodule(cfg), callbacks=[seen], export=False)
+    if then is not None:
+        cfg = corpus_config(tmp, teacher_dir, corpus, "dskd", {**over, "trainer.max_steps": then})
+        summary = train(cfg, datamodule=real_datamodule(cfg), callbacks=[seen], export=False)
+        assert summary["global_step"] == then
+    dm = real_datamodule(cfg)
+    dm.setup("fit")
+    return seen.seen, _by_step(cfg, "train/loss"), dm.batches_per_epoch(1, 0)
+
+
+def test_a_finished_run_extended_by_max_steps_continues_where_its_data_stopped(run_tmp, teacher_dir):
+    """4 steps, then extended to 8: the batches and losses of 8 uninterrupted steps (the extension
+    finishes the data's first epoch and goes on into the next)."""
+    want_batches, want_losses, per_epoch = _extended(run_tmp / "full", teacher_dir, 8, None)
+    got_batches, got_losses, _ = _extended(run_tmp / "extended", teacher_dir, 4, 8)
+    assert 4 < per_epoch < 8
+    assert sorted(want_batches) == sorted(got_batches) == list(range(8))
+    for step in range(8):
+        for key in want_batches[step]:
+            assert torch.equal(want_batches[step][key], got_batches[step][key]), (step, key)
+        assert got_losses[step] == pytest.approx(want_losses[step], abs=1e-6), step
+
+
 # ---- gradient accumulation ------------------------------------------------------------------------
 
 

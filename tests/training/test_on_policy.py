@@ -250,8 +250,8 @@ class _RecordOnPolicy:
     def __init__(self) -> None:
         self.built: dict[int, dict[str, torch.Tensor]] = {}
 
-    def __call__(self, student, batch, cfg, *, eos, pad, seed):
-        out = sample_batch(student, batch, cfg, eos=eos, pad=pad, seed=seed)
+    def __call__(self, student, batch, cfg, *, eos, pad, seed, seq_len=None):
+        out = sample_batch(student, batch, cfg, eos=eos, pad=pad, seed=seed, seq_len=seq_len)
         self.built[seed] = {k: v.clone() for k, v in out.batch.items()}
         return out
 
