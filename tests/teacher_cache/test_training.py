@@ -16,9 +16,10 @@ from dskd.senses import SenseDictionary
 from dskd.teacher_cache.build import build, open_cache
 from dskd.testing.fixtures import random_batch, random_senses, write_batch_cache
 from dskd.training.module import DistillationModule, DistillationParts
-from dskd.training.run import train
+from dskd.training.run import run_dir, train
 from dskd.training.teacher_signals import CachedSamples, CachedTopK
 from tests.sections import settings_of, spec_of
+from tests.training.tinyrun import train_losses
 
 from .conftest import HIDDEN, VOCAB
 
@@ -191,3 +192,34 @@ def test_padding_to_the_longest_gives_the_losses_of_padding_to_seq_len(
             assert set(got) == {"ce", "kd", "sense", "loss"}
             for key, value in want.items():
                 assert got[key].item() == pytest.approx(value.item(), rel=1e-5, abs=1e-6), key
+
+
+class _Batches(pl.Callback):
+    """The input ids each optimizer step trained on, by global step."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, torch.Tensor] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.seen[trainer.global_step] = batch["input_ids"].clone()
+
+
+def test_a_finished_cached_run_extended_by_max_steps_reads_the_cache_where_it_stopped(make_cfg):
+    """4 cached steps, then resumed with trainer.max_steps=8, train the batches and losses of 8
+    uninterrupted steps from the same cache (built for 8 steps): the extension continues the data's
+    first epoch instead of asking the cache for the next one."""
+    # lr: see test_equivalence.py's extension test (the schedule spans max_steps)
+    cfg = make_cfg(**{"teacher.mode": "cached", "trainer.max_steps": 8, "optim.lr": 1e-12})
+    build(cfg, hidden_dtype="none", progress=False)
+    full, extended = _Batches(), _Batches()
+    train(cfg, callbacks=[full], export=False)
+    short = dataclasses.replace(cfg, name="extended", trainer=dataclasses.replace(cfg.trainer, max_steps=4))
+    assert train(short, callbacks=[extended], export=False)["global_step"] == 4
+    again = dataclasses.replace(short, trainer=dataclasses.replace(cfg.trainer, max_steps=8))
+    assert train(again, callbacks=[extended], export=False)["global_step"] == 8
+    assert sorted(full.seen) == sorted(extended.seen) == list(range(8))
+    assert all(torch.equal(full.seen[s], extended.seen[s]) for s in range(8))
+    want = train_losses(run_dir(cfg.runs_dir, cfg.name, cfg.seed))
+    got = train_losses(run_dir(again.runs_dir, again.name, again.seed))
+    assert sorted(got) == sorted(want) == list(range(8))
+    assert all(got[s] == pytest.approx(want[s], abs=1e-6) for s in range(8))

@@ -129,8 +129,15 @@ def test_validation_runs_at_the_same_steps_across_a_resume(resumed):
 def _extended(tmp, teacher_dir, steps: int, then: int | None) -> tuple[dict, dict, int]:
     """(batch by step, train/loss by step, batches of the data's first epoch) of a run of ``steps``
     steps, extended to ``then`` steps by a resume with a larger trainer.max_steps (None: not extended)."""
-    corpus = write_corpus(tmp / "corpus.txt", docs=24)
-    over = {"senses.output_dir": str(tmp / "senses"), "trainer.checkpoint_every_n_steps": 100}
+    tmp.mkdir()
+    corpus = write_corpus(tmp / "corpus.txt", docs=16)
+    # the cosine schedule spans trainer.max_steps, so a 4-step run's lr differs from an 8-step run's: at
+    # an lr that leaves the weights as they are, equal losses mean the same batches read the same teacher
+    over = {
+        "senses.output_dir": str(tmp / "senses"),
+        "trainer.checkpoint_every_n_steps": 100,
+        "optim.lr": 1e-12,
+    }
     make_senses(tmp / "senses")
     seen = _RecordBatches()
     cfg = corpus_config(tmp, teacher_dir, corpus, "dskd", {**over, "trainer.max_steps": steps})
