@@ -165,7 +165,7 @@ def test_with_the_sense_dictionary_lookup():
     centroids = torch.zeros(len(keys), K, D)
     for i, key in enumerate(keys):
         centroids[i, : len(table[key])] = table[key]
-    senses = SenseDictionary(
+    senses = SenseDictionary.from_padded(
         centroids, torch.tensor([len(table[key]) for key in keys]), torch.tensor(keys), {"table_size": N_KEYS}
     )
     cfg = SenseLossConfig(kappa=2, margin=2.5)
