@@ -40,6 +40,8 @@ _META_KEY = "dskd_senses_meta"
 REQUIRED_META = ("teacher", "tokenizer_fingerprint", "hidden_size", "k", "keying", "table_size")
 _REBUILD = "Delete it and rebuild with `dskd senses build CONFIG`."
 _CHUNK_BYTES = 1 << 26
+INDEX_BYTES = 16
+"""Bytes of the lookup index per key id (first row and number of senses, int64 each)."""
 
 
 def tensor_sha256(t: torch.Tensor) -> str:
@@ -101,9 +103,9 @@ def _resolve_device(device: str | torch.device, nbytes: int) -> tuple[torch.devi
     return dev, False
 
 
-def stored_nbytes(directory: str | Path, keys: torch.Tensor | None = None) -> int:
-    """Bytes the dictionary saved in ``directory`` takes once loaded (only ``keys``, when given): its
-    senses plus the key index, read from the small ``counts`` and ``key_ids`` tensors alone."""
+def stored_size(directory: str | Path, keys: torch.Tensor | None = None) -> tuple[int, int]:
+    """(senses, bytes) the dictionary saved in ``directory`` holds once loaded (only ``keys``, when
+    given): its sense rows plus the key index, read from the small ``counts`` and ``key_ids`` tensors."""
     path = SenseDictionary._path(directory)
     meta = SenseDictionary.read_meta(directory)
     with safe_open(str(path), framework="pt") as f:
@@ -112,7 +114,8 @@ def stored_nbytes(directory: str | Path, keys: torch.Tensor | None = None) -> in
     row_bytes *= torch.finfo(getattr(torch, meta["dtype"])).bits // 8
     if keys is not None:
         counts = counts[torch.isin(key_ids, keys.reshape(-1))]
-    return int(counts.sum()) * row_bytes + 16 * int(meta["table_size"])
+    senses = int(counts.sum())
+    return senses, senses * row_bytes + INDEX_BYTES * int(meta["table_size"])
 
 
 @dataclass
@@ -177,7 +180,7 @@ class SenseDictionary:
     @property
     def nbytes(self) -> int:
         """Bytes of the senses and the key index (what a device holds)."""
-        return self.rows.numel() * self.rows.element_size() + 16 * len(self._start)
+        return self.rows.numel() * self.rows.element_size() + INDEX_BYTES * len(self._start)
 
     def __len__(self) -> int:
         return len(self.key_ids)

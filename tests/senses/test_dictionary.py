@@ -280,20 +280,22 @@ def test_a_version_1_file_loads_as_the_same_sparse_dictionary(tmp_path):
     assert torch.equal(SenseDictionary.load(tmp_path).rows, old.rows)
 
 
-def test_stored_nbytes_is_what_the_loaded_dictionary_takes(tmp_path):
-    from dskd.senses.dictionary import stored_nbytes
+def test_stored_size_is_what_the_loaded_dictionary_takes(tmp_path):
+    from dskd.senses.dictionary import stored_size
 
     (tmp_path / "new").mkdir()
     (tmp_path / "old").mkdir()
     _dictionary().save(tmp_path / "new")
     _save_version_1(tmp_path / "old", *_padded(), META)
     for directory in (tmp_path / "new", tmp_path / "old"):
-        assert stored_nbytes(directory) == SenseDictionary.load(directory).nbytes == 7 * 5 * 4 + 16 * 12
+        assert (
+            stored_size(directory) == (7, SenseDictionary.load(directory).nbytes) == (7, 7 * 5 * 4 + 16 * 12)
+        )
         keys = torch.tensor([5, 11, 3])
         assert (
-            stored_nbytes(directory, keys)
-            == SenseDictionary.load(directory, keys=keys).nbytes
-            == 3 * 20 + 192
+            stored_size(directory, keys)
+            == (3, SenseDictionary.load(directory, keys=keys).nbytes)
+            == (3, 3 * 20 + 192)
         )
 
 
