@@ -51,7 +51,8 @@ def tensor_sha256(t: torch.Tensor) -> str:
 
 
 def nonfinite_rows(centroids: torch.Tensor) -> torch.Tensor:
-    """Indices of the rows of ``centroids [n, k, d]`` holding NaN or inf (read in chunks of ~64 MiB).
+    """Indices of the rows of ``centroids [n, ...]`` (a key's padded senses ``[k, d]`` or one sense
+    ``[d]`` per row) holding NaN or inf (read in chunks of ~64 MiB).
 
     A row's sum (accumulated in float32 at least) is finite unless the row holds NaN or inf, or its
     values are too large to add up; the rows whose sum is not finite are then checked value by value.
