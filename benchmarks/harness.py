@@ -46,6 +46,7 @@ BENCHMARKS: list[str] = [
     "benchmarks.data:bench_data_throughput",
     "benchmarks.losses:bench_chunked_kd",
     "benchmarks.senses:bench_kmeans",
+    "benchmarks.senses:bench_dictionary",
     "benchmarks.lexicon:bench_lexicon_build",
     "benchmarks.training:bench_step_time",
     "benchmarks.teacher_cache:bench_cached_training",

@@ -131,3 +131,139 @@ def bench_kmeans(quick: bool) -> list[Figure]:
             note=note,
         ),
     ]
+
+
+class PaddedDictionary:
+    """The dense layout the sparse dictionary replaced (format version 1 in memory): every key's senses
+    padded to k rows, ``centroids [keys, k, d]``, and a key -> row table (int64, -1 = no senses)."""
+
+    def __init__(self, d) -> None:
+        cents = torch.zeros(len(d), d.k, d.hidden_size, dtype=d.rows.dtype)
+        cents[torch.arange(d.k) < d.counts.unsqueeze(1)] = d.rows
+        self.centroids, self.counts, self.k = cents, d.counts.long(), d.k
+        self.table = torch.full((int(d.meta["table_size"]),), -1, dtype=torch.long)
+        self.table[d.key_ids] = torch.arange(len(d))
+
+    @property
+    def nbytes(self) -> int:
+        return self.centroids.numel() * self.centroids.element_size() + 8 * len(self.table)
+
+    def lookup(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inside = (keys >= 0) & (keys < len(self.table))
+        row = torch.where(inside, self.table[keys.clamp(0, len(self.table) - 1)], -1)
+        found = row >= 0
+        row = row.clamp_min(0).reshape(-1)
+        senses = self.centroids.index_select(0, row).view(*keys.shape, self.k, -1)
+        n = torch.where(found.reshape(-1), self.counts.index_select(0, row), 0).view(keys.shape)
+        mask = torch.arange(self.k) < n.unsqueeze(-1)
+        return senses.masked_fill(~mask.unsqueeze(-1), 0), mask
+
+
+def paper_lookup_keys(key_ids: torch.Tensor, table_size: int, seed: int = 0) -> torch.Tensor:
+    """The keys one step of the paper's sense loss looks up, batch 4: 25 P1 positions x (25 synonyms +
+    the target) for C+ and as many for C-, plus 25 P2 targets, per sequence; 4 in 5 keys have senses."""
+    gen = torch.Generator().manual_seed(seed)
+    n = 4 * (25 * 26 * 2 + 25)
+    known = key_ids[torch.randint(0, len(key_ids), (n,), generator=gen)]
+    other = torch.randint(0, table_size, (n,), generator=gen)
+    return torch.where(torch.rand(n, generator=gen) < 0.8, known, other)
+
+
+def _median_seconds(fn, keys: torch.Tensor, repeats: int, sync) -> float:
+    import statistics
+
+    times = []
+    for rep in range(repeats + 1):  # the first run is the warm-up
+        t0 = time.perf_counter()
+        fn(keys)
+        sync()
+        if rep:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def compare_lookups(d, keys: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Median seconds of one step's lookups, sparse vs padded (alternating blocks), and whether they agree."""
+    padded = PaddedDictionary(d)
+    same = all(torch.equal(a, b) for a, b in zip(d.lookup(keys), padded.lookup(keys), strict=True))
+    times: dict[str, list[float]] = {"sparse": [], "padded": []}
+    for _ in range(3):
+        for name, fn in (("sparse", d.lookup), ("padded", padded.lookup)):
+            times[name].append(_median_seconds(fn, keys, repeats, lambda: None))
+    return {
+        "sparse_s": min(times["sparse"]),
+        "padded_s": min(times["padded"]),
+        "same": same,
+        "sparse_bytes": d.nbytes,
+        "padded_bytes": padded.nbytes,
+    }
+
+
+def compare_placements(d, keys: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Median seconds of one step's lookups (keys and results on the GPU) with the senses on the GPU and
+    in pinned host memory (``senses.device=cuda`` / ``pinned``)."""
+    from dskd.senses.dictionary import SenseDictionary
+
+    keys = keys.cuda()
+    on_gpu = d.to("cuda")
+    pinned = SenseDictionary(d.rows.pin_memory(), d.counts, d.key_ids, d.k, d.meta)
+    return {
+        name: _median_seconds(placed.lookup, keys, repeats, torch.cuda.synchronize)
+        for name, placed in (("gpu_s", on_gpu), ("pinned_s", pinned))
+    }
+
+
+def bench_dictionary(quick: bool) -> list[Figure]:
+    from benchmarks.artifacts import preset_artifacts
+    from dskd.config.loading import load_config
+    from dskd.senses.dictionary import SenseDictionary
+
+    cfg = preset_artifacts(load_config(TINY_CONFIG), quick)
+    d = SenseDictionary.load(cfg.senses.output_dir)
+    keys = paper_lookup_keys(d.key_ids, int(d.meta["table_size"]))
+    r = compare_lookups(d, keys, 5 if quick else 30)
+    dense = int(d.meta["table_size"]) * d.k * d.hidden_size * d.rows.element_size()
+    note = (
+        f"the tiny preset's dictionary ({len(d)} keys, {len(d.rows)} senses, k={d.k}, d={d.hidden_size}, "
+        f"{d.rows.dtype}); the V x k x d table the old estimate assumed: {dense / 1e6:.1f} MB"
+    )
+    look = (
+        f"{len(keys)} keys (one paper-shaped step at batch 4), CPU, torch threads {torch.get_num_threads()}; "
+        f"best of 3 alternating medians; results identical: {r['same']}"
+    )
+    figures = [
+        Figure(
+            "senses: dictionary bytes in memory",
+            r["sparse_bytes"],
+            "B",
+            baseline=r["padded_bytes"],
+            baseline_name="senses padded to k rows per key + int64 key table",
+            goal="smaller (ratio < 1)",
+            met=r["sparse_bytes"] < r["padded_bytes"],
+            note=note,
+        ),
+        Figure(
+            "senses: lookup time per step",
+            r["sparse_s"],
+            "s",
+            baseline=r["padded_s"],
+            baseline_name="padded dictionary lookup",
+            goal="same senses, at most 1.5x the padded lookup's time",
+            met=r["same"] and r["sparse_s"] <= 1.5 * r["padded_s"],
+            note=look,
+        ),
+    ]
+    if torch.cuda.is_available():
+        p = compare_placements(d, keys, 5 if quick else 30)
+        figures.append(
+            Figure(
+                "senses: lookup time per step, pinned host memory",
+                p["pinned_s"],
+                "s",
+                baseline=p["gpu_s"],
+                baseline_name="dictionary on the GPU",
+                goal="informs senses.device=auto (GPU whenever the dictionary takes <= 25% of it)",
+                note=f"{len(keys)} keys, keys and senses on {torch.cuda.get_device_name()}",
+            )
+        )
+    return figures

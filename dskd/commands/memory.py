@@ -26,7 +26,15 @@ def run(args: argparse.Namespace) -> int:
     if cfg.student.kind != "truncated":
         raise ConfigError("dskd memory estimates student.kind=truncated (the paper's student) only.")
     inputs = MemoryInputs(
-        cfg.name, cfg.method, cfg.teacher, cfg.student, cfg.trainer, cfg.data, cfg.loss, cfg.senses
+        cfg.name,
+        cfg.method,
+        cfg.teacher,
+        cfg.student,
+        cfg.trainer,
+        cfg.data,
+        cfg.loss,
+        cfg.senses,
+        cfg.lexicon.output_dir,
     )
     print(render(inputs, teacher_shape(cfg.teacher), args.gpus, args.gpu_memory), end="")
     return 0

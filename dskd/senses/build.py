@@ -118,11 +118,11 @@ def assemble(
     """Token senses + composed VID senses in one dictionary. Returns (dictionary, VIDs composed)."""
     table_size = max([int(meta["vocab_size"])] + [v + 1 for v in (vid_tokens or {})])
     meta = dict(meta, table_size=table_size)
-    tokens_only = SenseDictionary(centroids, counts, keys, dict(meta))
+    tokens_only = SenseDictionary.from_padded(centroids, counts, keys, dict(meta))
     if not vid_tokens:
         return tokens_only, 0
     vkeys, vcents, vcounts = compose_vids(tokens_only, vid_tokens)
-    d = SenseDictionary(
+    d = SenseDictionary.from_padded(
         torch.cat([centroids, vcents.to(centroids.dtype)]),
         torch.cat([counts, vcounts.to(counts.dtype)]),
         torch.cat([keys, vkeys]),

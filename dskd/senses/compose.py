@@ -20,7 +20,7 @@ def compose_vids(
     """Compose VID senses. Returns (vid keys [n], centroids [n, k, d], counts [n]) for the VIDs
     whose tokens all have senses, in ascending VID order."""
     k, d = dictionary.k, dictionary.hidden_size
-    dev, dtype = dictionary.centroids.device, dictionary.centroids.dtype
+    dev, dtype = dictionary.rows.device, dictionary.rows.dtype
     by_len: dict[int, list[tuple[int, Sequence[int]]]] = {}
     for vid, toks in sorted(vid_tokens.items()):
         if len(toks):

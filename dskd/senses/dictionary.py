@@ -1,12 +1,17 @@
-"""The sense dictionary artifact: padded centroids per key, saved as safetensors + JSON metadata.
+"""The sense dictionary artifact: the senses of the keys that have any, sparse, saved as safetensors +
+JSON metadata.
 
-Layout of ``<dir>/senses.safetensors``: ``centroids [keys, k, d]`` (rows past a key's count are
-zero), ``counts [keys]`` (int32) and ``key_ids [keys]`` (int64, token ids or VIDs, ascending). The
-metadata is stored in the safetensors header (the source of truth) and copied to ``meta.json``;
-it records the sha256 of each tensor. Loading refuses key ids outside ``0..table_size-1`` (one pass
-over the key ids, with the default ``DSKD_VERIFY=fast``), non-finite centroids (NaN or inf in any row
-it loads) and, with ``DSKD_VERIFY=full``, tensors whose sha256 differs (see :func:`dskd.io.verify_level`).
-Lookup is one ``index_select`` through a dense key -> row table (``-1`` for keys without senses).
+Layout of ``<dir>/senses.safetensors`` (format version 2): ``rows [senses, d]`` (the senses of the
+first key, then the second's, ...; no padding), ``counts [keys]`` (int32, 1..k) and ``key_ids [keys]``
+(int64, token ids or VIDs, ascending). Only keys with senses hold rows: at paper scale the keys the
+corpus gave the teacher's predictions, with fewer than k rows where a key had fewer states. Version 1
+files (``centroids [keys, k, d]``, padded with zero rows to k per key) still load; their padding is
+dropped at load. The metadata is stored in the safetensors header (the source of truth) and copied to
+``meta.json``; it records the sha256 of each tensor. Loading refuses key ids outside
+``0..table_size-1`` (one pass over the key ids, with the default ``DSKD_VERIFY=fast``), non-finite
+senses (NaN or inf in any row it loads) and, with ``DSKD_VERIFY=full``, tensors whose sha256 differs
+(see :func:`dskd.io.verify_level`). Lookup is one ``index_select`` of ``[keys, k]`` row numbers read
+from two dense tables over the key ids (first row, number of senses; 16 bytes per key id).
 """
 
 from __future__ import annotations
@@ -26,13 +31,17 @@ from dskd.core.devices import local_device
 from dskd.core.errors import ArtifactMismatchError, DSKDError
 from dskd.core.io import atomic_path, verify_level, write_json_atomic
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_TENSORS = {1: ("centroids", "counts", "key_ids"), 2: ("rows", "counts", "key_ids")}
+"""The tensors of each readable format version (1: senses padded to k rows per key)."""
 SENSES_FILE = "senses.safetensors"
 META_FILE = "meta.json"
 _META_KEY = "dskd_senses_meta"
 REQUIRED_META = ("teacher", "tokenizer_fingerprint", "hidden_size", "k", "keying", "table_size")
 _REBUILD = "Delete it and rebuild with `dskd senses build CONFIG`."
 _CHUNK_BYTES = 1 << 26
+INDEX_BYTES = 16
+"""Bytes of the lookup index per key id (first row and number of senses, int64 each)."""
 
 
 def tensor_sha256(t: torch.Tensor) -> str:
@@ -42,7 +51,8 @@ def tensor_sha256(t: torch.Tensor) -> str:
 
 
 def nonfinite_rows(centroids: torch.Tensor) -> torch.Tensor:
-    """Indices of the rows of ``centroids [n, k, d]`` holding NaN or inf (read in chunks of ~64 MiB).
+    """Indices of the rows of ``centroids [n, ...]`` (a key's padded senses ``[k, d]`` or one sense
+    ``[d]`` per row) holding NaN or inf (read in chunks of ~64 MiB).
 
     A row's sum (accumulated in float32 at least) is finite unless the row holds NaN or inf, or its
     values are too large to add up; the rows whose sum is not finite are then checked value by value.
@@ -94,43 +104,93 @@ def _resolve_device(device: str | torch.device, nbytes: int) -> tuple[torch.devi
     return dev, False
 
 
+def stored_size(directory: str | Path, keys: torch.Tensor | None = None) -> tuple[int, int]:
+    """(senses, bytes) the dictionary saved in ``directory`` holds once loaded (only ``keys``, when
+    given): its sense rows plus the key index, read from the small ``counts`` and ``key_ids`` tensors."""
+    path = SenseDictionary._path(directory)
+    meta = SenseDictionary.read_meta(directory)
+    with safe_open(str(path), framework="pt") as f:
+        counts, key_ids = f.get_tensor("counts").long(), f.get_tensor("key_ids")
+        row_bytes = f.get_slice(_TENSORS[meta["format_version"]][0]).get_shape()[-1]
+    row_bytes *= torch.finfo(getattr(torch, meta["dtype"])).bits // 8
+    if keys is not None:
+        counts = counts[torch.isin(key_ids, keys.reshape(-1))]
+    senses = int(counts.sum())
+    return senses, senses * row_bytes + INDEX_BYTES * int(meta["table_size"])
+
+
 @dataclass
 class SenseDictionary:
-    """Senses per key: ``lookup(keys)`` -> (senses [..., k, d], mask [..., k])."""
+    """Senses per key, stored sparse: ``rows`` holds only the real senses, key after key.
 
-    centroids: torch.Tensor
+    ``lookup(keys)`` -> (senses [..., k, d], mask [..., k]) through an index from key id to its first
+    row and its number of senses (two tables of ``table_size`` entries, 16 bytes per key).
+    """
+
+    rows: torch.Tensor
+    """``[senses, d]``: the ``counts[i]`` senses of ``key_ids[i]``, for i = 0, 1, ..."""
     counts: torch.Tensor
+    """``[keys]`` senses per key (0..k)."""
     key_ids: torch.Tensor
+    """``[keys]`` token ids or VIDs."""
+    k: int
+    """The most senses a key has (``senses.k``): the width of a lookup."""
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        n, k, _ = self.centroids.shape
-        if self.counts.shape != (n,) or self.key_ids.shape != (n,):
+        n = len(self.key_ids)
+        total = int(self.counts.sum()) if n else 0
+        bad_counts = bool(n) and (int(self.counts.min()) < 0 or int(self.counts.max()) > self.k)
+        if self.counts.shape != (n,) or self.rows.dim() != 2 or len(self.rows) != total or bad_counts:
             raise DSKDError(
-                f"Sense dictionary tensors disagree: centroids {tuple(self.centroids.shape)}, counts "
-                f"{tuple(self.counts.shape)}, key_ids {tuple(self.key_ids.shape)}. Rebuild it with "
-                "`dskd senses build CONFIG`."
+                f"Sense dictionary tensors disagree: rows {tuple(self.rows.shape)}, counts "
+                f"{tuple(self.counts.shape)} summing to {total} (each 0..k={self.k}), key_ids "
+                f"{tuple(self.key_ids.shape)}. Rebuild it with `dskd senses build CONFIG`."
             )
         size = int(self.meta.get("table_size", int(self.key_ids.max()) + 1 if n else 0))
         self.meta.setdefault("table_size", size)
         problem = key_ids_problem(self.key_ids, size)
         if problem:
             raise DSKDError(f"The sense dictionary is inconsistent: {problem}. {_REBUILD}")
-        dev = self.centroids.device
-        self._table = torch.full((size,), -1, dtype=torch.long, device=dev)
-        self._table[self.key_ids.to(dev)] = torch.arange(n, device=dev)
-        self._counts = self.counts.to(dev, torch.long)
+        dev = self.rows.device
+        counts, keys = self.counts.to(dev, torch.long), self.key_ids.to(dev)
+        self._start = torch.full((size,), -1, dtype=torch.long, device=dev)
+        self._start[keys] = torch.cumsum(counts, 0) - counts
+        self._count = torch.zeros(size, dtype=torch.long, device=dev)
+        self._count[keys] = counts
 
-    @property
-    def k(self) -> int:
-        return self.centroids.shape[1]
+    @classmethod
+    def from_padded(
+        cls, centroids: torch.Tensor, counts: torch.Tensor, key_ids: torch.Tensor, meta: dict[str, Any]
+    ) -> SenseDictionary:
+        """The dictionary of ``centroids [keys, k, d]`` whose rows past a key's count are padding
+        (what k-means gives, and format version 1 files hold): the padding is dropped."""
+        n, k, _ = centroids.shape
+        if counts.shape != (n,):
+            raise DSKDError(
+                f"Sense dictionary tensors disagree: centroids {tuple(centroids.shape)}, counts "
+                f"{tuple(counts.shape)}. Rebuild it with `dskd senses build CONFIG`."
+            )
+        real = torch.arange(k, device=centroids.device) < counts.to(centroids.device).unsqueeze(1)
+        return cls(centroids[real], counts, key_ids, k, meta)
 
     @property
     def hidden_size(self) -> int:
-        return self.centroids.shape[2]
+        return self.rows.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the senses and the key index (what a device holds)."""
+        return self.rows.numel() * self.rows.element_size() + INDEX_BYTES * len(self._start)
 
     def __len__(self) -> int:
-        return self.centroids.shape[0]
+        return len(self.key_ids)
+
+    def to(self, device: str | torch.device) -> SenseDictionary:
+        """This dictionary on ``device``."""
+        return SenseDictionary(
+            self.rows.to(device), self.counts.to(device), self.key_ids.to(device), self.k, self.meta
+        )
 
     def lookup(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Senses of ``keys`` (LongTensor, any shape) on the keys' device.
@@ -139,17 +199,26 @@ class SenseDictionary:
         (unknown, negative, or out of the table) get an all-False mask.
         """
         out_dev = keys.device
-        keys = keys.to(self._table.device)
-        size = self._table.shape[0]
+        keys = keys.to(self._start.device)
+        size = len(self._start)
         inside = (keys >= 0) & (keys < size)
-        row = torch.where(inside, self._table[keys.clamp(0, max(size - 1, 0))], -1)
-        found = row >= 0
-        row = row.clamp_min(0).reshape(-1)
-        senses = self.centroids.index_select(0, row).view(*keys.shape, self.k, self.hidden_size)
-        n = torch.where(found.reshape(-1), self._counts.index_select(0, row), 0).view(keys.shape)
-        mask = torch.arange(self.k, device=n.device) < n.unsqueeze(-1)
-        senses = senses.masked_fill(~found.view(*keys.shape, 1, 1), 0)
-        return senses.to(out_dev, non_blocking=True), mask.to(out_dev)
+        at = keys.clamp(0, max(size - 1, 0))
+        start = torch.where(inside, self._start[at], -1)
+        count = torch.where(start >= 0, self._count[at], 0)
+        slot = torch.arange(self.k, device=keys.device)
+        mask = slot < count.unsqueeze(-1)  # [..., k]
+        row = torch.where(mask, start.unsqueeze(-1) + slot, 0).reshape(-1)
+        if len(self.rows):
+            senses = self.rows.index_select(0, row)
+        else:  # nothing stored: every mask is all-False
+            senses = self.rows.new_zeros(len(row), self.hidden_size)
+        senses = senses.to(out_dev, non_blocking=True).view(*keys.shape, self.k, self.hidden_size)
+        mask = mask.to(out_dev)
+        return senses.masked_fill(~mask.unsqueeze(-1), 0), mask
+
+    def owners(self) -> torch.Tensor:
+        """``[senses]`` the index (into ``key_ids``) of the key each row belongs to."""
+        return torch.repeat_interleave(torch.arange(len(self), device=self.counts.device), self.counts.long())
 
     def unrelated_sense_mse_quantile(self, q: float) -> float:
         """The ``q``-quantile (0..1) of the MSE between a teacher state and the nearest sense of an
@@ -166,16 +235,13 @@ class SenseDictionary:
 
     def restrict(self, keys: torch.Tensor) -> SenseDictionary:
         """A dictionary holding only ``keys`` (those it has); the key table keeps its size."""
-        wanted = torch.zeros(self._table.shape[0], dtype=torch.bool, device=self._table.device)
-        keys = keys.reshape(-1).to(self._table.device)
-        keys = keys[(keys >= 0) & (keys < len(wanted))]
-        wanted[keys] = True
-        rows = self._table[wanted]
-        rows = rows[rows >= 0].sort().values
+        wanted = torch.isin(self.key_ids, keys.reshape(-1).to(self.key_ids.device))
+        rows = wanted.to(self.counts.device).repeat_interleave(self.counts.long()).to(self.rows.device)
         return SenseDictionary(
-            self.centroids.index_select(0, rows),
-            self.counts.index_select(0, rows.to(self.counts.device)),
-            self.key_ids.index_select(0, rows.to(self.key_ids.device)),
+            self.rows[rows],
+            self.counts[wanted.to(self.counts.device)],
+            self.key_ids[wanted],
+            self.k,
             dict(self.meta),
         )
 
@@ -208,11 +274,11 @@ class SenseDictionary:
         """Write senses.safetensors (atomically) and meta.json into ``directory``."""
         directory = Path(directory)
         meta = dict(
-            self.meta, format_version=FORMAT_VERSION, dtype=str(self.centroids.dtype).removeprefix("torch.")
+            self.meta, format_version=FORMAT_VERSION, dtype=str(self.rows.dtype).removeprefix("torch.")
         )
-        meta.update(keys=len(self), k=self.k, hidden_size=self.hidden_size)
+        meta.update(keys=len(self), senses=len(self.rows), k=self.k, hidden_size=self.hidden_size)
         tensors = {
-            "centroids": self.centroids.contiguous().cpu(),
+            "rows": self.rows.contiguous().cpu(),
             "counts": self.counts.to(torch.int32).cpu(),
             "key_ids": self.key_ids.to(torch.int64).cpu(),
         }
@@ -241,10 +307,10 @@ class SenseDictionary:
             raise cls._corrupt(path, e) from e
         if not isinstance(meta, dict):
             raise DSKDError(f"{path} metadata is a JSON {type(meta).__name__}, not an object. {_REBUILD}")
-        if meta.get("format_version") != FORMAT_VERSION:
+        if meta.get("format_version") not in _TENSORS:
             raise DSKDError(
-                f"{path} has format version {meta.get('format_version')}, this dskd reads {FORMAT_VERSION}; "
-                "rebuild it with `dskd senses build CONFIG`."
+                f"{path} has format version {meta.get('format_version')}, this dskd reads "
+                f"{' and '.join(map(str, _TENSORS))}; rebuild it with `dskd senses build CONFIG`."
             )
         missing = [m for m in REQUIRED_META if m not in meta]
         if missing:
@@ -259,39 +325,53 @@ class SenseDictionary:
     ) -> SenseDictionary:
         """Load a saved dictionary (memory-mapped from disk), optionally only ``keys``, onto ``device``.
 
-        device: cpu | cuda | auto (GPU when it fits comfortably, else pinned CPU) | pinned.
+        device: cpu | cuda | auto (GPU when it fits comfortably, else pinned CPU) | pinned. A format
+        version 1 file (senses padded to k rows per key) loads too; its padding is dropped.
         """
         path = cls._path(directory)
         meta = cls.read_meta(directory)
-        try:
-            t = load_file(str(path), device="cpu")  # mmap-backed: pages are read on first touch
-        except Exception as e:
-            raise cls._corrupt(path, e) from e
-        if set(t) != {"centroids", "counts", "key_ids"}:
-            raise DSKDError(
-                f"{path} holds tensors {sorted(t)}, expected centroids, counts, key_ids; rebuild it."
-            )
+        t = cls._tensors(path, meta)
         if verify_level() == "full":
             cls._check_sha256(path, t, meta)
         problem = key_ids_problem(t["key_ids"], int(meta["table_size"]))
         if problem:
             raise DSKDError(f"The sense dictionary {path} is damaged: {problem}. {_REBUILD}")
-        d = cls(t["centroids"], t["counts"], t["key_ids"], meta)
-        if keys is not None:
-            d = d.restrict(keys)
-        bad = nonfinite_rows(d.centroids)
-        if len(bad):
-            ids = d.key_ids[bad[:5]].tolist()
-            raise DSKDError(
-                f"The sense dictionary {path} has non-finite (NaN/inf) senses in {len(bad)} of the {len(d)} "
-                f"keys loaded (key ids {ids}{'...' if len(bad) > 5 else ''}): it is corrupt. {_REBUILD}"
-            )
-        dev, pinned = _resolve_device(device, d.centroids.numel() * d.centroids.element_size())
+        wanted = torch.isin(t["key_ids"], keys.reshape(-1)) if keys is not None else slice(None)
+        if "centroids" in t:  # version 1: checked with its padding (damage there is damage too)
+            padded, counts, key_ids = t["centroids"][wanted], t["counts"][wanted], t["key_ids"][wanted]
+            cls._refuse_nonfinite(path, key_ids, nonfinite_rows(padded))
+            d = cls.from_padded(padded, counts, key_ids, meta)
+        else:
+            d = cls(t["rows"], t["counts"], t["key_ids"], int(meta["k"]), meta)
+            d = d.restrict(keys) if keys is not None else d
+            cls._refuse_nonfinite(path, d.key_ids, d.owners()[nonfinite_rows(d.rows)].unique())
+        dev, pinned = _resolve_device(device, d.nbytes)
         if pinned:
-            return cls(d.centroids.pin_memory(), d.counts, d.key_ids, d.meta)
-        if dev.type != "cpu":
-            return cls(d.centroids.to(dev), d.counts.to(dev), d.key_ids.to(dev), d.meta)
-        return d
+            return cls(d.rows.pin_memory(), d.counts, d.key_ids, d.k, d.meta)
+        return d.to(dev) if dev.type != "cpu" else d
+
+    @classmethod
+    def _tensors(cls, path: Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The file's tensors, memory-mapped (pages are read on first touch), checked by name."""
+        try:
+            t = load_file(str(path), device="cpu")
+        except Exception as e:
+            raise cls._corrupt(path, e) from e
+        expected = _TENSORS[meta["format_version"]]
+        if set(t) != set(expected):
+            raise DSKDError(f"{path} holds tensors {sorted(t)}, expected {', '.join(expected)}; rebuild it.")
+        return t
+
+    @staticmethod
+    def _refuse_nonfinite(path: Path, key_ids: torch.Tensor, bad: torch.Tensor) -> None:
+        """Refuse a file whose keys ``key_ids[bad]`` hold NaN or inf."""
+        if len(bad):
+            ids = key_ids[bad[:5]].tolist()
+            raise DSKDError(
+                f"The sense dictionary {path} has non-finite (NaN/inf) senses in {len(bad)} of the "
+                f"{len(key_ids)} keys loaded (key ids {ids}{'...' if len(bad) > 5 else ''}): it is corrupt. "
+                f"{_REBUILD}"
+            )
 
     @staticmethod
     def _path(directory: str | Path) -> Path:

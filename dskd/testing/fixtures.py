@@ -67,7 +67,7 @@ def random_senses(
         "keying": "observed",
         "table_size": vocab + extra_keys,
     }
-    SenseDictionary(cents, counts, keys, meta).save(path)
+    SenseDictionary.from_padded(cents, counts, keys, meta).save(path)
     return Path(path)
 
 

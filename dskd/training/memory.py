@@ -8,15 +8,19 @@ sharding strategy splits it) is a separate row.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import AutoConfig
 
 from dskd.data.config import DataConfig
+from dskd.lexicon.artifact import Lexicon
 from dskd.losses.config import LossConfig
 from dskd.models.config import StudentConfig, TeacherConfig
 from dskd.models.loading import resolve_model
 from dskd.senses.config import SensesConfig
+from dskd.senses.dictionary import INDEX_BYTES, SENSES_FILE, stored_size
 from dskd.training.config import TrainerConfig
 
 GB = 1e9
@@ -87,6 +91,8 @@ class MemoryInputs:
     data: DataConfig
     loss: LossConfig
     senses: SensesConfig
+    lexicon_dir: str | None = None
+    """lexicon.output_dir: the lexicon, when built, bounds the dictionary's keys before it exists."""
 
 
 KNOWN_SHAPES = {
@@ -107,6 +113,27 @@ def _bytes(dtype: str) -> int:
     return 4 if dtype in ("float32", "32-true") else 2
 
 
+def sense_dictionary_size(cfg: MemoryInputs, shape: ModelShape, dtype_bytes: int) -> tuple[float, str]:
+    """(GB, formula) of the sense dictionary a run loads: read from the built dictionary at
+    ``senses.output_dir`` when there is one (only the lexicon's keys with ``senses.restrict_to_lexicon``);
+    before it exists, an upper bound: every key it could hold with k senses each. Those keys are the
+    lexicon's sense keys with ``restrict_to_lexicon``, else the V tokens plus the lexicon's VIDs (any
+    token may be a P2 target; a VID has senses only when its tokens have); before the lexicon exists
+    too, V keys."""
+    lexicon = Path(cfg.lexicon_dir) if cfg.lexicon_dir else None
+    lexicon = Lexicon.load(lexicon) if lexicon is not None and lexicon.is_dir() else None
+    restrict = cfg.senses.restrict_to_lexicon and lexicon is not None
+    keys = torch.from_numpy(lexicon.sense_keys()) if restrict else None
+    if (Path(cfg.senses.output_dir) / SENSES_FILE).is_file():
+        senses, nbytes = stored_size(cfg.senses.output_dir, keys)
+        return nbytes / GB, f"{senses:,} senses x d x bytes + key index (the built dictionary)"
+    vids = len(lexicon.vid_tokens) if lexicon is not None else 0
+    table = shape.vocab + vids
+    n_keys, what = (len(keys), "lexicon keys") if keys is not None else (table, "V + VIDs" if vids else "V")
+    nbytes = n_keys * cfg.senses.k * shape.hidden * dtype_bytes + INDEX_BYTES * table
+    return nbytes / GB, f"at most {what} x k x d x {dtype_bytes} + key index (no dictionary built yet)"
+
+
 def estimate(
     cfg: MemoryInputs, shape: ModelShape, world_size: int, gpu_gb: float = 80.0
 ) -> list[tuple[str, float, str]]:
@@ -115,8 +142,9 @@ def estimate(
     Teacher in ``teacher.dtype`` (auto: bf16), replicated; student master weights fp32 unless
     ``bf16-true``, sharded over the GPUs under FSDP / ZeRO-3; AdamW state and gradients fp32 for the
     trainable layers, sharded under FSDP / ZeRO; activations saved for the trainable layers only (the
-    frozen layers below them keep none); the fused loss's chunk; the sense dictionary (``method=dskd``)
-    where ``senses.device`` puts it (auto: on the GPU when it takes at most 25% of ``gpu_gb``).
+    frozen layers below them keep none); the fused loss's chunk; the sense dictionary (``method=dskd``,
+    :func:`sense_dictionary_size`) where ``senses.device`` puts it (auto: on the GPU when it takes at
+    most 25% of ``gpu_gb``).
     """
     t, d = cfg.trainer, cfg.data
     n_s, n_tr = cfg.student.num_layers, cfg.student.trainable_top_layers
@@ -157,10 +185,10 @@ def estimate(
         ("CE + KD loss", LOSS_CHUNK_TENSORS * chunk * shape.vocab * 4 / GB, "6 x chunk x V x 4 (fp32)")
     )
     if cfg.method == "dskd":
-        dictionary = shape.vocab * cfg.senses.k * shape.hidden * teacher_bytes / GB
+        dictionary, formula = sense_dictionary_size(cfg, shape, teacher_bytes)
         device = cfg.senses.device
         on_gpu = device not in ("cpu", "pinned") and (device != "auto" or dictionary <= 0.25 * gpu_gb)
-        where = f"V x k x d x {teacher_bytes} (+ the VIDs' rows)" if on_gpu else "in (pinned) host memory"
+        where = formula if on_gpu else f"in (pinned) host memory: {formula}"
         rows.append(("sense dictionary", dictionary if on_gpu else 0.0, where))
     rows.append(("CUDA context, NCCL, fragmentation", ALLOCATOR_OVERHEAD_GB, "allowance"))
     return rows

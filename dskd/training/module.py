@@ -128,11 +128,9 @@ class DistillationModule(pl.LightningModule):
     def _place_senses(self) -> None:
         """A dictionary kept on a GPU moves to this process's GPU (not every process's GPU 0)."""
         senses, device = self.senses, self.trainer.strategy.root_device
-        centroids = getattr(senses, "centroids", None)
-        if centroids is not None and centroids.is_cuda and centroids.device != device:
-            self.senses = type(senses)(
-                centroids.to(device), senses.counts.to(device), senses.key_ids.to(device), senses.meta
-            )
+        rows = getattr(senses, "rows", None)
+        if rows is not None and rows.is_cuda and rows.device != device:
+            self.senses = senses.to(device)
 
     def on_fit_start(self) -> None:
         self._place_teacher()

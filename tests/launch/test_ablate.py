@@ -174,7 +174,9 @@ def test_a_dictionary_built_with_another_k_is_refused_before_building_anything(t
     points = ablate.point_configs(ablate.load_sweep(path), [f"artifacts_dir={tmp_path}/art"])
     senses_dir = Path(points[0].cfg.senses.output_dir)  # shared by all points: only k=5 fits
     meta = {"teacher": "t", "tokenizer_fingerprint": "f", "hidden_size": 4, "k": 5, "keying": "predicted"}
-    SenseDictionary(torch.zeros(1, 5, 4), torch.tensor([5]), torch.tensor([7]), meta).save(senses_dir)
+    SenseDictionary.from_padded(torch.zeros(1, 5, 4), torch.tensor([5]), torch.tensor([7]), meta).save(
+        senses_dir
+    )
     points[0].cfg.save(senses_dir)
     with pytest.raises(ArtifactMismatchError, match=r"senses.k: built 5, needed 3.*senses-k\$\{senses.k\}"):
         ablate.prepare(points)

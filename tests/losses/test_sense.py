@@ -157,23 +157,37 @@ def test_matches_per_position_loop_values_and_gradients(switches, seed):
     assert want["total"].item() > 0  # every switch set leaves some term
 
 
-def test_with_the_sense_dictionary_lookup():
+@pytest.mark.parametrize(
+    "switches", SWITCHES, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()) or "default"
+)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_sparse_dictionary_gives_the_dense_tables_values_and_gradients(switches, seed):
+    """The sparse dictionary (only real senses stored) against a dense padded table: bit for bit."""
     from dskd.senses.dictionary import SenseDictionary
 
-    hs, ht, batch, table = _problem(2)
+    hs, ht, batch, table = _problem(seed)
     keys = sorted(table)
     centroids = torch.zeros(len(keys), K, D)
     for i, key in enumerate(keys):
         centroids[i, : len(table[key])] = table[key]
-    senses = SenseDictionary(
-        centroids, torch.tensor([len(table[key]) for key in keys]), torch.tensor(keys), {"table_size": N_KEYS}
-    )
-    cfg = SenseLossConfig(kappa=2, margin=2.5)
+    counts = torch.tensor([len(table[key]) for key in keys])
+    senses = SenseDictionary.from_padded(centroids, counts, torch.tensor(keys), {"table_size": N_KEYS})
+    assert len(senses.rows) == int(counts.sum()) < len(keys) * K  # no padding rows stored
+    cfg = SenseLossConfig(**{"kappa": 2, "margin": 2.5, **switches})
+    results = []
+    for lookup in (senses.lookup, TableLookup(table, K, D, N_KEYS)):
+        h = hs.clone().requires_grad_(True)
+        out = sense_loss(h, ht, batch, lookup, cfg)
+        results.append((out, torch.autograd.grad(out["total"], [h])[0]))
+    (sparse, sparse_grad), (dense, dense_grad) = results
+    for name in ("total", "pos", "neg", "rand", "n_pos_candidates", "n_neg_candidates"):
+        assert torch.equal(sparse[name], dense[name]), name
+    assert all(torch.equal(sparse["diagnostics"][n], v) for n, v in dense["diagnostics"].items())
+    assert torch.equal(sparse_grad, dense_grad)
     want = reference_sense_loss(
         hs.double(), ht.double(), batch, {k: v.double() for k, v in table.items()}, cfg
     )
-    got = sense_loss(hs, ht, batch, senses.lookup, cfg)
-    assert got["total"].item() == pytest.approx(want["total"].item(), rel=1e-5)
+    assert sparse["total"].item() == pytest.approx(want["total"].item(), rel=1e-5, abs=1e-6)
 
 
 def test_hinge_is_active_in_the_default_problem():

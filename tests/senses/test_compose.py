@@ -15,7 +15,9 @@ def _dictionary() -> SenseDictionary:
             [[0.0, 5.0], [0.0, 0.0]],
         ]
     )
-    return SenseDictionary(cents, torch.tensor([2, 2, 1]), torch.tensor([1, 2, 3]), {"table_size": 20})
+    return SenseDictionary.from_padded(
+        cents, torch.tensor([2, 2, 1]), torch.tensor([1, 2, 3]), {"table_size": 20}
+    )
 
 
 def test_two_and_three_token_vids_by_hand():
@@ -34,7 +36,9 @@ def test_two_and_three_token_vids_by_hand():
 def test_running_sum_is_matched_not_the_last_row():
     # token 1: (0,0),(4,0); token 2: (3,0),(100,0); token 3: (5,0),(8,0)
     cents = torch.tensor([[[0.0, 0.0], [4.0, 0.0]], [[3.0, 0.0], [100.0, 0.0]], [[5.0, 0.0], [8.0, 0.0]]])
-    d = SenseDictionary(cents, torch.tensor([2, 2, 2]), torch.tensor([1, 2, 3]), {"table_size": 8})
+    d = SenseDictionary.from_padded(
+        cents, torch.tensor([2, 2, 2]), torch.tensor([1, 2, 3]), {"table_size": 8}
+    )
     _, out, _ = compose_vids(d, {5: (1, 2, 3)})
     # row 0: 0 -> +3 = 3 -> nearest of {5, 8} is 5 -> 8 -> /3
     # row 1: 4 -> +3 = 7 -> nearest is 8 -> 15 -> /3

@@ -11,13 +11,27 @@ from dskd.senses.dictionary import META_FILE, SENSES_FILE, SenseDictionary
 META = {"teacher": "tiny", "tokenizer_fingerprint": "abc", "keying": "predicted", "table_size": 12}
 
 
-def _dictionary() -> SenseDictionary:
+def _padded() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(centroids [3, k=4, d=5] padded with zero rows, counts, key ids): keys 2, 5, 11 with 4, 2, 1 senses."""
     gen = torch.Generator().manual_seed(0)
     cents = torch.randn(3, 4, 5, generator=gen)
     counts = torch.tensor([4, 2, 1])
     cents[1, 2:] = 0
     cents[2, 1:] = 0
-    return SenseDictionary(cents, counts, torch.tensor([2, 5, 11]), dict(META))
+    return cents, counts, torch.tensor([2, 5, 11])
+
+
+def _dictionary() -> SenseDictionary:
+    return SenseDictionary.from_padded(*_padded(), dict(META))
+
+
+def _save_version_1(directory, cents, counts, key_ids, meta) -> None:
+    """A dictionary file as format version 1 wrote it: centroids padded to k rows per key."""
+    from safetensors.torch import save_file
+
+    tensors = {"centroids": cents, "counts": counts.int(), "key_ids": key_ids}
+    meta = dict(meta, format_version=1, dtype="float32", keys=len(key_ids), k=cents.shape[1], hidden_size=5)
+    save_file(tensors, str(directory / SENSES_FILE), metadata={"dskd_senses_meta": json.dumps(meta)})
 
 
 def test_lookup_shapes_values_and_unknown_keys():
@@ -25,9 +39,10 @@ def test_lookup_shapes_values_and_unknown_keys():
     keys = torch.tensor([[5, 0, 2], [11, -100, 99]])
     senses, mask = d.lookup(keys)
     assert senses.shape == (2, 3, 4, 5) and mask.shape == (2, 3, 4)
-    assert torch.equal(senses[0, 0], d.centroids[1]) and mask[0, 0].tolist() == [True, True, False, False]
-    assert torch.equal(senses[0, 2], d.centroids[0]) and mask[0, 2].all()
-    assert torch.equal(senses[1, 0], d.centroids[2]) and mask[1, 0].tolist() == [True, False, False, False]
+    cents = _padded()[0]
+    assert torch.equal(senses[0, 0], cents[1]) and mask[0, 0].tolist() == [True, True, False, False]
+    assert torch.equal(senses[0, 2], cents[0]) and mask[0, 2].all()
+    assert torch.equal(senses[1, 0], cents[2]) and mask[1, 0].tolist() == [True, False, False, False]
     for i, j in [(0, 1), (1, 1), (1, 2)]:  # missing, negative (ignore index), beyond the table
         assert not mask[i, j].any() and not senses[i, j].any()
     s1, m1 = d.lookup(torch.tensor(5))
@@ -37,7 +52,7 @@ def test_lookup_shapes_values_and_unknown_keys():
 def test_save_load_roundtrip_and_restrict(tmp_path):
     d = _dictionary()
     d.save(tmp_path)
-    assert json.loads((tmp_path / META_FILE).read_text())["format_version"] == 1
+    assert json.loads((tmp_path / META_FILE).read_text())["format_version"] == 2
     back = SenseDictionary.load(tmp_path, device="cpu")
     assert back.k == 4 and back.hidden_size == 5 and len(back) == 3
     assert back.meta["dtype"] == "float32" and back.meta["teacher"] == "tiny"
@@ -47,7 +62,7 @@ def test_save_load_roundtrip_and_restrict(tmp_path):
     small = SenseDictionary.load(tmp_path, keys=torch.tensor([11, 7, 400]))
     assert small.key_ids.tolist() == [11]
     s, m = small.lookup(torch.tensor([5, 11]))
-    assert not m[0].any() and torch.equal(s[1], d.centroids[2])
+    assert not m[0].any() and torch.equal(s[1], _padded()[0][2])
 
 
 def test_mismatch_is_refused_naming_the_field(tmp_path):
@@ -92,16 +107,16 @@ def test_interrupted_write_leaves_no_file_under_the_final_name(tmp_path, monkeyp
 
 
 def test_old_format_version_is_refused(tmp_path):
-    d = _dictionary()
-    d.meta["format_version"] = 0
     from safetensors.torch import save_file
 
+    cents, counts, key_ids = _padded()
+    meta = dict(META, format_version=0, k=4)
     save_file(
-        {"centroids": d.centroids, "counts": d.counts.int(), "key_ids": d.key_ids},
+        {"centroids": cents, "counts": counts.int(), "key_ids": key_ids},
         str(tmp_path / SENSES_FILE),
-        metadata={"dskd_senses_meta": json.dumps(d.meta)},
+        metadata={"dskd_senses_meta": json.dumps(meta)},
     )
-    with pytest.raises(DSKDError, match="format version"):
+    with pytest.raises(DSKDError, match="has format version 0, this dskd reads 1 and 2; rebuild it"):
         SenseDictionary.load(tmp_path)
 
 
@@ -121,14 +136,15 @@ def _rewrite(tmp_path, edit) -> None:
 def _big_dictionary(n: int = 30) -> SenseDictionary:
     gen = torch.Generator().manual_seed(1)
     meta = dict(META, table_size=n)
-    return SenseDictionary(torch.randn(n, 4, 5, generator=gen), torch.full((n,), 4), torch.arange(n), meta)
+    cents = torch.randn(n, 4, 5, generator=gen)
+    return SenseDictionary.from_padded(cents, torch.full((n,), 4), torch.arange(n), meta)
 
 
 def test_a_third_of_the_rows_overwritten_by_nan_is_refused_at_load(tmp_path):
     _big_dictionary().save(tmp_path)
 
     def poison(t):
-        t["centroids"][::3] = float("nan")
+        t["rows"].view(30, 4, 5)[::3] = float("nan")  # every sense of keys 0, 3, 6, ...
 
     _rewrite(tmp_path, poison)
     with pytest.raises(DSKDError, match=r"non-finite \(NaN/inf\) senses in 10 of the 30 keys loaded") as err:
@@ -138,13 +154,10 @@ def test_a_third_of_the_rows_overwritten_by_nan_is_refused_at_load(tmp_path):
     assert clean.key_ids.tolist() == [1, 2, 4]
 
 
-def test_an_infinite_padding_row_is_refused_too(tmp_path):
-    _dictionary().save(tmp_path)
-
-    def poison(t):
-        t["centroids"][2, 3, 0] = float("inf")  # beyond key 11's count of 1: masked, yet a sign of damage
-
-    _rewrite(tmp_path, poison)
+def test_an_infinite_padding_row_of_a_version_1_file_is_refused_too(tmp_path):
+    cents, counts, key_ids = _padded()
+    cents[2, 3, 0] = float("inf")  # beyond key 11's count of 1: dropped at load, yet a sign of damage
+    _save_version_1(tmp_path, cents, counts, key_ids, META)
     with pytest.raises(DSKDError, match=r"in 1 of the 3 keys loaded \(key ids \[11\]\)"):
         SenseDictionary.load(tmp_path)
 
@@ -158,12 +171,12 @@ def test_full_verification_checks_every_tensor_sha256(tmp_path, monkeypatch):
     assert recorded["key_ids"] == hashlib.sha256(torch.tensor([2, 5, 11]).numpy().tobytes()).hexdigest()
 
     def flip(t):
-        t["centroids"][0, 0, 0] += 1.0  # finite, same size: only the sha256 tells
+        t["rows"][0, 0] += 1.0  # finite, same size: only the sha256 tells
 
     _rewrite(tmp_path, flip)
     SenseDictionary.load(tmp_path)  # the default fast check does not hash
     monkeypatch.setenv("DSKD_VERIFY", "full")
-    with pytest.raises(DSKDError, match="tensor 'centroids' does not match its sha256"):
+    with pytest.raises(DSKDError, match="tensor 'rows' does not match its sha256"):
         SenseDictionary.load(tmp_path)
 
 
@@ -171,7 +184,7 @@ def test_damaged_header_metadata_is_one_line(tmp_path):
     from safetensors.torch import save_file
 
     d = _dictionary()
-    tensors = {"centroids": d.centroids, "counts": d.counts.int(), "key_ids": d.key_ids}
+    tensors = {"rows": d.rows, "counts": d.counts.int(), "key_ids": d.key_ids}
     save_file(tensors, str(tmp_path / SENSES_FILE), metadata={"dskd_senses_meta": "{not json"})
     with pytest.raises(DSKDError, match="truncated or corrupt .JSONDecodeError"):
         SenseDictionary.load(tmp_path)
@@ -223,4 +236,72 @@ def test_an_intact_dictionary_passes_the_key_check_and_a_bad_one_is_not_built(tm
     d.save(tmp_path)
     assert SenseDictionary.load(tmp_path).key_ids.tolist() == [2, 5, 11]  # no false alarm at the edge
     with pytest.raises(DSKDError, match=r"inconsistent: 1 of its 3 key ids .* e\.g\. 11"):
-        SenseDictionary(d.centroids, d.counts, d.key_ids, dict(META, table_size=11))
+        SenseDictionary(d.rows, d.counts, d.key_ids, d.k, dict(META, table_size=11))
+
+
+def _dense_lookup(cents: torch.Tensor, counts: torch.Tensor, key_ids: torch.Tensor, keys: torch.Tensor):
+    """The dense path, one key at a time: a key's padded centroids and count, zeros for other keys."""
+    senses, mask = torch.zeros(*keys.shape, *cents.shape[1:]), torch.zeros(*keys.shape, cents.shape[1]).bool()
+    for at in torch.cartesian_prod(*(torch.arange(n) for n in keys.shape)).reshape(-1, keys.dim()):
+        hit = (key_ids == keys[tuple(at)]).nonzero().flatten()
+        if len(hit):
+            senses[tuple(at)], mask[tuple(at)][: counts[hit[0]]] = cents[hit[0]], True
+    return senses, mask
+
+
+def test_only_real_senses_hold_rows_and_the_lookup_equals_the_dense_path():
+    gen = torch.Generator().manual_seed(3)
+    counts = torch.randint(0, 6, (40,), generator=gen)  # 0..k senses, some keys without any
+    cents = torch.randn(40, 5, 7, generator=gen) * (torch.arange(5) < counts[:, None]).unsqueeze(-1)
+    key_ids = torch.randperm(90, generator=gen)[:40].sort().values
+    d = SenseDictionary.from_padded(cents, counts, key_ids, {"table_size": 100})
+    assert d.rows.shape == (int(counts.sum()), 7) and d.k == 5
+    assert d.nbytes == int(counts.sum()) * 7 * 4 + 16 * 100
+    keys = torch.randint(-3, 105, (6, 9), generator=gen)
+    for got, want in zip(d.lookup(keys), _dense_lookup(cents, counts, key_ids, keys), strict=True):
+        assert torch.equal(got, want)
+    part = torch.tensor([int(key_ids[4]), int(key_ids[17]), 99, -1])
+    small = d.restrict(part)
+    assert small.key_ids.tolist() == sorted({int(key_ids[4]), int(key_ids[17])} & set(key_ids.tolist()))
+    for got, want in zip(small.lookup(keys), _dense_lookup(cents, counts, key_ids, keys), strict=True):
+        keep = torch.isin(keys, part)
+        assert torch.equal(got[keep], want[keep]) and not got[~keep].any()
+
+
+def test_a_version_1_file_loads_as_the_same_sparse_dictionary(tmp_path):
+    cents, counts, key_ids = _padded()
+    _save_version_1(tmp_path, cents, counts, key_ids, META)
+    old = SenseDictionary.load(tmp_path)
+    assert old.meta["format_version"] == 1 and old.rows.shape == (7, 5)
+    assert torch.equal(old.rows, _dictionary().rows)
+    assert SenseDictionary.load(tmp_path, keys=torch.tensor([5])).rows.shape == (2, 5)
+    old.save(tmp_path)  # written again in the current format
+    assert SenseDictionary.read_meta(tmp_path)["format_version"] == 2
+    assert torch.equal(SenseDictionary.load(tmp_path).rows, old.rows)
+
+
+def test_stored_size_is_what_the_loaded_dictionary_takes(tmp_path):
+    from dskd.senses.dictionary import stored_size
+
+    (tmp_path / "new").mkdir()
+    (tmp_path / "old").mkdir()
+    _dictionary().save(tmp_path / "new")
+    _save_version_1(tmp_path / "old", *_padded(), META)
+    for directory in (tmp_path / "new", tmp_path / "old"):
+        assert (
+            stored_size(directory) == (7, SenseDictionary.load(directory).nbytes) == (7, 7 * 5 * 4 + 16 * 12)
+        )
+        keys = torch.tensor([5, 11, 3])
+        assert (
+            stored_size(directory, keys)
+            == (3, SenseDictionary.load(directory, keys=keys).nbytes)
+            == (3, 3 * 20 + 192)
+        )
+
+
+def test_counts_beyond_k_or_rows_that_disagree_are_refused():
+    counts, key_ids = _padded()[1:]
+    with pytest.raises(DSKDError, match=r"rows \(6, 5\), counts \(3,\) summing to 7"):
+        SenseDictionary(torch.zeros(6, 5), counts, key_ids, 4, dict(META))
+    with pytest.raises(DSKDError, match="0..k=4"):
+        SenseDictionary.from_padded(torch.zeros(3, 4, 5), torch.tensor([5, 1, 1]), key_ids, dict(META))

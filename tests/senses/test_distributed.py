@@ -131,6 +131,6 @@ def test_a_two_process_build_writes_the_one_process_dictionary(tmp_path, launche
     one, two = (SenseDictionary.load(tmp_path / n, device="cpu") for n in ("one", "two"))
     assert stats["world_size"] == 1 and stats["token_keys"] > 10
     assert torch.equal(one.key_ids, two.key_ids) and torch.equal(one.counts, two.counts)
-    torch.testing.assert_close(one.centroids, two.centroids, rtol=0, atol=1e-4)
+    torch.testing.assert_close(one.rows, two.rows, rtol=0, atol=1e-4)
     assert one.meta["corpus_fingerprint"] == two.meta["corpus_fingerprint"]
     assert (tmp_path / "one" / "stats.json").read_text().count('"tokens_processed"') == 1

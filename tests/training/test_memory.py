@@ -10,7 +10,19 @@ import torch
 from dskd.cli import main
 from dskd.config.loading import load_config
 from dskd.config.schema import ExperimentConfig
-from dskd.training.memory import KNOWN_SHAPES, MemoryInputs, ModelShape, estimate, render, startup_peak
+from dskd.models.loading import load_causal_lm
+from dskd.training.memory import (
+    KNOWN_SHAPES,
+    MemoryInputs,
+    ModelShape,
+    estimate,
+    render,
+    startup_peak,
+    teacher_shape,
+)
+from dskd.training.run import load_senses
+
+from .tinyrun import VOCAB, make_tokenizer, tiny_config, write_lexicon
 
 ROOT = Path(__file__).resolve().parents[2]
 LLAMA = "meta-llama/Meta-Llama-3-8B-Instruct"
@@ -36,9 +48,8 @@ def test_parameter_counts_equal_a_real_model_and_its_truncated_student(tied):
 
 def _inputs(cfg: ExperimentConfig) -> MemoryInputs:
     """The sections of ``cfg`` that the estimate reads."""
-    return MemoryInputs(
-        cfg.name, cfg.method, cfg.teacher, cfg.student, cfg.trainer, cfg.data, cfg.loss, cfg.senses
-    )
+    sections = (cfg.name, cfg.method, cfg.teacher, cfg.student, cfg.trainer, cfg.data, cfg.loss)
+    return MemoryInputs(*sections, cfg.senses, cfg.lexicon.output_dir)
 
 
 def test_the_paper_teachers_have_their_published_sizes():
@@ -60,7 +71,7 @@ def test_paper_llama3_on_eight_gpus_by_hand():
         "AdamW state (shard)": 2 * layer * 8 / 8,
         "activations": 2 * 2048 * (16 * 4096 + 4 * 1024 + 8 * 14336),
         "CE + KD loss": 6 * 512 * 128256 * 4,
-        "sense dictionary": 128256 * 10 * 4096 * 2,
+        "sense dictionary": 128256 * 10 * 4096 * 2 + 16 * 128256,  # no dictionary built: V keys, k senses
         "CUDA context, NCCL, fragmentation": 3e9,
     }
     assert rows == pytest.approx({k: v / 1e9 for k, v in hand.items()})
@@ -109,3 +120,45 @@ def test_a_gpu_memory_that_is_not_a_finite_positive_number_is_refused(value, cap
         main(["memory", str(config), "--gpu-memory", value])
     assert exit_.value.code == 2
     assert f"argument --gpu-memory: '{value}' is not a" in capsys.readouterr().err
+
+
+def _dictionary_row(cfg: ExperimentConfig) -> tuple[float, str]:
+    """(GB, formula) of the sense dictionary row of ``cfg`` on one 80 GB GPU."""
+    rows = {
+        name: (gb, formula) for name, gb, formula in estimate(_inputs(cfg), teacher_shape(cfg.teacher), 1)
+    }
+    return rows["sense dictionary"]
+
+
+def test_the_dictionary_row_is_the_built_dictionary_as_a_run_loads_it(run_tmp, teacher_dir):
+    write_lexicon(run_tmp / "lex", VOCAB)
+    tokenizer, teacher = make_tokenizer(), load_causal_lm(str(teacher_dir))
+    sizes = []
+    for restrict in (False, True):
+        over = {
+            "senses.device": "auto",
+            "senses.restrict_to_lexicon": restrict,
+            "lexicon.output_dir": str(run_tmp / "lex"),
+        }
+        cfg = tiny_config(run_tmp, teacher_dir, "dskd", over)
+        gb, formula = _dictionary_row(cfg)
+        loaded = load_senses(cfg.senses, cfg.lexicon.output_dir, tokenizer, teacher)
+        assert gb == pytest.approx(loaded.nbytes / 1e9, rel=1e-12) and "(the built dictionary)" in formula
+        assert f"{len(loaded.rows):,} senses" in formula
+        sizes.append(loaded.nbytes)
+    assert sizes[1] < sizes[0]  # the lexicon's keys only
+
+
+def test_before_the_dictionary_exists_the_row_is_an_upper_bound_from_the_vocabulary_and_lexicon(
+    tmp_path, teacher_dir
+):
+    over = {"senses.device": "auto", "lexicon.output_dir": str(tmp_path / "lex")}
+    k, d = 10, 32  # senses.k's default, the teacher's hidden size
+    gb, formula = _dictionary_row(tiny_config(tmp_path, teacher_dir, "dskd", over))
+    assert gb * 1e9 == pytest.approx(VOCAB * k * d * 2 + 16 * VOCAB) and formula.startswith("at most V x k")
+    write_lexicon(tmp_path / "lex", VOCAB)  # 2 VIDs; 8 keys the sense loss can ask for
+    gb, formula = _dictionary_row(tiny_config(tmp_path, teacher_dir, "dskd", over))
+    assert gb * 1e9 == pytest.approx((VOCAB + 2) * (k * d * 2 + 16)) and "V + VIDs" in formula
+    restricted = tiny_config(tmp_path, teacher_dir, "dskd", {**over, "senses.restrict_to_lexicon": True})
+    gb, formula = _dictionary_row(restricted)
+    assert gb * 1e9 == pytest.approx(8 * k * d * 2 + 16 * (VOCAB + 2)) and "lexicon keys" in formula

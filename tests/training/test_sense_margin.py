@@ -14,7 +14,7 @@ from dskd.training.module import sense_margin
 
 
 def _dictionary(meta: dict) -> SenseDictionary:
-    return SenseDictionary(torch.zeros(1, 2, 3), torch.tensor([2]), torch.tensor([0]), meta)
+    return SenseDictionary.from_padded(torch.zeros(1, 2, 3), torch.tensor([2]), torch.tensor([0]), meta)
 
 
 def test_absolute_margin_by_default():

@@ -6,7 +6,11 @@ Importable (not only fixtures) so that the 2-process DDP script uses the same pi
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
 
 from dskd.testing.fixtures import (
     SyntheticBatches,
@@ -129,3 +133,29 @@ def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
 def train_losses(run_dir: Path) -> dict[int, float]:
     """train/loss by step from a run's metrics.csv (a repeated step would collapse: count rows apart)."""
     return {int(r["step"]): float(r["train/loss"]) for r in metrics_rows(run_dir) if r.get("train/loss")}
+
+
+def write_lexicon(directory, vocab: int) -> None:
+    """A lexicon artifact by hand: 4 -> syn {8, VID vocab+0}, 10 -> ant {12}; synset lemmas {20, 22};
+    two VIDs."""
+    directory.mkdir(parents=True)
+
+    def csr(rows: dict[int, list[int]], n: int) -> tuple[np.ndarray, np.ndarray]:
+        lengths = [len(rows.get(i, [])) for i in range(n)]
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        return indptr, np.array([j for i in range(n) for j in rows.get(i, [])], dtype=np.int64)
+
+    arrays = {}
+    for rel, rows in (("syn", {4: [8, vocab]}), ("ant", {10: [12]}), ("hyp", {})):
+        indptr, indices = csr(rows, vocab)
+        arrays |= {
+            f"{rel}_indptr": indptr,
+            f"{rel}_indices": indices,
+            f"{rel}_sources": np.ones_like(indices),
+        }
+    arrays |= {"vid_indptr": np.array([0, 2, 4]), "vid_token_ids": np.array([30, 31, 40, 41])}
+    for name, rows in (("lemma", {0: [20, 22]}), ("antonym", {})):
+        arrays[f"synset_{name}_indptr"], arrays[f"synset_{name}_indices"] = csr(rows, 1)
+    save_file({k: v.astype(np.int64) for k, v in arrays.items()}, str(directory / "lexicon.safetensors"))
+    meta = {"format_version": 1, "tokenizer": {"name": "test", "vocab_size": vocab, "fingerprint": "x"}}
+    (directory / "meta.json").write_text(json.dumps(meta))
