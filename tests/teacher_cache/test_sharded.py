@@ -33,7 +33,9 @@ def _rank(rank: int, port: int, cfg, out: str) -> None:
     shared.load_causal_lm = counted
     with launcher_group() as together:
         stats = build(cfg, [0, 1], "float32", progress=False, together=together).stats
-    Path(f"{out}-{rank}.json").write_text(json.dumps({"stats": stats, "together": together, "loads": len(loads)}))
+    Path(f"{out}-{rank}.json").write_text(
+        json.dumps({"stats": stats, "together": together, "loads": len(loads)})
+    )
 
 
 @pytest.mark.parametrize("kd_format", ["topk", "sampled"])
