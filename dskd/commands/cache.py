@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(cache.hidden_positions: where the sense loss can read them, or everywhere). Train "
         "with teacher.mode=cached to use it (no teacher forward). With data.targets=teacher the teacher's "
         "continuations come first (`dskd continuations build`). `dskd train` builds a missing cache itself "
-        "on one process and refuses to start several without it. See docs/teacher_cache.md.",
+        "on one process and refuses to start several without it. Run under torchrun to build with several "
+        "processes. See docs/teacher_cache.md.",
     )
     add_config_arguments(build)
     add_overwrite_argument(build)
@@ -39,11 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_stage_config(args)  # a bad config fails before the heavy imports
+    from dskd.core.devices import launcher_group, rank_world
     from dskd.teacher_cache.build import build
 
-    out, stats = build(
-        cfg, args.seeds, args.hidden_dtype, progress=not args.no_progress, overwrite=args.overwrite
-    )
+    with launcher_group() as together:  # torchrun / srun: every process runs the teacher on a share
+        progress = not args.no_progress
+        out, stats = build(cfg, args.seeds, args.hidden_dtype, progress, args.overwrite, together=together)
+        if rank_world()[0] != 0:
+            return 0
     print(json.dumps(stats, indent=2))
     print(f"teacher cache written to {out}")
     return 0

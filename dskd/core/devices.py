@@ -77,6 +77,26 @@ def all_gather_object(obj):
     return out
 
 
+def gather_to_first(obj) -> list | None:
+    """Every process's ``obj`` in rank order on rank 0, None on the others (``[obj]`` without a
+    process group)."""
+    rank, world = rank_world()
+    if world == 1:
+        return [obj]
+    out = [None] * world if rank == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def from_first(obj):
+    """Rank 0's ``obj`` on every process (``obj`` without a process group)."""
+    if rank_world()[1] == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier() -> None:
     """Wait for every process of the default group (nothing without one)."""
     if rank_world()[1] > 1:
@@ -90,8 +110,9 @@ def launcher_group() -> Iterator[bool]:
     tasks stays one process; ranks and address read through Lightning's SLURM environment), destroyed
     at the end so that a later stage can start its own; yields whether several processes are together
     in it. Nothing when there is one process or a group exists already. Stages that run outside
-    training (`dskd senses build`, `dskd eval`) exchange CPU objects, hence gloo."""
-    # deferred: lightning takes 3 s to import; only `dskd senses build` and `dskd eval` open this group
+    training (`dskd senses build`, `dskd cache build`, `dskd eval`, those of `dskd reproduce`) exchange
+    CPU objects, hence gloo."""
+    # deferred: lightning takes 3 s to import; only the stage commands open this group
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
     timeout = datetime.timedelta(hours=GROUP_TIMEOUT_HOURS)

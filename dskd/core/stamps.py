@@ -54,12 +54,13 @@ def run_stage(
     """Run ``fn`` unless ``out_dir`` holds the outputs of a run with the same key; stamp on success.
 
     In a job of several processes only the first (:func:`dskd.devices.is_global_zero`) runs a stage
-    and writes its stamp; the others wait for the stamp and read its result. A ``collective`` stage
-    (training, which every process takes part in) runs in all of them; still only the first stamps.
+    and writes its stamp; the others wait for the stamp and read its result (``force`` is the first
+    one's). A ``collective`` stage (training, a sharded build: every process takes part) runs in all of
+    them, every one deciding alike (``force`` runs it everywhere); still only the first stamps.
     """
     out = Path(out_dir)
     first = is_global_zero()
-    if (not force or not first) and is_current(out, key):
+    if (not force or not (first or collective)) and is_current(out, key):
         print(f"=== {name}: up to date ({out}), skipped", flush=True)
         return read_json(out / STAMP).get("result")
     if not first and not collective:

@@ -16,8 +16,6 @@ the same prompts in the same order whatever the number of ranks, so the continua
 
 from __future__ import annotations
 
-import functools
-import gc
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -36,7 +34,8 @@ from dskd.core.stamps import stage_key
 from dskd.corpora.sources import iter_documents
 from dskd.data.config import DataConfig
 from dskd.models.config import TeacherConfig
-from dskd.models.loading import load_causal_lm, load_tokenizer, tokenizer_fingerprint
+from dskd.models.loading import load_tokenizer, tokenizer_fingerprint
+from dskd.models.shared import TeacherHolder, held
 
 FORMAT = 2
 """Version of the cache files (2: continuations end at any stop token of the generation config)."""
@@ -220,7 +219,6 @@ def load_or_build(
     prompts = list(wanted.prompts)
     shard = rank_world()
     mine = shard_continuations(load_teacher(), tokenizer, prompts, wanted.new_tokens, batch_size, shard)
-    release_device_memory()
     merged: dict[int, list[int]] = {}
     for part in all_gather_object(mine):
         merged.update(part)
@@ -240,13 +238,6 @@ def load_or_build(
     return continuations
 
 
-def release_device_memory() -> None:
-    """Hand a freed teacher's accelerator memory back before training allocates its own."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def continuations_key(data: DataConfig, teacher: TeacherConfig, seeds: list[int]) -> str:
     """The stage key of the continuations of the runs of ``data`` with ``seeds`` (what the stamp of
     ``data.continuations_dir`` holds): the teacher and what decides the prompts and their lengths."""
@@ -255,24 +246,27 @@ def continuations_key(data: DataConfig, teacher: TeacherConfig, seeds: list[int]
     return stage_key("teacher-continuations", name, teacher.dtype, prompts, sorted(seeds))
 
 
-def build(cfg: ExperimentConfig, seeds: list[int] | None = None) -> StageResult:
+def build(
+    cfg: ExperimentConfig, seeds: list[int] | None = None, teachers: TeacherHolder | None = None
+) -> StageResult:
     """The teacher-continuations stage: every continuation file the runs of ``cfg`` with ``seeds``
     (default ``[cfg.seed]``) read, generated where missing (collective: every process of a group
-    generates a share), written to ``data.continuations_dir`` with its ``stats.json``."""
+    generates a share), written to ``data.continuations_dir`` with its ``stats.json``. ``teachers``:
+    the process's held teacher (default: one loaded for this stage, gone when it ends)."""
     t0 = time.perf_counter()
     data, teacher = cfg.data, cfg.teacher
     tokenizer = load_tokenizer(teacher.model, teacher.revision)
-    load_teacher = functools.cache(  # one load for all continuation lengths and seeds
-        lambda: load_causal_lm(teacher.model, teacher.dtype, teacher.revision, device=local_device())
-    )
     sets = dict.fromkeys(
         s for seed in seeds or [cfg.seed] for s in continuation_sets(data, teacher, tokenizer, seed)
     )
     missing = [s for s in sets if not s.path(data.continuations_dir).is_file()]
-    for s in sets:
-        load_or_build(data.continuations_dir, s, load_teacher, tokenizer, data.continuations_batch_size)
-    load_teacher.cache_clear()  # the generating teacher's copy goes before training starts
-    release_device_memory()
+    with held(teachers) as holder:  # loaded on the first missing file, once for all lengths and seeds
+
+        def load_teacher():
+            return holder.get(teacher, local_device())
+
+        for s in sets:
+            load_or_build(data.continuations_dir, s, load_teacher, tokenizer, data.continuations_batch_size)
     stats = {
         "files": sorted(s.path(data.continuations_dir).name for s in sets),
         "prompts": sum(len(s.prompts) for s in sets),

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -38,6 +38,7 @@ from dskd.evaluation.wandb_results import EvalRun, log_evaluation
 from dskd.models.card import META, write_card
 from dskd.models.config import TeacherConfig
 from dskd.models.loading import load_causal_lm, load_tokenizer
+from dskd.models.shared import TeacherHolder, held
 
 TEACHER = "teacher"
 UNAVAILABLE_EXIT = 3
@@ -132,7 +133,11 @@ def _metrics_csvs(models: dict[str, str]) -> dict[str, Path]:
 
 
 def evaluate(
-    cfg: ExperimentConfig, models: dict[str, str], overwrite: bool = False, together: bool = False
+    cfg: ExperimentConfig,
+    models: dict[str, str],
+    overwrite: bool = False,
+    together: bool = False,
+    teachers: TeacherHolder | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate every model on ``cfg.eval.tasks``; write the outputs and return the result records.
 
@@ -141,7 +146,9 @@ def evaluate(
     :func:`dskd.devices.launcher_group`): the models are dealt to the ranks (model i to rank i mod
     world), each rank scores its own on its own device, and rank 0 gathers the records and writes the
     outputs; every rank returns all records once they are written. Otherwise this process evaluates
-    every model alone, whatever group it belongs to (`dskd reproduce`'s first process).
+    every model alone, whatever group it belongs to. ``teachers``: the process's held teacher (it
+    scores the KL of the students and, named by ``teacher.model``, itself; default: one loaded for
+    this evaluation, gone when it ends).
     """
     ec = cfg.eval
     check_tasks(ec.tasks)
@@ -159,11 +166,13 @@ def evaluate(
     suite = build_suite(ec, teacher_tok, out_dir / "lm_eval_tasks")
     by_model: dict[str, list[dict[str, Any]]] = {}
     mine = {n: path for i, (n, path) in enumerate(models.items()) if i % world == rank}
-    for name, model_records in _score_models(cfg.teacher, cfg.seed, suite, teacher_tok, mine, device):
-        by_model[name] = model_records
-        if world == 1:  # results so far survive a crash
-            done = [r for n in models if n in by_model for r in by_model[n]]
-            write_results(done, ec, models, suite.unavailable)
+    with held(teachers) as holder:
+        scoring = Scoring(cfg.teacher, holder, device)
+        for name, model_records in _score_models(scoring, cfg.seed, suite, teacher_tok, mine):
+            by_model[name] = model_records
+            if world == 1:  # results so far survive a crash
+                done = [r for n in models if n in by_model for r in by_model[n]]
+                write_results(done, ec, models, suite.unavailable)
     for part in all_gather_object(by_model) if together else []:
         by_model.update(part)
     records = [r for n in models for r in by_model[n]]
@@ -181,26 +190,30 @@ def evaluate(
     return records
 
 
+class Scoring(NamedTuple):
+    """Where the models are scored: the teacher's section, the process's held teacher, the device."""
+
+    teacher: TeacherConfig
+    teachers: TeacherHolder
+    device: torch.device
+
+
 def _score_models(
-    teacher_cfg: TeacherConfig,
-    seed: int,
-    suite: Suite,
-    teacher_tok: Any,
-    models: dict[str, str],
-    device: torch.device,
+    scoring: Scoring, seed: int, suite: Suite, teacher_tok: Any, models: dict[str, str]
 ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """(name, result records) of each of ``models`` in turn on ``suite``, on ``device``; ``seed``: that
-    of the records of a model named without ``@SEED``."""
-    t = teacher_cfg
+    """(name, result records) of each of ``models`` in turn on ``suite``; ``seed``: that of the records
+    of a model named without ``@SEED``. The teacher (for the students' KL, and itself when its path
+    is ``teacher.model``) is the held one."""
+    t, device = scoring.teacher, scoring.device
     teacher = None
     if suite.needs_teacher and students(models):
-        teacher = load_causal_lm(t.model, t.dtype, t.revision, device=device)
+        teacher = scoring.teachers.get(t, device)
     for name, path in models.items():
         model_name, model_seed = split_name(name)
         is_teacher = model_name == TEACHER
         t0 = time.perf_counter()
-        if is_teacher and teacher is not None:
-            model = teacher
+        if is_teacher and (teacher is not None or str(path) == str(t.model)):
+            model = teacher if teacher is not None else scoring.teachers.get(t, device)
         else:
             model = load_causal_lm(path, t.dtype, device=device)
         tokenizer = teacher_tok if is_teacher else _with_pad(load_tokenizer(path))

@@ -23,6 +23,7 @@ from dskd.core.errors import ConfigError
 from dskd.core.stamps import run_stage, stage_key
 from dskd.data.continuations import build as build_continuation_files
 from dskd.data.continuations import continuations_key
+from dskd.models.shared import TeacherHolder
 from dskd.teacher_cache.build import build, data_fingerprint
 
 SHARED: dict[str, Callable[[ExperimentConfig], object]] = {
@@ -64,11 +65,17 @@ def cache_groups(configs: list[ExperimentConfig]) -> dict[str, list[ExperimentCo
     return groups
 
 
-def build_continuations(configs: list[ExperimentConfig], force: bool = False) -> dict[str, str]:
+def build_continuations(
+    configs: list[ExperimentConfig],
+    force: bool = False,
+    teachers: TeacherHolder | None = None,
+    together: bool = False,
+) -> dict[str, str]:
     """The teacher-continuations stage of every ``data.continuations_dir`` the runs with
     ``data.targets=teacher`` read, over the seeds of all of them (up to date: skipped). Returns each
     folder's stage key. (A cache's and a run's keys hold the teacher and data sections the
-    continuations depend on, so new continuations rebuild and retrain what reads them.)"""
+    continuations depend on, so new continuations rebuild and retrain what reads them.) ``teachers``:
+    the process's held teacher; ``together``: every process of the default group generates a share."""
     groups: dict[str, list[ExperimentConfig]] = {}
     for cfg in configs:
         if cfg.data.targets == "teacher":
@@ -81,21 +88,27 @@ def build_continuations(configs: list[ExperimentConfig], force: bool = False) ->
         def run(cfgs=cfgs, seeds=seeds):
             stats = {}
             for c in cfgs:  # a file built for one config is found by the next: each builds what it lacks
-                stats = build_continuation_files(c, seeds).stats
+                stats = build_continuation_files(c, seeds, teachers).stats
             return stats
 
-        run_stage(f"teacher continuations (seeds {seeds})", folder, key, run, force)
+        run_stage(f"teacher continuations (seeds {seeds})", folder, key, run, force, collective=together)
         keys[folder] = key
     return keys
 
 
 def build_caches(
-    configs: list[ExperimentConfig], upstream: str | None, force: bool = False, progress: bool = True
+    configs: list[ExperimentConfig],
+    upstream: str | None,
+    force: bool = False,
+    progress: bool = True,
+    teachers: TeacherHolder | None = None,
+    together: bool = False,
 ) -> dict[str, str]:
     """Build (or find up to date) the cache of every group of :func:`cache_groups`: over the seeds of
     all its runs, with hidden states (float16, at the positions of every DSKD run's lexicon and
     dictionary) when one of them trains the sense loss. ``upstream``: the stage key of the lexicon and
-    dictionary. Returns each folder's stage key (a run's key
+    dictionary. ``teachers``: the process's held teacher; ``together``: every process of the default
+    group runs the teacher on a share of the batches. Returns each folder's stage key (a run's key
     includes it: a rebuilt cache retrains)."""
     keys: dict[str, str] = {}
     for folder, cfgs in cache_groups(configs).items():
@@ -109,8 +122,9 @@ def build_caches(
         key = stage_key("teacher-cache", *parts)
 
         def run(base=base, seeds=seeds, hidden=hidden, dskd_cfgs=dskd_cfgs):
-            return build(base, seeds, hidden, progress=progress, overwrite=True, positions_of=dskd_cfgs).stats
+            share = {"teachers": teachers, "together": together}
+            return build(base, seeds, hidden, progress, True, dskd_cfgs, **share).stats
 
-        run_stage(f"teacher cache (seeds {seeds})", folder, key, run, force)
+        run_stage(f"teacher cache (seeds {seeds})", folder, key, run, force, collective=together)
         keys[folder] = key
     return keys

@@ -21,6 +21,7 @@ teacher, the hub data and the GPUs (:mod:`dskd.launch.rehearsal`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import time
@@ -30,7 +31,7 @@ from typing import Any
 from dskd.assets import ASSETS, asset_path
 from dskd.config.loading import load_config
 from dskd.config.schema import ExperimentConfig
-from dskd.core.devices import is_global_zero
+from dskd.core.devices import from_first, is_global_zero, launcher_group
 from dskd.core.errors import AssetError, ConfigError
 from dskd.core.stamps import STAMP, is_current, run_stage, stage_key
 from dskd.corpora.config import SourceConfig
@@ -39,10 +40,11 @@ from dskd.launch.caches import build_caches, build_continuations
 from dskd.lexicon.build import build as build_lexicon
 from dskd.lexicon.config import LexiconConfig
 from dskd.models.config import TeacherConfig
+from dskd.models.shared import TeacherHolder
 from dskd.resources import resource
 from dskd.senses.build import build as build_senses
 from dskd.senses.config import SensesConfig
-from dskd.training.run import run_dir, train
+from dskd.training.run import run_dir, started_together, train
 
 PRESETS = resource("presets")
 """The packaged presets (``experiments/<preset>/`` in the repository holds the same files)."""
@@ -129,10 +131,15 @@ def artifact_keys(lexicon: LexiconConfig, senses: SensesConfig, teacher: Teacher
 
 
 def _train(
-    cfg: ExperimentConfig, senses_key: str | None, cache_key: str | None, force: bool
+    cfg: ExperimentConfig,
+    senses_key: str | None,
+    cache_key: str | None,
+    force: bool,
+    teachers: TeacherHolder | None = None,
 ) -> dict[str, Any]:
     """The training stage of one config, keyed by all of it but ``eval`` and by the artifacts it reads
-    (the sense dictionary of a DSKD run, the teacher cache of a cached one)."""
+    (the sense dictionary of a DSKD run, the teacher cache of a cached one); ``teachers``: the
+    process's held teacher."""
     parts = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "eval"}
     key = stage_key(parts, senses_key) if cache_key is None else stage_key(parts, senses_key, cache_key)
     rdir = run_dir(cfg.runs_dir, cfg.name, cfg.seed)
@@ -140,7 +147,7 @@ def _train(
     if first and rdir.exists() and (rdir / STAMP).exists() and not is_current(rdir, key):
         shutil.rmtree(rdir)  # a finished run of another config: never resume from it
     name = f"train {cfg.name} seed {cfg.seed}"
-    result = run_stage(name, rdir, key, lambda: train(cfg), force, collective=True)
+    result = run_stage(name, rdir, key, lambda: train(cfg, teachers=teachers), force, collective=True)
     if first and (not result or not result.get("export_dir")):
         raise ConfigError(f"Training {cfg.name} (seed {cfg.seed}) exported no student; see {rdir}.")
     return result
@@ -148,45 +155,71 @@ def _train(
 
 def reproduce(configs: list[ExperimentConfig], force: bool = False) -> dict[str, Any]:
     """Run every stage for ``configs`` (from :func:`preset_configs`); returns the eval records, the runs'
-    summaries, the wall time and the ``unavailable`` eval tasks (``task -> reason``)."""
+    summaries, the wall time and the ``unavailable`` eval tasks (``task -> reason``).
+
+    One teacher serves every stage of the process (:class:`dskd.models.shared.TeacherHolder`). Processes
+    a launcher started together (torchrun, srun) build the senses, continuations and teacher cache
+    together, each a share; after training every process of the run evaluates a share of the models.
+    """
     t0 = time.perf_counter()
     fetch_training_assets(configs)
     first = configs[0]
     dskd_cfg = next((c for c in configs if c.method == "dskd"), first)
     lex_key, senses_key = artifact_keys(dskd_cfg.lexicon, dskd_cfg.senses, dskd_cfg.teacher)
+    teachers = TeacherHolder()
     run_stage(
         "lexicon", dskd_cfg.lexicon.output_dir, lex_key, lambda: str(build_lexicon(dskd_cfg).path), force
     )
-    run_stage("senses", dskd_cfg.senses.output_dir, senses_key, lambda: build_senses(dskd_cfg).stats, force)
-    build_continuations(configs, force)
-    cache_keys = build_caches(configs, senses_key, force)
+    # Lightning starts a run's other processes only at fit, where they meet stamps: no group before
+    with launcher_group() if started_together() else contextlib.nullcontext(False) as together:
+
+        def senses():
+            return build_senses(dskd_cfg, together=together, teachers=teachers).stats
+
+        run_stage("senses", dskd_cfg.senses.output_dir, senses_key, senses, force, collective=together)
+        build_continuations(configs, force, teachers, together)
+        cache_keys = build_caches(configs, senses_key, force, teachers=teachers, together=together)
     models: dict[str, str] = {TEACHER: first.teacher.model}
     summaries = []
     for cfg in configs:
         cache_key = cache_keys.get(cfg.cache.dir) if cfg.teacher.mode == "cached" else None
-        summary = _train(cfg, senses_key if cfg.method == "dskd" else None, cache_key, force)
+        summary = _train(cfg, senses_key if cfg.method == "dskd" else None, cache_key, force, teachers)
         summaries.append(summary)
         models[f"{cfg.label or cfg.method.upper()}@{cfg.seed}"] = summary["export_dir"]
-    if not is_global_zero():  # the other processes served the collective training stages
-        return {"records": None, "runs": summaries, "wall_s": time.perf_counter() - t0, "unavailable": {}}
-    records, unavailable = _evaluate(first, models, summaries, force)
-    print(f"=== reproduce: finished in {time.perf_counter() - t0:.0f} s; results in {first.eval.output_dir}")
-    table = Path(first.eval.output_dir) / "table.md"
-    if table.is_file():
-        print(table.read_text(encoding="utf-8"))
+    with launcher_group() as together:  # the processes of the runs, when training started others
+        if not together and not is_global_zero():
+            return {"records": None, "runs": summaries, "wall_s": time.perf_counter() - t0, "unavailable": {}}
+        records, unavailable = _evaluate(first, models, summaries, force, teachers, together)
     wall_s = time.perf_counter() - t0
+    if is_global_zero():
+        print(f"=== reproduce: finished in {wall_s:.0f} s; results in {first.eval.output_dir}")
+        table = Path(first.eval.output_dir) / "table.md"
+        if table.is_file():
+            print(table.read_text(encoding="utf-8"))
     return {"records": records, "runs": summaries, "wall_s": wall_s, "unavailable": unavailable}
 
 
 def _evaluate(
-    cfg: ExperimentConfig, models: dict[str, str], summaries: list[dict[str, Any]], force: bool
+    cfg: ExperimentConfig,
+    models: dict[str, str],
+    summaries: list[dict[str, Any]],
+    force: bool,
+    teachers: TeacherHolder,
+    together: bool,
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """The eval stage: (records, unavailable tasks). An evaluation that left tasks out is not up to date:
-    it runs again (retrying their assets) even when its key matches."""
+    it runs again (retrying their assets) even when its key matches. ``together``: every process of
+    the default group scores a share of the models (as `dskd eval` under torchrun), deciding on the
+    first one's models and key (only it exported the students and timed the runs)."""
     out = cfg.eval.output_dir
     key = stage_key(cfg.eval, models, [s.get("wall_time_s") for s in summaries])
     missed = unavailable_tasks(out) if is_current(out, key) else {}
-    if missed and not force:
+    models, key, missed = from_first((models, key, missed))
+    if missed and not force and is_global_zero():
         print(f"=== eval: {', '.join(missed)} could not be evaluated last time; evaluating again", flush=True)
-    records = run_stage("eval", out, key, lambda: evaluate(cfg, models, force), force or bool(missed))
+
+    def run():
+        return evaluate(cfg, models, force, together, teachers)
+
+    records = run_stage("eval", out, key, run, force or bool(missed), collective=together)
     return records, unavailable_tasks(out)

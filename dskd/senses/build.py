@@ -24,7 +24,8 @@ from dskd.core.errors import DSKDError
 from dskd.core.io import atomic_path, provenance, write_json_atomic
 from dskd.core.outputs import StageResult, artifact_dir, check_output
 from dskd.lexicon.artifact import Lexicon
-from dskd.models.loading import load_causal_lm, load_tokenizer, tokenizer_fingerprint
+from dskd.models.loading import load_tokenizer, tokenizer_fingerprint
+from dskd.models.shared import TeacherHolder, held
 from dskd.senses.compose import compose_vids
 from dskd.senses.dictionary import SenseDictionary
 from dskd.senses.gather import GatherResult, gather_from_config, merge_across_ranks
@@ -163,7 +164,11 @@ def _load_vid_tokens(lexicon_dir: str, tokenizer, vocab_size: int) -> dict[int, 
 
 
 def build(
-    cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False, together: bool = False
+    cfg: ExperimentConfig,
+    progress: bool = True,
+    overwrite: bool = False,
+    together: bool = False,
+    teachers: TeacherHolder | None = None,
 ) -> StageResult:
     """The senses stage: build the sense dictionary a config describes; rank 0 writes it to
     ``cfg.senses.output_dir`` (see :func:`dskd.outputs.check_output` for ``overwrite``).
@@ -172,11 +177,12 @@ def build(
     :func:`dskd.devices.launcher_group`): each rank gathers its shard on its own device, rank 0 merges,
     clusters and writes, and all ranks return once the dictionary is on disk (stats are rank 0's).
     Otherwise this process builds alone, whatever group it belongs to (`dskd reproduce` runs this
-    stage in its first process only)."""
+    stage in its first process only). ``teachers``: the process's held teacher (default: one loaded
+    for this stage, gone when it ends)."""
     sc = cfg.senses
     if not sc.sources:
         raise DSKDError("senses.sources is empty; name at least one corpus, e.g. `- kind: wordnet_corpus`.")
-    with _barrier_after(together):  # every rank returns once rank 0 has written
+    with _barrier_after(together), held(teachers) as holder:  # every rank returns once rank 0 has written
         inputs = [cfg.lexicon.output_dir, *([cfg.teacher.model] if Path(cfg.teacher.model).exists() else [])]
         check_output(sc.output_dir, "senses", overwrite, inputs)
         t0 = time.perf_counter()
@@ -184,10 +190,7 @@ def build(
         device = local_device()
         tokenizer = load_tokenizer(cfg.teacher.model, revision=cfg.teacher.revision)
         fingerprint = tokenizer_fingerprint(tokenizer)
-        t = cfg.teacher
-        model = load_causal_lm(t.model, dtype=t.dtype, revision=t.revision, device=device).requires_grad_(
-            False
-        )
+        model = holder.get(cfg.teacher, device)
         vocab_size = model.get_output_embeddings().weight.shape[0]
         vid_tokens = (
             _load_vid_tokens(cfg.lexicon.output_dir, tokenizer, vocab_size) if sc.compose_vids else None

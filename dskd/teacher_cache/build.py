@@ -10,15 +10,16 @@ once. What the cache must match is in :func:`cache_identity`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from dskd.config.schema import ExperimentConfig
-from dskd.core.devices import local_device
+from dskd.core.devices import barrier, from_first, gather_to_first, local_device, rank_world
 from dskd.core.errors import DSKDError
 from dskd.core.io import provenance, read_json
 from dskd.core.outputs import StageResult
@@ -38,10 +39,18 @@ from dskd.losses.config import SAMPLED_DIVERGENCES, KDConfig
 from dskd.losses.sampled import TeacherSamples, teacher_samples
 from dskd.losses.topk import TeacherTopK, teacher_topk_at
 from dskd.models.config import TeacherConfig
-from dskd.models.loading import load_causal_lm, load_tokenizer, tokenizer_fingerprint
+from dskd.models.loading import load_tokenizer, tokenizer_fingerprint
+from dskd.models.shared import TeacherHolder, held
 from dskd.teacher_cache.config import CacheConfig
 from dskd.teacher_cache.positions import hidden_tokens, needs_hidden
-from dskd.teacher_cache.store import CachedTeacher, CacheWriter, sequence_keys
+from dskd.teacher_cache.store import (
+    CachedTeacher,
+    CacheWriter,
+    RowBlock,
+    SeenKeys,
+    encode_rows,
+    sequence_keys,
+)
 
 DATA_FIELDS = (
     "train",
@@ -190,12 +199,11 @@ def add_batch(
 ) -> int:
     """Run the teacher on ``batch`` and append its new sequences to ``writer``; returns rows added."""
     keys = sequence_keys(batch["input_ids"], batch["attention_mask"], spec.data.seq_len)
-    if all(int(key) in writer.seen for key in keys):
-        writer.duplicates += len(keys)
+    keep = writer.keys.new_rows(keys)
+    if not keep:
         return 0
-    targets, hidden = teacher_outputs(teacher, batch, spec, keys)
-    keep = None if writer.hidden_tokens is None else needs_hidden(batch["labels"], writer.hidden_tokens)
-    return writer.add(keys, targets, hidden, keep)
+    maker = BlockMaker(teacher, spec, writer.meta["hidden_dtype"], writer.hidden_tokens)
+    return writer.append(maker.block(batch, keys, keep))
 
 
 def world_size(trainer: RunShape) -> int:
@@ -252,6 +260,9 @@ def build(
     progress: bool = True,
     overwrite: bool = False,
     positions_of: list[ExperimentConfig] | None = None,
+    *,
+    teachers: TeacherHolder | None = None,
+    together: bool = False,
 ) -> StageResult:
     """The teacher cache stage: write the teacher cache of ``cfg`` to ``cache.dir``.
 
@@ -260,7 +271,11 @@ def build(
     (exact) or none (a KD-only cache). ``overwrite``: see :func:`dskd.core.outputs.check_output`.
     ``positions_of``: the configs whose sense positions the hidden states cover (default ``[cfg]``;
     hidden positions sense). With ``data.targets=teacher`` the teacher's continuations must be built
-    first (the sequences hold them).
+    first (the sequences hold them). ``teachers``: the process's held teacher (default: one loaded for
+    this stage). ``together``: every process of the default group calls this (`dskd cache build` and
+    `dskd reproduce` under torchrun or srun): the batches with new sequences are dealt to the ranks,
+    each runs the teacher on its own on its device, and rank 0 writes their rows in the one-process
+    order (the same cache); every rank returns once it is written.
     """
     t0 = time.perf_counter()
     dirs = (cfg.lexicon.output_dir, cfg.senses.output_dir) if cfg.method == "dskd" else None
@@ -269,32 +284,105 @@ def build(
     seeds = list(seeds) if seeds else [cfg.seed]
     tc, trainer = spec.teacher, spec.trainer
     tokenizer = load_tokenizer(tc.model, tc.revision)
-    teacher = load_causal_lm(tc.model, tc.dtype, tc.revision).to(local_device()).eval()
-    head = teacher.get_output_embeddings().weight
-    meta = {
-        **cache_identity(spec, tokenizer),
-        "provenance": provenance("cache", {"teacher": tc.model, "revision": tc.revision}),
-        "taus": cache_taus(spec.cache, spec.kd),
-        "hidden_dtype": hidden_dtype,
-        "hidden_positions": spec.cache.hidden_positions if hidden_dtype != "none" else "none",
-        "hidden_size": int(head.shape[1]),
-        "vocab_size": int(head.shape[0]),
-        "seeds": seeds,
-        "world_size": world_size(trainer),
-        "num_workers": spec.data.num_workers,
-        "train_batches": train_batches_per_rank(trainer) or f"{trainer.max_epochs} epochs",
-        "val_batches": trainer.limit_val_batches,
-    }
-    need, val = train_batches_per_rank(trainer), trainer.limit_val_batches
-    total = len(seeds) * meta["world_size"] * (need + val) if need is not None and val is not None else None
-    tokens = 0
-    inputs = [tc.model] if Path(tc.model).exists() else []
-    sense_dirs = [(c.lexicon.output_dir, c.senses.output_dir) for c in positions_of or [cfg]]
-    positions = writer_tokens(spec.cache, hidden_dtype, meta["vocab_size"], sense_dirs)
-    with CacheWriter(spec.cache.dir, meta, overwrite, inputs, positions) as writer:
-        batches = run_batches(spec, tokenizer, seeds)
-        for batch in tqdm(batches, desc="teacher cache", unit="batch", total=total, disable=not progress):
-            if add_batch(writer, teacher, batch, spec):
-                tokens += int(batch["attention_mask"].sum())
-        writer.extra_stats = {"seconds": round(time.perf_counter() - t0, 2), "tokens": tokens}
+    rank, world = rank_world() if together else (0, 1)
+    with held(teachers) as holder:
+        teacher = holder.get(tc, local_device())
+        head = teacher.get_output_embeddings().weight
+        meta = {
+            **cache_identity(spec, tokenizer),
+            "provenance": provenance("cache", {"teacher": tc.model, "revision": tc.revision}),
+            "taus": cache_taus(spec.cache, spec.kd),
+            "hidden_dtype": hidden_dtype,
+            "hidden_positions": spec.cache.hidden_positions if hidden_dtype != "none" else "none",
+            "hidden_size": int(head.shape[1]),
+            "vocab_size": int(head.shape[0]),
+            "seeds": seeds,
+            "world_size": world_size(trainer),
+            "num_workers": spec.data.num_workers,
+            "train_batches": train_batches_per_rank(trainer) or f"{trainer.max_epochs} epochs",
+            "val_batches": trainer.limit_val_batches,
+        }
+        need, val = train_batches_per_rank(trainer), trainer.limit_val_batches
+        total = (
+            len(seeds) * meta["world_size"] * (need + val) if need is not None and val is not None else None
+        )
+        inputs = [tc.model] if Path(tc.model).exists() else []
+        sense_dirs = [(c.lexicon.output_dir, c.senses.output_dir) for c in positions_of or [cfg]]
+        positions = writer_tokens(spec.cache, hidden_dtype, meta["vocab_size"], sense_dirs)
+        writer = CacheWriter(spec.cache.dir, meta, overwrite, inputs, positions) if rank == 0 else None
+        with writer or contextlib.nullcontext():
+            batches = tqdm(
+                run_batches(spec, tokenizer, seeds),
+                desc="teacher cache",
+                unit="batch",
+                total=total,
+                disable=not progress or rank != 0,
+            )
+            tokens = write_rows(
+                writer, BlockMaker(teacher, spec, hidden_dtype, positions), batches, (rank, world)
+            )
+            if writer is not None:
+                writer.extra_stats = {"seconds": round(time.perf_counter() - t0, 2), "tokens": tokens}
+    if together:
+        barrier()
     return StageResult(Path(spec.cache.dir), read_json(Path(spec.cache.dir) / "stats.json"))
+
+
+class BlockMaker(NamedTuple):
+    """What turns a batch into :class:`RowBlock` s: the teacher, the cache's spec, the storage dtype of
+    its hidden states and the target tokens whose positions store them (None: all positions)."""
+
+    teacher: torch.nn.Module
+    spec: CacheSpec
+    hidden_dtype: str
+    hidden_tokens: np.ndarray | None
+
+    def block(self, batch: dict[str, torch.Tensor], keys: np.ndarray, keep: list[int]) -> RowBlock:
+        """The rows ``keep`` of ``batch`` (sequence keys ``keys``) with the teacher's outputs."""
+        targets, hidden = teacher_outputs(self.teacher, batch, self.spec, keys)
+        sparse = None if self.hidden_tokens is None else needs_hidden(batch["labels"], self.hidden_tokens)
+        return encode_rows(keys, keep, targets, hidden, sparse, self.hidden_dtype)
+
+
+def write_rows(
+    writer: CacheWriter | None, maker: BlockMaker, batches: Iterable[dict], shard: tuple[int, int]
+) -> int:
+    """Run the teacher on every batch with new sequences and append their rows to ``writer`` in batch
+    order; returns the tokens of those batches. ``shard`` (rank, world): the batches with new rows are
+    dealt to the ranks in turn (each rank reads every batch, for the sequence keys), a round of
+    ``world`` of them is gathered to rank 0, which alone has a ``writer``. A rank's failure stops
+    every rank (named)."""
+    rank, world = shard
+    seen = writer.keys if writer is not None else SeenKeys()
+    tokens, pending = 0, []
+    for batch in batches:
+        keys = sequence_keys(batch["input_ids"], batch["attention_mask"], maker.spec.data.seq_len)
+        keep = seen.new_rows(keys)
+        if keep:
+            tokens += int(batch["attention_mask"].sum())
+            pending.append((batch, keys, keep))
+        if len(pending) == world:
+            _round(writer, maker, pending, rank)
+            pending = []
+    if pending:
+        _round(writer, maker, pending, rank)
+    return tokens
+
+
+def _round(writer: CacheWriter | None, maker: BlockMaker, pending: list, rank: int) -> None:
+    """Rank ``i`` makes the block of ``pending[i]``; rank 0 appends them all in order."""
+    block, error = None, None
+    if rank < len(pending):
+        try:
+            block = maker.block(*pending[rank])
+        except Exception as e:  # reported to every rank below, then raised here as it was
+            error = e
+    blocks = gather_to_first(None if error else block)
+    failed = from_first([i for i, b in enumerate(blocks or []) if b is None and i < len(pending)])
+    if error is not None:
+        raise error
+    if failed:
+        raise DSKDError(f"The teacher cache build failed on rank {failed[0]} (its error is in its log).")
+    for b in blocks if writer is not None else []:
+        if b is not None:
+            writer.append(b)

@@ -248,6 +248,76 @@ def structure_problem(name: str, values: np.ndarray, meta: dict[str, Any]) -> st
     return None
 
 
+class SeenKeys:
+    """The sequence keys met so far, and how many rows repeated one."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.duplicates = 0
+
+    def new_rows(self, keys: np.ndarray) -> list[int]:
+        """Indices of ``keys`` not met before (now met); the others count as duplicates."""
+        keep = []
+        for i, key in enumerate(keys.tolist()):
+            if key in self.seen:
+                self.duplicates += 1
+            else:
+                self.seen.add(key)
+                keep.append(i)
+        return keep
+
+
+@dataclass
+class RowBlock:
+    """The new rows of one batch as stored arrays (CPU), made where the teacher ran (any process) and
+    written by the one :class:`CacheWriter` (:meth:`CacheWriter.append`)."""
+
+    arrays: dict[str, np.ndarray]
+    """``keys``, the target arrays and, with hidden states, ``hidden`` (positions sense: only the
+    stored positions' states, row after row)."""
+    hidden_stored: np.ndarray | None
+    """``[n, L]`` bool: the positions ``hidden`` holds (positions sense; None otherwise)."""
+    tail_mass: np.ndarray | None
+    """Top-k: per stored tau, the rows' mean teacher tail mass times their number (None: sampled)."""
+
+
+def encode_rows(
+    keys: np.ndarray,
+    keep: list[int],
+    targets: list[TeacherTopK] | TeacherSamples,
+    hidden: torch.Tensor | None,
+    hidden_keep: torch.Tensor | None,
+    hidden_dtype: str,
+) -> RowBlock:
+    """Rows ``keep`` of a batch as :class:`RowBlock`: ``keys`` and ``targets`` of every row, ``hidden``
+    states ``[B, L, d]`` in ``hidden_dtype`` (none: not stored), only where ``hidden_keep`` ``[B, L]``
+    is set when given (positions sense)."""
+    idx = torch.tensor(keep)
+    encoded = encode_targets(targets, idx)
+    arrays = {
+        "keys": keys[keep],
+        **{k: np.asarray(v.cpu()) if torch.is_tensor(v) else v for k, v in encoded.items()},
+    }
+    stored = None
+    if hidden_dtype != "none":
+        h = hidden[idx].float()
+        if hidden_keep is not None:
+            kept = hidden_keep[idx].to(h.device)
+            stored = kept.cpu().numpy()
+            h = h[kept]
+        if hidden_dtype == "float16" and h.numel() and h.abs().max() > torch.finfo(torch.float16).max:
+            raise DSKDError(
+                "A teacher hidden state exceeds the float16 range; build the cache with "
+                "--hidden-dtype float32."
+            )
+        arrays["hidden"] = h.to(getattr(torch, hidden_dtype)).cpu().numpy()
+    tail = None
+    if isinstance(targets, list):
+        means = [(t.tail_tau[idx] - t.lse_tau[idx]).exp().mean() for t in targets]
+        tail = torch.stack(means).double().cpu().numpy() * len(keep)
+    return RowBlock(arrays, stored, tail)
+
+
 class CacheWriter:
     """Appends rows to a new cache folder (a context manager).
 
@@ -285,8 +355,7 @@ class CacheWriter:
         self.meta = dict(meta, format_version=FORMAT_VERSION, rows=0, hidden_rows=0)
         self.meta.setdefault("hidden_positions", "all")
         self.hidden_tokens = hidden_tokens if sparse else None
-        self.seen: set[int] = set()
-        self.duplicates = 0
+        self.keys = SeenKeys()
         self.tail_mass = np.zeros(len(meta["taus"]))
         self.positions = 0
         self._ctx = artifact_dir(self.directory, "cache", overwrite, list(inputs))
@@ -320,50 +389,32 @@ class CacheWriter:
         :func:`pad_positions`); ``hidden_keep`` ``[B, W]`` bool: positions whose hidden state to store
         (positions sense).
         Returns rows added."""
-        keep = []
-        for i, key in enumerate(keys.tolist()):
-            if key in self.seen:
-                self.duplicates += 1
-            else:
-                self.seen.add(key)
-                keep.append(i)
+        keep = self.keys.new_rows(keys)
         if not keep:
             return 0
-        idx = torch.tensor(keep)
-        rows = {"keys": keys[keep], **encode_targets(targets, idx)}
-        if "hidden" in self._files:
-            h = hidden[idx].float()
-            if self.hidden_tokens is not None:
-                stored = hidden_keep[idx].to(h.device)
-                index = torch.full(stored.shape, -1, dtype=torch.int32)
-                index[stored.cpu()] = (
-                    torch.arange(int(stored.sum()), dtype=torch.int32) + self.meta["hidden_rows"]
-                )
-                rows["hidden_index"] = index
-                h = h[stored]
-                self.meta["hidden_rows"] += len(h)
-            if (
-                self.meta["hidden_dtype"] == "float16"
-                and h.numel()
-                and h.abs().max() > torch.finfo(torch.float16).max
-            ):
-                raise DSKDError(
-                    "A teacher hidden state exceeds the float16 range; build the cache with "
-                    "--hidden-dtype float32."
-                )
-            rows["hidden"] = h.to(getattr(torch, self.meta["hidden_dtype"]))
+        sparse = hidden_keep if self.hidden_tokens is not None else None
+        return self.append(encode_rows(keys, keep, targets, hidden, sparse, self.meta["hidden_dtype"]))
+
+    def append(self, block: RowBlock) -> int:
+        """Write the rows of ``block`` (from :func:`encode_rows`, on this or another process); returns
+        rows added."""
+        rows = dict(block.arrays)
+        if block.hidden_stored is not None:
+            stored = block.hidden_stored
+            index = np.full(stored.shape, -1, dtype=np.int32)
+            index[stored] = np.arange(int(stored.sum()), dtype=np.int32) + self.meta["hidden_rows"]
+            rows["hidden_index"] = index
+            self.meta["hidden_rows"] += int(stored.sum())
         L, samples = self.meta["seq_len"], self.meta.get("samples")
-        per_row = {"keys"} | ({"hidden"} if self.hidden_tokens is not None else set())
+        per_row = {"keys"} | ({"hidden"} if block.hidden_stored is not None else set())
         for name, value in rows.items():
-            arr = value if isinstance(value, np.ndarray) else value.cpu().numpy()
-            self._write(name, arr if name in per_row else pad_positions(name, arr, L, samples))
-        if isinstance(targets, list):
-            self.tail_mass += torch.stack(
-                [(t.tail_tau[idx] - t.lse_tau[idx]).exp().mean() for t in targets]
-            ).double().numpy() * len(keep)
-        self.positions += len(keep) * self.meta["seq_len"]
-        self.meta["rows"] += len(keep)
-        return len(keep)
+            self._write(name, value if name in per_row else pad_positions(name, value, L, samples))
+        if block.tail_mass is not None:
+            self.tail_mass += block.tail_mass
+        n = len(block.arrays["keys"])
+        self.positions += n * self.meta["seq_len"]
+        self.meta["rows"] += n
+        return n
 
     def __exit__(self, exc_type, exc, tb) -> None:
         for f in self._files.values():
@@ -380,7 +431,7 @@ class CacheWriter:
             sizes = {k: (self._tmp / f"{k}.bin").stat().st_size for k in self._files}
             stats = {
                 "rows": self.meta["rows"],
-                "duplicates_skipped": self.duplicates,
+                "duplicates_skipped": self.keys.duplicates,
                 "bytes": sum(sizes.values()),
                 "bytes_per_position": {k: v / max(self.positions, 1) for k, v in sizes.items()},
                 **(

@@ -196,9 +196,10 @@ def estimate(
 
 def startup_peak(cfg: MemoryInputs, shape: ModelShape) -> float:
     """GB on a GPU before sharding: the teacher plus the whole student in its master dtype (both are
-    built on the GPU). The teacher's continuations are their own stage (``dskd continuations build``),
-    whose teacher is gone before training loads its own: one teacher, as in the rows of
-    :func:`estimate` (a cached run without on-policy batches holds only the copied layers, on the CPU)."""
+    built on the GPU). One teacher, as in the rows of :func:`estimate`: the stages of a process (senses,
+    continuations, cache, every run and the evaluation of `dskd reproduce`) share the one training runs
+    (:class:`dskd.models.shared.TeacherHolder`); a cached run without on-policy batches lets it go and
+    holds only the copied layers, on the CPU."""
     teacher_bytes = _bytes("float32" if cfg.teacher.dtype == "float32" else "bfloat16")
     master = 2 if cfg.trainer.precision == "bf16-true" else 4
     return (shape.params() * teacher_bytes + shape.params(cfg.student.num_layers) * master) / GB

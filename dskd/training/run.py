@@ -36,7 +36,8 @@ from dskd.data.datamodule import DSKDDataModule
 from dskd.lexicon import Lexicon
 from dskd.models.config import StudentConfig, TeacherConfig
 from dskd.models.export import export_checkpoint
-from dskd.models.loading import load_causal_lm, load_tokenizer, tokenizer_fingerprint
+from dskd.models.loading import load_tokenizer, tokenizer_fingerprint
+from dskd.models.shared import TeacherHolder
 from dskd.models.student import build_projection, build_student, check_vocab, decoder_layer_class, hidden_size
 from dskd.senses import SenseDictionary
 from dskd.senses.config import SensesConfig
@@ -94,21 +95,23 @@ def load_models(
     trainer: TrainerConfig,
     on_policy: OnPolicyConfig,
     method: str,
+    teachers: TeacherHolder | None = None,
 ):
     """(tokenizer, teacher, student, projection) of a run, with the vocabulary check done; the
-    projection only with method=dskd.
+    projection only with method=dskd. The teacher is the one ``teachers`` holds (default: its own).
 
     With ``teacher.mode=cached`` the teacher has only the layers the student copies (see
     :func:`dskd.teacher_cache.loading.load_teacher_prefix`) unless it scores on-policy batches
-    (:func:`teacher_runs`): it never runs.
+    (:func:`teacher_runs`): it never runs, and the held one goes first (its memory is the run's).
     """
-    tc = teacher_cfg
+    tc, teachers = teacher_cfg, teachers or TeacherHolder()
     tokenizer = load_tokenizer(tc.model, tc.revision)
     if not teacher_runs(tc, on_policy):
+        teachers.release()
         teacher = load_teacher_prefix(tc, student_cfg)
     else:  # straight onto this process's device: no full copy of the teacher in host memory per rank
         device = local_device() if trainer.accelerator != "cpu" else torch.device("cpu")
-        teacher = load_causal_lm(tc.model, tc.dtype, tc.revision, device=device)
+        teacher = teachers.get(tc, device)
     teacher.requires_grad_(False)
     student = build_student(student_cfg, teacher)  # copied on the teacher's device
     if trainer.precision not in ("bf16-true",):
@@ -213,14 +216,19 @@ def build_trainer(t: TrainerConfig, rdir: Path, parts: TrainerParts) -> pl.Train
 
 
 def train(
-    cfg: ExperimentConfig, datamodule=None, callbacks: list | None = None, export: bool = True
+    cfg: ExperimentConfig,
+    datamodule=None,
+    callbacks: list | None = None,
+    export: bool = True,
+    teachers: TeacherHolder | None = None,
 ) -> dict[str, Any]:
     """Run one distillation; returns the summary (also written to ``summary.json``).
 
     The stages the run reads and lacks run first (:func:`build_continuations_if_missing`,
-    :func:`build_cache_if_missing`). ``datamodule`` replaces the DSKD data module built from
-    ``cfg.data`` (custom data, tests); ``callbacks`` are added to the trainer's; ``export`` writes the
-    Hugging Face folder at the end.
+    :func:`build_cache_if_missing`), with the run's own teacher. ``datamodule`` replaces the DSKD data
+    module built from ``cfg.data`` (custom data, tests); ``callbacks`` are added to the trainer's;
+    ``export`` writes the Hugging Face folder at the end; ``teachers``: the process's held teacher
+    (`dskd reproduce`: the one of every stage; default: the run's own).
     """
     t0 = time.perf_counter()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -230,16 +238,19 @@ def train(
     sense_dirs = (cfg.lexicon.output_dir, cfg.senses.output_dir) if dskd else None
     spec = CacheSpec(cfg.teacher, cfg.cache, cfg.data, cfg.loss.kd, cfg.trainer, cfg.seed, sense_dirs)
     together = started_together()
+    holder = teachers or TeacherHolder()  # one teacher for the stages below and the run
     if cfg.data.targets == "teacher":
         build_continuations_if_missing(
-            cfg.data, cfg.teacher, cfg.seed, together, lambda: build_continuations(cfg)
+            cfg.data, cfg.teacher, cfg.seed, together, lambda: build_continuations(cfg, teachers=holder)
         )
     if cfg.teacher.mode == "cached":
         hidden = "float16" if dskd else "none"
-        build_cache_if_missing(spec, hidden, together, lambda: build_cache(cfg, hidden_dtype=hidden))
+        build_cache_if_missing(
+            spec, hidden, together, lambda: build_cache(cfg, hidden_dtype=hidden, teachers=holder)
+        )
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # after the stages: the same run either way
     ckpt_dir = rdir / "checkpoints"
-    models = load_models(cfg.teacher, cfg.student, cfg.trainer, cfg.data.on_policy, cfg.method)
+    models = load_models(cfg.teacher, cfg.student, cfg.trainer, cfg.data.on_policy, cfg.method, holder)
     tokenizer, teacher, student, projection = models
     generation = teacher.generation_config.to_dict()  # eos ids and sampling defaults, for the export
     senses = load_senses(cfg.senses, cfg.lexicon.output_dir, tokenizer, teacher) if dskd else None

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import dskd.data.continuations
+import dskd.models.shared
 from dskd.core.batch import IGNORE_INDEX
 from dskd.core.errors import DSKDError
 from dskd.corpora.config import SourceConfig
@@ -151,7 +152,7 @@ def test_the_continuations_stage_builds_once_and_the_datamodule_trains_on_them(
     def no_teacher(*args, **kwargs):
         raise AssertionError("the teacher was loaded again")
 
-    monkeypatch.setattr(dskd.data.continuations, "load_causal_lm", no_teacher)
+    monkeypatch.setattr(dskd.models.shared, "load_causal_lm", no_teacher)
     assert build(cfg).stats["generated_files"] == 0
     continuations = read_continuations(cfg.data, cfg.teacher, tokenizer, cfg.seed)
     assert continuations == json.loads(cache.read_text())["targets"]
@@ -185,13 +186,13 @@ def test_teacher_new_tokens_per_source(tmp_path, tokenizer, tiny_teacher, monkey
     ]
     cfg.data.targets, cfg.data.teacher_new_tokens = "teacher", 1
     cfg.data.continuations_dir, cfg.data.val_fraction = str(tmp_path / "targets"), 0.0
-    loads, load = [], dskd.data.continuations.load_causal_lm
+    loads, load = [], dskd.models.shared.load_causal_lm
 
     def counted(*args, **kwargs):
         loads.append(1)
         return load(*args, **kwargs)
 
-    monkeypatch.setattr(dskd.data.continuations, "load_causal_lm", counted)
+    monkeypatch.setattr(dskd.models.shared, "load_causal_lm", counted)
     build(cfg)
     continuations = read_continuations(cfg.data, cfg.teacher, tokenizer, cfg.seed)
     metas = [

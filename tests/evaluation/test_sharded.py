@@ -46,6 +46,7 @@ def _rank(rank: int, port: int, models: dict[str, str], out_dir: str, log: str) 
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank)
     )
     import dskd.evaluation.run as run
+    import dskd.models.shared as shared
     from dskd.core.devices import launcher_group
     from dskd.evaluation.run import evaluate
 
@@ -55,7 +56,8 @@ def _rank(rank: int, port: int, models: dict[str, str], out_dir: str, log: str) 
         loaded.append(spec)
         return load(spec, *args, **kwargs)
 
-    run.load_causal_lm = logged  # the name the evaluation calls (imported at the top of its module)
+    run.load_causal_lm = logged  # the names the evaluation (students) and the held teacher load with
+    shared.load_causal_lm = logged
     with launcher_group() as together:
         records = evaluate(_config(models, out_dir), models, together=together)
         loaded_together = list(loaded)

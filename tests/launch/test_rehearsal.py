@@ -95,9 +95,10 @@ def test_rehearsal_of_a_paper_preset_with_two_processes(tmp_path, preset):
         "data.on_policy.fraction=",
     ):
         assert override in head
-    # one writer per single-writer stage; both processes train; no stamp written twice or torn
-    for stage in ("rehearsal stand-ins", "lexicon", "senses", "teacher continuations (seeds [0])", "eval"):
+    # one writer per single-writer stage; both processes train and evaluate; no stamp written twice or torn
+    for stage in ("rehearsal stand-ins", "lexicon", "senses", "teacher continuations (seeds [0])"):
         assert out.count(f"=== {stage}: running") == 1, stage
+    assert out.count("=== eval: running") == WORLD  # the models dealt to the processes of the runs
     root = tmp_path / "artifacts/rehearse" / preset
     kd, dskd = preset_configs(preset, [0], [])[:2]
     for cfg in (kd, dskd):

@@ -186,3 +186,66 @@ def test_a_collective_stage_runs_everywhere_but_only_the_first_process_stamps(tm
     monkeypatch.setenv("LOCAL_RANK", "0")
     run_stage("train", tmp_path / "a", "k", lambda: {"x": 1}, collective=True)
     assert is_current(tmp_path / "a", "k")
+
+
+def _evaluate_rank(rank: int, port: int, models: dict[str, str], out_dir: str, log: str) -> None:
+    """One process of a 2-process `dskd reproduce` after training: rank 1 holds no exported student
+    (only the first process exports) and timed its runs itself."""
+    for name in ("SLURM_NTASKS", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS"):
+        os.environ.pop(name, None)
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank)
+    )
+    from dskd.core.devices import launcher_group
+    from dskd.launch.reproduce import _evaluate
+    from dskd.models.shared import TeacherHolder
+    from tests.evaluation.test_sharded import _config
+
+    summaries = [{"wall_time_s": 1.0 + rank}]
+    mine = models if rank == 0 else {n: (p if n == "teacher" else None) for n, p in models.items()}
+    with launcher_group() as together:
+        records, unavailable = _evaluate(
+            _config(models, out_dir), mine, summaries, False, TeacherHolder(), together
+        )
+    Path(f"{log}-{rank}.json").write_text(json.dumps({"records": records, "together": together}))
+
+
+@pytest.mark.integration  # the Shakespeare asset and the SmolLM2 tokenizer
+def test_reproduce_evaluates_in_every_process_what_one_process_evaluates(tmp_path, smollm2_dir):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from dskd.launch.reproduce import _evaluate
+    from dskd.models.shared import TeacherHolder
+    from tests.evaluation.test_sharded import _config, _models
+
+    models = _models(tmp_path, smollm2_dir)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = str(tmp_path / "rank")
+    mp.start_processes(
+        _evaluate_rank, args=(port, models, str(tmp_path / "two"), log), nprocs=2, start_method="spawn"
+    )
+    ranks = [json.loads(Path(f"{log}-{r}.json").read_text()) for r in (0, 1)]
+    assert [r["together"] for r in ranks] == [True, True]
+    one, _ = _evaluate(
+        _config(models, tmp_path / "one"), models, [{"wall_time_s": 1.0}], False, TeacherHolder(), False
+    )
+    two = json.loads((tmp_path / "two" / "results.json").read_text())["results"]
+    assert ranks[0]["records"] == ranks[1]["records"] == two
+    assert [(r["model"], r["metric"], r["path"]) for r in two] == [
+        (r["model"], r["metric"], r["path"]) for r in one
+    ]
+    for a, b in zip(one, two):
+        assert b["value"] == pytest.approx(a["value"], rel=1e-6) and b["items"] == pytest.approx(a["items"])
+    first_key = stage_key(_config(models, tmp_path / "two").eval, models, [1.0])  # rank 0's models, times
+    assert is_current(tmp_path / "two", first_key)
+
+
+def test_a_forced_collective_stage_runs_in_every_process(tmp_path, monkeypatch):
+    write_json_atomic(tmp_path / STAMP, {"key": "k", "result": 7})
+    monkeypatch.setenv("LOCAL_RANK", "1")  # under torchrun with --force: rank 0 rebuilds, so must rank 1
+    assert run_stage("cache", tmp_path, "k", lambda: {"x": 1}, force=True, collective=True) == {"x": 1}
+    assert run_stage("lexicon", tmp_path, "k", lambda: {"x": 1}, force=True) == 7  # rank 0's stamp
