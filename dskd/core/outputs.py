@@ -27,6 +27,9 @@ LOCK_NAME = "run.lock"
 """The lock file of a run folder that one ``dskd train`` holds (:mod:`dskd.training.runlock`)."""
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,127}")
 """A name that is one path component, starts with a letter or digit and needs no shell quoting."""
+SEED_FOLDER = re.compile(r"seed-\d+")
+"""The name of a run folder, ``runs_dir/NAME/seed-S``; one that ``dskd reproduce`` set aside
+(``seed-S.old-KEY``) does not match, so no discovery of runs picks it up."""
 _LEGACY_META = ("meta.json", "export_meta.json", "results.json")
 """Metadata files whose ``stage`` (top level or under ``provenance``) names an older artifact's kind."""
 _LEGACY_RUN = ("config.yaml", "checkpoints")
