@@ -36,13 +36,21 @@ _LEGACY_RUN = ("config.yaml", "checkpoints")
 """A run folder written before the marker: the run's config and its checkpoint folder."""
 
 
+def name_problem(value: str, what: str) -> str | None:
+    """Why ``value`` (``what``: how a message names it) is not a :data:`SAFE_NAME`; None when it is."""
+    if SAFE_NAME.fullmatch(value):
+        return None
+    return (
+        f"{what} {value!r} is not a safe name: use 1-128 letters, digits and . _ + = @ -, starting with "
+        "a letter or digit (it becomes a folder name and a SLURM job name)."
+    )
+
+
 def check_name(value: str, what: str) -> str:
     """Return ``value`` if it matches :data:`SAFE_NAME`, else raise :class:`ConfigError` naming ``what``."""
-    if not SAFE_NAME.fullmatch(value):
-        raise ConfigError(
-            f"{what} {value!r} is not a safe name: use 1-128 letters, digits and . _ + = @ -, starting with "
-            "a letter or digit (it becomes a folder name and a SLURM job name)."
-        )
+    problem = name_problem(value, what)
+    if problem is not None:
+        raise ConfigError(problem)
     return value
 
 
