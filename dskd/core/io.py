@@ -75,6 +75,13 @@ def _cleanup_on_error(path: Path, tmp: Path) -> Iterator[None]:
         raise
 
 
+def _umask_mode(mode: int) -> int:
+    """``mode`` less the process's umask: what ``open`` or ``mkdir`` would have given a new file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
@@ -83,6 +90,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    tmp_path.chmod(_umask_mode(0o666))  # mkstemp's 0600 would hide shared artifacts from other users
     with _cleanup_on_error(path, tmp_path):
         yield tmp_path
         os.replace(tmp_path, path)
@@ -94,9 +102,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide shared artifacts from other users
+    tmp.chmod(_umask_mode(0o777))  # mkdtemp's 0700 would hide shared artifacts from other users
     with _cleanup_on_error(path, tmp):
         yield tmp
         if path.exists():
