@@ -87,13 +87,20 @@ def _contains(outer: Path, inner: Path) -> bool:
     return inner == outer or outer in inner.parents
 
 
+def _run_within(folder: Path) -> Path | None:
+    """A run folder that ``folder`` is or holds (``runs_dir``, ``runs_dir/NAME`` or ``runs_dir/NAME/seed-S``
+    given as ``folder``), None if there is none."""
+    candidates = [folder, *folder.glob("*"), *folder.glob("*/*")]
+    return next((p for p in candidates if p.is_dir() and artifact_kind(p) == "run"), None)
+
+
 def check_output(
     folder: str | os.PathLike, kind: str, overwrite: bool = False, inputs: Iterable[str | os.PathLike] = ()
 ) -> None:
     """Refuse to write artifact ``kind`` into ``folder`` when that could destroy data that is not ours.
 
     Allowed: ``folder`` absent, empty, or holding a ``kind`` artifact; with ``overwrite``, anything
-    else too, except a folder that holds (or is) one of ``inputs``.
+    else too, except a folder that holds (or is) one of ``inputs`` or a training run.
     """
     folder = Path(folder)
     resolved = folder.resolve()
@@ -103,7 +110,16 @@ def check_output(
                 f"The output folder {folder} holds an input of this {kind} stage ({item}); writing there "
                 "would delete it. Choose another output folder."
             )
-    if overwrite or not folder.exists():
+    if not folder.exists():
+        return
+    run = _run_within(folder) if kind != "run" and folder.is_dir() else None
+    if run is not None:
+        raise DSKDError(
+            f"The output folder {folder} holds a training run ({run}); writing the {kind} artifact there "
+            "would delete its checkpoints and logs, so it is refused even with --overwrite. Choose another "
+            "output folder."
+        )
+    if overwrite:
         return
     if not folder.is_dir():
         raise DSKDError(f"The output {folder} is a file, not a folder; remove it or choose another output.")
