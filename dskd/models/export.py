@@ -27,6 +27,12 @@ STUDENT_PREFIX = "student."
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint at ``path``, loaded safely (``weights_only``: a crafted file is refused)."""
+    if path.is_dir() and not (path / "latest").is_file():
+        raise DSKDError(
+            f"{path} is a folder but not a DeepSpeed checkpoint (it has no 'latest' file); pass a .ckpt "
+            "file written by `dskd train` (runs/NAME/seed-S/checkpoints/last.ckpt) or a DeepSpeed "
+            "checkpoint folder."
+        )
     if path.is_dir():  # DeepSpeed writes a folder; gather its shards into one fp32 state dict
         single = path.with_name(path.name + ".fp32.pt")
         convert_zero_checkpoint_to_fp32_state_dict(str(path), str(single))
