@@ -75,11 +75,15 @@ def _cleanup_on_error(path: Path, tmp: Path) -> Iterator[None]:
         raise
 
 
-def _umask_mode(mode: int) -> int:
-    """``mode`` less the process's umask: what ``open`` or ``mkdir`` would have given a new file."""
+def _share(path: Path) -> None:
+    """Give ``path`` (and, for a folder, everything in it) the mode the umask gives a new file or folder:
+    mkstemp and mkdtemp create 0600 and 0700, and so does safetensors (0.8) for every file it saves, which
+    would hide shared artifacts from the other users of a cluster."""
     umask = os.umask(0)
     os.umask(umask)
-    return mode & ~umask
+    for item in (path, *path.rglob("*")) if path.is_dir() else (path,):
+        if not item.is_symlink():
+            item.chmod((0o777 if item.is_dir() or item.stat().st_mode & 0o100 else 0o666) & ~umask)
 
 
 @contextlib.contextmanager
@@ -90,9 +94,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    tmp_path.chmod(_umask_mode(0o666))  # mkstemp's 0600 would hide shared artifacts from other users
     with _cleanup_on_error(path, tmp_path):
         yield tmp_path
+        _share(tmp_path)
         os.replace(tmp_path, path)
 
 
@@ -102,9 +106,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    tmp.chmod(_umask_mode(0o777))  # mkdtemp's 0700 would hide shared artifacts from other users
     with _cleanup_on_error(path, tmp):
         yield tmp
+        _share(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

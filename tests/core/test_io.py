@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from dskd.core.errors import DSKDError
 from dskd.core.io import (
@@ -110,11 +111,11 @@ def test_atomic_files_and_folders_get_the_modes_the_umask_gives(tmp_path, umask)
         write_json_atomic(tmp_path / "a.json", {})  # before: 0600 whatever the umask (mkstemp's mode)
         with atomic_dir(tmp_path / "art") as tmp:
             write_json_atomic(tmp / "meta.json", {})
-            (tmp / "plain.txt").write_text("x")  # a file a library writes itself, for comparison
+            save_file({"x": torch.zeros(2)}, tmp / "model.safetensors")  # safetensors 0.8 writes 0600
     finally:
         os.umask(old)
     assert _mode(tmp_path / "a.json") == _mode(tmp_path / "art" / "meta.json") == 0o666 & ~umask
-    assert _mode(tmp_path / "art" / "plain.txt") == 0o666 & ~umask
+    assert _mode(tmp_path / "art" / "model.safetensors") == 0o666 & ~umask
     assert _mode(tmp_path / "art") == 0o777 & ~umask
 
 
