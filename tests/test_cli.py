@@ -79,6 +79,15 @@ def test_other_stray_words_are_still_refused(capsys, argv):
     assert "unrecognized arguments" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("argv", "required"), [(["train"], "config"), (["ablate"], "sweep")])
+def test_a_missing_config_names_only_what_is_required(capsys, argv, required):
+    with pytest.raises(SystemExit) as e:
+        parse_args(build_parser(), argv)
+    assert e.value.code == 2  # before: "required: config, key=value" (overrides are optional)
+    assert capsys.readouterr().err.strip().endswith(f"the following arguments are required: {required}")
+    assert parse_args(build_parser(), ["train", "C.yaml"]).overrides == []
+
+
 def test_train_override_after_flag_reaches_the_config(capsys):
     code = main(["train", "experiments/tiny/dskd.yaml", "--no-export", "method=dksd"])
     err = capsys.readouterr().err

@@ -11,7 +11,11 @@ HELP = "Run an ablation grid (a W&B sweep file) locally and write its summary ta
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sweep", help="W&B grid sweep file, e.g. experiments/sweeps/tiny_kappa_weight.yaml")
     parser.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="overrides applied to every grid point, e.g. seed=1"
+        "overrides",
+        nargs="*",
+        default=[],
+        metavar="key=value",
+        help="overrides applied to every grid point, e.g. seed=1",
     )
     parser.add_argument(
         "--base", metavar="CONFIG", help="base experiment YAML (default: the one in the sweep's command)"

@@ -26,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run the preset as written on CPU with 2 processes, a random teacher of its family and "
         "offline stand-ins of its hub data (prints what it replaces; docs/training.md)",
     )
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides applied to every config")
+    parser.add_argument(
+        "overrides", nargs="*", default=[], metavar="key=value", help="overrides applied to every config"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -133,6 +133,12 @@ def _check_keys(data: dict[str, Any], cls: type, prefix: str, source: str) -> No
     fields = _field_types(cls)
     for key, value in data.items():
         full = f"{prefix}{key}"
+        if key not in fields and "." in key and full in _all_keys(ExperimentConfig):
+            nested = ": {".join(full.split(".")) + ": ..." + "}" * full.count(".")
+            raise ConfigError(
+                f"Config key '{full}' (in {source}) is written with dots, which only key=value overrides "
+                f"read; in a YAML file nest it: `{nested}` or one key per indented line."
+            )
         if key not in fields:
             valid = [f"{prefix}{k}" for k in fields]
             close = difflib.get_close_matches(full, valid, n=1, cutoff=0.5) or difflib.get_close_matches(
@@ -141,6 +147,8 @@ def _check_keys(data: dict[str, Any], cls: type, prefix: str, source: str) -> No
             hint = f" Did you mean '{close[0]}'?" if close else f" Valid keys here: {', '.join(valid)}."
             raise ConfigError(f"Unknown config key '{full}' (in {source}).{hint}")
         sub = _dataclass_of(fields[key])
+        if sub is not None and isinstance(value, (dict, list)):
+            _check_shape(full, value, _is_list(fields[key]), sub, source)
         if sub is not None and isinstance(value, dict):
             _check_keys(value, sub, f"{full}.", source)
         elif sub is not None and isinstance(value, list):
@@ -154,6 +162,26 @@ def _check_keys(data: dict[str, Any], cls: type, prefix: str, source: str) -> No
                 f"Config key '{full}' (in {source}) expects {_type_name(fields[key])}, got "
                 f"{type(value).__name__} {value!r}. Fix the value in the YAML file or the key=value override."
             )
+
+
+def _is_list(tp: Any) -> bool:
+    """Whether an annotation is a list (also inside ``X | None``)."""
+    return typing.get_origin(tp) is list or any(typing.get_origin(arg) is list for arg in typing.get_args(tp))
+
+
+def _check_shape(key: str, value: dict | list, many: bool, sub: type, source: str) -> None:
+    """Refuse a mapping where the schema has a list of ``sub`` sections, and a list where it has one."""
+    if many == isinstance(value, list):
+        return
+    expected = (
+        f"a list of {sub.__name__} entries (in YAML `- kind: ...` items; as an override `{key}=[{{...}}]`)"
+        if many
+        else f"a mapping of its keys ({', '.join(list(_field_types(sub))[:4])}, ...)"
+    )
+    raise ConfigError(
+        f"Config key '{key}' (in {source}) expects {expected}, got a {type(value).__name__} {value!r}. Fix "
+        "the value in the YAML file or the key=value override."
+    )
 
 
 def _choices(tp: Any) -> tuple[str, ...]:

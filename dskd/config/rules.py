@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from dskd.config.schema import ExperimentConfig
 from dskd.core.errors import ConfigError
+from dskd.core.outputs import name_problem
 from dskd.data.config import DataConfig
 from dskd.losses.config import SAMPLED_DIVERGENCES, LossConfig
 from dskd.models.config import StudentConfig, TeacherConfig
@@ -177,7 +178,13 @@ def _source_keys_out_of_place(data: DataConfig, senses: SensesConfig) -> str | N
     return None
 
 
+def _unsafe_name(name: str) -> str | None:
+    """The run name becomes a folder and a SLURM job name: refused here, before any stage runs."""
+    return name_problem(name, "The run name (name)")
+
+
 RULES: tuple[tuple[Callable[..., str | None], tuple[str, ...]], ...] = (
+    (_unsafe_name, ("name",)),
     (_devices_format, ("trainer",)),
     (_sharded_strategy_on_cpu, ("trainer",)),
     (_device_list_on_cpu, ("trainer",)),

@@ -75,6 +75,17 @@ def _cleanup_on_error(path: Path, tmp: Path) -> Iterator[None]:
         raise
 
 
+def _share(path: Path) -> None:
+    """Give ``path`` (and, for a folder, everything in it) the mode the umask gives a new file or folder:
+    mkstemp and mkdtemp create 0600 and 0700, and so does safetensors (0.8) for every file it saves, which
+    would hide shared artifacts from the other users of a cluster."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for item in (path, *path.rglob("*")) if path.is_dir() else (path,):
+        if not item.is_symlink():
+            item.chmod((0o777 if item.is_dir() or item.stat().st_mode & 0o100 else 0o666) & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
@@ -85,6 +96,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     with _cleanup_on_error(path, tmp_path):
         yield tmp_path
+        _share(tmp_path)
         os.replace(tmp_path, path)
 
 
@@ -94,11 +106,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide shared artifacts from other users
     with _cleanup_on_error(path, tmp):
         yield tmp
+        _share(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -27,19 +27,30 @@ LOCK_NAME = "run.lock"
 """The lock file of a run folder that one ``dskd train`` holds (:mod:`dskd.training.runlock`)."""
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,127}")
 """A name that is one path component, starts with a letter or digit and needs no shell quoting."""
+SEED_FOLDER = re.compile(r"seed-\d+")
+"""The name of a run folder, ``runs_dir/NAME/seed-S``; one that ``dskd reproduce`` set aside
+(``seed-S.old-KEY``) does not match, so no discovery of runs picks it up."""
 _LEGACY_META = ("meta.json", "export_meta.json", "results.json")
 """Metadata files whose ``stage`` (top level or under ``provenance``) names an older artifact's kind."""
 _LEGACY_RUN = ("config.yaml", "checkpoints")
 """A run folder written before the marker: the run's config and its checkpoint folder."""
 
 
+def name_problem(value: str, what: str) -> str | None:
+    """Why ``value`` (``what``: how a message names it) is not a :data:`SAFE_NAME`; None when it is."""
+    if SAFE_NAME.fullmatch(value):
+        return None
+    return (
+        f"{what} {value!r} is not a safe name: use 1-128 letters, digits and . _ + = @ -, starting with "
+        "a letter or digit (it becomes a folder name and a SLURM job name)."
+    )
+
+
 def check_name(value: str, what: str) -> str:
     """Return ``value`` if it matches :data:`SAFE_NAME`, else raise :class:`ConfigError` naming ``what``."""
-    if not SAFE_NAME.fullmatch(value):
-        raise ConfigError(
-            f"{what} {value!r} is not a safe name: use 1-128 letters, digits and . _ + = @ -, starting with "
-            "a letter or digit (it becomes a folder name and a SLURM job name)."
-        )
+    problem = name_problem(value, what)
+    if problem is not None:
+        raise ConfigError(problem)
     return value
 
 
@@ -76,13 +87,20 @@ def _contains(outer: Path, inner: Path) -> bool:
     return inner == outer or outer in inner.parents
 
 
+def _run_within(folder: Path) -> Path | None:
+    """A run folder that ``folder`` is or holds (``runs_dir``, ``runs_dir/NAME`` or ``runs_dir/NAME/seed-S``
+    given as ``folder``), None if there is none."""
+    candidates = [folder, *folder.glob("*"), *folder.glob("*/*")]
+    return next((p for p in candidates if p.is_dir() and artifact_kind(p) == "run"), None)
+
+
 def check_output(
     folder: str | os.PathLike, kind: str, overwrite: bool = False, inputs: Iterable[str | os.PathLike] = ()
 ) -> None:
     """Refuse to write artifact ``kind`` into ``folder`` when that could destroy data that is not ours.
 
     Allowed: ``folder`` absent, empty, or holding a ``kind`` artifact; with ``overwrite``, anything
-    else too, except a folder that holds (or is) one of ``inputs``.
+    else too, except a folder that holds (or is) one of ``inputs`` or a training run.
     """
     folder = Path(folder)
     resolved = folder.resolve()
@@ -92,7 +110,16 @@ def check_output(
                 f"The output folder {folder} holds an input of this {kind} stage ({item}); writing there "
                 "would delete it. Choose another output folder."
             )
-    if overwrite or not folder.exists():
+    if not folder.exists():
+        return
+    run = _run_within(folder) if kind != "run" and folder.is_dir() else None
+    if run is not None:
+        raise DSKDError(
+            f"The output folder {folder} holds a training run ({run}); writing the {kind} artifact there "
+            "would delete its checkpoints and logs, so it is refused even with --overwrite. Choose another "
+            "output folder."
+        )
+    if overwrite:
         return
     if not folder.is_dir():
         raise DSKDError(f"The output {folder} is a file, not a folder; remove it or choose another output.")

@@ -116,6 +116,11 @@ def expand_files(pattern: str) -> list[Path]:
     """Sorted files matching a glob (or one path); DSKDError naming the pattern when nothing matches."""
     pattern = os.path.expanduser(pattern)
     files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+    if not files and Path(pattern).is_dir():
+        raise DSKDError(
+            f"Data source path '{pattern}' is a folder; give a file or a glob of its files, e.g. "
+            f"'{pattern.rstrip('/')}/*.txt'."
+        )
     if not files:
         raise DSKDError(
             f"Data source file(s) '{pattern}' not found. Check the path or glob in data.train/val."

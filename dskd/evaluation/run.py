@@ -29,7 +29,7 @@ from dskd.config.schema import ExperimentConfig
 from dskd.core.devices import all_gather_object, barrier, rank_world, resolve_device
 from dskd.core.errors import ConfigError, DSKDError
 from dskd.core.io import provenance, read_artifact_json, write_json_atomic, write_text_atomic
-from dskd.core.outputs import check_output, mark_output
+from dskd.core.outputs import SEED_FOLDER, check_output, mark_output
 from dskd.evaluation.config import EvalConfig
 from dskd.evaluation.plots import plot_losses, plot_scores
 from dskd.evaluation.suite import Suite, build_suite, check_tasks, score_model
@@ -94,7 +94,7 @@ def discover_models(teacher: str, runs_dir: str) -> dict[str, str]:
     ``run@S``."""
     models = {TEACHER: teacher}
     for export in sorted(Path(runs_dir).glob("*/seed-*/export")):
-        if (export / "config.json").is_file():
+        if SEED_FOLDER.fullmatch(export.parent.name) and (export / "config.json").is_file():
             seed = export.parent.name.removeprefix("seed-")
             models[f"{export.parent.parent.name}@{seed}"] = str(export)
     return models

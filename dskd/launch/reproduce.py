@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,8 @@ from dskd.config.loading import load_config
 from dskd.config.schema import ExperimentConfig
 from dskd.core.devices import from_first, is_global_zero, launcher_group
 from dskd.core.errors import AssetError, ConfigError
+from dskd.core.io import read_json
+from dskd.core.outputs import check_output
 from dskd.core.stamps import STAMP, is_current, run_stage, stage_key
 from dskd.corpora.config import SourceConfig
 from dskd.evaluation.run import TEACHER, evaluate, unavailable_tasks
@@ -130,6 +131,22 @@ def artifact_keys(lexicon: LexiconConfig, senses: SensesConfig, teacher: Teacher
     return lex_key, stage_key(senses, _teacher_key(teacher), lex_key)
 
 
+def set_aside(rdir: Path) -> Path:
+    """Rename the run folder ``rdir`` to ``<rdir>.old-<its stage key>`` (``-2``, ``-3``... when taken),
+    every file in it kept; returns the new path."""
+    try:
+        old_key = str(read_json(rdir / STAMP).get("key"))
+    except (OSError, ValueError):
+        old_key = "unknown"
+    base = rdir.with_name(f"{rdir.name}.old-{old_key}")
+    dest, n = base, 1
+    while dest.exists():
+        n += 1
+        dest = Path(f"{base}-{n}")
+    rdir.rename(dest)
+    return dest
+
+
 def _train(
     cfg: ExperimentConfig,
     senses_key: str | None,
@@ -144,9 +161,11 @@ def _train(
     key = stage_key(parts, senses_key) if cache_key is None else stage_key(parts, senses_key, cache_key)
     rdir = run_dir(cfg.runs_dir, cfg.name, cfg.seed)
     first = is_global_zero()
-    if first and rdir.exists() and (rdir / STAMP).exists() and not is_current(rdir, key):
-        shutil.rmtree(rdir)  # a finished run of another config: never resume from it
     name = f"train {cfg.name} seed {cfg.seed}"
+    if first:
+        check_output(rdir, "run")  # a folder of something else under runs_dir is never touched
+        if (rdir / STAMP).exists() and not is_current(rdir, key):  # a finished run of another config
+            print(f"=== {name}: {rdir} holds a finished run of another config; moved to {set_aside(rdir)}")
     result = run_stage(name, rdir, key, lambda: train(cfg, teachers=teachers), force, collective=True)
     if first and (not result or not result.get("export_dir")):
         raise ConfigError(f"Training {cfg.name} (seed {cfg.seed}) exported no student; see {rdir}.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
@@ -26,6 +27,12 @@ STUDENT_PREFIX = "student."
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint at ``path``, loaded safely (``weights_only``: a crafted file is refused)."""
+    if path.is_dir() and not (path / "latest").is_file():
+        raise DSKDError(
+            f"{path} is a folder but not a DeepSpeed checkpoint (it has no 'latest' file); pass a .ckpt "
+            "file written by `dskd train` (runs/NAME/seed-S/checkpoints/last.ckpt) or a DeepSpeed "
+            "checkpoint folder."
+        )
     if path.is_dir():  # DeepSpeed writes a folder; gather its shards into one fp32 state dict
         single = path.with_name(path.name + ".fp32.pt")
         convert_zero_checkpoint_to_fp32_state_dict(str(path), str(single))
@@ -47,6 +54,23 @@ def frozen_weights(frozen: dict[str, Any]) -> dict[str, Any]:
             "copied from it; export with the teacher the run was trained with."
         )
     return {k: teacher[k] for k in keys}
+
+
+PROBE_TOKENS = 8
+"""Length of the input of the probe forward that every export runs (token ids 0..7)."""
+
+
+def _check_logits(model: torch.nn.Module, checkpoint: Path, step: Any) -> None:
+    """Refuse a student whose logits on a short probe input are not finite (a run that diverged)."""
+    ids = torch.arange(PROBE_TOKENS).unsqueeze(0) % model.config.vocab_size
+    with torch.no_grad():
+        finite = bool(torch.isfinite(model(input_ids=ids).logits).all())
+    if not finite:
+        raise DSKDError(
+            f"The student in {checkpoint} (step {step}) computes non-finite logits on a probe input: the "
+            "run diverged, so it is not exported. Export an earlier checkpoint, or train again with a "
+            "lower optim.lr (trainer.resume=never)."
+        )
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
@@ -80,6 +104,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, overwrite: bo
         )
     model.tie_weights()
     model.eval()
+    _check_logits(model, checkpoint, ckpt.get("global_step"))
     if info.get("generation_config"):  # the teacher's: eos ids, sampling defaults
         model.generation_config = GenerationConfig.from_dict(info["generation_config"])
     tokenizer_dir = checkpoint.parent.parent / "tokenizer"

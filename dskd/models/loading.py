@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dskd.assets import ASSETS, asset_path
@@ -53,7 +54,7 @@ def _load_error(what: str, spec: str | Path, resolved: str | Path, error: Except
         f"Could not load the {what} '{spec}' (as {where} {resolved}): {reason}. Use an asset name "
         "(`dskd assets list`, e.g. smollm2-135m-instruct), a local Hugging Face folder, or a hub id on a "
         "machine that can reach the hub (unset HF_HUB_OFFLINE); for a corrupt asset run "
-        "`dskd assets fetch NAME --force`."
+        "`dskd assets fetch NAME --force`, for a damaged export `dskd export` it again."
     )
 
 
@@ -82,7 +83,7 @@ def load_causal_lm(spec: str | Path, dtype: Any = "auto", revision: str | None =
             **({"device_map": {"": device}} if device is not None else {}),
             **_hub_kwargs(resolved, revision),
         )
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, SafetensorError) as e:  # SafetensorError: a damaged file
         raise _load_error("model", spec, resolved, e) from e
     return model.eval()
 

@@ -553,15 +553,16 @@ class CachedTeacher:
                 f"{missing[:5]}): the cache was built with another lexicon or sense dictionary. {fix}"
             )
 
-    def _damaged(self, name: str, rows: str) -> DSKDError:
+    def _damaged(self, name: str, rows: str | np.ndarray) -> DSKDError:
         return DSKDError(
-            f"The teacher cache at {self.directory}: array '{name}' has NaN or infinite values in {rows}. "
-            f"{_REBUILD}"
+            f"The teacher cache at {self.directory}: array '{name}' has NaN or infinite values in "
+            f"{_where(rows)}. {_REBUILD}"
         )
 
-    def checked(self, name: str, values: np.ndarray, rows: str) -> torch.Tensor:
+    def checked(self, name: str, values: np.ndarray, rows: str | np.ndarray) -> torch.Tensor:
         """``values`` of array ``name`` (ids unpacked) as a CPU tensor; a :class:`DSKDError` naming the
-        file and ``rows`` if they hold NaN, a forbidden infinity or a :func:`structure_problem`."""
+        file and ``rows`` (the rows read, or a batch's row indices) if they hold NaN, a forbidden
+        infinity or a :func:`structure_problem`."""
         if damaged(name, values):
             raise self._damaged(name, rows)
         x = (
@@ -572,7 +573,7 @@ class CachedTeacher:
         problem = structure_problem(name, x.numpy(), self.meta)
         if problem:
             raise DSKDError(
-                f"The teacher cache at {self.directory} is damaged: {name}.bin {problem} in {rows}. "
+                f"The teacher cache at {self.directory} is damaged: {name}.bin {problem} in {_where(rows)}. "
                 f"{_REBUILD}"
             )
         return x
@@ -623,10 +624,9 @@ class CachedTeacher:
         rows = self.rows(sequence_keys(input_ids, attention_mask, L))
         device = device or input_ids.device
         a = self.arrays
-        where = f"rows {sorted(rows.tolist())} of this batch"
 
         def take(name: str, *tail) -> torch.Tensor:
-            x = self.checked(name, a[name][rows, :W], where)
+            x = self.checked(name, a[name][rows, :W], rows)
             return x[(..., *tail)].contiguous().to(device, non_blocking=True)
 
         if self.meta["targets"] == "sampled":
@@ -646,11 +646,17 @@ class CachedTeacher:
             return CachedOutputs(targets, None, None)
         if "hidden_index" not in a:
             return CachedOutputs(targets, take("hidden").float(), None)
-        index = self.checked("hidden_index", a["hidden_index"][rows, :W], where)
+        index = self.checked("hidden_index", a["hidden_index"][rows, :W], rows)
         stored = index >= 0
         values = a["hidden"][index[stored].numpy()]
         if damaged("hidden", values):
-            raise self._damaged("hidden", where)
+            raise self._damaged("hidden", rows)
         hidden = torch.zeros(*index.shape, self.meta["hidden_size"])
         hidden[stored] = torch.from_numpy(np.ascontiguousarray(values)).float()
         return CachedOutputs(targets, hidden.to(device), stored.to(device))
+
+
+def _where(rows: str | np.ndarray) -> str:
+    """The rows a refusal names: a description as given, or a batch's row indices (formatted only when
+    refusing, not on every batch)."""
+    return rows if isinstance(rows, str) else f"rows {sorted(rows.tolist())} of this batch"

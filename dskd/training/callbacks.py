@@ -3,6 +3,7 @@ written when a run is stopped with SIGTERM or Ctrl-C."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
@@ -67,6 +68,26 @@ def check_skip_limits(
                 f"Step {step}: {count} steps skipped for a non-finite loss (trainer.{key}={limit}); the run "
                 f"is not training: {advice}"
             )
+
+
+def check_run_end(steps: int, last_skipped: bool, metrics: dict[str, float], policy: str) -> None:
+    """Refuse to finish (and so to export) a run of ``steps`` steps whose last step was skipped for a
+    non-finite loss or whose end-of-run validation ``metrics`` (``val/...``) are not finite."""
+    advice = (
+        "the student is not exported; lower optim.lr or check the data, and restart "
+        "(trainer.resume=never or an earlier checkpoint in checkpoints/)."
+    )
+    if last_skipped:
+        raise DSKDError(
+            f"Step {steps - 1}, the last step of the run, was skipped for a non-finite loss "
+            f"(trainer.nan_policy={policy}): the run ended diverged; {advice}"
+        )
+    bad = next((k for k, v in sorted(metrics.items()) if k.startswith("val/") and not math.isfinite(v)), None)
+    if bad is not None:
+        raise DSKDError(
+            f"The end-of-run validation after step {steps - 1} is not finite ({bad}={metrics[bad]:g}, "
+            f"trainer.nan_policy={policy}): the student computes non-finite values; {advice}"
+        )
 
 
 class EmptyDataGuard(pl.Callback):

@@ -213,6 +213,11 @@ class DistillationModule(pl.LightningModule):
         self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=bs)
         return loss
 
+    @property
+    def last_step_skipped(self) -> bool:
+        """Whether the last training step was skipped for a non-finite loss (``nan_policy=skip``)."""
+        return self._consecutive_skips > 0
+
     def _mean_over_processes(self, logs: dict[str, Any]) -> dict[str, torch.Tensor]:
         """The logged values averaged over all processes (one all-reduce), not rank 0's alone."""
         if self.trainer.world_size == 1:
@@ -292,6 +297,7 @@ class DistillationModule(pl.LightningModule):
             "student_config": self.student.config.to_dict(),
             "tokenizer": str(self.settings.teacher.model),
             "skipped_steps": self.skipped_steps,
+            "consecutive_skips": self._consecutive_skips,
             "train_batches": self.train_batches,
             "generation_config": self.generation_config,
         }
@@ -308,6 +314,7 @@ class DistillationModule(pl.LightningModule):
         """Restore the counters, after checking the checkpoint's weights fit (RunCheckpoint.load)."""
         record = self.checkpoint.load(checkpoint)
         self.skipped_steps = int(record.get("skipped_steps", 0))
+        self._consecutive_skips = int(record.get("consecutive_skips", 0))
         self.train_batches = int(record.get("train_batches", 0))
 
 

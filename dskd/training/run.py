@@ -46,7 +46,7 @@ from dskd.teacher_cache.build import build as build_cache
 from dskd.teacher_cache.loading import load_teacher_prefix
 from dskd.teacher_cache.store import META_FILE
 from dskd.tracking.session import finish_wandb
-from dskd.training.callbacks import CheckpointOnInterrupt, EmptyDataGuard
+from dskd.training.callbacks import CheckpointOnInterrupt, EmptyDataGuard, check_run_end
 from dskd.training.checkpoints import AtomicCheckpointIO, pick_checkpoint, previous_path, remove_staging
 from dskd.training.config import TrainerConfig
 from dskd.training.examples import ExampleIds
@@ -420,6 +420,12 @@ def _fit(trainer: pl.Trainer, module, dm, options: FitOptions) -> dict[str, Any]
         # its validation engine), and no hpc_ckpt_N.ckpt in the run folder for Lightning to pick up
         trainer.validate(module, datamodule=wrapped, verbose=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+    policy = module.settings.trainer.nan_policy
+    try:
+        check_run_end(trainer.global_step, module.last_step_skipped, metrics, policy)
+    except DSKDError:
+        finish_wandb()  # the W&B run keeps the values that stopped the run
+        raise
     summary: dict[str, Any] = {
         **identity,
         "global_step": trainer.global_step,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,36 @@ def test_unknown_key_in_override(tmp_path):
     leaf = write(tmp_path / "a.yaml", "seed: 0\n")
     with pytest.raises(ConfigError, match="command-line overrides.*Did you mean 'trainer.max_steps'"):
         load_config(leaf, ["trainer.max_step=3"])
+
+
+def test_a_dotted_yaml_key_says_to_nest_it_instead_of_suggesting_itself(tmp_path):
+    leaf = write(tmp_path / "a.yaml", "loss.sense.kappa: 3\n")
+    with pytest.raises(
+        ConfigError
+    ) as e:  # before: "Unknown config key 'loss.sense.kappa' ... Did you mean 'loss.sense.kappa'?"
+        load_config(leaf)
+    assert "is written with dots" in str(e.value) and "`loss: {sense: {kappa: ...}}`" in str(e.value)
+    assert "Did you mean" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            "data.train={kind: text, path: x}",
+            "'data.train' (in command-line overrides) expects a list of SourceConfig",
+        ),
+        (
+            "lexicon.sources={kind: wordnet}",
+            "'lexicon.sources' (in command-line overrides) expects a list of",
+        ),
+        ("data.on_policy=[1]", "'data.on_policy' (in command-line overrides) expects a mapping of its keys"),
+    ],
+)
+def test_a_mapping_for_a_list_of_sections_or_a_list_for_a_section_names_the_key(tmp_path, override, expected):
+    leaf = write(tmp_path / "a.yaml", "seed: 0\n")
+    with pytest.raises(ConfigError, match=re.escape(expected)):  # before: omegaconf's TypeError, no key
+        load_config(leaf, [override])
 
 
 def test_wrong_type_names_key_expected_and_given():

@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from dskd.core.errors import DSKDError
 from dskd.core.io import (
@@ -17,6 +18,7 @@ from dskd.core.io import (
     read_artifact_json,
     verify_files,
     verify_level,
+    write_json_atomic,
 )
 
 
@@ -100,3 +102,22 @@ def test_digests_are_sha256_of_the_bytes(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps({"x": 1}))
     want = hashlib.sha256((tmp_path / "b.json").read_bytes()).hexdigest()
     assert file_digests(tmp_path, ["b.json"])["b.json"]["sha256"] == want
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_files_and_folders_get_the_modes_the_umask_gives(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        write_json_atomic(tmp_path / "a.json", {})  # before: 0600 whatever the umask (mkstemp's mode)
+        with atomic_dir(tmp_path / "art") as tmp:
+            write_json_atomic(tmp / "meta.json", {})
+            save_file({"x": torch.zeros(2)}, tmp / "model.safetensors")  # safetensors 0.8 writes 0600
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "a.json") == _mode(tmp_path / "art" / "meta.json") == 0o666 & ~umask
+    assert _mode(tmp_path / "art" / "model.safetensors") == 0o666 & ~umask
+    assert _mode(tmp_path / "art") == 0o777 & ~umask
+
+
+def _mode(path):
+    return path.stat().st_mode & 0o777

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from dskd.core.errors import ConfigError, DSKDError
-from dskd.core.outputs import MARKER, artifact_dir, artifact_kind, check_name, check_output
+from dskd.core.outputs import MARKER, artifact_dir, artifact_kind, check_name, check_output, mark_output
+from dskd.models.export import export_checkpoint
 
 
 @pytest.mark.parametrize(
@@ -71,6 +72,26 @@ def test_overwrite_replaces_a_foreign_folder_but_never_one_holding_an_input(tmp_
     with artifact_dir(folder, "export", overwrite=True, inputs=[tmp_path / "elsewhere.ckpt"]) as tmp:
         (tmp / "model.bin").write_text("x")
     assert sorted(p.name for p in folder.iterdir()) == [MARKER, "model.bin"]
+
+
+def test_overwrite_never_replaces_a_training_run_or_a_folder_holding_one(tmp_path):
+    run = tmp_path / "runs" / "other" / "seed-0"
+    (run / "checkpoints").mkdir(parents=True)
+    mark_output(run, "run")
+    (run / "checkpoints" / "last.ckpt").write_text("weights")
+    checkpoint = tmp_path / "mine.ckpt"
+    checkpoint.write_text("x")
+    for folder in (run, run.parent, run.parent.parent):
+        with pytest.raises(DSKDError) as e:  # before: --overwrite deleted the other run's checkpoints
+            export_checkpoint(checkpoint, folder, overwrite=True)
+        assert str(e.value).startswith(
+            f"The output folder {folder} holds a training run ({run}); writing the"
+        )
+        assert "refused even with --overwrite" in str(e.value)
+        with pytest.raises(DSKDError, match="holds a training run"):
+            check_output(folder, "eval", overwrite=True)
+    assert (run / "checkpoints" / "last.ckpt").read_text() == "weights"
+    check_output(run, "run")  # a run writes into its own folder
 
 
 def test_a_file_is_not_a_folder(tmp_path):

@@ -97,6 +97,15 @@ def test_missing_files_name_the_pattern(tmp_path):
         list(iter_documents([SourceConfig(kind="text", path=str(tmp_path / "nothere*.txt"))]))
 
 
+def test_a_folder_as_the_path_says_it_is_a_folder_with_a_glob_to_use(tmp_path):
+    with pytest.raises(
+        DSKDError
+    ) as e:  # before: "Data source file(s) '<dir>' not found" for a folder that exists
+        list(iter_documents([SourceConfig(kind="text", path=str(tmp_path))]))
+    assert str(e.value).startswith(f"Data source path '{tmp_path}' is a folder; give a file or a glob")
+    assert str(e.value).endswith(f"e.g. '{tmp_path}/*.txt'.")
+
+
 def test_jsonl_field_and_errors_name_file_and_line(tmp_path):
     f = tmp_path / "d.jsonl"
     f.write_text(json.dumps({"body": "hello"}) + "\n\n" + json.dumps({"body": "world"}) + "\n")

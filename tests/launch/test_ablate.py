@@ -162,6 +162,28 @@ def test_sweep_without_a_dskd_train_command_is_refused(tmp_path):
         ablate.load_sweep(tmp_path / "missing.yaml")
 
 
+@pytest.mark.parametrize(
+    "text, what",
+    [
+        ("- a\n- b\n", "Sweep file '{path}' is a YAML list"),
+        (
+            "method: grid\ncommand: [dskd, train, b.yaml]\nparameters: [a]\n",
+            "Sweep '{path}': its parameters is",
+        ),
+        (
+            "method: grid\ncommand: [dskd, train, b.yaml]\nparameters: {seed: {values: [1]}}\nmetric: x\n",
+            "Sweep '{path}': its metric is a YAML str",
+        ),
+    ],
+)
+def test_a_sweep_file_of_the_wrong_shape_is_one_line(tmp_path, capsys, text, what):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    assert main(["ablate", str(path)]) == 2  # before: an AttributeError traceback
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"dskd: error: {what.format(path=path)}") and "where a mapping" in line
+
+
 # ---------------------------------------------------------------- artifacts per point
 
 

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from dskd.cli import main
-from dskd.core.errors import ConfigError
-from dskd.core.io import write_json_atomic
+from dskd.core.errors import ConfigError, DSKDError
+from dskd.core.io import read_json, write_json_atomic
 from dskd.core.stamps import STAMP, is_current, run_stage, stage_key
-from dskd.launch.reproduce import preset_configs, training_assets
+from dskd.evaluation.run import discover_models
+from dskd.launch.reproduce import _train, preset_configs, training_assets
+from tests.training.tinyrun import make_model_dir, tiny_config, write_corpus
 
 
 def test_run_stage_skips_when_key_matches(tmp_path):
@@ -249,3 +251,37 @@ def test_a_forced_collective_stage_runs_in_every_process(tmp_path, monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")  # under torchrun with --force: rank 0 rebuilds, so must rank 1
     assert run_stage("cache", tmp_path, "k", lambda: {"x": 1}, force=True, collective=True) == {"x": 1}
     assert run_stage("lexicon", tmp_path, "k", lambda: {"x": 1}, force=True) == 7  # rank 0's stamp
+
+
+def _tiny_kd(tmp_path, teacher, over=None):
+    """A KD run of 2 steps on a small text corpus, trained with the online teacher."""
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    data = {"data.train": [{"kind": "text", "path": str(corpus)}], "data.seq_len": 8, "data.batch_size": 2}
+    return tiny_config(tmp_path, teacher, "kd", {**data, "trainer.max_steps": 2, **(over or {})})
+
+
+def test_reproduce_sets_a_run_of_another_config_aside_with_every_file_in_it(tmp_path, capsys):
+    teacher = make_model_dir(tmp_path / "teacher")
+    first = _train(_tiny_kd(tmp_path, teacher), None, None, False)
+    run = Path(first["run_dir"])
+    (run / "NOTES.txt").write_text("my notes")
+    kept = {p.relative_to(run) for p in run.rglob("*")}
+    second = _train(_tiny_kd(tmp_path, teacher, {"optim.lr": 2e-3}), None, None, False)
+    (aside,) = run.parent.glob("seed-0.old-*")  # before: the folder was deleted, NOTES.txt with it
+    assert aside.name == f"seed-0.old-{read_json(aside / STAMP)['key']}"
+    assert {p.relative_to(aside) for p in aside.rglob("*")} == kept
+    assert (aside / "NOTES.txt").read_text() == "my notes"
+    assert f"holds a finished run of another config; moved to {aside}" in capsys.readouterr().out
+    assert second["run_dir"] == str(run) and not (run / "NOTES.txt").exists()
+    assert discover_models("t", str(tmp_path / "runs")) == {"teacher": "t", "tiny-kd@0": second["export_dir"]}
+
+
+def test_reproduce_refuses_a_run_folder_holding_files_not_written_by_dskd(tmp_path):
+    run = tmp_path / "runs" / "tiny-kd" / "seed-0"
+    run.mkdir(parents=True)
+    write_json_atomic(run / STAMP, {"key": "other"})
+    (run / "NOTES.txt").write_text("my notes")
+    cfg = _tiny_kd(tmp_path, make_model_dir(tmp_path / "teacher"))
+    with pytest.raises(DSKDError, match=rf"The output folder {run} holds files not written by dskd"):
+        _train(cfg, None, None, False)
+    assert sorted(p.name for p in run.iterdir()) == [STAMP, "NOTES.txt"]

@@ -98,6 +98,17 @@ def test_a_file_that_is_no_checkpoint_is_one_line(tmp_path, capsys, content, mes
     assert not (tmp_path / "out").exists()
 
 
+def test_a_folder_that_is_no_deepspeed_checkpoint_is_one_line(tmp_path, capsys):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("x")
+    assert main(["export", str(folder), str(tmp_path / "out")]) == 2  # before: DeepSpeed's error, 96 s later
+    assert f"{folder} is a folder but not a DeepSpeed checkpoint (it has no 'latest' file)" in one_line_error(
+        capsys
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, capsys, small_disk):
     ckpt, _ = make_checkpoint(tmp_path / "run", hidden=256)  # ~5 MB of weights for a 1 MiB disk
     assert main(["export", str(ckpt), str(small_disk / "export")]) == 2

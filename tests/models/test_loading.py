@@ -48,6 +48,18 @@ def test_load_causal_lm_from_a_local_folder(tmp_path, tiny_llama_config):
     torch.testing.assert_close(got, expected)
 
 
+def test_a_truncated_safetensors_file_is_a_user_error(tmp_path, tiny_llama_config):
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_config(tiny_llama_config()).save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(DSKDError) as e:  # before: safetensors' SafetensorError traceback (dskd eval)
+        load_causal_lm(tmp_path)
+    assert str(e.value).startswith(f"Could not load the model '{tmp_path}' (as local folder {tmp_path}): ")
+    assert "for a damaged export `dskd export` it again" in str(e.value)
+
+
 def test_unloadable_specs_are_user_errors(tmp_path):
     with pytest.raises(DSKDError, match="Could not load the model '.*' \\(as local folder"):
         load_causal_lm(tmp_path)  # a folder without config.json

@@ -9,8 +9,10 @@ import signal
 
 import lightning.pytorch as pl
 import pytest
+import torch
 
 from dskd.core.errors import ConfigError, DSKDError, TrainingInterrupted
+from dskd.models.export import export_checkpoint
 from dskd.training.checkpoints import CheckpointError, read_checkpoint
 from dskd.training.run import train
 from dskd.training.runlock import RunLocked
@@ -128,3 +130,55 @@ def test_ctrl_c_saves_the_step_reached_exits_130_and_resume_continues(run_tmp, t
     assert train(cfg, datamodule=random_batches(n=5), export=False)["global_step"] == 8
     assert sorted(train_losses(run)) == list(range(8))
     assert len([r for r in metrics_rows(run) if r.get("train/loss")]) == 8
+
+
+class Overflow(pl.Callback):
+    """Scale the student's top MLP by 1e20 after step ``step`` (None: when training ends): every weight
+    stays finite, but the activations overflow and the logits are NaN (what optim.lr=1e6 did to the
+    smoke preset's student, its weights finite up to 9e8)."""
+
+    def __init__(self, step: int | None = None) -> None:
+        self.step = step
+
+    def _scale(self, pl_module) -> None:
+        with torch.no_grad():
+            mlp = pl_module.student.get_decoder().layers[-1].mlp
+            mlp.gate_proj.weight.mul_(1e20)
+            mlp.up_proj.weight.mul_(1e20)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            self._scale(pl_module)
+
+    def on_train_end(self, trainer, pl_module):
+        if self.step is None:
+            self._scale(pl_module)
+
+
+def test_a_diverged_skip_run_exits_non_zero_naming_the_step_and_policy_and_exports_nothing(
+    run_tmp, teacher_dir
+):
+    cfg = tiny_config(run_tmp, teacher_dir, "kd", {"trainer.nan_policy": "skip", "trainer.max_steps": 5})
+    with pytest.raises(DSKDError) as info:  # before: exit 0 and an export whose logits are NaN
+        train(cfg, datamodule=random_batches(n=5), callbacks=[Overflow(step=3)])
+    message = str(info.value)
+    assert message.startswith("Step 4, the last step of the run, was skipped for a non-finite loss ")
+    assert "(trainer.nan_policy=skip)" in message and "the student is not exported" in message
+    run = run_tmp / "runs" / "tiny-kd" / "seed-0"
+    assert "\n" not in message and not (run / "export").exists() and not (run / "summary.json").exists()
+    assert [r["train/skipped"] for r in metrics_rows(run) if r.get("train/skipped")] == ["0.0"] * 3 + [
+        "1.0"
+    ] * 2
+
+
+def test_a_non_finite_end_of_run_validation_fails_and_export_refuses_the_checkpoint(run_tmp, teacher_dir):
+    cfg = tiny_config(run_tmp, teacher_dir, "kd", {"trainer.max_steps": 3})
+    with pytest.raises(
+        DSKDError, match=r"^The end-of-run validation after step 2 is not finite \(val/ce=nan"
+    ):
+        train(cfg, datamodule=random_batches(n=3), callbacks=[Overflow()])
+    ckpt = run_tmp / "runs" / "tiny-kd" / "seed-0" / "checkpoints" / "last.ckpt"
+    assert all(torch.isfinite(v).all() for v in read_checkpoint(ckpt)["state_dict"].values())
+    with pytest.raises(DSKDError, match=r"\(step 3\) computes non-finite logits on a probe input"):
+        export_checkpoint(ckpt, run_tmp / "out")
+    assert not (run_tmp / "out").exists()

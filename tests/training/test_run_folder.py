@@ -28,10 +28,13 @@ def test_a_foreign_run_folder_is_refused_before_anything_is_loaded(tmp_path):
     assert [p.name for p in folder.iterdir()] == ["data.csv"]
 
 
-def test_an_unsafe_name_never_becomes_a_folder(tmp_path):
-    cfg = load_config(CONFIG, [f"runs_dir={tmp_path / 'runs'}", "name=../../escaped"])
+def test_an_unsafe_name_is_refused_when_the_config_loads_and_never_becomes_a_folder(tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"overrides: The run name \(name\) '../../escaped' is not a safe name"
+    ):
+        load_config(CONFIG, [f"runs_dir={tmp_path / 'runs'}", "name=../../escaped"])  # before: only in train
     with pytest.raises(ConfigError, match="not a safe name"):
-        run_dir(cfg.runs_dir, cfg.name, cfg.seed)
+        run_dir(str(tmp_path / "runs"), "../../escaped", 0)
     assert not (tmp_path / "runs").exists()
 
 

@@ -327,17 +327,21 @@ def test_nan_guard_stops_naming_step_and_component(run_tmp, teacher_dir):
 
 def test_nan_guard_skips_counts_and_logs_the_skipped_steps_as_nan(run_tmp, teacher_dir):
     cfg = _nan_config(run_tmp, teacher_dir, {"trainer.nan_policy": "skip"})
-    out = train(cfg, datamodule=random_batches(n=4), export=False)
-    assert out["skipped_steps"] == 4
-    assert out["metrics"]["train/skipped_steps"] == 4
-    assert out["global_step"] == 4  # a skipped step still counts as a step (the schedule moves on)
+    with pytest.raises(DSKDError, match=r"^Step 3, the last step of the run, was skipped .*nan_policy=skip"):
+        train(cfg, datamodule=random_batches(n=4))  # every step skipped: it ends diverged, unexported
+    run = run_tmp / "runs" / "tiny-kd" / "seed-0"
+    assert not (run / "export").exists() and not (run / "summary.json").exists()
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 4  # a skipped step still counts as a step (the schedule moves on)
+    assert (saved["dskd"]["skipped_steps"], saved["dskd"]["consecutive_skips"]) == (4, 4)
     teacher = load_causal_lm(teacher_dir, dtype="float32")
-    ckpt = torch.load(f"{out['checkpoint_dir']}/last.ckpt", weights_only=True)["state_dict"]
+    ckpt = saved["state_dict"]
     torch.testing.assert_close(
         ckpt["student.model.layers.1.mlp.up_proj.weight"], teacher.model.layers[1].mlp.up_proj.weight
     )
-    steps = [r for r in metrics_rows(run_tmp / "runs" / "tiny-kd" / "seed-0") if r.get("train/skipped")]
+    steps = [r for r in metrics_rows(run) if r.get("train/skipped")]
     assert [int(r["step"]) for r in steps] == [0, 1, 2, 3]
+    assert float(steps[-1]["train/skipped_steps"]) == 4
     for r in steps:  # each skipped step logs its own values, flagged: NaN KD, finite CE
         assert r["train/skipped"] == "1.0" and math.isnan(float(r["train/kd"])), r
         assert math.isnan(float(r["train/loss"])) and math.isfinite(float(r["train/ce"])), r

@@ -47,6 +47,16 @@ class Point:
         return run_dir(self.cfg.runs_dir, self.cfg.name, self.cfg.seed)
 
 
+def _check_mapping(value: Any, what: str) -> dict[str, Any]:
+    """``value`` if it is a YAML mapping, else a :class:`ConfigError` naming ``what`` and what it is."""
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{what} is a YAML {type(value).__name__} where a mapping (`key: value` lines) is expected; "
+            "see the sweeps in experiments/sweeps/."
+        )
+    return value
+
+
 def load_sweep(path: str | Path) -> Sweep:
     """Read and check a W&B grid sweep file whose command is ``dskd train BASE.yaml ...``."""
     path = Path(path)
@@ -56,6 +66,7 @@ def load_sweep(path: str | Path) -> Sweep:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"Sweep file '{path}' is not valid YAML: {e}") from e
+    _check_mapping(data, f"Sweep file '{path}'")
     if data.get("method") != "grid":
         raise ConfigError(
             f"Sweep '{path}' has method {data.get('method')!r}; `dskd ablate` runs grids only (method: grid)."
@@ -69,7 +80,8 @@ def load_sweep(path: str | Path) -> Sweep:
     rest = command[command.index("train") + 1 :]
     fixed = dict(_split_override(c, path) for c in rest[1:] if not c.startswith("${"))
     knobs: dict[str, list[Any]] = {}
-    for key, spec in (data.get("parameters") or {}).items():
+    parameters = _check_mapping(data.get("parameters") or {}, f"Sweep '{path}': its parameters")
+    for key, spec in parameters.items():
         if (
             isinstance(spec, dict)
             and "values" in spec
@@ -86,7 +98,7 @@ def load_sweep(path: str | Path) -> Sweep:
             )
     if not knobs:
         raise ConfigError(f"Sweep '{path}' has no knob (a parameter with `values: [...]`).")
-    metric = (data.get("metric") or {}).get("name")
+    metric = _check_mapping(data.get("metric") or {}, f"Sweep '{path}': its metric").get("name")
     name = check_name(
         str(data.get("name") or path.stem), f"Sweep '{path}': the name"
     )  # results/ablations/NAME
