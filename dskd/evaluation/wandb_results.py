@@ -2,9 +2,10 @@
 the results table (``eval/results``, a ``wandb.Table`` like table.md; ``eval/differences``, the differences
 to the baseline with their 95% intervals, when there are any), one summary metric per model and
 benchmark metric (``MODEL/BENCHMARK/METRIC``, mean over seeds, ``_std`` beside it), the PNG plots
-(``eval/scores``, ``eval/losses``), the tasks left out for want of their asset (config ``unavailable``,
-``task -> reason``; their table column reads ``unavailable``), and the lineage: the students it scored
-as inputs, the result files (results.json, table.md, table.csv, plots) as its output artifact."""
+(``eval/scores``, ``eval/losses``, ``eval/diagnostics``), the tasks left out for want of their asset
+(config ``unavailable``, ``task -> reason``; their table column reads ``unavailable``), and the
+lineage: the students it scored as inputs, the result files (results.json, table.md, table.csv, plots)
+as its output artifact."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from dskd.evaluation.tables import aggregate, difference_rows, table_rows
 from dskd.tracking.artifacts import student_artifact, use
 from dskd.tracking.session import finish_wandb, wandb_online
 
-RESULT_FILES = ("results.json", "table.md", "table.csv", "scores.png", "losses.png")
+RESULT_FILES = ("results.json", "table.md", "table.csv", "scores.png", "losses.png", "diagnostics.png")
 
 
 @dataclass(frozen=True)

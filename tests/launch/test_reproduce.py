@@ -125,6 +125,7 @@ def test_smoke_preset_end_to_end_then_everything_is_skipped(tmp_path, capsys, ho
     assert "| DSKD | " in diffs and "| teacher | " in diffs  # paired differences of the trained students
     assert (tmp_path / "results" / "scores.png").stat().st_size > 1000
     assert (tmp_path / "results" / "losses.png").stat().st_size > 1000
+    assert (tmp_path / "results" / "diagnostics.png").stat().st_size > 1000  # lr, grad_norm, ...
     for name in ("smoke-kd", "smoke-dskd"):
         assert (tmp_path / "runs" / name / "seed-0" / "export" / "config.json").is_file()
     cache = json.loads((tmp_path / "artifacts" / "teacher_cache" / "meta.json").read_text())
