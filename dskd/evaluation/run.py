@@ -225,13 +225,14 @@ def publish(
     models: dict[str, str],
     unavailable: dict[str, str] | None = None,
 ) -> None:
-    """The results table into the model card of every exported student; the ``eval`` W&B run
+    """The results table (and the student's own scores, its model-index) into the model card of every
+    exported student; the ``eval`` W&B run
     ``wandb_run`` (None: logging.wandb is off)."""
     order = list(dict.fromkeys(split_name(n)[0] for n in models))
     table = results_table(records, ec, order, unavailable)
     for path in models.values():
         if (Path(path) / META).is_file():
-            write_card(path, table)
+            write_card(path, table, [r for r in records if r.get("path") == str(path)])
     if wandb_run is not None:
         log_evaluation(ec, wandb_run, records, models, order, unavailable)
 

@@ -29,6 +29,7 @@ from dskd.core.errors import DSKDError, TrainingInterrupted
 from dskd.core.io import write_json_atomic
 from dskd.core.outputs import StageResult, check_name, check_output, mark_output
 from dskd.core.stamps import run_stage, stage_key
+from dskd.corpora.sources import hub_datasets
 from dskd.data.config import DataConfig, OnPolicyConfig
 from dskd.data.continuations import build as build_continuations
 from dskd.data.continuations import continuations_key, missing_continuations, read_continuations
@@ -287,7 +288,10 @@ def train(
             tokenizer.save_pretrained(str(rdir / "tokenizer"))
             truncate_csv(rdir / "metrics.csv", step)
         identity = {"name": cfg.name, "method": cfg.method, "seed": cfg.seed}
-        options = FitOptions(ckpt_path, export, t0, rdir, identity, wandb if cfg.logging.wandb else None)
+        datasets = tuple(hub_datasets([*cfg.data.train, *cfg.senses.sources]))
+        options = FitOptions(
+            ckpt_path, export, t0, rdir, identity, wandb if cfg.logging.wandb else None, datasets
+        )
         return _fit(trainer, module, dm, options)
 
 
@@ -373,11 +377,13 @@ class FitOptions(NamedTuple):
     identity: dict[str, Any]
     """name, method and seed of the run (the first keys of its summary)."""
     wandb: WandbRun | None
+    datasets: tuple[str, ...] = ()
+    """The hub data sets the run read (the exported model card's ``datasets``)."""
 
 
 def _fit(trainer: pl.Trainer, module, dm, options: FitOptions) -> dict[str, Any]:
     """Fit (from ``options.ckpt_path`` if given), validate, export; the summary of :func:`train`."""
-    ckpt_path, export, t0, rdir, identity, wandb = options
+    ckpt_path, export, t0, rdir, identity, wandb, datasets = options
     ckpt_dir = rdir / "checkpoints"
     wrapped = resumable(dm)
     try:
@@ -413,7 +419,9 @@ def _fit(trainer: pl.Trainer, module, dm, options: FitOptions) -> dict[str, Any]
     }
     if trainer.is_global_zero:
         if export:
-            summary["export_dir"] = str(export_checkpoint(ckpt_dir / "last.ckpt", rdir / "export"))
+            summary["export_dir"] = str(
+                export_checkpoint(ckpt_dir / "last.ckpt", rdir / "export", datasets=datasets)
+            )
         summary["wall_time_s"] = round(time.perf_counter() - t0, 2)
         write_json_atomic(rdir / "summary.json", summary)
         if wandb is not None:
