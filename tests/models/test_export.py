@@ -130,6 +130,11 @@ def test_export_keeps_the_teachers_generation_config_and_chat_template_and_has_a
     gen = GenerationConfig.from_pretrained(export)
     assert gen.eos_token_id == [2, 0] and gen.do_sample and (gen.temperature, gen.top_p) == (0.6, 0.9)
     assert AutoTokenizer.from_pretrained(export).chat_template == TEMPLATE
+    exported = json.loads((export / "tokenizer_config.json").read_text())
+    assert exported == json.loads((teacher / "tokenizer_config.json").read_text())
+    assert (
+        "local_files_only" not in exported and "is_local" not in exported
+    )  # the loader's, not the tokenizer's
 
     card = ModelCard.load(export / "README.md")
     assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-generation"
