@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -112,3 +114,24 @@ def test_without_debug_the_error_is_one_paragraph(monkeypatch, capsys, tmp_path)
     bad.write_text("a: [1, 2\n", encoding="utf-8")
     assert main(["train", str(bad)]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_train_on_gpu_without_one_is_one_line_before_any_model_loads_and_writes_nothing(tmp_path):
+    """As eval.device=cuda: trainer.accelerator=gpu with no GPU visible stops at load, not at fit."""
+    preset = Path(__file__).resolve().parents[1] / "experiments" / "smoke" / "kd.yaml"
+    script = (
+        "import sys\nfrom dskd.cli import main\n"
+        f"rc = main(['train', {str(preset)!r}, 'trainer.accelerator=gpu'])\n"
+        "loaded = sorted(m for m in ('transformers', 'lightning', 'dskd.training.run') if m in sys.modules)\n"
+        "print(rc, loaded)\n"
+    )
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU, even on a machine with one
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env, check=True
+    )
+    assert out.stdout == "2 []\n"  # exit status 2; neither transformers nor Lightning was imported
+    assert out.stderr == (
+        "dskd: error: trainer.accelerator=gpu but no CUDA GPU is visible; "
+        "use trainer.accelerator=auto or cpu.\n"
+    )
+    assert list(tmp_path.iterdir()) == []  # the preset's runs/ and artifacts/ are relative to the cwd

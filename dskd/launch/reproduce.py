@@ -30,7 +30,7 @@ from typing import Any
 from dskd.assets import ASSETS, asset_path
 from dskd.config.loading import load_config
 from dskd.config.schema import ExperimentConfig
-from dskd.core.devices import is_global_zero
+from dskd.core.devices import check_accelerator, is_global_zero
 from dskd.core.errors import AssetError, ConfigError
 from dskd.core.stamps import STAMP, is_current, run_stage, stage_key
 from dskd.corpora.config import SourceConfig
@@ -150,6 +150,8 @@ def reproduce(configs: list[ExperimentConfig], force: bool = False) -> dict[str,
     """Run every stage for ``configs`` (from :func:`preset_configs`); returns the eval records, the runs'
     summaries, the wall time and the ``unavailable`` eval tasks (``task -> reason``)."""
     t0 = time.perf_counter()
+    for cfg in configs:
+        check_accelerator(cfg.trainer.accelerator)
     fetch_training_assets(configs)
     first = configs[0]
     dskd_cfg = next((c for c in configs if c.method == "dskd"), first)

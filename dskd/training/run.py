@@ -24,7 +24,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from dskd.config.schema import ExperimentConfig
-from dskd.core.devices import local_device
+from dskd.core.devices import check_accelerator, local_device
 from dskd.core.errors import DSKDError, TrainingInterrupted
 from dskd.core.io import write_json_atomic
 from dskd.core.outputs import StageResult, check_name, check_output, mark_output
@@ -224,6 +224,7 @@ def train(
     Hugging Face folder at the end.
     """
     t0 = time.perf_counter()
+    check_accelerator(cfg.trainer.accelerator)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     rdir = run_dir(cfg.runs_dir, cfg.name, cfg.seed)
     check_output(rdir, "run")  # a folder of something else under runs_dir is never written into
