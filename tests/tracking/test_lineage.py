@@ -73,8 +73,9 @@ def test_training_and_evaluation_runs_hold_lineage_table_and_plots(tmp_path, tea
     (row,) = [r for r in history(log) if "eval/results" in r]
     assert row["eval/scores"]["_type"] == "image-file"
     table = json.loads((log.parent / "files" / row["eval/results"]["path"]).read_text())
-    assert table["columns"] == ["model", "wic acc", "average"]
-    assert table["data"][0][:2] == ["teacher", "0.700"] and table["data"][1][:2] == ["DSKD", "0.700 ± 0.141"]
+    assert table["columns"] == ["model", "seeds", "wic acc", "wic acc std", "average", "average std"]
+    assert table["data"][0][:4] == ["teacher", 1, 0.7, None]
+    assert table["data"][1][:3] == ["DSKD", 2, 0.7] and table["data"][1][3] == pytest.approx(0.1414, abs=1e-4)
     summary = {
         i.key: json.loads(i.value_json)
         for r in records(log)
