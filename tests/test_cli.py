@@ -14,6 +14,7 @@ from dskd.cli import STAGES, build_parser, main, parse_args
 from dskd.core.errors import ConfigError
 
 REQUIRED_STAGES = [
+    "config",
     "assets",
     "lexicon",
     "senses",
@@ -135,3 +136,27 @@ def test_train_on_gpu_without_one_is_one_line_before_any_model_loads_and_writes_
         "use trainer.accelerator=auto or cpu.\n"
     )
     assert list(tmp_path.iterdir()) == []  # the preset's runs/ and artifacts/ are relative to the cwd
+
+
+def test_config_prints_the_resolved_config_with_every_default(capsys):
+    from dskd.config.loading import config_from_dict, load_config
+
+    preset = "experiments/paper-llama3/dskd.yaml"
+    assert main(["config", preset, "seed=2"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert config_from_dict(printed) == load_config(preset, ["seed=2"])  # the run it would start
+    assert printed["seed"] == 2 and printed["teacher"]["model"] == "meta-llama/Meta-Llama-3-8B-Instruct"
+    assert "nan_policy" in printed["trainer"]  # a default the preset does not spell out
+
+
+def test_usage_errors_name_what_is_missing_and_how_to_write_an_override(capsys):
+    with pytest.raises(SystemExit):
+        main(["train"])
+    err = capsys.readouterr().err
+    assert "the following arguments are required: config\n" in err  # not "config, key=value"
+    with pytest.raises(SystemExit):
+        main(["train", "C.yaml", "--optim.lr", "1e-4"])  # LightningCLI's habit
+    assert "without dashes: optim.lr=1e-4)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "C.yaml", "--optim.lr=1e-4"])
+    assert "without dashes: optim.lr=1e-4)" in capsys.readouterr().err

@@ -9,7 +9,9 @@ import math
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The common `CONFIG.yaml key=value ...` arguments of a stage."""
     parser.add_argument("config", help="experiment YAML, e.g. experiments/tiny/dskd.yaml")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seed=1")
+    parser.add_argument(
+        "overrides", nargs="*", default=[], metavar="key=value", help="config overrides, e.g. seed=1"
+    )  # a default: argparse would otherwise call the optional overrides required in its usage error
 
 
 def positive_number(text: str) -> float:
