@@ -23,13 +23,13 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from dskd.config.schema import ExperimentConfig
 from dskd.core.devices import local_device
 from dskd.core.errors import DSKDError
 from dskd.core.io import provenance, read_json
 from dskd.core.outputs import StageResult
+from dskd.core.progress import progress_bar
 from dskd.data.config import DataConfig
 from dskd.data.continuations import read_continuations
 from dskd.data.datamodule import DSKDDataModule
@@ -293,7 +293,9 @@ def build(
     positions = writer_tokens(spec.cache, hidden_dtype, meta["vocab_size"], sense_dirs)
     with CacheWriter(spec.cache.dir, meta, overwrite, inputs, positions) as writer:
         batches = run_batches(spec, tokenizer, seeds)
-        for batch in tqdm(batches, desc="teacher cache", unit="batch", total=total, disable=not progress):
+        for batch in progress_bar(
+            batches, desc="teacher cache", unit="batch", total=total, disable=not progress
+        ):
             if add_batch(writer, teacher, batch, spec):
                 tokens += int(batch["attention_mask"].sum())
         writer.extra_stats = {"seconds": round(time.perf_counter() - t0, 2), "tokens": tokens}
