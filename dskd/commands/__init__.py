@@ -11,7 +11,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="experiment YAML, e.g. experiments/tiny/dskd.yaml")
     parser.add_argument(
         "overrides", nargs="*", default=[], metavar="key=value", help="config overrides, e.g. seed=1"
-    )
+    )  # a default: argparse would otherwise call the optional overrides required in its usage error
 
 
 def positive_number(text: str) -> float:

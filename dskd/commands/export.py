@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from dskd.commands import add_overwrite_argument
 
@@ -24,9 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dskd.config.loading import load_config
+    from dskd.corpora.sources import hub_datasets
     from dskd.models.export import export_checkpoint
 
-    out = export_checkpoint(args.checkpoint, args.out_dir, overwrite=args.overwrite)
+    run_config = Path(args.checkpoint).parent / "config.yaml"  # `dskd train` writes it beside its checkpoints
+    cfg = load_config(run_config) if run_config.is_file() else None
+    datasets = tuple(hub_datasets([*cfg.data.train, *cfg.senses.sources])) if cfg else ()
+    out = export_checkpoint(args.checkpoint, args.out_dir, overwrite=args.overwrite, datasets=datasets)
     print(out)
     if args.push_to_hub:
         from dskd.models.card import push_to_hub

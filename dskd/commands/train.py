@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_stage_config(args)  # a bad config fails before Lightning and the models load
+    from dskd.core.devices import check_accelerator
+
+    check_accelerator(cfg.trainer.accelerator)  # no GPU for trainer.accelerator=gpu: one line, in seconds
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     from dskd.training.run import train

@@ -141,8 +141,10 @@ def _check_keys(data: dict[str, Any], cls: type, prefix: str, source: str) -> No
             )
         if key not in fields:
             valid = [f"{prefix}{k}" for k in fields]
-            close = difflib.get_close_matches(full, valid, n=1, cutoff=0.5) or difflib.get_close_matches(
-                full, _all_keys(ExperimentConfig), n=1, cutoff=0.5
+            close = (
+                _abbreviation(full, valid)
+                or difflib.get_close_matches(full, valid, n=1, cutoff=0.5)
+                or difflib.get_close_matches(full, _all_keys(ExperimentConfig), n=1, cutoff=0.5)
             )
             hint = f" Did you mean '{close[0]}'?" if close else f" Valid keys here: {', '.join(valid)}."
             raise ConfigError(f"Unknown config key '{full}' (in {source}).{hint}")
@@ -182,6 +184,25 @@ def _check_shape(key: str, value: dict | list, many: bool, sub: type, source: st
         f"Config key '{key}' (in {source}) expects {expected}, got a {type(value).__name__} {value!r}. Fix "
         "the value in the YAML file or the key=value override."
     )
+
+
+def _initials(name: str) -> str:
+    return "".join(word[0] for word in name.split("_") if word)
+
+
+def _abbreviation(full: str, valid: list[str]) -> list[str]:
+    """The key of ``valid`` whose last part abbreviates that of ``full`` or is spelled out by it, by the
+    initials of its words (``optim.learning_rate`` -> ``optim.lr``, ``optim.wd`` -> ``optim.weight_decay``):
+    difflib ranks such a pair low, as the two share few letters."""
+    leaf = full.rpartition(".")[2]
+    found = [
+        k
+        for k in valid
+        if "_" in leaf + k.rpartition(".")[2]
+        and leaf != k.rpartition(".")[2]
+        and (_initials(leaf) == k.rpartition(".")[2] or _initials(k.rpartition(".")[2]) == leaf)
+    ]
+    return found[:1]
 
 
 def _choices(tp: Any) -> tuple[str, ...]:

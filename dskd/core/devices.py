@@ -61,6 +61,13 @@ def resolve_device(value: str, key: str) -> torch.device:
     return local_device() if device.type == "cuda" and device.index is None else device
 
 
+def check_accelerator(accelerator: str, key: str = "trainer.accelerator") -> None:
+    """Refuse ``gpu`` (a DSKDError naming ``key``) when no CUDA GPU is visible: before any model loads or
+    file is written, instead of Lightning's traceback at fit."""
+    if accelerator == "gpu" and not torch.cuda.is_available():
+        raise DSKDError(f"{key}=gpu but no CUDA GPU is visible; use {key}=auto or cpu.")
+
+
 def rank_world() -> tuple[int, int]:
     """(rank, world size) in the default torch.distributed group; (0, 1) when there is none."""
     if dist.is_available() and dist.is_initialized():

@@ -43,6 +43,17 @@ HUB_QA = {
 }
 
 
+def hub_datasets(sources: Iterable[SourceConfig]) -> list[str]:
+    """The Hugging Face hub data sets ``sources`` read (``hf``: its path; a QA kind: its path or default
+    id), each once, in order: a model card's ``datasets``."""
+    ids = [
+        s.path if s.kind == "hf" else s.path or HUB_QA[s.kind][0]
+        for s in sources
+        if s.kind in ("hf", *HUB_QA)
+    ]
+    return list(dict.fromkeys(i for i in ids if i))
+
+
 @dataclass
 class Document:
     text: str

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from dskd.config.schema import ExperimentConfig
 from dskd.core.devices import all_gather_object, barrier, local_device, rank_world
 from dskd.core.errors import ArtifactMismatchError, DSKDError
 from dskd.core.io import provenance, read_artifact_json, write_json_atomic
 from dskd.core.outputs import StageResult
+from dskd.core.progress import progress_bar
 from dskd.core.stamps import stage_key
 from dskd.corpora.sources import iter_documents
 from dskd.data.config import DataConfig
@@ -119,7 +119,7 @@ def shard_continuations(
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     mine = batch_plan([len(e) for e in ids], batch_size)[rank::world]
     out: dict[int, list[int]] = {}
-    for batch in tqdm(mine, desc="teacher continuations", disable=rank != 0 or len(mine) <= 1):
+    for batch in progress_bar(mine, desc="teacher continuations", disable=rank != 0 or len(mine) <= 1):
         out.update(zip(batch, greedy_batch(model, [ids[i] for i in batch], new_tokens, pad, eos)))
     return out
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from dskd.core.errors import AssetError
+from dskd.core.progress import progress_bar
 
 
 def heldout_blocks(path: Path, tokenizer: Any, n_blocks: int, block_len: int) -> torch.Tensor:
@@ -61,7 +61,7 @@ def lm_scores(model: Any, blocks: torch.Tensor, teacher: Any | None = None, batc
     nll: list[float] = []
     agree: list[float] = []
     kl: list[float] = []
-    for i in tqdm(range(0, len(blocks), batch_size), desc="heldout", leave=False):
+    for i in progress_bar(range(0, len(blocks), batch_size), desc="heldout", leave=False):
         ids = blocks[i : i + batch_size].to(device)
         logp = F.log_softmax(model(input_ids=ids).logits[:, :-1].float(), dim=-1)
         targets = ids[:, 1:]

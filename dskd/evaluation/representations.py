@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from tqdm import tqdm
+
+from dskd.core.progress import progress_bar
 
 
 @torch.no_grad()
@@ -29,7 +30,9 @@ def embed_spans(
         raise ValueError(f"{len(texts)} texts but {len(spans)} spans")
     out = []
     device = next(model.parameters()).device
-    for i in tqdm(range(0, len(texts), batch_size), desc=desc, leave=False, disable=len(texts) <= batch_size):
+    for i in progress_bar(
+        range(0, len(texts), batch_size), desc=desc, leave=False, disable=len(texts) <= batch_size
+    ):
         chunk, chunk_spans = texts[i : i + batch_size], spans[i : i + batch_size]
         enc = tokenizer(chunk, return_tensors="pt", padding=True, return_offsets_mapping=True)
         offsets = enc.pop("offset_mapping")

@@ -4,7 +4,8 @@ Models are ``{name: path}``; a name may end in ``@SEED`` (``dskd@1``) so that se
 of one method form one table row (mean ± std). Outputs in ``cfg.eval.output_dir``:
 ``results.json`` (every number with benchmark, metric, model, seed, items, chance, wall time and its
 per-item values), ``table.md`` (and the differences to ``eval.baseline``), ``table.csv``,
-``scores.png`` and ``losses.png`` (from the runs' metrics.csv). The table also goes into the model
+``scores.png``, ``losses.png`` and ``diagnostics.png`` (from the runs' metrics.csv;
+:mod:`dskd.evaluation.plots`). The table also goes into the model
 card of each exported student, and everything into an ``eval`` W&B run
 (:mod:`dskd.evaluation.wandb_results`) when ``logging.wandb`` is on.
 A task whose asset cannot be had is left out (:func:`dskd.evaluation.suite.build_suite`) and listed in
@@ -33,7 +34,7 @@ from dskd.core.outputs import SEED_FOLDER, check_output, mark_output
 from dskd.evaluation.config import EvalConfig
 from dskd.evaluation.plots import plot_losses, plot_scores
 from dskd.evaluation.suite import Suite, build_suite, check_tasks, score_model
-from dskd.evaluation.tables import render_csv, render_markdown
+from dskd.evaluation.tables import differences, render_csv, render_markdown
 from dskd.evaluation.wandb_results import EvalRun, log_evaluation
 from dskd.models.card import META, write_card
 from dskd.models.config import TeacherConfig
@@ -180,8 +181,9 @@ def evaluate(
         if world > 1:
             write_results(records, ec, models, suite.unavailable)
         if ec.plot:
-            plot_scores(records, out_dir / "scores.png")
-            plot_losses(_metrics_csvs(models), out_dir / "losses.png")
+            diffs = differences(records, ec.baseline, ec.bootstrap_resamples, ec.bootstrap_seed)
+            plot_scores(records, out_dir / "scores.png", diffs)
+            plot_losses(_metrics_csvs(models), out_dir / "losses.png", out_dir / "diagnostics.png")
         lg = cfg.logging
         wandb_run = EvalRun(lg.project, cfg.preset, lg.tags, lg.artifacts) if lg.wandb else None
         publish(ec, wandb_run, records, models, suite.unavailable)
@@ -236,13 +238,14 @@ def publish(
     models: dict[str, str],
     unavailable: dict[str, str] | None = None,
 ) -> None:
-    """The results table into the model card of every exported student; the ``eval`` W&B run
+    """The results table (and the student's own scores, its model-index) into the model card of every
+    exported student; the ``eval`` W&B run
     ``wandb_run`` (None: logging.wandb is off)."""
     order = list(dict.fromkeys(split_name(n)[0] for n in models))
     table = results_table(records, ec, order, unavailable)
     for path in models.values():
         if (Path(path) / META).is_file():
-            write_card(path, table)
+            write_card(path, table, [r for r in records if r.get("path") == str(path)])
     if wandb_run is not None:
         log_evaluation(ec, wandb_run, records, models, order, unavailable)
 

@@ -1,10 +1,12 @@
 """The ``eval`` W&B run of ``dskd eval``: in the experiment's group, next to the training runs, it holds
-the results table (``eval/results``, a ``wandb.Table`` like table.md; ``eval/differences``, the differences
-to the baseline with their 95% intervals, when there are any), one summary metric per model and
-benchmark metric (``MODEL/BENCHMARK/METRIC``, mean over seeds, ``_std`` beside it), the PNG plots
-(``eval/scores``, ``eval/losses``), the tasks left out for want of their asset (config ``unavailable``,
-``task -> reason``; their table column reads ``unavailable``), and the lineage: the students it scored
-as inputs, the result files (results.json, table.md, table.csv, plots) as its output artifact."""
+numeric tables that sort and plot in W&B (:func:`numeric_tables`): ``eval/results`` (a row per model, a
+column per benchmark metric with its mean over seeds and one with the std), ``eval/differences`` (the
+difference to the baseline and the bounds of its 95% interval, a column each, when there are any) and
+``eval/benchmarks`` (a row per benchmark metric: chance, items, direction); one summary metric per model
+and benchmark metric (``MODEL/BENCHMARK/METRIC``, mean over seeds, ``_std`` beside it), the PNG plots
+(``eval/scores``, ``eval/losses``, ``eval/diagnostics``), the tasks left out for want of their asset
+(config ``unavailable``, ``task -> reason``; their cells are empty), and the lineage: the students it
+scored as inputs, the result files (results.json, table.md, table.csv, plots) as its output artifact."""
 
 from __future__ import annotations
 
@@ -13,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from dskd.evaluation.config import EvalConfig
-from dskd.evaluation.tables import aggregate, difference_rows, table_rows
+from dskd.evaluation.tables import AVERAGE, aggregate, chance_row, columns, differences, item_counts
 from dskd.tracking.artifacts import student_artifact, use
 from dskd.tracking.session import finish_wandb, wandb_online
 
-RESULT_FILES = ("results.json", "table.md", "table.csv", "scores.png", "losses.png")
+RESULT_FILES = ("results.json", "table.md", "table.csv", "scores.png", "losses.png", "diagnostics.png")
 
 
 @dataclass(frozen=True)
@@ -35,13 +37,67 @@ class EvalRun:
 def summary_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
     """``MODEL/BENCHMARK/METRIC`` -> mean over seeds (and ``..._std`` with several seeds)."""
     out: dict[str, float] = {}
-    for model, columns in aggregate(records).items():
-        for column, (mean, std) in columns.items():
+    for model, by_column in aggregate(records).items():
+        for column, (mean, std) in by_column.items():
             key = f"{model}/{column.replace(' ', '/')}"
             out[key] = mean
             if std is not None:
                 out[f"{key}_std"] = std
     return out
+
+
+Table = tuple[list[str], list[list[Any]]]
+"""Header and rows of a ``wandb.Table``: str (names), float, int, bool or None (no value) cells."""
+
+
+def results_table(records: list[dict[str, Any]], order: list[str], unavailable: dict[str, str]) -> Table:
+    """A row per model (in ``order``): ``seeds``, then per benchmark metric (and ``average``) its mean over
+    seeds and ``... std`` (None with one seed; both None for an ``unavailable`` task)."""
+    shown = [r for r in records if r.get("in_table", True)]
+    cols = [*columns(shown), *unavailable, *([AVERAGE] if any(r["in_average"] for r in shown) else [])]
+    agg = aggregate(shown)
+    header = ["model", "seeds"] + [h for c in cols for h in (c, f"{c} std")]
+    rows = []
+    for m in (m for m in order if m in agg):
+        seeds = len({r["seed"] for r in shown if r["model"] == m})
+        cells = [agg[m].get(c, (None, None)) for c in cols]
+        rows.append([m, seeds, *(v for cell in cells for v in cell)])
+    return header, rows
+
+
+def differences_table(records: list[dict[str, Any]], order: list[str], ec: EvalConfig) -> Table:
+    """A row per model with a difference to ``ec.baseline``: per benchmark metric the difference and the
+    ``lo`` and ``hi`` bounds of its 95% paired-bootstrap interval (None where there is none)."""
+    diffs = differences(records, ec.baseline, ec.bootstrap_resamples, ec.bootstrap_seed)
+    cols = [c for c in columns(records) if any(c in d for d in diffs.values())]
+    header = ["model"] + [h for c in cols for h in (c, f"{c} lo", f"{c} hi")]
+    none = (None, None, None)
+    rows = [
+        [m, *(v for c in cols for v in (tuple(map(float, diffs[m][c])) if c in diffs[m] else none))]
+        for m in order
+        if m in diffs
+    ]
+    return header, rows
+
+
+def benchmarks_table(records: list[dict[str, Any]]) -> Table:
+    """A row per benchmark metric: its chance level (None: none), items, and whether higher is better."""
+    chance, counts = chance_row(records), item_counts(records)
+    better = {f"{r['benchmark']} {r['metric']}": bool(r["higher_is_better"]) for r in records}
+    header = ["metric", "chance", "items", "higher_is_better"]
+    return header, [[c, chance.get(c), counts[c], better[c]] for c in columns(records)]
+
+
+def numeric_tables(
+    ec: EvalConfig, records: list[dict[str, Any]], order: list[str], unavailable: dict[str, str]
+) -> dict[str, Table]:
+    """``eval/results``, ``eval/differences`` (when there are any) and ``eval/benchmarks``."""
+    tables = {"eval/results": results_table(records, order, unavailable)}
+    diff = differences_table(records, order, ec)
+    if diff[1]:
+        tables["eval/differences"] = diff
+    tables["eval/benchmarks"] = benchmarks_table(records)
+    return tables
 
 
 def log_evaluation(
@@ -58,13 +114,10 @@ def log_evaluation(
     import wandb
 
     out_dir = Path(ec.output_dir)
-    header, rows = table_rows(records, order, unavailable)
-    tables = {"eval/results": wandb.Table(columns=header, data=rows)}
-    diff_header, diff_rows = difference_rows(
-        records, order, ec.baseline, ec.bootstrap_resamples, ec.bootstrap_seed
-    )
-    if diff_rows:
-        tables["eval/differences"] = wandb.Table(columns=diff_header, data=diff_rows)
+    tables = {
+        key: wandb.Table(columns=header, data=rows)
+        for key, (header, rows) in numeric_tables(ec, records, order, unavailable or {}).items()
+    }
     run = wandb.init(
         project=target.project,
         group=target.group,

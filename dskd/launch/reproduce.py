@@ -30,7 +30,7 @@ from typing import Any
 from dskd.assets import ASSETS, asset_path
 from dskd.config.loading import load_config
 from dskd.config.schema import ExperimentConfig
-from dskd.core.devices import from_first, is_global_zero, launcher_group
+from dskd.core.devices import check_accelerator, from_first, is_global_zero, launcher_group
 from dskd.core.errors import AssetError, ConfigError
 from dskd.core.io import read_json
 from dskd.core.outputs import check_output
@@ -181,6 +181,8 @@ def reproduce(configs: list[ExperimentConfig], force: bool = False) -> dict[str,
     together, each a share; after training every process of the run evaluates a share of the models.
     """
     t0 = time.perf_counter()
+    for cfg in configs:
+        check_accelerator(cfg.trainer.accelerator)
     fetch_training_assets(configs)
     first = configs[0]
     dskd_cfg = next((c for c in configs if c.method == "dskd"), first)

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from dskd.core.errors import DSKDError
 from dskd.core.io import sha256_file
+from dskd.core.progress import progress_bar
 from dskd.lexicon.config import LexiconConfig, LexiconSourceConfig
 
 SYN, ANT, HYP = "synonym", "antonym", "hypernym"
@@ -77,7 +76,7 @@ def from_wordnet(
         synsets = list(reader.all_synsets() if synsets is None else synsets)
     except (LookupError, OSError) as e:
         raise _wordnet_missing(e) from e
-    for s in tqdm(synsets, desc="wordnet", unit="synset", mininterval=2.0, leave=False):
+    for s in progress_bar(synsets, desc="wordnet", unit="synset", mininterval=2.0, leave=False):
         lemmas = s.lemmas()
         names = [normalize_word(lm.name()) for lm in lemmas]
         pos = s.pos()

@@ -73,8 +73,11 @@ def _check_logits(model: torch.nn.Module, checkpoint: Path, step: Any) -> None:
         )
 
 
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
-    """Write the student of ``checkpoint`` to ``out_dir`` (atomically) and return ``out_dir``.
+def export_checkpoint(
+    checkpoint: str | Path, out_dir: str | Path, overwrite: bool = False, datasets: tuple[str, ...] = ()
+) -> Path:
+    """Write the student of ``checkpoint`` to ``out_dir`` (atomically) and return ``out_dir``; ``datasets``:
+    the hub data sets the training read (:func:`dskd.corpora.sources.hub_datasets`; the card names them).
 
     ``out_dir`` is replaced only if it is absent, empty or an earlier export (or with ``overwrite``,
     unless it holds the checkpoint); see :func:`dskd.outputs.check_output`.
@@ -121,6 +124,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, overwrite: bo
             },
         )
         meta["experiment_config"] = info["config"]
+        meta["datasets"] = list(datasets)
         write_json_atomic(tmp / "export_meta.json", meta)
         write_card(tmp)
     return out_dir

@@ -62,13 +62,22 @@ def _hub_kwargs(resolved: str | Path, revision: str | None) -> dict[str, Any]:
     return {"revision": revision} if revision and not isinstance(resolved, Path) else {}
 
 
+LOADER_KWARGS = ("is_local", "local_files_only")
+"""What ``from_pretrained`` adds to a tokenizer's ``init_kwargs`` about how it was loaded (transformers 5);
+``save_pretrained`` would write them into ``tokenizer_config.json``, and a pushed export would carry them."""
+
+
 def load_tokenizer(spec: str | Path, revision: str | None = None):
-    """The tokenizer of ``spec`` via ``AutoTokenizer.from_pretrained``."""
+    """The tokenizer of ``spec`` via ``AutoTokenizer.from_pretrained``, without the loader's kwargs (so
+    that it saves as the files it was read from)."""
     resolved = resolve_model(spec)
     try:
-        return AutoTokenizer.from_pretrained(resolved, **_hub_kwargs(resolved, revision))
+        tokenizer = AutoTokenizer.from_pretrained(resolved, **_hub_kwargs(resolved, revision))
     except (OSError, ValueError, KeyError) as e:
         raise _load_error("tokenizer", spec, resolved, e) from e
+    for key in LOADER_KWARGS:
+        tokenizer.init_kwargs.pop(key, None)
+    return tokenizer
 
 
 def load_causal_lm(spec: str | Path, dtype: Any = "auto", revision: str | None = None, device: Any = None):

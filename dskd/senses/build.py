@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from dskd.config.schema import ExperimentConfig
 from dskd.core.devices import barrier, local_device, rank_world
 from dskd.core.errors import DSKDError
 from dskd.core.io import atomic_path, provenance, write_json_atomic
 from dskd.core.outputs import StageResult, artifact_dir, check_output
+from dskd.core.progress import progress_bar
 from dskd.lexicon.artifact import Lexicon
 from dskd.models.loading import load_tokenizer, tokenizer_fingerprint
 from dskd.models.shared import TeacherHolder, held
@@ -58,7 +58,7 @@ def cluster(
     nsenses = torch.zeros(n, dtype=torch.long)
     inertia = torch.zeros(n, dtype=torch.float64)
     rows_dev = rows.to(device)
-    bar = tqdm(total=n, unit="key", desc="k-means")
+    bar = progress_bar(total=n, unit="key", desc="k-means")
     for idx, x, mask in pad_groups(rows_dev, counts.to(device)):
         r = kmeans_padded(x, mask, k, iters=iters, seed=seed)
         idx = idx.cpu()

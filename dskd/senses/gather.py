@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
 
 from dskd.core.devices import rank_world
+from dskd.core.progress import progress_bar
 from dskd.corpora.sources import iter_documents
 from dskd.senses.config import SensesConfig
 from dskd.senses.reservoir import KeyedReservoir
@@ -237,7 +237,9 @@ def gather(
     seen = torch.zeros(vocab, dtype=torch.bool)
     budget = None if settings.max_tokens is None else max(1, settings.max_tokens // world)
     t0 = time.perf_counter()
-    bar = tqdm(total=budget, unit="tok", unit_scale=True, desc="gather", disable=not progress or rank != 0)
+    bar = progress_bar(
+        total=budget, unit="tok", unit_scale=True, desc="gather", disable=not progress or rank != 0
+    )
     for s, texts in enumerate(sources):
         docs = ((i, t) for i, t in enumerate(texts) if i % world == rank)
         for ids, mask, tags in length_sorted_batches(

@@ -24,13 +24,13 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from dskd.config.schema import ExperimentConfig
 from dskd.core.devices import barrier, from_first, gather_to_first, local_device, rank_world
 from dskd.core.errors import DSKDError
 from dskd.core.io import provenance, read_json
 from dskd.core.outputs import StageResult
+from dskd.core.progress import progress_bar
 from dskd.data.config import DataConfig
 from dskd.data.continuations import read_continuations
 from dskd.data.datamodule import DSKDDataModule
@@ -311,7 +311,7 @@ def build(
         positions = writer_tokens(spec.cache, hidden_dtype, meta["vocab_size"], sense_dirs)
         writer = CacheWriter(spec.cache.dir, meta, overwrite, inputs, positions) if rank == 0 else None
         with writer or contextlib.nullcontext():
-            batches = tqdm(
+            batches = progress_bar(
                 run_batches(spec, tokenizer, seeds),
                 desc="teacher cache",
                 unit="batch",

@@ -24,11 +24,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from dskd.config.schema import ExperimentConfig
-from dskd.core.devices import local_device
+from dskd.core.devices import check_accelerator, local_device
 from dskd.core.errors import DSKDError, TrainingInterrupted
 from dskd.core.io import write_json_atomic
 from dskd.core.outputs import StageResult, check_name, check_output, mark_output
 from dskd.core.stamps import run_stage, stage_key
+from dskd.corpora.sources import hub_datasets
 from dskd.data.config import DataConfig, OnPolicyConfig
 from dskd.data.continuations import build as build_continuations
 from dskd.data.continuations import continuations_key, missing_continuations, read_continuations
@@ -231,6 +232,7 @@ def train(
     (`dskd reproduce`: the one of every stage; default: the run's own).
     """
     t0 = time.perf_counter()
+    check_accelerator(cfg.trainer.accelerator)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     rdir = run_dir(cfg.runs_dir, cfg.name, cfg.seed)
     check_output(rdir, "run")  # a folder of something else under runs_dir is never written into
@@ -306,7 +308,10 @@ def train(
             tokenizer.save_pretrained(str(rdir / "tokenizer"))
             truncate_csv(rdir / "metrics.csv", step)
         identity = {"name": cfg.name, "method": cfg.method, "seed": cfg.seed}
-        options = FitOptions(ckpt_path, export, t0, rdir, identity, wandb if cfg.logging.wandb else None)
+        datasets = tuple(hub_datasets([*cfg.data.train, *cfg.senses.sources]))
+        options = FitOptions(
+            ckpt_path, export, t0, rdir, identity, wandb if cfg.logging.wandb else None, datasets
+        )
         return _fit(trainer, module, dm, options)
 
 
@@ -392,11 +397,13 @@ class FitOptions(NamedTuple):
     identity: dict[str, Any]
     """name, method and seed of the run (the first keys of its summary)."""
     wandb: WandbRun | None
+    datasets: tuple[str, ...] = ()
+    """The hub data sets the run read (the exported model card's ``datasets``)."""
 
 
 def _fit(trainer: pl.Trainer, module, dm, options: FitOptions) -> dict[str, Any]:
     """Fit (from ``options.ckpt_path`` if given), validate, export; the summary of :func:`train`."""
-    ckpt_path, export, t0, rdir, identity, wandb = options
+    ckpt_path, export, t0, rdir, identity, wandb, datasets = options
     ckpt_dir = rdir / "checkpoints"
     wrapped = resumable(dm)
     try:
@@ -438,7 +445,9 @@ def _fit(trainer: pl.Trainer, module, dm, options: FitOptions) -> dict[str, Any]
     }
     if trainer.is_global_zero:
         if export:
-            summary["export_dir"] = str(export_checkpoint(ckpt_dir / "last.ckpt", rdir / "export"))
+            summary["export_dir"] = str(
+                export_checkpoint(ckpt_dir / "last.ckpt", rdir / "export", datasets=datasets)
+            )
         summary["wall_time_s"] = round(time.perf_counter() - t0, 2)
         write_json_atomic(rdir / "summary.json", summary)
         if wandb is not None:

@@ -57,6 +57,8 @@ def test_tiny_presets_differ_only_in_method_and_name():
         ({"trainer": {"max_stepz": 3}}, "Did you mean 'trainer.max_steps'"),
         ({"lexcon": {}}, "Did you mean 'lexicon'"),
         ({"loss": {"sense": {"kapa": 3}}}, "Did you mean 'loss.sense.kappa'"),
+        ({"optim": {"learning_rate": 1e-4}}, "Did you mean 'optim.lr'"),  # was optim.warmup_ratio
+        ({"optim": {"wd": 0.1}}, "Did you mean 'optim.weight_decay'"),
     ],
 )
 def test_unknown_key_names_closest(data, expected):

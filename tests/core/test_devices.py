@@ -141,3 +141,14 @@ def test_one_process_joins_no_group(monkeypatch, env):
         monkeypatch.setenv(name, value)
     with launcher_group() as together:
         assert not together and not dist.is_initialized()
+
+
+def test_a_gpu_accelerator_without_a_gpu_is_refused_naming_the_key(monkeypatch):
+    from dskd.core.devices import check_accelerator
+    from dskd.core.errors import DSKDError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DSKDError, match=r"^trainer.accelerator=gpu but no CUDA GPU is visible; use trainer"):
+        check_accelerator("gpu")
+    check_accelerator("cpu")
+    check_accelerator("auto")  # Lightning picks the CPU

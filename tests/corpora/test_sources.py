@@ -13,6 +13,7 @@ from dskd.corpora.sources import (
     _READERS,
     MAX_LINE_CHARS,
     SourceStats,
+    hub_datasets,
     is_validation,
     iter_documents,
     random_subset,
@@ -151,3 +152,15 @@ def test_wordnet_corpus_examples_carry_synset_and_lemma_span():
 def test_shakespeare_paragraphs():
     docs = list(iter_documents([SourceConfig(kind="shakespeare", max_records=200)]))
     assert len(docs) == 200 and all(d.text.strip() and "\n\n" not in d.text for d in docs)
+
+
+def test_hub_datasets_names_each_hub_data_set_once_in_order():
+    sources = [
+        SourceConfig(kind="hf", path="wikimedia/wikipedia", subset="20231101.en"),
+        SourceConfig(kind="arc_challenge", max_records=280),
+        SourceConfig(kind="wordnet_corpus"),
+        SourceConfig(kind="squad_v2", path="me/my_squad"),
+        SourceConfig(kind="arc_challenge"),
+        SourceConfig(kind="text", path="corpus/*.txt"),
+    ]
+    assert hub_datasets(sources) == ["wikimedia/wikipedia", "allenai/ai2_arc", "me/my_squad"]

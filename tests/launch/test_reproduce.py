@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -106,13 +107,27 @@ def _assert_offline_wandb_runs(root):
 
     (eval_log,) = run_logs(root / "results")
     (row,) = [r for r in history(eval_log) if "eval/results" in r]
-    assert row["eval/results"]["_type"] == "table-file" and row["eval/results"]["nrows"] == 5  # 3 models
+    assert row["eval/results"]["_type"] == "table-file" and row["eval/results"]["nrows"] == 3  # 3 models
     assert row["eval/scores"]["_type"] == row["eval/losses"]["_type"] == "image-file"
+    scored = {r.artifact.name: r.artifact.digest for r in records(eval_log) if r.HasField("artifact")}
     for name, used in (("smoke-kd", set()), ("smoke-dskd", {"lexicon", "sense-dictionary"})):
         (log,) = run_logs(root / "runs" / name / "seed-0")
         arts = [r.artifact for r in records(log) if r.HasField("artifact")]
         assert {a.type for a in arts if a.use_after_commit} == used
-        assert [a.name for a in arts if not a.use_after_commit] == [f"{name}-seed0"]
+        (student,) = [a for a in arts if not a.use_after_commit]
+        assert student.name == f"{name}-seed0"
+        assert scored[student.name] == student.digest  # the eval used the very version training logged
+
+
+def _assert_export_for_the_hub(export):
+    """The card's front matter parses with huggingface_hub and carries the lineage, licence and scores; the
+    tokenizer files carry no loader kwargs."""
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(export / "README.md").data
+    assert (card.base_model, card.base_model_relation) == ("HuggingFaceTB/SmolLM2-135M-Instruct", "finetune")
+    assert card.license == "apache-2.0" and card.eval_results  # the model-index dskd eval wrote
+    assert "local_files_only" not in (export / "tokenizer_config.json").read_text()
 
 
 @pytest.mark.integration
@@ -127,8 +142,11 @@ def test_smoke_preset_end_to_end_then_everything_is_skipped(tmp_path, capsys, ho
     assert "| DSKD | " in diffs and "| teacher | " in diffs  # paired differences of the trained students
     assert (tmp_path / "results" / "scores.png").stat().st_size > 1000
     assert (tmp_path / "results" / "losses.png").stat().st_size > 1000
+    assert (tmp_path / "results" / "diagnostics.png").stat().st_size > 1000  # lr, grad_norm, ...
+    assert struct.unpack(">II", (tmp_path / "results" / "losses.png").read_bytes()[16:24])[0] <= 2400
     for name in ("smoke-kd", "smoke-dskd"):
         assert (tmp_path / "runs" / name / "seed-0" / "export" / "config.json").is_file()
+        _assert_export_for_the_hub(tmp_path / "runs" / name / "seed-0" / "export")
     cache = json.loads((tmp_path / "artifacts" / "teacher_cache" / "meta.json").read_text())
     assert cache["targets"] == "sampled" and cache["hidden_positions"] == "sense"  # the preset trains cached
     _assert_offline_wandb_runs(tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -71,6 +72,16 @@ def test_two_nodes_of_eight_gpus(capsys, monkeypatch, tmp_path):
     assert "\nexport WANDB_MODE=offline\n" in script  # logging.wandb on, no API key: offline, said so
     assert not (run / "slurm").exists(), "a dry run writes nothing"
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)  # bash parses it
+    assert "\n##SBATCH --account=YOUR_ACCOUNT\n##SBATCH --exclusive\n" in script  # off until edited
+    exports = [
+        line for line in script.splitlines() if line.startswith(("export SRUN_", "export TORCH_NCCL_"))
+    ]
+    env = {"PATH": os.environ["PATH"], "SLURM_CPUS_PER_TASK": "6", "TORCH_NCCL_HEARTBEAT_TIMEOUT_SEC": "900"}
+    shown = subprocess.run(
+        ["bash", "-c", "\n".join([*exports, "env"])], env=env, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert {"SRUN_CPUS_PER_TASK=6", "TORCH_NCCL_ASYNC_ERROR_HANDLING=1"} <= set(shown)  # srun 22.05-23.02
+    assert "TORCH_NCCL_HEARTBEAT_TIMEOUT_SEC=900" in shown  # the user's own value wins
 
 
 def test_cpu_job_leaves_unset_options_out(capsys, monkeypatch, tmp_path):

@@ -12,6 +12,7 @@ from transformers import AutoTokenizer, GenerationConfig
 
 from dskd.cli import main
 from dskd.config.loading import config_from_dict
+from dskd.core.errors import DSKDError
 from dskd.models.card import render_card
 from dskd.models.export import export_checkpoint
 from dskd.testing.fixtures import llama_config, word_tokenizer
@@ -140,6 +141,11 @@ def test_export_keeps_the_teachers_generation_config_and_chat_template_and_has_a
     gen = GenerationConfig.from_pretrained(export)
     assert gen.eos_token_id == [2, 0] and gen.do_sample and (gen.temperature, gen.top_p) == (0.6, 0.9)
     assert AutoTokenizer.from_pretrained(export).chat_template == TEMPLATE
+    exported = json.loads((export / "tokenizer_config.json").read_text())
+    assert exported == json.loads((teacher / "tokenizer_config.json").read_text())
+    assert (
+        "local_files_only" not in exported and "is_local" not in exported
+    )  # the loader's, not the tokenizer's
 
     card = ModelCard.load(export / "README.md")
     assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-generation"
@@ -151,11 +157,71 @@ def test_export_keeps_the_teachers_generation_config_and_chat_template_and_has_a
     assert table in render_card(export, table) and "Not evaluated yet" not in render_card(export, table)
 
 
-def test_a_hub_teacher_is_the_base_model(tmp_path):
-    from dskd.models.card import _base_model
+def test_a_hub_teacher_is_the_base_model_and_an_asset_teacher_the_repo_it_copies(tmp_path):
+    from dskd.models.card import base_model
 
-    assert _base_model("meta-llama/Meta-Llama-3-8B-Instruct") == "meta-llama/Meta-Llama-3-8B-Instruct"
-    assert _base_model("smollm2-135m-instruct") is None and _base_model(str(tmp_path)) is None
+    assert base_model("meta-llama/Meta-Llama-3-8B-Instruct") == "meta-llama/Meta-Llama-3-8B-Instruct"
+    assert base_model("smollm2-135m-instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert base_model(str(tmp_path)) is None
+
+
+def _card_of(export, teacher: str, results=None):
+    """The card of ``export`` had it been trained from ``teacher`` on the paper's data (scored: ``results``),
+    loaded back by huggingface_hub."""
+    meta = json.loads((export / "export_meta.json").read_text())
+    cfg = config_from_dict({"name": "stub", "teacher": {"model": teacher}})
+    meta["experiment_config"] = cfg.to_yaml()
+    meta["datasets"] = ["allenai/ai2_arc", "wikimedia/wikipedia"]
+    (export / "export_meta.json").write_text(json.dumps(meta))
+    return ModelCard(render_card(export, "| table |", results))
+
+
+def test_the_card_front_matter_validates_with_the_hub_library_and_carries_licence_data_and_scores(tmp_path):
+    from huggingface_hub import ModelCardData
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    ckpt, _ = make_checkpoint(tmp_path / "run")
+    export = export_checkpoint(ckpt, tmp_path / "export")
+    results = [
+        {"benchmark": "wic", "metric": "acc", "value": 0.52},
+        {"benchmark": "heldout", "metric": "kl", "value": 3.9},
+    ]
+    card = _card_of(export, "smollm2-135m-instruct", results)
+    data = card.data.to_dict()
+    assert data["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert (
+        data["base_model_relation"] == "finetune"
+    )  # the hub's relations: adapter, merge, quantized, finetune
+    assert data["license"] == "apache-2.0" and data["datasets"] == ["allenai/ai2_arc", "wikimedia/wikipedia"]
+    # the model-index parses back into the scores (huggingface_hub drops a malformed one with a warning)
+    name, parsed = model_index_to_eval_results(data["model-index"])
+    assert name == "stub-seed0"
+    assert [(r.dataset_type, r.metric_type, r.metric_value) for r in parsed] == [
+        ("wic", "acc", 0.52),
+        ("heldout", "kl", 3.9),
+    ]
+    assert ModelCardData(**data).eval_results is not None  # what ModelCard.load builds from the front matter
+
+    llama = _card_of(export, "meta-llama/Meta-Llama-3-8B-Instruct")
+    assert llama.data.license == "llama3" and llama.data.license_link.endswith(
+        "Meta-Llama-3-8B/blob/main/LICENSE"
+    )
+    assert "Built with Meta Llama 3" in llama.text and 'begin with "Llama 3"' in llama.text
+    assert llama.data.eval_results is None  # not evaluated yet: no model-index
+
+    other = _card_of(export, "someone/unknown-model")
+    assert other.data.license is None and "add `license:`" in other.text
+
+
+def test_a_llama_3_student_is_pushed_only_under_a_name_that_begins_with_llama_3(tmp_path, capsys):
+    from dskd.models.card import check_repo_name
+
+    ckpt, _ = make_checkpoint(tmp_path / "run")
+    export = export_checkpoint(ckpt, tmp_path / "export")
+    (export / "README.md").write_text(str(_card_of(export, "meta-llama/Meta-Llama-3-8B-Instruct")))
+    with pytest.raises(DSKDError, match="begin with 'Llama-3'.*push it as e.g. me/Llama-3-student"):
+        check_repo_name(export, "me/student")
+    check_repo_name(export, "me/llama3-dskd-student")  # case, '-', '_' and spaces aside
 
 
 def test_push_to_hub_is_opt_in_and_fails_in_one_line_when_the_hub_is_unreachable(tmp_path, capsys):

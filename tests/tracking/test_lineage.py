@@ -50,7 +50,9 @@ def test_training_and_evaluation_runs_hold_lineage_table_and_plots(tmp_path, tea
     assert (
         entries["model.safetensors"] == (tmp_path / "runs/tiny-dskd/seed-0/export/model.safetensors").as_uri()
     )
-    assert {"config.json", "generation_config.json", "README.md", "export_meta.json"} <= set(entries)
+    assert {"config.json", "generation_config.json", "export_meta.json"} <= set(entries)
+    assert "README.md" not in entries  # the card changes with every evaluation; the student does not
+    trained = arts["model"]
 
     models = {"teacher": str(teacher_dir), "DSKD@0": export, "DSKD@1": export}
     recs = [_record("teacher", 0, "wic", "acc", 0.7)]
@@ -71,8 +73,9 @@ def test_training_and_evaluation_runs_hold_lineage_table_and_plots(tmp_path, tea
     (row,) = [r for r in history(log) if "eval/results" in r]
     assert row["eval/scores"]["_type"] == "image-file"
     table = json.loads((log.parent / "files" / row["eval/results"]["path"]).read_text())
-    assert table["columns"] == ["model", "wic acc", "average"]
-    assert table["data"][0][:2] == ["teacher", "0.700"] and table["data"][1][:2] == ["DSKD", "0.700 ± 0.141"]
+    assert table["columns"] == ["model", "seeds", "wic acc", "wic acc std", "average", "average std"]
+    assert table["data"][0][:4] == ["teacher", 1, 0.7, None]
+    assert table["data"][1][:3] == ["DSKD", 2, 0.7] and table["data"][1][3] == pytest.approx(0.1414, abs=1e-4)
     summary = {
         i.key: json.loads(i.value_json)
         for r in records(log)
@@ -84,6 +87,11 @@ def test_training_and_evaluation_runs_hold_lineage_table_and_plots(tmp_path, tea
     )
     arts = {a.type: a for a in _artifacts(log)}
     assert arts["model"].use_after_commit and arts["model"].name == "tiny-dskd-seed0"  # the scored student
+    # the very version the training logged, though eval rewrote the card in the export folder
+    assert arts["model"].digest == trained.digest
+    assert {e.path: e.digest for e in arts["model"].manifest.contents} == {
+        e.path: e.digest for e in trained.manifest.contents
+    }
     assert {e.path for e in arts["evaluation"].manifest.contents} == {
         "results.json",
         "table.md",
