@@ -20,7 +20,8 @@ from dskd.models.student import decoder_layers
 
 def shared_depth(student: nn.Module, teacher: nn.Module | None) -> int:
     """How many of the student's bottom layers are the teacher's own modules (0: none are shared)."""
-    if teacher is None or student.get_input_embeddings() is not teacher.get_input_embeddings():
+    embeddings = getattr(student, "get_input_embeddings", None)  # not a Hugging Face model: shares none
+    if teacher is None or embeddings is None or embeddings() is not teacher.get_input_embeddings():
         return 0
     depth = 0
     for own, theirs in zip(decoder_layers(student), decoder_layers(teacher), strict=False):
