@@ -212,6 +212,7 @@ class SharedTrunk(OnlineTeacher):
         self.trunk = trunk
 
     def read(self, batch: TokenBatch) -> TeacherReading:
+        self.model.eval()  # the trunk runs as the teacher's, also after the student's .train()
         hidden, trunk = self.trunk.teacher_states(batch["input_ids"], batch["attention_mask"])
         return TeacherReading(hidden, trunk=trunk)
 
