@@ -53,6 +53,7 @@ BENCHMARKS: list[str] = [
     "benchmarks.cache_checks:bench_cache_checks",
     "benchmarks.evaluation:bench_paper_batching",
     "benchmarks.on_policy:bench_on_policy_step_time",
+    "benchmarks.paper_shape:bench_paper_shape",
 ]
 
 

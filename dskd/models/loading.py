@@ -47,6 +47,11 @@ def resolve_dtype(dtype: Any):
     return getattr(torch, dtype)
 
 
+def runtime_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """The dtype a teacher of ``teacher.dtype`` runs in on ``device``: auto is float32 on a CPU."""
+    return torch.float32 if device.type == "cpu" and dtype == "auto" else resolve_dtype(dtype)
+
+
 def _load_error(what: str, spec: str | Path, resolved: str | Path, error: Exception) -> DSKDError:
     reason = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
     where = "local folder" if isinstance(resolved, Path) else "hub id"

@@ -1,7 +1,9 @@
 """Students: the teacher truncated to its first layers (paper recipe) or any Hugging Face causal LM.
 
 The truncated student copies the teacher's embeddings, first ``num_layers`` decoder layers, final
-norm and LM head; everything is frozen except the top ``trainable_top_layers`` layers. A student
+norm and LM head; everything is frozen except the top ``trainable_top_layers`` layers. With
+``share`` the frozen parts are not copied: they are the teacher's own modules (the shared trunk,
+:mod:`dskd.models.trunk`). A student
 whose hidden size differs from the teacher's gets a learned linear projection into the teacher's
 hidden space for the sense loss (it is not part of the exported model).
 """
@@ -35,8 +37,11 @@ def decoder_layer_class(model: nn.Module) -> type[nn.Module]:
     return type(decoder_layers(model)[0])
 
 
-def truncate(teacher: nn.Module, num_layers: int, trainable_top_layers: int) -> nn.Module:
-    """A copy of ``teacher`` with its first ``num_layers`` layers; only the top ones train."""
+def truncate(
+    teacher: nn.Module, num_layers: int, trainable_top_layers: int, share: bool = False
+) -> nn.Module:
+    """A copy of ``teacher`` with its first ``num_layers`` layers; only the top ones train. With
+    ``share`` the frozen modules (embeddings, lower layers, final norm, LM head) are the teacher's."""
     layers = decoder_layers(teacher)
     if not 1 <= num_layers <= len(layers):
         raise ConfigError(
@@ -49,8 +54,10 @@ def truncate(teacher: nn.Module, num_layers: int, trainable_top_layers: int) -> 
         )
     decoder = teacher.get_decoder()
     decoder.layers = nn.ModuleList(list(layers)[:num_layers])
+    frozen = _frozen_modules(teacher, num_layers - trainable_top_layers) if share else []
     try:
-        student = copy.deepcopy(teacher)  # copies only the kept layers; ties and buffers survive
+        # copies only the kept layers; ties and buffers survive; modules in the memo are kept as they are
+        student = copy.deepcopy(teacher, {id(m): m for m in frozen})
     finally:
         decoder.layers = layers
     student.config.num_hidden_layers = num_layers
@@ -63,10 +70,19 @@ def truncate(teacher: nn.Module, num_layers: int, trainable_top_layers: int) -> 
     return student
 
 
-def build_student(cfg: StudentConfig, teacher: nn.Module) -> nn.Module:
-    """The student described by ``cfg`` (kind=truncated copies ``teacher``; kind=hf loads a model)."""
+def _frozen_modules(teacher: nn.Module, depth: int) -> list[nn.Module]:
+    """The teacher's modules a student frozen below layer ``depth`` shares: embeddings, rotary
+    tables, the first ``depth`` layers, final norm and LM head."""
+    decoder = teacher.get_decoder()
+    frozen = [teacher.get_input_embeddings(), teacher.get_output_embeddings(), *list(decoder.layers)[:depth]]
+    return frozen + [m for name, m in decoder.named_children() if name in ("norm", "rotary_emb")]
+
+
+def build_student(cfg: StudentConfig, teacher: nn.Module, share: bool = False) -> nn.Module:
+    """The student described by ``cfg`` (kind=truncated copies ``teacher``, or with ``share`` shares
+    its frozen modules; kind=hf loads a model)."""
     if cfg.kind == "truncated":
-        return truncate(teacher, cfg.num_layers, cfg.trainable_top_layers)
+        return truncate(teacher, cfg.num_layers, cfg.trainable_top_layers, share)
     device = next(teacher.parameters()).device  # kind=hf; its model was checked at load
     student = load_causal_lm(cfg.model, dtype="float32", device=device)
     student.requires_grad_(True)

@@ -22,6 +22,7 @@ from dskd.models.loading import resolve_model
 from dskd.senses.config import SensesConfig
 from dskd.senses.dictionary import INDEX_BYTES, SENSES_FILE, stored_size
 from dskd.training.config import TrainerConfig
+from dskd.training.sharing import shares_trunk
 
 GB = 1e9
 ALLOCATOR_OVERHEAD_GB = 3.0
@@ -134,6 +135,21 @@ def sense_dictionary_size(cfg: MemoryInputs, shape: ModelShape, dtype_bytes: int
     return nbytes / GB, f"at most {what} x k x d x {dtype_bytes} + key index (no dictionary built yet)"
 
 
+def shared(cfg: MemoryInputs) -> bool:
+    """Whether the run shares the trunk (:mod:`dskd.training.sharing`; the teacher runs on a GPU, where
+    ``teacher.dtype=auto`` is bf16): its student then holds only its trainable layers."""
+    runs = cfg.teacher.mode == "online" or cfg.data.on_policy.fraction > 0
+    dtype = {"float32": torch.float32, "float16": torch.float16}.get(cfg.teacher.dtype, torch.bfloat16)
+    return runs and shares_trunk(cfg.student, cfg.trainer, dtype)
+
+
+def _student_weights(cfg: MemoryInputs, shape: ModelShape) -> tuple[int, str]:
+    """(student parameters held besides the teacher's, their symbol): P_train with a shared trunk."""
+    if shared(cfg):
+        return cfg.student.trainable_top_layers * shape.layer_params, "P_train"
+    return shape.params(cfg.student.num_layers), "P_S"
+
+
 def estimate(
     cfg: MemoryInputs, shape: ModelShape, world_size: int, gpu_gb: float = 80.0
 ) -> list[tuple[str, float, str]]:
@@ -147,14 +163,15 @@ def estimate(
     most 25% of ``gpu_gb``).
     """
     t, d = cfg.trainer, cfg.data
-    n_s, n_tr = cfg.student.num_layers, cfg.student.trainable_top_layers
+    n_tr = cfg.student.trainable_top_layers
     w = world_size
     shard_w = w if t.strategy in SHARDED_WEIGHTS else 1
     shard_o = w if t.strategy in SHARDED_OPTIMIZER else 1
     teacher_bytes = _bytes("float32" if cfg.teacher.dtype == "float32" else "bfloat16")
     master = 2 if t.precision == "bf16-true" else 4
     compute = 4 if t.precision == "32-true" else 2
-    p_s, p_tr = shape.params(n_s), n_tr * shape.layer_params
+    (p_s, held), p_tr = _student_weights(cfg, shape), n_tr * shape.layer_params
+    shared_note = "; the frozen part is the teacher's (shared trunk)" if held == "P_train" else ""
     tokens = d.batch_size * d.seq_len
     rows = [
         (
@@ -165,7 +182,7 @@ def estimate(
         (
             "student weights (shard)",
             p_s * master / shard_w / GB,
-            f"P_S x {master} bytes (master weights) / {shard_w}",
+            f"{held} x {master} bytes (master weights) / {shard_w}{shared_note}",
         ),
     ]
     if t.strategy == "fsdp":
@@ -196,13 +213,13 @@ def estimate(
 
 def startup_peak(cfg: MemoryInputs, shape: ModelShape) -> float:
     """GB on a GPU before sharding: the teacher plus the whole student in its master dtype (both are
-    built on the GPU). One teacher, as in the rows of :func:`estimate`: the stages of a process (senses,
-    continuations, cache, every run and the evaluation of `dskd reproduce`) share the one training runs
-    (:class:`dskd.models.shared.TeacherHolder`); a cached run without on-policy batches lets it go and
-    holds only the copied layers, on the CPU."""
+    built on the GPU; with a shared trunk the student holds only its trainable layers). One teacher, as in
+    the rows of :func:`estimate`: the stages of a process (senses, continuations, cache, every run and the
+    evaluation of `dskd reproduce`) share the one training runs (:class:`dskd.models.shared.TeacherHolder`);
+    a cached run without on-policy batches lets it go and holds only the copied layers, on the CPU."""
     teacher_bytes = _bytes("float32" if cfg.teacher.dtype == "float32" else "bfloat16")
     master = 2 if cfg.trainer.precision == "bf16-true" else 4
-    return (shape.params() * teacher_bytes + shape.params(cfg.student.num_layers) * master) / GB
+    return (shape.params() * teacher_bytes + _student_weights(cfg, shape)[0] * master) / GB
 
 
 def render(cfg: MemoryInputs, shape: ModelShape, world_size: int, gpu_gb: float = 80.0) -> str:
@@ -220,7 +237,8 @@ def render(cfg: MemoryInputs, shape: ModelShape, world_size: int, gpu_gb: float 
         "|---|---:|---|",
         *(f"| {name} | {gb:.2f} | {formula} |" for name, gb, formula in rows),
         f"| **total** | **{total:.1f}** | of {gpu_gb:g} GB |",
-        f"| start-up peak (before sharding) | {peak:.1f} | teacher + whole student |",
+        f"| start-up peak (before sharding) | {peak:.1f} | teacher + "
+        f"{'trainable layers (shared trunk)' if shared(cfg) else 'whole student'} |",
         "",
         _verdict(max(total, peak), gpu_gb),
     ]

@@ -5,7 +5,9 @@ cached top-k or cached samples) and never asks which; what each strategy needs (
 FSDP clipping, ZeRO-3 gathering) lives in :mod:`dskd.training.strategies`, what the checkpoints
 carry in :mod:`dskd.training.checkpoints`. The teacher is held outside the ``nn.Module`` tree (by
 its signal, a plain object), so no optimizer, checkpoint or sharding strategy ever sees it: it stays
-frozen, unsharded and replicated per device, and its signal moves it to the device.
+frozen, unsharded and replicated per device, and its signal moves it to the device. A student that
+shares the teacher's trunk (:mod:`dskd.models.trunk`; ``auto`` and ``ddp`` only) holds the teacher's
+frozen bottom as its own frozen modules; the step then runs only the student's trainable layers.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dskd.losses.config import LossConfig, SenseLossConfig
 from dskd.losses.kd import position_mask
 from dskd.losses.sense import sense_loss
 from dskd.models.config import TeacherConfig
+from dskd.models.trunk import Trunk, shared_depth
 from dskd.senses.dictionary import SenseDictionary
 from dskd.teacher_cache.store import CachedTeacher
 from dskd.training.callbacks import check_finite, check_skip_limits
@@ -35,7 +38,7 @@ from dskd.training.on_policy import BatchKey, SenseSampler, training_batch
 from dskd.training.resume import fingerprint
 from dskd.training.schedule import total_optimizer_steps, warmup_cosine
 from dskd.training.strategies import deepspeed_gradient_norm, gradient_norm
-from dskd.training.teacher_signals import teacher_signals
+from dskd.training.teacher_signals import TeacherReading, teacher_signals
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +102,12 @@ class DistillationModule(pl.LightningModule):
         self.settings = settings
         self.student = parts.student
         self.projection = parts.projection
+        depth = shared_depth(parts.student, parts.teacher)
+        self.trunk = Trunk(parts.student, parts.teacher, depth) if depth else None
+        """The trunk the student shares with the teacher (None: the student runs its whole decoder)."""
+        on_policy = settings.on_policy.fraction > 0
         self.signals = teacher_signals(
-            settings.teacher, parts.teacher, parts.cache, settings.loss, settings.on_policy.fraction > 0
+            settings.teacher, parts.teacher, parts.cache, settings.loss, on_policy, self.trunk
         )
         object.__setattr__(self, "teacher", parts.teacher)  # not registered: the module never owns it
         self.senses = parts.senses
@@ -149,9 +156,8 @@ class DistillationModule(pl.LightningModule):
         scored by the live teacher, also in a cached run."""
         signal = self.signals.on_policy if on_policy else self.signals.data
         teacher = signal.read(batch)
-        ids, am = batch["input_ids"], batch["attention_mask"]
-        h_s = self.student.get_decoder()(input_ids=ids, attention_mask=am, use_cache=False).last_hidden_state
-        mask = position_mask(batch["labels"], am)
+        h_s = self._student_states(batch, teacher)
+        mask = position_mask(batch["labels"], batch["attention_mask"])
         head = self.student.get_output_embeddings()
         loss, ce, kd = signal.ce_and_kd(teacher, h_s, head, batch["labels"], mask, not on_policy)
         parts = {"ce": ce, "kd": kd}
@@ -169,6 +175,15 @@ class DistillationModule(pl.LightningModule):
         parts["loss"] = loss.detach()
         logs["train/loss"] = loss.detach()
         return loss, parts, logs
+
+    def _student_states(self, batch: TokenBatch, teacher: TeacherReading) -> torch.Tensor:
+        """The student's last hidden states: its trainable layers on the shared trunk's output where
+        the teacher's reading holds it, else its whole decoder."""
+        am = batch["attention_mask"]
+        if teacher.trunk is not None:
+            return self.trunk.student_states(teacher.trunk, am)
+        ids = batch["input_ids"]
+        return self.student.get_decoder()(input_ids=ids, attention_mask=am, use_cache=False).last_hidden_state
 
     def _on_policy(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """(the batch to train on, on-policy values to log): see dskd.training.on_policy."""
@@ -244,9 +259,8 @@ class DistillationModule(pl.LightningModule):
         self._place_teacher()
         signal = self.signals.data
         teacher = signal.read(batch)
-        ids, am = batch["input_ids"], batch["attention_mask"]
-        h_s = self.student.get_decoder()(input_ids=ids, attention_mask=am, use_cache=False).last_hidden_state
-        mask = position_mask(batch["labels"], am)
+        h_s = self._student_states(batch, teacher)
+        mask = position_mask(batch["labels"], batch["attention_mask"])
         sums = signal.validation_sums(
             teacher, h_s, self.student.get_output_embeddings(), batch["labels"], mask
         )

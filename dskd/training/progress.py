@@ -16,6 +16,9 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar, ThroughputMonitor
 from lightning.pytorch.utilities import rank_zero_only
 
+from dskd.models.student import decoder_layers
+from dskd.models.trunk import shared_depth
+
 PROGRESS_KEYS = ("train/loss", "train/ce", "train/kd", "train/sense")
 """Loss components shown on a progress line (those the run logs)."""
 
@@ -139,6 +142,10 @@ def _numel(module: torch.nn.Module | None, trainable: bool) -> int:
 
 def flops_per_token(student: torch.nn.Module, teacher: torch.nn.Module | None, projection=None) -> int:
     """Model FLOPs of one training token, approximately: 6 per trainable weight (forward and backward),
-    2 per frozen student weight and per teacher weight (forward only; none for a cached teacher)."""
+    2 per frozen student weight and per teacher weight (forward only; none for a cached teacher), but
+    none for the student's layers of a trunk shared with the teacher (they run once, as the teacher's)."""
     trainable = _numel(student, True) + _numel(projection, True)
-    return 6 * trainable + 2 * (_numel(student, False) + _numel(teacher, False) + _numel(teacher, True))
+    depth = shared_depth(student, teacher)
+    trunk = decoder_layers(student)[:depth] if depth else None
+    frozen = _numel(student, False) - _numel(trunk, False)
+    return 6 * trainable + 2 * (frozen + _numel(teacher, False) + _numel(teacher, True))

@@ -37,9 +37,17 @@ from dskd.data.datamodule import DSKDDataModule
 from dskd.lexicon import Lexicon
 from dskd.models.config import StudentConfig, TeacherConfig
 from dskd.models.export import export_checkpoint
-from dskd.models.loading import load_tokenizer, tokenizer_fingerprint
+from dskd.models.loading import load_tokenizer, runtime_dtype, tokenizer_fingerprint
 from dskd.models.shared import TeacherHolder
-from dskd.models.student import build_projection, build_student, check_vocab, decoder_layer_class, hidden_size
+from dskd.models.student import (
+    build_projection,
+    build_student,
+    check_vocab,
+    decoder_layer_class,
+    decoder_layers,
+    hidden_size,
+)
+from dskd.models.trunk import shared_depth, splits_exactly
 from dskd.senses import SenseDictionary
 from dskd.senses.config import SensesConfig
 from dskd.teacher_cache.build import CacheSpec, open_cache
@@ -64,6 +72,7 @@ from dskd.training.module import DistillationModule, DistillationParts, Distilla
 from dskd.training.progress import ProgressLines, StepProgressBar, TokenThroughput, flops_per_token
 from dskd.training.resume import check_same_experiment, has_validation, resumable, resume_candidates
 from dskd.training.runlock import RunLock
+from dskd.training.sharing import trunk_off_reason
 from dskd.training.slurm import slurm_callbacks, slurm_plugins
 from dskd.training.strategies import build_strategy
 
@@ -114,13 +123,34 @@ def load_models(
         device = local_device() if trainer.accelerator != "cpu" else torch.device("cpu")
         teacher = teachers.get(tc, device)
     teacher.requires_grad_(False)
-    student = build_student(student_cfg, teacher)  # copied on the teacher's device
-    if trainer.precision not in ("bf16-true",):
-        student.to(torch.float32)  # master weights in fp32 (mixed precision casts per op)
+    student = _build_student(student_cfg, trainer, teacher, tc.dtype if teacher_runs(tc, on_policy) else None)
     student_tok = load_tokenizer(student_cfg.model) if student_cfg.kind == "hf" else None
     check_vocab(teacher, student, tokenizer, student_tok)
     projection = build_projection(student_cfg, student, teacher) if method == "dskd" else None
     return tokenizer, teacher, student, projection
+
+
+def _build_student(
+    cfg: StudentConfig, trainer: TrainerConfig, teacher: torch.nn.Module, teacher_dtype: str | None
+) -> torch.nn.Module:
+    """The student of ``cfg`` on the teacher's device, sharing the teacher's trunk where
+    ``student.share_trunk`` can apply (a one-line note where it cannot; ``teacher_dtype`` None: the
+    teacher never runs, the student's trunk is the only one), its own weights in fp32 unless bf16-true."""
+    reason = "" if teacher_dtype is None or not cfg.share_trunk else None
+    if reason is None:
+        device = next(teacher.parameters()).device
+        reason = trunk_off_reason(cfg, trainer, runtime_dtype(teacher_dtype, device))
+    student = build_student(cfg, teacher, share=reason is None)
+    if reason is None and not splits_exactly(student, teacher):
+        reason = f"{type(teacher).__name__} does not split at a layer"
+        student = build_student(cfg, teacher)
+    if reason:
+        log.info("note: student.share_trunk off: %s.", reason)
+    depth = shared_depth(student, teacher)
+    if trainer.precision != "bf16-true":  # master weights in fp32 (mixed precision casts per op)
+        for module in list(decoder_layers(student))[depth:] if depth else [student]:
+            module.to(torch.float32)  # shared modules stay in the teacher's dtype
+    return student
 
 
 def load_senses(senses_cfg: SensesConfig, lexicon_dir: str, tokenizer, teacher) -> SenseDictionary:

@@ -11,10 +11,11 @@ LM-head inputs and the validation sums. The step never asks which source it read
 - :class:`CachedTopK`: the teacher cache's top-k logits and tail mass (:mod:`dskd.losses.topk`).
 - :class:`CachedSamples`: tokens the cache drew from the teacher (:mod:`dskd.losses.sampled`).
 
-A new source is one more subclass with ``read`` and ``kd``; the shared trunk of "The paper recipe at
-the hardware's limit" (the teacher's upper layers run on the student's frozen lower layers' output)
-would be one: its reading holds the hidden states of those upper layers, its ``kd`` the exact KD of
-their logits, as :class:`OnlineTeacher`'s does.
+- :class:`SharedTrunk`: the teacher model with a student that shares its frozen bottom
+  (:mod:`dskd.models.trunk`): as online, and its reading also holds the trunk's output, from which
+  the step runs only the student's trainable layers.
+
+A new source is one more subclass with ``read`` and ``kd``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from dskd.losses.kd import CEKD, HeadInput, ce_and_kd_chunked, kd_loss, validati
 from dskd.losses.sampled import TeacherSamples, sampled_kd_loss
 from dskd.losses.topk import TeacherTopK, topk_kd_loss
 from dskd.models.config import TeacherConfig
-from dskd.models.loading import resolve_dtype
+from dskd.models.loading import runtime_dtype
+from dskd.models.trunk import Trunk
 from dskd.teacher_cache.store import CachedTeacher
 from dskd.training.strategies import gathered
 
@@ -52,6 +54,9 @@ class TeacherReading:
     """The cache's summary of the teacher's distribution (None online: the logits are computed)."""
     hidden_stored: torch.Tensor | None = None
     """``[B, L]`` bool: where a cache holding some positions' hidden states holds one (else None)."""
+    trunk: torch.Tensor | None = None
+    """``[B, L, d]`` the shared trunk's output, which the student's trainable layers continue from
+    (:class:`SharedTrunk`; else None: the student runs its whole decoder)."""
 
 
 class KDTerm(NamedTuple):
@@ -139,8 +144,7 @@ class OnlineTeacher(TeacherSignal):
         """``teacher.dtype``: the dtype it runs in (auto: float32 on a CPU)."""
 
     def to(self, device: torch.device) -> None:
-        auto_cpu = device.type == "cpu" and self.dtype == "auto"
-        dtype = torch.float32 if auto_cpu else resolve_dtype(self.dtype)
+        dtype = runtime_dtype(self.dtype, device)
         p = next(self.model.parameters())
         if p.device != device or p.dtype != dtype:
             self.model.to(device=device, dtype=dtype)
@@ -197,6 +201,20 @@ class OnlineTeacher(TeacherSignal):
             return validation_sums_chunked(
                 student, teacher, labels.masked_fill(~mask, IGNORE_INDEX), mask, kd=self.loss.kd
             )
+
+
+class SharedTrunk(OnlineTeacher):
+    """The teacher model with a student that shares its trunk (:mod:`dskd.models.trunk`): one teacher
+    forward gives its last hidden states and the trunk's output the student continues from."""
+
+    def __init__(self, model: nn.Module, trunk: Trunk, loss: LossConfig, dtype: str) -> None:
+        super().__init__(model, loss, dtype)
+        self.trunk = trunk
+
+    def read(self, batch: TokenBatch) -> TeacherReading:
+        self.model.eval()  # the trunk runs as the teacher's, also after the student's .train()
+        hidden, trunk = self.trunk.teacher_states(batch["input_ids"], batch["attention_mask"])
+        return TeacherReading(hidden, trunk=trunk)
 
 
 class _Cached(TeacherSignal):
@@ -262,9 +280,10 @@ def teacher_signals(
     cache: CachedTeacher | None,
     loss: LossConfig,
     on_policy: bool,
+    trunk: Trunk | None = None,
 ) -> Signals:
     """The signals of ``teacher.mode`` from the teacher ``model`` (online, or cached with on-policy
-    batches) or its ``cache`` (cached)."""
+    batches) or its ``cache`` (cached); the live teacher runs the ``trunk`` a student shares with it."""
     if teacher.mode == "online" and model is None:
         raise ConfigError("teacher.mode=online needs the teacher model.")
     if teacher.mode == "cached" and on_policy and model is None:
@@ -278,6 +297,8 @@ def teacher_signals(
             "with `dskd cache build CONFIG`."
         )
     live = OnlineTeacher(model, loss, teacher.dtype) if model is not None else None
+    if trunk is not None:
+        live = SharedTrunk(model, trunk, loss, teacher.dtype)
     if teacher.mode == "online":
         return Signals(live, live)
     cached = CachedSamples(cache, loss) if cache.meta["targets"] == "sampled" else CachedTopK(cache, loss)

@@ -1,5 +1,6 @@
 """A 2-process DDP run on CPU (gloo), launched by test_ddp.py: `python ddp_script.py TMP TEACHER_DIR
-[on-policy]` (on-policy: method kd with every batch on-policy, each rank generating for its own).
+[on-policy] [copies]` (on-policy: method kd with every batch on-policy, each rank generating for its
+own; copies: student.share_trunk=false, the student holds copies of the teacher's frozen modules).
 
 Lightning starts the second process by running this script again; each process writes its trainable
 weights (so the test can check that gradient averaging kept them identical) and the input ids of
@@ -27,6 +28,9 @@ class WriteWeightsAndBatches(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.input_ids.append(batch["input_ids"].clone())
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        (Path(sys.argv[1]) / f"shared-rank{trainer.global_rank}").write_text(str(pl_module.trunk is not None))
+
     def on_train_end(self, trainer, pl_module) -> None:
         flat = torch.cat([p.detach().flatten() for p in pl_module.parameters() if p.requires_grad])
         torch.save(flat, Path(sys.argv[1]) / f"weights-rank{trainer.global_rank}.pt")
@@ -38,7 +42,9 @@ if __name__ == "__main__":
     if not (tmp / "senses").exists():
         make_senses(tmp / "senses", teacher)
     over = {"trainer.strategy": "ddp", "trainer.devices": "2", "trainer.max_steps": 4}
-    on_policy = sys.argv[3:] == ["on-policy"]
+    on_policy = "on-policy" in sys.argv[3:]
+    if "copies" in sys.argv[3:]:
+        over["student.share_trunk"] = False
     if on_policy:
         over |= {"data.on_policy.fraction": 1.0, "data.on_policy.max_new_tokens": 4}
     cfg = tiny_config(tmp, teacher, "kd" if on_policy else "dskd", over)

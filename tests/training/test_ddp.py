@@ -47,6 +47,21 @@ def test_two_process_ddp_run(tmp_path, teacher_dir):
     assert lrs[1] == pytest.approx(2 * 1e-3, rel=1e-6)  # lr x world size, after the one warm-up step
 
 
+@pytest.mark.parametrize("mode", [[], ["on-policy"]], ids=["data", "on-policy"])
+def test_two_process_ddp_runs_sharing_the_trunk_train_the_weights_of_runs_with_copies(
+    tmp_path, teacher_dir, mode
+):
+    weights = {}
+    for how in ("shared", "copies"):
+        out = tmp_path / how
+        out.mkdir()
+        _launch(out, teacher_dir, *mode, *([how] if how == "copies" else []))
+        assert [(out / f"shared-rank{r}").read_text() for r in (0, 1)] == [str(how == "shared")] * 2
+        weights[how] = [torch.load(out / f"weights-rank{r}.pt") for r in (0, 1)]
+    for rank in (0, 1):
+        torch.testing.assert_close(weights["shared"][rank], weights["copies"][rank], rtol=1e-6, atol=1e-7)
+
+
 def test_two_process_on_policy_run_generates_on_every_rank(tmp_path, teacher_dir):
     """Every batch on-policy: each rank samples for its own batch, gradients still average."""
     _launch(tmp_path, teacher_dir, "on-policy")

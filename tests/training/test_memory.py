@@ -83,6 +83,20 @@ def test_paper_llama3_on_eight_gpus_by_hand():
     assert small_gpu["sense dictionary"] == 0.0  # auto: more than 25% of 40 GB stays in pinned host memory
 
 
+@pytest.mark.parametrize("share", [True, False])
+def test_a_shared_trunk_leaves_only_the_trainable_layers_to_the_student_under_ddp(share):
+    over = ["trainer.strategy=ddp", f"student.share_trunk={str(share).lower()}"]
+    cfg = _inputs(load_config(ROOT / "experiments/paper-llama3/dskd.yaml", over))
+    rows = {name: gb for name, gb, _ in estimate(cfg, KNOWN_SHAPES[LLAMA], 8)}
+    layer = 2 * 4096**2 + 2 * 4096 * 1024 + 3 * 4096 * 14336 + 2 * 4096
+    held = 2 * layer if share else 2 * 128256 * 4096 + 4096 + 16 * layer  # P_train, else P_S
+    assert rows["student weights (shard)"] == pytest.approx(held * 4 / 1e9)  # fp32 master, unsharded
+    assert rows["gradients (shard)"] == pytest.approx(2 * layer * 4 / 1e9)
+    assert startup_peak(cfg, KNOWN_SHAPES[LLAMA]) == pytest.approx((8_030_261_248 * 2 + held * 4) / 1e9)
+    text = render(cfg, KNOWN_SHAPES[LLAMA], 8)
+    assert ("teacher + trainable layers (shared trunk)" in text) is share
+
+
 def test_the_docs_show_what_the_command_prints(capsys):
     """docs/training.md and docs/benchmarks.md hold the tables `dskd memory` prints for both presets."""
     for preset in ("paper-llama3", "paper-mistral"):

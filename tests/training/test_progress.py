@@ -102,3 +102,15 @@ def test_flops_per_token_counts_trainable_weights_three_times():
     student.bias.requires_grad_(False)
     assert flops_per_token(student, teacher) == 6 * 6 + 2 * (2 + 6)
     assert flops_per_token(student, None) == 6 * 6 + 2 * 2
+
+
+def test_flops_per_token_leaves_out_the_layers_of_a_shared_trunk(tiny_llama_config):
+    from transformers import LlamaForCausalLM
+
+    from dskd.models.student import truncate
+
+    teacher = LlamaForCausalLM(tiny_llama_config(num_layers=4))
+    teacher.requires_grad_(False)
+    copies, shared = truncate(teacher, 3, 1), truncate(teacher, 3, 1, share=True)
+    layer = sum(p.numel() for p in teacher.model.layers[0].parameters())
+    assert flops_per_token(copies, teacher) - flops_per_token(shared, teacher) == 2 * 2 * layer
