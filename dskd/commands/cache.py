@@ -41,11 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = load_stage_config(args)  # a bad config fails before the heavy imports
     from dskd.core.devices import launcher_group, rank_world
+    from dskd.models.shared import StageProcess
     from dskd.teacher_cache.build import build
 
     with launcher_group() as together:  # torchrun / srun: every process runs the teacher on a share
-        progress = not args.no_progress
-        out, stats = build(cfg, args.seeds, args.hidden_dtype, progress, args.overwrite, together=together)
+        process = StageProcess(together=together, progress=not args.no_progress)
+        out, stats = build(cfg, args.seeds, args.hidden_dtype, args.overwrite, process=process)
         if rank_world()[0] != 0:
             return 0
     print(json.dumps(stats, indent=2))

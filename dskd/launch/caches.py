@@ -23,7 +23,7 @@ from dskd.core.errors import ConfigError
 from dskd.core.stamps import run_stage, stage_key
 from dskd.data.continuations import build as build_continuation_files
 from dskd.data.continuations import continuations_key
-from dskd.models.shared import TeacherHolder
+from dskd.models.shared import StageProcess, TeacherHolder
 from dskd.teacher_cache.build import build, data_fingerprint
 
 SHARED: dict[str, Callable[[ExperimentConfig], object]] = {
@@ -122,8 +122,8 @@ def build_caches(
         key = stage_key("teacher-cache", *parts)
 
         def run(base=base, seeds=seeds, hidden=hidden, dskd_cfgs=dskd_cfgs):
-            share = {"teachers": teachers, "together": together}
-            return build(base, seeds, hidden, progress, True, dskd_cfgs, **share).stats
+            process = StageProcess(teachers, together, progress)
+            return build(base, seeds, hidden, True, dskd_cfgs, process).stats
 
         run_stage(f"teacher cache (seeds {seeds})", folder, key, run, force, collective=together)
         keys[folder] = key

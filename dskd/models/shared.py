@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -67,3 +68,13 @@ def release_device_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+class StageProcess(NamedTuple):
+    """How this process runs a stage: ``teachers`` its held teacher (None: the stage loads its own),
+    ``together`` every process of the default group runs the stage (torchrun, srun), each a share,
+    ``progress`` the first process shows the stage's progress."""
+
+    teachers: TeacherHolder | None = None
+    together: bool = False
+    progress: bool = True

@@ -40,7 +40,7 @@ from dskd.losses.sampled import TeacherSamples, teacher_samples
 from dskd.losses.topk import TeacherTopK, teacher_topk_at
 from dskd.models.config import TeacherConfig
 from dskd.models.loading import load_tokenizer, tokenizer_fingerprint
-from dskd.models.shared import TeacherHolder, held
+from dskd.models.shared import StageProcess, held
 from dskd.teacher_cache.config import CacheConfig
 from dskd.teacher_cache.positions import hidden_tokens, needs_hidden
 from dskd.teacher_cache.store import (
@@ -257,12 +257,9 @@ def build(
     cfg: ExperimentConfig,
     seeds: list[int] | None = None,
     hidden_dtype: str = "float16",
-    progress: bool = True,
     overwrite: bool = False,
     positions_of: list[ExperimentConfig] | None = None,
-    *,
-    teachers: TeacherHolder | None = None,
-    together: bool = False,
+    process: StageProcess | None = None,
 ) -> StageResult:
     """The teacher cache stage: write the teacher cache of ``cfg`` to ``cache.dir``.
 
@@ -271,13 +268,14 @@ def build(
     (exact) or none (a KD-only cache). ``overwrite``: see :func:`dskd.core.outputs.check_output`.
     ``positions_of``: the configs whose sense positions the hidden states cover (default ``[cfg]``;
     hidden positions sense). With ``data.targets=teacher`` the teacher's continuations must be built
-    first (the sequences hold them). ``teachers``: the process's held teacher (default: one loaded for
-    this stage). ``together``: every process of the default group calls this (`dskd cache build` and
-    `dskd reproduce` under torchrun or srun): the batches with new sequences are dealt to the ranks,
-    each runs the teacher on its own on its device, and rank 0 writes their rows in the one-process
-    order (the same cache); every rank returns once it is written.
+    first (the sequences hold them). ``process``: its held teacher (default: one loaded for this
+    stage) and whether rank 0 shows progress; ``process.together``: every process of the default group
+    calls this (`dskd cache build` and `dskd reproduce` under torchrun or srun): the batches with new
+    sequences are dealt to the ranks, each runs the teacher on its own on its device, and rank 0 writes
+    their rows in the one-process order (the same cache); every rank returns once it is written.
     """
     t0 = time.perf_counter()
+    teachers, together, progress = process or StageProcess()
     dirs = (cfg.lexicon.output_dir, cfg.senses.output_dir) if cfg.method == "dskd" else None
     spec = CacheSpec(cfg.teacher, cfg.cache, cfg.data, cfg.loss.kd, cfg.trainer, cfg.seed, dirs)
     check_buildable(spec.cache, spec.kd)

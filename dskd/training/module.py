@@ -34,7 +34,7 @@ from dskd.teacher_cache.store import CachedTeacher
 from dskd.training.callbacks import check_finite, check_skip_limits
 from dskd.training.checkpoints import RunCheckpoint
 from dskd.training.config import OptimConfig, TrainerConfig
-from dskd.training.on_policy import BatchKey, SenseSampler, training_batch
+from dskd.training.on_policy import BatchKey, DataEnds, SenseSampler, training_batch
 from dskd.training.resume import fingerprint
 from dskd.training.schedule import total_optimizer_steps, warmup_cosine
 from dskd.training.strategies import deepspeed_gradient_norm, gradient_norm
@@ -192,9 +192,7 @@ class DistillationModule(pl.LightningModule):
         senses = self._sense_sampler() if self.settings.method == "dskd" and op.fraction > 0 else None
         # the data's tokenizer's EOS (a chat template's end of turn), where the data module has one
         eos = getattr(getattr(self.trainer.datamodule, "tokenizer", None), "eos_token_id", None)
-        return training_batch(
-            self.student, batch, op, key, senses=senses, eos=eos, seq_len=self.settings.seq_len
-        )
+        return training_batch(self.student, batch, op, key, senses, DataEnds(eos, self.settings.seq_len))
 
     def _sense_sampler(self) -> SenseSampler:
         """The DSKD data module's sampler of an on-policy batch's sense positions."""

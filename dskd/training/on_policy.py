@@ -92,22 +92,24 @@ class OnPolicyBatch(NamedTuple):
     """Wall time of the generation."""
 
 
+class Stops(NamedTuple):
+    """Where a sampled row ends: after its first token of ``eos`` (every id that ends a row) or at
+    ``seq_len`` tokens (None: the batch's width); ``pad`` fills the positions after it."""
+
+    eos: Sequence[int]
+    pad: int
+    seq_len: int | None = None
+
+
 @torch.no_grad()
 def sample_batch(
-    student: nn.Module,
-    batch: dict[str, torch.Tensor],
-    cfg: OnPolicyConfig,
-    *,
-    eos: Sequence[int],
-    pad: int,
-    seed: int,
-    seq_len: int | None = None,
+    student: nn.Module, batch: dict[str, torch.Tensor], cfg: OnPolicyConfig, *, stops: Stops, seed: int
 ) -> OnPolicyBatch:
     """Replace each sequence of ``batch`` after its prefix by ``student``'s sampled continuation, which
-    ends after its first token of ``eos`` (every id that ends a row) or at ``seq_len`` tokens (default:
-    the batch's width). The new batch is as wide as the batch or its longest new row, if longer."""
+    ends where ``stops`` says. The new batch is as wide as the batch or its longest new row, if longer."""
+    eos, pad = stops.eos, stops.pad
     ids, am = batch["input_ids"], batch["attention_mask"]
-    L = max(ids.shape[1], seq_len or 0)
+    L = max(ids.shape[1], stops.seq_len or 0)
     prefix = prefix_lengths(am, batch.get(PROMPT_LEN), cfg.prefix_fraction)
     budget = min(cfg.max_new_tokens, L - int(prefix.min()))
     prompt, prompt_mask = left_padded(
@@ -155,6 +157,14 @@ def sample_batch(
     return OnPolicyBatch(fresh, int((ends - prefix).sum()), seconds)
 
 
+class DataEnds(NamedTuple):
+    """What the data says about where a row ends: its tokenizer's EOS (a chat template's end of turn;
+    None: unknown) and ``data.seq_len`` (None: the batch's width)."""
+
+    eos: int | None = None
+    seq_len: int | None = None
+
+
 def generation_logs(tokens: int, seconds: float) -> dict[str, float]:
     """What a step's generation cost; an on-policy run logs these on every step (Lightning would
     repeat a key's last value on steps that do not log it): 0 tokens and NaN tokens/s off-policy."""
@@ -171,24 +181,24 @@ def training_batch(
     cfg: OnPolicyConfig,
     key: BatchKey,
     senses: SenseSampler | None = None,
-    eos: int | None = None,
-    seq_len: int | None = None,
+    ends: DataEnds | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(the batch to train on, values to log) for the training batch ``key``: the data batch (without
     ``prompt_len``), or, when the batch is drawn on-policy, the student's own continuations with the
     sense arrays ``senses`` draws for them (None: no sense loss), each ending at its first stop token
-    (``eos``: the tokenizer's EOS, None: unknown; see the module doc) or at ``seq_len`` tokens
-    (``data.seq_len``; None: the batch's width). The logs hold
-    ``train/on_policy`` (1 or 0) and :func:`generation_logs` whenever ``cfg.fraction > 0``."""
+    (the model's and ``ends.eos``; see the module doc) or at ``ends.seq_len`` tokens (``ends`` None:
+    neither known). The logs hold ``train/on_policy`` (1 or 0) and :func:`generation_logs` whenever
+    ``cfg.fraction > 0``."""
     seed, index, rank = key
     data = {k: v for k, v in batch.items() if k != PROMPT_LEN}
     if not is_on_policy(seed, index, cfg.fraction):
         return data, ({"train/on_policy": 0.0, **generation_logs(0, 0.0)} if cfg.fraction > 0 else {})
     gen = student.generation_config
-    stops = stop_tokens(student, eos)
-    pad = stops[0] if gen.pad_token_id is None else gen.pad_token_id
+    ends = ends or DataEnds()
+    eos = stop_tokens(student, ends.eos)
+    pad = eos[0] if gen.pad_token_id is None else gen.pad_token_id
     out = sample_batch(
-        student, batch, cfg, eos=stops, pad=pad, seed=sample_seed(seed, index, rank), seq_len=seq_len
+        student, batch, cfg, stops=Stops(eos, pad, ends.seq_len), seed=sample_seed(seed, index, rank)
     )
     new = out.batch
     if senses is not None:

@@ -38,7 +38,7 @@ from dskd.lexicon import Lexicon
 from dskd.models.config import StudentConfig, TeacherConfig
 from dskd.models.export import export_checkpoint
 from dskd.models.loading import load_tokenizer, runtime_dtype, tokenizer_fingerprint
-from dskd.models.shared import TeacherHolder
+from dskd.models.shared import StageProcess, TeacherHolder
 from dskd.models.student import (
     build_projection,
     build_student,
@@ -278,7 +278,10 @@ def train(
     if cfg.teacher.mode == "cached":
         hidden = "float16" if dskd else "none"
         build_cache_if_missing(
-            spec, hidden, together, lambda: build_cache(cfg, hidden_dtype=hidden, teachers=holder)
+            spec,
+            hidden,
+            together,
+            lambda: build_cache(cfg, hidden_dtype=hidden, process=StageProcess(holder)),
         )
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # after the stages: the same run either way
     ckpt_dir = rdir / "checkpoints"

@@ -13,6 +13,7 @@ import pytest
 from dskd.core.errors import DSKDError
 from dskd.core.io import read_json
 from dskd.models.loading import load_tokenizer
+from dskd.models.shared import StageProcess
 from dskd.teacher_cache.build import build, open_cache, run_batches
 from dskd.teacher_cache.store import CachedTeacher, structure_problem
 from dskd.training.run import train
@@ -25,7 +26,7 @@ REBUILD = "Delete it and rebuild it with `dskd cache build CONFIG`."
 
 
 def _built(cfg, hidden_dtype: str = "none"):
-    build(cfg, progress=False, hidden_dtype=hidden_dtype)
+    build(cfg, process=StageProcess(progress=False), hidden_dtype=hidden_dtype)
     return load_tokenizer(cfg.teacher.model)
 
 

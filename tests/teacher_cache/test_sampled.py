@@ -9,6 +9,7 @@ import torch
 from dskd.core.errors import ArtifactMismatchError, DSKDError
 from dskd.core.io import read_json
 from dskd.models.loading import load_causal_lm, load_tokenizer
+from dskd.models.shared import StageProcess
 from dskd.teacher_cache.build import build, open_cache, run_batches, teacher_outputs
 from dskd.teacher_cache.store import pack_ids, sequence_keys, unpack_ids
 from tests.sections import spec_of
@@ -17,7 +18,7 @@ SAMPLED = {"cache.kd_format": "sampled", "cache.samples": 16, "loss.kd.tau": 2.0
 
 
 def _build(cfg, **kw):
-    return build(cfg, progress=False, **kw).stats
+    return build(cfg, process=StageProcess(progress=False), **kw).stats
 
 
 def test_ids_pack_into_three_bytes():

@@ -12,6 +12,7 @@ import pytest
 import torch.multiprocessing as mp
 
 from dskd.core.io import read_json
+from dskd.models.shared import StageProcess
 from dskd.teacher_cache.build import build
 
 
@@ -32,7 +33,12 @@ def _rank(rank: int, port: int, cfg, out: str) -> None:
 
     shared.load_causal_lm = counted
     with launcher_group() as together:
-        stats = build(cfg, [0, 1], "float32", progress=False, together=together).stats
+        stats = build(
+            cfg,
+            [0, 1],
+            "float32",
+            process=StageProcess(together=together, progress=False),
+        ).stats
     Path(f"{out}-{rank}.json").write_text(
         json.dumps({"stats": stats, "together": together, "loads": len(loads)})
     )
@@ -43,7 +49,7 @@ def test_two_processes_write_the_one_process_cache_byte_for_byte(make_cfg, tmp_p
     one_dir, two_dir = tmp_path / "one", tmp_path / "two"
     cfg_one = make_cfg(**{"cache.kd_format": kd_format, "cache.dir": str(one_dir)})
     cfg_two = make_cfg(**{"cache.kd_format": kd_format, "cache.dir": str(two_dir)})
-    one = build(cfg_one, [0, 1], "float32", progress=False).stats
+    one = build(cfg_one, [0, 1], "float32", process=StageProcess(progress=False)).stats
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -8,13 +8,14 @@ import torch
 from dskd.core.errors import ArtifactMismatchError, DSKDError
 from dskd.core.io import read_json
 from dskd.models.loading import load_causal_lm, load_tokenizer
+from dskd.models.shared import StageProcess
 from dskd.teacher_cache.build import build, open_cache, run_batches, teacher_outputs
 from dskd.teacher_cache.store import FORMAT_VERSION, sequence_keys
 from tests.sections import spec_of
 
 
 def _build(cfg, **kw):
-    return build(cfg, progress=False, **kw).stats
+    return build(cfg, process=StageProcess(progress=False), **kw).stats
 
 
 def test_round_trip_matches_the_online_teacher(make_cfg):

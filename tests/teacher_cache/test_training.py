@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dskd.models.loading import load_causal_lm, load_tokenizer
+from dskd.models.shared import StageProcess
 from dskd.models.student import build_student
 from dskd.senses import SenseDictionary
 from dskd.teacher_cache.build import build, open_cache
@@ -91,7 +92,7 @@ class _NoTeacher(pl.Callback):
 @pytest.mark.parametrize("targets", ["topk", "sampled"])
 def test_cached_run_trains_without_a_teacher(make_cfg, targets):
     cfg = make_cfg(**{"cache.kd_format": targets})
-    build(cfg, hidden_dtype="none", progress=False)
+    build(cfg, hidden_dtype="none", process=StageProcess(progress=False))
     check = _NoTeacher()
     cached_cfg = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, mode="cached"))
     out = train(cached_cfg, callbacks=[check], export=False)
@@ -103,7 +104,7 @@ def test_cached_run_refuses_a_stale_cache(make_cfg):
     from dskd.core.errors import ArtifactMismatchError
 
     cfg = make_cfg()
-    build(cfg, hidden_dtype="none", progress=False)
+    build(cfg, hidden_dtype="none", process=StageProcess(progress=False))
     stale = make_cfg(**{"teacher.mode": "cached", "data.seq_len": 12})
     with pytest.raises(ArtifactMismatchError, match="data_fingerprint"):
         train(stale, export=False)
@@ -129,7 +130,7 @@ def test_a_single_process_run_builds_its_missing_cache_and_several_processes_are
     assert out["global_step"] == 4 and (folder / META_FILE).is_file()
     # the cache built is the one `dskd cache build` writes: a build by hand gives the same arrays
     by_hand = folder.with_name("by-hand")
-    build(make_cfg(**{"cache.dir": str(by_hand)}), hidden_dtype="none", progress=False)
+    build(make_cfg(**{"cache.dir": str(by_hand)}), hidden_dtype="none", process=StageProcess(progress=False))
     arrays = sorted(p.name for p in folder.glob("*.bin"))
     assert arrays == sorted(p.name for p in by_hand.glob("*.bin")) and "keys.bin" in arrays
     assert all((folder / n).read_bytes() == (by_hand / n).read_bytes() for n in arrays)
@@ -210,7 +211,7 @@ def test_a_finished_cached_run_extended_by_max_steps_reads_the_cache_where_it_st
     first epoch instead of asking the cache for the next one."""
     # lr: see test_equivalence.py's extension test (the schedule spans max_steps)
     cfg = make_cfg(**{"teacher.mode": "cached", "trainer.max_steps": 8, "optim.lr": 1e-12})
-    build(cfg, hidden_dtype="none", progress=False)
+    build(cfg, hidden_dtype="none", process=StageProcess(progress=False))
     full, extended = _Batches(), _Batches()
     train(cfg, callbacks=[full], export=False)
     short = dataclasses.replace(cfg, name="extended", trainer=dataclasses.replace(cfg.trainer, max_steps=4))

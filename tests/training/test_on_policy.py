@@ -19,6 +19,7 @@ from dskd.core.batch import IGNORE_INDEX
 from dskd.core.errors import ConfigError, TrainingInterrupted
 from dskd.data.config import OnPolicyConfig
 from dskd.models.loading import load_causal_lm, load_tokenizer
+from dskd.models.shared import StageProcess
 from dskd.models.student import build_student
 from dskd.senses import SenseDictionary
 from dskd.teacher_cache.build import build, open_cache
@@ -26,7 +27,7 @@ from dskd.teacher_cache.store import CachedTeacher
 from dskd.testing.fixtures import random_batch, write_batch_cache
 from dskd.training import on_policy
 from dskd.training.module import DistillationModule, DistillationParts
-from dskd.training.on_policy import fraction_for_one, is_on_policy, prefix_lengths, sample_batch
+from dskd.training.on_policy import Stops, fraction_for_one, is_on_policy, prefix_lengths, sample_batch
 from dskd.training.run import run_dir, train
 from tests.sections import settings_of, spec_of
 
@@ -98,7 +99,7 @@ def _greedy(model, prefix: list[int], steps: int, eos: int) -> list[int]:
 def test_greedy_continuations_match_a_plain_loop_and_only_sampled_tokens_are_targets(student):
     batch = _padded_batch()
     cfg = OnPolicyConfig(fraction=1.0, temperature=0.0, max_new_tokens=5, prefix_fraction=0.5)
-    out = sample_batch(student, batch, cfg, eos=[2], pad=1, seed=0)
+    out = sample_batch(student, batch, cfg, stops=Stops([2], 1), seed=0)
     assert student.training  # back in training mode
     new = out.batch
     prefix = [6, 4, 2]  # half of 12, 8 and 5 tokens (2.5 rounds to 2)
@@ -119,8 +120,8 @@ def test_greedy_continuations_match_a_plain_loop_and_only_sampled_tokens_are_tar
 def test_a_row_ends_after_its_first_eos(student):
     batch = _padded_batch()
     cfg = OnPolicyConfig(fraction=1.0, temperature=0.0, max_new_tokens=5)
-    first = int(sample_batch(student, batch, cfg, eos=[2], pad=1, seed=0).batch["input_ids"][0, 6])
-    out = sample_batch(student, batch, cfg, eos=[2, first], pad=1, seed=0)  # that token now ends row 0
+    first = int(sample_batch(student, batch, cfg, stops=Stops([2], 1), seed=0).batch["input_ids"][0, 6])
+    out = sample_batch(student, batch, cfg, stops=Stops([2, first], 1), seed=0)  # that token now ends row 0
     assert int(out.batch["attention_mask"][0].sum()) == 7
     assert out.batch["labels"][0].ne(IGNORE_INDEX).nonzero().squeeze(1).tolist() == [5]
 
@@ -151,7 +152,9 @@ def test_a_row_ends_at_any_stop_token_as_in_trl(config_eos, tokenizer_eos):
     student = _Scripted([5, 7, 9, 9, 9, 9], config_eos)
     batch = _padded_batch()
     cfg = OnPolicyConfig(fraction=1.0, temperature=0.0, max_new_tokens=6, prefix_fraction=0.5)
-    new, logs = on_policy.training_batch(student, batch, cfg, on_policy.BatchKey(0, 0, 0), eos=tokenizer_eos)
+    new, logs = on_policy.training_batch(
+        student, batch, cfg, on_policy.BatchKey(0, 0, 0), ends=on_policy.DataEnds(tokenizer_eos)
+    )
     assert student.asked == [2, 7] and logs["train/gen_tokens"] == 3 * 2
     for b, p in enumerate([6, 4, 2]):
         assert new["input_ids"][b, p : p + 2].tolist() == [5, 7] and (new["input_ids"][b, p + 2 :] == 1).all()
@@ -163,9 +166,9 @@ def test_a_row_ends_at_any_stop_token_as_in_trl(config_eos, tokenizer_eos):
 def test_sampling_is_reproducible_by_seed_and_respects_the_budget(student):
     batch = _padded_batch()
     cfg = OnPolicyConfig(fraction=1.0, temperature=1.0, top_p=0.9, max_new_tokens=30)
-    a = sample_batch(student, batch, cfg, eos=[2], pad=1, seed=7).batch
-    b = sample_batch(student, batch, cfg, eos=[2], pad=1, seed=7).batch
-    c = sample_batch(student, batch, cfg, eos=[2], pad=1, seed=8).batch
+    a = sample_batch(student, batch, cfg, stops=Stops([2], 1), seed=7).batch
+    b = sample_batch(student, batch, cfg, stops=Stops([2], 1), seed=7).batch
+    c = sample_batch(student, batch, cfg, stops=Stops([2], 1), seed=8).batch
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["input_ids"], c["input_ids"])
     assert a["input_ids"].shape == (3, 12)  # the sequence length caps the continuation
@@ -232,7 +235,7 @@ def test_a_cached_run_scores_on_policy_batches_with_the_live_teacher_and_data_fr
         assert {k: v.item() for k, v in got.items()} == {k: v.item() for k, v in want.items()}
         assert got["kd"].item() != online.losses(batch)[1]["kd"].item()
         # the student's own continuation, which no cache holds: what the online run computes
-        generated = sample_batch(hybrid.student, batch, op, eos=[2], pad=1, seed=i).batch
+        generated = sample_batch(hybrid.student, batch, op, stops=Stops([2], 1), seed=i).batch
         assert not torch.equal(generated["input_ids"], batch["input_ids"])
         generated |= {k: v for k, v in batch.items() if k not in generated}  # the same sense sample
         _, want, _ = online.losses(generated, on_policy=True)
@@ -250,8 +253,8 @@ class _RecordOnPolicy:
     def __init__(self) -> None:
         self.built: dict[int, dict[str, torch.Tensor]] = {}
 
-    def __call__(self, student, batch, cfg, *, eos, pad, seed, seq_len=None):
-        out = sample_batch(student, batch, cfg, eos=eos, pad=pad, seed=seed, seq_len=seq_len)
+    def __call__(self, student, batch, cfg, *, stops, seed):
+        out = sample_batch(student, batch, cfg, stops=stops, seed=seed)
         self.built[seed] = {k: v.clone() for k, v in out.batch.items()}
         return out
 
@@ -280,7 +283,7 @@ def test_sigterm_and_resume_repeat_the_on_policy_batches_of_an_uninterrupted_run
     }
     full, stopped = (corpus_config(tmp_path / n, teacher_dir, corpus, "dskd", over) for n in ("a", "b"))
     if mode == "cached":  # one cache, built by the project's builder, serves both runs' data batches
-        build(full, hidden_dtype="float32", progress=False)
+        build(full, hidden_dtype="float32", process=StageProcess(progress=False))
         full, stopped = (
             dataclasses.replace(c, teacher=dataclasses.replace(c.teacher, mode=mode)) for c in (full, stopped)
         )
