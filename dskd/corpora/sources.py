@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import io
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,8 @@ class SourceStats:
     bad_utf8_lines: int = 0
     empty_lines: int = 0
     split_lines: int = 0
+    bytes_read: int = 0
+    """Bytes of local files read (text, JSONL, the offline corpora)."""
 
 
 def iter_documents(
@@ -110,10 +114,12 @@ def random_subset(items: Iterable, n: int, seed: int, draws: int = 4096) -> Iter
 
 def is_validation(text: str, fraction: float) -> bool:
     """Deterministic held-out choice by a hash of the text (same answer in every process and run)."""
-    if fraction <= 0:
-        return False
-    h = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
-    return h / 2**64 < fraction
+    return fraction > 0 and text_hash(text) / 2**64 < fraction
+
+
+def text_hash(text: str) -> int:
+    """The 64-bit hash of a document's text that :func:`is_validation` compares with the fraction."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
 
 
 def source_name(src: SourceConfig) -> str:
@@ -152,11 +158,18 @@ def split_long(text: str, limit: int = MAX_LINE_CHARS) -> list[str]:
     return pieces
 
 
-def read_lines(path: Path, stats: SourceStats) -> Iterator[str]:
-    """Lines without line ends; invalid UTF-8 replaced (counted, one warning per file)."""
-    bad = 0
+def file_lines(
+    path: Path, stats: SourceStats, span: tuple[int, int] | None = None, lineno: int = 1
+) -> Iterator[tuple[int, int, int, str]]:
+    """(line number, byte start, byte end, line without its line end) of the lines of ``path``, or of
+    its bytes ``span`` (whose first line is number ``lineno``); invalid UTF-8 replaced (counted, one
+    warning per file or span)."""
+    bad, offset = 0, span[0] if span else 0
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
+        f.seek(offset)
+        raws = io.BytesIO(f.read(span[1] - span[0])) if span else f
+        for number, raw in enumerate(raws, lineno):
+            stats.bytes_read += len(raw)
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
@@ -164,57 +177,80 @@ def read_lines(path: Path, stats: SourceStats) -> Iterator[str]:
                 bad += 1
                 stats.bad_utf8_lines += 1
                 if bad == 1:
-                    log.warning("%s:%d: bytes that are not UTF-8 replaced by U+FFFD", path, lineno)
-            yield line.rstrip("\r\n")
+                    log.warning("%s:%d: bytes that are not UTF-8 replaced by U+FFFD", path, number)
+            yield number, offset, offset + len(raw), line.rstrip("\r\n")
+            offset += len(raw)
     if bad > 1:
         log.warning("%s: %d lines had bytes that are not UTF-8 (replaced)", path, bad)
 
 
-def _text_file(path: Path, name: str, stats: SourceStats) -> Iterator[Document]:
-    para: list[str] = []
-    size = 0
+def read_lines(path: Path, stats: SourceStats) -> Iterator[str]:
+    """Lines without line ends; invalid UTF-8 replaced (counted, one warning per file)."""
+    return (line for _, _, _, line in file_lines(path, stats))
 
-    def flush() -> Iterator[Document]:
-        nonlocal para, size
-        if para:
-            yield Document("\n".join(para), name, {"file": str(path)})
-        para, size = [], 0
 
-    for line in read_lines(path, stats):
+@dataclass
+class Block:
+    """Lines of a file that its reader parses alone: a paragraph (text) or one line (JSONL). The
+    documents of a block read from its byte range ``[start, end)`` are those of a whole-file read."""
+
+    start: int
+    end: int
+    lineno: int
+    lines: list[str] = field(default_factory=list)
+
+
+def file_blocks(path: Path, stats: SourceStats, paragraphs: bool, span: tuple[int, int, int] | None = None):
+    """The blocks of ``path`` (or of its bytes ``span`` = (start, end, first line number)): runs of
+    lines that are not blank when ``paragraphs``, else single lines; blank lines are counted and skipped."""
+    block = None
+    lines = file_lines(path, stats, span[:2], span[2]) if span else file_lines(path, stats)
+    for lineno, start, end, line in lines:
         if not line.strip():
             stats.empty_lines += 1
-            yield from flush()
+        elif block is not None and paragraphs:
+            block.lines.append(line)
+            block.end = end
             continue
+        if block is not None:
+            yield block
+        block = Block(start, end, lineno, [line]) if line.strip() else None
+    if block is not None:
+        yield block
+
+
+def paragraph_documents(block: Block, path: Path, stats: SourceStats, name: str) -> Iterator[Document]:
+    """The documents of a paragraph: its lines, cut into documents of at most MAX_LINE_CHARS characters."""
+    para: list[str] = []
+    size = 0
+    for line in block.lines:
         pieces = split_long(line) if len(line) > MAX_LINE_CHARS else [line]
         stats.split_lines += len(pieces) > 1
         for piece in pieces:
-            if size + len(piece) > MAX_LINE_CHARS:
-                yield from flush()
+            if size + len(piece) > MAX_LINE_CHARS and para:
+                yield Document("\n".join(para), name, {"file": str(path)})
+                para, size = [], 0
             para.append(piece)
             size += len(piece) + 1
-    yield from flush()
+    if para:
+        yield Document("\n".join(para), name, {"file": str(path)})
 
 
-def _text(src: SourceConfig, tokenizer, seed: int, stats: SourceStats) -> Iterator[Document]:
-    if not src.path:
-        raise DSKDError("A data source of kind 'text' needs `path` (a file or glob).")
-    for path in expand_files(src.path):
-        yield from _text_file(path, source_name(src), stats)
+def parse_record(line: str, path: Path, lineno: int) -> dict[str, Any]:
+    """The JSON object of a JSONL line; DSKDError naming file:line when it is not one."""
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DSKDError(f"{path}:{lineno} is not valid JSON ({e.msg}). Fix or remove that line.") from e
+    if not isinstance(rec, dict):
+        raise DSKDError(f"{path}:{lineno} is not a JSON object; each line must be one record.")
+    return rec
 
 
 def read_jsonl(path: Path, stats: SourceStats) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, record) of a JSONL file; empty lines skipped; DSKDError naming file:line on bad JSON."""
-    for lineno, line in enumerate(read_lines(path, stats), 1):
-        if not line.strip():
-            stats.empty_lines += 1
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DSKDError(f"{path}:{lineno} is not valid JSON ({e.msg}). Fix or remove that line.") from e
-        if not isinstance(rec, dict):
-            raise DSKDError(f"{path}:{lineno} is not a JSON object; each line must be one record.")
-        yield lineno, rec
+    for block in file_blocks(path, stats, paragraphs=False):
+        yield block.lineno, parse_record(block.lines[0], path, block.lineno)
 
 
 def _field(rec: dict[str, Any], key: str, path: Path, lineno: int) -> str:
@@ -226,43 +262,83 @@ def _field(rec: dict[str, Any], key: str, path: Path, lineno: int) -> str:
     return rec[key]
 
 
-def _jsonl(src: SourceConfig, tokenizer, seed: int, stats: SourceStats) -> Iterator[Document]:
-    if not src.path:
-        raise DSKDError("A data source of kind 'jsonl' needs `path` (a file or glob).")
-    name = source_name(src)
-    for path in expand_files(src.path):
-        for lineno, rec in read_jsonl(path, stats):
-            text = _field(rec, src.field, path, lineno)
-            for piece in split_long(text) if text.strip() else []:
-                yield Document(piece, name, {"file": str(path), "line": lineno})
+def jsonl_documents(block: Block, path: Path, stats: SourceStats, key: str, name: str) -> Iterator[Document]:
+    """The documents of a JSONL line: its field ``key``, cut into pieces of at most MAX_LINE_CHARS."""
+    text = _field(parse_record(block.lines[0], path, block.lineno), key, path, block.lineno)
+    for piece in split_long(text) if text.strip() else []:
+        yield Document(piece, name, {"file": str(path), "line": block.lineno})
 
 
-# ---------------------------------------------------------------- offline assets
+def wordnet_documents(block: Block, path: Path, stats: SourceStats, part: str) -> Iterator[Document]:
+    """The gloss (meta: synset) or example sentence (meta: synset, lemma, span) of a WordNet corpus line."""
+    rec = parse_record(block.lines[0], path, block.lineno)
+    meta: dict[str, Any] = {"synset": rec.get("synset")}
+    if part == "examples" and rec.get("start") is not None:
+        meta.update(lemma=rec.get("lemma"), span=(int(rec["start"]), int(rec["end"])))
+    yield Document(_field(rec, "text", path, block.lineno), f"wordnet_corpus:{part}", meta)
 
 
-def wordnet_corpus_documents(root: Path, part: str | None, stats: SourceStats) -> Iterator[Document]:
-    """Glosses (meta: synset) and example sentences (meta: synset, lemma, span) of the WordNet corpus."""
+# ---------------------------------------------------------------- files a reader can split
+
+
+@dataclass(frozen=True)
+class SplitFile:
+    """A file read block by block (see :class:`Block`): a rank can read only the blocks it needs."""
+
+    path: Path
+    paragraphs: bool
+    """Blocks are paragraphs (text), else lines (JSONL)."""
+    parse: Callable[[Block, Path, SourceStats], Iterator[Document]]
+    """The documents of one block of ``path``."""
+    reading: str
+    """What ``parse`` depends on besides the bytes (kind and field): part of the file's index key."""
+
+    def documents(self, stats: SourceStats) -> Iterator[Document]:
+        for block in file_blocks(self.path, stats, self.paragraphs):
+            yield from self.parse(block, self.path, stats)
+
+
+def split_files(src: SourceConfig) -> list[SplitFile] | None:
+    """The files of ``src`` in reading order, or None for a source that cannot be split: ``bigbench``
+    (one JSON document) and the hub sources (``hf`` and the QA kinds, streamed by ``datasets``)."""
+    if src.kind == "shakespeare":
+        return [SplitFile(asset_path("shakespeare") / "shakespeare.txt", True, _SHAKESPEARE, "text")]
+    if src.kind in ("text", "jsonl") and not src.path:
+        raise DSKDError(f"A data source of kind '{src.kind}' needs `path` (a file or glob).")
+    if src.kind == "text":
+        parse = partial(paragraph_documents, name=source_name(src))
+        return [SplitFile(p, True, parse, "text") for p in expand_files(src.path)]
+    if src.kind == "jsonl":
+        parse = partial(jsonl_documents, key=src.field, name=source_name(src))
+        return [SplitFile(p, False, parse, f"jsonl:{src.field}") for p in expand_files(src.path)]
+    if src.kind == "wordnet_corpus":
+        files = wordnet_corpus_files(asset_path("wordnet-corpus"), src.path)
+        return [SplitFile(p, False, partial(wordnet_documents, part=part), part) for part, p in files]
+    return None
+
+
+_SHAKESPEARE = partial(paragraph_documents, name="shakespeare")
+
+
+def wordnet_corpus_files(root: Path, part: str | None) -> list[tuple[str, Path]]:
+    """(part, file) of the WordNet corpus: glosses, examples or both; DSKDError when one is missing."""
     parts = [part] if part else ["glosses", "examples"]
     for p in parts:
         if p not in ("glosses", "examples"):
             raise DSKDError(f"wordnet_corpus `path` must be glosses, examples or empty, not '{p}'.")
-        path = root / f"{p}.jsonl"
-        if not path.is_file():
-            raise DSKDError(f"WordNet corpus file {path} is missing. Run `dskd assets fetch wordnet-corpus`.")
-        for lineno, rec in read_jsonl(path, stats):
-            text = _field(rec, "text", path, lineno)
-            meta: dict[str, Any] = {"synset": rec.get("synset")}
-            if p == "examples" and rec.get("start") is not None:
-                meta.update(lemma=rec.get("lemma"), span=(int(rec["start"]), int(rec["end"])))
-            yield Document(text, f"wordnet_corpus:{p}", meta)
+        if not (root / f"{p}.jsonl").is_file():
+            missing = root / f"{p}.jsonl"
+            raise DSKDError(
+                f"WordNet corpus file {missing} is missing. Run `dskd assets fetch wordnet-corpus`."
+            )
+    return [(p, root / f"{p}.jsonl") for p in parts]
 
 
-def _wordnet_corpus(src: SourceConfig, tokenizer, seed: int, stats: SourceStats) -> Iterator[Document]:
-    yield from wordnet_corpus_documents(asset_path("wordnet-corpus"), src.path, stats)
-
-
-def _shakespeare(src: SourceConfig, tokenizer, seed: int, stats: SourceStats) -> Iterator[Document]:
-    yield from _text_file(asset_path("shakespeare") / "shakespeare.txt", "shakespeare", stats)
+def wordnet_corpus_documents(root: Path, part: str | None, stats: SourceStats) -> Iterator[Document]:
+    """Glosses (meta: synset) and example sentences (meta: synset, lemma, span) of the WordNet corpus."""
+    for p, path in wordnet_corpus_files(root, part):
+        for block in file_blocks(path, stats, paragraphs=False):
+            yield from wordnet_documents(block, path, stats, p)
 
 
 # ---------------------------------------------------------------- QA
@@ -369,11 +445,13 @@ def _hub_qa(src: SourceConfig, tokenizer, seed: int, stats: SourceStats) -> Iter
     yield from qa_documents(src.kind, records, src.kind, shots_for(src.kind, src.shots), tokenizer, seed)
 
 
+def _files(src: SourceConfig, tokenizer, seed: int, stats: SourceStats) -> Iterator[Document]:
+    for f in split_files(src):
+        yield from f.documents(stats)
+
+
 _READERS = {
-    "text": _text,
-    "jsonl": _jsonl,
-    "wordnet_corpus": _wordnet_corpus,
-    "shakespeare": _shakespeare,
+    **{k: _files for k in ("text", "jsonl", "wordnet_corpus", "shakespeare")},
     "bigbench": _bigbench,
     "hf": _hf,
     **{k: _hub_qa for k in HUB_QA},

@@ -3,7 +3,8 @@
 Sharding: the document stream (after the validation hold-out) is dealt round-robin to
 ``num_shards = world_size * num_workers`` shards: document j goes to shard ``j % num_shards`` and
 shard ``rank * num_workers + worker``. Every document is read by exactly one shard, so no duplicates
-and no gaps. Each shard shuffles its documents through a buffer seeded by (seed, epoch, shard).
+and no gaps; a shard of a text or JSONL file reads only the paragraphs or lines of its own documents
+(:mod:`dskd.corpora.shards`), and tokenizes only those. Each shard shuffles its documents through a buffer seeded by (seed, epoch, shard).
 
 Packing (one *unit* per document): the document's tokens followed by EOS. Labels are the next token
 inside the document, EOS for its last token, and ``IGNORE_INDEX`` on the EOS (no target crosses into another
@@ -37,7 +38,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 from dskd.core.batch import IGNORE_INDEX, PROMPT_LEN
 from dskd.core.errors import DSKDError
 from dskd.corpora.config import SourceConfig
-from dskd.corpora.sources import Document, is_validation, iter_documents
+from dskd.corpora.shards import shard_documents
+from dskd.corpora.sources import Document, SourceStats
 from dskd.data.align import span_tokens
 from dskd.data.continuations import prompt_key
 from dskd.data.sampling import NeighbourTable, SenseDraw, restrict_to_synset, sample_sense_batch
@@ -111,6 +113,10 @@ class PackedStream(IterableDataset):
         if self.eos is None:
             raise DSKDError("The tokenizer has no EOS token; packing needs one as document separator.")
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos
+        self.read = SourceStats()
+        """What this process read of the sources (``bytes_read``: the file bytes), over all passes."""
+        self.tokenized = 0
+        """Documents this process tokenized, over all passes."""
 
     # ------------------------------------------------------------ shards
     def shard(self) -> tuple[int, int]:
@@ -120,12 +126,16 @@ class PackedStream(IterableDataset):
         return self.rank * workers + (worker + self.rotation) % workers, self.world_size * workers
 
     def documents(self, shard: int, num_shards: int) -> Iterator[Document]:
+        """The shard's documents, shuffled (read by :func:`dskd.corpora.shards.shard_documents`)."""
         spec = self.spec
-        docs = iter_documents(spec.sources, self.tokenizer, seed=spec.seed)
-        if spec.holdout != "none":
-            want_val = spec.holdout == "val"
-            docs = (d for d in docs if is_validation(d.text, spec.val_fraction) == want_val)
-        mine = (d for j, d in enumerate(docs) if j % num_shards == shard)
+        mine = shard_documents(
+            spec.sources,
+            self.tokenizer,
+            spec.seed,
+            (shard, num_shards),
+            (spec.holdout, spec.val_fraction),
+            self.read,
+        )
         if spec.shuffle_buffer > 1:
             mine = shuffled(
                 mine, spec.shuffle_buffer, np.random.default_rng([spec.seed, self.epoch, shard, 1])
@@ -137,6 +147,7 @@ class PackedStream(IterableDataset):
         teacher = self.spec.teacher_continuations is not None
         backend = self.tokenizer.backend_tokenizer  # the Rust tokenizer: no per-call Python conversion
         while chunk := [d for _, d in zip(range(TOKENIZE_CHUNK), docs)]:
+            self.tokenized += len(chunk)
             texts = [d.meta.get("prompt", d.text) if teacher else d.text for d in chunk]
             for doc, text, enc in zip(chunk, texts, backend.encode_batch(texts, add_special_tokens=False)):
                 ids = enc.ids
