@@ -29,6 +29,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slurm)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _document_indexes(tmp_path_factory):
+    """Keep the document indexes of the tests' files (dskd.corpora.shards) out of the real DSKD_HOME."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DSKD_INDEX_DIR", str(tmp_path_factory.mktemp("doc-index")))
+        yield
+
+
 @pytest.fixture
 def tiny_llama_config():
     """A Llama config small enough for unit tests (random weights, any vocab size)."""

@@ -5,7 +5,8 @@ document j goes to shard ``j % num_shards``. A shard of a file that :func:`dskd.
 splits (text, jsonl, wordnet_corpus, shakespeare) finds its documents in the file's *index* and reads
 only the blocks (paragraphs, JSONL lines) that hold them, about ``1 / num_shards`` of the bytes. The
 index (per block its byte span, first line number and document count; per document the hash that
-decides the hold-out) is built by one full read and kept in ``$DSKD_HOME/cache/doc-index/``, keyed
+decides the hold-out) is built by one full read and kept in ``$DSKD_HOME/cache/doc-index/``
+(``$DSKD_INDEX_DIR`` when set), keyed
 by the file's path, size and modification time and how it is parsed, so it is rebuilt when the file
 changes. Sources that cannot be split (``bigbench``, ``hf`` and the QA kinds; any source with
 ``subset_seed``, whose reservoir draw reads the whole source; a file whose index cannot be built
@@ -18,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +45,8 @@ from dskd.corpora.sources import (
 log = logging.getLogger(__name__)
 
 INDEX_FORMAT = 1
-HOLDOUTS = ("none", "train", "val")
+INDEX_DIR = "DSKD_INDEX_DIR"
+"""Environment variable naming the folder of the kept indexes (default ``$DSKD_HOME/cache/doc-index``)."""
 
 
 @dataclass
@@ -63,7 +66,12 @@ def index_file(f: SplitFile) -> Path:
     st = f.path.stat()
     key = f"{INDEX_FORMAT}|{f.path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{f.reading}|{MAX_LINE_CHARS}"
     name = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
-    return dskd_home() / "cache" / "doc-index" / f"{name}.npz"
+    return index_root() / f"{name}.npz"
+
+
+def index_root() -> Path:
+    """The folder of the kept indexes: ``$DSKD_INDEX_DIR``, else ``$DSKD_HOME/cache/doc-index``."""
+    return Path(os.environ.get(INDEX_DIR) or dskd_home() / "cache" / "doc-index").expanduser()
 
 
 def build_index(f: SplitFile, stats: SourceStats) -> FileIndex:

@@ -4,7 +4,8 @@ Sharding: the document stream (after the validation hold-out) is dealt round-rob
 ``num_shards = world_size * num_workers`` shards: document j goes to shard ``j % num_shards`` and
 shard ``rank * num_workers + worker``. Every document is read by exactly one shard, so no duplicates
 and no gaps; a shard of a text or JSONL file reads only the paragraphs or lines of its own documents
-(:mod:`dskd.corpora.shards`), and tokenizes only those. Each shard shuffles its documents through a buffer seeded by (seed, epoch, shard).
+(:mod:`dskd.corpora.shards`), and tokenizes only those. Each shard shuffles its documents through a
+buffer seeded by (seed, epoch, shard).
 
 Packing (one *unit* per document): the document's tokens followed by EOS. Labels are the next token
 inside the document, EOS for its last token, and ``IGNORE_INDEX`` on the EOS (no target crosses into another
