@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from dskd.core.devices import all_gather_object, rank_world
 from dskd.core.errors import ConfigError
+from dskd.corpora.shards import index_sources
 from dskd.data.config import DataConfig
 from dskd.data.sampling import NeighbourTable, max_positions_for
 from dskd.data.stream import META_KEYS, PackedStream, StreamSpec, sense_sample
@@ -118,6 +119,12 @@ class DSKDDataModule(L.LightningDataModule):
     def _rank_world(self) -> tuple[int, int]:
         t = self.trainer
         return (t.global_rank, t.world_size) if t is not None else (0, 1)
+
+    def prepare_data(self) -> None:
+        """Index the text and JSONL files of ``data.train`` and ``data.val`` where no index is kept
+        (:mod:`dskd.corpora.shards`): Lightning calls it in one process per node before the others
+        start reading, so each rank then reads only its shard's share of the files."""
+        index_sources([*self.data.train, *self.data.val])
 
     def setup(self, stage: str | None = None) -> None:
         """Check that the lexicon reads the tokenizer's ids and that ``data.targets=teacher`` has its

@@ -12,6 +12,8 @@ import torch
 from dskd.config.schema import ExperimentConfig
 from dskd.core.errors import ArtifactMismatchError
 from dskd.corpora.config import SourceConfig
+from dskd.corpora.shards import index_file
+from dskd.corpora.sources import split_files
 from dskd.data.datamodule import DSKDDataModule
 from dskd.lexicon import Lexicon
 from dskd.models.loading import tokenizer_fingerprint
@@ -175,3 +177,25 @@ def test_resume_through_a_real_trainer(tmp_path, tokenizer, stop):
     rest = _fit(cfg, tokenizer, lex, tmp_path / "b", ckpt=str(tmp_path / "a" / f"step={stop}.ckpt"))
     assert len(whole) == 34 and len(rest) == 34 - stop
     assert whole[:stop] + rest == whole
+
+
+def test_a_real_trainer_indexes_the_training_files_before_reading_them(tmp_path, tokenizer):
+    cfg = config(tmp_path, n_docs=30, num_workers=0)
+    (index,) = [index_file(f) for f in split_files(cfg.data.train[0])]
+    found = []
+    look = L.Callback()
+    look.on_fit_start = lambda trainer, module: found.append(index.is_file())  # before any batch is read
+    trainer = L.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        callbacks=[look],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
+    assert not index.exists()
+    trainer.fit(_Recorder(), datamodule=DSKDDataModule(*sections(cfg), tokenizer, make_lexicon(tokenizer)))
+    assert found == [True]  # DSKDDataModule.prepare_data, run by Lightning before setup

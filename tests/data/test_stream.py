@@ -11,7 +11,9 @@ from torch.utils.data import DataLoader
 
 from dskd.core.batch import IGNORE_INDEX
 from dskd.corpora.config import SourceConfig
-from dskd.data.stream import PackedStream, StreamSpec
+from dskd.corpora.shards import index_sources
+from dskd.corpora.sources import is_validation, iter_documents
+from dskd.data.stream import PackedStream, StreamSpec, shuffled
 
 from .conftest import random_table
 
@@ -331,3 +333,77 @@ def test_bucketed_batches_are_seeded_and_resume_lands_on_the_same_batch(tmp_path
     epoch1 = PackedStream(spec, tokenizer)
     epoch1.epoch = 1
     assert [b["input_ids"].shape for b in batches(epoch1)] != [b["input_ids"].shape for b in first]
+
+
+class TodaysStream(PackedStream):
+    """The reference: the stream as every shard read it before dskd.corpora.shards, the whole stream
+    with every num_shards-th document kept."""
+
+    def documents(self, shard, num_shards):
+        spec = self.spec
+        docs = iter_documents(spec.sources, self.tokenizer, seed=spec.seed)
+        if spec.holdout != "none":
+            docs = (d for d in docs if is_validation(d.text, spec.val_fraction) == (spec.holdout == "val"))
+        mine = (d for j, d in enumerate(docs) if j % num_shards == shard)
+        rng = np.random.default_rng([spec.seed, self.epoch, shard, 1])
+        return shuffled(mine, spec.shuffle_buffer, rng) if spec.shuffle_buffer > 1 else mine
+
+
+class CountingStream(PackedStream):
+    """Yields after its batches what its process (a DataLoader worker) read and tokenized."""
+
+    def __iter__(self):
+        yield from super().__iter__()
+        yield {"shard": self.shard()[0], "tokenized": self.tokenized, "bytes": self.read.bytes_read}
+
+
+def same_batches(a, b):
+    return len(a) == len(b) and all(
+        x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x) for x, y in zip(a, b)
+    )
+
+
+@pytest.mark.parametrize(("world", "workers"), [(2, 0), (3, 0), (2, 2)])
+def test_each_rank_gets_todays_batches_reading_and_tokenizing_only_its_shard(
+    tmp_path, tokenizer, world, workers
+):
+    docs, sources = corpus(tmp_path, n=300)
+    spec = StreamSpec(
+        sources,
+        seq_len=32,
+        batch_size=3,
+        shuffle_buffer=8,
+        holdout="train",
+        val_fraction=0.2,
+        table=random_table(len(tokenizer)),
+        width=25,
+    )
+    index_sources(sources)  # as DSKDDataModule.prepare_data does before the ranks start
+    size, shards = (tmp_path / "c.txt").stat().st_size, world * max(1, workers)
+    for rank in range(world):
+        got = batches(CountingStream(spec, tokenizer, rank, world), workers)
+        counts = [b for b in got if "tokenized" in b]
+        assert same_batches(
+            [b for b in got if "tokenized" not in b],
+            batches(TodaysStream(spec, tokenizer, rank, world), workers),
+        )
+        assert sorted(int(c["shard"]) for c in counts) == list(
+            range(rank * max(1, workers), (rank + 1) * max(1, workers))
+        )
+        for c in counts:
+            own = list(TodaysStream(spec, tokenizer).documents(int(c["shard"]), shards))
+            assert int(c["tokenized"]) == len(own)  # no document of another shard is tokenized
+            assert int(c["bytes"]) == sum(len(d.text.encode()) + 1 for d in own)  # its lines, no other
+            assert int(c["bytes"]) < 0.8 * 1.3 * size / shards
+
+
+def test_a_resumed_rank_skips_to_todays_batches_tokenizing_only_its_shard(tmp_path, tokenizer):
+    docs, sources = corpus(tmp_path, n=200)
+    spec = StreamSpec(
+        sources, seq_len=32, batch_size=2, shuffle_buffer=8, table=random_table(len(tokenizer)), width=25
+    )
+    new, old = PackedStream(spec, tokenizer, 1, 3), TodaysStream(spec, tokenizer, 1, 3)
+    new.skip = old.skip = {1: 4}
+    new.epoch = old.epoch = 2
+    assert same_batches(batches(new), batches(old))
+    assert new.tokenized == len(list(old.documents(1, 3))) == len([j for j in range(200) if j % 3 == 1])
