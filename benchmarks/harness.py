@@ -44,6 +44,7 @@ class Figure:
 BENCHMARKS: list[str] = [
     # "module:function", each returning list[Figure]
     "benchmarks.data:bench_data_throughput",
+    "benchmarks.shards:bench_shard_reads",
     "benchmarks.losses:bench_chunked_kd",
     "benchmarks.senses:bench_kmeans",
     "benchmarks.senses:bench_dictionary",

@@ -1,17 +1,17 @@
 """One shard of the document stream, reading only the blocks of its documents where a source allows it.
 
 The stream's documents (sources in order, after the validation hold-out) are dealt round-robin:
-document j goes to shard ``j % num_shards``. A shard of a file that :func:`dskd.corpora.sources.split_files`
-splits (text, jsonl, wordnet_corpus, shakespeare) finds its documents in the file's *index* and reads
-only the blocks (paragraphs, JSONL lines) that hold them, about ``1 / num_shards`` of the bytes. The
-index (per block its byte span, first line number and document count; per document the hash that
-decides the hold-out) is built by one full read and kept in ``$DSKD_HOME/cache/doc-index/``
-(``$DSKD_INDEX_DIR`` when set), keyed
-by the file's path, size and modification time and how it is parsed, so it is rebuilt when the file
-changes. Sources that cannot be split (``bigbench``, ``hf`` and the QA kinds; any source with
-``subset_seed``, whose reservoir draw reads the whole source; a file whose index cannot be built
-because a line is bad) are read whole by every shard, which keeps its share, as before. Either way a
-shard gets the same documents in the same order.
+document j goes to shard ``j % num_shards``. A shard of a file that
+:func:`dskd.corpora.sources.split_files` splits (text, jsonl, wordnet_corpus, shakespeare) finds its
+documents in the file's *index* and reads only the blocks (paragraphs, JSONL lines) that hold them,
+about ``1 / num_shards`` of the bytes. The index (per block its byte span, first line number and
+document count; per document the hash that decides the hold-out) is built by one full read and kept
+in ``$DSKD_HOME/cache/doc-index/`` (``$DSKD_INDEX_DIR`` when set), keyed by the file's path, size and
+modification time and how it is parsed, so it is rebuilt when the file changes. One shard alone
+(``num_shards`` 1) reads its files whole, without an index. Sources that cannot be split
+(``bigbench``, ``hf`` and the QA kinds; any source with ``subset_seed``, whose reservoir draw reads
+the whole source; a file whose index cannot be built because a line is bad) are read whole by every
+shard, which keeps its share, as before. Either way a shard gets the same documents in the same order.
 """
 
 from __future__ import annotations
@@ -132,10 +132,11 @@ def kept(hashes: np.ndarray, holdout: tuple[str, float]) -> np.ndarray:
 def read_documents(f: SplitFile, index: FileIndex, numbers: np.ndarray, stats: SourceStats):
     """Documents ``numbers`` (ascending) of ``f``, reading only the blocks that hold them."""
     blocks = np.searchsorted(index.first, numbers, side="right") - 1
-    for b, group in itertools.groupby(zip(blocks.tolist(), numbers.tolist()), key=lambda p: p[0]):
-        block = next(file_blocks(f.path, stats, f.paragraphs, tuple(index.spans[b].tolist())))
-        docs = list(f.parse(block, f.path, stats))
-        yield from (docs[n - int(index.first[b])] for _, n in group)
+    with open(f.path, "rb") as handle:
+        for b, group in itertools.groupby(zip(blocks.tolist(), numbers.tolist()), key=lambda p: p[0]):
+            block = next(file_blocks(f.path, stats, f.paragraphs, tuple(index.spans[b].tolist()), handle))
+            docs = list(f.parse(block, f.path, stats))
+            yield from (docs[n - int(index.first[b])] for _, n in group)
 
 
 def shard_documents(
@@ -151,8 +152,8 @@ def shard_documents(
     stats = stats if stats is not None else SourceStats()
     deal = _Deal(*shard, holdout)
     for src in sources:
-        files = split_files(src) if src.subset_seed is None else None
-        if files is None:
+        files = split_files(src) if src.subset_seed is None and shard[1] > 1 else None
+        if files is None:  # one shard reads every block anyway: the whole read, without an index
             yield from deal.whole(iter_documents([src], tokenizer, seed, stats))
             continue
         left = src.max_records

@@ -10,6 +10,7 @@ file). QA sources yield chat prompts whose ``meta`` holds ``prompt`` (up to the 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import io
@@ -159,13 +160,13 @@ def split_long(text: str, limit: int = MAX_LINE_CHARS) -> list[str]:
 
 
 def file_lines(
-    path: Path, stats: SourceStats, span: tuple[int, int] | None = None, lineno: int = 1
+    path: Path, stats: SourceStats, span: tuple[int, int] | None = None, lineno: int = 1, handle=None
 ) -> Iterator[tuple[int, int, int, str]]:
     """(line number, byte start, byte end, line without its line end) of the lines of ``path``, or of
     its bytes ``span`` (whose first line is number ``lineno``); invalid UTF-8 replaced (counted, one
-    warning per file or span)."""
+    warning per file or span). ``handle``: ``path`` already open (binary), left open."""
     bad, offset = 0, span[0] if span else 0
-    with open(path, "rb") as f:
+    with open(path, "rb") if handle is None else contextlib.nullcontext(handle) as f:
         f.seek(offset)
         raws = io.BytesIO(f.read(span[1] - span[0])) if span else f
         for number, raw in enumerate(raws, lineno):
@@ -200,11 +201,14 @@ class Block:
     lines: list[str] = field(default_factory=list)
 
 
-def file_blocks(path: Path, stats: SourceStats, paragraphs: bool, span: tuple[int, int, int] | None = None):
+def file_blocks(
+    path: Path, stats: SourceStats, paragraphs: bool, span: tuple[int, int, int] | None = None, handle=None
+) -> Iterator[Block]:
     """The blocks of ``path`` (or of its bytes ``span`` = (start, end, first line number)): runs of
-    lines that are not blank when ``paragraphs``, else single lines; blank lines are counted and skipped."""
+    lines that are not blank when ``paragraphs``, else single lines; blank lines are counted and skipped.
+    ``handle``: as for :func:`file_lines`."""
     block = None
-    lines = file_lines(path, stats, span[:2], span[2]) if span else file_lines(path, stats)
+    lines = file_lines(path, stats, span[:2], span[2], handle) if span else file_lines(path, stats)
     for lineno, start, end, line in lines:
         if not line.strip():
             stats.empty_lines += 1

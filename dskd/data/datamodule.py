@@ -122,9 +122,11 @@ class DSKDDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Index the text and JSONL files of ``data.train`` and ``data.val`` where no index is kept
-        (:mod:`dskd.corpora.shards`): Lightning calls it in one process per node before the others
-        start reading, so each rank then reads only its shard's share of the files."""
-        index_sources([*self.data.train, *self.data.val])
+        (:mod:`dskd.corpora.shards`), when the stream has several shards (ranks x workers): Lightning
+        calls it in one process per node before the others start reading, so that each shard then
+        reads only its share of the files. One shard reads them whole, without an index."""
+        if self._rank_world()[1] * max(1, self.data.num_workers) > 1:
+            index_sources([*self.data.train, *self.data.val])
 
     def setup(self, stage: str | None = None) -> None:
         """Check that the lexicon reads the tokenizer's ids and that ``data.targets=teacher`` has its

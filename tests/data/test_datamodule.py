@@ -179,8 +179,10 @@ def test_resume_through_a_real_trainer(tmp_path, tokenizer, stop):
     assert whole[:stop] + rest == whole
 
 
-def test_a_real_trainer_indexes_the_training_files_before_reading_them(tmp_path, tokenizer):
-    cfg = config(tmp_path, n_docs=30, num_workers=0)
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_real_trainer_indexes_the_training_files_before_reading_them(tmp_path, tokenizer, workers):
+    """Two workers are two shards: indexed before any is read; one process alone reads the file whole."""
+    cfg = config(tmp_path, n_docs=30, num_workers=workers)
     (index,) = [index_file(f) for f in split_files(cfg.data.train[0])]
     found = []
     look = L.Callback()
@@ -198,4 +200,5 @@ def test_a_real_trainer_indexes_the_training_files_before_reading_them(tmp_path,
     )
     assert not index.exists()
     trainer.fit(_Recorder(), datamodule=DSKDDataModule(*sections(cfg), tokenizer, make_lexicon(tokenizer)))
-    assert found == [True]  # DSKDDataModule.prepare_data, run by Lightning before setup
+    assert found == [workers > 0]  # DSKDDataModule.prepare_data, run by Lightning before setup
+    assert index.exists() == (workers > 0)
