@@ -227,14 +227,23 @@ class DSKDDataModule(L.LightningDataModule):
     def batches_per_epoch(self, world_size: int, epoch: int) -> int:
         """Training batches of ``epoch`` per rank: the shortest rank's count (ranks stop together, see
         :func:`lockstep`). Counted by tokenizing the training data in that epoch's order (packing
-        after each epoch's shuffle can give a different count), once per world size and epoch."""
+        after each epoch's shuffle can give a different count), once per world size and epoch. Under
+        torch.distributed with ``world_size`` processes each counts its own shards and they share the
+        counts (every process must call this, as the LR schedule's set-up does); otherwise this
+        process counts every rank's."""
         key = (world_size, epoch)
         if key not in self._batches_per_epoch:
             stream, workers = self.stream(True), max(1, self.data.num_workers)
             stream.epoch = epoch
-            shards = [stream.count_batches(s, world_size * workers) for s in range(world_size * workers)]
-            per_rank = [sum(shards[r * workers : (r + 1) * workers]) for r in range(world_size)]
-            self._batches_per_epoch[key] = min(per_rank)
+            rank, world = rank_world()
+            ranks = [rank] if world == world_size > 1 else range(world_size)
+            counts = {
+                r: sum(stream.count_batches(r * workers + w, world_size * workers) for w in range(workers))
+                for r in ranks
+            }
+            if len(counts) < world_size:
+                counts = {r: c for shared in all_gather_object(counts) for r, c in shared.items()}
+            self._batches_per_epoch[key] = min(counts.values())
         return self._batches_per_epoch[key]
 
     def on_policy_senses(self, labels: np.ndarray, key: Sequence[int]) -> dict[str, np.ndarray]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from dskd.config.schema import ExperimentConfig
 from dskd.core.errors import ArtifactMismatchError
@@ -202,3 +205,41 @@ def test_a_real_trainer_indexes_the_training_files_before_reading_them(tmp_path,
     trainer.fit(_Recorder(), datamodule=DSKDDataModule(*sections(cfg), tokenizer, make_lexicon(tokenizer)))
     assert found == [workers > 0]  # DSKDDataModule.prepare_data, run by Lightning before setup
     assert index.exists() == (workers > 0)
+
+
+class _Counting(DSKDDataModule):
+    """Keeps the streams it builds, to see what its process tokenized."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.built = []
+
+    def stream(self, train):
+        self.built.append(super().stream(train))
+        return self.built[-1]
+
+
+def _count_in_rank(rank: int, port: int, cfg, tokenizer, out) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        dm = _Counting(*sections(cfg), tokenizer)
+        out[rank] = (dm.batches_per_epoch(2, 0), sum(s.tokenized for s in dm.built))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_each_process_counts_only_its_own_shards_for_the_schedule(tmp_path, tokenizer):
+    """A real 2-process gloo group: the same count as one process counting both ranks, each process
+    tokenizing only its own shards (before, each tokenized the whole stream)."""
+    cfg = config(tmp_path, n_docs=300, num_workers=2)
+    alone = _Counting(*sections(cfg), tokenizer)
+    expected, everything = alone.batches_per_epoch(2, 0), alone.built[0].tokenized
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_count_in_rank, args=(port, cfg, tokenizer, out), nprocs=2, join=True, start_method="spawn")
+        out = dict(out)
+    assert out[0][0] == out[1][0] == expected > 0
+    assert out[0][1] + out[1][1] == everything and max(out[0][1], out[1][1]) < 0.6 * everything
