@@ -132,11 +132,18 @@ def kept(hashes: np.ndarray, holdout: tuple[str, float]) -> np.ndarray:
 def read_documents(f: SplitFile, index: FileIndex, numbers: np.ndarray, stats: SourceStats):
     """Documents ``numbers`` (ascending) of ``f``, reading only the blocks that hold them."""
     blocks = np.searchsorted(index.first, numbers, side="right") - 1
+    bad = stats.bad_utf8_lines
     with open(f.path, "rb") as handle:
         for b, group in itertools.groupby(zip(blocks.tolist(), numbers.tolist()), key=lambda p: p[0]):
             block = next(file_blocks(f.path, stats, f.paragraphs, tuple(index.spans[b].tolist()), handle))
             docs = list(f.parse(block, f.path, stats))
             yield from (docs[n - int(index.first[b])] for _, n in group)
+    if stats.bad_utf8_lines > bad:
+        log.warning(
+            "%s: %d lines this shard read had bytes that are not UTF-8 (replaced)",
+            f.path,
+            stats.bad_utf8_lines - bad,
+        )
 
 
 def shard_documents(

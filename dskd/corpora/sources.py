@@ -163,8 +163,9 @@ def file_lines(
     path: Path, stats: SourceStats, span: tuple[int, int] | None = None, lineno: int = 1, handle=None
 ) -> Iterator[tuple[int, int, int, str]]:
     """(line number, byte start, byte end, line without its line end) of the lines of ``path``, or of
-    its bytes ``span`` (whose first line is number ``lineno``); invalid UTF-8 replaced (counted, one
-    warning per file or span). ``handle``: ``path`` already open (binary), left open."""
+    its bytes ``span`` (whose first line is number ``lineno``); invalid UTF-8 replaced (counted; one
+    warning per whole file, none for a span: its reader warns once per file). ``handle``: ``path``
+    already open (binary), left open."""
     bad, offset = 0, span[0] if span else 0
     with open(path, "rb") if handle is None else contextlib.nullcontext(handle) as f:
         f.seek(offset)
@@ -177,11 +178,11 @@ def file_lines(
                 line = raw.decode("utf-8", errors="replace")
                 bad += 1
                 stats.bad_utf8_lines += 1
-                if bad == 1:
+                if bad == 1 and not span:
                     log.warning("%s:%d: bytes that are not UTF-8 replaced by U+FFFD", path, number)
             yield number, offset, offset + len(raw), line.rstrip("\r\n")
             offset += len(raw)
-    if bad > 1:
+    if bad > 1 and not span:
         log.warning("%s: %d lines had bytes that are not UTF-8 (replaced)", path, bad)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -167,3 +168,18 @@ def test_wordnet_corpus_shards_match_the_whole_read():
         read = SourceStats()
         assert mine(sources, (s, 4), ("train", 0.1), read) == every_nth(sources, (s, 4), ("train", 0.1))
         assert abs(read.bytes_read / total - 0.9 / 4) < 0.01  # a quarter of the 90% not held out
+
+
+def test_a_shard_warns_once_per_file_of_its_lines_that_are_not_utf8(tmp_path, caplog):
+    path = tmp_path / "c.txt"
+    path.write_bytes(b"\n\n".join(b"para %d \xff" % i for i in range(40)))
+    sources = [SourceConfig(kind="text", path=str(path))]
+    index_sources(sources)  # warns as a whole read does
+    stats = SourceStats()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dskd.corpora"):
+        docs = mine(sources, (1, 4), ("none", 0), stats)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: 10 lines this shard read had bytes that are not UTF-8 (replaced)"
+    ]
+    assert docs == every_nth(sources, (1, 4), ("none", 0)) and stats.bad_utf8_lines == 10
