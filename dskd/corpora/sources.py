@@ -318,7 +318,10 @@ def split_files(src: SourceConfig) -> list[SplitFile] | None:
         return [SplitFile(p, False, parse, f"jsonl:{src.field}") for p in expand_files(src.path)]
     if src.kind == "wordnet_corpus":
         files = wordnet_corpus_files(asset_path("wordnet-corpus"), src.path)
-        return [SplitFile(p, False, partial(wordnet_documents, part=part), part) for part, p in files]
+        return [
+            SplitFile(p, False, partial(wordnet_documents, part=part), f"wordnet_corpus:{part}")
+            for part, p in files
+        ]
     return None
 
 
@@ -331,19 +334,10 @@ def wordnet_corpus_files(root: Path, part: str | None) -> list[tuple[str, Path]]
     for p in parts:
         if p not in ("glosses", "examples"):
             raise DSKDError(f"wordnet_corpus `path` must be glosses, examples or empty, not '{p}'.")
-        if not (root / f"{p}.jsonl").is_file():
-            missing = root / f"{p}.jsonl"
-            raise DSKDError(
-                f"WordNet corpus file {missing} is missing. Run `dskd assets fetch wordnet-corpus`."
-            )
+        path = root / f"{p}.jsonl"
+        if not path.is_file():
+            raise DSKDError(f"WordNet corpus file {path} is missing. Run `dskd assets fetch wordnet-corpus`.")
     return [(p, root / f"{p}.jsonl") for p in parts]
-
-
-def wordnet_corpus_documents(root: Path, part: str | None, stats: SourceStats) -> Iterator[Document]:
-    """Glosses (meta: synset) and example sentences (meta: synset, lemma, span) of the WordNet corpus."""
-    for p, path in wordnet_corpus_files(root, part):
-        for block in file_blocks(path, stats, paragraphs=False):
-            yield from wordnet_documents(block, path, stats, p)
 
 
 # ---------------------------------------------------------------- QA
