@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import logging
 import os
+import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,12 +92,16 @@ def build_index(f: SplitFile, stats: SourceStats) -> FileIndex:
 
 
 def load_index(f: SplitFile, stats: SourceStats) -> FileIndex:
-    """The kept index of ``f``, built (and kept) when there is none. A home that cannot be written
-    only costs the next reader a full read again."""
+    """The kept index of ``f``, built (and kept) when there is none or it cannot be read. A home that
+    cannot be written only costs the next reader a full read again."""
     path = index_file(f)
-    if path.is_file():
+    try:
         with np.load(path) as z:
             return FileIndex(z["spans"], z["first"], z["hashes"])
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        log.warning("the document index %s cannot be read (%s); building it again", path, e)
     index = build_index(f, stats)
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as out:
@@ -108,7 +113,7 @@ def load_index(f: SplitFile, stats: SourceStats) -> FileIndex:
 
 def index_sources(sources: Iterable[SourceConfig], stats: SourceStats | None = None) -> int:
     """Build the missing indexes of the split files of ``sources`` (before a launch, so that ranks find
-    them); the number of files indexed. A file whose index cannot be built is left to its readers."""
+    them); the number of split files. A file whose index cannot be built is left to its readers."""
     stats = stats if stats is not None else SourceStats()
     files = [f for src in sources if src.subset_seed is None for f in split_files(src) or []]
     for f in files:

@@ -183,3 +183,14 @@ def test_a_shard_warns_once_per_file_of_its_lines_that_are_not_utf8(tmp_path, ca
         f"{path}: 10 lines this shard read had bytes that are not UTF-8 (replaced)"
     ]
     assert docs == every_nth(sources, (1, 4), ("none", 0)) and stats.bad_utf8_lines == 10
+
+
+def test_an_index_that_cannot_be_read_is_built_again(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("\n\n".join(f"para {i}" for i in range(20)))
+    sources = [SourceConfig(kind="text", path=str(path))]
+    index_sources(sources)
+    kept_index = index_file(split_files(sources[0])[0])
+    kept_index.write_bytes(b"not an npz")
+    assert mine(sources, (1, 3), ("none", 0)) == every_nth(sources, (1, 3), ("none", 0))
+    assert kept_index.read_bytes()[:2] == b"PK"  # a zip (npz) again
