@@ -10,7 +10,7 @@ names and precisions were checked when the config loaded (their ``Literal`` type
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -21,11 +21,14 @@ from dskd.core.errors import ConfigError
 from dskd.training.config import TrainerConfig
 
 
-def build_strategy(cfg: TrainerConfig, layer_cls: type[nn.Module], batch_size: int = 1) -> Any:
+def build_strategy(
+    cfg: TrainerConfig, layer_cls: type[nn.Module], batch_size: int = 1, shared: Sequence[nn.Module] = ()
+) -> Any:
     """The Lightning strategy (object or name) for ``cfg.strategy``.
 
     ``layer_cls`` is the unit FSDP wraps; ``batch_size`` (sequences per device) is what DeepSpeed
-    reports as its micro batch (it cannot read it from loaders that batch themselves).
+    reports as its micro batch (it cannot read it from loaders that batch themselves); ``shared``: the
+    student's modules that are the teacher's own (a shared trunk), which FSDP leaves out.
     """
     name = cfg.strategy
     if name == "auto":
@@ -40,6 +43,8 @@ def build_strategy(cfg: TrainerConfig, layer_cls: type[nn.Module], batch_size: i
             use_orig_params=True,  # frozen and trainable parameters may share a flat parameter
             state_dict_type="full",  # one checkpoint file, exportable without the cluster
             limit_all_gathers=True,
+            # a shared trunk's modules stay whole, unflattened and unwrapped, where the teacher put them
+            **({"ignored_modules": list(shared)} if shared else {}),
         )
     try:  # deepspeed_stage_2 or deepspeed_stage_3
         # deferred: DeepSpeed is an optional extra, needed by these two strategies only
