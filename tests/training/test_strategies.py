@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
+from dskd.models.config import StudentConfig
 from dskd.tracking.session import wandb_online
 from dskd.training.config import TrainerConfig
 from dskd.training.loggers import run_tags
@@ -33,6 +34,26 @@ def test_fsdp_wraps_decoder_layers_and_keeps_original_parameters():
     policy = fsdp.kwargs["auto_wrap_policy"]
     assert LlamaDecoderLayer in policy._module_classes
     assert fsdp._state_dict_type == "full"
+
+
+def test_fsdp_leaves_a_shared_trunks_modules_out_of_its_units(tmp_path):
+    from dskd.models.loading import load_causal_lm
+    from dskd.models.student import build_student, decoder_layers
+    from dskd.models.trunk import shared_modules
+
+    from .tinyrun import make_model_dir
+
+    teacher = load_causal_lm(make_model_dir(tmp_path / "teacher"), dtype="float32")
+    cfg = StudentConfig(num_layers=3, trainable_top_layers=1)
+    student = build_student(cfg, teacher, share=True)
+    shared = shared_modules(student, teacher)
+    decoder, layers = teacher.get_decoder(), decoder_layers(teacher)
+    want = [decoder.embed_tokens, layers[0], layers[1], decoder.norm, decoder.rotary_emb, teacher.lm_head]
+    assert {id(m) for m in shared} == {id(m) for m in want} and len(shared) == len(want)
+    assert shared_modules(build_student(cfg, teacher), teacher) == []  # copies: nothing is the teacher's
+    fsdp = build_strategy(TrainerConfig(strategy="fsdp"), LlamaDecoderLayer, shared=shared)
+    assert fsdp.kwargs["ignored_modules"] == shared
+    assert "ignored_modules" not in build_strategy(TrainerConfig(strategy="fsdp"), LlamaDecoderLayer).kwargs
 
 
 @pytest.mark.parametrize("stage", [2, 3])
