@@ -2,7 +2,9 @@
 and what the training module must do differently under each (gradient norms, clipping, gathering).
 
 Only the student (and the projection) belongs to the LightningModule; the teacher is held outside
-it, so FSDP and DeepSpeed shard the student alone and the teacher stays whole on every device. The
+it, so FSDP and DeepSpeed shard the student alone and the teacher stays whole on every device. A
+student sharing the teacher's trunk holds some of the teacher's modules: FSDP leaves those out
+(``ignored_modules``), so it shards only the student's trainable layers. The
 names and precisions were checked when the config loaded (their ``Literal`` types in
 :mod:`dskd.training.config`; combinations Lightning refuses in :mod:`dskd.config.rules`).
 """
