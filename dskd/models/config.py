@@ -38,6 +38,6 @@ class StudentConfig:
     """kind=truncated: the frozen embeddings, lower layers, final norm and LM head are the teacher's
     own modules, run once per step for both models (docs/training.md, "Shared trunk"); off: the
     student holds copies and runs them itself. Off with a note where it cannot apply (kind=hf, all
-    layers trainable, FSDP or DeepSpeed, a -true precision whose dtype is not the teacher's)."""
+    layers trainable, DeepSpeed, a -true precision whose dtype is not the teacher's)."""
     projection: Literal["auto", "linear", "none"] = "auto"
     """auto (linear when hidden sizes differ) | linear | none."""

@@ -46,7 +46,7 @@ class Trunk:
     def __init__(self, student: nn.Module, teacher: nn.Module, depth: int) -> None:
         self.depth = depth
         self._teacher = teacher
-        self._upper = _upper_decoder(student.get_decoder(), depth)
+        self._decoder = student.get_decoder()
 
     def teacher_states(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
@@ -67,11 +67,28 @@ class Trunk:
 
     def student_states(self, trunk: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The student's last hidden states from the trunk's output: its trainable layers and final norm."""
-        dtype = next(self._upper.layers.parameters()).dtype
+        # the view is taken per call: FSDP replaces the trainable layers by their wrapped units
+        upper = _upper_decoder(self._decoder, self.depth)
+        dtype = next(upper.layers.parameters()).dtype
         # under autocast the trunk's dtype is the teacher's; without it the layers need their own
         x = trunk if torch.is_autocast_enabled(trunk.device.type) else trunk.to(dtype)
-        out = self._upper(inputs_embeds=x, attention_mask=attention_mask, use_cache=False)
+        out = upper(inputs_embeds=x, attention_mask=attention_mask, use_cache=False)
         return out.last_hidden_state
+
+
+def shared_modules(student: nn.Module, teacher: nn.Module | None) -> list[nn.Module]:
+    """The student's outermost modules that are the teacher's own (embeddings, shared layers, final
+    norm, LM head, rotary tables): what FSDP leaves out of its units (the teacher needs them whole)."""
+    if teacher is None:
+        return []
+    theirs = {id(m) for m in teacher.modules()}
+    shared: list[nn.Module] = []
+    inside: set[int] = set()
+    for module in student.modules():  # parents before children
+        if id(module) in theirs and id(module) not in inside:
+            shared.append(module)
+            inside.update(id(m) for m in module.modules())
+    return shared
 
 
 def _first(out: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:

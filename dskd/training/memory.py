@@ -185,7 +185,11 @@ def estimate(
             f"{held} x {master} bytes (master weights) / {shard_w}{shared_note}",
         ),
     ]
-    if t.strategy == "fsdp":
+    if t.strategy == "fsdp" and held == "P_train":  # the shared modules are the teacher's, never gathered
+        units = min(2, n_tr)
+        gathered = units * shape.layer_params * compute / GB
+        rows.append(("FSDP gathered units", gathered, f"{units} trainable layers x {compute} bytes"))
+    elif t.strategy == "fsdp":
         gathered = (shape.embedding_params + 2 * shape.layer_params) * compute / GB
         rows.append(("FSDP gathered units", gathered, f"(embeddings + head + 2 layers) x {compute} bytes"))
     rows += [

@@ -6,7 +6,7 @@ FSDP clipping, ZeRO-3 gathering) lives in :mod:`dskd.training.strategies`, what 
 carry in :mod:`dskd.training.checkpoints`. The teacher is held outside the ``nn.Module`` tree (by
 its signal, a plain object), so no optimizer, checkpoint or sharding strategy ever sees it: it stays
 frozen, unsharded and replicated per device, and its signal moves it to the device. A student that
-shares the teacher's trunk (:mod:`dskd.models.trunk`; ``auto`` and ``ddp`` only) holds the teacher's
+shares the teacher's trunk (:mod:`dskd.models.trunk`; ``auto``, ``ddp`` and ``fsdp``) holds the teacher's
 frozen bottom as its own frozen modules; the step then runs only the student's trainable layers.
 """
 

@@ -47,7 +47,7 @@ from dskd.models.student import (
     decoder_layers,
     hidden_size,
 )
-from dskd.models.trunk import shared_depth, splits_exactly
+from dskd.models.trunk import shared_depth, shared_modules, splits_exactly
 from dskd.senses import SenseDictionary
 from dskd.senses.config import SensesConfig
 from dskd.teacher_cache.build import CacheSpec, open_cache
@@ -308,7 +308,9 @@ def train(
         t,
         rdir,
         TrainerParts(
-            strategy=build_strategy(t, decoder_layer_class(student), cfg.data.batch_size),
+            strategy=build_strategy(
+                t, decoder_layer_class(student), cfg.data.batch_size, shared_modules(student, teacher)
+            ),
             grad_clip=cfg.optim.grad_clip,
             loggers=build_loggers(cfg.logging, wandb, rdir, t.log_every_n_steps, ckpt_path is not None),
             flops_per_token=flops_per_token(student, teacher, projection),

@@ -8,9 +8,10 @@ import torch
 from dskd.models.config import StudentConfig
 from dskd.training.config import TrainerConfig
 
-SHARING_STRATEGIES = ("auto", "ddp")
-"""FSDP and DeepSpeed wrap the LightningModule's modules (FSDP and ZeRO-3 shard them, every stage
-casts them): shared, those would be the teacher's own, which the teacher needs whole."""
+SHARING_STRATEGIES = ("auto", "ddp", "fsdp")
+"""FSDP leaves the shared modules out of its units (``ignored_modules``: not flattened, sharded or
+cast); DeepSpeed wraps every module of the LightningModule (ZeRO-3 shards them, every stage casts
+them): shared, those would be the teacher's own, which the teacher needs whole."""
 NO_AUTOCAST = {"32-true": torch.float32, "bf16-true": torch.bfloat16}
 """Precisions without autocast, and the dtype the student computes in under each."""
 

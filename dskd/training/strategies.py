@@ -2,7 +2,9 @@
 and what the training module must do differently under each (gradient norms, clipping, gathering).
 
 Only the student (and the projection) belongs to the LightningModule; the teacher is held outside
-it, so FSDP and DeepSpeed shard the student alone and the teacher stays whole on every device. The
+it, so FSDP and DeepSpeed shard the student alone and the teacher stays whole on every device. A
+student sharing the teacher's trunk holds some of the teacher's modules: FSDP leaves those out
+(``ignored_modules``), so it shards only the student's trainable layers. The
 names and precisions were checked when the config loaded (their ``Literal`` types in
 :mod:`dskd.training.config`; combinations Lightning refuses in :mod:`dskd.config.rules`).
 """
@@ -10,7 +12,7 @@ names and precisions were checked when the config loaded (their ``Literal`` type
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -21,11 +23,14 @@ from dskd.core.errors import ConfigError
 from dskd.training.config import TrainerConfig
 
 
-def build_strategy(cfg: TrainerConfig, layer_cls: type[nn.Module], batch_size: int = 1) -> Any:
+def build_strategy(
+    cfg: TrainerConfig, layer_cls: type[nn.Module], batch_size: int = 1, shared: Sequence[nn.Module] = ()
+) -> Any:
     """The Lightning strategy (object or name) for ``cfg.strategy``.
 
     ``layer_cls`` is the unit FSDP wraps; ``batch_size`` (sequences per device) is what DeepSpeed
-    reports as its micro batch (it cannot read it from loaders that batch themselves).
+    reports as its micro batch (it cannot read it from loaders that batch themselves); ``shared``: the
+    student's modules that are the teacher's own (a shared trunk), which FSDP leaves out.
     """
     name = cfg.strategy
     if name == "auto":
@@ -40,6 +45,8 @@ def build_strategy(cfg: TrainerConfig, layer_cls: type[nn.Module], batch_size: i
             use_orig_params=True,  # frozen and trainable parameters may share a flat parameter
             state_dict_type="full",  # one checkpoint file, exportable without the cluster
             limit_all_gathers=True,
+            # a shared trunk's modules stay whole, unflattened and unwrapped, where the teacher put them
+            **({"ignored_modules": list(shared)} if shared else {}),
         )
     try:  # deepspeed_stage_2 or deepspeed_stage_3
         # deferred: DeepSpeed is an optional extra, needed by these two strategies only

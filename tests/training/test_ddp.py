@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from dskd.testing.fixtures import fresh_launch_env
 
@@ -60,6 +61,47 @@ def test_two_process_ddp_runs_sharing_the_trunk_train_the_weights_of_runs_with_c
         weights[how] = [torch.load(out / f"weights-rank{r}.pt") for r in (0, 1)]
     for rank in (0, 1):
         torch.testing.assert_close(weights["shared"][rank], weights["copies"][rank], rtol=1e-6, atol=1e-7)
+
+
+def _train_rows(run: Path) -> dict[tuple[int, str], float]:
+    keys = ("train/loss", "train/ce", "train/kd", "train/sense", "train/grad_norm", "train/lr")
+    with open(run / "metrics.csv", newline="") as f:
+        return {(int(r["step"]), k): float(r[k]) for r in csv.DictReader(f) for k in keys if r.get(k)}
+
+
+@pytest.mark.parametrize("weights", [[], ["full"]], ids=["trainable", "full"])
+def test_two_process_fsdp_runs_sharing_the_trunk_train_resume_and_export_as_runs_with_copies(
+    tmp_path, teacher_dir, weights
+):
+    """FSDP (the run's own strategy, on gloo) with the shared modules left out of its units: the losses,
+    clipped gradient norms, checkpoints and export of a run with copies; each stops at step 4 and
+    resumes from its checkpoint to step 6 (trainer.max_steps, a resumable key)."""
+    runs = {}
+    for how in ("shared", "copies"):
+        out = tmp_path / how
+        out.mkdir()
+        args = ["fsdp", *weights, *(["copies"] if how == "copies" else [])]
+        _launch(out, teacher_dir, *args)
+        _launch(out, teacher_dir, *args, "six")
+        assert [(out / f"shared-rank{r}").read_text() for r in (0, 1)] == [str(how == "shared")] * 2
+        runs[how] = out / "runs" / "tiny-dskd" / "seed-0"
+    shared, copies = runs["shared"], runs["copies"]
+    assert [json.loads((r / "summary.json").read_text())["global_step"] for r in runs.values()] == [6, 6]
+    want, got = _train_rows(copies), _train_rows(shared)
+    assert got.keys() == want.keys() and {s for s, k in want if k == "train/grad_norm"} == set(range(6))
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    states = [
+        torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in runs.values()
+    ]
+    assert states[0].keys() == states[1].keys()
+    assert any("embed_tokens" in k for k in states[0]) is bool(weights)  # full: the frozen weights too
+    for key, value in states[1].items():
+        torch.testing.assert_close(states[0][key], value, rtol=1e-6, atol=1e-7, msg=key)
+    exported = [load_file(r / "export" / "model.safetensors") for r in runs.values()]
+    assert exported[0].keys() == exported[1].keys() and any("embed_tokens" in k for k in exported[0])
+    for key, value in exported[1].items():
+        torch.testing.assert_close(exported[0][key], value, rtol=1e-6, atol=1e-7, msg=key)
 
 
 def test_two_process_on_policy_run_generates_on_every_rank(tmp_path, teacher_dir):

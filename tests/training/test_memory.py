@@ -57,16 +57,20 @@ def test_the_paper_teachers_have_their_published_sizes():
     assert KNOWN_SHAPES["mistralai/Mistral-7B-Instruct-v0.1"].params() == 7_241_732_096
 
 
-def test_paper_llama3_on_eight_gpus_by_hand():
-    cfg = _inputs(load_config(ROOT / "experiments/paper-llama3/dskd.yaml"))
+@pytest.mark.parametrize("share", [True, False], ids=["shared", "copies"])
+def test_paper_llama3_on_eight_gpus_by_hand(share):
+    """The preset as written (fsdp, the trunk shared: FSDP shards and gathers the trainable layers
+    only), and with student.share_trunk=false (FSDP shards the whole student, embeddings and all)."""
+    over = [] if share else ["student.share_trunk=false"]
+    cfg = _inputs(load_config(ROOT / "experiments/paper-llama3/dskd.yaml", over))
     rows = {name: gb for name, gb, _ in estimate(cfg, KNOWN_SHAPES[LLAMA], 8)}
     layer = 2 * 4096**2 + 2 * 4096 * 1024 + 3 * 4096 * 14336 + 2 * 4096  # 218,112,000
     embeddings = 2 * 128256 * 4096 + 4096
-    student = embeddings + 16 * layer
+    student = 2 * layer if share else embeddings + 16 * layer  # P_train, else P_S
     hand = {
         "teacher weights": 8_030_261_248 * 2,
         "student weights (shard)": student * 4 / 8,
-        "FSDP gathered units": (embeddings + 2 * layer) * 2,
+        "FSDP gathered units": (2 * layer if share else embeddings + 2 * layer) * 2,
         "gradients (shard)": 2 * layer * 4 / 8,
         "AdamW state (shard)": 2 * layer * 8 / 8,
         "activations": 2 * 2048 * (16 * 4096 + 4 * 1024 + 8 * 14336),
@@ -77,6 +81,7 @@ def test_paper_llama3_on_eight_gpus_by_hand():
     assert rows == pytest.approx({k: v / 1e9 for k, v in hand.items()})
     peak = (8_030_261_248 * 2 + student * 4) / 1e9  # one teacher: its continuations are their own stage
     assert startup_peak(cfg, KNOWN_SHAPES[LLAMA]) == pytest.approx(peak)
+    assert ("teacher + trainable layers (shared trunk)" in render(cfg, KNOWN_SHAPES[LLAMA], 8)) is share
     rows16 = {name: gb for name, gb, _ in estimate(cfg, KNOWN_SHAPES[LLAMA], 16)}  # 2 nodes: shards halve
     assert rows16["student weights (shard)"] == pytest.approx(rows["student weights (shard)"] / 2)
     small_gpu = {name: gb for name, gb, _ in estimate(cfg, KNOWN_SHAPES[LLAMA], 8, gpu_gb=40)}
@@ -115,13 +120,13 @@ def test_the_docs_show_what_the_command_prints(capsys):
 def test_the_command_says_whether_the_run_fits(capsys):
     config = ROOT / "experiments" / "paper-llama3" / "dskd.yaml"
     cfg = _inputs(load_config(config))
-    rows = estimate(cfg, KNOWN_SHAPES[LLAMA], 1, gpu_gb=40)
+    rows = estimate(cfg, KNOWN_SHAPES[LLAMA], 1, gpu_gb=24)
     need = max(sum(gb for _, gb, _ in rows), startup_peak(cfg, KNOWN_SHAPES[LLAMA]))
-    assert main(["memory", str(config), "--gpus", "1", "--gpu-memory", "40"]) == 0
+    assert main(["memory", str(config), "--gpus", "1", "--gpu-memory", "24"]) == 0
     verdict = capsys.readouterr().out.strip().splitlines()[-1]
-    assert need > 40  # one 40 GB GPU is too small for the 8B teacher's run
+    assert need > 24  # one 24 GB GPU is too small for the 8B teacher's run
     assert verdict.startswith(
-        f"Does not fit: {need:.1f} GB per GPU needed, 40 GB available ({need - 40:.1f} GB over)"
+        f"Does not fit: {need:.1f} GB per GPU needed, 24 GB available ({need - 24:.1f} GB over)"
     )
     assert main(["memory", str(config), "--gpus", "8", "--gpu-memory", f"{need + 1:.1f}"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("Fits: at most")

@@ -6,8 +6,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
+from dskd.models.config import StudentConfig
 from dskd.tracking.session import wandb_online
 from dskd.training.config import TrainerConfig
 from dskd.training.loggers import run_tags
@@ -33,6 +35,42 @@ def test_fsdp_wraps_decoder_layers_and_keeps_original_parameters():
     policy = fsdp.kwargs["auto_wrap_policy"]
     assert LlamaDecoderLayer in policy._module_classes
     assert fsdp._state_dict_type == "full"
+
+
+def test_fsdp_leaves_a_shared_trunks_modules_out_of_its_units(tmp_path):
+    from dskd.models.loading import load_causal_lm
+    from dskd.models.student import build_student, decoder_layers
+    from dskd.models.trunk import shared_modules
+
+    from .tinyrun import make_model_dir
+
+    teacher = load_causal_lm(make_model_dir(tmp_path / "teacher"), dtype="float32")
+    cfg = StudentConfig(num_layers=3, trainable_top_layers=1)
+    student = build_student(cfg, teacher, share=True)
+    shared = shared_modules(student, teacher)
+    decoder, layers = teacher.get_decoder(), decoder_layers(teacher)
+    want = [decoder.embed_tokens, layers[0], layers[1], decoder.norm, decoder.rotary_emb, teacher.lm_head]
+    assert {id(m) for m in shared} == {id(m) for m in want} and len(shared) == len(want)
+    assert shared_modules(build_student(cfg, teacher), teacher) == []  # copies: nothing is the teacher's
+    fsdp = build_strategy(TrainerConfig(strategy="fsdp"), LlamaDecoderLayer, shared=shared)
+    assert fsdp.kwargs["ignored_modules"] == shared
+    assert "ignored_modules" not in build_strategy(TrainerConfig(strategy="fsdp"), LlamaDecoderLayer).kwargs
+    # wrapped as Lightning wraps the LightningModule (one CPU process): the teacher keeps its modules
+    ids = torch.arange(1, 9).unsqueeze(0)
+    want = teacher(input_ids=ids).logits
+    before = {n: (p, p.data_ptr(), p.shape) for n, p in teacher.named_parameters()}
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    try:
+        root = FSDP(torch.nn.ModuleDict({"student": student}), device_id=torch.device("cpu"), **fsdp.kwargs)
+        assert isinstance(decoder_layers(student)[2], FSDP)  # the trainable layer: its own unit
+        assert not any(isinstance(m, FSDP) for m in teacher.modules())  # no shared module wrapped
+        after = {n: (p, p.data_ptr(), p.shape) for n, p in teacher.named_parameters()}
+        assert after == before  # the same tensors, whole, in their own storage (no flat parameter)
+        flat = [p for m in FSDP.fsdp_modules(root) for h in [m._handle] if h for p in h.flat_param._params]
+        assert {id(p) for p in flat}.isdisjoint(id(p) for p, _, _ in before.values()) and flat
+        torch.testing.assert_close(teacher(input_ids=ids).logits, want, rtol=0, atol=0)
+    finally:
+        torch.distributed.destroy_process_group()
 
 
 @pytest.mark.parametrize("stage", [2, 3])
