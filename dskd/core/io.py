@@ -2,7 +2,9 @@
 
 Every artifact is written under a temporary name in the same directory and renamed into place, so
 a killed process or a full disk never leaves a half-written file under the final name; a full disk
-is reported as one line naming the path and the free space (:class:`DiskFullError`).
+is reported as one line naming the path and the free space (:class:`DiskFullError`). Under
+:func:`dskd.core.stopping.stop_cleanly` SIGTERM and Ctrl-C unwind through here too (removing the
+temporary) and are held back while the result is renamed into place.
 
 Artifacts record the size and sha256 of their data files (:func:`file_digests`); opening one checks
 the sizes, and with ``DSKD_VERIFY=full`` in the environment also every sha256 (:func:`verify_files`).
@@ -25,6 +27,7 @@ from typing import Any
 
 import dskd
 from dskd.core.errors import DSKDError
+from dskd.core.stopping import Stopped, holding_signals
 
 VERIFY_ENV = "DSKD_VERIFY"
 VERIFY_LEVELS = ("fast", "full")
@@ -61,7 +64,8 @@ def _disk_full(path: Path) -> DiskFullError:
 
 @contextlib.contextmanager
 def _cleanup_on_error(path: Path, tmp: Path) -> Iterator[None]:
-    """Remove ``tmp`` when the block fails; a full disk becomes :class:`DiskFullError` about ``path``."""
+    """Remove ``tmp`` when the block fails; a full disk becomes :class:`DiskFullError` about ``path``;
+    a :class:`Stopped` learns that ``path`` was not replaced."""
     try:
         yield
     except BaseException as e:
@@ -70,6 +74,8 @@ def _cleanup_on_error(path: Path, tmp: Path) -> Iterator[None]:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        if isinstance(e, Stopped) and path not in e.completed:
+            e.unfinished.append(path)
         if full:
             raise _disk_full(path) from e
         raise
@@ -97,7 +103,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     with _cleanup_on_error(path, tmp_path):
         yield tmp_path
         _share(tmp_path)
-        os.replace(tmp_path, path)
+        with holding_signals(path):
+            os.replace(tmp_path, path)
 
 
 @contextlib.contextmanager
@@ -109,14 +116,15 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     with _cleanup_on_error(path, tmp):
         yield tmp
         _share(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        with holding_signals(path):  # a stop between the two renames would leave only .NAME.old
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

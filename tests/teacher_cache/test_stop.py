@@ -1,0 +1,61 @@
+"""A real SIGTERM or Ctrl-C to a running `python -m dskd cache build`: one line, exit 143 / 130, the
+previous cache untouched and no temporary folder left."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dskd.models.shared import StageProcess
+from dskd.teacher_cache.build import build
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _start_build(config: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "dskd", "cache", "build", str(config), "--no-progress"]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_tmp(folder: Path, process: subprocess.Popen, timeout: float = 120.0) -> list[Path]:
+    """The build's temporary folders (``.cache.*.tmp``) once one holds its first rows."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        tmps = list(folder.glob(".cache.*.tmp"))
+        if tmps and any(f.stat().st_size for t in tmps for f in t.glob("*.bin")):
+            return tmps
+        time.sleep(0.02)
+    process.kill()
+    pytest.fail(f"no temporary cache folder appeared; stderr: {process.communicate()[1][-2000:]}")
+
+
+@pytest.mark.parametrize(
+    ("signum", "status", "how"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")]
+)
+def test_a_signal_during_cache_build_replaces_nothing_removes_its_tmp_and_says_so(
+    make_cfg, tmp_path, signum, status, how
+):
+    build(make_cfg(), process=StageProcess(progress=False))  # the previous cache, 4 steps
+    cache = tmp_path / "cache"
+    before = {p.name: p.read_bytes() for p in cache.iterdir()}
+    config = tmp_path / "long.yaml"
+    config.write_text(make_cfg(**{"trainer.max_steps": 100_000}).to_yaml(), encoding="utf-8")
+    process = _start_build(config)
+    assert _wait_for_tmp(tmp_path, process)  # rows of the new cache are being written
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == status, err[-2000:]
+    assert err.splitlines()[-1] == (
+        f"dskd: error: {how} stopped the teacher cache build before it finished; nothing was replaced "
+        f"({cache} is as it was and the unfinished temporary files were removed). Run it again."
+    )
+    assert "Traceback" not in err and out == ""
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no .cache.*.tmp
+    assert {p.name: p.read_bytes() for p in cache.iterdir()} == before  # the previous cache, byte for byte
