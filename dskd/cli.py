@@ -16,6 +16,7 @@ replaced nothing and removed its temporary files).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 import os
 import sys
@@ -93,7 +94,16 @@ def _override_hint(words: list[str]) -> str:
     return ""
 
 
+def report_crashes() -> None:
+    """Print the Python stack when the process dies of SIGBUS or SIGSEGV (faulthandler), instead of
+    dying silently: a read of a memory-mapped artifact (teacher cache, sense dictionary) that a `cp`
+    truncated between two of :class:`dskd.core.io.MappedFiles`' checks ends so (docs/failure-modes.md)."""
+    if not faulthandler.is_enabled():  # pytest's, or PYTHONFAULTHANDLER's, is already on
+        faulthandler.enable()
+
+
 def main(argv: list[str] | None = None) -> int:
+    report_crashes()
     parser = build_parser()
     args = parse_args(parser, argv)
     if not getattr(args, "_run", None):

@@ -21,7 +21,8 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,38 @@ def verify_files(
             raise DSKDError(
                 f"{path} does not match the sha256 in its metadata: the file is corrupt. {rebuild}"
             )
+
+
+@dataclass(frozen=True)
+class MappedFiles:
+    """Files a process reads memory-mapped, as they were when mapped: :meth:`check` before a read turns a
+    file changed in place under the process (``cp`` over it, a truncation) into one line, where the read
+    could die of SIGBUS (a page past the new end of the file) or read the new bytes. A file replaced by a
+    rename (``mv``, every dskd build) leaves the mapped one intact and passes, and so does a deleted one."""
+
+    files: tuple[tuple[Path, int, int, int, int], ...]
+    """(path, device, inode, size, mtime in ns) of each file."""
+
+    @classmethod
+    def of(cls, paths: Iterable[str | os.PathLike]) -> MappedFiles:
+        stats = ((Path(p), os.stat(p)) for p in paths)
+        return cls(tuple((p, s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns) for p, s in stats))
+
+    def check(self) -> None:
+        """Refuse to go on reading a file that was changed in place (a stat per file: microseconds)."""
+        for path, dev, ino, size, mtime in self.files:
+            try:
+                now = os.stat(path)
+            except FileNotFoundError:
+                continue
+            if (now.st_dev, now.st_ino) == (dev, ino) and (now.st_size, now.st_mtime_ns) != (size, mtime):
+                raise DSKDError(
+                    f"{path} was changed in place while this process reads it memory-mapped ({size} bytes "
+                    f"then, {now.st_size} now): something copied or wrote over it. Stopped before a read "
+                    "of it could crash with SIGBUS or mix old and new data. Replace an artifact in use "
+                    "with `mv` or a rebuild (both rename a new file into place), never `cp` onto it; then "
+                    "run again."
+                )
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
