@@ -14,6 +14,7 @@ handlers only there).
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -22,6 +23,10 @@ from types import FrameType
 
 _DEFAULT = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
 """The handlers :func:`stop_cleanly` replaces: Python's own for each signal."""
+
+_owner = 0
+"""The process whose stage :func:`stop_cleanly` watches; its forked children (DataLoader workers, which
+inherit the handler) keep Python's behaviour."""
 
 _held: list[int] | None = None
 """While an artifact is renamed into place (:func:`holding_signals`): the signals that came meanwhile."""
@@ -59,6 +64,12 @@ class Stopped(BaseException):
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
+    if os.getpid() != _owner:  # a worker: Ctrl-C to the terminal's process group reaches it too
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt  # what the worker expects (torch's worker loop ends quietly on it)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     if _held is not None:
         _held.append(signum)
         return
@@ -69,9 +80,11 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 def stop_cleanly(what: str) -> Iterator[None]:
     """Run ``what`` (e.g. "the teacher cache build"; also a decorator) so that SIGTERM and Ctrl-C raise
     :class:`Stopped` naming it, where their handlers are still Python's own (module docstring)."""
+    global _owner
     main = threading.current_thread() is threading.main_thread()
     previous = {s: signal.getsignal(s) for s in _DEFAULT} if main else {}
     mine = [s for s, handler in previous.items() if handler is _DEFAULT[s]]
+    _owner = os.getpid() if mine else _owner
     for s in mine:
         signal.signal(s, _stop)
     try:

@@ -19,9 +19,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _start_build(config: Path) -> subprocess.Popen:
+    """`python -m dskd cache build` in a process group of its own (as a terminal's foreground job)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "dskd", "cache", "build", str(config), "--no-progress"]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, **pipes)
 
 
 def _wait_for_tmp(folder: Path, process: subprocess.Popen, timeout: float = 120.0) -> list[Path]:
@@ -36,20 +38,29 @@ def _wait_for_tmp(folder: Path, process: subprocess.Popen, timeout: float = 120.
     pytest.fail(f"no temporary cache folder appeared; stderr: {process.communicate()[1][-2000:]}")
 
 
-@pytest.mark.parametrize(
-    ("signum", "status", "how"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")]
-)
+STOPS = [
+    (signal.SIGTERM, 143, "SIGTERM", 0),  # `kill PID`: the process alone
+    (signal.SIGINT, 130, "Ctrl-C", 0),
+    (signal.SIGINT, 130, "Ctrl-C", 1),  # Ctrl-C in a terminal: the whole group, a DataLoader worker too
+]
+
+
+@pytest.mark.parametrize(("signum", "status", "how", "workers"), STOPS)
 def test_a_signal_during_cache_build_replaces_nothing_removes_its_tmp_and_says_so(
-    make_cfg, tmp_path, signum, status, how
+    make_cfg, tmp_path, signum, status, how, workers
 ):
     build(make_cfg(), process=StageProcess(progress=False))  # the previous cache, 4 steps
     cache = tmp_path / "cache"
     before = {p.name: p.read_bytes() for p in cache.iterdir()}
     config = tmp_path / "long.yaml"
-    config.write_text(make_cfg(**{"trainer.max_steps": 100_000}).to_yaml(), encoding="utf-8")
+    long = make_cfg(**{"trainer.max_steps": 100_000, "data.num_workers": workers})
+    config.write_text(long.to_yaml(), encoding="utf-8")
     process = _start_build(config)
     assert _wait_for_tmp(tmp_path, process)  # rows of the new cache are being written
-    process.send_signal(signum)
+    if workers:
+        os.killpg(process.pid, signum)
+    else:
+        process.send_signal(signum)
     out, err = process.communicate(timeout=60)
     assert process.returncode == status, err[-2000:]
     assert err.splitlines()[-1] == (
