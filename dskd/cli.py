@@ -16,6 +16,7 @@ replaced nothing and removed its temporary files).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import importlib
 import os
@@ -99,7 +100,8 @@ def report_crashes() -> None:
     dying silently: a read of a memory-mapped artifact (teacher cache, sense dictionary) that a `cp`
     truncated between two of :class:`dskd.core.io.MappedFiles`' checks ends so (docs/failure-modes.md)."""
     if not faulthandler.is_enabled():  # pytest's, or PYTHONFAULTHANDLER's, is already on
-        faulthandler.enable()
+        with contextlib.suppress(AttributeError, ValueError, OSError):  # a stderr with no file descriptor
+            faulthandler.enable()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dskd.core import io
-from dskd.core.io import atomic_dir
+from dskd.core.io import atomic_dir, atomic_path
 from dskd.core.stopping import Stopped, holding_signals, stop_cleanly
 
 
@@ -30,6 +30,18 @@ def test_sigterm_inside_an_atomic_dir_removes_its_tmp_and_keeps_the_old_folder(t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"] and (out / "old.txt").read_text() == "old"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sigterm_inside_an_atomic_file_write_removes_the_staging_file(tmp_path):
+    """As `dskd continuations build` writes its files (write_json_atomic)."""
+    out = tmp_path / "c.json"
+    out.write_text("{}")
+    with pytest.raises(Stopped) as info, stop_cleanly("the continuations build"):
+        with atomic_path(out) as tmp:
+            tmp.write_text('{"half": ')
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert info.value.unfinished == [out] and sorted(p.name for p in tmp_path.iterdir()) == ["c.json"]
+    assert out.read_text() == "{}" and f"({out} is as it was" in str(info.value)
 
 
 def test_ctrl_c_is_stopped_with_status_130_and_without_writing_says_so():
