@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +26,14 @@ _DEFAULT = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SI
 """The handlers :func:`stop_cleanly` replaces: Python's own for each signal."""
 
 _owner = 0
-"""The process whose stage :func:`stop_cleanly` watches; its forked children (DataLoader workers, which
-inherit the handler) keep Python's behaviour."""
+"""The process whose stage :func:`stop_cleanly` watches. Its forked children (DataLoader workers) inherit
+the handler and ignore both signals: a worker stopped on its own would end in a traceback (Ctrl-C while
+it starts) or make the stage fail with torch's "DataLoader worker exited unexpectedly" instead."""
+
+_sigchld: list = []
+"""SIGCHLD's handler before a stop set it aside (restored when :func:`stop_cleanly` ends): DataLoader
+workers ended by the same signal are expected then, and torch's handler would raise a RuntimeError over
+the stop, possibly in the middle of removing a temporary folder."""
 
 _held: list[int] | None = None
 """While an artifact is renamed into place (:func:`holding_signals`): the signals that came meanwhile."""
@@ -64,16 +71,23 @@ class Stopped(BaseException):
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
-    if os.getpid() != _owner:  # a worker: Ctrl-C to the terminal's process group reaches it too
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt  # what the worker expects (torch's worker loop ends quietly on it)
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-        return
+    if os.getpid() != _owner:  # a DataLoader worker, reached by a signal to the whole process group
+        sys.excepthook = _quiet  # a batch it was handing over when the stage stopped: "connection reset"
+        return  # the stage's process shuts it down as it unwinds; it ends on its own if that one is gone
     if _held is not None:
         _held.append(signum)
         return
-    raise Stopped(signum)
+    raise _stopping(signum)
+
+
+def _quiet(*exc_info: object) -> None:
+    """sys.excepthook of a worker told to stop."""
+
+
+def _stopping(signum: int) -> Stopped:
+    if not _sigchld:
+        _sigchld.append(signal.signal(signal.SIGCHLD, signal.SIG_DFL))
+    return Stopped(signum)
 
 
 @contextlib.contextmanager
@@ -95,6 +109,8 @@ def stop_cleanly(what: str) -> Iterator[None]:
     finally:
         for s in mine:
             signal.signal(s, previous[s])
+        if mine and _sigchld:
+            signal.signal(signal.SIGCHLD, _sigchld.pop())
 
 
 @contextlib.contextmanager
@@ -108,6 +124,6 @@ def holding_signals(path: Path) -> Iterator[None]:
     finally:
         came, _held = _held, outer
     if came:
-        stopped = Stopped(came[0])
+        stopped = _stopping(came[0])
         stopped.completed.append(path)
         raise stopped

@@ -45,9 +45,17 @@ def test_sigterm_inside_an_atomic_file_write_removes_the_staging_file(tmp_path):
 
 
 def test_ctrl_c_is_stopped_with_status_130_and_without_writing_says_so():
-    with pytest.raises(Stopped) as info, stop_cleanly("the test build"):
-        os.kill(os.getpid(), signal.SIGINT)
-        pytest.fail("Ctrl-C did not stop the block")
+    children = []
+    before = signal.signal(signal.SIGCHLD, lambda signum, frame: children.append(signum))  # torch's, say
+    try:
+        with pytest.raises(Stopped) as info, stop_cleanly("the test build"):
+            os.kill(os.getpid(), signal.SIGINT)
+            pytest.fail("Ctrl-C did not stop the block")
+        assert signal.getsignal(signal.SIGCHLD) is not signal.SIG_DFL  # set aside while stopping, restored
+        os.kill(os.getpid(), signal.SIGCHLD)
+        assert children == [signal.SIGCHLD]
+    finally:
+        signal.signal(signal.SIGCHLD, before)
     assert info.value.exit_code == 130
     assert str(info.value).startswith(
         "Ctrl-C stopped the test build before it finished; nothing was replaced "

@@ -38,16 +38,18 @@ def _wait_for_tmp(folder: Path, process: subprocess.Popen, timeout: float = 120.
     pytest.fail(f"no temporary cache folder appeared; stderr: {process.communicate()[1][-2000:]}")
 
 
-STOPS = [
-    (signal.SIGTERM, 143, "SIGTERM", 0),  # `kill PID`: the process alone
-    (signal.SIGINT, 130, "Ctrl-C", 0),
-    (signal.SIGINT, 130, "Ctrl-C", 1),  # Ctrl-C in a terminal: the whole group, a DataLoader worker too
+STOPS = [  # signal, exit status, its name in the line, DataLoader workers, sent to the process group
+    (signal.SIGTERM, 143, "SIGTERM", 0, False),  # `kill PID`
+    (signal.SIGINT, 130, "Ctrl-C", 0, False),
+    (signal.SIGINT, 130, "Ctrl-C", 1, True),  # Ctrl-C in a terminal: the worker gets it too
+    (signal.SIGTERM, 143, "SIGTERM", 1, True),  # as SLURM's scancel: every process of the job
+    (signal.SIGTERM, 143, "SIGTERM", 1, False),
 ]
 
 
-@pytest.mark.parametrize(("signum", "status", "how", "workers"), STOPS)
+@pytest.mark.parametrize(("signum", "status", "how", "workers", "group"), STOPS)
 def test_a_signal_during_cache_build_replaces_nothing_removes_its_tmp_and_says_so(
-    make_cfg, tmp_path, signum, status, how, workers
+    make_cfg, tmp_path, signum, status, how, workers, group
 ):
     build(make_cfg(), process=StageProcess(progress=False))  # the previous cache, 4 steps
     cache = tmp_path / "cache"
@@ -57,7 +59,7 @@ def test_a_signal_during_cache_build_replaces_nothing_removes_its_tmp_and_says_s
     config.write_text(long.to_yaml(), encoding="utf-8")
     process = _start_build(config)
     assert _wait_for_tmp(tmp_path, process)  # rows of the new cache are being written
-    if workers:
+    if group:
         os.killpg(process.pid, signum)
     else:
         process.send_signal(signum)
@@ -67,6 +69,9 @@ def test_a_signal_during_cache_build_replaces_nothing_removes_its_tmp_and_says_s
         f"dskd: error: {how} stopped the teacher cache build before it finished; nothing was replaced "
         f"({cache} is as it was and the unfinished temporary files were removed). Run it again."
     )
-    assert "Traceback" not in err and out == ""
+    tracebacks = err.split("Traceback (most recent call last):")[1:]
+    if workers and not group:  # a worker not signalled may report the batch it was handing over
+        tracebacks = [t for t in tracebacks if "resource_sharer.py" not in t or "ConnectionReset" not in t]
+    assert tracebacks == [] and out == ""
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no .cache.*.tmp
     assert {p.name: p.read_bytes() for p in cache.iterdir()} == before  # the previous cache, byte for byte
