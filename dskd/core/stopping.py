@@ -27,8 +27,8 @@ _DEFAULT = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SI
 
 _owner = 0
 """The process whose stage :func:`stop_cleanly` watches. Its forked children (DataLoader workers) inherit
-the handler and ignore both signals: a worker stopped on its own would end in a traceback (Ctrl-C while
-it starts) or make the stage fail with torch's "DataLoader worker exited unexpectedly" instead."""
+the handler and ignore the signals it sees (torch's own SIGTERM handler in a worker still ends it): a
+worker stopped on its own printed a KeyboardInterrupt traceback when Ctrl-C came while it started."""
 
 _sigchld: list = []
 """SIGCHLD's handler before a stop set it aside (restored when :func:`stop_cleanly` ends): DataLoader
