@@ -28,7 +28,7 @@ _DEFAULT = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SI
 _owner = 0
 """The process whose stage :func:`stop_cleanly` watches. Its forked children (DataLoader workers) inherit
 the handler and ignore the signals it sees (torch's own SIGTERM handler in a worker still ends it): a
-worker stopped on its own printed a KeyboardInterrupt traceback when Ctrl-C came while it started."""
+worker that raised :class:`Stopped` too printed a traceback of its own under the stage's one line."""
 
 _sigchld: list = []
 """SIGCHLD's handler before a stop set it aside (restored when :func:`stop_cleanly` ends): DataLoader
