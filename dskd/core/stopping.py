@@ -7,8 +7,8 @@ removes its temporary file or folder and replaces nothing; the CLI prints one li
 for Ctrl-C). Without it SIGTERM ended a stage at once, with no message, and left its ``.NAME.*.tmp``.
 
 A handler someone else installed stays in charge: training's (Lightning's SIGTERM handler stops after
-the batch and saves a checkpoint) and any in a thread other than the main one (Python runs signal
-handlers only there).
+the batch and saves a checkpoint). Outside the main thread :func:`stop_cleanly` does nothing (Python
+runs signal handlers only there).
 """
 
 from __future__ import annotations
