@@ -9,18 +9,22 @@ stays fast. User errors (:class:`~dskd.errors.DSKDError`) print one paragraph an
 Exit statuses: 0 done; 2 user error (bad config or input, an asset that cannot be had for a stage
 that needs it); 3 finished, but some evaluation tasks were unavailable (their asset could not be had;
 `dskd eval`, `dskd reproduce`: every other task and stage ran, results.json and the tables name the
-missing ones and why); 130 Ctrl-C; 143 SIGTERM (a training run saved its checkpoint).
+missing ones and why); 130 Ctrl-C; 143 SIGTERM (a training run saved its checkpoint; an artifact stage
+replaced nothing and removed its temporary files).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import importlib
 import os
 import sys
 
 from dskd import __version__
 from dskd.core.errors import DSKDError
+from dskd.core.stopping import Stopped
 
 STAGES = [
     "config",
@@ -91,7 +95,17 @@ def _override_hint(words: list[str]) -> str:
     return ""
 
 
+def report_crashes() -> None:
+    """Print the Python stack when the process dies of SIGBUS or SIGSEGV (faulthandler), instead of
+    dying silently: a read of a memory-mapped artifact (teacher cache, sense dictionary) that a `cp`
+    truncated between two of :class:`dskd.core.io.MappedFiles`' checks ends so (docs/failure-modes.md)."""
+    if not faulthandler.is_enabled():  # pytest's, or PYTHONFAULTHANDLER's, is already on
+        with contextlib.suppress(AttributeError, ValueError, OSError):  # a stderr with no file descriptor
+            faulthandler.enable()
+
+
 def main(argv: list[str] | None = None) -> int:
+    report_crashes()
     parser = build_parser()
     args = parse_args(parser, argv)
     if not getattr(args, "_run", None):
@@ -100,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except DSKDError as e:
+        if args.debug:
+            raise
+        _print_error(str(e))
+        return e.exit_code
+    except Stopped as e:  # an artifact stage (dskd.core.stopping): what stopped and that nothing was replaced
         if args.debug:
             raise
         _print_error(str(e))

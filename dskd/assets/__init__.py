@@ -38,6 +38,7 @@ from dskd.assets._wncorpus import build_wordnet_corpus
 from dskd.assets._wordnet import base_forms, open_wordnet
 from dskd.core.errors import AssetError
 from dskd.core.io import atomic_dir, provenance, write_json_atomic
+from dskd.core.stopping import stop_cleanly
 
 __all__ = [
     "ASSETS",
@@ -211,6 +212,7 @@ def asset_size(name: str) -> int:
     return folder_size(assets_root() / _get(name).name)
 
 
+@stop_cleanly("the asset fetch")
 def fetch_asset(
     name: str, force: bool = False, from_dir: str | Path | None = None, downloads: Path | None = None
 ) -> Path:

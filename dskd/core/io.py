@@ -2,7 +2,9 @@
 
 Every artifact is written under a temporary name in the same directory and renamed into place, so
 a killed process or a full disk never leaves a half-written file under the final name; a full disk
-is reported as one line naming the path and the free space (:class:`DiskFullError`).
+is reported as one line naming the path and the free space (:class:`DiskFullError`). Under
+:func:`dskd.core.stopping.stop_cleanly` SIGTERM and Ctrl-C unwind through here too (removing the
+temporary) and are held back while the result is renamed into place.
 
 Artifacts record the size and sha256 of their data files (:func:`file_digests`); opening one checks
 the sizes, and with ``DSKD_VERIFY=full`` in the environment also every sha256 (:func:`verify_files`).
@@ -19,12 +21,14 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dskd
 from dskd.core.errors import DSKDError
+from dskd.core.stopping import Stopped, holding_signals
 
 VERIFY_ENV = "DSKD_VERIFY"
 VERIFY_LEVELS = ("fast", "full")
@@ -61,7 +65,8 @@ def _disk_full(path: Path) -> DiskFullError:
 
 @contextlib.contextmanager
 def _cleanup_on_error(path: Path, tmp: Path) -> Iterator[None]:
-    """Remove ``tmp`` when the block fails; a full disk becomes :class:`DiskFullError` about ``path``."""
+    """Remove ``tmp`` when the block fails; a full disk becomes :class:`DiskFullError` about ``path``;
+    a :class:`Stopped` learns that ``path`` was not replaced."""
     try:
         yield
     except BaseException as e:
@@ -70,6 +75,8 @@ def _cleanup_on_error(path: Path, tmp: Path) -> Iterator[None]:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        if isinstance(e, Stopped) and path not in e.completed:
+            e.unfinished.append(path)
         if full:
             raise _disk_full(path) from e
         raise
@@ -97,7 +104,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     with _cleanup_on_error(path, tmp_path):
         yield tmp_path
         _share(tmp_path)
-        os.replace(tmp_path, path)
+        with holding_signals(path):
+            os.replace(tmp_path, path)
 
 
 @contextlib.contextmanager
@@ -109,14 +117,15 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     with _cleanup_on_error(path, tmp):
         yield tmp
         _share(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        with holding_signals(path):  # a stop between the two renames would leave only .NAME.old
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -183,6 +192,38 @@ def verify_files(
             raise DSKDError(
                 f"{path} does not match the sha256 in its metadata: the file is corrupt. {rebuild}"
             )
+
+
+@dataclass(frozen=True)
+class MappedFiles:
+    """Files a process reads memory-mapped, as they were when mapped: :meth:`check` before a read turns a
+    file changed in place under the process (``cp`` over it, a truncation) into one line, where the read
+    could die of SIGBUS (a page past the new end of the file) or read the new bytes. A file replaced by a
+    rename (``mv``, every dskd build) leaves the mapped one intact and passes, and so does a deleted one."""
+
+    files: tuple[tuple[Path, int, int, int, int], ...]
+    """(path, device, inode, size, mtime in ns) of each file."""
+
+    @classmethod
+    def of(cls, paths: Iterable[str | os.PathLike]) -> MappedFiles:
+        stats = ((Path(p), os.stat(p)) for p in paths)
+        return cls(tuple((p, s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns) for p, s in stats))
+
+    def check(self) -> None:
+        """Refuse to go on reading a file that was changed in place (a stat per file: microseconds)."""
+        for path, dev, ino, size, mtime in self.files:
+            try:
+                now = os.stat(path)
+            except FileNotFoundError:
+                continue
+            if (now.st_dev, now.st_ino) == (dev, ino) and (now.st_size, now.st_mtime_ns) != (size, mtime):
+                raise DSKDError(
+                    f"{path} was changed in place while this process reads it memory-mapped ({size} bytes "
+                    f"then, {now.st_size} now): something copied or wrote over it. Stopped before a read "
+                    "of it could crash with SIGBUS or mix old and new data. Replace an artifact in use "
+                    "with `mv` or a rebuild (both rename a new file into place), never `cp` onto it; then "
+                    "run again."
+                )
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

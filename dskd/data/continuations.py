@@ -31,6 +31,7 @@ from dskd.core.io import provenance, read_artifact_json, write_json_atomic
 from dskd.core.outputs import StageResult
 from dskd.core.progress import progress_bar
 from dskd.core.stamps import stage_key
+from dskd.core.stopping import stop_cleanly
 from dskd.corpora.sources import iter_documents
 from dskd.data.config import DataConfig
 from dskd.models.config import TeacherConfig
@@ -246,6 +247,7 @@ def continuations_key(data: DataConfig, teacher: TeacherConfig, seeds: list[int]
     return stage_key("teacher-continuations", name, teacher.dtype, prompts, sorted(seeds))
 
 
+@stop_cleanly("the teacher continuations build")
 def build(
     cfg: ExperimentConfig, seeds: list[int] | None = None, teachers: TeacherHolder | None = None
 ) -> StageResult:

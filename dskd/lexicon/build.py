@@ -13,6 +13,7 @@ from dskd.config.schema import ExperimentConfig
 from dskd.core.errors import DSKDError
 from dskd.core.io import file_digests, provenance, sha256_file, write_text_atomic
 from dskd.core.outputs import StageResult, artifact_dir, check_output
+from dskd.core.stopping import stop_cleanly
 from dskd.lexicon.artifact import DATA_FILES, FORMAT_VERSION, save_arrays, write_meta
 from dskd.lexicon.config import LexiconConfig
 from dskd.lexicon.mapping import MappedLexicon, map_to_tokenizer
@@ -108,6 +109,7 @@ def _pairs_per_source(mapped: MappedLexicon, names: list[str]) -> dict[str, dict
     return out
 
 
+@stop_cleanly("the lexicon build")
 def build(cfg: ExperimentConfig, overwrite: bool = False) -> StageResult:
     """The lexicon stage: build the lexicon of a config and write it to ``cfg.lexicon.output_dir`` (see
     :func:`dskd.outputs.check_output` for ``overwrite``)."""

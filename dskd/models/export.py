@@ -18,6 +18,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 from dskd.core.errors import DSKDError
 from dskd.core.io import provenance, write_json_atomic
 from dskd.core.outputs import artifact_dir, check_output
+from dskd.core.stopping import stop_cleanly
 from dskd.core.trusted_load import read_checkpoint
 from dskd.models.card import write_card
 from dskd.models.loading import load_causal_lm, load_tokenizer
@@ -73,6 +74,7 @@ def _check_logits(model: torch.nn.Module, checkpoint: Path, step: Any) -> None:
         )
 
 
+@stop_cleanly("the export")
 def export_checkpoint(
     checkpoint: str | Path, out_dir: str | Path, overwrite: bool = False, datasets: tuple[str, ...] = ()
 ) -> Path:

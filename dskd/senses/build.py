@@ -23,6 +23,7 @@ from dskd.core.errors import DSKDError
 from dskd.core.io import atomic_path, provenance, write_json_atomic
 from dskd.core.outputs import StageResult, artifact_dir, check_output
 from dskd.core.progress import progress_bar
+from dskd.core.stopping import stop_cleanly
 from dskd.lexicon.artifact import Lexicon
 from dskd.models.loading import load_tokenizer, tokenizer_fingerprint
 from dskd.models.shared import TeacherHolder, held
@@ -163,6 +164,7 @@ def _load_vid_tokens(lexicon_dir: str, tokenizer, vocab_size: int) -> dict[int, 
     return vids
 
 
+@stop_cleanly("the sense dictionary build")
 def build(
     cfg: ExperimentConfig,
     progress: bool = True,

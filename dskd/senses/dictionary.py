@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from dskd.core.devices import local_device
 from dskd.core.errors import ArtifactMismatchError, DSKDError
-from dskd.core.io import atomic_path, verify_level, write_json_atomic
+from dskd.core.io import MappedFiles, atomic_path, verify_level, write_json_atomic
 
 FORMAT_VERSION = 2
 _TENSORS = {1: ("centroids", "counts", "key_ids"), 2: ("rows", "counts", "key_ids")}
@@ -136,6 +136,8 @@ class SenseDictionary:
     k: int
     """The most senses a key has (``senses.k``): the width of a lookup."""
     meta: dict[str, Any] = field(default_factory=dict)
+    mapped: MappedFiles | None = field(default=None, repr=False, compare=False)
+    """The file ``rows`` is memory-mapped from (a :meth:`load` on the CPU), checked at every lookup."""
 
     def __post_init__(self) -> None:
         n = len(self.key_ids)
@@ -188,9 +190,10 @@ class SenseDictionary:
 
     def to(self, device: str | torch.device) -> SenseDictionary:
         """This dictionary on ``device``."""
-        return SenseDictionary(
-            self.rows.to(device), self.counts.to(device), self.key_ids.to(device), self.k, self.meta
-        )
+        rows = self.rows.to(device)
+        mapped = self.mapped if rows.data_ptr() == self.rows.data_ptr() else None  # still the file's pages
+        counts, key_ids = self.counts.to(device), self.key_ids.to(device)
+        return SenseDictionary(rows, counts, key_ids, self.k, self.meta, mapped)
 
     def lookup(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Senses of ``keys`` (LongTensor, any shape) on the keys' device.
@@ -198,6 +201,8 @@ class SenseDictionary:
         Returns senses [..., k, d] (zeros where masked) and mask [..., k]; keys without senses
         (unknown, negative, or out of the table) get an all-False mask.
         """
+        if self.mapped is not None:
+            self.mapped.check()
         out_dev = keys.device
         keys = keys.to(self._start.device)
         size = len(self._start)
@@ -326,7 +331,9 @@ class SenseDictionary:
         """Load a saved dictionary (memory-mapped from disk), optionally only ``keys``, onto ``device``.
 
         device: cpu | cuda | auto (GPU when it fits comfortably, else pinned CPU) | pinned. A format
-        version 1 file (senses padded to k rows per key) loads too; its padding is dropped.
+        version 1 file (senses padded to k rows per key) loads too; its padding is dropped. On the CPU
+        without ``keys`` the rows stay the file's pages, so every lookup first checks that the file was
+        not changed in place (:class:`~dskd.core.io.MappedFiles`).
         """
         path = cls._path(directory)
         meta = cls.read_meta(directory)
@@ -348,7 +355,11 @@ class SenseDictionary:
         dev, pinned = _resolve_device(device, d.nbytes)
         if pinned:
             return cls(d.rows.pin_memory(), d.counts, d.key_ids, d.k, d.meta)
-        return d.to(dev) if dev.type != "cpu" else d
+        if dev.type != "cpu":
+            return d.to(dev)
+        if "rows" in t and d.rows.data_ptr() == t["rows"].data_ptr():  # read from the file's pages
+            d.mapped = MappedFiles.of([path])
+        return d
 
     @classmethod
     def _tensors(cls, path: Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -31,6 +31,7 @@ from dskd.core.errors import DSKDError
 from dskd.core.io import provenance, read_json
 from dskd.core.outputs import StageResult
 from dskd.core.progress import progress_bar
+from dskd.core.stopping import stop_cleanly
 from dskd.data.config import DataConfig
 from dskd.data.continuations import read_continuations
 from dskd.data.datamodule import DSKDDataModule
@@ -253,6 +254,7 @@ def run_batches(spec: CacheSpec, tokenizer, seeds: list[int]) -> Iterator[dict[s
                     break
 
 
+@stop_cleanly("the teacher cache build")
 def build(
     cfg: ExperimentConfig,
     seeds: list[int] | None = None,

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from dskd.core.errors import ArtifactMismatchError, DSKDError
-from dskd.core.io import read_artifact_json, verify_files, verify_level, write_json_atomic
+from dskd.core.io import MappedFiles, read_artifact_json, verify_files, verify_level, write_json_atomic
 from dskd.core.outputs import artifact_dir
 from dskd.losses.sampled import TeacherSamples
 from dskd.losses.topk import TeacherTopK
@@ -467,6 +467,8 @@ class CachedTeacher:
             name: np.memmap(self.directory / f"{name}.bin", dtype=dtype, mode="r", shape=shape)
             for name, (dtype, shape) in _arrays(meta).items()
         }
+        self.mapped = MappedFiles.of(self.directory / f"{name}.bin" for name in self.arrays)
+        """Checked at every lookup: a file changed in place is one line, not SIGBUS."""
         keys = np.asarray(self.arrays["keys"])
         self._order = np.argsort(keys, kind="stable")
         self._sorted = keys[self._order]
@@ -621,6 +623,7 @@ class CachedTeacher:
                 f"The teacher cache holds sequences of {L} tokens but the batch has {W}; field 'seq_len' "
                 "differs. Rebuild the cache for data.seq_len."
             )
+        self.mapped.check()
         rows = self.rows(sequence_keys(input_ids, attention_mask, L))
         device = device or input_ids.device
         a = self.arrays

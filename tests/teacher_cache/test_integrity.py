@@ -5,10 +5,13 @@ wrong and the rebuild command; ``DSKD_VERIFY=full`` refuses it at open. An intac
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from dskd.core.errors import DSKDError
 from dskd.core.io import read_json
@@ -110,3 +113,25 @@ def test_hidden_index_past_the_stored_rows_is_a_problem_and_minus_one_is_not():
     assert structure_problem("hidden_index", np.array([[-1, 0, 4]], dtype=np.int32), meta) is None
     problem = structure_problem("hidden_index", np.array([[-1, 5, -2]], dtype=np.int32), meta)
     assert problem == "2 values lie outside the stored hidden rows -1..4, e.g. 5"
+
+
+def test_a_file_copied_over_an_open_cache_is_one_line_at_the_next_lookup_and_mv_is_harmless(make_cfg):
+    """`cp` over hidden.bin of a running cached training used to kill it with SIGBUS (pages past the
+    new end) or feed it the new bytes; `mv` leaves the open files intact."""
+    cfg = make_cfg()
+    tok = _built(cfg, hidden_dtype="float32")
+    batch = next(iter(run_batches(spec_of(cfg), tok, [cfg.seed])))
+    running = open_cache(spec_of(cfg), tok)
+    want = running.lookup(batch["input_ids"], batch["attention_mask"]).hidden.clone()
+    hidden = Path(cfg.cache.dir) / "hidden.bin"
+    zeros = hidden.with_name("zeros")
+    zeros.write_bytes(bytes(hidden.stat().st_size))
+    os.replace(zeros, hidden)  # mv: the running lookups still read the old file
+    assert torch.equal(running.lookup(batch["input_ids"], batch["attention_mask"]).hidden, want)
+    later = open_cache(spec_of(cfg), tok)  # maps the zeros
+    assert not later.lookup(batch["input_ids"], batch["attention_mask"]).hidden.any()
+    shutil.copyfile(Path(cfg.cache.dir) / "keys.bin", hidden)  # cp: that file truncated and rewritten
+    with pytest.raises(DSKDError) as info:
+        later.lookup(batch["input_ids"], batch["attention_mask"])
+    assert str(info.value).startswith(f"{hidden} was changed in place while this process reads it memory")
+    assert torch.equal(running.lookup(batch["input_ids"], batch["attention_mask"]).hidden, want)
