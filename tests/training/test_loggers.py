@@ -53,5 +53,5 @@ def test_sigterm_and_resume_give_disjoint_continuous_segments(run_tmp, teacher_d
     train(cfg, datamodule=random_batches(n=4), export=False)  # trainer.resume=auto
     first, second = run_logs(run_tmp / "runs" / "tiny-kd" / "seed-0")
     assert run_id(first) == run_id(second)
-    assert _train_steps(first) == [0, 1, 2] and _train_steps(second) == [3, 4, 5]
-    assert min(r["_step"] for r in history(second)) == 3  # nothing of the second segment below it
+    assert _train_steps(first) == [1, 2, 3] and _train_steps(second) == [4, 5, 6]  # steps done, as [train]
+    assert min(r["_step"] for r in history(second)) == 4  # nothing of the second segment below it

@@ -340,7 +340,7 @@ def test_nan_guard_skips_counts_and_logs_the_skipped_steps_as_nan(run_tmp, teach
         ckpt["student.model.layers.1.mlp.up_proj.weight"], teacher.model.layers[1].mlp.up_proj.weight
     )
     steps = [r for r in metrics_rows(run) if r.get("train/skipped")]
-    assert [int(r["step"]) for r in steps] == [0, 1, 2, 3]
+    assert [int(r["step"]) for r in steps] == [1, 2, 3, 4]
     assert float(steps[-1]["train/skipped_steps"]) == 4
     for r in steps:  # each skipped step logs its own values, flagged: NaN KD, finite CE
         assert r["train/skipped"] == "1.0" and math.isnan(float(r["train/kd"])), r
