@@ -65,7 +65,9 @@ def quiet_lightning() -> None:
 @contextlib.contextmanager
 def eval_modules_intended(intended: bool) -> Iterator[None]:
     """Around ``trainer.fit``: Lightning's eval-mode warning silenced when ``intended`` (a shared trunk)."""
+    if not intended:  # the filters of the process stay untouched
+        yield
+        return
     with warnings.catch_warnings():
-        if intended:
-            warnings.filterwarnings("ignore", message=EVAL_MODE_AT_START)
+        warnings.filterwarnings("ignore", message=EVAL_MODE_AT_START)
         yield
