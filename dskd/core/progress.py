@@ -23,15 +23,19 @@ LINE_INTERVAL_S = 30.0
 
 class PlainLines:
     """A text stream for tqdm that turns each redraw (``\\r`` + status) into one line of ``stream``, and
-    drops the blank redraws that clear a finished bar."""
+    drops the blank redraws that clear a finished bar and a redraw of the count just written (tqdm's
+    close redraws the last count with the overall rate)."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
+        self._count = ""
 
     def write(self, text: str) -> int:
         line = text.replace("\r", "").strip()
-        if line:
+        count = line.split(" [", 1)[0]  # description, percentage, bar and n/total, without the timing
+        if line and count != self._count:
             self.stream.write(line + "\n")
+            self._count = count
         return len(text)
 
     def flush(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 from dskd.core import progress
 from dskd.core.progress import progress_bar
@@ -23,6 +24,15 @@ def test_off_a_terminal_a_bar_is_plain_lines_ending_with_its_last_count(monkeypa
     lines = text.splitlines()
     assert all(line.startswith("gather:") for line in lines)
     assert "5/5" in lines[-1]  # the final state stays, even of a bar that a terminal would clear
+
+
+def test_off_a_terminal_the_last_count_is_one_line_though_tqdm_redraws_it_at_close(monkeypatch):
+    out = io.StringIO()
+    monkeypatch.setattr(progress, "LINE_INTERVAL_S", 0.0)
+    for _ in progress_bar(range(3), desc="teacher cache", file=out):
+        pass
+    counts = [re.search(r"\d+/3", line).group(0) for line in out.getvalue().splitlines()]
+    assert counts == ["0/3", "1/3", "2/3", "3/3"]
 
 
 def test_off_a_terminal_lines_are_at_least_the_interval_apart():
