@@ -72,11 +72,12 @@ def find_lemma(wn, text: str, lemmas: list[str], pos: str) -> tuple[str, int, in
 
 def build_wordnet_corpus(wn, out: Path) -> dict[str, Any]:
     """Write ``glosses.jsonl`` and ``examples.jsonl`` to ``out``; returns the record counts."""
-    from tqdm import tqdm  # deferred: `make check-sources` imports dskd.assets on the bare system Python
+    # deferred: `make check-sources` imports dskd.assets on the bare system Python (no tqdm)
+    from dskd.core.progress import progress_bar
 
     n_gloss = n_ex = n_found = 0
     with open(out / "glosses.jsonl", "w", encoding="utf-8") as fg, open(out / "examples.jsonl", "w") as fe:
-        for synset in tqdm(
+        for synset in progress_bar(  # plain lines in a log (make reproduce > log)
             wn.all_synsets(), total=117659, desc="wordnet-corpus", unit="synset", mininterval=2
         ):
             ident = {"synset": synset.name(), "offset": synset.offset(), "pos": synset.pos()}

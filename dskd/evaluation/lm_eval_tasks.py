@@ -22,6 +22,8 @@ from typing import Any
 import yaml
 
 from dskd.core.errors import AssetError, DSKDError
+from dskd.core.progress import plain_stderr
+from dskd.core.quiet import LM_EVAL_LOADED_MODEL, drop_message
 
 TASK_PREFIX = "dskd_bb_"
 DEFAULT_INPUT_PREFIX = "\nQ: "
@@ -132,6 +134,8 @@ def run_lm_eval(
             "drop analogy, wsd and bigbench/* from eval.tasks."
         ) from e
 
+    for message in LM_EVAL_LOADED_MODEL:  # we pass a loaded model on purpose, in one process
+        drop_message(message)
     lm = lm_eval.models.huggingface.HFLM(
         pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device)
     )
@@ -139,14 +143,15 @@ def run_lm_eval(
     scores = []
     for task in task_names:
         start = time.perf_counter()
-        out = lm_eval.simple_evaluate(
-            model=lm,
-            tasks=[task],
-            task_manager=manager,
-            bootstrap_iters=0,
-            log_samples=True,
-            verbosity="ERROR",
-        )
+        with plain_stderr():  # lm-eval's and datasets' bars take no stream
+            out = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=[task],
+                task_manager=manager,
+                bootstrap_iters=0,
+                log_samples=True,
+                verbosity="ERROR",
+            )
         res = out["results"][task]
         n_items = int(out["n-samples"][task]["effective"])
         n_choices = sum(len(json.loads(line)["choices"]) for line in (folder / f"{task}.jsonl").open())

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from dskd.core.errors import DSKDError
+from dskd.core.progress import plain_stderr
 from dskd.corpora.prompts import parse_squad_v2
 from dskd.corpora.sources import hub_records, mirror_file
 from dskd.evaluation import paper_protocol as pp
@@ -133,9 +134,10 @@ def _lm_eval_hub(task: str, model: Any, tokenizer: Any, cfg: EvalConfig) -> list
         pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size, device=str(model.device)
     )
     t0 = time.perf_counter()
-    out = lm_eval.simple_evaluate(
-        model=lm, tasks=[task], limit=cfg.max_items, bootstrap_iters=0, log_samples=False
-    )
+    with plain_stderr():  # lm-eval's and datasets' bars take no stream
+        out = lm_eval.simple_evaluate(
+            model=lm, tasks=[task], limit=cfg.max_items, bootstrap_iters=0, log_samples=False
+        )
     secs, scores = time.perf_counter() - t0, []
     for name, res in out["results"].items():
         n = int(out["n-samples"].get(name, {}).get("effective", 0))

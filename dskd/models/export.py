@@ -18,10 +18,11 @@ from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 from dskd.core.errors import DSKDError
 from dskd.core.io import provenance, write_json_atomic
 from dskd.core.outputs import artifact_dir, check_output
+from dskd.core.quiet import DEEPSPEED_ON_CPU, drop_message
 from dskd.core.stopping import stop_cleanly
 from dskd.core.trusted_load import read_checkpoint
 from dskd.models.card import write_card
-from dskd.models.loading import load_causal_lm, load_tokenizer
+from dskd.models.loading import load_causal_lm, load_tokenizer, plain_hf_progress
 
 STUDENT_PREFIX = "student."
 
@@ -114,6 +115,8 @@ def export_checkpoint(
         model.generation_config = GenerationConfig.from_dict(info["generation_config"])
     tokenizer_dir = checkpoint.parent.parent / "tokenizer"
     tokenizer = load_tokenizer(tokenizer_dir if tokenizer_dir.is_dir() else info["tokenizer"])
+    plain_hf_progress()
+    drop_message(DEEPSPEED_ON_CPU)  # save_pretrained imports DeepSpeed (through accelerate) where installed
     with artifact_dir(out_dir, "export", overwrite, [checkpoint, tokenizer_dir]) as tmp:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))

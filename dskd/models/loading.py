@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from dskd.assets import ASSETS, asset_path
 from dskd.core.errors import ConfigError, DSKDError
@@ -85,9 +87,17 @@ def load_tokenizer(spec: str | Path, revision: str | None = None):
     return tokenizer
 
 
+def plain_hf_progress() -> None:
+    """Off a terminal, no transformers progress bars (``Loading weights``, ``Writing model shards``): they
+    last a second, and their carriage returns would pile up in a log (a SLURM ``.out`` file)."""
+    if not sys.stderr.isatty():
+        hf_logging.disable_progress_bar()
+
+
 def load_causal_lm(spec: str | Path, dtype: Any = "auto", revision: str | None = None, device: Any = None):
     """A causal LM (eval mode) via ``AutoModelForCausalLM.from_pretrained`` in ``dtype``; ``device``:
     load the weights straight onto that device (no full copy on the host first; default: the CPU)."""
+    plain_hf_progress()
     torch_dtype = resolve_dtype(dtype)
     resolved = resolve_model(spec)
     try:

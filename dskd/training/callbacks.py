@@ -169,6 +169,6 @@ class CheckpointOnInterrupt(pl.Callback):
         self._restore()  # Lightning calls teardown hooks only after a normal end
         if not isinstance(exception, SIGTERMException) or not trainer.training:
             return
-        trainer.save_checkpoint(str(self.path))
+        trainer.save_checkpoint(str(self.path), weights_only=False)  # whole: the resume reads it
         self.saved = True
         rank_zero_info(f"{self.signal.name}: saved {self.path} at step {trainer.global_step}.")

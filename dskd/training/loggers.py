@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
@@ -75,8 +76,33 @@ class _AppendingWriter(ExperimentWriter):
                 self.metrics_keys = list(next(csv.reader(f), []))
 
 
-class _RunCSVLogger(CSVLogger):
+class AtGlobalStep:
+    """A logger whose rows are at the trainer's global step, the optimizer steps done when a row is logged
+    (:class:`GlobalStepLogs` tells it the trainer). Lightning logs a training step's values, and a
+    validation inside the fit, at the steps done *before* it (the second step's loss at step 1), one
+    behind the ``[train] step N/M`` line, the checkpoints' ``global_step`` and a validation after the fit."""
+
+    trainer: pl.Trainer | None = None
+
+    def at(self, step: int | None) -> int | None:
+        return step if self.trainer is None or step is None else self.trainer.global_step
+
+
+class GlobalStepLogs(pl.Callback):
+    """Makes every :class:`AtGlobalStep` logger of the trainer log at its global step."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, AtGlobalStep):
+                logger.trainer = trainer
+
+
+class _RunCSVLogger(AtGlobalStep, CSVLogger):
     """Lightning's CSV logger writing ``<save_dir>/metrics.csv``, appending to an existing file."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        super().log_metrics(metrics, self.at(step))
 
     @property
     @rank_zero_experiment
@@ -141,7 +167,7 @@ def wandb_run_id(fingerprint: str, run_dir: Path, resuming: bool) -> tuple[str, 
     return new_id, False
 
 
-class _StepWandbLogger(WandbLogger):
+class _StepWandbLogger(AtGlobalStep, WandbLogger):
     """Lightning's W&B logger whose W&B step is the trainer's global step (``_step`` equals
     ``trainer/global_step``), so the segments of a resumed run continue one another instead of each
     restarting at 0."""
@@ -152,6 +178,7 @@ class _StepWandbLogger(WandbLogger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        step = self.at(step)
         if step is None:
             return super().log_metrics(metrics)
         self.experiment.log({**metrics, "trainer/global_step": step}, step=step)

@@ -28,6 +28,7 @@ from dskd.core.devices import check_accelerator, local_device
 from dskd.core.errors import DSKDError, TrainingInterrupted
 from dskd.core.io import write_json_atomic
 from dskd.core.outputs import StageResult, check_name, check_output, mark_output
+from dskd.core.quiet import eval_modules_intended, quiet_lightning
 from dskd.core.stamps import run_stage, stage_key
 from dskd.corpora.sources import hub_datasets
 from dskd.data.config import DataConfig, OnPolicyConfig
@@ -60,6 +61,7 @@ from dskd.training.checkpoints import AtomicCheckpointIO, pick_checkpoint, previ
 from dskd.training.config import TrainerConfig
 from dskd.training.examples import ExampleIds
 from dskd.training.loggers import (
+    GlobalStepLogs,
     WandbRun,
     build_loggers,
     folder_inputs,
@@ -212,6 +214,7 @@ def build_trainer(t: TrainerConfig, rdir: Path, parts: TrainerParts) -> pl.Train
     val = {}
     if t.val_check_interval is not None:
         val = {"val_check_interval": int(t.val_check_interval), "check_val_every_n_epoch": None}
+    quiet_lightning()
     return pl.Trainer(
         accelerator=t.accelerator,
         devices=_devices(t.devices),
@@ -232,6 +235,7 @@ def build_trainer(t: TrainerConfig, rdir: Path, parts: TrainerParts) -> pl.Train
             TokenThroughput(parts.flops_per_token, t.log_every_n_steps),
             StepProgressBar() if tty else ProgressLines(t.log_every_n_steps),
             CheckpointOnInterrupt(rdir / "checkpoints" / "last.ckpt"),
+            GlobalStepLogs(),
             EmptyDataGuard(),
             *([ExampleIds(rdir)] if parts.example_ids else []),
             *slurm_callbacks(rdir / "checkpoints"),
@@ -341,7 +345,7 @@ def train(
             cfg.save(rdir)
             cfg.save(ckpt_dir)
             tokenizer.save_pretrained(str(rdir / "tokenizer"))
-            truncate_csv(rdir / "metrics.csv", step)
+            truncate_csv(rdir / "metrics.csv", step + 1)  # rows up to the checkpoint's step stay
         identity = {"name": cfg.name, "method": cfg.method, "seed": cfg.seed}
         datasets = tuple(hub_datasets([*cfg.data.train, *cfg.senses.sources]))
         options = FitOptions(
@@ -442,7 +446,8 @@ def _fit(trainer: pl.Trainer, module, dm, options: FitOptions) -> dict[str, Any]
     ckpt_dir = rdir / "checkpoints"
     wrapped = resumable(dm)
     try:
-        trainer.fit(module, datamodule=wrapped, ckpt_path=ckpt_path, weights_only=True)
+        with eval_modules_intended(module.trunk is not None):  # the teacher's frozen layers, in eval mode
+            trainer.fit(module, datamodule=wrapped, ckpt_path=ckpt_path, weights_only=True)
     except SystemExit as e:  # Lightning's SIGTERMException (also after Ctrl-C): the callback saved last.ckpt
         if not isinstance(e, SIGTERMException):
             raise
@@ -455,7 +460,7 @@ def _fit(trainer: pl.Trainer, module, dm, options: FitOptions) -> dict[str, Any]
         )
         error.exit_code = 128 + int(stop.signal)
         raise error from e
-    trainer.save_checkpoint(str(ckpt_dir / "last.ckpt"))
+    trainer.save_checkpoint(str(ckpt_dir / "last.ckpt"), weights_only=False)  # whole: a later resume reads it
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k != "loss"}
     if has_validation(dm):
         # the weights in memory are those just saved; no reload (DeepSpeed ZeRO-3 cannot reload into

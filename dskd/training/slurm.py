@@ -133,7 +133,7 @@ class SlurmRequeue(pl.Callback):
             return
         self._received = False
         path = next_hpc_path(self.checkpoint_dir)
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # whole: the requeued job resumes it
         rank_zero_info(f"[dskd slurm] {self.signum.name}: saved {path} at step {trainer.global_step}")
         self._requeued = trainer.strategy.broadcast(requeue_job() if trainer.is_global_zero else False, src=0)
         if not self._requeued:

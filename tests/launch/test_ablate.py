@@ -346,7 +346,7 @@ def test_dskd_ablate_runs_a_2x2_grid_with_a_dictionary_per_k(tmp_path, capsys):
         ("3", "1.5"),
     ]
     for r in rows:
-        assert r["steps"] == "2"  # train steps 0 and 1, validation logged at step 2
+        assert r["steps"] == "2"  # train steps 1 and 2, validation logged at step 2
         for m in ("train/loss", "train/ce", "train/kd", "val/loss", "val/top1_agreement"):
             assert math.isfinite(float(r[m])), (r["run"], m)
         assert float(r["train/sense"]) > 0 and float(r["train/sense_pos"]) > 0, r

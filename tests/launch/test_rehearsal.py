@@ -53,10 +53,10 @@ def _check_run(cwd: Path, run: Path, cfg) -> None:
     # the logged lr: warm-up to the peak at 10% of the real steps, then cosine to about 0
     peak = cfg.optim.lr * WORLD
     rows = _lr_rows(run)
-    assert [s for s, _ in rows] == list(range(steps)), "one lr row per optimizer step"
-    for step, lr in rows:
+    assert [s for s, _ in rows] == list(range(1, steps + 1)), "one lr row per optimizer step, at its number"
+    for step, lr in rows:  # row s: the lr of the s-th step, index s - 1 of the schedule
         assert lr == pytest.approx(
-            expected_lr(step, steps, peak, cfg.optim.warmup_ratio), rel=1e-5, abs=1e-12
+            expected_lr(step - 1, steps, peak, cfg.optim.warmup_ratio), rel=1e-5, abs=1e-12
         )
     top = max(range(steps), key=lambda s: rows[s][1])
     assert top == round(cfg.optim.warmup_ratio * steps) and rows[top][1] == pytest.approx(peak, rel=1e-5)

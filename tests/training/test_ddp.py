@@ -45,7 +45,7 @@ def test_two_process_ddp_run(tmp_path, teacher_dir):
     assert not any(torch.equal(a, b) for a in seen[0] for b in seen[1])  # no batch on both ranks
     with open(run / "metrics.csv", newline="") as f:
         lrs = {int(r["step"]): float(r["train/lr"]) for r in csv.DictReader(f) if r.get("train/lr")}
-    assert lrs[1] == pytest.approx(2 * 1e-3, rel=1e-6)  # lr x world size, after the one warm-up step
+    assert lrs[2] == pytest.approx(2 * 1e-3, rel=1e-6)  # lr x world size, of the step after the warm-up step
 
 
 @pytest.mark.parametrize("mode", [[], ["on-policy"]], ids=["data", "on-policy"])

@@ -68,13 +68,13 @@ def test_a_resume_under_another_experiment_is_refused_and_extending_a_run_is_not
 
     longer = tiny_config(run_tmp, teacher_dir, "dskd", {"name": "same", "trainer.max_steps": 4})
     assert train(longer, datamodule=random_batches(n=4), export=False)["global_step"] == 4
-    assert [int(r["step"]) for r in metrics_rows(run) if r.get("train/loss")] == [0, 1, 2, 3]
+    assert [int(r["step"]) for r in metrics_rows(run) if r.get("train/loss")] == [1, 2, 3, 4]
 
     over = {"name": "same", "trainer.max_steps": 2, "optim.lr": 0.5, "trainer.resume": "never"}
     again = tiny_config(run_tmp, teacher_dir, "kd", over)
     assert train(again, datamodule=random_batches(n=4), export=False)["global_step"] == 2
     rows = [r for r in metrics_rows(run) if r.get("train/loss")]
-    assert [int(r["step"]) for r in rows] == [0, 1] and not any(r.get("train/sense") for r in rows)
+    assert [int(r["step"]) for r in rows] == [1, 2] and not any(r.get("train/sense") for r in rows)
 
 
 def test_resume_falls_back_past_a_damaged_last_ckpt_and_removes_staging(run_tmp, teacher_dir, caplog):
@@ -97,7 +97,7 @@ def test_resume_falls_back_past_a_damaged_last_ckpt_and_removes_staging(run_tmp,
     rows = [
         int(r["step"]) for r in metrics_rows(run_tmp / "runs" / "tiny-kd" / "seed-0") if r.get("train/loss")
     ]
-    assert rows == [0, 1, 2, 3, 4]  # step 2 ran twice, logged once
+    assert rows == [1, 2, 3, 4, 5]  # step 3 ran twice, logged once
 
 
 def test_a_second_run_in_the_same_folder_is_refused(run_tmp, teacher_dir):
@@ -128,7 +128,7 @@ def test_ctrl_c_saves_the_step_reached_exits_130_and_resume_continues(run_tmp, t
     run = run_tmp / "runs" / "tiny-kd" / "seed-0"
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 6
     assert train(cfg, datamodule=random_batches(n=5), export=False)["global_step"] == 8
-    assert sorted(train_losses(run)) == list(range(8))
+    assert sorted(train_losses(run)) == list(range(1, 9))
     assert len([r for r in metrics_rows(run) if r.get("train/loss")]) == 8
 
 

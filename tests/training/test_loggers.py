@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -53,5 +54,20 @@ def test_sigterm_and_resume_give_disjoint_continuous_segments(run_tmp, teacher_d
     train(cfg, datamodule=random_batches(n=4), export=False)  # trainer.resume=auto
     first, second = run_logs(run_tmp / "runs" / "tiny-kd" / "seed-0")
     assert run_id(first) == run_id(second)
-    assert _train_steps(first) == [0, 1, 2] and _train_steps(second) == [3, 4, 5]
-    assert min(r["_step"] for r in history(second)) == 3  # nothing of the second segment below it
+    assert _train_steps(first) == [1, 2, 3] and _train_steps(second) == [4, 5, 6]  # steps done, as [train]
+    assert min(r["_step"] for r in history(second)) == 4  # nothing of the second segment below it
+
+
+def test_metrics_csv_is_on_disk_during_the_run_at_each_logged_step(run_tmp, teacher_dir):
+    path = run_tmp / "runs" / "tiny-kd" / "seed-0" / "metrics.csv"
+    seen: dict[int, list[int]] = {}
+
+    class Peek(pl.Callback):  # what a person tailing metrics.csv sees before each step
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            rows = list(csv.DictReader(path.read_text().splitlines())) if path.is_file() else []
+            seen[trainer.global_step] = sorted({int(r["step"]) for r in rows})
+
+    over = {"trainer.max_steps": 5, "trainer.log_every_n_steps": 2, "trainer.checkpoint_every_n_steps": 100}
+    cfg = tiny_config(run_tmp, teacher_dir, "kd", over)
+    train(cfg, datamodule=random_batches(n=6), callbacks=[Peek()], export=False)
+    assert seen == {0: [], 1: [], 2: [2], 3: [2], 4: [2, 4]}

@@ -310,9 +310,9 @@ def test_sigterm_and_resume_repeat_the_on_policy_batches_of_an_uninterrupted_run
         }
         for run, cfg in (("a", full), ("b", stopped))
     }
-    assert sorted(rows["a"]) == sorted(rows["b"]) == list(range(10))
-    flags = [float(rows["a"][s]["train/on_policy"]) for s in range(10)]
-    assert flags == [float(rows["b"][s]["train/on_policy"]) for s in range(10)]
+    assert sorted(rows["a"]) == sorted(rows["b"]) == list(range(1, 11))  # rows at the steps done
+    flags = [float(rows["a"][s + 1]["train/on_policy"]) for s in range(10)]
+    assert flags == [float(rows["b"][s + 1]["train/on_policy"]) for s in range(10)]
     assert 0 < sum(flags[6:]) < 4 and 0 < sum(flags[:6])  # on- and off-policy steps after the resume
     assert seen_full.built.keys() == seen_stopped.built.keys() and len(after) == sum(flags[6:])
     if mode == "cached":  # every data batch (and validation) from the cache, no generated one
@@ -324,6 +324,6 @@ def test_sigterm_and_resume_repeat_the_on_policy_batches_of_an_uninterrupted_run
     for seed, batch in seen_full.built.items():
         for key in batch:
             assert torch.equal(batch[key], seen_stopped.built[seed][key]), (seed, key)
-    for step in range(10):
+    for step in range(1, 11):
         for key in ("train/loss", "train/kd", "train/sense", "train/gen_tokens"):
             assert float(rows["b"][step][key]) == pytest.approx(float(rows["a"][step][key]), abs=1e-6)

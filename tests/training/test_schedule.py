@@ -60,7 +60,8 @@ def test_an_epoch_based_run_warms_up_and_decays_over_its_true_number_of_steps(ru
     cfg = corpus_config(run_tmp, teacher_dir, write_corpus(tmp_path / "c.txt", docs=40), "kd", over)
     summary = train(cfg, datamodule=real_datamodule(cfg), export=False)
     with open(run_dir(cfg.runs_dir, cfg.name, cfg.seed) / "metrics.csv", newline="") as f:
-        lr = {int(r["step"]): float(r["train/lr"]) for r in csv.DictReader(f) if r.get("train/lr")}
+        # row s: the lr of the s-th step, index s - 1 of the schedule
+        lr = {int(r["step"]) - 1: float(r["train/lr"]) for r in csv.DictReader(f) if r.get("train/lr")}
     steps = summary["global_step"]
     assert steps >= 10 and sorted(lr) == list(range(steps))  # every step logged, epochs 1..3
     warmup = round(0.2 * steps)

@@ -103,7 +103,7 @@ def test_kd_run_writes_its_folder_and_a_loadable_export(run_tmp, teacher_dir):
         torch.tensor(out["metrics"]["val/ce"]).exp().item(), rel=1e-5
     )
     rows = metrics_rows(run)
-    assert sorted(train_losses(run)) == [0, 1, 2, 3]
+    assert sorted(train_losses(run)) == [1, 2, 3, 4]  # rows at the steps done
     for key in ("train/lr", "train/grad_norm", "train/device/items_per_sec"):
         assert any(r.get(key) for r in rows), key
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
@@ -192,13 +192,13 @@ def test_resume_reproduces_the_uninterrupted_run(run_tmp, teacher_dir):
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(broken, datamodule=random_batches(n=5), callbacks=[Crash()], export=False)
     run_b = run_tmp / "b" / "runs" / "tiny-dskd" / "seed-0"
-    assert sorted(train_losses(run_b)) == [0, 1, 2, 3]  # step 3 ran; its checkpoint is at step 3
+    assert sorted(train_losses(run_b)) == [1, 2, 3, 4]  # step 4 ran; the checkpoint is at step 3
     assert torch.load(run_b / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 3
     resumed = train(broken, datamodule=random_batches(n=5), export=False)  # trainer.resume=auto
     assert resumed["global_step"] == 8
     a = train_losses(run_tmp / "a" / "runs" / "tiny-dskd" / "seed-0")
     b = train_losses(run_b)
-    assert sorted(a) == sorted(b) == list(range(8))
+    assert sorted(a) == sorted(b) == list(range(1, 9))
     for step in a:
         assert b[step] == pytest.approx(a[step], abs=1e-6), step
 
@@ -223,7 +223,7 @@ def test_trainable_only_checkpoints_resume_exactly_export_the_same_and_are_small
         train(lean, datamodule=random_batches(n=5), callbacks=[Crash()], export=False)
     out_b = train(lean, datamodule=random_batches(n=5))  # resumed from the trainable-only step 3
     a, b = train_losses(run_tmp / "a" / "runs" / "tiny-kd" / "seed-0"), train_losses(Path(out_b["run_dir"]))
-    assert sorted(a) == sorted(b) == list(range(7))
+    assert sorted(a) == sorted(b) == list(range(1, 8))
     for step in a:
         assert b[step] == pytest.approx(a[step], abs=1e-6), step
     ckpt_a, ckpt_b = (os.path.join(o["checkpoint_dir"], "last.ckpt") for o in (out_a, out_b))
@@ -297,7 +297,7 @@ def test_sigterm_saves_the_step_reached_and_resume_continues(run_tmp, teacher_di
     resumed = train(stopped, datamodule=random_batches(n=5), export=False)  # trainer.resume=auto
     assert resumed["global_step"] == 8
     a, b = train_losses(run_tmp / "a" / "runs" / "tiny-dskd" / "seed-0"), train_losses(run_b)
-    assert sorted(a) == sorted(b) == list(range(8))
+    assert sorted(a) == sorted(b) == list(range(1, 9))
     for step in a:
         assert b[step] == pytest.approx(a[step], abs=1e-6), step
 
@@ -340,7 +340,7 @@ def test_nan_guard_skips_counts_and_logs_the_skipped_steps_as_nan(run_tmp, teach
         ckpt["student.model.layers.1.mlp.up_proj.weight"], teacher.model.layers[1].mlp.up_proj.weight
     )
     steps = [r for r in metrics_rows(run) if r.get("train/skipped")]
-    assert [int(r["step"]) for r in steps] == [0, 1, 2, 3]
+    assert [int(r["step"]) for r in steps] == [1, 2, 3, 4]
     assert float(steps[-1]["train/skipped_steps"]) == 4
     for r in steps:  # each skipped step logs its own values, flagged: NaN KD, finite CE
         assert r["train/skipped"] == "1.0" and math.isnan(float(r["train/kd"])), r
