@@ -1,11 +1,24 @@
-"""GPU-only checks for `make gpu-check`: the paper path rehearsed on the GPUs, then FSDP, DeepSpeed
-ZeRO-2/3 and bf16 throughput on random Llama-shaped models. Nothing needs the hub or an asset.
+"""GPU-only checks for `make gpu-check`: the paper path rehearsed on the GPUs, its size on one GPU, then
+FSDP, DeepSpeed ZeRO-2/3 and bf16 throughput on random Llama-shaped models. Nothing needs the hub or an
+asset.
 
 * ``rehearse-paper-llama3``, ``rehearse-paper-mistral``: ``dskd reproduce --preset P --rehearse``
   (docs/training.md) on every visible GPU with ``trainer.strategy=fsdp`` and the preset's bf16-mixed,
   chunked KD, teacher continuations, sense dictionary (``senses.device=auto``) and paper-protocol
   evaluation; a stand-in ``tsv`` lexicon replaces WordNet and W&B is off. It passes when the pipeline
   exits 0 with both students exported and the results table holding every paper task.
+* ``paper-step``: the paper-llama3 DSKD preset (experiments/paper-llama3/dskd.yaml) at its size on one
+  GPU, with random weights: a Llama of Meta-Llama-3-8B-Instruct's shape (32 layers, d 4096, 32 heads,
+  8 key/value heads, FFN 14336, V 128256; ``--tiny``: the same depths, widths for a CPU) made in bf16
+  on the GPU and handed to training as the held teacher (``TeacherHolder.hold``: no weights written),
+  its 16-layer student sharing the frozen trunk with the top 2 layers training, bf16-mixed, chunked
+  KD, the sense loss on a dictionary with random rows for the keys its batches look up, batch 1 x
+  2048 tokens (``--tiny``: 128), ``--steps`` steps of ``dskd.training.run.train`` with
+  ``trainer.strategy=auto``. Besides tokens/s and the MFU it reports torch's peak allocation and
+  `dskd memory`'s estimate for one GPU of the same config (``estimate_gb``), and passes when the peak
+  is within 10% of the estimate's tensors (``estimate_tensors_gb``: the total less its allowance for
+  the CUDA context and fragmentation, which torch's allocation count does not see); on a CPU the
+  memory is n/a.
 * the throughput checks: a truncated student of a random teacher trained for a few steps with the
   sense loss on, then exported.
 
@@ -21,8 +34,10 @@ check failed (a DeepSpeed check without ``deepspeed`` installed is reported as s
 
     python scripts/gpu_check.py                 # all checks
     python scripts/gpu_check.py --only fsdp     # checks whose name contains 'fsdp'
+    python scripts/gpu_check.py --only paper-step   # the paper's size on one GPU, memory vs estimate
     python scripts/gpu_check.py --accelerator cpu --tiny --only rehearse-paper-llama3 auto-bf16-mixed
                                                 # the harness on a CPU (2 processes, DDP)
+    python scripts/gpu_check.py --accelerator cpu --tiny --only paper-step   # paper-step on a CPU
 """
 
 from __future__ import annotations
