@@ -289,34 +289,55 @@ def _memory_estimate(cfg) -> tuple[float, float]:
     return total, total - ALLOCATOR_OVERHEAD_GB
 
 
+def _paper_run(args: argparse.Namespace, device: object) -> tuple:
+    """(config, data module, teacher holder) of ``paper-step``: the teacher folder (config and tokenizer
+    only), the random sense rows of the batches' keys, and the random teacher made on ``device``."""
+    from dskd.models.shared import TeacherHolder
+    from dskd.testing.fixtures import SyntheticBatches, random_senses
+
+    shape, work = PAPER_TINY if args.tiny else PAPER_SHAPE, args.work / PAPER_STEP
+    _paper_teacher(work / "teacher", shape)
+    cfg = _paper_config(work, shape, args.steps, args.accelerator)
+    batch = {"batch": cfg.data.batch_size, "seq": shape["seq"], "positions": 25, "neighbours": 25}
+    data = SyntheticBatches(shape["vocab"], n=args.steps, val=1, **batch)
+    random_senses(work / "senses", shape["vocab"], shape["hidden"], k=cfg.senses.k, keys=_step_keys(data))
+    teachers = TeacherHolder()
+    teachers.hold(cfg.teacher, _random_teacher(work / "teacher", cfg.teacher.dtype, device))
+    return cfg, data, teachers
+
+
+def _memory_record(cfg, gpu: bool) -> dict:
+    """torch's peak allocation (GB, and GiB as the other checks report it) against `dskd memory`'s
+    estimate for one GPU of ``cfg``; the peak and the verdict are None on a CPU."""
+    import torch
+
+    estimate, tensors = _memory_estimate(cfg)
+    record = {"estimate_gb": round(estimate, 2), "estimate_tensors_gb": round(tensors, 2)}
+    if not gpu:
+        keys = ("peak_mem_gib", "peak_allocated_gb", "peak_reserved_gb", "peak_over_estimate")
+        return record | dict.fromkeys(keys) | {"memory_within_10pct": None}
+    peak = torch.cuda.max_memory_allocated()
+    ratio = peak / 1e9 / tensors
+    return record | {
+        "peak_mem_gib": [round(peak / 2**30, 3)],
+        "peak_allocated_gb": round(peak / 1e9, 2),
+        "peak_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 2),
+        "peak_over_estimate": round(ratio, 3),
+        "memory_within_10pct": abs(ratio - 1) <= MEMORY_TOLERANCE,
+    }
+
+
 def paper_step(args: argparse.Namespace) -> dict:
     """``paper-step``: a few training steps of the paper-llama3 DSKD preset at its size on one device,
     with random weights (see the module doc), and its JSON record."""
     import torch
 
-    from dskd.models.shared import TeacherHolder
-    from dskd.testing.fixtures import SyntheticBatches, random_senses
     from dskd.training.run import train
 
     gpu = args.accelerator == "gpu"
     if gpu and not torch.cuda.is_available():
         raise RuntimeError("no CUDA device visible to torch (torch.cuda.is_available() is False)")
-    shape, work = PAPER_TINY if args.tiny else PAPER_SHAPE, args.work / PAPER_STEP
-    _paper_teacher(work / "teacher", shape)
-    cfg = _paper_config(work, shape, args.steps, args.accelerator)
-    data = SyntheticBatches(
-        shape["vocab"],
-        n=args.steps,
-        val=1,
-        batch=cfg.data.batch_size,
-        seq=shape["seq"],
-        positions=25,
-        neighbours=25,
-    )
-    random_senses(work / "senses", shape["vocab"], shape["hidden"], k=cfg.senses.k, keys=_step_keys(data))
-    teachers = TeacherHolder()
-    device = torch.device("cuda", 0) if gpu else torch.device("cpu")
-    teachers.hold(cfg.teacher, _random_teacher(work / "teacher", cfg.teacher.dtype, device))
+    cfg, data, teachers = _paper_run(args, torch.device("cuda", 0) if gpu else torch.device("cpu"))
     if gpu:
         torch.cuda.reset_peak_memory_stats()  # the teacher stays allocated: the peak counts it
     t0 = time.perf_counter()
@@ -324,27 +345,19 @@ def paper_step(args: argparse.Namespace) -> dict:
     wall = time.perf_counter() - t0
     rows = _metrics(Path(summary["run_dir"]) / "metrics.csv")
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
-    estimate, tensors = _memory_estimate(cfg)
-    peak = torch.cuda.max_memory_allocated() / 1e9 if gpu else None
-    ratio = peak / tensors if peak is not None else None
-    fits = ratio is None or abs(ratio - 1) <= MEMORY_TOLERANCE
+    memory = _memory_record(cfg, gpu)
+    trained = summary["global_step"] == args.steps and all(map(_finite, losses))
     return {
         "check": PAPER_STEP,
-        "ok": summary["global_step"] == args.steps and all(map(_finite, losses)) and fits,
+        "ok": trained and memory["memory_within_10pct"] is not False,
         "tokens_per_s": _tokens_per_s(rows),
         "mfu": _mfu(rows, args.peak_tflops),
-        "peak_mem_gib": [round(peak * 1e9 / 2**30, 3)] if peak is not None else None,
-        "peak_allocated_gb": round(peak, 2) if peak is not None else None,
-        "peak_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 2) if gpu else None,
-        "estimate_gb": round(estimate, 2),
-        "estimate_tensors_gb": round(tensors, 2),
-        "peak_over_estimate": round(ratio, 3) if ratio is not None else None,
-        "memory_within_10pct": fits if peak is not None else None,
+        **memory,
         "wall_s": round(wall, 1),
         "steps": summary["global_step"],
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
-        "shape": shape,
+        "shape": PAPER_TINY if args.tiny else PAPER_SHAPE,
         "device": torch.cuda.get_device_name(0) if gpu else "cpu",
     }
 

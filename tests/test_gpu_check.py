@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from dskd.core.batch import IGNORE_INDEX
+from dskd.senses import SenseDictionary
+from dskd.testing.fixtures import SyntheticBatches, random_senses
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
 
 
@@ -49,3 +53,15 @@ def test_the_paper_step_trains_the_preset_on_a_cpu_with_a_held_random_teacher(gp
     assert not list((tmp_path / "paper-step" / "teacher").glob("*.safetensors"))  # weights made in memory
     config = json.loads((tmp_path / "paper-step" / "teacher" / "config.json").read_text())
     assert config["num_hidden_layers"] == 32 and config["num_key_value_heads"] == 1
+
+
+def test_the_paper_step_dictionary_has_rows_for_every_key_its_batches_look_up(gpu_check, tmp_path):
+    data = SyntheticBatches(1000, n=3, val=0, batch=2, seq=32, positions=5, neighbours=4)
+    keys = gpu_check._step_keys(data)
+    senses = SenseDictionary.load(random_senses(tmp_path, 1000, 8, k=3, keys=keys))
+    for b in data.train_dataloader():
+        targets = [b["labels"].gather(1, b[k]) for k in ("sense_pos", "rand_pos")]
+        for looked_up in [*targets, b["syn_keys"], b["ant_keys"]]:
+            looked_up = looked_up[looked_up != IGNORE_INDEX]
+            assert senses.lookup(looked_up)[1].any(-1).all()  # at least one sense per key
+    assert len(senses) == len(keys) < 300  # only those keys, not the 502 even keys of the vocabulary
