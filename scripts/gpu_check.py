@@ -1,11 +1,24 @@
-"""GPU-only checks for `make gpu-check`: the paper path rehearsed on the GPUs, then FSDP, DeepSpeed
-ZeRO-2/3 and bf16 throughput on random Llama-shaped models. Nothing needs the hub or an asset.
+"""GPU-only checks for `make gpu-check`: the paper path rehearsed on the GPUs, its size on one GPU, then
+FSDP, DeepSpeed ZeRO-2/3 and bf16 throughput on random Llama-shaped models. Nothing needs the hub or an
+asset.
 
 * ``rehearse-paper-llama3``, ``rehearse-paper-mistral``: ``dskd reproduce --preset P --rehearse``
   (docs/training.md) on every visible GPU with ``trainer.strategy=fsdp`` and the preset's bf16-mixed,
   chunked KD, teacher continuations, sense dictionary (``senses.device=auto``) and paper-protocol
   evaluation; a stand-in ``tsv`` lexicon replaces WordNet and W&B is off. It passes when the pipeline
   exits 0 with both students exported and the results table holding every paper task.
+* ``paper-step``: the paper-llama3 DSKD preset (experiments/paper-llama3/dskd.yaml) at its size on one
+  GPU, with random weights: a Llama of Meta-Llama-3-8B-Instruct's shape (32 layers, d 4096, 32 heads,
+  8 key/value heads, FFN 14336, V 128256; ``--tiny``: the same depths, widths for a CPU) made in bf16
+  on the GPU and handed to training as the held teacher (``TeacherHolder.hold``: no weights written),
+  its 16-layer student sharing the frozen trunk with the top 2 layers training, bf16-mixed, chunked
+  KD, the sense loss on a dictionary with random rows for the keys its batches look up, batch 1 x
+  2048 tokens (``--tiny``: 128), ``--steps`` steps of ``dskd.training.run.train`` with
+  ``trainer.strategy=auto``. Besides tokens/s and the MFU it reports torch's peak allocation and
+  `dskd memory`'s estimate for one GPU of the same config (``estimate_gb``), and passes when the peak
+  is within 10% of the estimate's tensors (``estimate_tensors_gb``: the total less its allowance for
+  the CUDA context and fragmentation, which torch's allocation count does not see); on a CPU the
+  memory is n/a.
 * the throughput checks: a truncated student of a random teacher trained for a few steps with the
   sense loss on, then exported.
 
@@ -21,8 +34,10 @@ check failed (a DeepSpeed check without ``deepspeed`` installed is reported as s
 
     python scripts/gpu_check.py                 # all checks
     python scripts/gpu_check.py --only fsdp     # checks whose name contains 'fsdp'
+    python scripts/gpu_check.py --only paper-step   # the paper's size on one GPU, memory vs estimate
     python scripts/gpu_check.py --accelerator cpu --tiny --only rehearse-paper-llama3 auto-bf16-mixed
                                                 # the harness on a CPU (2 processes, DDP)
+    python scripts/gpu_check.py --accelerator cpu --tiny --only paper-step   # paper-step on a CPU
 """
 
 from __future__ import annotations
@@ -75,6 +90,20 @@ TINY = {
     "kv_heads": 2,
 }  # --tiny: smoke test of the harness
 STUDENT = {"student.num_layers": 4, "student.trainable_top_layers": 2}
+PAPER_STEP = "paper-step"
+PAPER_PRESET = ROOT / "experiments" / "paper-llama3" / "dskd.yaml"
+PAPER_SHAPE = {
+    "vocab": 128256,
+    "hidden": 4096,
+    "ffn": 14336,
+    "layers": 32,
+    "heads": 32,
+    "kv_heads": 8,
+    "seq": 2048,
+}  # Meta-Llama-3-8B-Instruct's config.json; the preset's batch 1 x 2048 tokens
+PAPER_TINY = {"vocab": 512, "hidden": 64, "ffn": 224, "layers": 32, "heads": 4, "kv_heads": 1, "seq": 128}
+MEMORY_TOLERANCE = 0.10
+"""paper-step passes when torch's peak allocation is within this fraction of the estimate's tensors."""
 
 
 def _shape(args: argparse.Namespace) -> dict[str, int]:
@@ -146,17 +175,11 @@ def run_one(args: argparse.Namespace) -> dict:
     wall = time.perf_counter() - t0
     with open(run_dir(cfg.runs_dir, cfg.name, cfg.seed) / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    key = (
-        "train/items_per_sec"
-        if any(r.get("train/items_per_sec") for r in rows)
-        else "train/device/items_per_sec"
-    )
-    speeds = [float(r[key]) for r in rows if r.get(key)]  # tokens/s of all processes (ThroughputMonitor)
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     return {
         "check": name,
         "ok": summary["global_step"] == steps and all(map(_finite, losses)),
-        "tokens_per_s": round(statistics.median(speeds), 1) if speeds else None,
+        "tokens_per_s": _tokens_per_s(rows),
         "peak_mem_gib": [round(torch.cuda.max_memory_allocated() / 2**30, 3)] if gpu else None,
         "mfu": _mfu(rows, args.peak_tflops),
         "wall_s": round(wall, 1),
@@ -166,6 +189,189 @@ def run_one(args: argparse.Namespace) -> dict:
         "export_dir": summary["export_dir"],
         "device": torch.cuda.get_device_name(0) if gpu else "cpu",
     }
+
+
+def _paper_teacher(folder: Path, shape: dict[str, int]) -> Path:
+    """A teacher folder holding only the config.json of ``shape`` and a word tokenizer (no weights:
+    :func:`_random_teacher` makes them on the device)."""
+    from transformers import LlamaConfig
+
+    from dskd.testing.fixtures import word_tokenizer
+
+    config = LlamaConfig(
+        vocab_size=shape["vocab"],
+        hidden_size=shape["hidden"],
+        intermediate_size=shape["ffn"],
+        num_hidden_layers=shape["layers"],
+        num_attention_heads=shape["heads"],
+        num_key_value_heads=shape["kv_heads"],
+        max_position_embeddings=8192,
+        rope_theta=500000.0,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+    )
+    config.save_pretrained(folder)
+    word_tokenizer(shape["vocab"]).save_pretrained(folder)
+    return folder
+
+
+def _random_teacher(folder: Path, dtype: str, device: object):
+    """The model of ``folder``'s config.json with random weights, made on ``device`` in ``dtype``."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from dskd.models.loading import resolve_dtype
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        return AutoModelForCausalLM.from_config(
+            AutoConfig.from_pretrained(folder), dtype=resolve_dtype(dtype)
+        )
+
+
+def _paper_config(work: Path, shape: dict[str, int], steps: int, accelerator: str):
+    """The paper-llama3 DSKD preset on one device, with the random teacher of ``work`` and its senses."""
+    from dskd.config.loading import load_config
+
+    overrides = [
+        "name=paper-step",
+        f"runs_dir={work / 'runs'}",
+        f"artifacts_dir={work / 'artifacts'}",
+        f"teacher.model={work / 'teacher'}",
+        f"senses.output_dir={work / 'senses'}",
+        f"senses.device={'auto' if accelerator == 'gpu' else 'cpu'}",
+        "data.targets=observed",  # the batches are synthetic: no teacher continuations to build
+        f"data.seq_len={shape['seq']}",
+        f"trainer.accelerator={accelerator}",
+        "trainer.devices=1",
+        "trainer.strategy=auto",
+        f"trainer.max_steps={steps}",
+        "trainer.log_every_n_steps=1",
+        f"trainer.checkpoint_every_n_steps={steps + 1}",  # one checkpoint: the one at the end of fit
+        "trainer.resume=never",
+        "logging.wandb=false",
+    ]
+    return load_config(PAPER_PRESET, overrides)
+
+
+def _step_keys(data) -> object:
+    """The sense keys the sense loss looks up in ``data``'s training batches (P1 and P2 targets,
+    synonyms, antonyms): the random dictionary needs rows for these only."""
+    import torch
+
+    from dskd.core.batch import IGNORE_INDEX
+
+    keys = []
+    for b in data.train_dataloader():
+        targets = [b["labels"].gather(1, b[k]) for k in ("sense_pos", "rand_pos")]
+        keys += [t.flatten() for t in targets] + [b["syn_keys"].flatten(), b["ant_keys"].flatten()]
+    keys = torch.cat(keys)
+    return keys[keys != IGNORE_INDEX].unique()
+
+
+def _memory_estimate(cfg) -> tuple[float, float]:
+    """(total, total without the allowance for the CUDA context and fragmentation) of `dskd memory`'s
+    estimate for one GPU of ``cfg``, in GB (1e9 bytes)."""
+    from dskd.training.memory import ALLOCATOR_OVERHEAD_GB, MemoryInputs, estimate, teacher_shape
+
+    inputs = MemoryInputs(
+        cfg.name,
+        cfg.method,
+        cfg.teacher,
+        cfg.student,
+        cfg.trainer,
+        cfg.data,
+        cfg.loss,
+        cfg.senses,
+        cfg.lexicon.output_dir,
+    )
+    total = sum(gb for _, gb, _ in estimate(inputs, teacher_shape(cfg.teacher), world_size=1))
+    return total, total - ALLOCATOR_OVERHEAD_GB
+
+
+def _paper_run(args: argparse.Namespace, device: object) -> tuple:
+    """(config, data module, teacher holder) of ``paper-step``: the teacher folder (config and tokenizer
+    only), the random sense rows of the batches' keys, and the random teacher made on ``device``."""
+    from dskd.models.shared import TeacherHolder
+    from dskd.testing.fixtures import SyntheticBatches, random_senses
+
+    shape, work = PAPER_TINY if args.tiny else PAPER_SHAPE, args.work / PAPER_STEP
+    _paper_teacher(work / "teacher", shape)
+    cfg = _paper_config(work, shape, args.steps, args.accelerator)
+    batch = {"batch": cfg.data.batch_size, "seq": shape["seq"], "positions": 25, "neighbours": 25}
+    data = SyntheticBatches(shape["vocab"], n=args.steps, val=1, **batch)
+    random_senses(work / "senses", shape["vocab"], shape["hidden"], k=cfg.senses.k, keys=_step_keys(data))
+    teachers = TeacherHolder()
+    teachers.hold(cfg.teacher, _random_teacher(work / "teacher", cfg.teacher.dtype, device))
+    return cfg, data, teachers
+
+
+def _memory_record(cfg, gpu: bool) -> dict:
+    """torch's peak allocation (GB, and GiB as the other checks report it) against `dskd memory`'s
+    estimate for one GPU of ``cfg``; the peak and the verdict are None on a CPU."""
+    import torch
+
+    estimate, tensors = _memory_estimate(cfg)
+    record = {"estimate_gb": round(estimate, 2), "estimate_tensors_gb": round(tensors, 2)}
+    if not gpu:
+        keys = ("peak_mem_gib", "peak_allocated_gb", "peak_reserved_gb", "peak_over_estimate")
+        return record | dict.fromkeys(keys) | {"memory_within_10pct": None}
+    peak = torch.cuda.max_memory_allocated()
+    ratio = peak / 1e9 / tensors
+    return record | {
+        "peak_mem_gib": [round(peak / 2**30, 3)],
+        "peak_allocated_gb": round(peak / 1e9, 2),
+        "peak_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 2),
+        "peak_over_estimate": round(ratio, 3),
+        "memory_within_10pct": abs(ratio - 1) <= MEMORY_TOLERANCE,
+    }
+
+
+def paper_step(args: argparse.Namespace) -> dict:
+    """``paper-step``: a few training steps of the paper-llama3 DSKD preset at its size on one device,
+    with random weights (see the module doc), and its JSON record."""
+    import torch
+
+    from dskd.training.run import train
+
+    gpu = args.accelerator == "gpu"
+    if gpu and not torch.cuda.is_available():
+        raise RuntimeError("no CUDA device visible to torch (torch.cuda.is_available() is False)")
+    cfg, data, teachers = _paper_run(args, torch.device("cuda", 0) if gpu else torch.device("cpu"))
+    if gpu:
+        torch.cuda.reset_peak_memory_stats()  # the teacher stays allocated: the peak counts it
+    t0 = time.perf_counter()
+    summary = train(cfg, datamodule=data, export=False, teachers=teachers)
+    wall = time.perf_counter() - t0
+    rows = _metrics(Path(summary["run_dir"]) / "metrics.csv")
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    memory = _memory_record(cfg, gpu)
+    trained = summary["global_step"] == args.steps and all(map(_finite, losses))
+    return {
+        "check": PAPER_STEP,
+        "ok": trained and memory["memory_within_10pct"] is not False,
+        "tokens_per_s": _tokens_per_s(rows),
+        "mfu": _mfu(rows, args.peak_tflops),
+        **memory,
+        "wall_s": round(wall, 1),
+        "steps": summary["global_step"],
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "shape": PAPER_TINY if args.tiny else PAPER_SHAPE,
+        "device": torch.cuda.get_device_name(0) if gpu else "cpu",
+    }
+
+
+def _tokens_per_s(rows: list[dict]) -> float | None:
+    """Median logged non-padding tokens per second of all processes (``ThroughputMonitor``; one
+    process logs only its ``device`` figure)."""
+    key = (
+        "train/items_per_sec"
+        if any(r.get("train/items_per_sec") for r in rows)
+        else "train/device/items_per_sec"
+    )
+    speeds = [float(r[key]) for r in rows if r.get(key)]
+    return round(statistics.median(speeds), 1) if speeds else None
 
 
 def _finite(x: float) -> bool:
@@ -340,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--devices", default="1", help="GPUs per check (a count or 'auto')")
     p.add_argument("--timeout", type=int, default=75, help="seconds per throughput check")
     p.add_argument("--rehearse-timeout", type=int, default=170, help="seconds per rehearsal")
+    p.add_argument("--paper-timeout", type=int, default=240, help="seconds of the paper-step check")
     p.add_argument("--rehearse-devices", default="all", help="GPUs of a rehearsal (default: every one)")
     p.add_argument("--peak-tflops", type=float, default=None, help="the GPU's peak dense bf16 TFLOP/s")
     p.add_argument(
@@ -355,10 +562,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.list:
-        print("\n".join([*REHEARSALS, *CHECKS]))
+        print("\n".join([*REHEARSALS, PAPER_STEP, *CHECKS]))
         return 0
     if args.run:  # child: one check, one JSON line
-        record = run_one(args)
+        record = paper_step(args) if args.run == PAPER_STEP else run_one(args)
         print(json.dumps(record), flush=True)
         return 0 if record["ok"] else 1
 
@@ -370,14 +577,15 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    every = [*REHEARSALS, *CHECKS]
+    every = [*REHEARSALS, PAPER_STEP, *CHECKS]
     names = [n for n in every if not args.only or any(o in n for o in args.only)]
     if not names:
         print(f"no check matches {args.only}; checks: {', '.join(every)}", file=sys.stderr)
         return 2
     work = args.work or Path(tempfile.mkdtemp(prefix="dskd-gpu-check-"))
     t0 = time.perf_counter()
-    _prepare(work, _shape(args))
+    if any(n in CHECKS for n in names):  # the throughput checks' teacher and senses
+        _prepare(work, _shape(args))
     print(
         json.dumps(
             {"prepared": str(work), "shape": _shape(args), "seconds": round(time.perf_counter() - t0, 1)}
@@ -386,7 +594,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in names:
         left = args.budget - (time.perf_counter() - t0)
-        limit = min(args.rehearse_timeout if name in REHEARSALS else args.timeout, left)
+        own = {PAPER_STEP: args.paper_timeout, **dict.fromkeys(REHEARSALS, args.rehearse_timeout)}
+        limit = min(own.get(name, args.timeout), left)
         if name.startswith("deepspeed") and not _has_deepspeed():
             rec = {"check": name, "ok": None, "error": "skipped: deepspeed is not installed"}
         elif left < MIN_CHECK_S:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make gpu-check`: the paper presets rehearsed on the local CUDA GPU(s) (FSDP, bf16-mixed, chunked KD,
-# teacher targets, senses and evaluation on the GPUs), then FSDP, DeepSpeed ZeRO-2/3 and bf16 throughput
-# checks; at most 8 minutes. Needs only this repository (no network, no assets) and a Python with
+# teacher targets, senses and evaluation on the GPUs), a few steps of the paper-llama3 preset at its size
+# on one GPU (random weights; peak memory against `dskd memory`), then FSDP, DeepSpeed ZeRO-2/3 and bf16
+# throughput checks; at most 8 minutes. Needs only this repository (no network, no assets) and a Python with
 # torch, lightning, transformers and omegaconf: the virtual environment, or PY=python3 with the
 # packages installed. Extra arguments go to scripts/gpu_check.py (e.g. --only rehearse, --steps 4).
 set -euo pipefail

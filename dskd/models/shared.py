@@ -31,7 +31,7 @@ class TeacherHolder:
         """The teacher ``teacher`` names (frozen, eval mode) on ``device``: the one held, moved there if
         it is elsewhere; loaded straight onto ``device`` when none is held or the held one is another
         model, revision or dtype (which goes first: never two at once)."""
-        key = (teacher.model, teacher.revision, teacher.dtype)
+        key = _key(teacher)
         if self._model is None or self._key != key:
             self.release()
             model = load_causal_lm(teacher.model, teacher.dtype, teacher.revision, device=device)
@@ -41,11 +41,23 @@ class TeacherHolder:
             self._model.to(device)
         return self._model.eval()
 
+    def hold(self, teacher: TeacherConfig, model: nn.Module) -> None:
+        """Hold ``model``, built already (e.g. random weights made on the GPU: `make gpu-check`), as the
+        teacher ``teacher`` names: :meth:`get` hands it out instead of loading one."""
+        self.release()
+        self._model = model.requires_grad_(False).eval()
+        self._key = _key(teacher)
+
     def release(self) -> None:
         """Let the held teacher go and hand its accelerator memory back (a stage that does not run it,
         e.g. cached training, needs the room)."""
         self._model = self._key = None
         release_device_memory()
+
+
+def _key(teacher: TeacherConfig) -> tuple:
+    """What makes two teacher configs the same model: its name, revision and dtype."""
+    return (teacher.model, teacher.revision, teacher.dtype)
 
 
 @contextlib.contextmanager

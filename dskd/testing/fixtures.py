@@ -52,11 +52,13 @@ def random_model_dir(path: Path, config, seed: int = 0) -> Path:
 
 
 def random_senses(
-    path: Path, vocab: int, hidden: int, k: int = 3, extra_keys: int = 4, seed: int = 1
+    path: Path, vocab: int, hidden: int, k: int = 3, seed: int = 1, keys: torch.Tensor | None = None
 ) -> Path:
-    """A random sense dictionary over the even keys below ``vocab + extra_keys`` (the last are VIDs)."""
+    """A random sense dictionary over ``keys`` (default: the even keys below ``vocab + 4``; the last 4
+    are VIDs), with 1 to ``k`` senses each."""
     g = torch.Generator().manual_seed(seed)
-    keys = torch.arange(0, vocab + extra_keys, 2)
+    extra_keys = 4
+    keys = torch.arange(0, vocab + extra_keys, 2) if keys is None else keys.unique()
     counts = torch.randint(1, k + 1, (len(keys),), generator=g)
     cents = torch.randn(len(keys), k, hidden, generator=g) * (torch.arange(k) < counts[:, None]).unsqueeze(-1)
     meta = {

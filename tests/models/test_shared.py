@@ -37,3 +37,12 @@ def test_a_stage_without_a_holder_lets_its_own_teacher_go(tmp_path):
         ref = weakref.ref(holder.get(TeacherConfig(model=str(folder), dtype="float32"), torch.device("cpu")))
     gc.collect()
     assert ref() is None
+
+
+def test_a_held_model_is_handed_out_without_loading(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    holder = TeacherHolder()
+    cfg = TeacherConfig(model=str(tmp_path / "nothing-here"), dtype="bfloat16")
+    holder.hold(cfg, model)
+    assert holder.get(cfg, torch.device("cpu")) is model and holder.loads == 0
+    assert not model.weight.requires_grad and not model.training
