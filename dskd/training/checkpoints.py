@@ -140,6 +140,41 @@ def remove_staging(*folders: Path) -> list[Path]:
     return removed
 
 
+def start_next_epoch(checkpoint: dict[str, Any]) -> bool:
+    """Make ``checkpoint`` resume at the start of the next epoch when it was written after the last batch
+    of a finished epoch (a run stopped by ``trainer.max_steps`` on an epoch's last batch); True if so.
+
+    Lightning restores such a state as an epoch with every batch already done: under ``max_steps`` it
+    runs that epoch without taking a batch from the loader, so the loader's saved position (the
+    finished epoch's count) is applied to the next epoch instead, which then yields nothing (or, for
+    a data module that counts epochs itself, the data skips an epoch), and the logged step moves one
+    on. Here the epoch's batch counters start over and the loaders' saved positions are dropped,
+    which is the state a run in one go is in when it begins that epoch. A checkpoint written inside
+    an epoch (or by Lightning's own on-batch-end save, which it handles) is left as it is.
+    """
+    loop = checkpoint.get("loops", {}).get("fit_loop")
+    if not loop or "epoch_loop.batch_progress" not in loop:
+        return False
+    batches, epochs = loop["epoch_loop.batch_progress"], loop["epoch_progress"]["current"]
+    finished = len(set(epochs.values())) == 1 and len(set(batches["current"].values())) == 1
+    if not (batches.get("is_last_batch") and finished):
+        return False
+    batches["is_last_batch"] = False
+    for key in ("epoch_loop.batch_progress", "epoch_loop.scheduler_progress"):
+        _zero(loop[key]["current"])
+    for progress in (
+        loop.get("epoch_loop.automatic_optimization.optim_progress", {}).get("optimizer", {}).values()
+    ):
+        _zero(progress["current"])
+    loop.get("state_dict", {}).pop("combined_loader", None)
+    return True
+
+
+def _zero(counts: dict[str, int]) -> None:
+    for key in counts:
+        counts[key] = 0
+
+
 def frozen_state_keys(module: nn.Module) -> frozenset[str]:
     """State-dict keys of the frozen parameters of ``module`` (a tied weight under each of its names)."""
     return frozenset(n for n, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad)
