@@ -28,6 +28,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
@@ -140,39 +141,42 @@ def remove_staging(*folders: Path) -> list[Path]:
     return removed
 
 
-def start_next_epoch(checkpoint: dict[str, Any]) -> bool:
-    """Make ``checkpoint`` resume at the start of the next epoch when it was written after the last batch
-    of a finished epoch (a run stopped by ``trainer.max_steps`` on an epoch's last batch); True if so.
-
-    Lightning restores such a state as an epoch with every batch already done: under ``max_steps`` it
-    runs that epoch without taking a batch from the loader, so the loader's saved position (the
-    finished epoch's count) is applied to the next epoch instead, which then yields nothing (or, for
-    a data module that counts epochs itself, the data skips an epoch), and the logged step moves one
-    on. Here the epoch's batch counters start over and the loaders' saved positions are dropped,
-    which is the state a run in one go is in when it begins that epoch. A checkpoint written inside
-    an epoch (or by Lightning's own on-batch-end save, which it handles) is left as it is.
-    """
-    loop = checkpoint.get("loops", {}).get("fit_loop")
-    if not loop or "epoch_loop.batch_progress" not in loop:
+def finished_epoch(checkpoint: dict[str, Any]) -> bool:
+    """Whether ``checkpoint`` was written after the last batch of a finished epoch (a run stopped by
+    ``trainer.max_steps`` on an epoch's last batch, saved when the fit ended), not inside an epoch
+    (Lightning's own on-batch-end save, which it handles itself)."""
+    loop = checkpoint.get("loops", {}).get("fit_loop") or {}
+    if "epoch_loop.batch_progress" not in loop:
         return False
     batches, epochs = loop["epoch_loop.batch_progress"], loop["epoch_progress"]["current"]
-    finished = len(set(epochs.values())) == 1 and len(set(batches["current"].values())) == 1
-    if not (batches.get("is_last_batch") and finished):
-        return False
-    batches["is_last_batch"] = False
-    for key in ("epoch_loop.batch_progress", "epoch_loop.scheduler_progress"):
-        _zero(loop[key]["current"])
-    for progress in (
-        loop.get("epoch_loop.automatic_optimization.optim_progress", {}).get("optimizer", {}).values()
-    ):
-        _zero(progress["current"])
-    loop.get("state_dict", {}).pop("combined_loader", None)
-    return True
+    done = len(set(epochs.values())) == 1 and len(set(batches["current"].values())) == 1
+    return bool(batches.get("is_last_batch")) and done
 
 
-def _zero(counts: dict[str, int]) -> None:
-    for key in counts:
-        counts[key] = 0
+class ResumeAtEpochStart(pl.Callback):
+    """Resume a checkpoint written after an epoch's last batch (:func:`finished_epoch`) at the start of
+    the next epoch, as a run in one go goes on.
+
+    Under ``max_steps`` Lightning restores that state as an epoch it must finish: it runs it without
+    taking a batch, so the training loader's saved position (the finished epoch's count) is applied
+    to the next epoch, which then yields nothing ("Training epoch 2 has no batch"; a data module that
+    counts epochs itself skips one), and a sized loader's first step goes to validation it thinks it
+    owes, which moves the logged step one on. Here the loaders' saved positions are dropped before
+    Lightning restores its loops, and its epoch loop starts the next epoch afresh.
+    """
+
+    def __init__(self) -> None:
+        self._fresh_epoch = False
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint) -> None:
+        self._fresh_epoch = finished_epoch(checkpoint)
+        if self._fresh_epoch:
+            checkpoint["loops"]["fit_loop"].get("state_dict", {}).pop("combined_loader", None)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._fresh_epoch:  # the finished epoch is over: no restart stage, counters from zero
+            trainer.fit_loop.epoch_loop.restarting = False
+        self._fresh_epoch = False
 
 
 def frozen_state_keys(module: nn.Module) -> frozenset[str]:

@@ -32,7 +32,7 @@ from dskd.models.trunk import Trunk, shared_depth
 from dskd.senses.dictionary import SenseDictionary
 from dskd.teacher_cache.store import CachedTeacher
 from dskd.training.callbacks import check_finite, check_skip_limits
-from dskd.training.checkpoints import RunCheckpoint, start_next_epoch
+from dskd.training.checkpoints import RunCheckpoint
 from dskd.training.config import OptimConfig, TrainerConfig
 from dskd.training.on_policy import BatchKey, DataEnds, SenseSampler, training_batch
 from dskd.training.resume import fingerprint
@@ -323,10 +323,8 @@ class DistillationModule(pl.LightningModule):
         return not self.checkpoint.frozen_keys
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the counters, after checking the checkpoint's weights fit (RunCheckpoint.load); a
-        checkpoint written at an epoch's end resumes at the next epoch's start (:func:`start_next_epoch`)."""
+        """Restore the counters, after checking the checkpoint's weights fit (RunCheckpoint.load)."""
         record = self.checkpoint.load(checkpoint)
-        start_next_epoch(checkpoint)  # before Lightning restores its loops from it
         self.skipped_steps = int(record.get("skipped_steps", 0))
         self._consecutive_skips = int(record.get("consecutive_skips", 0))
         self.train_batches = int(record.get("train_batches", 0))
