@@ -1,8 +1,10 @@
 """A 2-process DDP run on CPU (gloo), launched by test_ddp.py: `python ddp_script.py TMP TEACHER_DIR
-[on-policy] [copies] [fsdp [full] [six]]` (on-policy: method kd with every batch on-policy, each rank
+[on-policy] [copies] [fsdp [full]] [six] [still]` (on-policy: method kd with every batch on-policy, each rank
 generating for its own; copies: student.share_trunk=false, the student holds copies of the teacher's
 frozen modules; fsdp: trainer.strategy=fsdp, the strategy the run builds, on the CPU (see
-:class:`CPUFSDP`), exported at the end; full: trainer.checkpoint_weights=full; six: 6 steps, not 4).
+:class:`CPUFSDP`), exported at the end; full: trainer.checkpoint_weights=full; six: 6 steps, not 4;
+still: optim.lr=1e-12, so that runs of different lengths (cosine over trainer.max_steps) keep the
+same weights and equal losses mean equal batches).
 
 Lightning starts the second process by running this script again; each process writes its trainable
 weights (so the test can check that gradient averaging kept them identical) and the input ids of
@@ -93,6 +95,8 @@ if __name__ == "__main__":
     on_policy, copies, fsdp = "on-policy" in flags, "copies" in flags, "fsdp" in flags
     if copies:
         over["student.share_trunk"] = False
+    if "still" in flags:
+        over["optim.lr"] = 1e-12
     if "full" in flags:
         over["trainer.checkpoint_weights"] = "full"
     if on_policy:
