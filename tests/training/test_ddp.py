@@ -104,17 +104,19 @@ def test_two_process_fsdp_runs_sharing_the_trunk_train_resume_and_export_as_runs
         torch.testing.assert_close(exported[0][key], value, rtol=1e-6, atol=1e-7, msg=key)
 
 
+@pytest.mark.parametrize("data", [[], ["corpus"]], ids=["dealt", "corpus"])
 def test_two_process_run_stopped_at_an_epochs_end_extended_to_six_steps_equals_six_in_one_go(
-    tmp_path, teacher_dir
+    tmp_path, teacher_dir, data
 ):
-    """8 batches an epoch, 4 per rank: 4 steps end the epoch on its last batch; extended to 6
-    (trainer.max_steps), each rank trains the first 2 batches of the next epoch, as 6 steps in one go
-    do, with the same losses (the resume stopped with "Training epoch 2 has no batch")."""
+    """4 batches per rank and epoch (8 random batches dealt round-robin, or the real DSKDDataModule
+    over a text corpus): 4 steps end the epoch on its last batch; extended to 6 (trainer.max_steps),
+    each rank trains the first 2 batches of the next epoch, as 6 steps in one go do, with the same
+    losses (the dealt resume stopped with "Training epoch 2 has no batch")."""
     full, extended = tmp_path / "full", tmp_path / "extended"
     full.mkdir(), extended.mkdir()
-    _launch(full, teacher_dir, "still", "six")
-    _launch(extended, teacher_dir, "still")
-    _launch(extended, teacher_dir, "still", "six")
+    _launch(full, teacher_dir, "still", "six", *data)
+    _launch(extended, teacher_dir, "still", *data)
+    _launch(extended, teacher_dir, "still", "six", *data)
     runs = [d / "runs" / "tiny-dskd" / "seed-0" for d in (full, extended)]
     assert [json.loads((r / "summary.json").read_text())["global_step"] for r in runs] == [6, 6]
     for rank in (0, 1):
