@@ -13,7 +13,8 @@ Loading (:func:`read_checkpoint`) uses ``torch.load(weights_only=True)``: tensor
 values only, so a crafted checkpoint cannot run code; it is refused with a one-line error.
 
 Resuming (:func:`pick_checkpoint`) reads each candidate and takes the first usable one, with a
-one-line note for each one passed over.
+one-line note for each one passed over. A checkpoint written after the last batch of a finished
+epoch resumes at the next epoch's first batch (:class:`ResumeAtEpochStart`).
 
 What the training module writes into its checkpoints and checks when it loads one
 (:class:`RunCheckpoint`): the run's record under ``"dskd"`` (config, fingerprint, student config,
