@@ -13,7 +13,8 @@ Loading (:func:`read_checkpoint`) uses ``torch.load(weights_only=True)``: tensor
 values only, so a crafted checkpoint cannot run code; it is refused with a one-line error.
 
 Resuming (:func:`pick_checkpoint`) reads each candidate and takes the first usable one, with a
-one-line note for each one passed over.
+one-line note for each one passed over. A checkpoint written after the last batch of a finished
+epoch resumes at the next epoch's first batch (:class:`ResumeAtEpochStart`).
 
 What the training module writes into its checkpoints and checks when it loads one
 (:class:`RunCheckpoint`): the run's record under ``"dskd"`` (config, fingerprint, student config,
@@ -28,6 +29,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
@@ -138,6 +140,44 @@ def remove_staging(*folders: Path) -> list[Path]:
     for p in removed:
         p.unlink(missing_ok=True)
     return removed
+
+
+def finished_epoch(checkpoint: dict[str, Any]) -> bool:
+    """Whether ``checkpoint`` was written after the last batch of a finished epoch (a run stopped by
+    ``trainer.max_steps`` on an epoch's last batch, saved when the fit ended), not inside an epoch
+    (Lightning's own on-batch-end save, which it handles itself)."""
+    loop = checkpoint.get("loops", {}).get("fit_loop") or {}
+    if "epoch_loop.batch_progress" not in loop:
+        return False
+    batches, epochs = loop["epoch_loop.batch_progress"], loop["epoch_progress"]["current"]
+    done = len(set(epochs.values())) == 1 and len(set(batches["current"].values())) == 1
+    return bool(batches.get("is_last_batch")) and done
+
+
+class ResumeAtEpochStart(pl.Callback):
+    """Resume a checkpoint written after an epoch's last batch (:func:`finished_epoch`) at the start of
+    the next epoch, as a run in one go goes on.
+
+    Under ``max_steps`` Lightning restores that state as an epoch it must finish: it runs it without
+    taking a batch, so the training loader's saved position (the finished epoch's count) is applied
+    to the next epoch, which then yields nothing ("Training epoch 2 has no batch"; a data module that
+    counts epochs itself skips one), and a sized loader's first step goes to validation it thinks it
+    owes, which moves the logged step one on. Here the loaders' saved positions are dropped before
+    Lightning restores its loops, and its epoch loop starts the next epoch afresh.
+    """
+
+    def __init__(self) -> None:
+        self._fresh_epoch = False
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint) -> None:
+        self._fresh_epoch = finished_epoch(checkpoint)
+        if self._fresh_epoch:
+            checkpoint["loops"]["fit_loop"].get("state_dict", {}).pop("combined_loader", None)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._fresh_epoch:  # the finished epoch is over: no restart stage, counters from zero
+            trainer.fit_loop.epoch_loop.restarting = False
+        self._fresh_epoch = False
 
 
 def frozen_state_keys(module: nn.Module) -> frozenset[str]:

@@ -57,7 +57,13 @@ from dskd.teacher_cache.loading import load_teacher_prefix
 from dskd.teacher_cache.store import META_FILE
 from dskd.tracking.session import finish_wandb
 from dskd.training.callbacks import CheckpointOnInterrupt, EmptyDataGuard, check_run_end
-from dskd.training.checkpoints import AtomicCheckpointIO, pick_checkpoint, previous_path, remove_staging
+from dskd.training.checkpoints import (
+    AtomicCheckpointIO,
+    ResumeAtEpochStart,
+    pick_checkpoint,
+    previous_path,
+    remove_staging,
+)
 from dskd.training.config import TrainerConfig
 from dskd.training.examples import ExampleIds
 from dskd.training.loggers import (
@@ -237,6 +243,7 @@ def build_trainer(t: TrainerConfig, rdir: Path, parts: TrainerParts) -> pl.Train
             CheckpointOnInterrupt(rdir / "checkpoints" / "last.ckpt"),
             GlobalStepLogs(),
             EmptyDataGuard(),
+            ResumeAtEpochStart(),
             *([ExampleIds(rdir)] if parts.example_ids else []),
             *slurm_callbacks(rdir / "checkpoints"),
             *parts.callbacks,

@@ -1,8 +1,12 @@
-"""A 2-process DDP run on CPU (gloo), launched by test_ddp.py: `python ddp_script.py TMP TEACHER_DIR
-[on-policy] [copies] [fsdp [full] [six]]` (on-policy: method kd with every batch on-policy, each rank
-generating for its own; copies: student.share_trunk=false, the student holds copies of the teacher's
-frozen modules; fsdp: trainer.strategy=fsdp, the strategy the run builds, on the CPU (see
-:class:`CPUFSDP`), exported at the end; full: trainer.checkpoint_weights=full; six: 6 steps, not 4).
+"""A 2-process DDP run on CPU (gloo), launched by test_ddp.py: `python ddp_script.py TMP
+TEACHER_DIR [on-policy] [copies] [fsdp [full]] [six] [still] [corpus]` (on-policy: method kd with
+every batch on-policy, each rank generating for its own; copies: student.share_trunk=false, the
+student holds copies of the teacher's frozen modules; fsdp: trainer.strategy=fsdp, the strategy the
+run builds, on the CPU (see :class:`CPUFSDP`), exported at the end; full:
+trainer.checkpoint_weights=full; six: 6 steps, not 4; still: optim.lr=1e-12, so that runs of
+different lengths (cosine over trainer.max_steps) keep the same weights and equal losses mean equal
+batches; corpus: the real DSKDDataModule over a text corpus of 4 batches per rank and epoch, in
+place of 8 random batches dealt round-robin).
 
 Lightning starts the second process by running this script again; each process writes its trainable
 weights (so the test can check that gradient averaging kept them identical) and the input ids of
@@ -21,7 +25,14 @@ import lightning.pytorch as pl  # noqa: E402
 import torch  # noqa: E402
 from lightning.pytorch.strategies import FSDPStrategy  # noqa: E402
 from lightning.pytorch.strategies import fsdp as lightning_fsdp  # noqa: E402
-from tinyrun import make_senses, random_batches, tiny_config  # noqa: E402
+from tinyrun import (  # noqa: E402
+    corpus_config,
+    make_senses,
+    random_batches,
+    real_datamodule,
+    tiny_config,
+    write_corpus,
+)
 from torch.distributed.fsdp import FullyShardedDataParallel  # noqa: E402
 
 from dskd.training import run  # noqa: E402
@@ -93,6 +104,8 @@ if __name__ == "__main__":
     on_policy, copies, fsdp = "on-policy" in flags, "copies" in flags, "fsdp" in flags
     if copies:
         over["student.share_trunk"] = False
+    if "still" in flags:
+        over["optim.lr"] = 1e-12
     if "full" in flags:
         over["trainer.checkpoint_weights"] = "full"
     if on_policy:
@@ -107,4 +120,10 @@ if __name__ == "__main__":
     # root holds none of the model's weights
     val = 0 if fsdp and copies else 2
     n = 12 if fsdp else 8  # 6 steps an epoch: the resumed run (4 -> 6) starts within the epoch
-    run.train(cfg, datamodule=random_batches(n=n, val=val), callbacks=[WriteWeightsAndBatches()], export=fsdp)
+    dm = random_batches(n=n, val=val)
+    if "corpus" in flags:
+        if not (tmp / "corpus.txt").exists():  # rank 1 starts after rank 0 wrote it
+            write_corpus(tmp / "corpus.txt", docs=25)
+        cfg = corpus_config(tmp, teacher, tmp / "corpus.txt", cfg.method, over)
+        dm = real_datamodule(cfg)
+    run.train(cfg, datamodule=dm, callbacks=[WriteWeightsAndBatches()], export=fsdp)

@@ -104,6 +104,32 @@ def test_two_process_fsdp_runs_sharing_the_trunk_train_resume_and_export_as_runs
         torch.testing.assert_close(exported[0][key], value, rtol=1e-6, atol=1e-7, msg=key)
 
 
+@pytest.mark.parametrize("data", [[], ["corpus"]], ids=["dealt", "corpus"])
+def test_two_process_run_stopped_at_an_epochs_end_extended_to_six_steps_equals_six_in_one_go(
+    tmp_path, teacher_dir, data
+):
+    """4 batches per rank and epoch (8 random batches dealt round-robin, or the real DSKDDataModule
+    over a text corpus): 4 steps end the epoch on its last batch; extended to 6 (trainer.max_steps),
+    each rank trains the first 2 batches of the next epoch, as 6 steps in one go do, with the same
+    losses (the dealt resume stopped with "Training epoch 2 has no batch")."""
+    full, extended = tmp_path / "full", tmp_path / "extended"
+    full.mkdir(), extended.mkdir()
+    _launch(full, teacher_dir, "still", "six", *data)
+    _launch(extended, teacher_dir, "still", *data)
+    _launch(extended, teacher_dir, "still", "six", *data)
+    runs = [d / "runs" / "tiny-dskd" / "seed-0" for d in (full, extended)]
+    assert [json.loads((r / "summary.json").read_text())["global_step"] for r in runs] == [6, 6]
+    for rank in (0, 1):
+        want, got = (torch.load(d / f"batches-rank{rank}.pt") for d in (full, extended))
+        assert len(want) == 6 and len(got) == 2  # the extension's own batches: steps 4 and 5
+        assert all(torch.equal(a, b) for a, b in zip(got, want[4:])), rank
+    want, got = _train_rows(runs[0]), _train_rows(runs[1])
+    assert got.keys() == want.keys() and {s for s, k in want if k == "train/loss"} == set(range(6))
+    for key, value in want.items():
+        if key[1] != "train/lr":  # the cosine spans trainer.max_steps: 4 steps decay faster than 6
+            assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
 def test_two_process_on_policy_run_generates_on_every_rank(tmp_path, teacher_dir):
     """Every batch on-policy: each rank samples for its own batch, gradients still average."""
     _launch(tmp_path, teacher_dir, "on-policy")

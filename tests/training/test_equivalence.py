@@ -22,7 +22,15 @@ from dskd.training.run import run_dir, train
 from dskd.training.teacher_signals import TeacherSignal
 from tests.sections import settings_of
 
-from .tinyrun import VOCAB, corpus_config, make_senses, real_datamodule, tiny_config, write_corpus
+from .tinyrun import (
+    VOCAB,
+    corpus_config,
+    make_senses,
+    random_batches,
+    real_datamodule,
+    tiny_config,
+    write_corpus,
+)
 
 
 def _rows(cfg) -> list[dict[str, str]]:
@@ -126,11 +134,12 @@ def test_validation_runs_at_the_same_steps_across_a_resume(resumed):
         assert b[step] == pytest.approx(a[step], abs=1e-6), step
 
 
-def _extended(tmp, teacher_dir, steps: int, then: int | None) -> tuple[dict, dict, int]:
+def _extended(tmp, teacher_dir, steps: int, then: int | None, docs: int = 16) -> tuple[dict, dict, int]:
     """(batch by step, train/loss by step, batches of the data's first epoch) of a run of ``steps``
-    steps, extended to ``then`` steps by a resume with a larger trainer.max_steps (None: not extended)."""
+    steps on a corpus of ``docs`` documents, extended to ``then`` steps by a resume with a larger
+    trainer.max_steps (None: not extended)."""
     tmp.mkdir()
-    corpus = write_corpus(tmp / "corpus.txt", docs=16)
+    corpus = write_corpus(tmp / "corpus.txt", docs=docs)
     # the cosine schedule spans trainer.max_steps, so a 4-step run's lr differs from an 8-step run's: at
     # an lr that leaves the weights as they are, equal losses mean the same batches read the same teacher
     over = {
@@ -162,6 +171,48 @@ def test_a_finished_run_extended_by_max_steps_continues_where_its_data_stopped(r
         for key in want_batches[step]:
             assert torch.equal(want_batches[step][key], got_batches[step][key]), (step, key)
         assert got_losses[step + 1] == pytest.approx(want_losses[step + 1], abs=1e-6), step
+
+
+def test_a_run_stopped_at_an_epochs_last_batch_extended_by_max_steps_goes_on_into_the_next_epoch(
+    run_tmp, teacher_dir
+):
+    """The data's first epoch holds exactly 4 batches: 4 steps, then extended to 6, trains the first 2
+    batches of the second epoch at steps 4 and 5, as 6 uninterrupted steps do (Lightning restored the
+    finished epoch as one to run again without a batch: the data skipped an epoch and the extension
+    logged its steps one on)."""
+    want_batches, want_losses, per_epoch = _extended(run_tmp / "full", teacher_dir, 6, None, docs=11)
+    got_batches, got_losses, _ = _extended(run_tmp / "extended", teacher_dir, 4, 6, docs=11)
+    assert per_epoch == 4
+    assert sorted(want_batches) == sorted(got_batches) == list(range(6))
+    assert sorted(want_losses) == sorted(got_losses) == list(range(6))
+    for step in range(6):
+        for key in want_batches[step]:
+            assert torch.equal(want_batches[step][key], got_batches[step][key]), (step, key)
+        assert got_losses[step] == pytest.approx(want_losses[step], abs=1e-6), step
+
+
+def test_a_sized_data_module_stopped_at_an_epochs_end_extends_into_the_next_epoch(run_tmp, teacher_dir):
+    """A data module of 4 batches an epoch (wrapped by ResumableLoader): 4 steps, then 6, trains the
+    batches and losses of 6 uninterrupted steps (the resume stopped with "Training epoch 2 has no
+    batch": the finished epoch's position was applied to the next)."""
+    runs = {}
+    for name, plan in (("full", [6]), ("extended", [4, 6])):
+        seen = _RecordBatches()
+        for steps in plan:
+            over = {
+                "senses.output_dir": str(run_tmp / "senses"),
+                "trainer.max_steps": steps,
+                "trainer.checkpoint_every_n_steps": 100,
+                "optim.lr": 1e-12,
+            }
+            cfg = tiny_config(run_tmp / name, teacher_dir, "dskd", over)
+            assert train(cfg, random_batches(n=4), [seen], export=False)["global_step"] == steps
+        runs[name] = seen.seen, _by_step(cfg, "train/loss")
+    (want_batches, want_losses), (got_batches, got_losses) = runs["full"], runs["extended"]
+    assert sorted(got_batches) == sorted(got_losses) == list(range(6))
+    for step in range(6):
+        assert torch.equal(got_batches[step]["input_ids"], want_batches[step]["input_ids"]), step
+        assert got_losses[step] == pytest.approx(want_losses[step], abs=1e-6), step
 
 
 # ---- gradient accumulation ------------------------------------------------------------------------
