@@ -24,7 +24,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from dskd.config.schema import ExperimentConfig
-from dskd.core.devices import check_accelerator, local_device
+from dskd.core.devices import check_accelerator, is_global_zero, local_device
 from dskd.core.errors import DSKDError, TrainingInterrupted
 from dskd.core.io import write_json_atomic
 from dskd.core.outputs import StageResult, check_name, check_output, mark_output
@@ -277,6 +277,8 @@ def train(
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     rdir = run_dir(cfg.runs_dir, cfg.name, cfg.seed)
     check_output(rdir, "run")  # a folder of something else under runs_dir is never written into
+    if is_global_zero():  # marked before anything is written into it, so a run that fails keeps its name
+        mark_output(rdir, "run")
     dskd = cfg.method == "dskd"
     sense_dirs = (cfg.lexicon.output_dir, cfg.senses.output_dir) if dskd else None
     spec = CacheSpec(cfg.teacher, cfg.cache, cfg.data, cfg.loss.kd, cfg.trainer, cfg.seed, sense_dirs)
@@ -348,7 +350,6 @@ def train(
     with RunLock(rdir) if trainer.is_global_zero else contextlib.nullcontext():
         if trainer.is_global_zero:
             _tidy(ckpt_dir, ckpt_path)
-            mark_output(rdir, "run")
             cfg.save(rdir)
             cfg.save(ckpt_dir)
             tokenizer.save_pretrained(str(rdir / "tokenizer"))

@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
+from dskd.core.outputs import MARKER
 from dskd.models.loading import load_causal_lm, load_tokenizer
 from dskd.models.shared import StageProcess
 from dskd.models.student import build_student
@@ -108,6 +109,9 @@ def test_cached_run_refuses_a_stale_cache(make_cfg):
     stale = make_cfg(**{"teacher.mode": "cached", "data.seq_len": 12})
     with pytest.raises(ArtifactMismatchError, match="data_fingerprint"):
         train(stale, export=False)
+    folder = run_dir(stale.runs_dir, stale.name, stale.seed)  # refused after its loggers wrote into it
+    assert (folder / MARKER).is_file()  # still dskd's folder: the run's name is not blocked (was refused)
+    assert train(make_cfg(**{"teacher.mode": "cached"}), export=False)["global_step"] > 0
 
 
 def test_a_single_process_run_builds_its_missing_cache_and_several_processes_are_told_to(
