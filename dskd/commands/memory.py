@@ -18,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dskd.config.loading import load_config
     from dskd.core.errors import ConfigError
+    from dskd.models.student import check_depth
     from dskd.training.memory import MemoryInputs, render, teacher_shape
 
     if args.gpus < 1:
@@ -36,5 +37,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.senses,
         cfg.lexicon.output_dir,
     )
-    print(render(inputs, teacher_shape(cfg.teacher), args.gpus, args.gpu_memory), end="")
+    shape = teacher_shape(cfg.teacher)
+    check_depth(cfg.student.num_layers, shape.layers)  # as training refuses it
+    print(render(inputs, shape, args.gpus, args.gpu_memory), end="")
     return 0

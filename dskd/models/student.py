@@ -37,16 +37,21 @@ def decoder_layer_class(model: nn.Module) -> type[nn.Module]:
     return type(decoder_layers(model)[0])
 
 
+def check_depth(num_layers: int, teacher_layers: int) -> None:
+    """Refuse a truncated student of ``num_layers`` that the teacher's ``teacher_layers`` cannot give."""
+    if not 1 <= num_layers <= teacher_layers:
+        raise ConfigError(
+            f"student.num_layers={num_layers} must be between 1 and the teacher's {teacher_layers} layers."
+        )
+
+
 def truncate(
     teacher: nn.Module, num_layers: int, trainable_top_layers: int, share: bool = False
 ) -> nn.Module:
     """A copy of ``teacher`` with its first ``num_layers`` layers; only the top ones train. With
     ``share`` the frozen modules (embeddings, lower layers, final norm, LM head) are the teacher's."""
     layers = decoder_layers(teacher)
-    if not 1 <= num_layers <= len(layers):
-        raise ConfigError(
-            f"student.num_layers={num_layers} must be between 1 and the teacher's {len(layers)} layers."
-        )
+    check_depth(num_layers, len(layers))
     if not 0 <= trainable_top_layers <= num_layers:
         raise ConfigError(
             f"student.trainable_top_layers={trainable_top_layers} must be between 0 and "

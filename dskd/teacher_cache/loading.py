@@ -17,6 +17,7 @@ from transformers.utils import logging as hf_logging
 from dskd.core.errors import DSKDError
 from dskd.models.config import StudentConfig, TeacherConfig
 from dskd.models.loading import resolve_model
+from dskd.models.student import check_depth
 
 
 def load_teacher_prefix(teacher: TeacherConfig, student: StudentConfig) -> nn.Module:
@@ -28,11 +29,7 @@ def load_teacher_prefix(teacher: TeacherConfig, student: StudentConfig) -> nn.Mo
     hf_logging.set_verbosity(logging.ERROR)  # the skipped upper layers are reported as unused weights
     try:
         config = AutoConfig.from_pretrained(resolved, **kw)
-        if not 1 <= layers <= config.num_hidden_layers:
-            raise DSKDError(
-                f"student.num_layers={layers} must be between 1 and the teacher's "
-                f"{config.num_hidden_layers} layers."
-            )
+        check_depth(layers, config.num_hidden_layers)
         config.num_hidden_layers = layers
         if getattr(config, "layer_types", None) is not None:
             config.layer_types = list(config.layer_types)[:layers]

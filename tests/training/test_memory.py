@@ -132,6 +132,14 @@ def test_the_command_says_whether_the_run_fits(capsys):
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("Fits: at most")
 
 
+def test_a_student_deeper_than_the_teacher_is_refused_as_training_refuses_it(capsys):
+    config = ROOT / "experiments" / "paper-llama3" / "dskd.yaml"
+    assert main(["memory", str(config), "student.num_layers=100000"]) == 2  # was a verdict on 2.8 T params
+    assert (
+        "student.num_layers=100000 must be between 1 and the teacher's 32 layers" in capsys.readouterr().err
+    )
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "0", "-5", "lots"])
 def test_a_gpu_memory_that_is_not_a_finite_positive_number_is_refused(value, capsys):
     config = ROOT / "experiments" / "paper-llama3" / "dskd.yaml"
