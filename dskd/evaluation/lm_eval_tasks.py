@@ -10,11 +10,13 @@ choices appended where the task asks for it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,6 +114,22 @@ class TaskScore:
     """1.0 or 0.0 per item (``acc``), in the order of the task's JSONL file."""
 
 
+@contextlib.contextmanager
+def first_local_process() -> Iterator[None]:
+    """LOCAL_RANK=0 while lm-eval scores: it returns results only where LOCAL_RANK is 0 (torchrun's tensor
+    parallelism), but each process of `dskd eval` or `dskd reproduce` under a launcher scores models of
+    its own, alone."""
+    local = os.environ.get("LOCAL_RANK")
+    os.environ["LOCAL_RANK"] = "0"
+    try:
+        yield
+    finally:
+        if local is None:
+            os.environ.pop("LOCAL_RANK")
+        else:
+            os.environ["LOCAL_RANK"] = local
+
+
 def run_lm_eval(
     model: Any, tokenizer: Any, task_names: list[str], folder: Path, batch_size: int
 ) -> list[TaskScore]:
@@ -143,7 +161,7 @@ def run_lm_eval(
     scores = []
     for task in task_names:
         start = time.perf_counter()
-        with plain_stderr():  # lm-eval's and datasets' bars take no stream
+        with plain_stderr(), first_local_process():  # lm-eval's bars take no stream
             out = lm_eval.simple_evaluate(
                 model=lm,
                 tasks=[task],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -25,7 +27,8 @@ def _loglik_choice(model, tok, item: MCItem) -> int:
     return max(range(len(totals)), key=totals.__getitem__)
 
 
-def test_analogy_task_runs_offline_and_matches_reference(tmp_path, smollm2_dir):
+@pytest.mark.parametrize("local_rank", [None, "1"])  # "1": the second process of a launcher's job
+def test_analogy_task_runs_offline_and_matches_reference(tmp_path, smollm2_dir, local_rank, monkeypatch):
     from dskd.assets import asset_path
     from dskd.models.loading import load_causal_lm, load_tokenizer
 
@@ -35,7 +38,10 @@ def test_analogy_task_runs_offline_and_matches_reference(tmp_path, smollm2_dir):
     assert chance_level(items) == 0.25
     name = write_task("analogy", items, tmp_path)
     model, tok = load_causal_lm(smollm2_dir, "float32"), load_tokenizer(smollm2_dir)
+    if local_rank is not None:  # lm-eval returned no results where LOCAL_RANK is not 0
+        monkeypatch.setenv("LOCAL_RANK", local_rank)
     (score,) = run_lm_eval(model, tok, [name], tmp_path, batch_size=4)
+    assert os.environ.get("LOCAL_RANK") == local_rank
     assert score.n_items == 4 and score.n_requests == sum(len(i.choices) for i in items)
     expected = [float(_loglik_choice(model, tok, i) == i.gold) for i in items]
     assert score.correct == expected  # per item, in the order of the items
