@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from dskd.core.errors import DSKDError
+from dskd.training.checkpoints import save_for_resume
 from dskd.training.config import TrainerConfig
 
 
@@ -169,6 +170,6 @@ class CheckpointOnInterrupt(pl.Callback):
         self._restore()  # Lightning calls teardown hooks only after a normal end
         if not isinstance(exception, SIGTERMException) or not trainer.training:
             return
-        trainer.save_checkpoint(str(self.path), weights_only=False)  # whole: the resume reads it
+        save_for_resume(trainer, self.path)
         self.saved = True
         rank_zero_info(f"{self.signal.name}: saved {self.path} at step {trainer.global_step}.")

@@ -239,3 +239,12 @@ class RunCheckpoint:
                     f"{sorted(wrong)[:3]}); it is damaged or from another experiment."
                 )
         return record
+
+
+def save_for_resume(trainer: pl.Trainer, path: str | os.PathLike) -> None:
+    """Write the whole checkpoint (weights, optimizer, loop state: what a resume reads) to ``path``.
+
+    ``weights_only=False`` is Lightning's *save* option "more than the weights", given explicitly (it
+    warns when unset); nothing is unpickled here. Every checkpoint is *loaded* with ``weights_only=True``
+    (:func:`dskd.core.trusted_load.read_checkpoint`, and ``trainer.fit(..., weights_only=True)``)."""
+    trainer.save_checkpoint(str(path), weights_only=False)

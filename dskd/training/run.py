@@ -63,6 +63,7 @@ from dskd.training.checkpoints import (
     pick_checkpoint,
     previous_path,
     remove_staging,
+    save_for_resume,
 )
 from dskd.training.config import TrainerConfig
 from dskd.training.examples import ExampleIds
@@ -468,7 +469,7 @@ def _fit(trainer: pl.Trainer, module, dm, options: FitOptions) -> dict[str, Any]
         )
         error.exit_code = 128 + int(stop.signal)
         raise error from e
-    trainer.save_checkpoint(str(ckpt_dir / "last.ckpt"), weights_only=False)  # whole: a later resume reads it
+    save_for_resume(trainer, ckpt_dir / "last.ckpt")  # a later resume reads it
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k != "loss"}
     if has_validation(dm):
         # the weights in memory are those just saved; no reload (DeepSpeed ZeRO-3 cannot reload into

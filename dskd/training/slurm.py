@@ -23,6 +23,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
+from dskd.training.checkpoints import save_for_resume
+
 REQUEUE_SIGNAL = "USR1"
 SIGNAL_SECONDS = 90
 """Seconds before the time limit at which SLURM sends the requeue signal."""
@@ -133,7 +135,7 @@ class SlurmRequeue(pl.Callback):
             return
         self._received = False
         path = next_hpc_path(self.checkpoint_dir)
-        trainer.save_checkpoint(path, weights_only=False)  # whole: the requeued job resumes it
+        save_for_resume(trainer, path)  # the requeued job resumes it
         rank_zero_info(f"[dskd slurm] {self.signum.name}: saved {path} at step {trainer.global_step}")
         self._requeued = trainer.strategy.broadcast(requeue_job() if trainer.is_global_zero else False, src=0)
         if not self._requeued:
