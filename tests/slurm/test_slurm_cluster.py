@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from dskd.cli import main
+from dskd.core.trusted_load import read_checkpoint
 
 from .tiny_experiment import make_experiment
 
@@ -50,7 +50,7 @@ def read(path: Path) -> str:
 
 
 def global_step(checkpoint: Path) -> int:
-    return torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"]
+    return read_checkpoint(checkpoint)["global_step"]
 
 
 def logged_steps(run: Path) -> list[int]:

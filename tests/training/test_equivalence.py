@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from dskd.core.batch import IGNORE_INDEX
+from dskd.core.trusted_load import read_checkpoint
 from dskd.losses.kd import position_mask
 from dskd.models.loading import load_causal_lm
 from dskd.models.student import build_projection, build_student
@@ -95,8 +96,8 @@ def resumed(tmp_path_factory, teacher_dir):
             callbacks=[seen_broken, _Crash(CRASH_AT)],
             export=False,
         )
-    checkpoint = torch.load(
-        run_dir(broken.runs_dir, broken.name, broken.seed) / "checkpoints" / "last.ckpt", weights_only=False
+    checkpoint = read_checkpoint(
+        run_dir(broken.runs_dir, broken.name, broken.seed) / "checkpoints" / "last.ckpt"
     )
     summary = train(broken, datamodule=real_datamodule(broken), callbacks=[seen_broken], export=False)
     return {

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from dskd.core.errors import DSKDError, TrainingInterrupted
+from dskd.core.trusted_load import read_checkpoint
 from dskd.models.loading import load_causal_lm
 from dskd.models.student import build_projection, build_student
 from dskd.senses import SenseDictionary
@@ -106,7 +107,7 @@ def test_kd_run_writes_its_folder_and_a_loadable_export(run_tmp, teacher_dir):
     assert sorted(train_losses(run)) == [1, 2, 3, 4]  # rows at the steps done
     for key in ("train/lr", "train/grad_norm", "train/device/items_per_sec"):
         assert any(r.get(key) for r in rows), key
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(run / "checkpoints" / "last.ckpt")
     assert ckpt["state_dict"] and all(k.startswith("student.") for k in ckpt["state_dict"])
     assert ckpt["optimizer_states"] and ckpt["lr_schedulers"] and ckpt["loops"]
 
@@ -193,7 +194,7 @@ def test_resume_reproduces_the_uninterrupted_run(run_tmp, teacher_dir):
         train(broken, datamodule=random_batches(n=5), callbacks=[Crash()], export=False)
     run_b = run_tmp / "b" / "runs" / "tiny-dskd" / "seed-0"
     assert sorted(train_losses(run_b)) == [1, 2, 3, 4]  # step 4 ran; the checkpoint is at step 3
-    assert torch.load(run_b / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 3
+    assert read_checkpoint(run_b / "checkpoints" / "last.ckpt")["global_step"] == 3
     resumed = train(broken, datamodule=random_batches(n=5), export=False)  # trainer.resume=auto
     assert resumed["global_step"] == 8
     a = train_losses(run_tmp / "a" / "runs" / "tiny-dskd" / "seed-0")
@@ -292,7 +293,7 @@ def test_sigterm_saves_the_step_reached_and_resume_continues(run_tmp, teacher_di
         train(stopped, datamodule=random_batches(n=5), callbacks=[Terminate()], export=False)
     assert info.value.exit_code == 143
     run_b = run_tmp / "b" / "runs" / "tiny-dskd" / "seed-0"
-    assert torch.load(run_b / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+    assert read_checkpoint(run_b / "checkpoints" / "last.ckpt")["global_step"] == 6
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # Lightning restored the handler
     resumed = train(stopped, datamodule=random_batches(n=5), export=False)  # trainer.resume=auto
     assert resumed["global_step"] == 8
