@@ -13,7 +13,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-ASSET_FIXTURES = {"smollm2_dir", "smollm2_tokenizer", "wordnet"}
+ASSET_FIXTURES = {"smollm2_dir", "smollm2_tokenizer", "wordnet", "wordnet_bpe"}
 """Fixtures that open a real asset: a test using one (directly or through another fixture) is
 ``integration``. A test that reaches an asset another way carries ``@pytest.mark.integration``."""
 
@@ -71,6 +71,15 @@ def smollm2_tokenizer(smollm2_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(smollm2_dir)
+
+
+@pytest.fixture(scope="session")
+def wordnet_bpe():
+    """The project's second tokenizer: the 8k byte-level BPE trained on the wordnet-corpus asset
+    (trained into DSKD_HOME on first use, a few seconds)."""
+    from dskd.data.bpe import bpe_tokenizer
+
+    return bpe_tokenizer()
 
 
 @pytest.fixture(scope="session")

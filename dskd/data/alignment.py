@@ -1,0 +1,146 @@
+"""Cross-tokenizer alignment: which teacher tokens and which student tokens cover the same text.
+
+(Not to be confused with :mod:`dskd.data.align`, which maps one tokenizer's tokens to words and synsets.)
+
+Both tokenizations of one text are placed on the text's UTF-8 bytes. A *cut* of a tokenization is a
+byte position where one of its tokens ends; the cuts both tokenizations share (GOLD's "points where the
+two tokenizers agree on a split") divide the common text into *spans*, numbered 0, 1, ... from the
+start. Span k is the bytes between shared cut k-1 (0 for k = 0) and shared cut k; each of its bytes is
+covered by a token of either side lying wholly inside it, so each span holds at least one token of
+each side and the spans partition the text both sides cover up to their last shared cut. A token gets
+the id of its span; a token gets -1 (unaligned) when it covers no bytes (specials such as BOS) or lies
+past the last shared cut (text that only one side kept after truncation at ``seq_len``, or a tail the
+other side splits differently).
+
+Byte spans come from the byte-level pieces, not the fast tokenizer's character offsets mapping:
+a byte-level BPE may split one multi-byte character (an emoji, a CJK ideograph) over two tokens,
+which the character offsets can only give as overlapping spans (SmolLM2 gives ``(10, 12), (11, 12)``
+for ``" 😀"``), while the pieces give each token its exact bytes. The pieces must concatenate to the
+text's UTF-8 bytes (a prefix of them after truncation); a tokenizer whose pieces do not (a normalizer,
+a prefix space, a non-byte-level model) is refused with :class:`AlignmentError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+from dskd.core.errors import DSKDError
+
+__all__ = ["AlignmentError", "Encoded", "SpanAlignment", "align", "align_text", "byte_spans", "encode"]
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level alphabet: the byte each printable stand-in character means."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+_BYTE_OF_CHAR = _byte_level_alphabet()
+
+
+class AlignmentError(DSKDError):
+    """A tokenization cannot be placed on the text's bytes."""
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One tokenization of a text: token ids and each token's ``[start, end)`` UTF-8 byte span."""
+
+    ids: np.ndarray
+    """``[T]`` int64 token ids."""
+    spans: np.ndarray
+    """``[T, 2]`` int64 byte offsets into the text's UTF-8 encoding; ``start == end`` for specials."""
+
+
+@dataclass(frozen=True)
+class SpanAlignment:
+    """The aligned spans of two tokenizations of one text (see the module doc)."""
+
+    teacher: np.ndarray
+    """``[T_teacher]`` int64 span id of each teacher token, -1 where unaligned."""
+    student: np.ndarray
+    """``[T_student]`` int64 span id of each student token, -1 where unaligned."""
+    cuts: np.ndarray
+    """``[n_spans]`` int64 byte position where each span ends (span k is ``[cuts[k-1], cuts[k])``)."""
+
+    @property
+    def n_spans(self) -> int:
+        return len(self.cuts)
+
+    def groups(self) -> list[tuple[list[int], list[int]]]:
+        """(teacher token indices, student token indices) of each span, in text order."""
+        return [
+            (np.flatnonzero(self.teacher == k).tolist(), np.flatnonzero(self.student == k).tolist())
+            for k in range(self.n_spans)
+        ]
+
+
+def byte_spans(tokenizer: PreTrainedTokenizerBase, ids: list[int], text: str) -> np.ndarray:
+    """``[T, 2]`` byte span of each of ``ids`` (a tokenization of ``text``, possibly truncated) from
+    its byte-level piece; specials are zero-width. Raises :class:`AlignmentError` when the pieces are
+    not the leading bytes of ``text``."""
+    special = set(tokenizer.all_special_ids)
+    data = text.encode("utf-8")
+    spans = np.zeros((len(ids), 2), dtype=np.int64)
+    cursor = 0
+    for i, (tid, piece) in enumerate(zip(ids, tokenizer.convert_ids_to_tokens(ids), strict=True)):
+        spans[i, 0] = cursor
+        if tid in special:
+            spans[i, 1] = cursor
+            continue
+        if any(ch not in _BYTE_OF_CHAR for ch in piece):
+            raise AlignmentError(
+                f"token {piece!r} of {type(tokenizer).__name__} is not a byte-level BPE piece."
+            )
+        raw = bytes(_BYTE_OF_CHAR[ch] for ch in piece)
+        if data[cursor : cursor + len(raw)] != raw:
+            raise AlignmentError(
+                f"the pieces of {type(tokenizer).__name__} do not spell the text at byte {cursor} "
+                f"(token {piece!r}); cross-tokenizer alignment needs a lossless byte-level BPE."
+            )
+        cursor += len(raw)
+        spans[i, 1] = cursor
+    return spans
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int | None = None) -> Encoded:
+    """``text`` tokenized without specials (truncated to ``max_tokens``), with byte spans."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
+    return Encoded(np.asarray(ids, dtype=np.int64), byte_spans(tokenizer, ids, text))
+
+
+def _span_ids(spans: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """Span id per token: the first shared cut at or after its end; -1 past the last one or if empty."""
+    ends = spans[:, 1]
+    ids = np.searchsorted(cuts, ends, side="left").astype(np.int64)
+    ids[(ids >= len(cuts)) | (spans[:, 0] == ends)] = -1
+    return ids
+
+
+def align(teacher_spans: np.ndarray, student_spans: np.ndarray) -> SpanAlignment:
+    """The aligned spans of two tokenizations of one text given as ``[T, 2]`` byte spans."""
+    t_cuts = teacher_spans[teacher_spans[:, 1] > teacher_spans[:, 0], 1]
+    s_cuts = student_spans[student_spans[:, 1] > student_spans[:, 0], 1]
+    cuts = np.intersect1d(t_cuts, s_cuts).astype(np.int64)
+    return SpanAlignment(_span_ids(teacher_spans, cuts), _span_ids(student_spans, cuts), cuts)
+
+
+def align_text(
+    text: str,
+    teacher: PreTrainedTokenizerBase,
+    student: PreTrainedTokenizerBase,
+    max_tokens: int | None = None,
+) -> tuple[Encoded, Encoded, SpanAlignment]:
+    """Tokenize ``text`` with both tokenizers (each truncated to ``max_tokens``) and align them."""
+    t, s = encode(teacher, text, max_tokens), encode(student, text, max_tokens)
+    return t, s, align(t.spans, s.spans)
