@@ -15,7 +15,7 @@ from dskd.config.schema import ExperimentConfig
 from dskd.core.errors import ConfigError
 from dskd.core.outputs import name_problem
 from dskd.data.config import DataConfig
-from dskd.losses.config import SAMPLED_DIVERGENCES, LossConfig
+from dskd.losses.config import SAMPLED_DIVERGENCES, ULD_DIVERGENCES, LossConfig
 from dskd.models.config import StudentConfig, TeacherConfig
 from dskd.senses.config import SensesConfig
 from dskd.teacher_cache.config import CacheConfig
@@ -116,6 +116,17 @@ def _divergence_with_sampled_cache(
     return None
 
 
+def _cross_tokenizer_with_cache(teacher: TeacherConfig, loss: LossConfig) -> str | None:
+    if teacher.mode == "cached" and loss.kd.divergence in ULD_DIVERGENCES:
+        return (
+            f"loss.kd.divergence={loss.kd.divergence} (cross-tokenizer KD) cannot read the teacher cache: it "
+            "stores the teacher's top-k logits or samples at the positions of the student's tokenization, "
+            "while ULD needs the teacher's whole distribution at every position of the teacher's own "
+            "tokenization of the text, with its token ids and byte spans; use teacher.mode=online."
+        )
+    return None
+
+
 def _chunked_kd_with_zero3_trainable_head(loss: LossConfig, t: TrainerConfig, s: StudentConfig) -> str | None:
     # kind=truncated freezes the LM head; kind=hf trains every weight, the head included.
     if loss.kd.chunk_size is not None and t.strategy == "deepspeed_stage_3" and s.kind == "hf":
@@ -193,6 +204,7 @@ RULES: tuple[tuple[Callable[..., str | None], tuple[str, ...]], ...] = (
     (_fp16_amp_on_cpu, ("trainer",)),
     (_skip_with_deepspeed, ("trainer",)),
     (_chunked_kd_with_cache, ("teacher", "loss")),
+    (_cross_tokenizer_with_cache, ("teacher", "loss")),
     (_divergence_with_sampled_cache, ("teacher", "cache", "loss")),
     (_chunked_kd_with_zero3_trainable_head, ("loss", "trainer", "student")),
     (_on_policy_with_sharded_student, ("data", "trainer")),

@@ -8,9 +8,19 @@ from typing import Literal, get_args
 from dskd.config.ranges import check_fields, ranged
 from dskd.core.errors import ConfigError
 
-Divergence = Literal["forward_kl", "reverse_kl", "js", "skew_kl", "tv", "gjsd"]
+Divergence = Literal["forward_kl", "reverse_kl", "js", "skew_kl", "tv", "gjsd", "uld", "uld_hybrid"]
 DIVERGENCES: tuple[str, ...] = get_args(Divergence)
-"""Names of the KD divergences (defined in dskd.losses.kd)."""
+"""Names of the KD divergences (defined in dskd.losses.kd, the cross-tokenizer ones in dskd.losses.uld)."""
+ULD_DIVERGENCES: tuple[str, ...] = ("uld", "uld_hybrid")
+"""Cross-tokenizer losses (dskd.losses.uld): distances between the distributions of aligned text spans,
+not per-position divergences over one shared vocabulary."""
+POSITION_DIVERGENCES: tuple[str, ...] = tuple(d for d in DIVERGENCES if d not in ULD_DIVERGENCES)
+"""Divergences per position over one shared vocabulary (dskd.losses.kd)."""
+ULD_NOT_WIRED = (
+    "cross-tokenizer KD is built as a loss (dskd/losses/uld.py) but not yet wired into training "
+    "(loss.kd.divergence={divergence}); use a same-vocabulary divergence (forward_kl, ...)."
+)
+"""The one-line refusal of a training run with a ULD divergence, until the step is wired."""
 SAMPLED_DIVERGENCES: tuple[str, ...] = ("forward_kl",)
 """Divergences that tokens sampled from the teacher estimate without bias (dskd.losses.sampled)."""
 
@@ -34,11 +44,26 @@ class KDConfig:
     divergence: Divergence = "forward_kl"
     """forward_kl: KL(p_T||p_S) | reverse_kl: KL(p_S||p_T) | js: Jensen-Shannon | skew_kl:
     KL(p_T || a p_T + (1-a) p_S) (DistiLLM) | tv: total variation | gjsd: generalized JSD with
-    beta (TRL's GKD: beta KL(p_T||m) + (1-beta) KL(p_S||m), m = beta p_T + (1-beta) p_S)."""
+    beta (TRL's GKD: beta KL(p_T||m) + (1-beta) KL(p_S||m), m = beta p_T + (1-beta) p_S) | uld:
+    cross-tokenizer ULD, L1 between sorted span probabilities (TRL's GOLD) | uld_hybrid: gjsd on the
+    tokens both vocabularies spell alike, ULD on the rest. uld and uld_hybrid exist as a loss
+    (dskd.losses.uld) but training refuses them until the step is wired (docs/losses.md)."""
     skew: float = ranged(0.1, ge=0, lt=1)
     """a of skew KL, in [0, 1) (0 = forward KL)."""
     beta: float = ranged(0.5, ge=0, le=1)
-    """beta of the generalized JSD (gjsd), in [0, 1]: 0 = forward KL, 1 = reverse KL (TRL's semantics)."""
+    """beta of the generalized JSD (gjsd, and the matched tokens of uld_hybrid), in [0, 1]: 0 = forward
+    KL, 1 = reverse KL (TRL's semantics)."""
+    uld_merge: Literal["first", "last"] = "last"
+    """How uld merges the distributions of a span's several tokens into one (GOLD's merging): last: the
+    last token's distribution times the probabilities of the earlier tokens (the chain rule when each
+    position predicts the next token; GOLD's "bayesian") | first: the first token's distribution times
+    the probabilities of the later tokens (GOLD's "observed")."""
+    uld_matched_weight: float | None = ranged(None, ge=0)
+    """Weight of the matched-token gjsd term of uld_hybrid; null (with uld_unmatched_weight null): the
+    share of the teacher's vocabulary that the student's spells alike (GOLD's adaptive weighting)."""
+    uld_unmatched_weight: float | None = ranged(None, ge=0)
+    """Weight of the sorted-probability term of uld_hybrid on the other tokens; null: 1 minus the
+    matched weight. Set both weights or neither."""
     chunk_size: int | None = ranged(None, ge=1)
     """Positions per chunk of the fused CE + KD (logits of only this many positions exist at once);
     None projects all valid positions at once."""
@@ -46,6 +71,11 @@ class KDConfig:
     def __post_init__(self) -> None:  # also a settings object of dskd.losses.kd, built in code
         check_fields(self, "loss.kd.")
         check_divergence(self.divergence, self.skew)
+        if (self.uld_matched_weight is None) != (self.uld_unmatched_weight is None):
+            raise ConfigError(
+                "loss.kd.uld_matched_weight and loss.kd.uld_unmatched_weight are set together (fixed "
+                "weights) or both left null (adaptive weights), not one of them."
+            )
 
 
 @dataclass

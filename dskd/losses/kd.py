@@ -28,15 +28,23 @@ import torch.nn.functional as F
 
 from dskd.core.batch import IGNORE_INDEX
 from dskd.core.errors import DSKDError
-from dskd.losses.config import DIVERGENCES, KDConfig, check_divergence
+from dskd.losses.config import (
+    DIVERGENCES,
+    POSITION_DIVERGENCES,
+    ULD_DIVERGENCES,
+    KDConfig,
+    check_divergence,
+)
 
 __all__ = [
     "CEKD",
     "DIVERGENCES",
+    "POSITION_DIVERGENCES",
     "HeadInput",
     "ce_and_kd_chunked",
     "check_divergence",
     "divergence_per_position",
+    "generalized_jsd",
     "kd_loss",
     "kd_mean",
     "position_mask",
@@ -59,13 +67,23 @@ def _log_probs(logits: torch.Tensor, tau: float) -> torch.Tensor:
     return log_p.clamp(min=torch.finfo(torch.float32).min)
 
 
+def check_per_position(kd: KDConfig) -> None:
+    """Raise :class:`DSKDError` for a divergence that is not per position over one shared vocabulary."""
+    check_divergence(kd.divergence, kd.skew)
+    if kd.divergence in ULD_DIVERGENCES:
+        raise DSKDError(
+            f"loss.kd.divergence={kd.divergence} compares aligned text spans of two tokenizations "
+            "(dskd.losses.uld.uld_loss), not the positions of one shared vocabulary."
+        )
+
+
 def divergence_per_position(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, kd: KDConfig
 ) -> torch.Tensor:
     """``kd.divergence`` D(p_T, p_S) at temperature ``kd.tau`` for each position: ``[..., V] -> [...]``
     in float32 (``kd.alpha`` is not applied)."""
     divergence, tau, skew = kd.divergence, kd.tau, kd.skew
-    check_divergence(divergence, skew)
+    check_per_position(kd)
     if student_logits.shape != teacher_logits.shape:
         raise DSKDError(
             f"Student logits {tuple(student_logits.shape)} and teacher logits "
@@ -87,11 +105,11 @@ def divergence_per_position(
         log_mix = torch.logaddexp(log_t + math.log(skew), log_s + math.log1p(-skew))
         return _kl_from_logs(log_t, log_mix)
     if divergence == "gjsd":
-        return _generalized_jsd(log_t, log_s, kd.beta)
+        return generalized_jsd(log_t, log_s, kd.beta)
     return 0.5 * (log_t.exp() - log_s.exp()).abs().sum(-1)
 
 
-def _generalized_jsd(log_t: torch.Tensor, log_s: torch.Tensor, beta: float) -> torch.Tensor:
+def generalized_jsd(log_t: torch.Tensor, log_s: torch.Tensor, beta: float) -> torch.Tensor:
     """beta KL(p_T || m) + (1 - beta) KL(p_S || m), m = beta p_T + (1 - beta) p_S; forward KL at
     beta = 0 and reverse KL at beta = 1."""
     if beta == 0.0:
@@ -265,7 +283,7 @@ def _spec(
     ce_weight: float,
 ) -> tuple[_Spec, int]:
     """The chunking spec of :func:`ce_and_kd_chunked` and the number of CE positions (arguments checked)."""
-    check_divergence(kd.divergence, kd.skew)
+    check_per_position(kd)
     vocab = student_weight.shape[0]
     teacher_vocab = teacher.hidden.shape[-1] if teacher.weight is None else teacher.weight.shape[0]
     if vocab != teacher_vocab:

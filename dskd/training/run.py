@@ -25,7 +25,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from dskd.config.schema import ExperimentConfig
 from dskd.core.devices import check_accelerator, is_global_zero, local_device
-from dskd.core.errors import DSKDError, TrainingInterrupted
+from dskd.core.errors import ConfigError, DSKDError, TrainingInterrupted
 from dskd.core.io import write_json_atomic
 from dskd.core.outputs import StageResult, check_name, check_output, mark_output
 from dskd.core.quiet import eval_modules_intended, quiet_lightning
@@ -36,6 +36,7 @@ from dskd.data.continuations import build as build_continuations
 from dskd.data.continuations import continuations_key, missing_continuations, read_continuations
 from dskd.data.datamodule import DSKDDataModule
 from dskd.lexicon import Lexicon
+from dskd.losses.config import ULD_DIVERGENCES, ULD_NOT_WIRED
 from dskd.models.config import StudentConfig, TeacherConfig
 from dskd.models.export import export_checkpoint
 from dskd.models.loading import load_tokenizer, runtime_dtype, tokenizer_fingerprint
@@ -274,6 +275,8 @@ def train(
     (`dskd reproduce`: the one of every stage; default: the run's own).
     """
     t0 = time.perf_counter()
+    if cfg.loss.kd.divergence in ULD_DIVERGENCES:
+        raise ConfigError(ULD_NOT_WIRED.format(divergence=cfg.loss.kd.divergence))
     check_accelerator(cfg.trainer.accelerator)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     rdir = run_dir(cfg.runs_dir, cfg.name, cfg.seed)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from dskd.core.errors import ConfigError, DSKDError
 from dskd.losses.config import KDConfig
 from dskd.losses.kd import (
-    DIVERGENCES,
+    POSITION_DIVERGENCES,
     HeadInput,
     ce_and_kd_chunked,
     divergence_per_position,
@@ -34,7 +34,7 @@ HAND = {  # D(p_T, p_S) for the two distributions above, by hand
 }
 
 
-@pytest.mark.parametrize("divergence", DIVERGENCES)
+@pytest.mark.parametrize("divergence", POSITION_DIVERGENCES)
 def test_hand_computed_three_classes(divergence):
     student = torch.tensor(P_S).log() + 3.0  # logits: any shift gives the same softmax
     teacher = torch.tensor(P_T).log() - 1.0
@@ -65,7 +65,7 @@ def _reference(student, teacher, divergence, tau, skew=0.1, beta=0.5):
     return 0.5 * (log_t.exp() - log_s.exp()).abs().sum(-1)
 
 
-@pytest.mark.parametrize("divergence", DIVERGENCES)
+@pytest.mark.parametrize("divergence", POSITION_DIVERGENCES)
 @pytest.mark.parametrize("tau", [1.0, 2.0, 0.5])
 def test_against_torch_functional(divergence, tau):
     g = torch.Generator().manual_seed(0)
@@ -137,7 +137,7 @@ def test_temperature_scaling_and_alpha():
 
 def test_identical_distributions_give_zero():
     logits = torch.randn(2, 3, 10)
-    for divergence in DIVERGENCES:
+    for divergence in POSITION_DIVERGENCES:
         assert kd_loss(logits, logits.clone(), kd=KDConfig(divergence=divergence)).abs().item() < 1e-6
 
 
@@ -156,7 +156,7 @@ def test_mask_excludes_positions_and_their_garbage():
     assert kd_loss(student, teacher, torch.zeros_like(mask), kd=KDConfig()).item() == 0.0
 
 
-@pytest.mark.parametrize("divergence", DIVERGENCES)
+@pytest.mark.parametrize("divergence", POSITION_DIVERGENCES)
 def test_minus_inf_and_huge_logits_stay_finite(divergence):
     g = torch.Generator().manual_seed(3)
     student = torch.randn(5, 8, generator=g, requires_grad=True)
@@ -232,7 +232,7 @@ def _unchunked(h_s, w_s, b_s, h_t, w_t, b_t, labels, kd_mask, divergence, ce_wei
     return ce_weight * ce + kd, ce, kd
 
 
-@pytest.mark.parametrize("divergence", DIVERGENCES)
+@pytest.mark.parametrize("divergence", POSITION_DIVERGENCES)
 @pytest.mark.parametrize("chunk_size", [1, 3, 4, 7, 100, None])
 def test_chunked_matches_unchunked_values_and_gradients(divergence, chunk_size):
     h_s, w_s, b_s, h_t, w_t, b_t, labels, kd_mask = _problem(5)

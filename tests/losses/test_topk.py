@@ -9,7 +9,7 @@ import torch
 
 from dskd.core.errors import DSKDError
 from dskd.losses.config import KDConfig
-from dskd.losses.kd import DIVERGENCES, kd_loss
+from dskd.losses.kd import POSITION_DIVERGENCES, kd_loss
 from dskd.losses.topk import teacher_topk, topk_kd_loss
 
 
@@ -36,7 +36,7 @@ def test_temperature_is_applied_before_the_top_k_softmax():
     assert got.item() == pytest.approx(0.7 * 4 * kl, rel=1e-6)
 
 
-@pytest.mark.parametrize("divergence", DIVERGENCES)
+@pytest.mark.parametrize("divergence", POSITION_DIVERGENCES)
 def test_k_equal_vocab_matches_full_kd(divergence):
     g = torch.Generator().manual_seed(0)
     s = (torch.randn(2, 5, 40, generator=g) * 3).requires_grad_(True)
