@@ -14,6 +14,8 @@ from typing import TypedDict
 import torch
 
 __all__ = [
+    "CROSS_TOKENIZER_KEYS",
+    "CrossTokenizerBatch",
     "IGNORE_INDEX",
     "PROMPT_LEN",
     "SENSE_LOSS_KEYS",
@@ -71,6 +73,34 @@ class SenseBatch(TokenBatch, SenseSample):
     n_neighbour_positions: torch.Tensor
     """``[B]`` int64 positions per sequence whose target has lexicon neighbours (before sampling)."""
 
+
+class CrossTokenizerBatch(TokenBatch):
+    """A training batch of cross-tokenizer KD (``loss.kd.divergence`` ``uld`` or ``uld_hybrid``): the
+    student's tokens, the teacher's own tokenization of the same text, and the aligned spans
+    (``dskd.data.alignment``: ``align_text`` then ``target_spans`` per side). ``Lt`` is the teacher's
+    sequence length. Span ids are per sequence (0, 1, ... in text order) and equal on both sides for
+    the same text; they sit on the positions whose *target* (``labels``) lies in the span, the
+    convention of ``dskd.losses.uld.SpanSide`` with ``loss.kd.uld_merge=last``.
+
+    Not produced yet: the stream's cross-tokenizer mode is the next step of issue 28.
+    """
+
+    teacher_input_ids: torch.Tensor
+    """``[B, Lt]`` int64 the teacher tokenizer's ids of the same text, right padded."""
+    teacher_attention_mask: torch.Tensor
+    """``[B, Lt]`` int64, 1 on tokens and 0 on padding."""
+    teacher_labels: torch.Tensor
+    """``[B, Lt]`` int64 next teacher token of each position, ``IGNORE_INDEX`` where none."""
+    teacher_span: torch.Tensor
+    """``[B, Lt]`` int64 span id of each teacher position's target, -1 where none."""
+    student_span: torch.Tensor
+    """``[B, L]`` int64 span id of each student position's target (``labels``), -1 where none."""
+
+
+CROSS_TOKENIZER_KEYS = tuple(
+    k for k in CrossTokenizerBatch.__annotations__ if k not in TokenBatch.__annotations__
+)
+"""Keys a cross-tokenizer batch adds to a :class:`TokenBatch`."""
 
 SENSE_SAMPLE_KEYS = (*SenseSample.__annotations__, "n_neighbour_positions")
 """Keys that ``dskd.data.sampling.sample_sense_batch`` adds to a :class:`TokenBatch`."""

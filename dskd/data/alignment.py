@@ -29,7 +29,16 @@ from transformers import PreTrainedTokenizerBase
 
 from dskd.core.errors import DSKDError
 
-__all__ = ["AlignmentError", "Encoded", "SpanAlignment", "align", "align_text", "byte_spans", "encode"]
+__all__ = [
+    "AlignmentError",
+    "Encoded",
+    "SpanAlignment",
+    "align",
+    "align_text",
+    "byte_spans",
+    "encode",
+    "target_spans",
+]
 
 
 def _byte_level_alphabet() -> dict[str, int]:
@@ -144,3 +153,18 @@ def align_text(
     """Tokenize ``text`` with both tokenizers (each truncated to ``max_tokens``) and align them."""
     t, s = encode(teacher, text, max_tokens), encode(student, text, max_tokens)
     return t, s, align(t.spans, s.spans)
+
+
+def target_spans(token_span: np.ndarray) -> np.ndarray:
+    """Span ids moved from tokens to the positions that predict them (``labels[p]`` is token ``p + 1``).
+
+    ``[T] -> [T]``: position p gets the span of token p + 1, the last position -1. The span of token 0
+    is dropped (-1): no position predicts its first token, so its distribution cannot be merged. The
+    other side drops the same span (token 0 of both tokenizations starts at byte 0), and the loss
+    skips a span that only one side has (:func:`dskd.losses.uld.span_losses`).
+    """
+    out = np.full_like(token_span, -1)
+    out[:-1] = token_span[1:]
+    if len(token_span) and token_span[0] >= 0:
+        out[out == token_span[0]] = -1
+    return out

@@ -12,7 +12,7 @@ from trl.experimental.gold.gold_trainer import ULDLoss
 from trl.experimental.utils import encode_with_byte_offsets
 
 from dskd.assets import asset_path
-from dskd.data.alignment import AlignmentError, align, align_text, byte_spans, encode
+from dskd.data.alignment import AlignmentError, align, align_text, byte_spans, encode, target_spans
 from dskd.data.bpe import corpus_texts
 
 TEXTS = [
@@ -135,3 +135,20 @@ def test_a_tokenizer_that_adds_a_prefix_space_is_refused(wordnet_bpe):
     prefixed.backend_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     with pytest.raises(AlignmentError, match="do not spell the text at byte 0"):
         encode(prefixed, "river bank")
+
+
+def test_target_spans_keep_only_spans_whose_every_token_is_predicted(smollm2_tokenizer, wordnet_bpe):
+    for text in TEXTS:
+        t, s, al = align_text(text, smollm2_tokenizer, wordnet_bpe)
+        for token_span in (al.teacher, al.student):
+            on_targets = target_spans(token_span)
+            assert on_targets[-1] == -1 and 0 not in on_targets
+            for k in set(on_targets[on_targets >= 0].tolist()):
+                predicted = np.flatnonzero(on_targets == k) + 1  # the tokens those positions predict
+                assert predicted.tolist() == np.flatnonzero(token_span == k).tolist()
+        assert set(target_spans(al.teacher).tolist()) == set(target_spans(al.student).tolist())
+
+
+def test_target_spans_by_hand():
+    assert target_spans(np.array([0, 0, 1, 2, 2, -1])).tolist() == [-1, 1, 2, 2, -1, -1]
+    assert target_spans(np.array([-1, 0, 1, 1])).tolist() == [0, 1, 1, -1]  # a BOS predicts span 0
