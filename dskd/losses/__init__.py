@@ -3,6 +3,7 @@
 - :mod:`dskd.losses.kd`: KD divergences, the masked KD loss and the chunked fused CE + KD computed
   from hidden states (:func:`ce_and_kd_chunked`).
 - :mod:`dskd.losses.sense`: the sense-consistency loss (:func:`sense_loss`).
+- :mod:`dskd.losses.uld`: cross-tokenizer KD over aligned text spans, ULD and its hybrid (GOLD's).
 """
 
 from __future__ import annotations
