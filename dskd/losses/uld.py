@@ -107,6 +107,12 @@ def _sorted_l1(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 def _hybrid(student: torch.Tensor, teacher: torch.Tensor, match: VocabMatch, kd: KDConfig) -> torch.Tensor:
     """``[S]`` GOLD's hybrid: generalized JSD on the matched tokens, sorted L1 on the others."""
     t_ids, s_ids = match.teacher.to(teacher.device), match.student.to(student.device)
+    if len(t_ids) and (t_ids.max() >= teacher.shape[-1] or s_ids.max() >= student.shape[-1]):
+        raise DSKDError(
+            f"The matched tokens reach ids {int(t_ids.max())} (teacher) and {int(s_ids.max())} (student), "
+            f"past the logits' {teacher.shape[-1]} and {student.shape[-1]} entries: build VocabMatch from "
+            "the tokenizers of these models."
+        )
     log_t = teacher[:, t_ids].clamp_min(EPS).log()
     log_s = student[:, s_ids].clamp_min(EPS).log()
     matched = generalized_jsd(log_t, log_s, kd.beta)

@@ -255,6 +255,13 @@ def test_the_hybrid_needs_the_matched_tokens():
         uld_loss(side, side, KDConfig(divergence="uld_hybrid"))
 
 
+def test_the_hybrid_refuses_matched_ids_past_the_logits():
+    side = one_span([[0.5, 0.5]], [0])
+    match = VocabMatch(torch.tensor([0, 5]), torch.tensor([1, 0]))
+    with pytest.raises(DSKDError, match="past the logits"):
+        uld_loss(side, side, KDConfig(divergence="uld_hybrid"), match)
+
+
 def test_the_hybrid_weights_are_set_together():
     with pytest.raises(ConfigError, match="set together"):
         KDConfig(divergence="uld_hybrid", uld_matched_weight=0.5)
