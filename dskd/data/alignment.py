@@ -25,8 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from transformers import PreTrainedTokenizerBase
 
+from dskd.core.batch import IGNORE_INDEX, CrossTokenizerBatch
 from dskd.core.errors import DSKDError
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "align",
     "align_text",
     "byte_spans",
+    "cross_tokenizer_batch",
     "encode",
     "target_spans",
 ]
@@ -168,3 +171,54 @@ def target_spans(token_span: np.ndarray) -> np.ndarray:
     if len(token_span) and token_span[0] >= 0:
         out[out == token_span[0]] = -1
     return out
+
+
+def _padded(rows: list[np.ndarray], fill: int) -> torch.Tensor:
+    out = torch.full((len(rows), max(1, *map(len, rows))), fill, dtype=torch.long)
+    for b, row in enumerate(rows):
+        out[b, : len(row)] = torch.from_numpy(np.asarray(row, dtype=np.int64))
+    return out
+
+
+def _side(rows: list[Encoded], spans: list[np.ndarray], pad: int) -> tuple[torch.Tensor, ...]:
+    """ids, attention mask, next-token labels and target span ids of one side, right padded."""
+    return (
+        _padded([e.ids for e in rows], pad),
+        _padded([np.ones(len(e.ids)) for e in rows], 0),
+        _padded([np.append(e.ids[1:], IGNORE_INDEX) for e in rows], IGNORE_INDEX),
+        _padded([target_spans(s) for s in spans], -1),
+    )
+
+
+def cross_tokenizer_batch(
+    texts: list[str],
+    teacher: PreTrainedTokenizerBase,
+    student: PreTrainedTokenizerBase,
+    seq_len: int | None = None,
+) -> CrossTokenizerBatch:
+    """One document per sequence (no specials, each side truncated to ``seq_len`` tokens), both
+    tokenizations and their aligned target spans, as :class:`dskd.core.batch.CrossTokenizerBatch`."""
+    rows = [align_text(text, teacher, student, seq_len) for text in texts]
+    s_ids, s_mask, s_labels, s_span = _side(
+        [s for _, s, _ in rows], [a.student for *_, a in rows], _pad(student)
+    )
+    t_ids, t_mask, t_labels, t_span = _side(
+        [t for t, _, _ in rows], [a.teacher for *_, a in rows], _pad(teacher)
+    )
+    return CrossTokenizerBatch(
+        input_ids=s_ids,
+        attention_mask=s_mask,
+        labels=s_labels,
+        teacher_input_ids=t_ids,
+        teacher_attention_mask=t_mask,
+        teacher_labels=t_labels,
+        teacher_span=t_span,
+        student_span=s_span,
+    )
+
+
+def _pad(tokenizer: PreTrainedTokenizerBase) -> int:
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return tid
+    return 0

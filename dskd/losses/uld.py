@@ -55,7 +55,8 @@ class SpanSide:
     logits: torch.Tensor
     """``[B, L, V]`` logits."""
     targets: torch.Tensor
-    """``[B, L]`` int64 token whose probability each position contributes when its span is merged."""
+    """``[B, L]`` int64 token whose probability each position contributes when its span is merged; read
+    only where ``span >= 0`` (a batch's ``labels``, ``IGNORE_INDEX`` elsewhere, will do)."""
     span: torch.Tensor
     """``[B, L]`` int64 span id of each position within its sequence (0, 1, ...), -1: none."""
 

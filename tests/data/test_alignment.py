@@ -6,13 +6,23 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
 from tokenizers import pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 from trl.experimental.gold.gold_trainer import ULDLoss
 from trl.experimental.utils import encode_with_byte_offsets
 
 from dskd.assets import asset_path
-from dskd.data.alignment import AlignmentError, align, align_text, byte_spans, encode, target_spans
+from dskd.core.batch import CROSS_TOKENIZER_KEYS, IGNORE_INDEX
+from dskd.data.alignment import (
+    AlignmentError,
+    align,
+    align_text,
+    byte_spans,
+    cross_tokenizer_batch,
+    encode,
+    target_spans,
+)
 from dskd.data.bpe import corpus_texts
 
 TEXTS = [
@@ -152,3 +162,21 @@ def test_target_spans_keep_only_spans_whose_every_token_is_predicted(smollm2_tok
 def test_target_spans_by_hand():
     assert target_spans(np.array([0, 0, 1, 2, 2, -1])).tolist() == [-1, 1, 2, 2, -1, -1]
     assert target_spans(np.array([-1, 0, 1, 1])).tolist() == [0, 1, 1, -1]  # a BOS predicts span 0
+
+
+def test_a_batch_holds_both_tokenizations_and_the_same_spans_on_both_sides(smollm2_tokenizer, wordnet_bpe):
+    batch = cross_tokenizer_batch(TEXTS, smollm2_tokenizer, wordnet_bpe, seq_len=12)
+    assert set(batch) == {"input_ids", "attention_mask", "labels", *CROSS_TOKENIZER_KEYS}
+    for side in ("", "teacher_"):
+        ids, mask, labels = batch[f"{side}input_ids"], batch[f"{side}attention_mask"], batch[f"{side}labels"]
+        assert ids.shape[0] == len(TEXTS) and ids.shape[1] <= 12 and ids.dtype == torch.long
+        inner = mask[:, 1:].bool()
+        assert torch.equal(labels[:, :-1][inner], ids[:, 1:][inner])
+        assert (labels[mask == 0] == IGNORE_INDEX).all()
+    for b in range(len(TEXTS)):
+        teacher = set(batch["teacher_span"][b].tolist()) - {-1}
+        student = set(batch["student_span"][b].tolist()) - {-1}
+        assert teacher == student and len(teacher) > 0
+        for side in ("teacher_", ""):
+            spans = batch["teacher_span" if side else "student_span"][b]
+            assert (batch[f"{side}labels"][b][spans >= 0] != IGNORE_INDEX).all()

@@ -13,9 +13,9 @@ from trl.experimental.gold.gold_trainer import ULDLoss
 from trl.experimental.utils import encode_with_byte_offsets
 
 from dskd.config.loading import load_config
-from dskd.core.batch import CROSS_TOKENIZER_KEYS, IGNORE_INDEX, CrossTokenizerBatch
+from dskd.core.batch import CROSS_TOKENIZER_KEYS, IGNORE_INDEX
 from dskd.core.errors import ConfigError, DSKDError
-from dskd.data.alignment import align_text, target_spans
+from dskd.data.alignment import align_text, cross_tokenizer_batch
 from dskd.losses.config import KDConfig
 from dskd.losses.kd import divergence_per_position
 from dskd.losses.uld import SpanSide, VocabMatch, span_losses, uld_loss
@@ -116,34 +116,10 @@ def test_value_and_student_gradient_equal_gold(kd, smollm2_tokenizer, wordnet_bp
     assert ours_grad.abs().sum() > 0
 
 
-def padded(rows: list[np.ndarray], fill: int) -> torch.Tensor:
-    out = torch.full((len(rows), max(map(len, rows))), fill, dtype=torch.long)
-    for b, row in enumerate(rows):
-        out[b, : len(row)] = torch.from_numpy(np.asarray(row))
-    return out
-
-
-def contract_batch(teacher_tok, student_tok) -> CrossTokenizerBatch:
-    """The batch contract of cross-tokenizer KD for TEXTS, one document per sequence, no EOS."""
-    rows = [align_text(text, teacher_tok, student_tok) for text in TEXTS]
-    shifted = [np.append(e.ids[1:], IGNORE_INDEX) for e in (s for _, s, _ in rows)]
-    t_shifted = [np.append(e.ids[1:], IGNORE_INDEX) for e in (t for t, _, _ in rows)]
-    return CrossTokenizerBatch(
-        input_ids=padded([s.ids for _, s, _ in rows], student_tok.pad_token_id),
-        attention_mask=padded([np.ones(len(s.ids)) for _, s, _ in rows], 0),
-        labels=padded(shifted, IGNORE_INDEX),
-        teacher_input_ids=padded([t.ids for t, _, _ in rows], teacher_tok.pad_token_id),
-        teacher_attention_mask=padded([np.ones(len(t.ids)) for t, _, _ in rows], 0),
-        teacher_labels=padded(t_shifted, IGNORE_INDEX),
-        teacher_span=padded([target_spans(al.teacher) for _, _, al in rows], -1),
-        student_span=padded([target_spans(al.student) for _, _, al in rows], -1),
-    )
-
-
 def test_the_batch_contract_gives_gold_bayesian_without_a_prompt(smollm2_tokenizer, wordnet_bpe):
     # GOLD's "bayesian" merge skips the unscorable leading span when the text starts at position 0,
     # as target_spans does; the batch's labels are the targets of merge=last.
-    batch = contract_batch(smollm2_tokenizer, wordnet_bpe)
+    batch = cross_tokenizer_batch(TEXTS, smollm2_tokenizer, wordnet_bpe)
     assert set(CROSS_TOKENIZER_KEYS) <= set(batch)
     gen = torch.Generator().manual_seed(3)
     s_logits = 4 * torch.randn(
