@@ -23,6 +23,7 @@ a prefix space, a non-byte-level model) is refused with :class:`AlignmentError`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -97,32 +98,50 @@ class SpanAlignment:
         ]
 
 
+@dataclass(frozen=True)
+class _Pieces:
+    """The bytes each id of a vocabulary spells (specials: none); None where not a byte-level piece."""
+
+    raw: list[bytes | None]
+    lengths: np.ndarray
+    """``[V]`` int64 byte length of each id (0 for specials and non-byte-level entries)."""
+
+
+@lru_cache(maxsize=8)
+def _pieces(tokenizer: PreTrainedTokenizerBase) -> _Pieces:
+    special = set(tokenizer.all_special_ids)
+    raw: list[bytes | None] = []
+    for tid, piece in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
+        if tid in special:
+            raw.append(b"")
+        elif piece is not None and all(ch in _BYTE_OF_CHAR for ch in piece):
+            raw.append(bytes(_BYTE_OF_CHAR[ch] for ch in piece))
+        else:
+            raw.append(None)
+    return _Pieces(raw, np.array([len(r or b"") for r in raw], dtype=np.int64))
+
+
 def byte_spans(tokenizer: PreTrainedTokenizerBase, ids: list[int], text: str) -> np.ndarray:
     """``[T, 2]`` byte span of each of ``ids`` (a tokenization of ``text``, possibly truncated) from
     its byte-level piece; specials are zero-width. Raises :class:`AlignmentError` when the pieces are
-    not the leading bytes of ``text``."""
-    special = set(tokenizer.all_special_ids)
-    data = text.encode("utf-8")
-    spans = np.zeros((len(ids), 2), dtype=np.int64)
-    cursor = 0
-    for i, (tid, piece) in enumerate(zip(ids, tokenizer.convert_ids_to_tokens(ids), strict=True)):
-        spans[i, 0] = cursor
-        if tid in special:
-            spans[i, 1] = cursor
-            continue
-        if any(ch not in _BYTE_OF_CHAR for ch in piece):
-            raise AlignmentError(
-                f"token {piece!r} of {type(tokenizer).__name__} is not a byte-level BPE piece."
-            )
-        raw = bytes(_BYTE_OF_CHAR[ch] for ch in piece)
-        if data[cursor : cursor + len(raw)] != raw:
-            raise AlignmentError(
-                f"the pieces of {type(tokenizer).__name__} do not spell the text at byte {cursor} "
-                f"(token {piece!r}); cross-tokenizer alignment needs a lossless byte-level BPE."
-            )
-        cursor += len(raw)
-        spans[i, 1] = cursor
-    return spans
+    not the leading bytes of ``text``. The vocabulary's pieces are decoded once per tokenizer."""
+    table = _pieces(tokenizer)
+    raw = [table.raw[i] for i in ids]
+    if None in raw:
+        piece = tokenizer.convert_ids_to_tokens(ids[raw.index(None)])
+        raise AlignmentError(f"token {piece!r} of {type(tokenizer).__name__} is not a byte-level BPE piece.")
+    lengths = table.lengths[np.asarray(ids, dtype=np.int64)]
+    ends = np.cumsum(lengths)
+    spelled, data = b"".join(raw), text.encode("utf-8")
+    if data[: len(spelled)] != spelled:
+        first = next((i for i, (x, y) in enumerate(zip(spelled, data)) if x != y), len(data))
+        token = int(np.searchsorted(ends, first, side="right"))
+        raise AlignmentError(
+            f"the pieces of {type(tokenizer).__name__} do not spell the text at byte "
+            f"{ends[token] - lengths[token]} (token {tokenizer.convert_ids_to_tokens(ids[token])!r}); "
+            "cross-tokenizer alignment needs a lossless byte-level BPE."
+        )
+    return np.stack([ends - lengths, ends], axis=1)
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int | None = None) -> Encoded:
