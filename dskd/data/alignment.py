@@ -108,10 +108,11 @@ class _Pieces:
 
 
 @lru_cache(maxsize=8)
-def _pieces(tokenizer: PreTrainedTokenizerBase) -> _Pieces:
+def _pieces(tokenizer: PreTrainedTokenizerBase, size: int) -> _Pieces:
+    """The table of ``tokenizer`` at ``size`` entries (a token added later makes a new table)."""
     special = set(tokenizer.all_special_ids)
     raw: list[bytes | None] = []
-    for tid, piece in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
+    for tid, piece in enumerate(tokenizer.convert_ids_to_tokens(list(range(size)))):
         if tid in special:
             raw.append(b"")
         elif piece is not None and all(ch in _BYTE_OF_CHAR for ch in piece):
@@ -125,7 +126,7 @@ def byte_spans(tokenizer: PreTrainedTokenizerBase, ids: list[int], text: str) ->
     """``[T, 2]`` byte span of each of ``ids`` (a tokenization of ``text``, possibly truncated) from
     its byte-level piece; specials are zero-width. Raises :class:`AlignmentError` when the pieces are
     not the leading bytes of ``text``. The vocabulary's pieces are decoded once per tokenizer."""
-    table = _pieces(tokenizer)
+    table = _pieces(tokenizer, len(tokenizer))
     raw = [table.raw[i] for i in ids]
     if None in raw:
         piece = tokenizer.convert_ids_to_tokens(ids[raw.index(None)])
