@@ -217,6 +217,21 @@ def test_spans_on_one_side_only_and_empty_sequences_count_as_gold_counts_them():
     empty = SpanSide(s_logits, targets_s, torch.full((2, 4), -1))
     loss = uld_loss(empty, teacher, kd)
     assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert s_logits.grad is not None and torch.all(s_logits.grad == 0)
+
+
+def test_bf16_logits_are_compared_in_float32():
+    gen = torch.Generator().manual_seed(4)
+    span = torch.tensor([[0, 0, 1, 2, -1]])
+    targets = torch.randint(0, 40, (1, 5), generator=gen)
+    s, t = (4 * torch.randn(1, 5, n, generator=gen) for n in (40, 60))
+    kd = KDConfig(divergence="uld", tau=1.0)
+    half = uld_loss(SpanSide(s.bfloat16(), targets, span), SpanSide(t.bfloat16(), targets, span), kd)
+    full = uld_loss(
+        SpanSide(s.bfloat16().float(), targets, span), SpanSide(t.bfloat16().float(), targets, span), kd
+    )
+    assert half.dtype == torch.float32 and half.item() == full.item()
 
 
 def test_per_position_divergences_refuse_uld():
