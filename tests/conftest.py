@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from types import SimpleNamespace
 
 import pytest
 
@@ -12,6 +13,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 ASSET_FIXTURES = {"smollm2_dir", "smollm2_tokenizer", "wordnet", "wordnet_bpe"}
 """Fixtures that open a real asset: a test using one (directly or through another fixture) is
@@ -71,6 +73,24 @@ def smollm2_tokenizer(smollm2_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(smollm2_dir)
+
+
+@pytest.fixture(scope="session")
+def trl_gold():
+    """TRL's GOLD pieces (``ULDLoss``, ``GOLDConfig``, ``encode_with_byte_offsets``), the reference of
+    the cross-tokenizer tests; only a run outside CI without trl installed may skip (CI installs the dev
+    extra)."""
+    try:
+        from trl.experimental.gold import GOLDConfig
+        from trl.experimental.gold.gold_trainer import ULDLoss
+        from trl.experimental.utils import encode_with_byte_offsets
+    except ImportError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("trl is not installed (pip install -e .[dev])")
+    return SimpleNamespace(
+        ULDLoss=ULDLoss, GOLDConfig=GOLDConfig, encode_with_byte_offsets=encode_with_byte_offsets
+    )
 
 
 @pytest.fixture(scope="session")

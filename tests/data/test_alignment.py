@@ -9,8 +9,6 @@ import pytest
 import torch
 from tokenizers import pre_tokenizers
 from transformers import PreTrainedTokenizerFast
-from trl.experimental.gold.gold_trainer import ULDLoss
-from trl.experimental.utils import encode_with_byte_offsets
 
 from dskd.assets import asset_path
 from dskd.core.batch import CROSS_TOKENIZER_KEYS, IGNORE_INDEX
@@ -59,14 +57,14 @@ def check_partition(text: str, t, s, al, max_tokens: int | None = None) -> None:
 
 
 @pytest.mark.parametrize("text", TEXTS)
-def test_spans_equal_gold_groups_on_hard_text(text, smollm2_tokenizer, wordnet_bpe):
+def test_spans_equal_gold_groups_on_hard_text(text, smollm2_tokenizer, wordnet_bpe, trl_gold):
     t, s, al = align_text(text, smollm2_tokenizer, wordnet_bpe)
-    [(t_ids, t_off)] = encode_with_byte_offsets(smollm2_tokenizer.backend_tokenizer, [text])
-    [(s_ids, s_off)] = encode_with_byte_offsets(wordnet_bpe.backend_tokenizer, [text])
+    [(t_ids, t_off)] = trl_gold.encode_with_byte_offsets(smollm2_tokenizer.backend_tokenizer, [text])
+    [(s_ids, s_off)] = trl_gold.encode_with_byte_offsets(wordnet_bpe.backend_tokenizer, [text])
     assert (t.ids.tolist(), s.ids.tolist()) == (t_ids, s_ids)
     assert [tuple(x) for x in t.spans.tolist()] == t_off
     assert [tuple(x) for x in s.spans.tolist()] == s_off
-    s_groups, t_groups = ULDLoss._align_by_byte_offsets(s_off, t_off)
+    s_groups, t_groups = trl_gold.ULDLoss._align_by_byte_offsets(s_off, t_off)
     assert al.groups() == list(zip(t_groups, s_groups, strict=True))
     check_partition(text, t, s, al)
 

@@ -8,9 +8,6 @@ import os
 import numpy as np
 import pytest
 import torch
-from trl.experimental.gold import GOLDConfig
-from trl.experimental.gold.gold_trainer import ULDLoss
-from trl.experimental.utils import encode_with_byte_offsets
 
 from dskd.config.loading import load_config
 from dskd.core.batch import CROSS_TOKENIZER_KEYS, IGNORE_INDEX
@@ -30,10 +27,10 @@ PROMPT = "Define:"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def gold_side(tokenizer, gen: torch.Generator, vocab: int) -> dict[str, torch.Tensor]:
+def gold_side(trl_gold, tokenizer, gen: torch.Generator, vocab: int) -> dict[str, torch.Tensor]:
     """GOLD's inputs of one model: a prompt then each text, labels on the text, byte offsets, logits."""
     prompt = tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
-    encs = encode_with_byte_offsets(tokenizer.backend_tokenizer, TEXTS)
+    encs = trl_gold.encode_with_byte_offsets(tokenizer.backend_tokenizer, TEXTS)
     width = len(prompt) + max(len(ids) for ids, _ in encs)
     ids = torch.full((len(TEXTS), width), tokenizer.pad_token_id, dtype=torch.long)
     labels = torch.full_like(ids, IGNORE_INDEX)
@@ -61,8 +58,8 @@ def our_side(side: dict, spans: list[np.ndarray], merge: str) -> SpanSide:
     return SpanSide(side["logits"], targets, span)
 
 
-def gold_loss(teacher_tok, student_tok, kd: KDConfig, t: dict, s: dict) -> torch.Tensor:
-    config = GOLDConfig(
+def gold_loss(trl_gold, teacher_tok, student_tok, kd: KDConfig, t: dict, s: dict) -> torch.Tensor:
+    config = trl_gold.GOLDConfig(
         output_dir="/tmp/gold-unused",
         report_to=[],
         bf16=False,
@@ -78,7 +75,7 @@ def gold_loss(teacher_tok, student_tok, kd: KDConfig, t: dict, s: dict) -> torch
         uld_skip_teacher_eos=False,
         beta=kd.beta,
     )
-    loss = ULDLoss(config, student_tokenizer=student_tok, teacher_tokenizer=teacher_tok)
+    loss = trl_gold.ULDLoss(config, student_tokenizer=student_tok, teacher_tokenizer=teacher_tok)
     args = (s["logits"], t["logits"], s["labels"], t["labels"], s["ids"], t["ids"])
     return loss(*args, student_byte_offsets=s["offsets"], teacher_byte_offsets=t["offsets"])
 
@@ -95,10 +92,10 @@ CASES = [
 
 
 @pytest.mark.parametrize("kd", CASES, ids=lambda kd: f"{kd.divergence}-{kd.uld_merge}-b{kd.beta}-t{kd.tau}")
-def test_value_and_student_gradient_equal_gold(kd, smollm2_tokenizer, wordnet_bpe):
+def test_value_and_student_gradient_equal_gold(kd, smollm2_tokenizer, wordnet_bpe, trl_gold):
     gen = torch.Generator().manual_seed(0)
-    t = gold_side(smollm2_tokenizer, gen, len(smollm2_tokenizer))
-    s = gold_side(wordnet_bpe, gen, len(wordnet_bpe))
+    t = gold_side(trl_gold, smollm2_tokenizer, gen, len(smollm2_tokenizer))
+    s = gold_side(trl_gold, wordnet_bpe, gen, len(wordnet_bpe))
     aligned = [align_text(text, smollm2_tokenizer, wordnet_bpe)[2] for text in TEXTS]
     student = our_side(s, [a.student for a in aligned], kd.uld_merge)
     teacher = our_side(t, [a.teacher for a in aligned], kd.uld_merge)
@@ -107,7 +104,7 @@ def test_value_and_student_gradient_equal_gold(kd, smollm2_tokenizer, wordnet_bp
     s["logits"].requires_grad_(True)
     ours = uld_loss(student, teacher, kd, match)
     (ours_grad,) = torch.autograd.grad(ours, s["logits"])
-    theirs = gold_loss(smollm2_tokenizer, wordnet_bpe, kd, t, s)
+    theirs = gold_loss(trl_gold, smollm2_tokenizer, wordnet_bpe, kd, t, s)
     (theirs_grad,) = torch.autograd.grad(theirs, s["logits"])
 
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-9)
@@ -116,7 +113,7 @@ def test_value_and_student_gradient_equal_gold(kd, smollm2_tokenizer, wordnet_bp
     assert ours_grad.abs().sum() > 0
 
 
-def test_the_batch_contract_gives_gold_bayesian_without_a_prompt(smollm2_tokenizer, wordnet_bpe):
+def test_the_batch_contract_gives_gold_bayesian_without_a_prompt(smollm2_tokenizer, wordnet_bpe, trl_gold):
     # GOLD's "bayesian" merge skips the unscorable leading span when the text starts at position 0,
     # as target_spans does; the batch's labels are the targets of merge=last.
     batch = cross_tokenizer_batch(TEXTS, smollm2_tokenizer, wordnet_bpe)
@@ -135,7 +132,7 @@ def test_the_batch_contract_gives_gold_bayesian_without_a_prompt(smollm2_tokeniz
     ours = uld_loss(student, teacher, kd, VocabMatch.of(smollm2_tokenizer, wordnet_bpe))
 
     def gold(tok, ids, mask, logits) -> dict:
-        offs = [o for _, o in encode_with_byte_offsets(tok.backend_tokenizer, TEXTS)]
+        offs = [o for _, o in trl_gold.encode_with_byte_offsets(tok.backend_tokenizer, TEXTS)]
         offsets = torch.zeros(*ids.shape, 2, dtype=torch.long)
         for b, o in enumerate(offs):
             offsets[b, : len(o)] = torch.tensor(o)
@@ -148,7 +145,7 @@ def test_the_batch_contract_gives_gold_bayesian_without_a_prompt(smollm2_tokeniz
 
     s = gold(wordnet_bpe, batch["input_ids"], batch["attention_mask"], s_logits)
     t = gold(smollm2_tokenizer, batch["teacher_input_ids"], batch["teacher_attention_mask"], t_logits)
-    theirs = gold_loss(smollm2_tokenizer, wordnet_bpe, kd, t, s)
+    theirs = gold_loss(trl_gold, smollm2_tokenizer, wordnet_bpe, kd, t, s)
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-9)
     torch.testing.assert_close(
         torch.autograd.grad(ours, s_logits)[0],
