@@ -3,7 +3,8 @@
 Cross-tokenizer distillation needs a student tokenizer that differs from the teacher's. This one is
 trained by the project itself with the ``tokenizers`` library on the WordNet glosses and example
 sentences (``wordnet-corpus`` asset), so no hub is needed. BPE training has no randomness: the same
-corpus, vocabulary size and ``tokenizers`` version give the same merges, whatever the thread count.
+corpus, vocabulary size and ``tokenizers`` version give the same merges (tokenizers 0.23.3: the same
+file with 1 and 2 threads, ``RAYON_NUM_THREADS``).
 The result is cached as ``$DSKD_HOME/cache/bpe/<key>/tokenizer.json``, keyed by those inputs.
 
 Like SmolLM2's, the pre-tokenizer is GPT-2's ByteLevel without a prefix space, so every text
