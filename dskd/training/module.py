@@ -252,6 +252,7 @@ class DistillationModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._val_sums = None
+        self._val_sense: dict[str, torch.Tensor] | None = None
 
     def validation_step(self, batch: TokenBatch, batch_idx: int) -> None:
         self._place_teacher()
@@ -263,6 +264,26 @@ class DistillationModule(pl.LightningModule):
             teacher, h_s, self.student.get_output_embeddings(), batch["labels"], mask
         )
         self._val_sums = sums if self._val_sums is None else self._val_sums + sums
+        if self.settings.method == "dskd" and "sense_pos" in batch:
+            self._add_val_sense(batch, teacher, h_s, mask)
+
+    def _add_val_sense(
+        self, batch: SenseBatch, teacher: TeacherReading, h_s: torch.Tensor, mask: torch.Tensor
+    ) -> None:
+        """Add the held-out batch's sense loss and diagnostics to the epoch's sums (logged as
+        ``val/sense*``, means over the validation batches)."""
+        self._place_senses()
+        h = self.projection(h_s) if self.projection is not None else h_s
+        h_t = self.signals.data.sense_states(teacher, batch)
+        sense = sense_loss(
+            h, h_t, batch, self.senses.lookup, self.settings.loss.sense, margin=self.sense_margin
+        )
+        logs = {k.replace("train/", "val/", 1): v for k, v in _sense_logs(sense, batch, mask).items()}
+        logs["val/batches"] = torch.ones((), device=h.device)
+        if self._val_sense is None:
+            self._val_sense = {k: v.detach().float() for k, v in logs.items()}
+        else:
+            self._val_sense = {k: v + logs[k].detach().float() for k, v in self._val_sense.items()}
 
     def on_validation_epoch_end(self) -> None:
         if self._val_sums is None:
@@ -283,6 +304,14 @@ class DistillationModule(pl.LightningModule):
             batch_size=1,
             sync_dist=True,  # already reduced: every process holds the same values
         )
+        if self._val_sense is not None:
+            names = list(self._val_sense)
+            summed = self.trainer.strategy.reduce(
+                torch.stack(list(self._val_sense.values())), reduce_op="sum"
+            )
+            means = dict(zip(names, (summed / summed[names.index("val/batches")]).tolist(), strict=True))
+            del means["val/batches"]
+            self.log_dict(means, on_epoch=True, batch_size=1, sync_dist=True)
 
     # ------------------------------------------------------------------ optimisation
 

@@ -176,6 +176,22 @@ def test_dskd_run_logs_every_component_and_wandb_offline(run_tmp, teacher_dir, m
     assert len(wandb_runs) == 1
 
 
+def test_dskd_run_logs_the_teacher_relative_diagnostics_in_training_and_validation(run_tmp, teacher_dir):
+    over = {"trainer.max_steps": 2, "loss.sense.hinge": "teacher", "loss.sense.pull_floor": True}
+    cfg = tiny_config(run_tmp, teacher_dir, "dskd", over)
+    m = train(cfg, datamodule=random_batches(n=4), export=False)["metrics"]
+    for split in ("train", "val"):
+        for key in ("hinge_active", "hinge_active_teacher", "pull_active", "pos_distance_ratio"):
+            assert 0 <= m[f"{split}/sense_diag/{key}"] < math.inf, (split, key)
+        assert m[f"{split}/sense_diag/hinge_active_teacher"] == 0.0  # teacher-relative: never at the teacher
+        assert (
+            m[f"{split}/sense_diag/pos_distance_ratio"] > 0
+            and m[f"{split}/sense_diag/neg_distance_ratio"] > 0
+        )
+    assert m["val/sense"] == pytest.approx(m["val/sense_pos"] + m["val/sense_neg"] + m["val/sense_rand"])
+    assert m["val/sense"] > 0 and "val/batches" not in m
+
+
 def test_resume_reproduces_the_uninterrupted_run(run_tmp, teacher_dir):
     class Crash(pl.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
