@@ -72,8 +72,8 @@ def preset_dir(preset: str, root: Path = PRESETS) -> Path:
 def preset_configs(
     preset: str, seeds: list[int], overrides: list[str], root: Path = PRESETS
 ) -> list[ExperimentConfig]:
-    """The KD, DSKD (and DSKD+, DSKD+ pull-only where the preset has their YAML file) config of every seed (KD first),
-    each validated."""
+    """The KD, DSKD (and DSKD+, DSKD+ pull-only where the preset has their YAML files) config of
+    every seed (KD first), each validated."""
     path = preset_dir(preset, root)
     variants = [*METHODS, *(v for v in OPTIONAL_VARIANTS if (path / f"{v}.yaml").is_file())]
     return [load_config(path / f"{v}.yaml", [*overrides, f"seed={s}"]) for s in seeds for v in variants]
