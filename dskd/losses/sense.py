@@ -175,9 +175,11 @@ def _diagnostics(
     widths: tuple[int, int],
     cfg: SenseLossConfig,
     margin: float,
-):
-    """What the P1 terms did in this batch (docs/losses.md, "Reading the diagnostics"); ``widths``:
-    the synonym and antonym columns, which the target's own senses follow in each candidate set."""
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """What the P1 terms did in this batch (docs/losses.md, "Reading the diagnostics"), and of how
+    many entries each value is the mean (the ratios aside: pooled over batches, they are recomputed
+    from the pooled distances); ``widths``: the synonym and antonym columns, which the target's own
+    senses follow in each candidate set."""
     syn_width, ant_width = widths
     own_in_neg = cfg.own_senses_in_negatives
     with torch.no_grad():
@@ -195,7 +197,17 @@ def _diagnostics(
             "student_mse_neg": _mean_over(neg.mse.detach(), neg_sel),
             "teacher_mse_neg": _mean_over(neg.teacher_mse, neg_sel),
         }
-        return {
+        counts = {
+            "hinge_active": (student.over & on).sum(),
+            "hinge_active_teacher": (teacher.over & on).sum(),
+            **dict.fromkeys(
+                ("pull_active", "own_in_positives", "student_mse_pos", "teacher_mse_pos"), pos_sel.sum()
+            ),
+            **dict.fromkeys(("own_in_negatives", "student_mse_neg", "teacher_mse_neg"), neg_sel.sum()),
+            **dict.fromkeys(("syn_row_fraction", "ant_row_fraction", "selections_coincide"), on1.sum()),
+            "margin": on1.new_ones((), dtype=torch.long),
+        }
+        values = {
             "hinge_active": _fraction(student.active, student.over & on),
             "hinge_active_teacher": _fraction(teacher.active, teacher.over & on),
             "pull_active": _fraction(pos.mse.detach() > pos.teacher_mse, pos_sel),
@@ -211,6 +223,7 @@ def _diagnostics(
             "neg_distance_ratio": _ratio(means["student_mse_neg"], means["teacher_mse_neg"]),
             "margin": torch.tensor(float(margin), dtype=torch.float32, device=on1.device),
         }
+        return values, {k: n.float() for k, n in counts.items()}
 
 
 def sense_loss(
@@ -236,8 +249,9 @@ def sense_loss(
 
     Returns ``total`` (= ``pos + neg + rand``, each the mean over sequences of that part's terms
     divided by the sequence's number of terms), for logging ``n_pos_candidates`` /
-    ``n_neg_candidates`` (mean number of candidate rows per P1 position), and ``diagnostics``: a
-    dict of detached scalars saying how much each P1 term acted (see ``_diagnostics``).
+    ``n_neg_candidates`` (mean number of candidate rows per P1 position), ``diagnostics``: a
+    dict of detached scalars saying how much each P1 term acted (see ``_diagnostics``), and
+    ``diagnostic_counts``: of how many entries each of them is the mean (to pool them over batches).
     """
     _check_inputs(h_student, h_teacher, batch)
     margin = cfg.margin if margin is None else margin
@@ -294,5 +308,5 @@ def sense_loss(
     out["n_pos_candidates"] = (pos.rows_per_column.sum(-1) * on1).sum().float() / n_p1
     out["n_neg_candidates"] = (neg.rows_per_column.sum(-1) * on1).sum().float() / n_p1
     widths = (batch["syn_keys"].shape[-1], batch["ant_keys"].shape[-1])
-    out["diagnostics"] = _diagnostics(pos, neg, on1, widths, cfg, margin)
+    out["diagnostics"], out["diagnostic_counts"] = _diagnostics(pos, neg, on1, widths, cfg, margin)
     return out

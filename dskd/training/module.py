@@ -271,19 +271,18 @@ class DistillationModule(pl.LightningModule):
         self, batch: SenseBatch, teacher: TeacherReading, h_s: torch.Tensor, mask: torch.Tensor
     ) -> None:
         """Add the held-out batch's sense loss and diagnostics to the epoch's sums (logged as
-        ``val/sense*``, means over the validation batches)."""
+        ``val/sense*`` by :func:`_pooled_val_sense`)."""
         self._place_senses()
         h = self.projection(h_s) if self.projection is not None else h_s
         h_t = self.signals.data.sense_states(teacher, batch)
         sense = sense_loss(
             h, h_t, batch, self.senses.lookup, self.settings.loss.sense, margin=self.sense_margin
         )
-        logs = {k.replace("train/", "val/", 1): v for k, v in _sense_logs(sense, batch, mask).items()}
-        logs["val/batches"] = torch.ones((), device=h.device)
+        sums = _val_sense_sums(sense, batch, mask)
         if self._val_sense is None:
-            self._val_sense = {k: v.detach().float() for k, v in logs.items()}
+            self._val_sense = sums
         else:
-            self._val_sense = {k: v + logs[k].detach().float() for k, v in self._val_sense.items()}
+            self._val_sense = {k: v + sums[k] for k, v in self._val_sense.items()}
 
     def on_validation_epoch_end(self) -> None:
         if self._val_sums is None:
@@ -309,9 +308,8 @@ class DistillationModule(pl.LightningModule):
             summed = self.trainer.strategy.reduce(
                 torch.stack(list(self._val_sense.values())), reduce_op="sum"
             )
-            means = dict(zip(names, (summed / summed[names.index("val/batches")]).tolist(), strict=True))
-            del means["val/batches"]
-            self.log_dict(means, on_epoch=True, batch_size=1, sync_dist=True)
+            pooled = _pooled_val_sense(dict(zip(names, summed.tolist(), strict=True)))
+            self.log_dict(pooled, on_epoch=True, batch_size=1, sync_dist=True)
 
     # ------------------------------------------------------------------ optimisation
 
@@ -368,3 +366,38 @@ def _sense_logs(sense: dict[str, Any], batch: SenseBatch, mask: torch.Tensor) ->
     n_valid = mask.sum().clamp(min=1)
     logs["train/neighbour_fraction"] = batch["n_neighbour_positions"].sum().float() / n_valid
     return logs
+
+
+def _val_sense_sums(sense: dict[str, Any], batch: SenseBatch, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A held-out batch's share of the validation sense logs: the loss values once (``batches``
+    counts them) and each diagnostic times the number of entries it is the mean of (that number
+    under ``n/<name>``); the distance ratios are left to :func:`_pooled_val_sense`."""
+    counts = sense["diagnostic_counts"]
+    sums = {"batches": torch.ones((), device=sense["total"].device)}
+    for key, value in _sense_logs(sense, batch, mask).items():
+        name, value = key.removeprefix("train/sense_diag/"), value.detach().float()
+        if name == key:
+            sums[key.replace("train/", "val/", 1)] = value
+        elif name in counts:
+            sums[f"val/sense_diag/{name}"] = value * counts[name]
+            sums[f"n/{name}"] = counts[name]
+    return sums
+
+
+def _pooled_val_sense(sums: dict[str, float]) -> dict[str, float]:
+    """The validation sense logs from the summed :func:`_val_sense_sums` of all held-out batches:
+    the loss values are means over the batches, each diagnostic the mean over all its entries (as if
+    the held-out set were one batch), and the distance ratios the ratios of the pooled distances."""
+    out = {}
+    for key, total in sums.items():
+        name = key.removeprefix("val/sense_diag/")
+        if key.startswith("val/"):
+            n = sums[f"n/{name}"] if name != key else sums["batches"]
+            out[key] = total / n if n > 0 else 0.0
+    for side in ("pos", "neg"):
+        student, teacher = (
+            out[f"val/sense_diag/student_mse_{side}"],
+            out[f"val/sense_diag/teacher_mse_{side}"],
+        )
+        out[f"val/sense_diag/{side}_distance_ratio"] = student / teacher if teacher > 0 else 0.0
+    return out

@@ -331,6 +331,7 @@ def reference_diagnostics(hs, ht, batch, table, cfg) -> dict[str, float]:
                 counts["pull"] += name == "pos" and s > t_
         hinges["student"] += active(hs[b, p], ht[b, p], pos_set, neg_set)
         hinges["teacher"] += active(ht[b, p], ht[b, p], pos_set, neg_set)
+    counts["hinge_active"], counts["hinge_active_teacher"] = len(hinges["student"]), len(hinges["teacher"])
     return {
         "hinge_active": sum(hinges["student"]) / len(hinges["student"]),
         "hinge_active_teacher": sum(hinges["teacher"]) / len(hinges["teacher"]),
@@ -347,7 +348,7 @@ def reference_diagnostics(hs, ht, batch, table, cfg) -> dict[str, float]:
         "student_mse_neg": sums["s_neg"] / counts["neg"],
         "teacher_mse_neg": sums["t_neg"] / counts["neg"],
         "margin": cfg.margin,
-    }
+    }, counts
 
 
 @pytest.mark.parametrize("widths", [(3, 3), (5, 3), (3, 5)])  # synonym and antonym slots
@@ -371,11 +372,22 @@ def test_diagnostics_match_a_per_position_loop(switches, seed, widths):
     for name in ("syn", "ant"):  # a neighbour equal to the target would tie with its own senses
         batch[f"{name}_mask"] &= batch[f"{name}_keys"] != targets
     cfg = SenseLossConfig(**{"kappa": 2, "margin": 2.5, **switches})
-    got = sense_loss(hs, ht, batch, TableLookup(table, K, D, N_KEYS), cfg)["diagnostics"]
-    want = reference_diagnostics(hs, ht, batch, table, cfg)
+    out = sense_loss(hs, ht, batch, TableLookup(table, K, D, N_KEYS), cfg)
+    got, got_counts = out["diagnostics"], out["diagnostic_counts"]
+    want, counts = reference_diagnostics(hs, ht, batch, table, cfg)
     assert set(got) == set(want)
     for name, value in want.items():
         assert got[name].item() == pytest.approx(value, rel=1e-5, abs=1e-6), name
+    # of how many entries each value is the mean (validation pools them over batches with these)
+    assert set(got_counts) == set(got) - {"pos_distance_ratio", "neg_distance_ratio"}
+    for name, ref in (
+        ("hinge_active", "hinge_active"),
+        ("hinge_active_teacher", "hinge_active_teacher"),
+        ("student_mse_pos", "pos"),
+        ("own_in_negatives", "neg"),
+        ("ant_row_fraction", "p1"),
+    ):
+        assert got_counts[name].item() == counts[ref], name  # fmt: skip
     assert want["hinge_active"] > 0 and want["own_in_positives"] > 0  # the problem exercises both
 
 

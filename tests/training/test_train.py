@@ -14,11 +14,14 @@ import torch
 
 from dskd.core.errors import DSKDError, TrainingInterrupted
 from dskd.core.trusted_load import read_checkpoint
+from dskd.losses.config import SenseLossConfig
+from dskd.losses.sense import sense_loss
 from dskd.models.loading import load_causal_lm
 from dskd.models.student import build_projection, build_student
 from dskd.senses import SenseDictionary
-from dskd.training.module import DistillationModule, DistillationParts
+from dskd.training.module import DistillationModule, DistillationParts, _pooled_val_sense, _val_sense_sums
 from dskd.training.run import train
+from tests.losses.test_sense import N_KEYS, D, K, TableLookup, _problem
 from tests.sections import settings_of
 
 from .tinyrun import (
@@ -190,6 +193,31 @@ def test_dskd_run_logs_the_teacher_relative_diagnostics_in_training_and_validati
         )
     assert m["val/sense"] == pytest.approx(m["val/sense_pos"] + m["val/sense_neg"] + m["val/sense_rand"])
     assert m["val/sense"] > 0 and "val/batches" not in m
+
+
+@pytest.mark.parametrize("hinge", ["absolute", "teacher", "triplet"])
+def test_validation_pools_the_sense_diagnostics_as_one_batch_of_every_held_out_position(hinge):
+    """Pooled over two halves of a batch, the validation diagnostics are those of the whole batch
+    (a mean of per-batch fractions would weight a half without negatives like one with many)."""
+    hs, ht, batch, table = _problem(0)
+    batch["n_neighbour_positions"] = batch["sense_pos_mask"].sum(1)
+    mask = batch["labels"] != -100
+    lookup, cfg = TableLookup(table, K, D, N_KEYS), SenseLossConfig(kappa=2, margin=2.5, hinge=hinge)
+    halves = [slice(0, 1), slice(1, None)]  # unequal halves
+    sums = [
+        _val_sense_sums(
+            sense_loss(hs[h], ht[h], {k: v[h] for k, v in batch.items()}, lookup, cfg), batch, mask
+        )
+        for h in halves
+    ]
+    pooled = _pooled_val_sense({k: (sums[0][k] + sums[1][k]).item() for k in sums[0]})
+    whole = sense_loss(hs, ht, batch, lookup, cfg)["diagnostics"]
+    assert {k.removeprefix("val/sense_diag/") for k in pooled if k.startswith("val/sense_diag/")} == set(
+        whole
+    )
+    for name, value in whole.items():
+        assert pooled[f"val/sense_diag/{name}"] == pytest.approx(value.item(), rel=1e-5), name
+    assert pooled["val/sense_diag/hinge_active"] > 0
 
 
 def test_resume_reproduces_the_uninterrupted_run(run_tmp, teacher_dir):
