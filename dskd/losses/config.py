@@ -21,6 +21,9 @@ ULD_NOT_WIRED = (
     "(loss.kd.divergence={divergence}); use a same-vocabulary divergence (forward_kl, ...)."
 )
 """The one-line refusal of a training run with a ULD divergence, until the step is wired."""
+Hinge = Literal["absolute", "teacher", "triplet"]
+HINGES: tuple[str, ...] = get_args(Hinge)
+"""Forms of the sense loss's push term (docs/losses.md, "Teacher-relative terms")."""
 SAMPLED_DIVERGENCES: tuple[str, ...] = ("forward_kl",)
 """Divergences that tokens sampled from the teacher estimate without bias (dskd.losses.sampled)."""
 
@@ -88,13 +91,24 @@ class SenseLossConfig:
     """Weight of the pull toward synonyms' senses."""
     w_neg: float = ranged(1.0, ge=0)
     """Weight of the hinge push away from antonyms' senses."""
+    hinge: Hinge = "absolute"
+    """Form of the push term, per selected antonym row a (docs/losses.md): absolute: max(0, mu -
+    MSE_S(a)) (the paper) | teacher: max(0, MSE_T(a) - teacher_slack - MSE_S(a)), the student kept at
+    least as far from a as the teacher (0 at the teacher's state) | triplet: per position max(0, mu +
+    mean_P MSE_S(p) - mean_N MSE_S(a)) (not 0 at the teacher's state in general)."""
+    teacher_slack: float = ranged(0.0, ge=0)
+    """delta of hinge=teacher, in MSE units: how much closer to an antonym row than the teacher the
+    student may come before the hinge acts."""
+    pull_floor: bool = False
+    """Floor the pull at the teacher's distance: per positive row max(0, MSE_S(p) - MSE_T(p)), so the
+    pull stops where the teacher stands (false: MSE_S(p), the paper)."""
     margin: float = ranged(1.0, ge=0)
-    """mu of the hinge max(0, mu - MSE), in MSE units (ignored when margin_quantile is set)."""
+    """mu of the absolute and triplet hinges, in MSE units (ignored when margin_quantile is set)."""
     margin_quantile: float | None = ranged(None, ge=0, le=1)
     """When set (0..1), mu is this quantile of the MSE between a teacher state and the nearest sense
     of an unrelated (random other) key, measured when the sense dictionary was built: antonym senses
     are pushed at least as far as a q-typical unrelated word, on the teacher's hidden-state scale
-    (DSKD+; null: the absolute margin, as in the paper)."""
+    (the first DSKD+; null: the absolute margin, as in the paper)."""
     own_senses_in_negatives: bool = True
     """Add the target's own senses to the negative candidates (released code does)."""
     positives: bool = True
@@ -106,6 +120,10 @@ class SenseLossConfig:
 
     def __post_init__(self) -> None:  # also built in code for dskd.losses.sense
         check_fields(self, "loss.sense.")
+        if self.hinge not in HINGES:
+            raise ConfigError(
+                f"loss.sense.hinge={self.hinge!r} is not known; choose one of {', '.join(HINGES)}."
+            )
 
 
 @dataclass

@@ -8,6 +8,11 @@ hidden state is pulled toward the positives and pushed (hinge) away from the neg
 
     l_p = w_pos * mean_{s in P} MSE(H_S[p], s) + w_neg * mean_{a in N} max(0, margin - MSE(H_S[p], a))
 
+Beside the paper's (``hinge: absolute``) the push can be teacher-relative (``hinge: teacher``:
+``max(0, MSE(H_T[p], a) - slack - MSE(H_S[p], a))`` per row a) or a triplet (``hinge: triplet``:
+``max(0, margin + mean_P MSE(H_S[p], s) - mean_N MSE(H_S[p], a))`` per position, counted where both
+``P`` and ``N`` hold rows), and ``pull_floor`` floors the pull at the teacher's distance
+(``max(0, MSE(H_S[p], s) - MSE(H_T[p], s))``); docs/losses.md, "Teacher-relative terms".
 An empty ``P`` or ``N`` drops its term (a P1 position without any candidate counts as a 0 term).
 For each P2 position, ``l_p`` is the mean MSE to the ``kappa`` rows of ``D[t]`` nearest to the
 teacher's state, and 0 (still counted) when ``t`` has no senses or no target.
@@ -60,7 +65,8 @@ class Nearest(NamedTuple):
     selected: torch.Tensor
     """``[B, M, kappa']`` which slots hold a row."""
     teacher_mse: torch.Tensor
-    """``[B, M, kappa']`` MSE of the teacher's state to each selected row (constant)."""
+    """``[B, M, kappa']`` MSE of the teacher's state to each selected row (constant; computed as
+    ``mse`` is, so a student state equal to the teacher's gives exactly ``mse``; 0 where unselected)."""
     column: torch.Tensor
     """``[B, M, kappa']`` the candidate column (index into ``C``) each selected row comes from."""
     rows_per_column: torch.Tensor
@@ -106,7 +112,8 @@ def _nearest_mse(
         flat = torch.cat([senses.reshape(n * k, d), senses.new_zeros(1, d)])  # last row: none selected
         rows = flat[torch.where(selected, row_of.gather(2, nearest), n * k)]  # [B, M, kappa', d]
         rows_per_column = torch.isfinite(full).view(B, M, C, k).sum(-1)
-        teacher_mse = torch.where(selected, nearest_dist.clamp_min(0) / d, torch.zeros_like(nearest_dist))
+        teacher_mse = (h_t.float().unsqueeze(2) - rows).square().mean(-1)
+        teacher_mse = torch.where(selected, teacher_mse, torch.zeros_like(teacher_mse))
     mse = (h_s.unsqueeze(2) - rows).square().mean(-1)
     return Nearest(mse, selected, teacher_mse, nearest // k, rows_per_column)
 
@@ -125,12 +132,56 @@ def _mean_over(x: torch.Tensor, over: torch.Tensor) -> torch.Tensor:
     return torch.where(over, x, torch.zeros_like(x)).sum() / over.sum().clamp(min=1)
 
 
+class Push(NamedTuple):
+    """The push term of each P1 position and where its hinge acts."""
+
+    term: torch.Tensor
+    """``[B, M]`` the position's push term (before ``w_neg``)."""
+    active: torch.Tensor
+    """Where a hinge is active: ``[B, M, kappa']`` per negative row, or ``[B, M]`` for the triplet."""
+    over: torch.Tensor
+    """Which entries of ``active`` are hinge terms (selected rows; triplet: positions with P and N)."""
+
+
+def _push(pos: Nearest, neg: Nearest, cfg: SenseLossConfig, margin: float, at_teacher: bool = False) -> Push:
+    """The ``cfg.hinge`` push of each position, at the student's states (or, ``at_teacher``, at the
+    teacher's, for the diagnostics)."""
+    pos_mse, neg_mse = (pos.teacher_mse, neg.teacher_mse) if at_teacher else (pos.mse, neg.mse)
+    if cfg.hinge == "triplet":
+        both = pos.selected.any(-1) & neg.selected.any(-1)
+        gap = margin + _masked_mean(pos_mse, pos.selected) - _masked_mean(neg_mse, neg.selected)
+        return Push(torch.where(both, torch.relu(gap), torch.zeros_like(gap)), gap > 0, both)
+    floor = neg.teacher_mse - cfg.teacher_slack if cfg.hinge == "teacher" else margin
+    gap = floor - neg_mse
+    return Push(_masked_mean(torch.relu(gap), neg.selected), gap > 0, neg.selected)
+
+
+def _pull(pos: Nearest, cfg: SenseLossConfig) -> torch.Tensor:
+    """The pull of each position (before ``w_pos``): the mean over its positive rows of the MSE,
+    floored at the teacher's with ``cfg.pull_floor``."""
+    rows = torch.relu(pos.mse - pos.teacher_mse) if cfg.pull_floor else pos.mse
+    return _masked_mean(rows, pos.selected)
+
+
+def _ratio(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a / b``, 0 where ``b`` is 0 (nothing selected)."""
+    return torch.where(b > 0, a / b.clamp_min(torch.finfo(b.dtype).tiny), torch.zeros_like(a))
+
+
 def _diagnostics(
-    pos: Nearest, neg: Nearest, on1: torch.Tensor, widths: tuple[int, int], margin: float, own_in_neg: bool
-):
-    """What the P1 terms did in this batch (docs/losses.md, "Reading the diagnostics"); ``widths``:
-    the synonym and antonym columns, which the target's own senses follow in each candidate set."""
+    pos: Nearest,
+    neg: Nearest,
+    on1: torch.Tensor,
+    widths: tuple[int, int],
+    cfg: SenseLossConfig,
+    margin: float,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """What the P1 terms did in this batch (docs/losses.md, "Reading the diagnostics"), and of how
+    many entries each value is the mean (the ratios aside: pooled over batches, they are recomputed
+    from the pooled distances); ``widths``: the synonym and antonym columns, which the target's own
+    senses follow in each candidate set."""
     syn_width, ant_width = widths
+    own_in_neg = cfg.own_senses_in_negatives
     with torch.no_grad():
         pos_sel, neg_sel = pos.selected & on1.unsqueeze(-1), neg.selected & on1.unsqueeze(-1)
         pos_own = pos.column == syn_width
@@ -138,8 +189,28 @@ def _diagnostics(
         only_own = (
             pos_sel.any(-1) & neg_sel.any(-1) & (pos_own | ~pos_sel).all(-1) & (neg_own | ~neg_sel).all(-1)
         )
-        return {
-            "hinge_active": _fraction(neg.mse.detach() < margin, neg_sel),
+        student, teacher = _push(pos, neg, cfg, margin), _push(pos, neg, cfg, margin, at_teacher=True)
+        on = on1 if cfg.hinge == "triplet" else on1.unsqueeze(-1)
+        means = {
+            "student_mse_pos": _mean_over(pos.mse.detach(), pos_sel),
+            "teacher_mse_pos": _mean_over(pos.teacher_mse, pos_sel),
+            "student_mse_neg": _mean_over(neg.mse.detach(), neg_sel),
+            "teacher_mse_neg": _mean_over(neg.teacher_mse, neg_sel),
+        }
+        counts = {
+            "hinge_active": (student.over & on).sum(),
+            "hinge_active_teacher": (teacher.over & on).sum(),
+            **dict.fromkeys(
+                ("pull_active", "own_in_positives", "student_mse_pos", "teacher_mse_pos"), pos_sel.sum()
+            ),
+            **dict.fromkeys(("own_in_negatives", "student_mse_neg", "teacher_mse_neg"), neg_sel.sum()),
+            **dict.fromkeys(("syn_row_fraction", "ant_row_fraction", "selections_coincide"), on1.sum()),
+            "margin": on1.new_ones((), dtype=torch.long),
+        }
+        values = {
+            "hinge_active": _fraction(student.active, student.over & on),
+            "hinge_active_teacher": _fraction(teacher.active, teacher.over & on),
+            "pull_active": _fraction(pos.mse.detach() > pos.teacher_mse, pos_sel),
             "syn_row_fraction": _fraction(pos.rows_per_column[..., :syn_width].sum(-1) > 0, on1),
             "ant_row_fraction": _fraction(neg.rows_per_column[..., :ant_width].sum(-1) > 0, on1),
             "own_in_positives": _fraction(pos_own, pos_sel),
@@ -147,12 +218,12 @@ def _diagnostics(
             "selections_coincide": _fraction(only_own, on1)
             if own_in_neg
             else on1.new_zeros((), dtype=torch.float),
-            "student_mse_pos": _mean_over(pos.mse.detach(), pos_sel),
-            "teacher_mse_pos": _mean_over(pos.teacher_mse, pos_sel),
-            "student_mse_neg": _mean_over(neg.mse.detach(), neg_sel),
-            "teacher_mse_neg": _mean_over(neg.teacher_mse, neg_sel),
+            **means,
+            "pos_distance_ratio": _ratio(means["student_mse_pos"], means["teacher_mse_pos"]),
+            "neg_distance_ratio": _ratio(means["student_mse_neg"], means["teacher_mse_neg"]),
             "margin": torch.tensor(float(margin), dtype=torch.float32, device=on1.device),
         }
+        return values, {k: n.float() for k, n in counts.items()}
 
 
 def sense_loss(
@@ -172,13 +243,15 @@ def sense_loss(
             :class:`~dskd.batch.SenseSample` keys (P1 and P2 positions, synonym and antonym keys).
         lookup: the sense dictionary's lookup (e.g. ``SenseDictionary.lookup``).
         cfg: switches and weights; ``cfg.weight`` (lambda) is *not* applied here.
-        margin: the hinge margin mu in MSE units (default ``cfg.margin``; a calibrated margin is
-            resolved by the caller, see :func:`dskd.senses.calibrated_margin`).
+        margin: the margin mu of the absolute and triplet hinges in MSE units (default
+            ``cfg.margin``; a calibrated margin is resolved by the caller, see
+            :func:`dskd.training.module.sense_margin`).
 
     Returns ``total`` (= ``pos + neg + rand``, each the mean over sequences of that part's terms
     divided by the sequence's number of terms), for logging ``n_pos_candidates`` /
-    ``n_neg_candidates`` (mean number of candidate rows per P1 position), and ``diagnostics``: a
-    dict of detached scalars saying how much each P1 term acted (see ``_diagnostics``).
+    ``n_neg_candidates`` (mean number of candidate rows per P1 position), ``diagnostics``: a
+    dict of detached scalars saying how much each P1 term acted (see ``_diagnostics``), and
+    ``diagnostic_counts``: of how many entries each of them is the mean (to pool them over batches).
     """
     _check_inputs(h_student, h_teacher, batch)
     margin = cfg.margin if margin is None else margin
@@ -201,10 +274,10 @@ def sense_loss(
     pos_term, neg_term = zeros1, zeros1
     pos = _nearest_mse(hs1, ht1, lookup, pos_keys, pos_valid, cfg.kappa)
     if cfg.positives:
-        pos_term = cfg.w_pos * _masked_mean(pos.mse, pos.selected)
+        pos_term = cfg.w_pos * _pull(pos, cfg)
     neg = _nearest_mse(hs1, ht1, lookup, neg_keys, neg_valid, cfg.kappa)
     if cfg.negatives:
-        neg_term = cfg.w_neg * _masked_mean(torch.relu(margin - neg.mse), neg.selected)
+        neg_term = cfg.w_neg * _push(pos, neg, cfg, margin).term
     counted1 = on1 & (cfg.positives or cfg.negatives)
 
     pos2 = batch["rand_pos"].long()
@@ -235,5 +308,5 @@ def sense_loss(
     out["n_pos_candidates"] = (pos.rows_per_column.sum(-1) * on1).sum().float() / n_p1
     out["n_neg_candidates"] = (neg.rows_per_column.sum(-1) * on1).sum().float() / n_p1
     widths = (batch["syn_keys"].shape[-1], batch["ant_keys"].shape[-1])
-    out["diagnostics"] = _diagnostics(pos, neg, on1, widths, margin, cfg.own_senses_in_negatives)
+    out["diagnostics"], out["diagnostic_counts"] = _diagnostics(pos, neg, on1, widths, cfg, margin)
     return out

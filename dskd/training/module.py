@@ -252,6 +252,7 @@ class DistillationModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._val_sums = None
+        self._val_sense: dict[str, torch.Tensor] | None = None
 
     def validation_step(self, batch: TokenBatch, batch_idx: int) -> None:
         self._place_teacher()
@@ -263,6 +264,25 @@ class DistillationModule(pl.LightningModule):
             teacher, h_s, self.student.get_output_embeddings(), batch["labels"], mask
         )
         self._val_sums = sums if self._val_sums is None else self._val_sums + sums
+        if self.settings.method == "dskd" and "sense_pos" in batch:
+            self._add_val_sense(batch, teacher, h_s, mask)
+
+    def _add_val_sense(
+        self, batch: SenseBatch, teacher: TeacherReading, h_s: torch.Tensor, mask: torch.Tensor
+    ) -> None:
+        """Add the held-out batch's sense loss and diagnostics to the epoch's sums (logged as
+        ``val/sense*`` by :func:`_pooled_val_sense`)."""
+        self._place_senses()
+        h = self.projection(h_s) if self.projection is not None else h_s
+        h_t = self.signals.data.sense_states(teacher, batch)
+        sense = sense_loss(
+            h, h_t, batch, self.senses.lookup, self.settings.loss.sense, margin=self.sense_margin
+        )
+        sums = _val_sense_sums(sense, batch, mask)
+        if self._val_sense is None:
+            self._val_sense = sums
+        else:
+            self._val_sense = {k: v + sums[k] for k, v in self._val_sense.items()}
 
     def on_validation_epoch_end(self) -> None:
         if self._val_sums is None:
@@ -283,6 +303,13 @@ class DistillationModule(pl.LightningModule):
             batch_size=1,
             sync_dist=True,  # already reduced: every process holds the same values
         )
+        if self._val_sense is not None:
+            names = list(self._val_sense)
+            summed = self.trainer.strategy.reduce(
+                torch.stack(list(self._val_sense.values())), reduce_op="sum"
+            )
+            pooled = _pooled_val_sense(dict(zip(names, summed.tolist(), strict=True)))
+            self.log_dict(pooled, on_epoch=True, batch_size=1, sync_dist=True)
 
     # ------------------------------------------------------------------ optimisation
 
@@ -339,3 +366,38 @@ def _sense_logs(sense: dict[str, Any], batch: SenseBatch, mask: torch.Tensor) ->
     n_valid = mask.sum().clamp(min=1)
     logs["train/neighbour_fraction"] = batch["n_neighbour_positions"].sum().float() / n_valid
     return logs
+
+
+def _val_sense_sums(sense: dict[str, Any], batch: SenseBatch, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A held-out batch's share of the validation sense logs: the loss values once (``batches``
+    counts them) and each diagnostic times the number of entries it is the mean of (that number
+    under ``n/<name>``); the distance ratios are left to :func:`_pooled_val_sense`."""
+    counts = sense["diagnostic_counts"]
+    sums = {"batches": torch.ones((), device=sense["total"].device)}
+    for key, value in _sense_logs(sense, batch, mask).items():
+        name, value = key.removeprefix("train/sense_diag/"), value.detach().float()
+        if name == key:
+            sums[key.replace("train/", "val/", 1)] = value
+        elif name in counts:
+            sums[f"val/sense_diag/{name}"] = value * counts[name]
+            sums[f"n/{name}"] = counts[name]
+    return sums
+
+
+def _pooled_val_sense(sums: dict[str, float]) -> dict[str, float]:
+    """The validation sense logs from the summed :func:`_val_sense_sums` of all held-out batches:
+    the loss values are means over the batches, each diagnostic the mean over all its entries (as if
+    the held-out set were one batch), and the distance ratios the ratios of the pooled distances."""
+    out = {}
+    for key, total in sums.items():
+        name = key.removeprefix("val/sense_diag/")
+        if key.startswith("val/"):
+            n = sums[f"n/{name}"] if name != key else sums["batches"]
+            out[key] = total / n if n > 0 else 0.0
+    for side in ("pos", "neg"):
+        student, teacher = (
+            out[f"val/sense_diag/student_mse_{side}"],
+            out[f"val/sense_diag/teacher_mse_{side}"],
+        )
+        out[f"val/sense_diag/{side}_distance_ratio"] = student / teacher if teacher > 0 else 0.0
+    return out

@@ -116,6 +116,19 @@ def test_difference_table_hand_computed():
     )
 
 
+def test_dskd_plus_gets_a_second_difference_table_against_its_pull_only_ablation():
+    pull = [
+        item_rec("DSKD+ pull-only", 0, "wic", "acc", [1.0, 1.0, 1.0, 0.0]),
+        item_rec("DSKD+ pull-only", 1, "wic", "acc", [1.0, 1.0, 0.0, 1.0]),
+    ]
+    text = render_markdown(PAIRED + pull, ["teacher", "KD", "DSKD", "DSKD+", "DSKD+ pull-only"])
+    _, _, pair_part = text.partition("### DSKD+ − DSKD+ pull-only")
+    lines = [line for line in pair_part.splitlines() if line.startswith("|")]
+    # DSKD+ equals KD, the pull-only rows equal DSKD's: the negative of DSKD - KD (+0.250 [+0.000, +0.500])
+    assert lines == ["| model | wic acc |", "|---|---|", "| DSKD+ | -0.250 [-0.500, +0.000] |"]
+    assert "DSKD+ pull-only" not in render_markdown(PAIRED)
+
+
 def test_difference_rows_are_plain_strings_for_other_outputs():
     header, rows = difference_rows(PAIRED, baseline="DSKD", n_resamples=100)
     assert header == ["model", "wic acc", "heldout perplexity"]

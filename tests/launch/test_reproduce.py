@@ -3,6 +3,7 @@ presets' 2-process rehearsal: test_rehearsal.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import struct
@@ -44,11 +45,17 @@ def test_every_preset_loads_with_kd_first_and_shared_data():
         kd, dskd, *variants = preset_configs(preset, [0], [])
         assert (kd.method, dskd.method) == ("kd", "dskd")
         assert kd.data == dskd.data and kd.seed == dskd.seed and kd.student == dskd.student
-        assert [v.label for v in variants] == (["DSKD+"] if preset == "tiny" else [])
-    plus = preset_configs("tiny", [0], [])[2]
-    assert plus.method == "dskd" and plus.loss.sense.margin_quantile is not None
+        assert [v.label for v in variants] == (["DSKD+", "DSKD+ pull-only"] if preset == "tiny" else [])
+    plus, pull = preset_configs("tiny", [0], [])[2:]
+    assert plus.method == "dskd" and plus.loss.sense.margin_quantile is None
+    assert plus.loss.sense.hinge == "teacher" and plus.loss.sense.pull_floor and plus.loss.sense.negatives
     assert not plus.loss.sense.own_senses_in_negatives
     assert plus.data.neighbours_with_senses and plus.data.sense_aligned_neighbours
+    assert not pull.loss.sense.negatives and pull.name == "tiny-dskd-plus-pull"
+    assert pull.loss == dataclasses.replace(
+        plus.loss, sense=dataclasses.replace(plus.loss.sense, negatives=False)
+    )
+    assert pull.data == plus.data and pull.student == plus.student
 
 
 def test_a_preset_folder_path_runs_that_folder(tmp_path, monkeypatch):

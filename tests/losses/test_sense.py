@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from dskd.core.errors import DSKDError
+from dskd.core.errors import ConfigError, DSKDError
 from dskd.losses.config import SenseLossConfig
 from dskd.losses.sense import sense_loss
 
@@ -43,6 +43,14 @@ def reference_sense_loss(hs, ht, batch, table, cfg) -> dict[str, torch.Tensor]:
     def senses(key: int) -> list[torch.Tensor]:
         return [table[key]] if key in table else []
 
+    def pull(h_s, h_t, s):
+        return torch.relu(mse(h_s, s) - mse(h_t, s)) if cfg.pull_floor else mse(h_s, s)
+
+    def push(h_s, h_t, a):  # absolute or teacher hinge on one antonym row
+        if cfg.hinge == "teacher":
+            return torch.relu(mse(h_t, a) - cfg.teacher_slack - mse(h_s, a))
+        return torch.relu(cfg.margin - mse(h_s, a))
+
     parts = {"pos": [], "neg": [], "rand": []}
     for b in range(hs.shape[0]):
         terms = []  # (pos, neg, rand) of each counted term
@@ -60,12 +68,13 @@ def reference_sense_loss(hs, ht, batch, table, cfg) -> dict[str, torch.Tensor]:
             neg_set = nearest(ant + own if cfg.own_senses_in_negatives else ant, ht[b, p])
             pos = neg = hs.new_zeros(())
             if cfg.positives and pos_set:
-                pos = cfg.w_pos * torch.stack([mse(hs[b, p], s) for s in pos_set]).mean()
-            if cfg.negatives and neg_set:
-                neg = (
-                    cfg.w_neg
-                    * torch.stack([torch.relu(cfg.margin - mse(hs[b, p], a)) for a in neg_set]).mean()
-                )
+                pos = cfg.w_pos * torch.stack([pull(hs[b, p], ht[b, p], s) for s in pos_set]).mean()
+            if cfg.negatives and cfg.hinge == "triplet" and pos_set and neg_set:
+                near = torch.stack([mse(hs[b, p], s) for s in pos_set]).mean()
+                far = torch.stack([mse(hs[b, p], a) for a in neg_set]).mean()
+                neg = cfg.w_neg * torch.relu(cfg.margin + near - far)
+            elif cfg.negatives and cfg.hinge != "triplet" and neg_set:
+                neg = cfg.w_neg * torch.stack([push(hs[b, p], ht[b, p], a) for a in neg_set]).mean()
             terms.append((pos, neg, hs.new_zeros(())))
         for m in range(batch["rand_pos"].shape[1]):
             if not batch["rand_pos_mask"][b, m] or not cfg.random_positions:
@@ -135,6 +144,12 @@ SWITCHES = [
     {"positives": False, "negatives": False},
     {"kappa": 1, "w_pos": 0.5, "w_neg": 2.0},
     {"kappa": 50},
+    {"hinge": "teacher"},
+    {"hinge": "teacher", "teacher_slack": 0.3, "own_senses_in_negatives": False},
+    {"hinge": "triplet"},
+    {"hinge": "triplet", "positives": False, "kappa": 1},
+    {"pull_floor": True},
+    {"pull_floor": True, "hinge": "teacher", "random_positions": False},
 ]
 
 
@@ -272,7 +287,22 @@ def reference_diagnostics(hs, ht, batch, table, cfg) -> dict[str, float]:
     def nearest(cands, anchor):
         return sorted(cands, key=lambda c: float(torch.linalg.vector_norm(c[0] - anchor)))[: cfg.kappa]
 
-    counts = dict.fromkeys(("p1", "syn", "ant", "coincide", "pos", "pos_own", "neg", "neg_own", "active"), 0)
+    def active(states, h_t, pos_set, neg_set):  # the hinges of one position active at ``states``
+        def mse(h, row):
+            return float(((h - row) ** 2).mean())
+
+        if cfg.hinge == "triplet":
+            if not (pos_set and neg_set):
+                return []
+            near = sum(mse(states, r) for r, _ in pos_set) / len(pos_set)
+            far = sum(mse(states, r) for r, _ in neg_set) / len(neg_set)
+            return [cfg.margin + near - far > 0]
+        if cfg.hinge == "teacher":
+            return [mse(h_t, r) - cfg.teacher_slack - mse(states, r) > 0 for r, _ in neg_set]
+        return [cfg.margin - mse(states, r) > 0 for r, _ in neg_set]
+
+    hinges = {"student": [], "teacher": []}
+    counts = dict.fromkeys(("p1", "syn", "ant", "coincide", "pos", "pos_own", "neg", "neg_own", "pull"), 0)
     sums = dict.fromkeys(("s_pos", "t_pos", "s_neg", "t_neg"), 0.0)
     for b, m in batch["sense_pos_mask"].nonzero().tolist():
         p = int(batch["sense_pos"][b, m])
@@ -298,9 +328,16 @@ def reference_diagnostics(hs, ht, batch, table, cfg) -> dict[str, float]:
                 counts[f"{name}_own"] += tag == "own"
                 sums[f"s_{name}"] += s
                 sums[f"t_{name}"] += t_
-                counts["active"] += name == "neg" and s < cfg.margin
+                counts["pull"] += name == "pos" and s > t_
+        hinges["student"] += active(hs[b, p], ht[b, p], pos_set, neg_set)
+        hinges["teacher"] += active(ht[b, p], ht[b, p], pos_set, neg_set)
+    counts["hinge_active"], counts["hinge_active_teacher"] = len(hinges["student"]), len(hinges["teacher"])
     return {
-        "hinge_active": counts["active"] / counts["neg"],
+        "hinge_active": sum(hinges["student"]) / len(hinges["student"]),
+        "hinge_active_teacher": sum(hinges["teacher"]) / len(hinges["teacher"]),
+        "pull_active": counts["pull"] / counts["pos"],
+        "pos_distance_ratio": sums["s_pos"] / sums["t_pos"],
+        "neg_distance_ratio": sums["s_neg"] / sums["t_neg"],
         "syn_row_fraction": counts["syn"] / counts["p1"],
         "ant_row_fraction": counts["ant"] / counts["p1"],
         "own_in_positives": counts["pos_own"] / counts["pos"],
@@ -311,11 +348,23 @@ def reference_diagnostics(hs, ht, batch, table, cfg) -> dict[str, float]:
         "student_mse_neg": sums["s_neg"] / counts["neg"],
         "teacher_mse_neg": sums["t_neg"] / counts["neg"],
         "margin": cfg.margin,
-    }
+    }, counts
 
 
 @pytest.mark.parametrize("widths", [(3, 3), (5, 3), (3, 5)])  # synonym and antonym slots
-@pytest.mark.parametrize("switches", [{}, {"own_senses_in_negatives": False}, {"kappa": 1}, {"kappa": 50}])
+@pytest.mark.parametrize(
+    "switches",
+    [
+        {},
+        {"own_senses_in_negatives": False},
+        {"kappa": 1},
+        {"kappa": 50},
+        {"hinge": "teacher"},
+        {"hinge": "teacher", "teacher_slack": 0.2},
+        {"hinge": "triplet"},
+    ],
+    ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()) or "default",
+)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_diagnostics_match_a_per_position_loop(switches, seed, widths):
     hs, ht, batch, table = _problem(seed, widths)
@@ -323,11 +372,22 @@ def test_diagnostics_match_a_per_position_loop(switches, seed, widths):
     for name in ("syn", "ant"):  # a neighbour equal to the target would tie with its own senses
         batch[f"{name}_mask"] &= batch[f"{name}_keys"] != targets
     cfg = SenseLossConfig(**{"kappa": 2, "margin": 2.5, **switches})
-    got = sense_loss(hs, ht, batch, TableLookup(table, K, D, N_KEYS), cfg)["diagnostics"]
-    want = reference_diagnostics(hs, ht, batch, table, cfg)
+    out = sense_loss(hs, ht, batch, TableLookup(table, K, D, N_KEYS), cfg)
+    got, got_counts = out["diagnostics"], out["diagnostic_counts"]
+    want, counts = reference_diagnostics(hs, ht, batch, table, cfg)
     assert set(got) == set(want)
     for name, value in want.items():
         assert got[name].item() == pytest.approx(value, rel=1e-5, abs=1e-6), name
+    # of how many entries each value is the mean (validation pools them over batches with these)
+    assert set(got_counts) == set(got) - {"pos_distance_ratio", "neg_distance_ratio"}
+    for name, ref in (
+        ("hinge_active", "hinge_active"),
+        ("hinge_active_teacher", "hinge_active_teacher"),
+        ("student_mse_pos", "pos"),
+        ("own_in_negatives", "neg"),
+        ("ant_row_fraction", "p1"),
+    ):
+        assert got_counts[name].item() == counts[ref], name  # fmt: skip
     assert want["hinge_active"] > 0 and want["own_in_positives"] > 0  # the problem exercises both
 
 
@@ -356,3 +416,52 @@ def test_bf16_true_default_dtype_gives_the_fp32_loss():
         torch.set_default_dtype(default)
     torch.testing.assert_close(got["total"], want["total"])
     assert got["diagnostics"]["margin"].dtype == torch.float32
+
+
+def test_teacher_hinge_and_floored_pull_are_zero_with_zero_gradient_at_the_teacher():
+    """Correct: exactly 0 at the teacher's state; selective: the hinge acts once the student comes
+    closer to an antonym row than the teacher, and the pull once it is farther from a positive row."""
+    hs, ht, batch, table = _problem(0)
+    lookup = TableLookup(table, K, D, N_KEYS)
+    cfg = SenseLossConfig(kappa=2, hinge="teacher", pull_floor=True, random_positions=False)
+    h = ht.clone().requires_grad_(True)
+    out = sense_loss(h, ht, batch, lookup, cfg)
+    (grad,) = torch.autograd.grad(out["total"], [h])
+    assert out["pos"].item() == 0.0 and out["neg"].item() == 0.0 and grad.abs().sum().item() == 0.0
+    diag = out["diagnostics"]
+    assert diag["hinge_active"].item() == diag["hinge_active_teacher"].item() == 0.0
+    assert diag["pull_active"].item() == 0.0 and diag["pos_distance_ratio"].item() == 1.0
+    moved = sense_loss(hs, ht, batch, lookup, cfg)  # the student's own states: both act somewhere
+    assert moved["pos"].item() > 0 and moved["neg"].item() > 0
+    assert 0 < moved["diagnostics"]["hinge_active"].item() < 1
+    assert moved["diagnostics"]["hinge_active_teacher"].item() == 0.0
+
+
+def test_absolute_and_triplet_hinges_act_at_the_teacher_and_say_so():
+    """The paper's hinge and the triplet are not teacher-relative: with a margin above the teacher's
+    distances they act at the teacher's own state, and hinge_active_teacher reports it."""
+    _, ht, batch, table = _problem(1)
+    lookup = TableLookup(table, K, D, N_KEYS)
+    for hinge in ("absolute", "triplet"):
+        out = sense_loss(ht, ht, batch, lookup, SenseLossConfig(kappa=2, margin=2.5, hinge=hinge))
+        assert out["neg"].item() > 0, hinge
+        diag = out["diagnostics"]
+        assert diag["hinge_active_teacher"].item() == diag["hinge_active"].item() > 0, hinge
+
+
+def test_teacher_slack_lets_the_student_come_closer():
+    hs, ht, batch, table = _problem(2)
+    lookup = TableLookup(table, K, D, N_KEYS)
+    negs = [
+        sense_loss(hs, ht, batch, lookup, SenseLossConfig(kappa=2, hinge="teacher", teacher_slack=s))[
+            "neg"
+        ].item()
+        for s in (0.0, 0.5, 1e3)
+    ]
+    assert negs[0] > negs[1] > negs[2] == 0.0
+
+
+@pytest.mark.parametrize(("key", "value"), [("hinge", "relative"), ("teacher_slack", -0.1)])
+def test_bad_hinge_settings_are_refused(key, value):
+    with pytest.raises(ConfigError, match=f"loss.sense.{key}"):
+        SenseLossConfig(**{key: value})

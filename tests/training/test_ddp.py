@@ -46,6 +46,11 @@ def test_two_process_ddp_run(tmp_path, teacher_dir):
     with open(run / "metrics.csv", newline="") as f:
         lrs = {int(r["step"]): float(r["train/lr"]) for r in csv.DictReader(f) if r.get("train/lr")}
     assert lrs[2] == pytest.approx(2 * 1e-3, rel=1e-6)  # lr x world size, of the step after the warm-up step
+    with open(run / "metrics.csv", newline="") as f:
+        held_out = [r for r in csv.DictReader(f) if r.get("val/sense_diag/hinge_active_teacher")]
+    assert held_out and all(
+        0 <= float(r["val/sense_diag/pull_active"]) <= 1 for r in held_out
+    )  # pooled over ranks
 
 
 @pytest.mark.parametrize("mode", [[], ["on-policy"]], ids=["data", "on-policy"])

@@ -14,11 +14,14 @@ import torch
 
 from dskd.core.errors import DSKDError, TrainingInterrupted
 from dskd.core.trusted_load import read_checkpoint
+from dskd.losses.config import SenseLossConfig
+from dskd.losses.sense import sense_loss
 from dskd.models.loading import load_causal_lm
 from dskd.models.student import build_projection, build_student
 from dskd.senses import SenseDictionary
-from dskd.training.module import DistillationModule, DistillationParts
+from dskd.training.module import DistillationModule, DistillationParts, _pooled_val_sense, _val_sense_sums
 from dskd.training.run import train
+from tests.losses.test_sense import N_KEYS, D, K, TableLookup, _problem
 from tests.sections import settings_of
 
 from .tinyrun import (
@@ -174,6 +177,47 @@ def test_dskd_run_logs_every_component_and_wandb_offline(run_tmp, teacher_dir, m
     )
     wandb_runs = list((run_tmp / "runs" / "tiny-dskd" / "seed-0" / "wandb").glob("offline-run-*"))
     assert len(wandb_runs) == 1
+
+
+def test_dskd_run_logs_the_teacher_relative_diagnostics_in_training_and_validation(run_tmp, teacher_dir):
+    over = {"trainer.max_steps": 2, "loss.sense.hinge": "teacher", "loss.sense.pull_floor": True}
+    cfg = tiny_config(run_tmp, teacher_dir, "dskd", over)
+    m = train(cfg, datamodule=random_batches(n=4), export=False)["metrics"]
+    for split in ("train", "val"):
+        for key in ("hinge_active", "hinge_active_teacher", "pull_active", "pos_distance_ratio"):
+            assert 0 <= m[f"{split}/sense_diag/{key}"] < math.inf, (split, key)
+        assert m[f"{split}/sense_diag/hinge_active_teacher"] == 0.0  # teacher-relative: never at the teacher
+        assert (
+            m[f"{split}/sense_diag/pos_distance_ratio"] > 0
+            and m[f"{split}/sense_diag/neg_distance_ratio"] > 0
+        )
+    assert m["val/sense"] == pytest.approx(m["val/sense_pos"] + m["val/sense_neg"] + m["val/sense_rand"])
+    assert m["val/sense"] > 0 and "val/batches" not in m
+
+
+@pytest.mark.parametrize("hinge", ["absolute", "teacher", "triplet"])
+def test_validation_pools_the_sense_diagnostics_as_one_batch_of_every_held_out_position(hinge):
+    """Pooled over two halves of a batch, the validation diagnostics are those of the whole batch
+    (a mean of per-batch fractions would weight a half without negatives like one with many)."""
+    hs, ht, batch, table = _problem(0)
+    batch["n_neighbour_positions"] = batch["sense_pos_mask"].sum(1)
+    mask = batch["labels"] != -100
+    lookup, cfg = TableLookup(table, K, D, N_KEYS), SenseLossConfig(kappa=2, margin=2.5, hinge=hinge)
+    halves = [slice(0, 1), slice(1, None)]  # unequal halves
+    sums = [
+        _val_sense_sums(
+            sense_loss(hs[h], ht[h], {k: v[h] for k, v in batch.items()}, lookup, cfg), batch, mask
+        )
+        for h in halves
+    ]
+    pooled = _pooled_val_sense({k: (sums[0][k] + sums[1][k]).item() for k in sums[0]})
+    whole = sense_loss(hs, ht, batch, lookup, cfg)["diagnostics"]
+    assert {k.removeprefix("val/sense_diag/") for k in pooled if k.startswith("val/sense_diag/")} == set(
+        whole
+    )
+    for name, value in whole.items():
+        assert pooled[f"val/sense_diag/{name}"] == pytest.approx(value.item(), rel=1e-5), name
+    assert pooled["val/sense_diag/hinge_active"] > 0
 
 
 def test_resume_reproduces_the_uninterrupted_run(run_tmp, teacher_dir):
