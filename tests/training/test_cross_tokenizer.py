@@ -32,8 +32,8 @@ SMOKE = [
     "student.num_layers=1",
     "student.hidden_size=64",
     "student.intermediate_size=128",
-    "trainer.max_steps=8",
-    "trainer.checkpoint_every_n_steps=4",  # periodic checkpoints at 4 and 8 only
+    "trainer.max_steps=6",
+    "trainer.checkpoint_every_n_steps=3",  # periodic checkpoints at 3 and 6 only
     "trainer.log_every_n_steps=1",
     "trainer.limit_val_batches=1",
     "logging.wandb=false",
@@ -50,19 +50,19 @@ def _run_dir(root):
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, smollm2_dir, wordnet_bpe):
-    """The 8-step run, uninterrupted, exported."""
+    """The 6-step run, uninterrupted, exported."""
     root = tmp_path_factory.mktemp("xtok-full")
     return root, train(_config(root))
 
 
 def test_a_cross_tokenizer_run_trains_and_logs_ce_and_the_uld_term(full_run):
     root, summary = full_run
-    assert summary["global_step"] == 8 and summary["skipped_steps"] == 0
+    assert summary["global_step"] == 6 and summary["skipped_steps"] == 0
     metrics = summary["metrics"]
     assert 0 < metrics["train/kd"] < 2 and math.isfinite(metrics["val/kd"]) and metrics["val/kd"] > 0
     assert 5 < metrics["val/ce"] < 10  # a new student over 8,000 tokens: ln 8000 = 8.99 at the start
     rows = [r for r in metrics_rows(_run_dir(root)) if r.get("train/kd")]
-    assert len(rows) == 8 and all(float(r["train/ce"]) > 0 for r in rows)
+    assert len(rows) == 6 and all(float(r["train/ce"]) > 0 for r in rows)
     ckpt = read_checkpoint(_run_dir(root) / "checkpoints" / "last.ckpt")
     assert ckpt["dskd"]["student_config"]["vocab_size"] == 8000
     assert ckpt["dskd"]["frozen"]["keys"] == []  # every weight of a scratch student trains
@@ -100,19 +100,19 @@ def test_the_kd_term_is_alpha_times_uld_hybrid_of_the_two_models(full_run, smoll
 def test_sigterm_saves_the_step_reached_and_resume_continues_exactly(full_run, tmp_path):
     class Terminate(pl.Callback):  # a real SIGTERM to this process, as `kill PID` sends it
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if trainer.global_step == 5:
+            if trainer.global_step == 3:
                 os.kill(os.getpid(), signal.SIGTERM)
 
     cfg = _config(tmp_path)
-    with pytest.raises(TrainingInterrupted, match="SIGTERM at step 6") as info:
+    with pytest.raises(TrainingInterrupted, match="SIGTERM at step 4") as info:
         train(cfg, callbacks=[Terminate()], export=False)
     assert info.value.exit_code == 143
     run_b = _run_dir(tmp_path)
-    assert read_checkpoint(run_b / "checkpoints" / "last.ckpt")["global_step"] == 6
+    assert read_checkpoint(run_b / "checkpoints" / "last.ckpt")["global_step"] == 4
     resumed = train(cfg, export=False)  # trainer.resume=auto
-    assert resumed["global_step"] == 8
+    assert resumed["global_step"] == 6
     a, b = train_losses(_run_dir(full_run[0])), train_losses(run_b)
-    assert sorted(a) == sorted(b) == list(range(1, 9))
+    assert sorted(a) == sorted(b) == list(range(1, 7))
     for step in a:
         assert b[step] == pytest.approx(a[step], abs=1e-6), step
 
@@ -139,3 +139,21 @@ def test_dskd_export_writes_a_standalone_model_with_the_students_own_tokenizer(
     # the run's own export is the same model
     own = AutoModelForCausalLM.from_pretrained(summary["export_dir"])
     assert torch.equal(own(**ids).logits, model(**ids).logits)
+
+
+def test_dskd_eval_scores_the_cross_tokenizer_student_beside_the_teacher(full_run, tmp_path, capsys):
+    """The student is scored with its own tokenizer; held-out perplexity and KL, which are per teacher
+    token, are left out for it (and kept for the teacher)."""
+    from dskd.cli import main
+
+    root, summary = full_run
+    out = tmp_path / "eval"
+    argv = ["eval", "experiments/tiny/xtok-kd.yaml", "--model", "teacher=smollm2-135m-instruct"]
+    argv += ["--model", f"xtok={summary['export_dir']}", f"eval.output_dir={out}", "eval.tasks=[wic,heldout]"]
+    argv += ["eval.max_items=6", "eval.heldout_blocks=2", "eval.plot=false", "logging.wandb=false"]
+    assert main(argv) == 0
+    records = json.loads((out / "results.json").read_text())["results"]
+    scored = {(r["model"], r["benchmark"], r["metric"]) for r in records}
+    assert ("xtok", "wic", "acc") in scored and ("teacher", "heldout", "perplexity") in scored
+    assert not any(m == "xtok" and b == "heldout" for m, b, _ in scored)
+    assert "heldout: not scored (the model's tokenizer is not the teacher's)" in capsys.readouterr().out
