@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 
 import lightning.pytorch as pl
@@ -118,7 +119,7 @@ def test_sigterm_saves_the_step_reached_and_resume_continues_exactly(full_run, t
 
 
 def test_dskd_export_writes_a_standalone_model_with_the_students_own_tokenizer(
-    full_run, tmp_path, smollm2_dir, wordnet_bpe
+    full_run, tmp_path, smollm2_dir, wordnet_bpe, capsys
 ):
     from dskd.cli import main
 
@@ -139,6 +140,12 @@ def test_dskd_export_writes_a_standalone_model_with_the_students_own_tokenizer(
     # the run's own export is the same model
     own = AutoModelForCausalLM.from_pretrained(summary["export_dir"])
     assert torch.equal(own(**ids).logits, model(**ids).logits)
+    # moved out of its run folder, the checkpoint has no tokenizer/ beside it: the teacher's is refused
+    moved = tmp_path / "moved" / "checkpoints" / "last.ckpt"
+    moved.parent.mkdir(parents=True)
+    shutil.copy(f"{summary['checkpoint_dir']}/last.ckpt", moved)
+    assert main(["export", str(moved), str(tmp_path / "x")]) == 2
+    assert "does not fit the student's 8000-token vocabulary" in capsys.readouterr().err
 
 
 def test_dskd_eval_scores_the_cross_tokenizer_student_beside_the_teacher(full_run, tmp_path, capsys):
