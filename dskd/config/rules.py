@@ -169,8 +169,9 @@ def _chunked_kd_with_zero3_trainable_head(loss: LossConfig, t: TrainerConfig, s:
     # kind=truncated freezes the LM head; kind=hf and scratch train every weight, the head included.
     if loss.kd.chunk_size is not None and t.strategy == "deepspeed_stage_3" and s.kind != "truncated":
         return (
-            "loss.kd.chunk_size with trainer.strategy=deepspeed_stage_3 needs a frozen student LM head (the "
-            "chunked loss reads the head's weight outside its forward), but student.kind=hf trains it; "
+            "loss.kd.chunk_size with trainer.strategy=deepspeed_stage_3 needs a frozen student LM head "
+            "(the chunked loss reads the head's weight outside its forward), but "
+            f"student.kind={s.kind} trains it; "
             "unset loss.kd.chunk_size or use student.kind=truncated."
         )
     return None

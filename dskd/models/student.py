@@ -113,7 +113,9 @@ def scratch_student(cfg: StudentConfig, tokenizer: PreTrainedTokenizerBase, seed
     return student.train()
 
 
-def build_student(cfg: StudentConfig, teacher: nn.Module, share: bool = False, vocab=None) -> nn.Module:
+def build_student(
+    cfg: StudentConfig, teacher: nn.Module, share: bool = False, vocab: PreTrainedTokenizerBase | None = None
+) -> nn.Module:
     """The student described by ``cfg`` (kind=truncated copies ``teacher``, or with ``share`` shares
     its frozen modules; kind=hf loads a model; kind=scratch builds one over the tokenizer ``vocab``,
     seeded by torch's initial seed, the run's ``seed`` after ``seed_everything``)."""
