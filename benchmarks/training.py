@@ -70,9 +70,7 @@ def preset_setup(n_batches: int, quick: bool, preset: str = PRESET, overrides: t
     from dskd.training.run import build_datamodule, load_models, load_senses
 
     cfg = preset_artifacts(load_config(preset, [ONLINE, *overrides]), quick)
-    tokenizer, teacher, student, projection = load_models(
-        cfg.teacher, cfg.student, cfg.trainer, cfg.data.on_policy, cfg.method
-    )
+    tokenizer, teacher, student, projection, _ = load_models(cfg)
     senses = load_senses(cfg.senses, cfg.lexicon.output_dir, tokenizer, teacher)
     lexicon_dir = cfg.lexicon.output_dir if cfg.method == "dskd" else None
     dm = build_datamodule(cfg.data, cfg.teacher, cfg.seed, tokenizer, lexicon_dir)

@@ -127,12 +127,51 @@ def _cross_tokenizer_with_cache(teacher: TeacherConfig, loss: LossConfig) -> str
     return None
 
 
-def _chunked_kd_with_zero3_trainable_head(loss: LossConfig, t: TrainerConfig, s: StudentConfig) -> str | None:
-    # kind=truncated freezes the LM head; kind=hf trains every weight, the head included.
-    if loss.kd.chunk_size is not None and t.strategy == "deepspeed_stage_3" and s.kind == "hf":
+def _cross_tokenizer_run(method: str, data: DataConfig, loss: LossConfig) -> str | None:
+    """What the cross-tokenizer step (uld, uld_hybrid) does not do yet."""
+    kd = loss.kd
+    if kd.divergence not in ULD_DIVERGENCES:
+        return None
+    what = f"loss.kd.divergence={kd.divergence} (cross-tokenizer KD)"
+    if method == "dskd":
         return (
-            "loss.kd.chunk_size with trainer.strategy=deepspeed_stage_3 needs a frozen student LM head (the "
-            "chunked loss reads the head's weight outside its forward), but student.kind=hf trains it; "
+            f"{what} with method=dskd is refused for now: word-keyed senses not yet built (the sense "
+            "dictionary is keyed by the teacher's token ids, which a student with another tokenizer does "
+            "not predict); use method=kd."
+        )
+    if data.pack:
+        return (
+            f"{what} needs data.pack=false: each sequence is one document tokenized by both tokenizers "
+            "and aligned on its bytes (packing several documents per sequence is not supported)."
+        )
+    if data.targets != "observed" or data.on_policy.fraction > 0:
+        return (
+            f"{what} trains on the observed text only (data.targets=observed, data.on_policy.fraction=0): "
+            "teacher continuations and the student's own generations are in one tokenizer's ids."
+        )
+    if kd.chunk_size is not None:
+        return f"{what} computes the span losses from full logits; unset loss.kd.chunk_size."
+    return None
+
+
+def _student_shape(s: StudentConfig) -> str | None:
+    if s.tokenizer != "teacher" and s.kind != "scratch":
+        return (
+            f"student.tokenizer={s.tokenizer} is the vocabulary of a new model (student.kind=scratch); "
+            f"student.kind={s.kind} has its own."
+        )
+    if s.kind == "scratch" and s.hidden_size % s.num_heads:
+        return f"student.num_heads={s.num_heads} must divide student.hidden_size={s.hidden_size}."
+    return None
+
+
+def _chunked_kd_with_zero3_trainable_head(loss: LossConfig, t: TrainerConfig, s: StudentConfig) -> str | None:
+    # kind=truncated freezes the LM head; kind=hf and scratch train every weight, the head included.
+    if loss.kd.chunk_size is not None and t.strategy == "deepspeed_stage_3" and s.kind != "truncated":
+        return (
+            "loss.kd.chunk_size with trainer.strategy=deepspeed_stage_3 needs a frozen student LM head "
+            "(the chunked loss reads the head's weight outside its forward), but "
+            f"student.kind={s.kind} trains it; "
             "unset loss.kd.chunk_size or use student.kind=truncated."
         )
     return None
@@ -205,6 +244,8 @@ RULES: tuple[tuple[Callable[..., str | None], tuple[str, ...]], ...] = (
     (_skip_with_deepspeed, ("trainer",)),
     (_chunked_kd_with_cache, ("teacher", "loss")),
     (_cross_tokenizer_with_cache, ("teacher", "loss")),
+    (_cross_tokenizer_run, ("method", "data", "loss")),
+    (_student_shape, ("student",)),
     (_divergence_with_sampled_cache, ("teacher", "cache", "loss")),
     (_chunked_kd_with_zero3_trainable_head, ("loss", "trainer", "student")),
     (_on_policy_with_sharded_student, ("data", "trainer")),

@@ -1,6 +1,7 @@
 """The batch contract between the data module (``dskd.data``) and the losses (``dskd.losses``).
 
-A training batch is a dict of tensors: always :class:`TokenBatch`; with ``method: dskd`` also the
+A training batch is a dict of tensors: always :class:`TokenBatch`; in cross-tokenizer KD
+(``loss.kd.divergence`` uld or uld_hybrid) a :class:`CrossTokenizerBatch`; with ``method: dskd`` also the
 sense-loss positions and candidates of :class:`SenseSample` drawn by ``dskd.data.sampling``, which
 together make a :class:`SenseBatch`. ``B`` is the batch size, ``L`` the sequence length, ``M`` the
 padded number of sense positions and ``S`` the padded number of neighbours per position; every
@@ -82,7 +83,8 @@ class CrossTokenizerBatch(TokenBatch):
     the same text; they sit on the positions whose *target* (``labels``) lies in the span, the
     convention of ``dskd.losses.uld.SpanSide`` with ``loss.kd.uld_merge=last``.
 
-    Not produced yet: the stream's cross-tokenizer mode is the next step of issue 28.
+    Produced by ``dskd.data.cross_stream.CrossTokenizerStream`` (one document per sequence), read by
+    ``dskd.training.teacher_signals.CrossTokenizerTeacher``.
     """
 
     teacher_input_ids: torch.Tensor

@@ -29,6 +29,7 @@ from dskd.core.devices import all_gather_object, rank_world
 from dskd.core.errors import ConfigError
 from dskd.corpora.shards import index_sources
 from dskd.data.config import DataConfig
+from dskd.data.cross_stream import CrossTokenizerStream
 from dskd.data.sampling import NeighbourTable, max_positions_for
 from dskd.data.stream import META_KEYS, PackedStream, StreamSpec, sense_sample
 from dskd.lexicon import Lexicon
@@ -296,3 +297,18 @@ class DSKDDataModule(L.LightningDataModule):
             "ran_out": bool(state.get("ran_out", True)),
             "offset": int(state.get("offset", 0)),
         }
+
+
+class CrossTokenizerDataModule(DSKDDataModule):
+    """The data module of cross-tokenizer KD (``loss.kd.divergence`` uld or uld_hybrid): its streams
+    are :class:`dskd.data.cross_stream.CrossTokenizerStream` (one document per sequence, tokenized by
+    the teacher's ``tokenizer`` and the ``student_tokenizer``, aligned), with the same seeding, sharding
+    and exact resume as :class:`DSKDDataModule`. No sense loss, observed targets only."""
+
+    def __init__(self, data: DataConfig, seed: int, tokenizer, student_tokenizer):
+        super().__init__(data, seed, tokenizer)
+        self.student_tokenizer = student_tokenizer
+
+    def stream(self, train: bool) -> PackedStream:
+        rank, world = self._rank_world()
+        return CrossTokenizerStream(self.spec(train), self.tokenizer, self.student_tokenizer, rank, world)

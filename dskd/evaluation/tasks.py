@@ -211,12 +211,20 @@ def _antonymy_score(built: tuple[list, list], s: Scoring) -> list[Score]:
 # ---- held-out language modelling -------------------------------------------------------------------
 
 
-def _heldout_build(b: Building) -> Any:
+def _heldout_build(b: Building) -> tuple[Any, dict[str, int]]:
+    """The held-out blocks (the teacher's token ids) and the vocabulary that cut them."""
     path = asset_path("shakespeare") / "shakespeare.txt"
-    return heldout_blocks(path, b.tokenizer, b.cfg.heldout_blocks, b.cfg.heldout_block_len)
+    blocks = heldout_blocks(path, b.tokenizer, b.cfg.heldout_blocks, b.cfg.heldout_block_len)
+    return blocks, b.tokenizer.get_vocab()
 
 
-def _heldout_score(blocks: Any, s: Scoring) -> list[Score]:
+def _heldout_score(built: tuple[Any, dict[str, int]], s: Scoring) -> list[Score]:
+    blocks, vocab_of_blocks = built
+    if s.tokenizer.get_vocab() != vocab_of_blocks:
+        # a cross-tokenizer student: the blocks are ids of another vocabulary, and neither perplexity
+        # per token nor KL to the teacher compares across vocabularies
+        print("[eval] heldout: not scored (the model's tokenizer is not the teacher's)", flush=True)
+        return []
     lm, secs = _timed(lambda: lm_scores(s.model, blocks, s.teacher, s.cfg.batch_size))
     n, vocab = len(blocks), s.model.config.vocab_size
     nll = {"items": lm.block_nll, "statistic": "exp_mean"}  # perplexity = exp(mean block NLL)

@@ -16,11 +16,6 @@ ULD_DIVERGENCES: tuple[str, ...] = ("uld", "uld_hybrid")
 not per-position divergences over one shared vocabulary."""
 POSITION_DIVERGENCES: tuple[str, ...] = tuple(d for d in DIVERGENCES if d not in ULD_DIVERGENCES)
 """Divergences per position over one shared vocabulary (dskd.losses.kd)."""
-ULD_NOT_WIRED = (
-    "cross-tokenizer KD is built as a loss (dskd/losses/uld.py) but not yet wired into training "
-    "(loss.kd.divergence={divergence}); use a same-vocabulary divergence (forward_kl, ...)."
-)
-"""The one-line refusal of a training run with a ULD divergence, until the step is wired."""
 Hinge = Literal["absolute", "teacher", "triplet"]
 HINGES: tuple[str, ...] = get_args(Hinge)
 """Forms of the sense loss's push term (docs/losses.md, "Teacher-relative terms")."""
@@ -49,8 +44,9 @@ class KDConfig:
     KL(p_T || a p_T + (1-a) p_S) (DistiLLM) | tv: total variation | gjsd: generalized JSD with
     beta (TRL's GKD: beta KL(p_T||m) + (1-beta) KL(p_S||m), m = beta p_T + (1-beta) p_S) | uld:
     cross-tokenizer ULD, L1 between sorted span probabilities (TRL's GOLD) | uld_hybrid: gjsd on the
-    tokens both vocabularies spell alike, ULD on the rest. uld and uld_hybrid exist as a loss
-    (dskd.losses.uld) but training refuses them until the step is wired (docs/losses.md)."""
+    tokens both vocabularies spell alike, ULD on the rest; uld and uld_hybrid distil across tokenizers
+    (a student with its own tokenizer, e.g. student.kind=scratch, student.tokenizer=wordnet-bpe), online
+    teacher, method=kd, data.pack=false (docs/losses.md)."""
     skew: float = ranged(0.1, ge=0, lt=1)
     """a of skew KL, in [0, 1) (0 = forward KL)."""
     beta: float = ranged(0.5, ge=0, le=1)

@@ -115,6 +115,13 @@ def export_checkpoint(
         model.generation_config = GenerationConfig.from_dict(info["generation_config"])
     tokenizer_dir = checkpoint.parent.parent / "tokenizer"
     tokenizer = load_tokenizer(tokenizer_dir if tokenizer_dir.is_dir() else info["tokenizer"])
+    if len(tokenizer) > model.config.vocab_size:  # e.g. a cross-tokenizer student's checkpoint moved away
+        raise DSKDError(
+            f"The tokenizer found for {checkpoint} ({len(tokenizer)} tokens, from "
+            f"{tokenizer_dir if tokenizer_dir.is_dir() else info['tokenizer']}) does not fit the student's "
+            f"{model.config.vocab_size}-token vocabulary: export the checkpoint from its run folder, whose "
+            "tokenizer/ holds the student's own tokenizer."
+        )
     plain_hf_progress()
     drop_message(DEEPSPEED_ON_CPU)  # save_pretrained imports DeepSpeed (through accelerate) where installed
     with artifact_dir(out_dir, "export", overwrite, [checkpoint, tokenizer_dir]) as tmp:

@@ -1,4 +1,5 @@
-"""Students: the teacher truncated to its first layers (paper recipe) or any Hugging Face causal LM.
+"""Students: the teacher truncated to its first layers (paper recipe), any Hugging Face causal LM, or a
+new Llama built from the config over its own vocabulary (``kind=scratch``).
 
 The truncated student copies the teacher's embeddings, first ``num_layers`` decoder layers, final
 norm and LM head; everything is frozen except the top ``trainable_top_layers`` layers. With
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import copy
 
+import torch
 from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from dskd.core.errors import ConfigError, DSKDError
 from dskd.models.config import StudentConfig
@@ -83,13 +86,47 @@ def _frozen_modules(teacher: nn.Module, depth: int) -> list[nn.Module]:
     return frozen + [m for name, m in decoder.named_children() if name in ("norm", "rotary_emb")]
 
 
-def build_student(cfg: StudentConfig, teacher: nn.Module, share: bool = False) -> nn.Module:
+def scratch_student(cfg: StudentConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> nn.Module:
+    """A new Llama of ``cfg``'s shape over ``tokenizer``'s vocabulary, initialised from ``seed`` alone
+    (whatever ran on the global generator before), in float32, every weight trainable."""
+    if cfg.hidden_size % cfg.num_heads:
+        raise ConfigError(
+            f"student.num_heads={cfg.num_heads} must divide student.hidden_size={cfg.hidden_size}."
+        )
+    eos = tokenizer.eos_token_id
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        tie_word_embeddings=True,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        student = LlamaForCausalLM(config)
+    student.requires_grad_(True)
+    return student.train()
+
+
+def build_student(
+    cfg: StudentConfig, teacher: nn.Module, share: bool = False, vocab: PreTrainedTokenizerBase | None = None
+) -> nn.Module:
     """The student described by ``cfg`` (kind=truncated copies ``teacher``, or with ``share`` shares
-    its frozen modules; kind=hf loads a model)."""
+    its frozen modules; kind=hf loads a model; kind=scratch builds one over the tokenizer ``vocab``,
+    seeded by torch's initial seed, the run's ``seed`` after ``seed_everything``)."""
     if cfg.kind == "truncated":
         return truncate(teacher, cfg.num_layers, cfg.trainable_top_layers, share)
-    device = next(teacher.parameters()).device  # kind=hf; its model was checked at load
-    student = load_causal_lm(cfg.model, dtype="float32", device=device)
+    device = next(teacher.parameters()).device
+    if cfg.kind == "scratch":
+        if vocab is None:
+            raise DSKDError("student.kind=scratch is built over a tokenizer (build_student(..., vocab=)).")
+        return scratch_student(cfg, vocab, torch.initial_seed()).to(device)
+    student = load_causal_lm(cfg.model, dtype="float32", device=device)  # kind=hf, checked at load
     student.requires_grad_(True)
     student.train()
     return student
@@ -115,8 +152,11 @@ def build_projection(cfg: StudentConfig, student: nn.Module, teacher: nn.Module)
     return proj
 
 
-def check_vocab(teacher: nn.Module, student: nn.Module, tokenizer, student_tokenizer=None) -> None:
-    """Refuse a student and teacher that do not share the tokenizer's vocabulary."""
+def check_vocab(
+    teacher: nn.Module, student: nn.Module, tokenizer, student_tokenizer=None, divergence: str = "forward_kl"
+) -> None:
+    """Refuse a student and teacher that do not share the tokenizer's vocabulary for the per-position
+    ``divergence`` (loss.kd.divergence); a cross-tokenizer run (uld, uld_hybrid) does not call it."""
     rows_t = teacher.get_output_embeddings().weight.shape[0]
     rows_s = student.get_output_embeddings().weight.shape[0]
     n_tok = len(tokenizer)
@@ -137,7 +177,9 @@ def check_vocab(teacher: nn.Module, student: nn.Module, tokenizer, student_token
         raise DSKDError(
             "The student and the teacher do not share one vocabulary: "
             + "; ".join(problems)
-            + ". Distillation compares token distributions position by position, so both models must use "
-            "the same tokenizer; choose a student built for the teacher's tokenizer "
-            "(or student.kind=truncated)."
+            + f". loss.kd.divergence={divergence} compares token distributions position by position, so "
+            "both models must use the same tokenizer; choose a student built for the teacher's tokenizer "
+            "(student.kind=truncated, or student.kind=scratch with student.tokenizer=teacher), or distil "
+            "across tokenizers with loss.kd.divergence=uld|uld_hybrid (e.g. student.kind=scratch with "
+            "student.tokenizer=wordnet-bpe; docs/losses.md)."
         )

@@ -24,9 +24,10 @@ from torch import nn
 from dskd.core.batch import SenseBatch, TokenBatch
 from dskd.core.errors import ConfigError
 from dskd.data.config import OnPolicyConfig
-from dskd.losses.config import LossConfig, SenseLossConfig
+from dskd.losses.config import ULD_DIVERGENCES, LossConfig, SenseLossConfig
 from dskd.losses.kd import position_mask
 from dskd.losses.sense import sense_loss
+from dskd.losses.uld import VocabMatch
 from dskd.models.config import TeacherConfig
 from dskd.models.trunk import Trunk, shared_depth
 from dskd.senses.dictionary import SenseDictionary
@@ -38,7 +39,7 @@ from dskd.training.on_policy import BatchKey, DataEnds, SenseSampler, training_b
 from dskd.training.resume import fingerprint
 from dskd.training.schedule import total_optimizer_steps, warmup_cosine
 from dskd.training.strategies import deepspeed_gradient_norm, gradient_norm
-from dskd.training.teacher_signals import TeacherReading, teacher_signals
+from dskd.training.teacher_signals import TeacherReading, cross_tokenizer_signals, teacher_signals
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,10 @@ class DistillationParts:
     cache: CachedTeacher | None = None
     """The teacher cache (``dskd.teacher_cache.build.open_cache``) with ``teacher.mode=cached``."""
     generation_config: dict[str, Any] | None = None
-    """The teacher's generation config, stored in the checkpoints for the export."""
+    """The export's generation config (the teacher's; a cross-tokenizer student's own ids), stored in
+    the checkpoints."""
+    match: VocabMatch | None = None
+    """Cross-tokenizer KD (loss.kd.divergence uld, uld_hybrid): the tokens both vocabularies spell alike."""
 
 
 def sense_margin(cfg: SenseLossConfig, senses: SenseDictionary) -> float:
@@ -106,9 +110,13 @@ class DistillationModule(pl.LightningModule):
         self.trunk = Trunk(parts.student, parts.teacher, depth) if depth else None
         """The trunk the student shares with the teacher (None: the student runs its whole decoder)."""
         on_policy = settings.on_policy.fraction > 0
-        self.signals = teacher_signals(
-            settings.teacher, parts.teacher, parts.cache, settings.loss, on_policy, self.trunk
-        )
+        if settings.loss.kd.divergence in ULD_DIVERGENCES:  # the student has its own tokenization
+            signals = cross_tokenizer_signals(settings.teacher, parts.teacher, settings.loss, parts.match)
+            self.signals = signals
+        else:
+            self.signals = teacher_signals(
+                settings.teacher, parts.teacher, parts.cache, settings.loss, on_policy, self.trunk
+            )
         object.__setattr__(self, "teacher", parts.teacher)  # not registered: the module never owns it
         self.senses = parts.senses
         self.generation_config = parts.generation_config

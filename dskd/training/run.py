@@ -25,18 +25,20 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from dskd.config.schema import ExperimentConfig
 from dskd.core.devices import check_accelerator, is_global_zero, local_device
-from dskd.core.errors import ConfigError, DSKDError, TrainingInterrupted
+from dskd.core.errors import DSKDError, TrainingInterrupted
 from dskd.core.io import write_json_atomic
 from dskd.core.outputs import StageResult, check_name, check_output, mark_output
 from dskd.core.quiet import eval_modules_intended, quiet_lightning
 from dskd.core.stamps import run_stage, stage_key
 from dskd.corpora.sources import hub_datasets
+from dskd.data.bpe import bpe_tokenizer
 from dskd.data.config import DataConfig, OnPolicyConfig
 from dskd.data.continuations import build as build_continuations
 from dskd.data.continuations import continuations_key, missing_continuations, read_continuations
-from dskd.data.datamodule import DSKDDataModule
+from dskd.data.datamodule import CrossTokenizerDataModule, DSKDDataModule
 from dskd.lexicon import Lexicon
-from dskd.losses.config import ULD_DIVERGENCES, ULD_NOT_WIRED
+from dskd.losses.config import ULD_DIVERGENCES
+from dskd.losses.uld import VocabMatch
 from dskd.models.config import StudentConfig, TeacherConfig
 from dskd.models.export import export_checkpoint
 from dskd.models.loading import load_tokenizer, runtime_dtype, tokenizer_fingerprint
@@ -109,48 +111,70 @@ def teacher_runs(teacher: TeacherConfig, on_policy: OnPolicyConfig) -> bool:
     return teacher.mode == "online" or on_policy.fraction > 0
 
 
-def load_models(
-    teacher_cfg: TeacherConfig,
-    student_cfg: StudentConfig,
-    trainer: TrainerConfig,
-    on_policy: OnPolicyConfig,
-    method: str,
-    teachers: TeacherHolder | None = None,
-):
-    """(tokenizer, teacher, student, projection) of a run, with the vocabulary check done; the
-    projection only with method=dskd. The teacher is the one ``teachers`` holds (default: its own).
+class RunModels(NamedTuple):
+    """What :func:`load_models` loads."""
+
+    tokenizer: Any
+    """The teacher's tokenizer."""
+    teacher: torch.nn.Module
+    student: torch.nn.Module
+    projection: torch.nn.Module | None
+    student_tokenizer: Any
+    """The student's tokenizer (:func:`student_tokenizer`; the teacher's unless the student has its own)."""
+
+
+def student_tokenizer(cfg: StudentConfig, teacher_tokenizer):
+    """The student's tokenizer: its model's own (kind=hf), the WordNet BPE (kind=scratch with
+    student.tokenizer=wordnet-bpe, dskd/data/bpe.py), else the teacher's."""
+    if cfg.kind == "hf":
+        return load_tokenizer(cfg.model)
+    if cfg.kind == "scratch" and cfg.tokenizer == "wordnet-bpe":
+        return bpe_tokenizer(cfg.bpe_vocab_size)
+    return teacher_tokenizer
+
+
+def load_models(cfg: ExperimentConfig, teachers: TeacherHolder | None = None) -> RunModels:
+    """The tokenizers and models of a run of ``cfg``, with the vocabulary check done (skipped by a
+    cross-tokenizer run, ``loss.kd.divergence`` uld or uld_hybrid); the projection only with
+    method=dskd. The teacher is the one ``teachers`` holds (default: its own).
 
     With ``teacher.mode=cached`` the teacher has only the layers the student copies (see
     :func:`dskd.teacher_cache.loading.load_teacher_prefix`) unless it scores on-policy batches
     (:func:`teacher_runs`): it never runs, and the held one goes first (its memory is the run's).
     """
-    tc, teachers = teacher_cfg, teachers or TeacherHolder()
+    tc, student_cfg, teachers = cfg.teacher, cfg.student, teachers or TeacherHolder()
+    runs = teacher_runs(tc, cfg.data.on_policy)
     tokenizer = load_tokenizer(tc.model, tc.revision)
-    if not teacher_runs(tc, on_policy):
+    if not runs:
         teachers.release()
         teacher = load_teacher_prefix(tc, student_cfg)
     else:  # straight onto this process's device: no full copy of the teacher in host memory per rank
-        device = local_device() if trainer.accelerator != "cpu" else torch.device("cpu")
+        device = local_device() if cfg.trainer.accelerator != "cpu" else torch.device("cpu")
         teacher = teachers.get(tc, device)
     teacher.requires_grad_(False)
-    student = _build_student(student_cfg, trainer, teacher, tc.dtype if teacher_runs(tc, on_policy) else None)
-    student_tok = load_tokenizer(student_cfg.model) if student_cfg.kind == "hf" else None
-    check_vocab(teacher, student, tokenizer, student_tok)
-    projection = build_projection(student_cfg, student, teacher) if method == "dskd" else None
-    return tokenizer, teacher, student, projection
+    student_tok = student_tokenizer(student_cfg, tokenizer)
+    student = _build_student(student_cfg, cfg.trainer, teacher, (tc.dtype if runs else None, student_tok))
+    divergence = cfg.loss.kd.divergence
+    if divergence not in ULD_DIVERGENCES:
+        own = student_tok if student_tok is not tokenizer else None
+        check_vocab(teacher, student, tokenizer, own, divergence)
+    projection = build_projection(student_cfg, student, teacher) if cfg.method == "dskd" else None
+    return RunModels(tokenizer, teacher, student, projection, student_tok)
 
 
 def _build_student(
-    cfg: StudentConfig, trainer: TrainerConfig, teacher: torch.nn.Module, teacher_dtype: str | None
+    cfg: StudentConfig, trainer: TrainerConfig, teacher: torch.nn.Module, how: tuple[str | None, Any]
 ) -> torch.nn.Module:
     """The student of ``cfg`` on the teacher's device, sharing the teacher's trunk where
-    ``student.share_trunk`` can apply (a one-line note where it cannot; ``teacher_dtype`` None: the
-    teacher never runs, the student's trunk is the only one), its own weights in fp32 unless bf16-true."""
+    ``student.share_trunk`` can apply (a one-line note where it cannot); ``how``: (the teacher's
+    dtype, None: the teacher never runs, the student's trunk is the only one; the student's tokenizer,
+    the vocabulary of kind=scratch). Its own weights in fp32 unless bf16-true."""
+    teacher_dtype, vocab = how
     reason = "" if teacher_dtype is None or not cfg.share_trunk else None
     if reason is None:
         device = next(teacher.parameters()).device
         reason = trunk_off_reason(cfg, trainer, runtime_dtype(teacher_dtype, device))
-    student = build_student(cfg, teacher, share=reason is None)
+    student = build_student(cfg, teacher, share=reason is None, vocab=vocab)
     if reason is None and not splits_exactly(student, teacher):
         reason = f"{type(teacher).__name__} does not split at a layer"
         student = build_student(cfg, teacher)
@@ -161,6 +185,15 @@ def _build_student(
         for module in list(decoder_layers(student))[depth:] if depth else [student]:
             module.to(torch.float32)  # shared modules stay in the teacher's dtype
     return student
+
+
+def export_generation_config(teacher: torch.nn.Module, student_tok) -> dict[str, Any]:
+    """The generation config the export gets: the teacher's (eos ids, sampling defaults), or, for a
+    cross-tokenizer student (``student_tok`` not None), the ids of its tokenizer's EOS and padding."""
+    if student_tok is None:
+        return teacher.generation_config.to_dict()
+    eos = student_tok.eos_token_id
+    return {"bos_token_id": eos, "eos_token_id": eos, "pad_token_id": student_tok.pad_token_id}
 
 
 def load_senses(senses_cfg: SensesConfig, lexicon_dir: str, tokenizer, teacher) -> SenseDictionary:
@@ -275,8 +308,6 @@ def train(
     (`dskd reproduce`: the one of every stage; default: the run's own).
     """
     t0 = time.perf_counter()
-    if cfg.loss.kd.divergence in ULD_DIVERGENCES:
-        raise ConfigError(ULD_NOT_WIRED.format(divergence=cfg.loss.kd.divergence))
     check_accelerator(cfg.trainer.accelerator)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     rdir = run_dir(cfg.runs_dir, cfg.name, cfg.seed)
@@ -302,9 +333,9 @@ def train(
         )
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # after the stages: the same run either way
     ckpt_dir = rdir / "checkpoints"
-    models = load_models(cfg.teacher, cfg.student, cfg.trainer, cfg.data.on_policy, cfg.method, holder)
-    tokenizer, teacher, student, projection = models
-    generation = teacher.generation_config.to_dict()  # eos ids and sampling defaults, for the export
+    tokenizer, teacher, student, projection, student_tok = load_models(cfg, holder)
+    cross = cfg.loss.kd.divergence in ULD_DIVERGENCES  # cross-tokenizer KD: the student's own tokenizer
+    generation = export_generation_config(teacher, student_tok if cross else None)
     senses = load_senses(cfg.senses, cfg.lexicon.output_dir, tokenizer, teacher) if dskd else None
     if not teacher_runs(cfg.teacher, cfg.data.on_policy):
         teacher = None  # its lower layers only served to build the student
@@ -336,7 +367,8 @@ def train(
         ),
     )
     cached = open_cache(spec, tokenizer) if cfg.teacher.mode == "cached" else None
-    parts = DistillationParts(student, teacher, senses, projection, cached, generation)
+    match = VocabMatch.of(tokenizer, student_tok) if cross else None
+    parts = DistillationParts(student, teacher, senses, projection, cached, generation, match)
     settings = DistillationSettings(
         cfg.method,
         cfg.loss,
@@ -350,13 +382,15 @@ def train(
     )
     module = DistillationModule(settings, parts)
     lexicon_dir = cfg.lexicon.output_dir if dskd else None
+    if datamodule is None and cross:
+        datamodule = CrossTokenizerDataModule(cfg.data, cfg.seed, tokenizer, student_tok)
     dm = datamodule or build_datamodule(cfg.data, cfg.teacher, cfg.seed, tokenizer, lexicon_dir, senses)
     with RunLock(rdir) if trainer.is_global_zero else contextlib.nullcontext():
         if trainer.is_global_zero:
             _tidy(ckpt_dir, ckpt_path)
             cfg.save(rdir)
             cfg.save(ckpt_dir)
-            tokenizer.save_pretrained(str(rdir / "tokenizer"))
+            (student_tok if cross else tokenizer).save_pretrained(str(rdir / "tokenizer"))  # the export's
             truncate_csv(rdir / "metrics.csv", step + 1)  # rows up to the checkpoint's step stay
         identity = {"name": cfg.name, "method": cfg.method, "seed": cfg.seed}
         datasets = tuple(hub_datasets([*cfg.data.train, *cfg.senses.sources]))

@@ -14,6 +14,9 @@ LM-head inputs and the validation sums. The step never asks which source it read
 - :class:`SharedTrunk`: the teacher model with a student that shares its frozen bottom
   (:mod:`dskd.models.trunk`): as online, and its reading also holds the trunk's output, from which
   the step runs only the student's trainable layers.
+- :class:`CrossTokenizerTeacher`: the teacher model on its own tokenization of a
+  :class:`~dskd.core.batch.CrossTokenizerBatch` (a student with another tokenizer): the ULD term of
+  the student's logits over the aligned text spans (:mod:`dskd.losses.uld`).
 
 A new source is one more subclass with ``read`` and ``kd``.
 """
@@ -33,6 +36,7 @@ from dskd.losses.config import LossConfig
 from dskd.losses.kd import CEKD, HeadInput, ce_and_kd_chunked, kd_loss, validation_sums_chunked
 from dskd.losses.sampled import TeacherSamples, sampled_kd_loss
 from dskd.losses.topk import TeacherTopK, topk_kd_loss
+from dskd.losses.uld import SpanSide, VocabMatch, uld_loss
 from dskd.models.config import TeacherConfig
 from dskd.models.loading import runtime_dtype
 from dskd.models.trunk import Trunk
@@ -42,6 +46,17 @@ from dskd.training.strategies import gathered
 CachedDistribution = TeacherTopK | TeacherSamples
 """The teacher cache's summary of the teacher's next-token distribution at each position of a batch:
 its top-k log-probabilities and tail mass, or tokens drawn from it."""
+
+
+@dataclass(frozen=True)
+class SpanTargets:
+    """A cross-tokenizer batch's next-token targets and target span ids, both sides
+    (:class:`dskd.core.batch.CrossTokenizerBatch`)."""
+
+    teacher_labels: torch.Tensor
+    teacher_span: torch.Tensor
+    student_labels: torch.Tensor
+    student_span: torch.Tensor
 
 
 @dataclass
@@ -57,6 +72,8 @@ class TeacherReading:
     trunk: torch.Tensor | None = None
     """``[B, L, d]`` the shared trunk's output, which the student's trainable layers continue from
     (:class:`SharedTrunk`; else None: the student runs its whole decoder)."""
+    spans: SpanTargets | None = None
+    """The aligned spans of a cross-tokenizer batch (:class:`CrossTokenizerTeacher`; else None)."""
 
 
 class KDTerm(NamedTuple):
@@ -217,6 +234,36 @@ class SharedTrunk(OnlineTeacher):
         return TeacherReading(hidden, trunk=trunk)
 
 
+class CrossTokenizerTeacher(OnlineTeacher):
+    """The teacher model on its own tokenization of a cross-tokenizer batch's text: KD is ``alpha *``
+    :func:`dskd.losses.uld.uld_loss` (loss.kd.divergence uld or uld_hybrid; ``match``: the tokens both
+    vocabularies spell alike, which uld_hybrid needs) of the student's logits over the aligned spans,
+    without the tau^2 factor (as GOLD). The two models share no vocabulary, so no position has a
+    teacher top-1 token the student could agree with: ``val/top1_agreement`` is 0."""
+
+    def __init__(self, model: nn.Module, loss: LossConfig, dtype: str, match: VocabMatch | None) -> None:
+        super().__init__(model, loss, dtype)
+        self.match = match
+
+    def read(self, batch: TokenBatch) -> TeacherReading:
+        ids, mask = batch["teacher_input_ids"], batch["teacher_attention_mask"]
+        with torch.no_grad():
+            out = self.model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False)
+        spans = SpanTargets(
+            batch["teacher_labels"], batch["teacher_span"], batch["labels"], batch["student_span"]
+        )
+        return TeacherReading(out.last_hidden_state, spans=spans)
+
+    def kd(self, reading: TeacherReading, student_logits: torch.Tensor, mask: torch.Tensor) -> KDTerm:
+        sp = reading.spans
+        with torch.no_grad():
+            logits_t = self.model.get_output_embeddings()(reading.hidden)
+        student = SpanSide(student_logits, sp.student_labels, sp.student_span)
+        teacher = SpanSide(logits_t, sp.teacher_labels, sp.teacher_span)
+        value = self.loss.kd.alpha * uld_loss(student, teacher, self.loss.kd, self.match)
+        return KDTerm(value, torch.full_like(sp.student_labels, -1))
+
+
 class _Cached(TeacherSignal):
     """A teacher cache (``teacher.mode=cached``): no teacher forward runs."""
 
@@ -303,3 +350,17 @@ def teacher_signals(
         return Signals(live, live)
     cached = CachedSamples(cache, loss) if cache.meta["targets"] == "sampled" else CachedTopK(cache, loss)
     return Signals(cached, live)
+
+
+def cross_tokenizer_signals(
+    teacher: TeacherConfig, model: nn.Module | None, loss: LossConfig, match: VocabMatch | None
+) -> Signals:
+    """The signals of a cross-tokenizer run: the online teacher ``model`` on its own tokenization
+    (the teacher cache is refused when the config loads, dskd.config.rules)."""
+    if teacher.mode != "online" or model is None:
+        raise ConfigError(
+            f"loss.kd.divergence={loss.kd.divergence} (cross-tokenizer KD) needs teacher.mode=online and "
+            "the teacher model."
+        )
+    live = CrossTokenizerTeacher(model, loss, teacher.dtype, match)
+    return Signals(live, live)

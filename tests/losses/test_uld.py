@@ -16,7 +16,6 @@ from dskd.data.alignment import align_text, cross_tokenizer_batch
 from dskd.losses.config import KDConfig
 from dskd.losses.kd import divergence_per_position
 from dskd.losses.uld import SpanSide, VocabMatch, span_losses, uld_loss
-from dskd.training.run import train
 
 TEXTS = [
     "the banks  of   the river overflowed",
@@ -257,13 +256,11 @@ def test_the_hybrid_weights_are_set_together():
         load_config(os.path.join(REPO, "experiments/tiny/kd.yaml"), ["loss.kd.uld_merge=middle"])
 
 
-def test_the_config_accepts_uld_online_refuses_it_cached_and_training_refuses_it():
+def test_the_config_accepts_uld_online_without_packing_and_refuses_it_cached():
     tiny = os.path.join(REPO, "experiments/tiny/kd.yaml")
-    cfg = load_config(tiny, ["teacher.mode=online", "loss.kd.divergence=uld"])
+    cfg = load_config(tiny, ["teacher.mode=online", "loss.kd.divergence=uld", "data.pack=false"])
     assert cfg.loss.kd.divergence == "uld"
     with pytest.raises(ConfigError, match="cannot read the teacher cache"):
         load_config(tiny, ["teacher.mode=cached", "loss.kd.divergence=uld_hybrid"])
-    with pytest.raises(
-        ConfigError, match=r"^cross-tokenizer KD is built as a loss \(dskd/losses/uld.py\) but not yet"
-    ):
-        train(cfg)
+    with pytest.raises(ConfigError, match="needs data.pack=false"):
+        load_config(tiny, ["teacher.mode=online", "loss.kd.divergence=uld"])

@@ -44,7 +44,7 @@ def test_the_trunk_is_shared_where_it_can_be(student, trainer, teacher_dtype, re
 
 
 def _load(cfg):
-    return load_models(cfg.teacher, cfg.student, cfg.trainer, cfg.data.on_policy, cfg.method)
+    return load_models(cfg)[:4]
 
 
 def test_the_training_stage_shares_where_it_can_and_says_in_one_line_where_it_cannot(
