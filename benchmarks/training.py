@@ -67,10 +67,14 @@ def preset_setup(n_batches: int, quick: bool, preset: str = PRESET, overrides: t
     from benchmarks.artifacts import preset_artifacts
     from dskd.config.loading import load_config
     from dskd.data.stream import META_KEYS
-    from dskd.training.run import build_datamodule, load_models, load_senses
+    from dskd.training.run import ModelSpec, build_datamodule, load_models, load_senses
 
     cfg = preset_artifacts(load_config(preset, [ONLINE, *overrides]), quick)
-    tokenizer, teacher, student, projection, _ = load_models(cfg)
+    tokenizer, teacher, student, projection, _ = load_models(
+        ModelSpec(
+            cfg.teacher, cfg.student, cfg.trainer, cfg.data.on_policy, cfg.method, cfg.loss.kd.divergence
+        )
+    )
     senses = load_senses(cfg.senses, cfg.lexicon.output_dir, tokenizer, teacher)
     lexicon_dir = cfg.lexicon.output_dir if cfg.method == "dskd" else None
     dm = build_datamodule(cfg.data, cfg.teacher, cfg.seed, tokenizer, lexicon_dir)

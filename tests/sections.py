@@ -6,6 +6,7 @@ from __future__ import annotations
 from dskd.config.schema import ExperimentConfig
 from dskd.teacher_cache.build import CacheSpec
 from dskd.training.module import DistillationSettings
+from dskd.training.run import ModelSpec
 
 
 def settings_of(cfg: ExperimentConfig) -> DistillationSettings:
@@ -27,3 +28,10 @@ def spec_of(cfg: ExperimentConfig) -> CacheSpec:
     """The sections of ``cfg`` its teacher cache depends on, as the cache stage takes them."""
     dirs = (cfg.lexicon.output_dir, cfg.senses.output_dir) if cfg.method == "dskd" else None
     return CacheSpec(cfg.teacher, cfg.cache, cfg.data, cfg.loss.kd, cfg.trainer, cfg.seed, dirs)
+
+
+def models_of(cfg: ExperimentConfig) -> ModelSpec:
+    """The sections of ``cfg`` :func:`dskd.training.run.load_models` reads, as ``train`` passes them."""
+    return ModelSpec(
+        cfg.teacher, cfg.student, cfg.trainer, cfg.data.on_policy, cfg.method, cfg.loss.kd.divergence
+    )

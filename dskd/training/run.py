@@ -133,7 +133,19 @@ def student_tokenizer(cfg: StudentConfig, teacher_tokenizer):
     return teacher_tokenizer
 
 
-def load_models(cfg: ExperimentConfig, teachers: TeacherHolder | None = None) -> RunModels:
+class ModelSpec(NamedTuple):
+    """The sections :func:`load_models` reads."""
+
+    teacher: TeacherConfig
+    student: StudentConfig
+    trainer: TrainerConfig
+    on_policy: OnPolicyConfig
+    method: str
+    divergence: str
+    """``loss.kd.divergence``: uld / uld_hybrid skip the vocabulary check (a cross-tokenizer run)."""
+
+
+def load_models(spec: ModelSpec, teachers: TeacherHolder | None = None) -> RunModels:
     """The tokenizers and models of a run of ``cfg``, with the vocabulary check done (skipped by a
     cross-tokenizer run, ``loss.kd.divergence`` uld or uld_hybrid); the projection only with
     method=dskd. The teacher is the one ``teachers`` holds (default: its own).
@@ -142,23 +154,22 @@ def load_models(cfg: ExperimentConfig, teachers: TeacherHolder | None = None) ->
     :func:`dskd.teacher_cache.loading.load_teacher_prefix`) unless it scores on-policy batches
     (:func:`teacher_runs`): it never runs, and the held one goes first (its memory is the run's).
     """
-    tc, student_cfg, teachers = cfg.teacher, cfg.student, teachers or TeacherHolder()
-    runs = teacher_runs(tc, cfg.data.on_policy)
+    tc, student_cfg, teachers = spec.teacher, spec.student, teachers or TeacherHolder()
+    runs = teacher_runs(tc, spec.on_policy)
     tokenizer = load_tokenizer(tc.model, tc.revision)
     if not runs:
         teachers.release()
         teacher = load_teacher_prefix(tc, student_cfg)
     else:  # straight onto this process's device: no full copy of the teacher in host memory per rank
-        device = local_device() if cfg.trainer.accelerator != "cpu" else torch.device("cpu")
+        device = local_device() if spec.trainer.accelerator != "cpu" else torch.device("cpu")
         teacher = teachers.get(tc, device)
     teacher.requires_grad_(False)
     student_tok = student_tokenizer(student_cfg, tokenizer)
-    student = _build_student(student_cfg, cfg.trainer, teacher, (tc.dtype if runs else None, student_tok))
-    divergence = cfg.loss.kd.divergence
-    if divergence not in ULD_DIVERGENCES:
+    student = _build_student(student_cfg, spec.trainer, teacher, (tc.dtype if runs else None, student_tok))
+    if spec.divergence not in ULD_DIVERGENCES:
         own = student_tok if student_tok is not tokenizer else None
-        check_vocab(teacher, student, tokenizer, own, divergence)
-    projection = build_projection(student_cfg, student, teacher) if cfg.method == "dskd" else None
+        check_vocab(teacher, student, tokenizer, own, spec.divergence)
+    projection = build_projection(student_cfg, student, teacher) if spec.method == "dskd" else None
     return RunModels(tokenizer, teacher, student, projection, student_tok)
 
 
@@ -333,7 +344,12 @@ def train(
         )
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # after the stages: the same run either way
     ckpt_dir = rdir / "checkpoints"
-    tokenizer, teacher, student, projection, student_tok = load_models(cfg, holder)
+    tokenizer, teacher, student, projection, student_tok = load_models(
+        ModelSpec(
+            cfg.teacher, cfg.student, cfg.trainer, cfg.data.on_policy, cfg.method, cfg.loss.kd.divergence
+        ),
+        holder,
+    )
     cross = cfg.loss.kd.divergence in ULD_DIVERGENCES  # cross-tokenizer KD: the student's own tokenizer
     generation = export_generation_config(teacher, student_tok if cross else None)
     senses = load_senses(cfg.senses, cfg.lexicon.output_dir, tokenizer, teacher) if dskd else None

@@ -21,6 +21,7 @@ from dskd.core.trusted_load import read_checkpoint
 from dskd.losses.uld import SpanSide, VocabMatch, uld_loss
 from dskd.models.loading import tokenizer_fingerprint
 from dskd.training.run import train
+from tests.sections import models_of
 
 from .tinyrun import metrics_rows, train_losses
 
@@ -76,7 +77,7 @@ def test_the_kd_term_is_alpha_times_uld_hybrid_of_the_two_models(full_run, smoll
     from dskd.training.teacher_signals import CrossTokenizerTeacher
 
     cfg = _config(full_run[0])
-    tokenizer, teacher, student, _, student_tok = load_models(cfg)
+    tokenizer, teacher, student, _, student_tok = load_models(models_of(cfg))
     dm = CrossTokenizerDataModule(cfg.data, cfg.seed, tokenizer, student_tok)
     batch = dm.on_before_batch_transfer(next(iter(dm.train_dataloader())), 0)
     match = VocabMatch.of(tokenizer, student_tok)

@@ -12,6 +12,7 @@ from dskd.models.trunk import shared_depth
 from dskd.training.config import TrainerConfig
 from dskd.training.run import load_models
 from dskd.training.sharing import shares_trunk, trunk_off_reason
+from tests.sections import models_of
 
 from .tinyrun import tiny_config
 
@@ -44,7 +45,7 @@ def test_the_trunk_is_shared_where_it_can_be(student, trainer, teacher_dtype, re
 
 
 def _load(cfg):
-    return load_models(cfg)[:4]
+    return load_models(models_of(cfg))[:4]
 
 
 def test_the_training_stage_shares_where_it_can_and_says_in_one_line_where_it_cannot(
