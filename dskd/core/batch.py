@@ -24,6 +24,8 @@ __all__ = [
     "SenseBatch",
     "SenseSample",
     "TokenBatch",
+    "WORD_SENSE_KEYS",
+    "WordSenseSample",
 ]
 
 IGNORE_INDEX = -100
@@ -99,6 +101,22 @@ class CrossTokenizerBatch(TokenBatch):
     """``[B, L]`` int64 span id of each student position's target (``labels``), -1 where none."""
 
 
+class WordSenseSample(TypedDict):
+    """What a cross-tokenizer batch of ``method: dskd`` adds to a :class:`SenseSample` (word-keyed senses,
+    ``dskd.data.words``): ``sense_pos`` and ``rand_pos`` are then the *student's* positions before a word
+    (the words' keys placed there, ``dskd.data.sampling.sample_word_senses``), and these keys give the
+    teacher's position before the same word and the word's key, which ``labels`` no longer is."""
+
+    teacher_sense_pos: torch.Tensor
+    """``[B, M]`` int64 the teacher's position before the word of each P1 slot (``sense_pos``)."""
+    teacher_rand_pos: torch.Tensor
+    """``[B, M]`` int64 the teacher's position before the word of each P2 slot (``rand_pos``)."""
+    sense_targets: torch.Tensor
+    """``[B, M]`` int64 the sense-dictionary key of each P1 slot's word (its teacher token id or VID)."""
+    rand_targets: torch.Tensor
+    """``[B, M]`` int64 the key of each P2 slot's word, ``IGNORE_INDEX`` for a word without a key."""
+
+
 CROSS_TOKENIZER_KEYS = tuple(
     k for k in CrossTokenizerBatch.__annotations__ if k not in TokenBatch.__annotations__
 )
@@ -106,6 +124,10 @@ CROSS_TOKENIZER_KEYS = tuple(
 
 SENSE_SAMPLE_KEYS = (*SenseSample.__annotations__, "n_neighbour_positions")
 """Keys that ``dskd.data.sampling.sample_sense_batch`` adds to a :class:`TokenBatch`."""
+
+WORD_SENSE_KEYS = tuple(WordSenseSample.__annotations__)
+"""Keys that word-keyed sampling adds beside ``SENSE_SAMPLE_KEYS``; with them ``sense_loss`` reads
+the teacher's states at the teacher's positions and the keys from them, not from ``labels``."""
 
 SENSE_LOSS_KEYS = ("labels", *SenseSample.__annotations__)
 """Keys of a batch that ``dskd.losses.sense.sense_loss`` reads."""

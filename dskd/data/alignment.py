@@ -38,6 +38,7 @@ __all__ = [
     "SpanAlignment",
     "align",
     "align_text",
+    "batch_of_rows",
     "byte_spans",
     "cross_tokenizer_batch",
     "encode",
@@ -218,7 +219,15 @@ def cross_tokenizer_batch(
 ) -> CrossTokenizerBatch:
     """One document per sequence (no specials, each side truncated to ``seq_len`` tokens), both
     tokenizations and their aligned target spans, as :class:`dskd.core.batch.CrossTokenizerBatch`."""
-    rows = [align_text(text, teacher, student, seq_len) for text in texts]
+    return batch_of_rows([align_text(text, teacher, student, seq_len) for text in texts], teacher, student)
+
+
+def batch_of_rows(
+    rows: list[tuple[Encoded, Encoded, SpanAlignment]],
+    teacher: PreTrainedTokenizerBase,
+    student: PreTrainedTokenizerBase,
+) -> CrossTokenizerBatch:
+    """:func:`cross_tokenizer_batch` of texts already aligned (``align_text`` of each)."""
     s_ids, s_mask, s_labels, s_span = _side(
         [s for _, s, _ in rows], [a.student for *_, a in rows], _pad(student)
     )

@@ -8,6 +8,9 @@ batch is :func:`dskd.data.alignment.cross_tokenizer_batch` of its documents' tex
 :class:`dskd.core.batch.CrossTokenizerBatch`: the student's ids and labels, the teacher's own
 tokenization of the same text (also truncated to ``seq_len`` tokens) and the aligned span ids. Sequences
 are bucketed and counted by their student length. A document with no student token is skipped.
+With ``method: dskd`` (``spec.table`` set) a batch also holds word-keyed sense positions
+(:func:`dskd.data.sampling.sample_word_senses` of :func:`dskd.data.words.word_positions`, drawn as
+:class:`~dskd.data.stream.PackedStream` draws, from the sequence's generator).
 """
 
 from __future__ import annotations
@@ -15,14 +18,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from dskd.core.batch import IGNORE_INDEX
 from dskd.core.errors import ConfigError
 from dskd.corpora.sources import Document
-from dskd.data.alignment import cross_tokenizer_batch
+from dskd.data.alignment import align_text, batch_of_rows
+from dskd.data.sampling import SenseDraw, sample_word_senses
 from dskd.data.stream import TOKENIZE_CHUNK, PackedStream, StreamSpec, _Unit
+from dskd.data.words import word_positions
 
 PAD_FILL = {
     "attention_mask": 0,
@@ -44,10 +50,10 @@ class CrossTokenizerStream(PackedStream):
     teacher's, ``student_tokenizer`` the student's."""
 
     def __init__(self, spec: StreamSpec, tokenizer, student_tokenizer, rank: int = 0, world_size: int = 1):
-        if spec.pack or spec.table is not None or spec.teacher_continuations is not None:
+        if spec.pack or spec.aligned or spec.teacher_continuations is not None:
             raise ConfigError(
                 "The cross-tokenizer stream reads one observed document per sequence: data.pack=false, "
-                "data.targets=observed, method=kd."
+                "data.targets=observed, data.sense_aligned_neighbours=false."
             )
         super().__init__(spec, tokenizer, rank, world_size)
         self.student_tokenizer = student_tokenizer
@@ -67,14 +73,23 @@ class CrossTokenizerStream(PackedStream):
         return units
 
     def collate(self, seqs: list[_Unit], shard: int, index: list[int]) -> dict[str, torch.Tensor]:
-        texts = [s.text for s in seqs]
-        batch = dict(cross_tokenizer_batch(texts, self.tokenizer, self.student_tokenizer, self.spec.seq_len))
+        spec = self.spec
+        rows = [align_text(s.text, self.tokenizer, self.student_tokenizer, spec.seq_len) for s in seqs]
+        batch = dict(batch_of_rows(rows, self.tokenizer, self.student_tokenizer))
         if self.spec.pad_to == "seq_len":
             pads = {"input_ids": self.student_pad, "teacher_input_ids": self.pad}
             batch = {
                 k: F.pad(v, (0, self.spec.seq_len - v.shape[1]), value=pads.get(k, PAD_FILL.get(k, -1)))
                 for k, v in batch.items()
             }
+        if spec.table is not None:
+            if spec.word_keys is None:
+                raise ConfigError("Word-keyed senses need the teacher's word keys (StreamSpec.word_keys).")
+            words = [word_positions(spec.word_keys, t, s) for t, s, _ in rows]
+            draw = SenseDraw(spec.width, spec.max_positions, spec.fraction, spec.max_neighbours)
+            rngs = [np.random.default_rng([spec.seed, self.epoch, shard, k]) for k in index]
+            sample = sample_word_senses(words, batch["input_ids"].shape[1], spec.table, rngs, draw)
+            batch |= {k: torch.from_numpy(np.asarray(v)) for k, v in sample.items()}
         return batch
 
     @property

@@ -32,6 +32,7 @@ from dskd.data.config import DataConfig
 from dskd.data.cross_stream import CrossTokenizerStream
 from dskd.data.sampling import NeighbourTable, max_positions_for
 from dskd.data.stream import META_KEYS, PackedStream, StreamSpec, sense_sample
+from dskd.data.words import WordKeys
 from dskd.lexicon import Lexicon
 
 
@@ -303,11 +304,22 @@ class CrossTokenizerDataModule(DSKDDataModule):
     """The data module of cross-tokenizer KD (``loss.kd.divergence`` uld or uld_hybrid): its streams
     are :class:`dskd.data.cross_stream.CrossTokenizerStream` (one document per sequence, tokenized by
     the teacher's ``tokenizer`` and the ``student_tokenizer``, aligned), with the same seeding, sharding
-    and exact resume as :class:`DSKDDataModule`. No sense loss, observed targets only."""
+    and exact resume as :class:`DSKDDataModule`. Observed targets only; with a ``lexicon`` (built for
+    the teacher's tokenizer; method=dskd) the batches hold word-keyed sense positions
+    (:mod:`dskd.data.words`); set ``sense_keys`` after construction for ``data.neighbours_with_senses``
+    (as :class:`DSKDDataModule`'s argument)."""
 
-    def __init__(self, data: DataConfig, seed: int, tokenizer, student_tokenizer):
-        super().__init__(data, seed, tokenizer)
+    def __init__(
+        self, data: DataConfig, seed: int, tokenizer, student_tokenizer, lexicon: Lexicon | None = None
+    ):
+        super().__init__(data, seed, tokenizer, lexicon)
         self.student_tokenizer = student_tokenizer
+
+    def spec(self, train: bool) -> StreamSpec:
+        spec = super().spec(train)
+        if self.lexicon is not None:
+            spec.word_keys = WordKeys.from_lexicon(self.tokenizer, self.lexicon)
+        return spec
 
     def stream(self, train: bool) -> PackedStream:
         rank, world = self._rank_world()

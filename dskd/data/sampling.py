@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dskd.core.batch import IGNORE_INDEX
+from dskd.data.words import WordPositions
 
 
 @dataclass
@@ -209,4 +210,31 @@ def sample_sense_batch(
         out[f"{kind}_keys"] = np.zeros((B, width, max_neighbours), dtype=np.int64)
         out[f"{kind}_mask"] = np.zeros((B, width, max_neighbours), dtype=bool)
         out[f"{kind}_keys"][rows_b, rows_j], out[f"{kind}_mask"][rows_b, rows_j] = keys, mask
+    return out
+
+
+def sample_word_senses(
+    words: Sequence[WordPositions],
+    length: int,
+    table: NeighbourTable,
+    rngs: Sequence[np.random.Generator],
+    draw: SenseDraw,
+) -> dict[str, np.ndarray]:
+    """Sense-loss arrays of a cross-tokenizer batch of ``length`` student positions, the positions being
+    those before each word of ``words[b]`` (``dskd.data.words``): :func:`sample_sense_batch` of the
+    word keys placed at the student's positions (so the draws are those of a token-keyed batch whose
+    targets are these keys), plus the teacher's positions and the key of each drawn P1 and P2 slot
+    (``dskd.core.batch.WordSenseSample``; a word without a key gets ``IGNORE_INDEX``: no senses)."""
+    B = len(words)
+    keys = np.full((B, length), IGNORE_INDEX, dtype=np.int64)
+    teacher_at = np.zeros((B, length), dtype=np.int64)
+    for b, w in enumerate(words):
+        keys[b, w.student] = np.where(w.key >= 0, w.key, -1)
+        teacher_at[b, w.student] = w.teacher
+    out = sample_sense_batch(keys, table, rngs, draw)
+    for name in ("sense", "rand"):
+        pos = out[f"{name}_pos"]
+        out[f"teacher_{name}_pos"] = np.take_along_axis(teacher_at, pos, 1)
+        target = np.take_along_axis(keys, pos, 1)
+        out[f"{name}_targets"] = np.where(target >= 0, target, IGNORE_INDEX)
     return out

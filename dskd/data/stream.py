@@ -44,6 +44,7 @@ from dskd.corpora.sources import Document, SourceStats
 from dskd.data.align import span_tokens
 from dskd.data.continuations import prompt_key
 from dskd.data.sampling import NeighbourTable, SenseDraw, restrict_to_synset, sample_sense_batch
+from dskd.data.words import WordKeys
 
 TOKENIZE_CHUNK = 256
 """Documents tokenized per call of the (fast, batched) tokenizer."""
@@ -82,6 +83,8 @@ class StreamSpec:
     """Add ``prompt_len`` to each batch (the on-policy prefix, ``dskd.batch.PROMPT_LEN``)."""
     pad_to: str = "longest"
     """longest (a batch is as wide as its longest sequence) | seq_len (every batch is seq_len wide)."""
+    word_keys: WordKeys | None = None
+    """The teacher's word keys (cross-tokenizer ``method: dskd``: word-keyed sense positions)."""
 
     @property
     def bucketed(self) -> bool:

@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import torch
 
-from dskd.core.batch import IGNORE_INDEX, SENSE_LOSS_KEYS, SenseBatch
+from dskd.core.batch import IGNORE_INDEX, SENSE_LOSS_KEYS, WORD_SENSE_KEYS, SenseBatch
 from dskd.core.errors import DSKDError
 from dskd.losses.config import SenseLossConfig
 
@@ -44,7 +44,9 @@ def _check_inputs(h_student: torch.Tensor, h_teacher: torch.Tensor, batch: Sense
             f"The batch lacks the sense-loss keys {', '.join(missing)}; build batches with the DSKD data "
             "module (method: dskd) or switch the sense loss off (method: kd)."
         )
-    if h_student.shape != h_teacher.shape:
+    word_keyed = all(k in batch for k in WORD_SENSE_KEYS)
+    same = h_student.shape[::2] == h_teacher.shape[::2] if word_keyed else h_student.shape == h_teacher.shape
+    if not same:
         raise DSKDError(
             f"Student hidden states {tuple(h_student.shape)} and teacher hidden states "
             f"{tuple(h_teacher.shape)} differ in shape; project the student's states into the "
@@ -55,6 +57,20 @@ def _check_inputs(h_student: torch.Tensor, h_teacher: torch.Tensor, batch: Sense
 def _at(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """``x[b, pos[b, m]]`` for ``x [B, L, d]`` and ``pos [B, M]`` -> ``[B, M, d]``."""
     return x.gather(1, pos.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def _teacher_pos(batch: SenseBatch, name: str) -> torch.Tensor:
+    """The teacher's positions of the ``name`` (sense: P1, rand: P2) slots: word-keyed batches give
+    them (``teacher_sense_pos``), token-keyed ones share the student's (``sense_pos``)."""
+    return batch.get(f"teacher_{name}_pos", batch[f"{name}_pos"]).long()
+
+
+def _targets(batch: SenseBatch, name: str) -> torch.Tensor:
+    """The sense-dictionary key of each ``name`` slot: the word's key (word-keyed batches) or the
+    position's target token ``labels[p]``."""
+    if f"{name}_targets" in batch:
+        return batch[f"{name}_targets"].long()
+    return batch["labels"].gather(1, batch[f"{name}_pos"].long())
 
 
 class Nearest(NamedTuple):
@@ -238,7 +254,9 @@ def sense_loss(
 
     Args:
         h_student: student LM-head inputs ``[B, L, d]``, already projected into the teacher's space.
-        h_teacher: teacher LM-head inputs ``[B, L, d]`` (constants).
+        h_teacher: teacher LM-head inputs ``[B, L, d]`` (constants); ``[B, Lt, d]`` of the teacher's
+            own tokenization when the batch is word-keyed (``dskd.core.batch.WordSenseSample``: the
+            teacher's states are then read at the teacher's positions, the keys from the batch).
         batch: a :class:`~dskd.batch.SenseBatch`; read are ``labels`` and the
             :class:`~dskd.batch.SenseSample` keys (P1 and P2 positions, synonym and antonym keys).
         lookup: the sense dictionary's lookup (e.g. ``SenseDictionary.lookup``).
@@ -255,14 +273,13 @@ def sense_loss(
     """
     _check_inputs(h_student, h_teacher, batch)
     margin = cfg.margin if margin is None else margin
-    labels = batch["labels"]
     hs = h_student.float()
     ht = h_teacher.detach().float()
 
     pos1 = batch["sense_pos"].long()
     on1 = batch["sense_pos_mask"].bool()
-    hs1, ht1 = _at(hs, pos1), _at(ht, pos1)
-    t1 = labels.gather(1, pos1).unsqueeze(-1)
+    hs1, ht1 = _at(hs, pos1), _at(ht, _teacher_pos(batch, "sense"))
+    t1 = _targets(batch, "sense").unsqueeze(-1)
     own1 = ((t1 != IGNORE_INDEX) & on1.unsqueeze(-1), t1)
     syn = (batch["syn_mask"].bool() & on1.unsqueeze(-1), batch["syn_keys"].long())
     ant = (batch["ant_mask"].bool() & on1.unsqueeze(-1), batch["ant_keys"].long())
@@ -285,9 +302,9 @@ def sense_loss(
     hs2 = _at(hs, pos2)
     rand_term = hs2.sum(-1) * 0.0
     if cfg.random_positions:
-        t2 = labels.gather(1, pos2).unsqueeze(-1)
+        t2 = _targets(batch, "rand").unsqueeze(-1)
         own2 = counted2.unsqueeze(-1) & (t2 != IGNORE_INDEX)
-        near = _nearest_mse(hs2, _at(ht, pos2), lookup, t2, own2, cfg.kappa)
+        near = _nearest_mse(hs2, _at(ht, _teacher_pos(batch, "rand")), lookup, t2, own2, cfg.kappa)
         rand_term = _masked_mean(near.mse, near.selected)
 
     n_terms = counted1.sum(1) + counted2.sum(1)  # [B]
