@@ -133,11 +133,10 @@ def _cross_tokenizer_run(method: str, data: DataConfig, loss: LossConfig) -> str
     if kd.divergence not in ULD_DIVERGENCES:
         return None
     what = f"loss.kd.divergence={kd.divergence} (cross-tokenizer KD)"
-    if method == "dskd":
+    if method == "dskd" and data.sense_aligned_neighbours:
         return (
-            f"{what} with method=dskd is refused for now: word-keyed senses not yet built (the sense "
-            "dictionary is keyed by the teacher's token ids, which a student with another tokenizer does "
-            "not predict); use method=kd."
+            f"{what} with method=dskd keys senses by words (dskd.data.words); "
+            "data.sense_aligned_neighbours (gold synsets of the teacher's tokens) is not supported there."
         )
     if data.pack:
         return (

@@ -399,7 +399,10 @@ def train(
     module = DistillationModule(settings, parts)
     lexicon_dir = cfg.lexicon.output_dir if dskd else None
     if datamodule is None and cross:
-        datamodule = CrossTokenizerDataModule(cfg.data, cfg.seed, tokenizer, student_tok)
+        datamodule = CrossTokenizerDataModule(
+            cfg.data, cfg.seed, tokenizer, student_tok, Lexicon.load(lexicon_dir) if dskd else None
+        )
+        datamodule.sense_keys = senses.key_ids.cpu().numpy() if senses is not None else None
     dm = datamodule or build_datamodule(cfg.data, cfg.teacher, cfg.seed, tokenizer, lexicon_dir, senses)
     with RunLock(rdir) if trainer.is_global_zero else contextlib.nullcontext():
         if trainer.is_global_zero:

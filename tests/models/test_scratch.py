@@ -61,7 +61,7 @@ def test_the_scratch_keys_are_typed_and_range_checked_at_load():
 @pytest.mark.parametrize(
     ("over", "message"),
     [
-        ({"method": "dskd"}, "word-keyed senses not yet built"),
+        ({"method": "dskd", "data.sense_aligned_neighbours": True}, "sense_aligned_neighbours"),
         ({"data.pack": True}, "needs data.pack=false"),
         ({"data.on_policy.fraction": 0.5}, "observed text only"),
         ({"loss.kd.chunk_size": 8}, "unset loss.kd.chunk_size"),
