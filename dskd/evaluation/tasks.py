@@ -14,14 +14,18 @@ and held-out LM metrics are reported, not averaged.
 from __future__ import annotations
 
 import random
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from dskd.assets import asset_path, wordnet
 from dskd.core.errors import ConfigError, DSKDError
+from dskd.data.alignment import byte_spans
 from dskd.evaluation.analogy import build_analogy, read_questions
 from dskd.evaluation.config import EvalConfig
 from dskd.evaluation.lm_eval_tasks import bigbench_items, chance_level, run_lm_eval, write_task
@@ -38,6 +42,7 @@ from dskd.evaluation.similarity import (
 )
 from dskd.evaluation.wic import build_wic, read_examples, wic_correct
 from dskd.evaluation.wsd import build_wsd
+from dskd.evaluation.xtok_metrics import block_texts, xtok_scores
 
 WORD_PAIRS_PER_ITEM = 10
 """A word pair (two forwards of a few tokens) costs about a tenth of a multiple-choice item, so the
@@ -211,31 +216,101 @@ def _antonymy_score(built: tuple[list, list], s: Scoring) -> list[Score]:
 # ---- held-out language modelling -------------------------------------------------------------------
 
 
-def _heldout_build(b: Building) -> tuple[Any, dict[str, int]]:
-    """The held-out blocks (the teacher's token ids) and the vocabulary that cut them."""
+@dataclass(frozen=True)
+class HeldoutBlocks:
+    """The held-out blocks as the teacher's token ids, their text, and the teacher's tokenizer."""
+
+    ids: torch.Tensor
+    texts: list[str]
+    n_bytes: list[int]
+    """The UTF-8 bytes that tokens 1.. of each block spell (the bytes its next-token predictions cover)."""
+    tokenizer: Any
+
+
+def _heldout_build(b: Building) -> HeldoutBlocks:
+    """The held-out blocks (the teacher's token ids), their text and the tokenizer that cut them."""
     path = asset_path("shakespeare") / "shakespeare.txt"
     blocks = heldout_blocks(path, b.tokenizer, b.cfg.heldout_blocks, b.cfg.heldout_block_len)
-    return blocks, b.tokenizer.get_vocab()
+    texts = block_texts(b.tokenizer, blocks)
+    spans = [byte_spans(b.tokenizer, ids.tolist(), text) for ids, text in zip(blocks, texts)]
+    return HeldoutBlocks(blocks, texts, [int(sp[-1, 1] - sp[0, 1]) for sp in spans], b.tokenizer)
 
 
-def _heldout_score(built: tuple[Any, dict[str, int]], s: Scoring) -> list[Score]:
-    blocks, vocab_of_blocks = built
-    if s.tokenizer.get_vocab() != vocab_of_blocks:
-        # a cross-tokenizer student: the blocks are ids of another vocabulary, and neither perplexity
-        # per token nor KL to the teacher compares across vocabularies
-        print("[eval] heldout: not scored (the model's tokenizer is not the teacher's)", flush=True)
-        return []
+def _heldout_score(built: HeldoutBlocks, s: Scoring) -> list[Score]:
+    if s.tokenizer.get_vocab() != built.tokenizer.get_vocab():
+        return _heldout_xtok(built, s)
+    blocks = built.ids
     lm, secs = _timed(lambda: lm_scores(s.model, blocks, s.teacher, s.cfg.batch_size))
     n, vocab = len(blocks), s.model.config.vocab_size
     nll = {"items": lm.block_nll, "statistic": "exp_mean"}  # perplexity = exp(mean block NLL)
+    per_byte = [x * (blocks.shape[1] - 1) / n_bytes for x, n_bytes in zip(lm.block_nll, built.n_bytes)]
     out = [
-        Score("heldout", "perplexity", lm.perplexity, n, float(vocab), secs, higher_is_better=False, **nll)
+        Score("heldout", "perplexity", lm.perplexity, n, float(vocab), secs, higher_is_better=False, **nll),
+        Score(
+            "heldout",
+            "nats_per_byte",
+            statistics.fmean(per_byte),
+            n,
+            None,
+            secs,
+            higher_is_better=False,
+            items=per_byte,
+        ),
     ]
     if lm.top1_agreement is not None:
         out.append(
             Score("heldout", "top1_agreement", lm.top1_agreement, n, 1.0 / vocab, secs, items=lm.block_top1)
         )
         out.append(Score("heldout", "kl", lm.kl, n, None, secs, higher_is_better=False, items=lm.block_kl))
+    return out
+
+
+def _heldout_xtok(built: HeldoutBlocks, s: Scoring) -> list[Score]:
+    """A cross-tokenizer student: perplexity on its own tokens, nats per byte and span ULD to the teacher
+    (:mod:`dskd.evaluation.xtok_metrics`); top-1 agreement and KL need one vocabulary and are left out."""
+    tokenizers = (built.tokenizer, s.tokenizer)
+    lm, secs = _timed(
+        lambda: xtok_scores(
+            s.model, tokenizers, built.texts, s.teacher, s.cfg.heldout_block_len, s.cfg.batch_size
+        )
+    )
+    n, vocab = len(built.texts), s.model.config.vocab_size
+    out = [
+        Score(
+            "heldout",
+            "perplexity",
+            lm.perplexity,
+            n,
+            float(vocab),
+            secs,
+            higher_is_better=False,
+            items=lm.block_nll,
+            statistic="exp_mean",
+        ),
+        Score(
+            "heldout",
+            "nats_per_byte",
+            lm.nats_per_byte,
+            n,
+            None,
+            secs,
+            higher_is_better=False,
+            items=lm.block_nats_per_byte,
+        ),
+    ]
+    if lm.span_uld is not None:
+        out.append(
+            Score(
+                "heldout",
+                "span_uld",
+                lm.span_uld,
+                n,
+                None,
+                secs,
+                higher_is_better=False,
+                items=lm.block_span_uld,
+            )
+        )
     return out
 
 
