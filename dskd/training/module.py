@@ -109,14 +109,7 @@ class DistillationModule(pl.LightningModule):
         depth = shared_depth(parts.student, parts.teacher)
         self.trunk = Trunk(parts.student, parts.teacher, depth) if depth else None
         """The trunk the student shares with the teacher (None: the student runs its whole decoder)."""
-        on_policy = settings.on_policy.fraction > 0
-        if settings.loss.kd.divergence in ULD_DIVERGENCES:  # the student has its own tokenization
-            signals = cross_tokenizer_signals(settings.teacher, parts.teacher, settings.loss, parts.match)
-            self.signals = signals
-        else:
-            self.signals = teacher_signals(
-                settings.teacher, parts.teacher, parts.cache, settings.loss, on_policy, self.trunk
-            )
+        self.signals = _signals(settings, parts, self.trunk)
         object.__setattr__(self, "teacher", parts.teacher)  # not registered: the module never owns it
         self.senses = parts.senses
         self.generation_config = parts.generation_config
@@ -172,17 +165,20 @@ class DistillationModule(pl.LightningModule):
         # Lightning repeats a key's last value on steps that do not log it: NaN marks "CE did not apply"
         logs = {"train/ce": torch.full_like(ce, math.nan) if on_policy else ce, "train/kd": kd}
         if self.settings.method == "dskd":
-            h = self.projection(h_s) if self.projection is not None else h_s
-            h_t = signal.sense_states(teacher, batch)
-            sense = sense_loss(
-                h, h_t, batch, self.senses.lookup, self.settings.loss.sense, margin=self.sense_margin
-            )
+            sense = self._sense_loss(batch, signal.sense_states(teacher, batch), h_s)
             loss = loss + self.settings.loss.sense.weight * sense["total"]
             parts["sense"] = sense["total"].detach()
             logs.update(_sense_logs(sense, batch, mask))
         parts["loss"] = loss.detach()
         logs["train/loss"] = loss.detach()
         return loss, parts, logs
+
+    def _sense_loss(self, batch: SenseBatch, h_t: torch.Tensor, h_s: torch.Tensor) -> dict[str, Any]:
+        """The sense loss of ``batch`` at the student's (projected) and the teacher's states."""
+        h = self.projection(h_s) if self.projection is not None else h_s
+        return sense_loss(
+            h, h_t, batch, self.senses.lookup, self.settings.loss.sense, margin=self.sense_margin
+        )
 
     def _student_states(self, batch: TokenBatch, teacher: TeacherReading) -> torch.Tensor:
         """The student's last hidden states: its trainable layers on the shared trunk's output where
@@ -260,7 +256,7 @@ class DistillationModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._val_sums = None
-        self._val_sense: dict[str, torch.Tensor] | None = None
+        self._val_sense = ValidationSense()
 
     def validation_step(self, batch: TokenBatch, batch_idx: int) -> None:
         self._place_teacher()
@@ -273,24 +269,9 @@ class DistillationModule(pl.LightningModule):
         )
         self._val_sums = sums if self._val_sums is None else self._val_sums + sums
         if self.settings.method == "dskd" and "sense_pos" in batch:
-            self._add_val_sense(batch, teacher, h_s, mask)
-
-    def _add_val_sense(
-        self, batch: SenseBatch, teacher: TeacherReading, h_s: torch.Tensor, mask: torch.Tensor
-    ) -> None:
-        """Add the held-out batch's sense loss and diagnostics to the epoch's sums (logged as
-        ``val/sense*`` by :func:`_pooled_val_sense`)."""
-        self._place_senses()
-        h = self.projection(h_s) if self.projection is not None else h_s
-        h_t = self.signals.data.sense_states(teacher, batch)
-        sense = sense_loss(
-            h, h_t, batch, self.senses.lookup, self.settings.loss.sense, margin=self.sense_margin
-        )
-        sums = _val_sense_sums(sense, batch, mask)
-        if self._val_sense is None:
-            self._val_sense = sums
-        else:
-            self._val_sense = {k: v + sums[k] for k, v in self._val_sense.items()}
+            self._place_senses()
+            sense = self._sense_loss(batch, signal.sense_states(teacher, batch), h_s)
+            self._val_sense.add(sense, batch, mask)
 
     def on_validation_epoch_end(self) -> None:
         if self._val_sums is None:
@@ -311,12 +292,8 @@ class DistillationModule(pl.LightningModule):
             batch_size=1,
             sync_dist=True,  # already reduced: every process holds the same values
         )
-        if self._val_sense is not None:
-            names = list(self._val_sense)
-            summed = self.trainer.strategy.reduce(
-                torch.stack(list(self._val_sense.values())), reduce_op="sum"
-            )
-            pooled = _pooled_val_sense(dict(zip(names, summed.tolist(), strict=True)))
+        pooled = self._val_sense.pooled(self.trainer.strategy)
+        if pooled:
             self.log_dict(pooled, on_epoch=True, batch_size=1, sync_dist=True)
 
     # ------------------------------------------------------------------ optimisation
@@ -374,6 +351,34 @@ def _sense_logs(sense: dict[str, Any], batch: SenseBatch, mask: torch.Tensor) ->
     n_valid = mask.sum().clamp(min=1)
     logs["train/neighbour_fraction"] = batch["n_neighbour_positions"].sum().float() / n_valid
     return logs
+
+
+def _signals(settings: DistillationSettings, parts: DistillationParts, trunk: Trunk | None):
+    """The run's teacher signals: cross-tokenizer (loss.kd.divergence uld, uld_hybrid: the student has
+    its own tokenization) or those of :func:`dskd.training.teacher_signals.teacher_signals`."""
+    if settings.loss.kd.divergence in ULD_DIVERGENCES:
+        return cross_tokenizer_signals(settings.teacher, parts.teacher, settings.loss, parts.match)
+    on_policy = settings.on_policy.fraction > 0
+    return teacher_signals(settings.teacher, parts.teacher, parts.cache, settings.loss, on_policy, trunk)
+
+
+class ValidationSense:
+    """The held-out batches' sense logs of one validation epoch, pooled over batches and processes."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] | None = None
+
+    def add(self, sense: dict[str, Any], batch: SenseBatch, mask: torch.Tensor) -> None:
+        """Add a held-out batch's sense loss and diagnostics (:func:`_val_sense_sums`)."""
+        sums = _val_sense_sums(sense, batch, mask)
+        self.sums = sums if self.sums is None else {k: v + sums[k] for k, v in self.sums.items()}
+
+    def pooled(self, strategy) -> dict[str, float]:
+        """The ``val/sense*`` logs summed over every process (:func:`_pooled_val_sense`); {} without any."""
+        if self.sums is None:
+            return {}
+        summed = strategy.reduce(torch.stack(list(self.sums.values())), reduce_op="sum")
+        return _pooled_val_sense(dict(zip(self.sums, summed.tolist(), strict=True)))
 
 
 def _val_sense_sums(sense: dict[str, Any], batch: SenseBatch, mask: torch.Tensor) -> dict[str, torch.Tensor]:
