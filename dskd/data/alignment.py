@@ -123,6 +123,12 @@ def _pieces(tokenizer: PreTrainedTokenizerBase, size: int) -> _Pieces:
     return _Pieces(raw, np.array([len(r or b"") for r in raw], dtype=np.int64))
 
 
+def piece_bytes(tokenizer: PreTrainedTokenizerBase) -> list[bytes | None]:
+    """The bytes each id of ``tokenizer`` spells (specials: ``b""``; None: not a byte-level piece),
+    decoded once per tokenizer and size."""
+    return _pieces(tokenizer, len(tokenizer)).raw
+
+
 def byte_spans(tokenizer: PreTrainedTokenizerBase, ids: list[int], text: str) -> np.ndarray:
     """``[T, 2]`` byte span of each of ``ids`` (a tokenization of ``text``, possibly truncated) from
     its byte-level piece; specials are zero-width. Raises :class:`AlignmentError` when the pieces are

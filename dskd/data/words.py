@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from dskd.data.alignment import Encoded, _pieces
+from dskd.data.alignment import Encoded, piece_bytes
 
 __all__ = ["WordKeys", "WordPositions", "word_positions", "words_of"]
 
@@ -63,7 +63,7 @@ class WordKeys:
 
 def words_of(tokenizer: PreTrainedTokenizerBase, ids: np.ndarray) -> list[tuple[int, int]]:
     """``(first token, number of tokens)`` of each word of the teacher's ``ids`` (module doc)."""
-    raw = _pieces(tokenizer, len(tokenizer)).raw
+    raw = piece_bytes(tokenizer)
     pieces = [raw[int(i)] or b"" for i in ids]
     out: list[tuple[int, int]] = []
     for i, piece in enumerate(pieces):
