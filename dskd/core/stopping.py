@@ -18,9 +18,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import FrameType
+from types import FrameType, TracebackType
 
 _DEFAULT = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
 """The handlers :func:`stop_cleanly` replaces: Python's own for each signal."""
@@ -84,6 +85,20 @@ def _quiet(*exc_info: object) -> None:
     """sys.excepthook of a worker told to stop."""
 
 
+def _handover_quiet(hook: Callable) -> Callable:
+    """``hook``, except in a forked worker for a lost handover: the stage's process went away while the
+    worker's fd-sharing thread (multiprocessing's resource_sharer) was passing it a batch. A worker the
+    signal did not reach printed that traceback under the stage's one line (or cut it in half)."""
+
+    def excepthook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+        lost = issubclass(kind, (ConnectionError, EOFError)) and os.getpid() != _owner
+        if lost and any(f.filename.endswith("resource_sharer.py") for f in traceback.extract_tb(tb)):
+            return
+        hook(kind, error, tb)
+
+    return excepthook
+
+
 def _stopping(signum: int) -> Stopped:
     if not _sigchld:
         _sigchld.append(signal.signal(signal.SIGCHLD, signal.SIG_DFL))
@@ -99,6 +114,9 @@ def stop_cleanly(what: str) -> Iterator[None]:
     previous = {s: signal.getsignal(s) for s in _DEFAULT} if main else {}
     mine = [s for s, handler in previous.items() if handler is _DEFAULT[s]]
     _owner = os.getpid() if mine else _owner
+    hook = sys.excepthook
+    if mine:  # inherited by the DataLoader workers it forks
+        sys.excepthook = _handover_quiet(hook)
     for s in mine:
         signal.signal(s, _stop)
     try:
@@ -109,6 +127,8 @@ def stop_cleanly(what: str) -> Iterator[None]:
     finally:
         for s in mine:
             signal.signal(s, previous[s])
+        if mine:
+            sys.excepthook = hook
         if mine and _sigchld:
             signal.signal(signal.SIGCHLD, _sigchld.pop())
 

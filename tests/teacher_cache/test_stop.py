@@ -69,9 +69,6 @@ def test_a_signal_during_cache_build_replaces_nothing_removes_its_tmp_and_says_s
         f"dskd: error: {how} stopped the teacher cache build before it finished; nothing was replaced "
         f"({cache} is as it was and the unfinished temporary files were removed). Run it again."
     )
-    tracebacks = err.split("Traceback (most recent call last):")[1:]
-    if workers and not group:  # a worker not signalled may report the batch it was handing over
-        tracebacks = [t for t in tracebacks if "resource_sharer.py" not in t or "ConnectionReset" not in t]
-    assert tracebacks == [] and out == ""
+    assert "Traceback" not in err and out == ""  # nor one of a worker losing a batch's handover
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no .cache.*.tmp
     assert {p.name: p.read_bytes() for p in cache.iterdir()} == before  # the previous cache, byte for byte
