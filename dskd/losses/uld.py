@@ -78,6 +78,18 @@ class VocabMatch:
         ids = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
         return cls(ids[:, 0], ids[:, 1])
 
+    def on(self, teacher: torch.Tensor, student: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher and student ids on the devices of ``teacher`` and ``student`` (``[..., V]``
+        vectors of each model); :class:`DSKDError` when an id lies past a vector's last entry."""
+        t_ids, s_ids = self.teacher.to(teacher.device), self.student.to(student.device)
+        if len(t_ids) and (t_ids.max() >= teacher.shape[-1] or s_ids.max() >= student.shape[-1]):
+            raise DSKDError(
+                f"The matched tokens reach ids {int(t_ids.max())} (teacher) and {int(s_ids.max())} "
+                f"(student), past the logits' {teacher.shape[-1]} and {student.shape[-1]} entries: build "
+                "VocabMatch from the tokenizers of these models."
+            )
+        return t_ids, s_ids
+
 
 def _merge(side: SpanSide, keys: torch.Tensor, width: int, kd: KDConfig) -> torch.Tensor:
     """``[len(keys), V]`` merged span vectors of ``side`` for the flat span keys ``b * width + span``."""
@@ -107,13 +119,7 @@ def _sorted_l1(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 def _hybrid(student: torch.Tensor, teacher: torch.Tensor, match: VocabMatch, kd: KDConfig) -> torch.Tensor:
     """``[S]`` GOLD's hybrid: generalized JSD on the matched tokens, sorted L1 on the others."""
-    t_ids, s_ids = match.teacher.to(teacher.device), match.student.to(student.device)
-    if len(t_ids) and (t_ids.max() >= teacher.shape[-1] or s_ids.max() >= student.shape[-1]):
-        raise DSKDError(
-            f"The matched tokens reach ids {int(t_ids.max())} (teacher) and {int(s_ids.max())} (student), "
-            f"past the logits' {teacher.shape[-1]} and {student.shape[-1]} entries: build VocabMatch from "
-            "the tokenizers of these models."
-        )
+    t_ids, s_ids = match.on(teacher, student)
     log_t = teacher[:, t_ids].clamp_min(EPS).log()
     log_s = student[:, s_ids].clamp_min(EPS).log()
     matched = generalized_jsd(log_t, log_s, kd.beta)
