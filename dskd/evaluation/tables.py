@@ -4,7 +4,10 @@ Records are plain dicts (as stored in ``results.json``) with ``benchmark``, ``me
 ``seed``, ``value``, ``n_items``, ``chance``, ``seconds``, ``in_average``, ``higher_is_better`` and
 ``in_table`` (optional, default true).
 The ``average`` column is the mean of a row's ``in_average`` columns (for a model with several
-seeds: the mean and std over seeds of each seed's average).
+seeds: the mean and std over seeds of each seed's average); a table without such columns has none.
+The chance row gives a column's ``chance`` when all its records agree (empty otherwise: the perplexity
+of models with different vocabularies). The note under table.md explains the columns present
+(:data:`COLUMN_NOTES`).
 
 A task that could not be evaluated (its asset unavailable: ``unavailable``, ``task -> reason``, as in
 results.json) gets a column of ``unavailable`` cells and its reason under the table; the average is
@@ -33,6 +36,24 @@ PAIRS = (("DSKD+", "DSKD+ pull-only"),)
 """(model, reference) pairs whose paired differences table.md adds below the baseline's, where both
 models are present: what DSKD+'s push adds over its pull-only ablation."""
 UNAVAILABLE = "unavailable"
+COLUMN_NOTES = {
+    "heldout perplexity": "per token of the teacher's tokenizer, which cut the held-out blocks (chance: "
+    "that vocabulary's size, a uniform guess)",
+    "heldout perplexity_own_tokens": "a cross-tokenizer student's perplexity per token of its own "
+    "tokenizer on the blocks' text; it compares only models with the same tokenizer, not with `heldout "
+    "perplexity` (chance: the student's vocabulary size, a uniform guess)",
+    "heldout nats_per_byte": "next-token NLL per UTF-8 byte of the blocks' text; it compares models "
+    "whatever their tokenizers",
+    "heldout span_uld": "a cross-tokenizer student's ULD distance to the teacher per aligned span "
+    "(sorted-mass L1 in [0, 2], blind to which token carries which mass)",
+    "heldout span_kl": "KL(teacher ‖ student) at the first position of each aligned span, over the token "
+    "strings both vocabularies share, each side renormalised over them",
+    "heldout span_kl_scored": "span starts scored by `span_kl` per next-token prediction of the student",
+    "heldout span_kl_teacher_mass": "the teacher's mean probability on the shared strings where `span_kl` "
+    "is scored (the rest of its mass is not compared)",
+    "heldout span_kl_student_mass": "the student's mean probability on the shared strings there",
+}
+"""What a column means, for the note under table.md (written for the columns present)."""
 
 
 def _column(r: dict[str, Any]) -> str:
@@ -73,8 +94,12 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[str, tuple[float,
 
 
 def chance_row(records: list[dict[str, Any]]) -> dict[str, float | None]:
-    """Chance level per column; its average over the ``in_average`` columns."""
-    row = {_column(r): r["chance"] for r in records}
+    """Chance level per column (None where the models' records disagree, as a perplexity's vocabulary
+    sizes can); its average over the ``in_average`` columns."""
+    levels: dict[str, set[float | None]] = defaultdict(set)
+    for r in records:
+        levels[_column(r)].add(r["chance"])
+    row = {c: next(iter(v)) if len(v) == 1 else None for c, v in levels.items()}
     averaged = [
         row[c] for c in columns(records) if c in row and _in_average(records, c) and row[c] is not None
     ]
@@ -205,6 +230,25 @@ def _markdown(header: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
+def _column_notes(records: list[dict[str, Any]], header: list[str], unavailable: bool) -> str:
+    """The note's sentences for the columns in ``header`` (``average``, :data:`COLUMN_NOTES`), and for a
+    chance cell left empty because the models' chance levels differ."""
+    notes = [f"`{c}`: {COLUMN_NOTES[c]}. " for c in header if c in COLUMN_NOTES]
+    if AVERAGE in header:
+        available = " of the available tasks" if unavailable else ""
+        notes.insert(
+            0,
+            f"`{AVERAGE}`: mean of the accuracy-like columns{available} (multiple-choice accuracy, WiC "
+            "accuracy, synonym/antonym AUC). ",
+        )
+    chance = chance_row(records)
+    differ = [c for c in header[1:] if c != AVERAGE and c in chance and chance[c] is None]
+    differ = [c for c in differ if any(r["chance"] is not None for r in records if _column(r) == c)]
+    if differ:
+        notes.append(f"`chance` is left empty where the models' chance levels differ ({', '.join(differ)}). ")
+    return "\n" + "".join(notes)
+
+
 def _unavailable_note(unavailable: dict[str, str]) -> str:
     """The reason of each unavailable task, one line each (empty when every task was evaluated)."""
     lines = "".join(f"- {task}: {UNAVAILABLE} — {reason}\n" for task, reason in unavailable.items())
@@ -225,11 +269,10 @@ def render_markdown(
     unavailable = unavailable or {}
     header, rows = table_rows(records, model_order, unavailable)
     seeds = {m: len({r["seed"] for r in records if r["model"] == m}) for m in {r["model"] for r in records}}
-    available = " of the available tasks" if unavailable else ""
     note = (
-        f"\n`{AVERAGE}`: mean of the accuracy-like columns{available} (multiple-choice accuracy, WiC "
-        "accuracy, synonym/antonym AUC). `items`: evaluated items per benchmark. "
-        f"Seeds per model: {', '.join(f'{m} {n}' for m, n in sorted(seeds.items()))}.\n"
+        _column_notes(records, header, bool(unavailable))
+        + "`items`: evaluated items per benchmark. Seeds per model: "
+        + f"{', '.join(f'{m} {n}' for m, n in sorted(seeds.items()))}.\n"
     )
     text = "\n".join(_markdown(header, rows)) + "\n" + note + _unavailable_note(unavailable)
     header, rows = difference_rows(records, model_order, baseline, n_resamples, seed)

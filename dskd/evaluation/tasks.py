@@ -266,51 +266,51 @@ def _heldout_score(built: HeldoutBlocks, s: Scoring) -> list[Score]:
 
 
 def _heldout_xtok(built: HeldoutBlocks, s: Scoring) -> list[Score]:
-    """A cross-tokenizer student: perplexity on its own tokens, nats per byte and span ULD to the teacher
-    (:mod:`dskd.evaluation.xtok_metrics`); top-1 agreement and KL need one vocabulary and are left out."""
+    """A cross-tokenizer student: perplexity on its own tokens (``perplexity_own_tokens``, its own column:
+    it does not compare with the teacher's per-token ``perplexity``), nats per byte, and with the
+    teacher span ULD, span KL and span KL's coverage (:mod:`dskd.evaluation.xtok_metrics`); top-1
+    agreement and the per-token KL need one vocabulary and are left out."""
     tokenizers = (built.tokenizer, s.tokenizer)
     lm, secs = _timed(
         lambda: xtok_scores(
             s.model, tokenizers, built.texts, s.teacher, s.cfg.heldout_block_len, s.cfg.batch_size
         )
     )
-    n, vocab = len(built.texts), s.model.config.vocab_size
-    out = [
-        Score(
+    n = len(built.texts)
+
+    def lower(
+        metric: str,
+        value: float,
+        items: list[float] | None,
+        chance: float | None = None,
+        statistic: str = "mean",
+    ) -> Score:
+        return Score(
             "heldout",
-            "perplexity",
-            lm.perplexity,
+            metric,
+            value,
             n,
-            float(vocab),
+            chance,
             secs,
             higher_is_better=False,
-            items=lm.block_nll,
-            statistic="exp_mean",
-        ),
-        Score(
-            "heldout",
-            "nats_per_byte",
-            lm.nats_per_byte,
-            n,
-            None,
-            secs,
-            higher_is_better=False,
-            items=lm.block_nats_per_byte,
-        ),
-    ]
-    if lm.span_uld is not None:
-        out.append(
-            Score(
-                "heldout",
-                "span_uld",
-                lm.span_uld,
-                n,
-                None,
-                secs,
-                higher_is_better=False,
-                items=lm.block_span_uld,
-            )
+            items=items,
+            statistic=statistic,
         )
+
+    vocab = float(s.model.config.vocab_size)  # perplexity = exp(mean block NLL), chance: uniform
+    out = [
+        lower("perplexity_own_tokens", lm.perplexity, lm.block_nll, chance=vocab, statistic="exp_mean"),
+        lower("nats_per_byte", lm.nats_per_byte, lm.block_nats_per_byte),
+    ]
+    if lm.span_uld is not None and lm.span_kl is not None and lm.span_kl_coverage is not None:
+        cover = lm.span_kl_coverage
+        out += [
+            lower("span_uld", lm.span_uld, lm.block_span_uld),
+            lower("span_kl", lm.span_kl, lm.block_span_kl),
+            Score("heldout", "span_kl_scored", cover.scored, n, None, secs),
+            Score("heldout", "span_kl_teacher_mass", cover.teacher_mass, n, None, secs),
+            Score("heldout", "span_kl_student_mass", cover.student_mass, n, None, secs),
+        ]
     return out
 
 

@@ -164,3 +164,64 @@ def test_an_unavailable_task_is_a_marked_column_with_its_reason_and_the_average_
     rows = list(csv.reader(io.StringIO(render_csv(available, ["teacher", "dskd"], missing))))
     assert rows[0][3] == "bigbench/odd_one_out" and rows[1][3] == rows[2][3] == "unavailable"
     assert "available tasks" not in render_markdown(available)  # nothing missing: the usual note
+
+
+def held(model, metric, value, chance, items):
+    return rec(model, 0, "heldout", metric, value, chance, len(items), in_average=False) | {
+        "items": items,
+        "higher_is_better": False,
+    }
+
+
+XTOK = [
+    held("teacher", "perplexity", 111.7, 49152.0, [4.6, 4.8]),
+    held("teacher", "nats_per_byte", 1.25, None, [1.2, 1.3]),
+    held("ce-only", "perplexity_own_tokens", 4663.0, 8000.0, [8.4, 8.5]),
+    held("ce-only", "nats_per_byte", 3.71, None, [3.7, 3.72]),
+    held("dskd", "perplexity_own_tokens", 5515.0, 8000.0, [8.6, 8.6]),
+    held("dskd", "nats_per_byte", 3.78, None, [3.77, 3.79]),
+]
+
+
+def test_the_teachers_per_token_perplexity_and_the_students_own_token_one_are_separate_columns():
+    """Per SmolLM2 token and per student token are different units: two columns, each model's other cell
+    empty, each with its own chance level (the teacher's and the students' vocabulary sizes), and no
+    difference is formed across them (the teacher's row has only nats per byte)."""
+    text = render_markdown(XTOK, ["teacher", "ce-only", "dskd"], baseline="ce-only", n_resamples=50)
+    head, _, diff_part = text.partition("### Difference to ce-only")
+    lines = [line for line in head.splitlines() if line.startswith("|")]
+    assert (
+        lines[0] == "| model | heldout perplexity | heldout nats_per_byte | heldout perplexity_own_tokens |"
+    )
+    assert lines[2] == "| teacher | 111.700 | 1.250 | – |"
+    assert lines[3] == "| ce-only | – | 3.710 | 4663 |"
+    assert lines[5] == "| chance | 49152 | – | 8000 |"
+    diff = [line for line in diff_part.splitlines() if line.startswith("|")]
+    assert diff[0] == "| model | heldout nats_per_byte | heldout perplexity_own_tokens |"
+    assert diff[2].startswith("| teacher | -2.460 [") and diff[2].endswith(" | – |")
+    assert (
+        "`heldout perplexity_own_tokens`: a cross-tokenizer student's perplexity per token of its own" in head
+    )
+    assert "`heldout perplexity`: per token of the teacher's tokenizer" in head
+
+
+def test_the_note_explains_the_columns_present_and_no_average_the_table_lacks():
+    text = render_markdown(XTOK)
+    assert "`average`" not in text and "accuracy-like" not in text
+    assert "`heldout nats_per_byte`:" in text and "span_kl" not in text and "span_uld" not in text
+    with_average = render_markdown(RECORDS)
+    assert "`average`: mean of the accuracy-like columns" in with_average
+    assert "heldout" not in with_average
+
+
+def test_chance_is_left_empty_where_the_models_chance_levels_differ():
+    """Two students with 8000- and 4000-token vocabularies: no single uniform perplexity, so the chance
+    cell is empty and the note says why; one vocabulary gives its size."""
+    small = held("small", "perplexity_own_tokens", 3000.0, 4000.0, [8.0, 8.0])
+    lines = [line for line in render_markdown([*XTOK, small]).splitlines() if line.startswith("| chance")]
+    assert lines == ["| chance | 49152 | – | – |"]
+    assert (
+        "`chance` is left empty where the models' chance levels differ (heldout perplexity_own_tokens)"
+        in (render_markdown([*XTOK, small]))
+    )
+    assert "chance levels differ" not in render_markdown(XTOK)

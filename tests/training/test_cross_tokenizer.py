@@ -9,6 +9,7 @@ import math
 import os
 import shutil
 import signal
+from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
@@ -16,6 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dskd.config.loading import load_config
+from dskd.config.schema import ExperimentConfig
 from dskd.core.errors import TrainingInterrupted
 from dskd.core.trusted_load import read_checkpoint
 from dskd.losses.uld import SpanSide, VocabMatch, uld_loss
@@ -99,24 +101,30 @@ def test_the_kd_term_is_alpha_times_uld_hybrid_of_the_two_models(full_run, smoll
     assert student.lm_head.weight.grad.abs().sum() > 0
 
 
-def test_sigterm_saves_the_step_reached_and_resume_continues_exactly(full_run, tmp_path):
+def assert_sigterm_resume_is_exact(cfg: ExperimentConfig, run_dir: Path, reference_dir: Path) -> None:
+    """Run ``cfg`` (6 steps, checkpoints every 3) into ``run_dir``, stopped by a real SIGTERM before step 4,
+    then resume it: the stop saves step 4, and the train loss of every step equals that of
+    ``reference_dir``, the same config run without a stop."""
+
     class Terminate(pl.Callback):  # a real SIGTERM to this process, as `kill PID` sends it
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             if trainer.global_step == 3:
                 os.kill(os.getpid(), signal.SIGTERM)
 
-    cfg = _config(tmp_path)
     with pytest.raises(TrainingInterrupted, match="SIGTERM at step 4") as info:
         train(cfg, callbacks=[Terminate()], export=False)
     assert info.value.exit_code == 143
-    run_b = _run_dir(tmp_path)
-    assert read_checkpoint(run_b / "checkpoints" / "last.ckpt")["global_step"] == 4
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 4
     resumed = train(cfg, export=False)  # trainer.resume=auto
     assert resumed["global_step"] == 6
-    a, b = train_losses(_run_dir(full_run[0])), train_losses(run_b)
+    a, b = train_losses(reference_dir), train_losses(run_dir)
     assert sorted(a) == sorted(b) == list(range(1, 7))
     for step in a:
         assert b[step] == pytest.approx(a[step], abs=1e-6), step
+
+
+def test_sigterm_saves_the_step_reached_and_resume_continues_exactly(full_run, tmp_path):
+    assert_sigterm_resume_is_exact(_config(tmp_path), _run_dir(tmp_path), _run_dir(full_run[0]))
 
 
 def test_dskd_export_writes_a_standalone_model_with_the_students_own_tokenizer(
@@ -150,8 +158,9 @@ def test_dskd_export_writes_a_standalone_model_with_the_students_own_tokenizer(
 
 
 def test_dskd_eval_scores_the_cross_tokenizer_student_beside_the_teacher(full_run, tmp_path, capsys):
-    """The student is scored with its own tokenizer: held-out perplexity on its own tokens, nats per byte
-    and span ULD to the teacher; top-1 agreement and KL, per teacher token, are the teacher's only."""
+    """The student is scored with its own tokenizer: held-out perplexity on its own tokens (a column of its
+    own), nats per byte, span ULD and span KL to the teacher with span KL's coverage; top-1 agreement and
+    KL, per teacher token, are the teacher's only."""
     from dskd.cli import main
 
     root, summary = full_run
@@ -164,8 +173,27 @@ def test_dskd_eval_scores_the_cross_tokenizer_student_beside_the_teacher(full_ru
     scored = {(r["model"], r["benchmark"], r["metric"]) for r in records}
     assert ("xtok", "wic", "acc") in scored and ("teacher", "heldout", "perplexity") in scored
     held = {m: r for r in records if r["benchmark"] == "heldout" for m in [(r["model"], r["metric"])]}
-    assert {m for _, m in held if _ == "xtok"} == {"perplexity", "nats_per_byte", "span_uld"}
+    assert {m for _, m in held if _ == "xtok"} == {
+        "perplexity_own_tokens",
+        "nats_per_byte",
+        "span_uld",
+        "span_kl",
+        "span_kl_scored",
+        "span_kl_teacher_mass",
+        "span_kl_student_mass",
+    }
     assert {m for _, m in held if _ == "teacher"} == {"perplexity", "nats_per_byte"}  # no teacher to compare
     assert len(held[("xtok", "span_uld")]["items"]) == 2 and 0 < held[("xtok", "span_uld")]["value"] <= 2
+    assert len(held[("xtok", "span_kl")]["items"]) == 2 and held[("xtok", "span_kl")]["value"] > 0
+    assert 0 < held[("xtok", "span_kl_scored")]["value"] <= 1
+    assert 0 < held[("xtok", "span_kl_teacher_mass")]["value"] < 1
+    # the two perplexities are per token of different tokenizers: separate columns, each with its chance
+    lines = (out / "table.md").read_text().splitlines()
+    header = lines[0].split(" | ")
+    row = {r.split(" | ")[0].lstrip("| "): r.split(" | ") for r in lines if r.startswith("| ")}
+    own, per_teacher = header.index("heldout perplexity_own_tokens"), header.index("heldout perplexity")
+    assert row["teacher"][own] == "–" and row["xtok"][per_teacher] == "–"
+    assert row["chance"][own] == "8000" and row["chance"][per_teacher] == "49152"
+    assert "`heldout perplexity_own_tokens`: a cross-tokenizer" in "\n".join(lines)
     # per byte the teacher (trained) beats the 6-step student; both are finite and positive
     assert 0 < held[("teacher", "nats_per_byte")]["value"] < held[("xtok", "nats_per_byte")]["value"]

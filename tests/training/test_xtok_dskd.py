@@ -15,7 +15,7 @@ from dskd.data.datamodule import CrossTokenizerDataModule
 from dskd.lexicon import Lexicon
 from dskd.training.run import train
 
-from .test_cross_tokenizer import SMOKE
+from .test_cross_tokenizer import SMOKE, assert_sigterm_resume_is_exact
 from .tinyrun import metrics_rows
 
 pytestmark = pytest.mark.integration  # the real SmolLM2 teacher, WordNet and the WordNet BPE
@@ -57,12 +57,37 @@ def test_word_keyed_batches_hold_sense_positions_on_both_sides(artifacts, smollm
         assert a.startswith(" ") and (a.startswith(b) or b.startswith(a))
 
 
-def test_xtok_dskd_trains_a_few_steps_with_the_sense_loss(artifacts):
+def _run_dir(root):
+    return root / "runs" / "tiny-xtok-dskd" / "seed-0"
+
+
+@pytest.fixture(scope="module")
+def full_run(artifacts):
+    """The 6-step run (SMOKE's), uninterrupted."""
     root, over = artifacts
-    cfg = load_config("experiments/tiny/xtok-dskd.yaml", [*SMOKE, *over, "trainer.max_steps=3"])
-    summary = train(cfg, export=False)
-    assert summary["global_step"] == 3 and summary["skipped_steps"] == 0
-    rows = [r for r in metrics_rows(root / "runs" / "tiny-xtok-dskd" / "seed-0") if r.get("train/sense")]
-    assert len(rows) == 3
-    assert all(float(r["train/sense"]) > 0 and float(r["train/kd"]) > 0 for r in rows)
-    assert math.isfinite(summary["metrics"]["val/sense"]) and summary["metrics"]["val/sense"] > 0
+    return train(load_config("experiments/tiny/xtok-dskd.yaml", [*SMOKE, *over]), export=False)
+
+
+def test_xtok_dskd_trains_a_few_steps_with_the_sense_loss(artifacts, full_run):
+    root, _ = artifacts
+    assert full_run["global_step"] == 6 and full_run["skipped_steps"] == 0
+    rows = [r for r in metrics_rows(_run_dir(root)) if r.get("train/sense")]
+    assert len(rows) == 6 and all(float(r["train/kd"]) > 0 for r in rows)
+    # a batch of short WordNet documents may hold no word with a sense key: its sense loss is exactly 0
+    active = [float(r["train/candidates_per_position"]) > 0 for r in rows]
+    assert sum(active) >= 4 and all((float(r["train/sense"]) > 0) == a for r, a in zip(rows, active))
+    assert math.isfinite(full_run["metrics"]["val/sense"]) and full_run["metrics"]["val/sense"] > 0
+
+
+def test_sigterm_then_resume_continues_the_xtok_dskd_run_exactly(artifacts, full_run, tmp_path):
+    """Word-keyed sense draws and the cross-tokenizer stream resume where the stop left them: the same
+    train losses (CE + ULD + sense) at every step as the uninterrupted run."""
+    root, over = artifacts
+    cfg = load_config("experiments/tiny/xtok-dskd.yaml", [*SMOKE, *over, f"runs_dir={tmp_path}/runs"])
+    assert_sigterm_resume_is_exact(cfg, _run_dir(tmp_path), _run_dir(root))
+    sense = [_sense_by_step(_run_dir(r)) for r in (root, tmp_path)]
+    assert sense[0] == sense[1] and sense[0][6] > 0  # the resumed steps include a sense-loss step
+
+
+def _sense_by_step(run_dir) -> dict[int, float]:
+    return {int(r["step"]): float(r["train/sense"]) for r in metrics_rows(run_dir) if r.get("train/sense")}
