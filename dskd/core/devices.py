@@ -18,6 +18,19 @@ GROUP_TIMEOUT_HOURS = 4
 long while rank 0 works alone (k-means of the sense dictionary, writing results)."""
 
 
+def numerics() -> dict[str, object]:
+    """What a result's floats depend on beyond the code, the config and the inputs: torch's version, the
+    CPU kernel path torch chose (AVX-512 or AVX2 change a tiny run's held-out KL in the 2nd decimal;
+    docs/results.md), its intra-op threads and the GPU. Recorded in summary.json and results.json."""
+    gpu = torch.cuda.get_device_name(local_rank()) if torch.cuda.is_available() else None
+    return {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "gpu": gpu,
+    }
+
+
 def local_rank() -> int:
     """The process's rank on its node: LOCAL_RANK (torchrun, Lightning), else SLURM_LOCALID, else 0."""
     for name in ("LOCAL_RANK", "SLURM_LOCALID"):

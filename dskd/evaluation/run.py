@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import torch
 
 from dskd.config.schema import ExperimentConfig
-from dskd.core.devices import all_gather_object, barrier, rank_world, resolve_device
+from dskd.core.devices import all_gather_object, barrier, numerics, rank_world, resolve_device
 from dskd.core.errors import ConfigError, DSKDError
 from dskd.core.io import provenance, read_artifact_json, write_json_atomic, write_text_atomic
 from dskd.core.outputs import SEED_FOLDER, check_output, mark_output
@@ -265,6 +265,7 @@ def write_results(
         out_dir / "results.json",
         {
             "provenance": provenance("eval", {"models": models, "tasks": ec.tasks}),
+            "numerics": numerics(),
             "config": asdict(ec),
             "unavailable": unavailable,
             "results": records,

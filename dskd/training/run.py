@@ -24,7 +24,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from dskd.config.schema import ExperimentConfig
-from dskd.core.devices import check_accelerator, is_global_zero, local_device
+from dskd.core.devices import check_accelerator, is_global_zero, local_device, numerics
 from dskd.core.errors import DSKDError, TrainingInterrupted
 from dskd.core.io import write_json_atomic
 from dskd.core.outputs import StageResult, check_name, check_output, mark_output
@@ -544,6 +544,7 @@ def _fit(trainer: pl.Trainer, module, dm, options: FitOptions) -> dict[str, Any]
         "skipped_steps": module.skipped_steps,
         "metrics": metrics,
         "wall_time_s": round(time.perf_counter() - t0, 2),
+        "numerics": numerics(),
         "run_dir": str(rdir),
         "checkpoint_dir": str(ckpt_dir),
         "export_dir": None,

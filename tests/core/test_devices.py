@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import dskd
-from dskd.core.devices import local_device, local_rank
+from dskd.core.devices import local_device, local_rank, numerics
 
 PACKAGE = Path(dskd.__file__).resolve().parent
 BARE_CUDA = [
@@ -152,3 +156,31 @@ def test_a_gpu_accelerator_without_a_gpu_is_refused_naming_the_key(monkeypatch):
         check_accelerator("gpu")
     check_accelerator("cpu")
     check_accelerator("auto")  # Lightning picks the CPU
+
+
+NUMERICS = "import json; from dskd.core.devices import numerics; print(json.dumps(numerics()))"
+
+
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"), reason="x86 only")
+def test_numerics_names_the_kernel_path_and_threads_the_process_really_uses():
+    """A process told to use AVX2 kernels and one thread says so; this one says what torch reports."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(PACKAGE.parent),
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "OMP_NUM_THREADS": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", NUMERICS], env=env, capture_output=True, text=True, check=True
+    )
+    assert json.loads(done.stdout) == {
+        "torch": torch.__version__,
+        "cpu_capability": "AVX2",
+        "threads": 1,
+        "gpu": None,
+    }
+    here = numerics()
+    assert (here["cpu_capability"], here["threads"]) == (
+        torch.backends.cpu.get_cpu_capability(),
+        torch.get_num_threads(),
+    )

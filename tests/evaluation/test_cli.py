@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dskd.cli import main
+from dskd.core.devices import numerics
 from dskd.evaluation.stats import statistic
 
 pytestmark = pytest.mark.integration
@@ -29,6 +30,7 @@ def test_dskd_eval_teacher_tiny(tmp_path, smollm2_dir, capsys):
     )
     assert rc == 0
     data = json.loads((out / "results.json").read_text())
+    assert data["numerics"] == numerics()  # the kernel path and threads the numbers came from
     got = {(r["benchmark"], r["metric"]) for r in data["results"]}
     assert {
         ("analogy", "acc"),

@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
+from dskd.core.devices import numerics
 from dskd.core.errors import DSKDError, TrainingInterrupted
 from dskd.core.trusted_load import read_checkpoint
 from dskd.losses.config import SenseLossConfig
@@ -91,7 +92,8 @@ def test_kd_run_writes_its_folder_and_a_loadable_export(run_tmp, teacher_dir):
         "summary.json",
     ):
         assert (run / name).is_file(), name
-    assert json.loads((run / "summary.json").read_text())["metrics"] == out["metrics"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["metrics"] == out["metrics"] and summary["numerics"] == numerics()
     for key in (
         "train/loss",
         "train/ce",
