@@ -15,6 +15,26 @@ from dskd.core.io import atomic_dir, atomic_path
 from dskd.core.stopping import Stopped, holding_signals, stop_cleanly
 
 
+@pytest.fixture(autouse=True)
+def pythons_own_handlers():
+    """Python's own SIGINT and SIGTERM handlers, as a foreground process has them: a background job of
+    a non-interactive shell (`cmd &`, CI under nohup) starts with SIGINT ignored."""
+    own = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    before = {s: signal.signal(s, handler) for s, handler in own.items()}
+    yield
+    for s, handler in before.items():
+        signal.signal(s, handler)
+
+
+def test_an_ignored_signal_stays_ignored():
+    """`nohup` or a background job: Ctrl-C was ignored before the stage and stays so inside it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with stop_cleanly("the test build"):
+        os.kill(os.getpid(), signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
 def test_sigterm_inside_an_atomic_dir_removes_its_tmp_and_keeps_the_old_folder(tmp_path):
     out = tmp_path / "art"
     out.mkdir()
