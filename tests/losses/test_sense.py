@@ -347,7 +347,7 @@ def reference_diagnostics(hs, ht, batch, table, cfg) -> dict[str, float]:
         "teacher_mse_pos": sums["t_pos"] / counts["pos"],
         "student_mse_neg": sums["s_neg"] / counts["neg"],
         "teacher_mse_neg": sums["t_neg"] / counts["neg"],
-        "margin": cfg.margin,
+        "margin": cfg.teacher_slack if cfg.hinge == "teacher" else cfg.margin,
     }, counts
 
 
@@ -400,6 +400,14 @@ def test_margin_argument_overrides_the_config_margin():
     assert moved["neg"].item() == pytest.approx(want["neg"].item())
     assert moved["diagnostics"]["margin"].item() == 2.5
     assert moved["neg"].item() > sense_loss(hs, ht, batch, lookup, cfg)["neg"].item()
+
+
+def test_the_margin_diagnostic_is_the_teacher_slack_under_the_teacher_hinge():
+    """hinge=teacher measures against teacher_slack; its diagnostic showed the unused margin (1.0)."""
+    hs, ht, batch, table = _problem(0)
+    cfg = SenseLossConfig(kappa=2, margin=1.0, hinge="teacher", teacher_slack=0.3)
+    got = sense_loss(hs, ht, batch, TableLookup(table, K, D, N_KEYS), cfg, margin=2.5)
+    assert got["diagnostics"]["margin"].item() == pytest.approx(0.3)
 
 
 def test_bf16_true_default_dtype_gives_the_fp32_loss():
