@@ -237,9 +237,7 @@ def _diagnostics(
             **means,
             "pos_distance_ratio": _ratio(means["student_mse_pos"], means["teacher_mse_pos"]),
             "neg_distance_ratio": _ratio(means["student_mse_neg"], means["teacher_mse_neg"]),
-            "margin": torch.tensor(
-                float(_hinge_constant(cfg, margin)), dtype=torch.float32, device=on1.device
-            ),
+            "margin": torch.tensor(_hinge_constant(cfg, margin), dtype=torch.float32, device=on1.device),
         }
         return values, {k: n.float() for k, n in counts.items()}
 
