@@ -111,17 +111,19 @@ class SlurmRequeue(pl.Callback):
     while another process is blocked in the gradient all-reduce, the processes deadlock (seen with
     2 CPU processes on a real cluster). Here the handler only notes the signal; after each training
     batch the processes agree whether any of them got it, and if so all save ``hpc_ckpt_N.ckpt`` in
-    ``checkpoint_dir`` (like Lightning's ``ModelCheckpoint``, at the end of a batch) and
-    rank 0 runs ``scontrol requeue``. Once that batch's metrics are logged (at the next batch start
-    or the end of training) the loggers are flushed and all processes wait for SLURM to stop them
-    (SIGTERM, then SIGKILL after KillWait). If the requeue fails, training goes on.
+    ``checkpoint_dir`` (like Lightning's ``ModelCheckpoint``, at the end of a batch). Once that batch's
+    metrics are logged (at the next batch start, or the end of training) the loggers are flushed, rank 0
+    runs ``scontrol requeue`` and all processes wait for SLURM to stop them (SIGTERM, then SIGKILL after
+    KillWait). SIGTERM is ignored from the requeue on: Lightning's handler runs a collective and stops
+    the fit, which raced with the end of the batch when the requeue came earlier (a step missing from
+    ``metrics.csv``, docs/slurm.md). If the requeue fails, training goes on.
     """
 
     def __init__(self, checkpoint_dir: str | Path, signum: signal.Signals = signal.SIGUSR1) -> None:
         self.checkpoint_dir = Path(checkpoint_dir)
         self.signum = signum
         self._received = False
-        self._requeued = False
+        self._saved = False
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Replaces Lightning's handler (registered just before); teardown restores the original one.
@@ -137,21 +139,25 @@ class SlurmRequeue(pl.Callback):
         path = next_hpc_path(self.checkpoint_dir)
         save_for_resume(trainer, path)  # the requeued job resumes it
         rank_zero_info(f"[dskd slurm] {self.signum.name}: saved {path} at step {trainer.global_step}")
-        self._requeued = trainer.strategy.broadcast(requeue_job() if trainer.is_global_zero else False, src=0)
-        if not self._requeued:
-            rank_zero_warn("[dskd slurm] the job could not be requeued; training goes on.")
+        self._saved = True
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
-        if self._requeued:
-            self._wait_for_slurm(trainer)
+        if self._saved:
+            self._requeue_and_wait(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._requeued:
-            self._wait_for_slurm(trainer)
+        if self._saved:
+            self._requeue_and_wait(trainer)
 
-    def _wait_for_slurm(self, trainer: pl.Trainer) -> None:
-        for logger in trainer.loggers:  # the metrics up to the checkpoint reach disk before SLURM kills us
+    def _requeue_and_wait(self, trainer: pl.Trainer) -> None:
+        self._saved = False
+        for logger in trainer.loggers:  # the metrics up to the checkpoint reach disk before SLURM stops us
             logger.save()
+        lightnings = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if not trainer.strategy.broadcast(requeue_job() if trainer.is_global_zero else False, src=0):
+            signal.signal(signal.SIGTERM, lightnings)
+            rank_zero_warn("[dskd slurm] the job could not be requeued; training goes on.")
+            return
         rank_zero_info("[dskd slurm] job requeued; waiting for SLURM to stop this run.")
         while True:
             time.sleep(1)

@@ -1,14 +1,22 @@
-"""SLURM variables -> ranks: our mapping (docs/slurm.md) against Lightning's SLURMEnvironment and Trainer."""
+"""SLURM variables -> ranks: our mapping (docs/slurm.md) against Lightning's SLURMEnvironment and Trainer;
+the requeue callback's order on a real (1-process) Lightning fit."""
 
 from __future__ import annotations
 
+import csv
 import os
+import signal
+from types import SimpleNamespace
 
+import lightning.pytorch as pl
 import pytest
+import torch
 from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-from dskd.training.slurm import SlurmRanks, first_host, resume_path, slurm_plugins
+from dskd.training import slurm
+from dskd.training.slurm import SlurmRanks, SlurmRequeue, first_host, resume_path, slurm_plugins
 
 SLURM_KEYS = ("SLURM_JOB_ID", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_JOB_NAME", "MASTER_ADDR", "MASTER_PORT")
 
@@ -109,3 +117,88 @@ def test_resume_path_takes_the_newest_checkpoint(tmp_path):
     assert resume_path(tmp_path, None) == str(tmp_path / "hpc_ckpt_10.ckpt")
     os.utime(last, (4e9, 4e9))  # last.ckpt written after the requeue: it wins
     assert resume_path(tmp_path, str(last)) == str(last)
+
+
+class _SignalledAt(pl.LightningModule):
+    """A linear model that gets SIGUSR1 during step ``signal_at`` (as SLURM sends it before the time
+    limit) and notes the SIGTERM handler in force at each step."""
+
+    def __init__(self, signal_at: int) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+        self.signal_at = signal_at
+        self.sigterm_handlers: list = []
+
+    def training_step(self, batch, batch_idx):
+        if self.trainer.global_step + 1 == self.signal_at:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        self.sigterm_handlers.append(signal.getsignal(signal.SIGTERM))
+        loss = self.layer(batch[0]).pow(2).mean()
+        self.log("train/loss", loss)
+        return loss
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(16, 2)), batch_size=2)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class _StopWaiting(Exception):
+    pass
+
+
+def _fit_requeued(tmp_path, monkeypatch, requeued: bool, max_steps: int = 6):
+    """A fit signalled at step 3 whose ``scontrol requeue`` notes the CSV rows on disk and the SIGTERM
+    handler and returns ``requeued``, after sending SIGTERM if so (SLURM does at once); the wait ends the fit."""
+    seen: dict = {}
+
+    def requeue() -> bool:
+        with open(tmp_path / "metrics.csv", newline="") as f:
+            seen["rows"] = sum(1 for r in csv.DictReader(f) if r["train/loss"])
+        seen["sigterm"] = signal.getsignal(signal.SIGTERM)
+        if requeued:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return requeued
+
+    def sleep(seconds: float) -> None:
+        raise _StopWaiting
+
+    monkeypatch.setattr(slurm, "requeue_job", requeue)
+    monkeypatch.setattr(slurm, "time", SimpleNamespace(sleep=sleep))
+    module = _SignalledAt(signal_at=3)
+    trainer = Trainer(
+        accelerator="cpu",
+        max_steps=max_steps,
+        logger=CSVLogger(tmp_path, name="", version="", flush_logs_every_n_steps=1000),  # flushed only when saved
+        log_every_n_steps=1,
+        callbacks=[SlurmRequeue(tmp_path / "checkpoints")],
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    return trainer, module, seen
+
+
+def test_requeue_comes_after_the_checkpoint_steps_row_is_on_disk_and_sigterm_is_ignored(tmp_path, monkeypatch):
+    before = signal.getsignal(signal.SIGTERM)
+    trainer, module, seen = _fit_requeued(tmp_path, monkeypatch, requeued=True)
+    with pytest.raises(_StopWaiting):
+        trainer.fit(module)
+    hpc = torch.load(tmp_path / "checkpoints" / "hpc_ckpt_1.ckpt", weights_only=True)  # written here
+    assert hpc["global_step"] == 3
+    assert seen["rows"] == 3  # steps 1-3: the row of the checkpoint's step reached disk before the requeue
+    assert seen["sigterm"] == signal.SIG_IGN  # Lightning's handler would start a collective
+    assert len(module.sigterm_handlers) == 3  # no step after the requeue
+    assert signal.getsignal(signal.SIGTERM) == before  # Lightning's teardown puts the original back
+
+
+def test_a_failed_requeue_gives_sigterm_back_and_training_goes_on(tmp_path, monkeypatch):
+    trainer, module, seen = _fit_requeued(tmp_path, monkeypatch, requeued=False)
+    with pytest.warns(UserWarning, match="could not be requeued; training goes on"):
+        trainer.fit(module)
+    assert trainer.global_step == 6 and seen["rows"] == 3
+    lightnings = module.sigterm_handlers[0]
+    assert lightnings not in (signal.SIG_IGN, signal.SIG_DFL)
+    assert module.sigterm_handlers[3:] == [lightnings] * 3  # in force again after the failed requeue
