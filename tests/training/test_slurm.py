@@ -150,7 +150,8 @@ class _StopWaiting(Exception):
 
 def _fit_requeued(tmp_path, monkeypatch, requeued: bool, max_steps: int = 6):
     """A fit signalled at step 3 whose ``scontrol requeue`` notes the CSV rows on disk and the SIGTERM
-    handler and returns ``requeued``, after sending SIGTERM if so (SLURM does at once); the wait ends the fit."""
+    handler and returns ``requeued``, after sending SIGTERM if so (SLURM does at once); the wait ends
+    the fit."""
     seen: dict = {}
 
     def requeue() -> bool:
@@ -170,7 +171,7 @@ def _fit_requeued(tmp_path, monkeypatch, requeued: bool, max_steps: int = 6):
     trainer = Trainer(
         accelerator="cpu",
         max_steps=max_steps,
-        logger=CSVLogger(tmp_path, name="", version="", flush_logs_every_n_steps=1000),  # flushed only when saved
+        logger=CSVLogger(tmp_path, name="", version="", flush_logs_every_n_steps=1000),  # on save only
         log_every_n_steps=1,
         callbacks=[SlurmRequeue(tmp_path / "checkpoints")],
         enable_progress_bar=False,
@@ -181,7 +182,7 @@ def _fit_requeued(tmp_path, monkeypatch, requeued: bool, max_steps: int = 6):
     return trainer, module, seen
 
 
-def test_requeue_comes_after_the_checkpoint_steps_row_is_on_disk_and_sigterm_is_ignored(tmp_path, monkeypatch):
+def test_requeue_comes_after_the_checkpoint_steps_row_is_on_disk_and_ignores_sigterm(tmp_path, monkeypatch):
     before = signal.getsignal(signal.SIGTERM)
     trainer, module, seen = _fit_requeued(tmp_path, monkeypatch, requeued=True)
     with pytest.raises(_StopWaiting):
