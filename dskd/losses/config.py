@@ -19,6 +19,9 @@ POSITION_DIVERGENCES: tuple[str, ...] = tuple(d for d in DIVERGENCES if d not in
 Hinge = Literal["absolute", "teacher", "triplet"]
 HINGES: tuple[str, ...] = get_args(Hinge)
 """Forms of the sense loss's push term (docs/losses.md, "Teacher-relative terms")."""
+Pull = Literal["absolute", "floor", "match"]
+PULLS: tuple[str, ...] = get_args(Pull)
+"""Forms of the sense loss's pull terms, P1 and P2 (docs/losses.md, "Teacher-relative terms")."""
 SAMPLED_DIVERGENCES: tuple[str, ...] = ("forward_kl",)
 """Divergences that tokens sampled from the teacher estimate without bias (dskd.losses.sampled)."""
 
@@ -95,9 +98,11 @@ class SenseLossConfig:
     teacher_slack: float = ranged(0.0, ge=0)
     """delta of hinge=teacher, in MSE units: how much closer to an antonym row than the teacher the
     student may come before the hinge acts."""
-    pull_floor: bool = False
-    """Floor the pull at the teacher's distance: per positive row max(0, MSE_S(p) - MSE_T(p)), so the
-    pull stops where the teacher stands (false: MSE_S(p), the paper)."""
+    pull: Pull = "absolute"
+    """Form of the pulls, per selected row s (P1: positives, P2: the target's own senses; docs/losses.md):
+    absolute: MSE_S(s) (the paper) | floor: max(0, MSE_S(s) - MSE_T(s)), the pull stops where the
+    teacher stands | match: (MSE_S(s) - MSE_T(s))^2, the student held at the teacher's distance from
+    both sides (floor and match are 0, with zero gradient, at the teacher's state)."""
     margin: float = ranged(1.0, ge=0)
     """mu of the absolute and triplet hinges, in MSE units (ignored when margin_quantile is set)."""
     margin_quantile: float | None = ranged(None, ge=0, le=1)
@@ -116,10 +121,11 @@ class SenseLossConfig:
 
     def __post_init__(self) -> None:  # also built in code for dskd.losses.sense
         check_fields(self, "loss.sense.")
-        if self.hinge not in HINGES:
-            raise ConfigError(
-                f"loss.sense.hinge={self.hinge!r} is not known; choose one of {', '.join(HINGES)}."
-            )
+        for key, value, known in (("hinge", self.hinge, HINGES), ("pull", self.pull, PULLS)):
+            if value not in known:
+                raise ConfigError(
+                    f"loss.sense.{key}={value!r} is not known; choose one of {', '.join(known)}."
+                )
 
 
 @dataclass

@@ -11,11 +11,13 @@ hidden state is pulled toward the positives and pushed (hinge) away from the neg
 Beside the paper's (``hinge: absolute``) the push can be teacher-relative (``hinge: teacher``:
 ``max(0, MSE(H_T[p], a) - slack - MSE(H_S[p], a))`` per row a) or a triplet (``hinge: triplet``:
 ``max(0, margin + mean_P MSE(H_S[p], s) - mean_N MSE(H_S[p], a))`` per position, counted where both
-``P`` and ``N`` hold rows), and ``pull_floor`` floors the pull at the teacher's distance
-(``max(0, MSE(H_S[p], s) - MSE(H_T[p], s))``); docs/losses.md, "Teacher-relative terms".
+``P`` and ``N`` hold rows); the pulls of P1 and P2 can stop at the teacher's distance (``pull: floor``:
+``max(0, MSE(H_S[p], s) - MSE(H_T[p], s))``) or hold the student there from both sides (``pull: match``:
+``(MSE(H_S[p], s) - MSE(H_T[p], s))^2``); docs/losses.md, "Teacher-relative terms".
 An empty ``P`` or ``N`` drops its term (a P1 position without any candidate counts as a 0 term).
 For each P2 position, ``l_p`` is the mean MSE to the ``kappa`` rows of ``D[t]`` nearest to the
-teacher's state, and 0 (still counted) when ``t`` has no senses or no target.
+teacher's state (in the ``pull`` form of the P1 pull), and 0 (still counted) when ``t`` has no senses
+or no target.
 Per sequence the loss is the mean of its terms (m P1 + m P2 terms, those switched off not
 counted); sequences without any term are left out of the mean over sequences, and a batch without
 any term gives 0 (still connected to the student's graph so that distributed training sees a
@@ -172,11 +174,16 @@ def _push(pos: Nearest, neg: Nearest, cfg: SenseLossConfig, margin: float, at_te
     return Push(_masked_mean(torch.relu(gap), neg.selected), gap > 0, neg.selected)
 
 
-def _pull(pos: Nearest, cfg: SenseLossConfig) -> torch.Tensor:
-    """The pull of each position (before ``w_pos``): the mean over its positive rows of the MSE,
-    floored at the teacher's with ``cfg.pull_floor``."""
-    rows = torch.relu(pos.mse - pos.teacher_mse) if cfg.pull_floor else pos.mse
-    return _masked_mean(rows, pos.selected)
+def _pull(near: Nearest, cfg: SenseLossConfig) -> torch.Tensor:
+    """The pull of each position toward its selected rows (P1: positives, before ``w_pos``; P2: the
+    target's own senses): the mean over the rows of the MSE (``cfg.pull: absolute``), of its excess over
+    the teacher's (``floor``) or of its squared difference to the teacher's (``match``)."""
+    if cfg.pull == "absolute":
+        rows = near.mse
+    else:
+        gap = near.mse - near.teacher_mse
+        rows = torch.relu(gap) if cfg.pull == "floor" else gap.square()
+    return _masked_mean(rows, near.selected)
 
 
 def _ratio(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -310,7 +317,7 @@ def sense_loss(
         t2 = _targets(batch, "rand").unsqueeze(-1)
         own2 = counted2.unsqueeze(-1) & (t2 != IGNORE_INDEX)
         near = _nearest_mse(hs2, _at(ht, _teacher_pos(batch, "rand")), lookup, t2, own2, cfg.kappa)
-        rand_term = _masked_mean(near.mse, near.selected)
+        rand_term = _pull(near, cfg)
 
     n_terms = counted1.sum(1) + counted2.sum(1)  # [B]
     has_terms = n_terms > 0

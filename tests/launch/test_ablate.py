@@ -51,7 +51,7 @@ def test_shipped_sweeps_cover_the_paper_knobs():
             assert len({p.cfg.senses.output_dir for p in points}) == len(points)
     expected = {"loss.sense.weight", "loss.sense.kappa", "senses.k", "loss.sense.margin"}
     assert expected | {"loss.sense.positives", "loss.sense.negatives"} <= knobs
-    assert {"loss.sense.hinge", "loss.sense.pull_floor"} <= knobs  # DSKD+'s teacher-relative switches
+    assert {"loss.sense.hinge", "loss.sense.pull"} <= knobs  # DSKD+'s teacher-relative switches
     old_plus = ablate.point_configs(ablate.load_sweep(ROOT / "experiments/sweeps/dskd_plus_margin.yaml"))
     assert {p.cfg.loss.sense.hinge for p in old_plus} == {"absolute"}  # the quantile margin's own hinge
     tiny = ablate.load_sweep(ROOT / "experiments/sweeps/tiny_kappa_weight.yaml")

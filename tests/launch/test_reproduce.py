@@ -48,7 +48,8 @@ def test_every_preset_loads_with_kd_first_and_shared_data():
         assert [v.label for v in variants] == (["DSKD+", "DSKD+ pull-only"] if preset == "tiny" else [])
     plus, pull = preset_configs("tiny", [0], [])[2:]
     assert plus.method == "dskd" and plus.loss.sense.margin_quantile is None
-    assert plus.loss.sense.hinge == "teacher" and plus.loss.sense.pull_floor and plus.loss.sense.negatives
+    assert plus.loss.sense.hinge == "teacher" and plus.loss.sense.pull == "match"
+    assert plus.loss.sense.negatives
     assert not plus.loss.sense.own_senses_in_negatives
     assert plus.data.neighbours_with_senses and plus.data.sense_aligned_neighbours
     assert not pull.loss.sense.negatives and pull.name == "tiny-dskd-plus-pull"

@@ -44,7 +44,8 @@ def reference_sense_loss(hs, ht, batch, table, cfg) -> dict[str, torch.Tensor]:
         return [table[key]] if key in table else []
 
     def pull(h_s, h_t, s):
-        return torch.relu(mse(h_s, s) - mse(h_t, s)) if cfg.pull_floor else mse(h_s, s)
+        gap = mse(h_s, s) - mse(h_t, s)
+        return {"absolute": mse(h_s, s), "floor": torch.relu(gap), "match": gap**2}[cfg.pull]
 
     def push(h_s, h_t, a):  # absolute or teacher hinge on one antonym row
         if cfg.hinge == "teacher":
@@ -82,7 +83,9 @@ def reference_sense_loss(hs, ht, batch, table, cfg) -> dict[str, torch.Tensor]:
             p = int(batch["rand_pos"][b, m])
             t = int(batch["labels"][b, p])
             near = nearest(senses(t) if t != -100 else [], ht[b, p])
-            rand = torch.stack([mse(hs[b, p], s) for s in near]).mean() if near else hs.new_zeros(())
+            rand = (
+                torch.stack([pull(hs[b, p], ht[b, p], s) for s in near]).mean() if near else hs.new_zeros(())
+            )
             terms.append((hs.new_zeros(()), hs.new_zeros(()), rand))
         if terms:
             for i, name in enumerate(parts):
@@ -148,8 +151,10 @@ SWITCHES = [
     {"hinge": "teacher", "teacher_slack": 0.3, "own_senses_in_negatives": False},
     {"hinge": "triplet"},
     {"hinge": "triplet", "positives": False, "kappa": 1},
-    {"pull_floor": True},
-    {"pull_floor": True, "hinge": "teacher", "random_positions": False},
+    {"pull": "floor"},
+    {"pull": "floor", "hinge": "teacher", "random_positions": False},
+    {"pull": "match"},
+    {"pull": "match", "hinge": "teacher", "own_senses_in_negatives": False},
 ]
 
 
@@ -426,23 +431,54 @@ def test_bf16_true_default_dtype_gives_the_fp32_loss():
     assert got["diagnostics"]["margin"].dtype == torch.float32
 
 
-def test_teacher_hinge_and_floored_pull_are_zero_with_zero_gradient_at_the_teacher():
+@pytest.mark.parametrize("pull", ["floor", "match"])
+def test_teacher_hinge_and_teacher_relative_pulls_are_zero_with_zero_gradient_at_the_teacher(pull):
     """Correct: exactly 0 at the teacher's state; selective: the hinge acts once the student comes
-    closer to an antonym row than the teacher, and the pull once it is farther from a positive row."""
+    closer to an antonym row than the teacher, and the pulls (P1 and P2) once it moves off the teacher."""
     hs, ht, batch, table = _problem(0)
     lookup = TableLookup(table, K, D, N_KEYS)
-    cfg = SenseLossConfig(kappa=2, hinge="teacher", pull_floor=True, random_positions=False)
+    cfg = SenseLossConfig(kappa=2, hinge="teacher", pull=pull)
     h = ht.clone().requires_grad_(True)
     out = sense_loss(h, ht, batch, lookup, cfg)
     (grad,) = torch.autograd.grad(out["total"], [h])
-    assert out["pos"].item() == 0.0 and out["neg"].item() == 0.0 and grad.abs().sum().item() == 0.0
+    assert out["pos"].item() == out["neg"].item() == out["rand"].item() == 0.0
+    assert grad.abs().sum().item() == 0.0
     diag = out["diagnostics"]
     assert diag["hinge_active"].item() == diag["hinge_active_teacher"].item() == 0.0
     assert diag["pull_active"].item() == 0.0 and diag["pos_distance_ratio"].item() == 1.0
     moved = sense_loss(hs, ht, batch, lookup, cfg)  # the student's own states: both act somewhere
-    assert moved["pos"].item() > 0 and moved["neg"].item() > 0
+    assert moved["pos"].item() > 0 and moved["neg"].item() > 0 and moved["rand"].item() > 0
     assert 0 < moved["diagnostics"]["hinge_active"].item() < 1
     assert moved["diagnostics"]["hinge_active_teacher"].item() == 0.0
+
+
+@pytest.mark.parametrize("student", [0.5, 3.5])
+def test_pull_forms_by_hand_on_either_side_of_the_teacher(student):
+    """One P1 position, one positive row s = 0 (d = 1), the teacher at 2 (MSE_T = 4); the student closer
+    (0.5: MSE_S = 0.25) or farther (3.5: 12.25). absolute pulls in on both sides; floor only from
+    farther; match pulls in from farther and pushes out from closer, in proportion to the gap."""
+    table = {1: torch.tensor([[0.0]])}
+    batch = {
+        "labels": torch.tensor([[1]]),
+        "sense_pos": torch.tensor([[0]]),
+        "sense_pos_mask": torch.tensor([[True]]),
+        "syn_keys": torch.zeros(1, 1, 0, dtype=torch.long),
+        "syn_mask": torch.zeros(1, 1, 0, dtype=torch.bool),
+        "ant_keys": torch.zeros(1, 1, 0, dtype=torch.long),
+        "ant_mask": torch.zeros(1, 1, 0, dtype=torch.bool),
+        "rand_pos": torch.tensor([[0]]),
+        "rand_pos_mask": torch.tensor([[False]]),
+    }
+    mse_s, farther = student**2, student > 2
+    want = {"absolute": (mse_s, 2 * student), "floor": (max(0.0, mse_s - 4), 2 * student * farther)}
+    want["match"] = ((mse_s - 4) ** 2, 2 * (mse_s - 4) * 2 * student)
+    for pull, (value, slope) in want.items():
+        h = torch.tensor([[[student]]], requires_grad=True)
+        cfg = SenseLossConfig(kappa=1, pull=pull, negatives=False, random_positions=False)
+        out = sense_loss(h, torch.tensor([[[2.0]]]), batch, TableLookup(table, 1, 1, 2), cfg)
+        (grad,) = torch.autograd.grad(out["total"], [h])
+        assert out["pos"].item() == pytest.approx(value), pull
+        assert grad.item() == pytest.approx(slope), pull  # d/dh of (h - 0)^2 is 2h; its sign: in or out
 
 
 def test_absolute_and_triplet_hinges_act_at_the_teacher_and_say_so():
@@ -469,7 +505,9 @@ def test_teacher_slack_lets_the_student_come_closer():
     assert negs[0] > negs[1] > negs[2] == 0.0
 
 
-@pytest.mark.parametrize(("key", "value"), [("hinge", "relative"), ("teacher_slack", -0.1)])
-def test_bad_hinge_settings_are_refused(key, value):
+@pytest.mark.parametrize(
+    ("key", "value"), [("hinge", "relative"), ("teacher_slack", -0.1), ("pull", "ceiling")]
+)
+def test_bad_hinge_and_pull_settings_are_refused(key, value):
     with pytest.raises(ConfigError, match=f"loss.sense.{key}"):
         SenseLossConfig(**{key: value})

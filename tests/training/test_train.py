@@ -182,7 +182,7 @@ def test_dskd_run_logs_every_component_and_wandb_offline(run_tmp, teacher_dir, m
 
 
 def test_dskd_run_logs_the_teacher_relative_diagnostics_in_training_and_validation(run_tmp, teacher_dir):
-    over = {"trainer.max_steps": 2, "loss.sense.hinge": "teacher", "loss.sense.pull_floor": True}
+    over = {"trainer.max_steps": 2, "loss.sense.hinge": "teacher", "loss.sense.pull": "match"}
     cfg = tiny_config(run_tmp, teacher_dir, "dskd", over)
     m = train(cfg, datamodule=random_batches(n=4), export=False)["metrics"]
     for split in ("train", "val"):
