@@ -216,11 +216,11 @@ def test_hinge_is_active_in_the_default_problem():
     assert out["neg"].item() > 0 and out["pos"].item() > 0 and out["rand"].item() > 0
 
 
-def test_hand_computed_single_position():
-    # D[t=1] = {0, 2} (d = 1); H_T = 0.1 -> nearest sense 0; H_S = 1 -> MSE 1
-    table = {1: torch.tensor([[0.0], [2.0]])}
-    batch = {
-        "labels": torch.tensor([[1, -100]]),
+def _one_position_batch(labels: list[int], p2: bool) -> dict[str, torch.Tensor]:
+    """One sequence whose position 0 is its P1 position (no synonyms or antonyms) and, with ``p2``,
+    its P2 position too."""
+    return {
+        "labels": torch.tensor([labels]),
         "sense_pos": torch.tensor([[0]]),
         "sense_pos_mask": torch.tensor([[True]]),
         "syn_keys": torch.zeros(1, 1, 0, dtype=torch.long),
@@ -228,8 +228,14 @@ def test_hand_computed_single_position():
         "ant_keys": torch.zeros(1, 1, 0, dtype=torch.long),
         "ant_mask": torch.zeros(1, 1, 0, dtype=torch.bool),
         "rand_pos": torch.tensor([[0]]),
-        "rand_pos_mask": torch.tensor([[True]]),
+        "rand_pos_mask": torch.tensor([[p2]]),
     }
+
+
+def test_hand_computed_single_position():
+    # D[t=1] = {0, 2} (d = 1); H_T = 0.1 -> nearest sense 0; H_S = 1 -> MSE 1
+    table = {1: torch.tensor([[0.0], [2.0]])}
+    batch = _one_position_batch([1, -100], p2=True)
     hs, ht = torch.tensor([[[1.0], [0.0]]]), torch.tensor([[[0.1], [0.0]]])
     cfg = SenseLossConfig(kappa=1, margin=1.5)
     out = sense_loss(hs, ht, batch, TableLookup(table, 2, 1, 3), cfg)
@@ -458,17 +464,7 @@ def test_pull_forms_by_hand_on_either_side_of_the_teacher(student):
     (0.5: MSE_S = 0.25) or farther (3.5: 12.25). absolute pulls in on both sides; floor only from
     farther; match pulls in from farther and pushes out from closer, in proportion to the gap."""
     table = {1: torch.tensor([[0.0]])}
-    batch = {
-        "labels": torch.tensor([[1]]),
-        "sense_pos": torch.tensor([[0]]),
-        "sense_pos_mask": torch.tensor([[True]]),
-        "syn_keys": torch.zeros(1, 1, 0, dtype=torch.long),
-        "syn_mask": torch.zeros(1, 1, 0, dtype=torch.bool),
-        "ant_keys": torch.zeros(1, 1, 0, dtype=torch.long),
-        "ant_mask": torch.zeros(1, 1, 0, dtype=torch.bool),
-        "rand_pos": torch.tensor([[0]]),
-        "rand_pos_mask": torch.tensor([[False]]),
-    }
+    batch = _one_position_batch([1], p2=False)
     mse_s, farther = student**2, student > 2
     want = {"absolute": (mse_s, 2 * student), "floor": (max(0.0, mse_s - 4), 2 * student * farther)}
     want["match"] = ((mse_s - 4) ** 2, 2 * (mse_s - 4) * 2 * student)
