@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dskd.core import io
+from dskd.core import io, stopping
 from dskd.core.io import atomic_dir, atomic_path
 from dskd.core.stopping import Stopped, holding_signals, stop_cleanly
 
@@ -19,8 +19,7 @@ from dskd.core.stopping import Stopped, holding_signals, stop_cleanly
 def pythons_own_handlers():
     """Python's own SIGINT and SIGTERM handlers, as a foreground process has them: a background job of
     a non-interactive shell (`cmd &`, CI under nohup) starts with SIGINT ignored."""
-    own = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
-    before = {s: signal.signal(s, handler) for s, handler in own.items()}
+    before = {s: signal.signal(s, handler) for s, handler in stopping._DEFAULT.items()}
     yield
     for s, handler in before.items():
         signal.signal(s, handler)

@@ -148,7 +148,7 @@ class _StopWaiting(Exception):
     pass
 
 
-def _fit_requeued(tmp_path, monkeypatch, requeued: bool, max_steps: int = 6):
+def _fit_requeued(tmp_path, monkeypatch, requeued: bool):
     """A fit signalled at step 3 whose ``scontrol requeue`` notes the CSV rows on disk and the SIGTERM
     handler and returns ``requeued``, after sending SIGTERM if so (SLURM does at once); the wait ends
     the fit."""
@@ -170,7 +170,7 @@ def _fit_requeued(tmp_path, monkeypatch, requeued: bool, max_steps: int = 6):
     module = _SignalledAt(signal_at=3)
     trainer = Trainer(
         accelerator="cpu",
-        max_steps=max_steps,
+        max_steps=6,
         logger=CSVLogger(tmp_path, name="", version="", flush_logs_every_n_steps=1000),  # on save only
         log_every_n_steps=1,
         callbacks=[SlurmRequeue(tmp_path / "checkpoints")],
