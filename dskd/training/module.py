@@ -394,13 +394,18 @@ def _val_sense_sums(sense: dict[str, Any], batch: SenseBatch, mask: torch.Tensor
         elif name in counts:
             sums[f"val/sense_diag/{name}"] = value * counts[name]
             sums[f"n/{name}"] = counts[name]
+    for side in ("pos", "neg"):  # the batch's distance sums, squared and crossed: the ratios' spread
+        s, t = sums[f"val/sense_diag/student_mse_{side}"], sums[f"val/sense_diag/teacher_mse_{side}"]
+        sums.update({f"ss/{side}": s * s, f"st/{side}": s * t, f"tt/{side}": t * t})
     return sums
 
 
 def _pooled_val_sense(sums: dict[str, float]) -> dict[str, float]:
     """The validation sense logs from the summed :func:`_val_sense_sums` of all held-out batches:
     the loss values are means over the batches, each diagnostic the mean over all its entries (as if
-    the held-out set were one batch), and the distance ratios the ratios of the pooled distances."""
+    the held-out set were one batch), the distance ratios the ratios of the pooled distances, and
+    (from two batches on) their standard errors ``<side>_distance_ratio_se``
+    (:func:`_ratio_standard_error`)."""
     out = {}
     for key, total in sums.items():
         name = key.removeprefix("val/sense_diag/")
@@ -413,4 +418,25 @@ def _pooled_val_sense(sums: dict[str, float]) -> dict[str, float]:
             out[f"val/sense_diag/teacher_mse_{side}"],
         )
         out[f"val/sense_diag/{side}_distance_ratio"] = student / teacher if teacher > 0 else 0.0
+        se = _ratio_standard_error(sums, side)
+        if se is not None:
+            out[f"val/sense_diag/{side}_distance_ratio_se"] = se
     return out
+
+
+def _ratio_standard_error(sums: dict[str, float], side: str) -> float | None:
+    """The standard error of a pooled distance ratio ``R = sum_b s_b / sum_b t_b`` over the held-out
+    batches b (s_b, t_b: the batch's summed student and teacher distances), the batches taken as
+    independent draws (the positions of a batch are not): the ratio estimator's linearised variance
+    ``n / (n - 1) * sum_b (s_b - R t_b)^2 / (sum_b t_b)^2``; None below two batches or without
+    teacher distances."""
+    n, s, t = (
+        sums["batches"],
+        sums[f"val/sense_diag/student_mse_{side}"],
+        sums[f"val/sense_diag/teacher_mse_{side}"],
+    )
+    if n < 2 or t <= 0:
+        return None
+    r = s / t
+    spread = sums[f"ss/{side}"] - 2 * r * sums[f"st/{side}"] + r * r * sums[f"tt/{side}"]
+    return math.sqrt(max(spread, 0.0) * n / (n - 1)) / t

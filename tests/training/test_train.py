@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import statistics
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -20,7 +21,13 @@ from dskd.losses.sense import sense_loss
 from dskd.models.loading import load_causal_lm
 from dskd.models.student import build_projection, build_student
 from dskd.senses import SenseDictionary
-from dskd.training.module import DistillationModule, DistillationParts, _pooled_val_sense, _val_sense_sums
+from dskd.training.module import (
+    DistillationModule,
+    DistillationParts,
+    _pooled_val_sense,
+    _ratio_standard_error,
+    _val_sense_sums,
+)
 from dskd.training.run import train
 from tests.losses.test_sense import N_KEYS, D, K, TableLookup, _problem
 from tests.sections import settings_of
@@ -195,6 +202,9 @@ def test_dskd_run_logs_the_teacher_relative_diagnostics_in_training_and_validati
         )
     assert m["val/sense"] == pytest.approx(m["val/sense_pos"] + m["val/sense_neg"] + m["val/sense_rand"])
     assert m["val/sense"] > 0 and "val/batches" not in m
+    for side in ("pos", "neg"):  # two held-out batches: a spread to measure (a step has none)
+        assert 0 < m[f"val/sense_diag/{side}_distance_ratio_se"] < math.inf
+        assert f"train/sense_diag/{side}_distance_ratio_se" not in m
 
 
 @pytest.mark.parametrize("hinge", ["absolute", "teacher", "triplet"])
@@ -214,12 +224,36 @@ def test_validation_pools_the_sense_diagnostics_as_one_batch_of_every_held_out_p
     ]
     pooled = _pooled_val_sense({k: (sums[0][k] + sums[1][k]).item() for k in sums[0]})
     whole = sense_loss(hs, ht, batch, lookup, cfg)["diagnostics"]
-    assert {k.removeprefix("val/sense_diag/") for k in pooled if k.startswith("val/sense_diag/")} == set(
-        whole
-    )
+    pooled_names = {k.removeprefix("val/sense_diag/") for k in pooled if k.startswith("val/sense_diag/")}
+    assert pooled_names == set(whole) | {"pos_distance_ratio_se", "neg_distance_ratio_se"}
     for name, value in whole.items():
         assert pooled[f"val/sense_diag/{name}"] == pytest.approx(value.item(), rel=1e-5), name
     assert pooled["val/sense_diag/hinge_active"] > 0
+
+
+def _ratio_sums(student: list[float], teacher: list[float]) -> dict[str, float]:
+    """The summed :func:`_val_sense_sums` entries of the pos ratio, for held-out batches with these
+    summed student and teacher distances."""
+    return {
+        "batches": len(student),
+        "val/sense_diag/student_mse_pos": sum(student),
+        "val/sense_diag/teacher_mse_pos": sum(teacher),
+        "ss/pos": sum(s * s for s in student),
+        "st/pos": sum(s * t for s, t in zip(student, teacher, strict=True)),
+        "tt/pos": sum(t * t for t in teacher),
+    }
+
+
+def test_distance_ratio_standard_error_by_hand_and_against_the_mean_s_standard_error():
+    # by hand: R = 6 / 6 = 1, residuals s_b - R t_b = -1, 0, 1; n/(n-1) * 2 / 6^2 = 1/12
+    assert _ratio_standard_error(_ratio_sums([1, 2, 3], [2, 2, 2]), "pos") == pytest.approx(12**-0.5)
+    # equal teacher sums: the ratio is mean(s) / t, whose standard error is stdev(s) / sqrt(n) / t
+    student = [3.1, 2.4, 2.9, 3.6, 2.2]
+    want = statistics.stdev(student) / len(student) ** 0.5 / 2.5
+    assert _ratio_standard_error(_ratio_sums(student, [2.5] * 5), "pos") == pytest.approx(want, rel=1e-9)
+    # unequal teacher sums: only the residuals from R count (s = R t everywhere: no spread)
+    assert _ratio_standard_error(_ratio_sums([1.8, 3.6, 0.9], [2, 4, 1]), "pos") == pytest.approx(0, abs=1e-7)
+    assert _ratio_standard_error(_ratio_sums([2.0], [2.0]), "pos") is None  # one batch: no spread to see
 
 
 def test_resume_reproduces_the_uninterrupted_run(run_tmp, teacher_dir):
