@@ -24,6 +24,11 @@ from dskd.teacher_cache.config import CacheConfig
 from dskd.training.config import LoggingConfig, OptimConfig, TrainerConfig
 
 
+def row_name(label: str, method: str) -> str:
+    """How results tables name a run's students: ``label``, else ``method`` in capitals (KD, DSKD)."""
+    return label or method.upper()
+
+
 @dataclass
 class ExperimentConfig:
     name: str = "tiny-dskd"
@@ -53,6 +58,11 @@ class ExperimentConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def row_name(self) -> str:
+        """The run's name in results tables and plots: its ``label``, else its method in capitals."""
+        return row_name(self.label, self.method)
 
     def to_yaml(self) -> str:
         """The resolved config as YAML (what ``config.yaml``, checkpoints and stamps record)."""

@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+import yaml
 
-from dskd.config.schema import ExperimentConfig
+from dskd.config.schema import ExperimentConfig, row_name
 from dskd.core.devices import all_gather_object, barrier, numerics, rank_world, resolve_device
 from dskd.core.errors import ConfigError, DSKDError
 from dskd.core.io import provenance, read_artifact_json, write_json_atomic, write_text_atomic
@@ -91,14 +93,31 @@ def check_results_folder(out_dir: Path, models: dict[str, str], overwrite: bool 
 
 
 def discover_models(teacher: str, runs_dir: str) -> dict[str, str]:
-    """The ``teacher`` plus every exported student under ``runs_dir`` (``<run>/seed-S/export``) as
-    ``run@S``."""
-    models = {TEACHER: teacher}
+    """The ``teacher`` plus every exported student under ``runs_dir`` (``<run>/seed-S/export``), named
+    as `dskd reproduce` names them, ``<row name>@S`` (the run's label or method: ``KD@0``, so the
+    tables hold the differences to KD), or ``<run>@S`` where runs would share that name or the run
+    has no readable config.yaml."""
+    found = []  # (row name or None, run, seed, export)
     for export in sorted(Path(runs_dir).glob("*/seed-*/export")):
         if SEED_FOLDER.fullmatch(export.parent.name) and (export / "config.json").is_file():
             seed = export.parent.name.removeprefix("seed-")
-            models[f"{export.parent.parent.name}@{seed}"] = str(export)
+            found.append((_run_row_name(export.parent), export.parent.parent.name, seed, str(export)))
+    shared = Counter((row, seed) for row, _, seed, _ in found)
+    models = {TEACHER: teacher}
+    for row, run, seed, export in found:
+        unique = row is not None and row != TEACHER and shared[(row, seed)] == 1
+        models[f"{row if unique else run}@{seed}"] = export
     return models
+
+
+def _run_row_name(seed_dir: Path) -> str | None:
+    """The row name (:func:`dskd.config.schema.row_name`) of the run whose config.yaml is in
+    ``seed_dir``; None when it cannot be read."""
+    try:
+        cfg = yaml.safe_load((seed_dir / "config.yaml").read_text(encoding="utf-8"))
+        return row_name(str(cfg.get("label") or ""), str(cfg["method"]))
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError):
+        return None
 
 
 def unavailable_tasks(out_dir: str | Path) -> dict[str, str]:

@@ -206,7 +206,7 @@ def reproduce(configs: list[ExperimentConfig], force: bool = False) -> dict[str,
         cache_key = cache_keys.get(cfg.cache.dir) if cfg.teacher.mode == "cached" else None
         summary = _train(cfg, senses_key if cfg.method == "dskd" else None, cache_key, force, teachers)
         summaries.append(summary)
-        models[f"{cfg.label or cfg.method.upper()}@{cfg.seed}"] = summary["export_dir"]
+        models[f"{cfg.row_name}@{cfg.seed}"] = summary["export_dir"]
     with launcher_group() as together:  # the processes of the runs, when training started others
         if not together and not is_global_zero():
             return {"records": None, "runs": summaries, "wall_s": time.perf_counter() - t0, "unavailable": {}}

@@ -11,7 +11,7 @@ from dskd.cli import main
 from dskd.core.errors import DSKDError
 from dskd.core.io import provenance, write_json_atomic
 from dskd.core.outputs import mark_output
-from dskd.evaluation.run import check_results_folder
+from dskd.evaluation.run import check_results_folder, discover_models
 
 CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "tiny" / "dskd.yaml"
 EARLIER = {"teacher": "t", "KD@0": "runs/kd/seed-0/export", "DSKD@0": "runs/dskd/seed-0/export"}
@@ -63,3 +63,31 @@ def test_damaged_results_json_is_one_line(tmp_path):
     with pytest.raises(DSKDError, match=r"results.json \(JSONDecodeError.*--overwrite"):
         check_results_folder(out, {"teacher": "t"})
     assert json.loads((out / ".dskd-artifact.json").read_text())["stage"] == "eval"
+
+
+def _export(runs: Path, run: str, seed: int, config: str | None) -> str:
+    """A run folder with an exported student and (unless None) this config.yaml; the export's path."""
+    export = runs / run / f"seed-{seed}" / "export"
+    export.mkdir(parents=True)
+    (export / "config.json").write_text("{}")
+    if config is not None:
+        (export.parent / "config.yaml").write_text(config)
+    return str(export)
+
+
+def test_discovered_students_are_named_by_their_label_or_method_as_reproduce_names_them(tmp_path):
+    runs = tmp_path / "runs"
+    kd = [_export(runs, "tiny-kd", s, "method: kd\nlabel: ''\n") for s in (0, 1)]
+    plus = _export(runs, "tiny-dskd-plus", 0, "method: dskd\nlabel: DSKD+\n")
+    # two DSKD runs without a label: they would both be DSKD@0, so each keeps its run name
+    kappa = [_export(runs, f"tiny-dskd-kappa{k}", 0, "method: dskd\n") for k in (2, 4)]
+    unreadable = _export(runs, "old-run", 0, None)
+    assert discover_models("t", str(runs)) == {
+        "teacher": "t",
+        "KD@0": kd[0],
+        "KD@1": kd[1],
+        "DSKD+@0": plus,
+        "tiny-dskd-kappa2@0": kappa[0],
+        "tiny-dskd-kappa4@0": kappa[1],
+        "old-run@0": unreadable,
+    }

@@ -299,7 +299,7 @@ def test_reproduce_sets_a_run_of_another_config_aside_with_every_file_in_it(tmp_
     assert (aside / "NOTES.txt").read_text() == "my notes"
     assert f"holds a finished run of another config; moved to {aside}" in capsys.readouterr().out
     assert second["run_dir"] == str(run) and not (run / "NOTES.txt").exists()
-    assert discover_models("t", str(tmp_path / "runs")) == {"teacher": "t", "tiny-kd@0": second["export_dir"]}
+    assert discover_models("t", str(tmp_path / "runs")) == {"teacher": "t", "KD@0": second["export_dir"]}
 
 
 def test_reproduce_refuses_a_run_folder_holding_files_not_written_by_dskd(tmp_path):
