@@ -22,7 +22,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dskd.config.ranges import check_value
+from dskd.config.ranges import check_choice, check_value, choices
 from dskd.config.rules import check_rules
 from dskd.config.schema import ExperimentConfig
 from dskd.core.errors import ConfigError
@@ -123,8 +123,8 @@ def _dataclass_of(tp: Any) -> type | None:
 def _type_name(tp: Any) -> str:
     if isinstance(tp, type):
         return tp.__name__
-    if _choices(tp):
-        return f"one of: {', '.join(_choices(tp))}"
+    if choices(tp):
+        return f"one of: {', '.join(choices(tp))}"
     return str(tp).replace("typing.", "")
 
 
@@ -157,8 +157,8 @@ def _check_keys(data: dict[str, Any], cls: type, prefix: str, source: str) -> No
             for i, item in enumerate(value):
                 if isinstance(item, dict):
                     _check_keys(item, sub, f"{full}[{i}].", source)
-        elif _choices(fields[key]):
-            _check_choice(full, value, fields[key], source)
+        elif choices(fields[key]):
+            check_choice(full, value, fields[key], source)
         elif not _matches(value, fields[key]):
             raise ConfigError(
                 f"Config key '{full}' (in {source}) expects {_type_name(fields[key])}, got "
@@ -203,27 +203,6 @@ def _abbreviation(full: str, valid: list[str]) -> list[str]:
         and (_initials(leaf) == k.rpartition(".")[2] or _initials(k.rpartition(".")[2]) == leaf)
     ]
     return found[:1]
-
-
-def _choices(tp: Any) -> tuple[str, ...]:
-    """The allowed values of a ``Literal`` annotation (also inside ``X | None``); () for other types."""
-    if typing.get_origin(tp) is typing.Literal:
-        return typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return tuple(c for arg in typing.get_args(tp) for c in _choices(arg))
-    return ()
-
-
-def _check_choice(key: str, value: Any, tp: Any, source: str) -> None:
-    """Refuse a value outside a ``Literal`` key's choices, naming the closest one."""
-    choices = _choices(tp)
-    if value is None or value in choices or (isinstance(value, str) and "${" in value):
-        return
-    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.5)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    raise ConfigError(
-        f"Config key '{key}' (in {source}) is {value!r}, not one of: {', '.join(choices)}.{hint}"
-    )
 
 
 def _check_ranges(data: dict[str, Any], cls: type, prefix: str, source: str) -> None:

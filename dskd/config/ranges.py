@@ -1,15 +1,19 @@
-"""Valid ranges of numeric config keys, declared next to the fields they constrain.
+"""Valid ranges of numeric config keys, declared next to the fields they constrain, and the choices of
+``Literal`` keys.
 
 ``lr: float = ranged(5e-5, gt=0)`` is a dataclass field whose metadata holds a :class:`Range`;
 ``dskd.config.loading`` checks every such range when a config loads (:func:`check_value`), and
 ``dskd.config.docs`` prints it. A config section that is also built in code checks its own fields
-in ``__post_init__`` with :func:`check_fields`.
+(ranges and choices) in ``__post_init__`` with :func:`check_fields`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,7 +103,33 @@ def check_value(key: str, value: Any, f: dataclasses.Field, source: str | None =
         raise ConfigError(f"Config key '{key}'{where} is {value!r}, outside its valid range: {rng}.")
 
 
+def choices(tp: Any) -> tuple[str, ...]:
+    """The allowed values of a ``Literal`` annotation (also inside ``X | None``); () for other types."""
+    if typing.get_origin(tp) is typing.Literal:
+        return typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return tuple(c for arg in typing.get_args(tp) for c in choices(arg))
+    return ()
+
+
+def check_choice(key: str, value: Any, tp: Any, source: str | None = None) -> None:
+    """Refuse a value outside the choices of a ``Literal`` key of type ``tp``, naming the closest one
+    (None and unresolved ``${...}`` interpolations pass)."""
+    allowed = choices(tp)
+    if value is None or value in allowed or (isinstance(value, str) and "${" in value):
+        return
+    close = difflib.get_close_matches(str(value), [str(c) for c in allowed], n=1, cutoff=0.5)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    where = f" (in {source})" if source else ""
+    raise ConfigError(f"Config key '{key}'{where} is {value!r}, not one of: {', '.join(allowed)}.{hint}")
+
+
 def check_fields(obj: Any, prefix: str) -> None:
-    """:func:`check_value` for every field of the dataclass instance ``obj`` (keys ``prefix + name``)."""
+    """:func:`check_value` and, for ``Literal`` keys, :func:`check_choice` for every field of the
+    dataclass instance ``obj`` (keys ``prefix + name``)."""
+    hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
-        check_value(f"{prefix}{f.name}", getattr(obj, f.name), f)
+        key, value = f"{prefix}{f.name}", getattr(obj, f.name)
+        check_value(key, value, f)
+        if choices(hints[f.name]):
+            check_choice(key, value, hints[f.name])

@@ -11,6 +11,7 @@ import pytest
 from dskd.config.loading import load_config
 from dskd.config.ranges import Range, range_of, ranged
 from dskd.core.errors import ConfigError
+from dskd.losses.config import KDConfig, SenseLossConfig
 
 PRESET = Path(__file__).resolve().parents[2] / "experiments" / "tiny" / "dskd.yaml"
 
@@ -77,3 +78,32 @@ def test_nan_and_infinity_lie_outside_every_range():
     assert math.nan not in Range()
     assert math.inf not in Range(low=0, high=1)
     assert math.inf in Range(low=0)  # no upper bound: check_value refuses it as not finite
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (
+            lambda: SenseLossConfig(pull="macth"),
+            "'loss.sense.pull' is 'macth', not one of: absolute, floor, match. Did you mean 'match'?",
+        ),
+        (
+            lambda: SenseLossConfig(hinge="relative"),
+            "'loss.sense.hinge' is 'relative', not one of: absolute, teacher, triplet.",
+        ),
+        (
+            lambda: KDConfig(divergence="forward-kl"),
+            "'loss.kd.divergence' is 'forward-kl', not one of: forward_kl,",
+        ),
+    ],
+)
+def test_sections_built_in_code_refuse_a_value_outside_a_literal_key_s_choices(build, message):
+    """As the loader does for YAML: a config section built in code checks its Literal keys too."""
+    with pytest.raises(ConfigError) as e:
+        build()
+    assert message in str(e.value)
+
+
+def test_sections_built_in_code_take_every_choice_of_their_literal_keys():
+    for pull in ("absolute", "floor", "match"):
+        assert SenseLossConfig(pull=pull, hinge="triplet").pull == pull
