@@ -32,6 +32,10 @@ EVAL_MODE_AT_START = r"Found \d+ module\(s\) in eval mode at the start of traini
 """Lightning's warning when a module of the trained model is in eval mode: in a shared trunk the teacher's
 frozen layers are, by design (no dropout in the targets)."""
 
+SRUN_UNUSED = r"The `srun` command is available on your system but is not used"
+"""Lightning's hint, on any machine with SLURM's ``srun``, that a job's processes be started by srun (else
+they hang waiting for each other): a run of one process starts no others (``dskd slurm`` uses srun)."""
+
 
 class _DropMessages(logging.Filter):
     """Drops the records whose message starts with one of ``prefixes``."""
@@ -56,10 +60,13 @@ def drop_message(logger_and_prefix: tuple[str, str]) -> None:
     drop.prefixes.add(prefix)
 
 
-def quiet_lightning() -> None:
-    """Before a Trainer is built: no litlogger tip, no LeafSpec deprecation."""
+def quiet_lightning(one_process: bool) -> None:
+    """Before a Trainer is built: no litlogger tip, no LeafSpec deprecation, and for a run of
+    ``one_process`` no srun hint (for the rest of the process: its runs share one layout)."""
     drop_message(LITLOGGER_TIP)
     warnings.filterwarnings("ignore", message=LEAFSPEC, category=FutureWarning)
+    if one_process:
+        warnings.filterwarnings("ignore", message=SRUN_UNUSED)
 
 
 @contextlib.contextmanager

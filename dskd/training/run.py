@@ -54,7 +54,7 @@ from dskd.models.student import (
 from dskd.models.trunk import shared_depth, shared_modules, splits_exactly
 from dskd.senses import SenseDictionary
 from dskd.senses.config import SensesConfig
-from dskd.teacher_cache.build import CacheSpec, open_cache
+from dskd.teacher_cache.build import CacheSpec, open_cache, world_size
 from dskd.teacher_cache.build import build as build_cache
 from dskd.teacher_cache.loading import load_teacher_prefix
 from dskd.teacher_cache.store import META_FILE
@@ -266,7 +266,7 @@ def build_trainer(t: TrainerConfig, rdir: Path, parts: TrainerParts) -> pl.Train
     val = {}
     if t.val_check_interval is not None:
         val = {"val_check_interval": int(t.val_check_interval), "check_val_every_n_epoch": None}
-    quiet_lightning()
+    quiet_lightning(one_process=world_size(t) == 1)
     return pl.Trainer(
         accelerator=t.accelerator,
         devices=_devices(t.devices),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 import lightning.pytorch as pl
@@ -55,10 +56,10 @@ def _fit(tmp_path, module: pl.LightningModule) -> None:
 
 
 def test_a_fit_after_quiet_lightning_has_no_tip_and_no_leafspec_warning(tmp_path, caplog):
-    quiet_lightning()
+    quiet_lightning(one_process=True)
     with caplog.at_level(logging.INFO), warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        quiet_lightning()  # inside catch_warnings: the filter it sets holds here
+        quiet_lightning(one_process=True)  # inside catch_warnings: the filter it sets holds here
         _fit(tmp_path, _Tiny())
     messages = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("GPU available") for m in messages)  # Lightning's other lines stay
@@ -74,3 +75,21 @@ def test_the_eval_mode_warning_is_silenced_only_where_intended(tmp_path):
                 _fit(tmp_path / str(intended), _Tiny(frozen_in_eval=True))
         found = any("in eval mode at the start of training" in str(w.message) for w in seen)
         assert found is not intended, intended
+
+
+def test_the_srun_hint_is_silenced_for_a_run_of_one_process_only(tmp_path, monkeypatch):
+    """Lightning hints at srun wherever srun is on the PATH and did not start the process."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\n")
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    for var in [v for v in os.environ if v.startswith("SLURM_")]:
+        monkeypatch.delenv(var)
+    for one_process in (False, True):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            quiet_lightning(one_process)  # inside catch_warnings: its filters go with the block
+            _fit(tmp_path / str(one_process), _Tiny())
+        found = any("`srun` command is available" in str(w.message) for w in seen)
+        assert found is not one_process, one_process
